@@ -1,0 +1,3 @@
+from edgestick.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The lab: attacker, client, edge and backend hosts in network namespaces."""
