@@ -10,7 +10,7 @@ STAMP=$VENV/.edgestick-setup
 export DEBIAN_FRONTEND=noninteractive
 
 APT_PACKAGES="python3-bpfcc linux-headers-amd64 bpftool iproute2 ethtool python3-venv
-    tcpreplay haproxy socat iptables nftables procps psmisc"
+    tcpreplay haproxy socat iptables nftables procps psmisc util-linux iputils-ping"
 
 missing=""
 for p in $APT_PACKAGES; do
