@@ -9,8 +9,9 @@ KH=${BCC_KHEADERS_DIR:-/usr/local/lib/bcc-kheaders}
 STAMP=$VENV/.edgestick-setup
 export DEBIAN_FRONTEND=noninteractive
 
+# vagrant: CI runs `vagrant validate --ignore-provider` on vagrant/Vagrantfile (no provider needed).
 APT_PACKAGES="python3-bpfcc linux-headers-amd64 bpftool iproute2 ethtool python3-venv
-    tcpreplay haproxy socat iptables nftables procps psmisc util-linux iputils-ping"
+    tcpreplay haproxy socat iptables nftables procps psmisc util-linux iputils-ping vagrant"
 
 missing=""
 for p in $APT_PACKAGES; do
