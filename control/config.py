@@ -113,6 +113,16 @@ class ShieldConfig:
         if not self.pin_dir:
             self.pin_dir = f"{DEFAULT_PIN_ROOT}/{self.name}"
 
+    @property
+    def period_ms(self) -> int:
+        """The one rate period of the table (every stored rate shares it)."""
+        return next(iter(self.periods_ms.values()), DEFAULT_PERIOD_MS)
+
+    @property
+    def ban_ttl_ms(self) -> int | None:
+        """The one duration of automatic bans (every `ban` rule shares it)."""
+        return next((b.ttl_ms for b in self.bans.values()), None)
+
 
 # --- value parsers: each raises ConfigError through line.error ---------------------------
 
@@ -238,6 +248,11 @@ def _kw_table(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
                 if name in periods:
                     raise line.error(f"'{name}' is stored twice")
                 periods[name] = _time(line, period, f"period of '{name}'")
+                # The program rotates all of a source's rates together: one period.
+                first = next(iter(periods))
+                if periods[name] != periods[first]:
+                    raise line.error(f"all rates share one period: '{item}' differs from "
+                                     f"'{first}({periods[first]}ms)'")
         i += 2
     if "type" not in seen:
         raise line.error("missing type (expects 'type ip')")
@@ -286,6 +301,11 @@ def _kw_ban(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
     cond = _condition(line, args[1:], METRICS, cfg)
     if cond.metric in cfg.bans:
         raise line.error(f"a 'ban' rule on '{cond.metric}' is already set")
+    # The program applies one ban duration, whichever limit was crossed.
+    other = next(iter(cfg.bans.values()), None)
+    if other is not None and other.ttl_ms != ttl:
+        raise line.error(f"every 'ban' rule shares one duration: {args[0]} differs from "
+                         f"{other.ttl_ms}ms of the 'ban' on '{other.condition.metric}'")
     cfg.bans[cond.metric] = Ban(ttl, cond)
 
 

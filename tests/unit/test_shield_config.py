@@ -27,7 +27,7 @@ shield edge
     interface veth0
     interface veth1 mode generic
     interface eth2 mode native
-    table type ip size 1m expire 60s store conn_rate(1s),pkt_rate(1s),byte_rate(10s)
+    table type ip size 1m expire 60s store conn_rate(10s),pkt_rate(10s),byte_rate(10s)
     table-ipv6-prefix 56
     allow 192.0.2.0/24 2001:db8:1::/48
     deny 203.0.113.0/24
@@ -36,7 +36,7 @@ shield edge
     drop if { pkt_rate gt 5000 }
     drop if { byte_rate gt 10000000 }
     ban 10m if { conn_rate gt 1000 }
-    ban 30s if { pkt_rate gt 50000 }
+    ban 10m if { pkt_rate gt 50000 }
     mode dry-run
     malformed drop
     pin-dir /sys/fs/bpf/edgestick-test/
@@ -65,13 +65,14 @@ def test_full_section_next_to_proxy_sections():
     assert cfg.interfaces == [config.Interface("veth0", "auto"), config.Interface("veth1", "generic"),
                               config.Interface("eth2", "native")]
     assert cfg.table_size == 1 << 20 and cfg.table_expire_ms == 60_000
-    assert cfg.periods_ms == {"conn_rate": 1000, "pkt_rate": 1000, "byte_rate": 10_000}
+    assert cfg.periods_ms == {"conn_rate": 10_000, "pkt_rate": 10_000, "byte_rate": 10_000}
+    assert cfg.period_ms == 10_000 and cfg.ban_ttl_ms == 600_000
     assert cfg.ipv6_prefix == 56
     assert cfg.allow == [ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8:1::/48")]
     assert cfg.deny == [ipaddress.ip_network("203.0.113.0/24"), ipaddress.ip_network("198.51.100.7/32")]
     assert cfg.drops == {"conn_rate": 200, "pkt_rate": 5000, "byte_rate": 10_000_000}
     assert cfg.bans == {"conn_rate": config.Ban(600_000, config.Condition("conn_rate", 1000)),
-                        "pkt_rate": config.Ban(30_000, config.Condition("pkt_rate", 50_000))}
+                        "pkt_rate": config.Ban(600_000, config.Condition("pkt_rate", 50_000))}
     assert cfg.mode == "dry-run" and cfg.malformed == "drop"
     assert cfg.pin_dir == "/sys/fs/bpf/edgestick-test"
     assert cfg.stats_socket == config.StatsSocket("/run/edgestick/shield.sock", 0o660, "admin")
@@ -85,6 +86,7 @@ def test_defaults():
     assert cfg.interfaces == [config.Interface("veth0", "auto")]
     assert cfg.table_size == 65536 and cfg.table_expire_ms == 60_000
     assert cfg.periods_ms == {"conn_rate": 1000, "pkt_rate": 1000, "byte_rate": 1000}
+    assert cfg.period_ms == 1000 and cfg.ban_ttl_ms is None
     assert cfg.ipv6_prefix == 64 and cfg.allow == [] and cfg.deny == []
     assert cfg.drops == {} and cfg.bans == {}
     assert cfg.mode == "enforce" and cfg.malformed == "pass"
@@ -187,7 +189,11 @@ ERRORS = [
     ("ban forever if { conn_rate gt 1 }\n", 3, "ban", "ban duration: invalid time value 'forever'"),
     ("ban 0 if { conn_rate gt 1 }\n", 3, "ban", "ban duration must be greater than zero"),
     ("ban 10m\n", 3, "ban", "expects 'if { <metric> gt <value> }'"),
-    ("ban 10m if { pkt_rate gt 5 }\n    ban 1m if { pkt_rate gt 9 }\n", 4, "ban", "already set"),
+    ("ban 10m if { pkt_rate gt 5 }\n    ban 10m if { pkt_rate gt 9 }\n", 4, "ban", "already set"),
+    ("ban 10m if { pkt_rate gt 5 }\n    ban 1m if { conn_rate gt 9 }\n", 4, "ban",
+     "every 'ban' rule shares one duration: 1m differs from 600000ms of the 'ban' on 'pkt_rate'"),
+    ("table type ip size 1k store conn_rate(1s),pkt_rate(10s)\n", 3, "table",
+     "all rates share one period: 'pkt_rate(10s)' differs from 'conn_rate(1000ms)'"),
     ("drop if { conn_rate gt 100 }\n    ban 10m if { conn_rate gt 100 }\n", 4, "ban",
      "must be above the drop threshold 100"),
     ("mode fast\n", 3, "mode", "expects enforce or dry-run"),
