@@ -1,0 +1,462 @@
+"""ACLs and conditions, compiled once at configuration time into `cond(ctx) -> bool`.
+
+    acl <name> <fetch> [flags] [operator] <value> ...    named; lines with one name are ORed
+    ... if|unless <term> [<term> ...] [or|'||' <term> ...]
+    term: [!]<acl name> | [!]{ <fetch> [flags] [operator] <value> ... }
+
+Terms separated by spaces are ANDed; `or`/`||` separates OR groups. A fetch that gives no
+sample makes its term false, so `!term` is then true (HAProxy's acl.c behaviour).
+"""
+from __future__ import annotations
+
+import re
+import socket
+from typing import Callable, Optional, Sequence
+
+from .sample import ACL_ALIASES, FETCHES, SampleError, fetch_values_fn, split_call
+
+
+class AclError(ValueError):
+    """A condition or ACL that cannot be built; the caller adds file:line."""
+
+
+# ---------------------------------------------------------------------------- patterns
+
+_INT_OPS = {"eq", "ge", "gt", "le", "lt"}
+_RANGE = re.compile(r"^(-?\d+)?:(-?\d+)?$")
+
+
+def _int_matcher(values: Sequence[str]) -> Callable[[int], bool]:
+    """Integer patterns: `N`, `a:b`, `:b`, `a:`, `<op> N`; any pattern matching wins."""
+    tests: list[tuple[int, int]] = []      # inclusive [lo, hi] ranges
+    inf = float("inf")
+    op = None
+    for v in values:
+        if v in _INT_OPS:
+            if op is not None:
+                raise AclError(f"missing value after operator '{op}'")
+            op = v
+            continue
+        m = _RANGE.match(v)
+        if op is None and m and (m.group(1) or m.group(2)):
+            lo = int(m.group(1)) if m.group(1) else -inf
+            hi = int(m.group(2)) if m.group(2) else inf
+            tests.append((lo, hi))
+            continue
+        try:
+            n = int(v)
+        except ValueError:
+            raise AclError(f"'{v}' is neither a number nor a supported operator") from None
+        if op in (None, "eq"):
+            tests.append((n, n))
+        elif op == "ge":
+            tests.append((n, inf))
+        elif op == "gt":
+            tests.append((n + 1, inf))
+        elif op == "le":
+            tests.append((-inf, n))
+        else:  # lt
+            tests.append((-inf, n - 1))
+        op = None
+    if op is not None:
+        raise AclError(f"missing value after operator '{op}'")
+    if not tests:
+        raise AclError("no value to match against")
+    if len(tests) == 1:
+        lo, hi = tests[0]
+        if hi == inf:
+            return lambda x: x >= lo
+        if lo == -inf:
+            return lambda x: x <= hi
+        if lo == hi:
+            return lambda x: x == lo
+        return lambda x: lo <= x <= hi
+    return lambda x: any(lo <= x <= hi for lo, hi in tests)
+
+
+def _to_int(v):
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    try:
+        return int(str(v).strip())
+    except ValueError:
+        return None
+
+
+def _parse_net(text: str) -> tuple[int, int, int]:
+    """'198.18.0.0/15' -> (family, network int, mask int). Bare address = host."""
+    addr, _, bits = text.partition("/")
+    for fam, size in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
+        try:
+            raw = socket.inet_pton(fam, addr)
+        except OSError:
+            continue
+        if bits == "":
+            plen = size
+        elif bits.isdigit() and int(bits) <= size:
+            plen = int(bits)
+        elif fam == socket.AF_INET:
+            try:   # dotted netmask form 255.255.0.0
+                mask = int.from_bytes(socket.inet_pton(fam, bits), "big")
+            except OSError:
+                raise AclError(f"invalid IP address or network '{text}'") from None
+            return fam, int.from_bytes(raw, "big") & mask, mask
+        else:
+            raise AclError(f"invalid IP address or network '{text}'")
+        mask = ((1 << plen) - 1) << (size - plen) if plen else 0
+        return fam, int.from_bytes(raw, "big") & mask, mask
+    raise AclError(f"'{text}' is not a valid IPv4 or IPv6 address")
+
+
+_V4MAPPED = 0xFFFF << 32
+
+
+def _addr_int(v) -> Optional[tuple[int, int]]:
+    s = str(v)
+    fam = socket.AF_INET6 if ":" in s else socket.AF_INET
+    try:
+        return fam, int.from_bytes(socket.inet_pton(fam, s), "big")
+    except OSError:
+        return None
+
+
+def _ip_matcher(values: Sequence[str]) -> Callable[[object], bool]:
+    nets4: list[tuple[int, int]] = []
+    nets6: list[tuple[int, int]] = []
+    for v in values:
+        fam, net, mask = _parse_net(v)
+        (nets4 if fam == socket.AF_INET else nets6).append((net, mask))
+    if not nets4 and not nets6:
+        raise AclError("no value to match against")
+
+    def match(v) -> bool:
+        a = _addr_int(v)
+        if a is None:
+            return False
+        fam, n = a
+        if fam == socket.AF_INET:
+            if any(n & m == net for net, m in nets4):
+                return True
+            mapped = _V4MAPPED | n           # v4 sample vs v6 patterns: ::ffff:a.b.c.d
+            return any(mapped & m == net for net, m in nets6)
+        if any(n & m == net for net, m in nets6):
+            return True
+        if n >> 32 == 0xFFFF:                # v4-mapped v6 sample vs v4 patterns
+            n4 = n & 0xFFFFFFFF
+            return any(n4 & m == net for net, m in nets4)
+        return False
+    return match
+
+
+def _str_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[str], bool]:
+    if method == "found":
+        return lambda s: True
+    if not values:
+        raise AclError("no value to match against")
+    if icase:
+        vals = [v.lower() for v in values]
+    else:
+        vals = list(values)
+    norm = (lambda s: s.lower()) if icase else (lambda s: s)
+    if method == "str":
+        exact = frozenset(vals)
+        if icase:
+            return lambda s: s.lower() in exact
+        return lambda s: s in exact
+    if method == "beg":
+        t = tuple(vals)
+        return lambda s: norm(s).startswith(t)
+    if method == "end":
+        t = tuple(vals)
+        return lambda s: norm(s).endswith(t)
+    if method == "sub":
+        return lambda s: any(v in norm(s) for v in vals)
+    if method == "reg":
+        try:
+            regs = [re.compile(v, re.I if icase else 0) for v in values]
+        except re.error as e:
+            raise AclError(f"regex '{e.pattern}' is invalid: {e}") from None
+        return lambda s: any(r.search(s) for r in regs)
+    if method == "dir":
+        return lambda s: any(v in norm(s).split("/") for v in vals)
+    if method == "dom":
+        def dom(s):
+            parts = re.split(r"[/?.:]", norm(s))
+            return any(v in parts or ("." in v and f".{v}." in f".{norm(s)}.") for v in vals)
+        return dom
+    raise AclError(f"unknown match method '{method}'")
+
+
+MATCH_METHODS = ("found", "bool", "int", "ip", "bin", "len", "str", "sub", "reg", "beg",
+                 "end", "dir", "dom")
+
+
+def build_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[object], bool]:
+    """Matcher for one sample value (not None)."""
+    if method == "found":
+        if values:
+            raise AclError("match method 'found' does not take any value")
+        return lambda v: True
+    if method == "bool":
+        if values:
+            raise AclError("match method 'bool' does not take any value")
+        return lambda v: bool(v) if not isinstance(v, str) else bool(v)
+    if method == "int":
+        m = _int_matcher(values)
+
+        def int_match(v):
+            n = _to_int(v)
+            return n is not None and m(n)
+        return int_match
+    if method == "len":
+        m = _int_matcher(values)
+        return lambda v: m(len(v) if isinstance(v, (str, bytes)) else len(str(v)))
+    if method == "ip":
+        return _ip_matcher(values)
+    if method == "bin":
+        try:
+            pats = {bytes.fromhex(v) for v in values}
+        except ValueError:
+            raise AclError("binary patterns must be hexadecimal strings") from None
+        return lambda v: (v if isinstance(v, bytes) else str(v).encode()) in pats
+    sm = _str_matcher(method, values, icase)
+    return lambda v: sm(v if isinstance(v, str) else str(v))
+
+
+# ---------------------------------------------------------------------------- ACL expressions
+
+class AclExpr:
+    """One `fetch [flags] values...` test: `test(ctx) -> True/False/None` (None = no sample)."""
+
+    __slots__ = ("text", "test")
+
+    def __init__(self, text: str, test: Callable):
+        self.text, self.test = text, test
+
+
+def _fetch_for_acl(word: str):
+    """Resolve an ACL keyword: a fetch name or an alias (path_beg…) fixing the method."""
+    name, args = split_call(word)
+    alias = ACL_ALIASES.get(name)
+    if alias is not None and name not in FETCHES:
+        base, method = alias
+        rebuilt = base + (word[len(name):])
+        return rebuilt, method
+    return word, None
+
+
+def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
+    """Compile `fetch [-i] [-m method] [--] [op] values...`."""
+    if not words:
+        raise AclError("missing fetch method")
+    fetch_text, alias_method = _fetch_for_acl(words[0])
+    try:
+        fn, fd, out, multi = fetch_values_fn(fetch_text, refs)
+    except SampleError as e:
+        raise AclError(str(e)) from None
+    method = alias_method
+    icase = False
+    i = 1
+    while i < len(words) and words[i].startswith("-") and not _looks_numeric(words[i]):
+        flag = words[i]
+        if flag == "--":
+            i += 1
+            break
+        if flag == "-i":
+            icase = True
+        elif flag == "-n":
+            pass
+        elif flag == "-m":
+            if i + 1 >= len(words):
+                raise AclError("'-m' expects a match method")
+            m = words[i + 1]
+            if m not in MATCH_METHODS:
+                raise AclError(f"unknown match method '{m}' for ACL keyword '{fetch_text}'")
+            if alias_method is not None and m != alias_method:
+                raise AclError(f"'-m {m}' conflicts with the match method of '{words[0]}'")
+            method = m
+            i += 1
+        elif flag in ("-f", "-M", "-u"):
+            raise AclError(f"ACL flag '{flag}' is not supported by edgestick")
+        else:
+            raise AclError(f"'{flag}' is not a valid ACL option. Please use '--' before any "
+                           "pattern beginning with a '-'")
+        i += 1
+    values = list(words[i:])
+    if method is None:
+        method = fd.match
+        if fd.out == "bool" and not values:
+            method = "bool"
+    if method in ("int", "len") and not values and fd.out != "bool":
+        raise AclError(f"missing value for ACL keyword '{fetch_text}'")
+    match = build_matcher(method, values, icase)
+    # str-style matchers on non-str samples compare text forms; ints compare as ints
+    if multi:
+        def test_multi(ctx):
+            vals = fn(ctx)
+            if not vals:
+                return None
+            for v in vals:
+                if match(v):
+                    return True
+            return False
+        return AclExpr(" ".join(words), test_multi)
+
+    def test(ctx):
+        v = fn(ctx)
+        if v is None:
+            return None
+        return match(v)
+    return AclExpr(" ".join(words), test)
+
+
+def _looks_numeric(w: str) -> bool:
+    return bool(re.match(r"^-\d", w))
+
+
+class Acl:
+    """A named ACL: several expressions (lines), ORed."""
+
+    __slots__ = ("name", "exprs")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.exprs: list[AclExpr] = []
+
+    def test(self, ctx):
+        """True if any line matches; None when no line produced a sample."""
+        seen = False
+        for e in self.exprs:
+            r = e.test(ctx)
+            if r:
+                return True
+            if r is not None:
+                seen = True
+        return False if seen else None
+
+
+# ---------------------------------------------------------------------------- predefined ACLs
+
+_PREDEFINED = {
+    "TRUE": ("always_true",), "FALSE": ("always_false",),
+    "LOCALHOST": ("src", "127.0.0.1/8", "::1"),
+    "METH_CONNECT": ("method", "CONNECT"), "METH_DELETE": ("method", "DELETE"),
+    "METH_GET": ("method", "GET", "HEAD"), "METH_HEAD": ("method", "HEAD"),
+    "METH_OPTIONS": ("method", "OPTIONS"), "METH_POST": ("method", "POST"),
+    "METH_PUT": ("method", "PUT"), "METH_TRACE": ("method", "TRACE"),
+    "HTTP_URL_SLASH": ("url_beg", "/"), "HTTP_URL_STAR": ("url", "*"),
+    "HTTP_URL_ABS": ("url_reg", "^[^/:]*://"), "HTTP": ("always_true",),
+    "HTTP_CONTENT": ("hdr_val(content-length)", "gt", "0"),
+    "REQ_CONTENT": ("always_true",), "WAIT_END": ("always_false",),
+}
+
+
+def predefined(name: str) -> Optional[Acl]:
+    words = _PREDEFINED.get(name)
+    if words is None:
+        return None
+    if words[0] == "hdr_val(content-length)":
+        words = ("hdr(content-length)", "-m", "int", "gt", "0")
+    acl = Acl(name)
+    acl.exprs.append(parse_acl_expr(words))
+    return acl
+
+
+# ---------------------------------------------------------------------------- conditions
+
+class Condition:
+    """A compiled `if|unless` condition; call it with a Context."""
+
+    __slots__ = ("text", "fn")
+
+    def __init__(self, text: str, fn: Callable):
+        self.text, self.fn = text, fn      # hot paths may call .fn directly
+
+    def __call__(self, ctx) -> bool:
+        return self.fn(ctx)
+
+
+def _term_fn(test: Callable, negate: bool) -> Callable:
+    if negate:
+        return lambda ctx: not test(ctx)       # None (no sample) -> term false -> ! gives True
+    return lambda ctx: bool(test(ctx))
+
+
+def _and(fns: list[Callable]) -> Callable:
+    if len(fns) == 1:
+        return fns[0]
+    if len(fns) == 2:
+        a, b = fns
+        return lambda ctx: a(ctx) and b(ctx)
+    return lambda ctx: all(f(ctx) for f in fns)
+
+
+def _or(fns: list[Callable]) -> Callable:
+    if len(fns) == 1:
+        return fns[0]
+    return lambda ctx: any(f(ctx) for f in fns)
+
+
+def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
+    """`words` starts with `if` or `unless`. `acls` maps names to Acl objects."""
+    if not words or words[0] not in ("if", "unless"):
+        raise AclError("condition must start with 'if' or 'unless'")
+    polarity = words[0]
+    terms = list(words[1:])
+    if not terms:
+        raise AclError(f"missing condition after '{polarity}'")
+    groups: list[list[Callable]] = [[]]
+    i = 0
+    while i < len(terms):
+        w = terms[i]
+        if w in ("or", "||"):
+            if not groups[-1]:
+                raise AclError(f"'{w}' without a term before it")
+            groups.append([])
+            i += 1
+            continue
+        negate = False
+        while w.startswith("!"):
+            negate = not negate
+            w = w[1:]
+            if not w:
+                i += 1
+                if i >= len(terms):
+                    raise AclError("'!' must be followed by an ACL")
+                w = terms[i]
+        if w == "{":
+            try:
+                end = terms.index("}", i + 1)
+            except ValueError:
+                raise AclError("missing closing '}' in condition") from None
+            inner = terms[i + 1:end]
+            if not inner:
+                raise AclError("empty anonymous ACL '{ }'")
+            expr = parse_acl_expr(inner, refs)
+            groups[-1].append(_term_fn(expr.test, negate))
+            i = end + 1
+            continue
+        if w.startswith("{") or w == "}":
+            raise AclError(f"'{w}': braces of anonymous ACLs must be separated by spaces")
+        acl = acls.get(w) or predefined(w)
+        if acl is None:
+            raise AclError(f"no such ACL : '{w}'")
+        groups[-1].append(_term_fn(acl.test, negate))
+        i += 1
+    if not groups[-1]:
+        raise AclError("condition ends with 'or'")
+    fn = _or([_and(g) for g in groups])
+    if polarity == "unless":
+        inner_fn = fn
+        fn = lambda ctx: not inner_fn(ctx)     # noqa: E731
+    return Condition(" ".join(words), fn)
+
+
+def split_condition(words: Sequence[str]) -> tuple[list[str], Optional[list[str]]]:
+    """Split rule words at the first `if`/`unless`: (action words, condition words or None)."""
+    for i, w in enumerate(words):
+        if w in ("if", "unless"):
+            return list(words[:i]), list(words[i:])
+    return list(words), None

@@ -1,0 +1,1519 @@
+"""HAProxy 2.6 configuration parser for the proxy: lines from `edgestick.cfgsyntax` to
+`proxy/model.py` objects, with HAProxy's validation.
+
+Sections owned here: global, defaults, frontend, backend, listen, peers. `shield` sections
+belong to the control plane: their lines are kept in `Config.foreign_sections`, unparsed.
+Errors raise `ConfigError` (`file:line: 'keyword': message`); things HAProxy only warns
+about are collected as warnings in the same format.
+
+Entry point: `load_config(paths) -> (Config, warnings)`.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import ssl
+from typing import Callable, Optional, Sequence
+
+from edgestick.cfgsyntax import ConfigError, Line, parse_size, parse_time_ms, read_file
+
+from . import model as m
+from .acl import Acl, AclError, compile_condition, parse_acl_expr, split_condition
+from .sample import SampleError, compile_expr
+
+SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
+FOREIGN_SECTIONS = ("shield",)            # parsed by control/
+# HAProxy sections edgestick does not implement: a clear error rather than "unknown"
+UNSUPPORTED_SECTIONS = ("userlist", "resolvers", "cache", "program", "http-errors", "ring",
+                        "mailers", "fcgi-app", "log-forward", "dynamic-update", "traces")
+
+# statuses HAProxy has a built-in error page for (deny/tarpit/return without payload)
+DEFAULT_ERROR_STATUSES = frozenset({200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 421,
+                                    422, 425, 429, 500, 501, 502, 503, 504})
+
+# fetches usable before any HTTP data exists (tcp-request connection/session)
+_L4_FETCHES = ("src", "src_port", "dst", "dst_port", "always_true", "always_false", "ssl_fc")
+
+
+def load_config(paths: Sequence[str] | str) -> tuple[m.Config, list[str]]:
+    """Parse and check one or several files (`-f a -f b`); raise ConfigError on the
+    first error. Returns the configuration and the list of warnings."""
+    if isinstance(paths, str):
+        paths = [paths]
+    parser = Parser()
+    for path in paths:
+        if os.path.isdir(path):
+            for name in sorted(os.listdir(path)):
+                if name.endswith(".cfg"):
+                    parser.feed(read_file(os.path.join(path, name)))
+        else:
+            parser.feed(read_file(path))
+    parser.finish()
+    parser.cfg.files = list(paths)
+    parser.cfg.warnings = parser.warnings
+    return parser.cfg, parser.warnings
+
+
+def load_config_text(text: str, file: str = "<string>") -> tuple[m.Config, list[str]]:
+    """Same as load_config for a configuration held in memory (tests, reload from a string)."""
+    from edgestick.cfgsyntax import read_lines
+    parser = Parser()
+    parser.feed(list(read_lines(text, file)))
+    parser.finish()
+    parser.cfg.files = [file]
+    parser.cfg.warnings = parser.warnings
+    return parser.cfg, parser.warnings
+
+
+def _where(line: Line) -> m.Where:
+    return m.Where(line.file, line.lineno)
+
+
+def _int(line: Line, text: str, what: str, lo: int = 0, hi: int = 2**31 - 1) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise line.error(f"{what} expects an integer, got '{text}'") from None
+    if not lo <= v <= hi:
+        raise line.error(f"{what} must be between {lo} and {hi} (got {v})")
+    return v
+
+
+def _time(line: Line, text: str, what: str) -> int:
+    try:
+        return parse_time_ms(text)
+    except ValueError as e:
+        raise line.error(f"{what}: {e}") from None
+
+
+def _arg(line: Line, i: int, what: str) -> str:
+    if i >= len(line.words):
+        raise line.error(f"missing {what}")
+    return line.words[i]
+
+
+# ---------------------------------------------------------------------------- addresses
+
+def parse_address(text: str, line: Line, kw: str, *, need_port: bool, allow_range: bool = False,
+                  resolve: bool = False) -> tuple[str, Optional[int], Optional[int], str]:
+    """`[ipv4@|ipv6@|unix@]host[:port[-last]]` -> (host, port, last_port, family).
+
+    host "" means any address; `*` is the IPv4 wildcard, `::` the IPv6 one."""
+    family = None
+    if text.startswith("/") or text.startswith("unix@"):
+        return text.removeprefix("unix@"), None, None, "unix"
+    for prefix, fam in (("ipv4@", "ipv4"), ("ipv6@", "ipv6")):
+        if text.startswith(prefix):
+            family, text = fam, text[len(prefix):]
+    if "@" in text:
+        raise line.error(f"address family '{text.split('@')[0]}@' is not supported", kw)
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise line.error(f"invalid address '{text}'", kw)
+        host, rest = text[1:end], text[end + 1:]
+        if rest and not rest.startswith(":"):
+            raise line.error(f"invalid address '{text}'", kw)
+        port_text = rest[1:] if rest else ""
+        has_port = bool(rest)
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+        has_port = True
+    else:
+        host, port_text, has_port = text, "", False
+    if not has_port:
+        if need_port:
+            raise line.error(f"missing port specification in '{text}'", kw)
+        port = last = None
+    else:
+        first, _, last_text = port_text.partition("-")
+        if not first.isdigit() or not 0 < int(first) < 65536:
+            if not (not need_port and first == ""):
+                raise line.error(f"invalid port '{port_text}'", kw)
+        port = int(first) if first else None
+        last = None
+        if last_text:
+            if not allow_range:
+                raise line.error(f"port ranges are not allowed here ('{port_text}')", kw)
+            if not last_text.isdigit() or not port <= int(last_text) < 65536:
+                raise line.error(f"invalid port range '{port_text}'", kw)
+            last = int(last_text) if int(last_text) != port else None
+    if host in ("", "*"):
+        fam = family or ("ipv6" if host == "" and family == "ipv6" else "ipv4")
+        return ("::" if fam == "ipv6" else "0.0.0.0"), port, last, fam
+    for fam_name, af in (("ipv4", socket.AF_INET), ("ipv6", socket.AF_INET6)):
+        try:
+            socket.inet_pton(af, host)
+        except OSError:
+            continue
+        if family and family != fam_name:
+            raise line.error(f"'{host}' is not an {family.upper()} address", kw)
+        return host, port, last, fam_name
+    if not resolve:
+        raise line.error(f"invalid address '{host}'", kw)
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET6 if family == "ipv6" else
+                                   (socket.AF_INET if family == "ipv4" else socket.AF_UNSPEC),
+                                   socket.SOCK_STREAM)
+    except OSError:
+        raise line.error(f"could not resolve address '{host}'", kw) from None
+    af, _, _, _, sa = infos[0]
+    return sa[0], port, last, ("ipv6" if af == socket.AF_INET6 else "ipv4")
+
+
+# ---------------------------------------------------------------------------- parser
+
+class Parser:
+    def __init__(self):
+        self.cfg = m.Config()
+        self.warnings: list[str] = []
+        self.section: Optional[str] = None
+        self.proxy: Optional[m.Proxy] = None
+        self.peers: Optional[m.PeersSection] = None
+        self.foreign: Optional[list] = None
+        self.last_defaults: m.Proxy = m.Proxy("", "defaults")
+        self.proxy_where: dict[tuple[str, str], m.Where] = {}
+        self.default_server: dict[int, m.Server] = {}    # id(proxy) -> template
+        self.table_refs: list[tuple[m.Proxy, m.Where, str, str]] = []   # proxy, where, table, user
+        self.global_seen = False
+
+    # ------------------------------------------------------------------ helpers
+    def warn(self, line: Line, message: str, keyword: Optional[str] = None):
+        self.warnings.append(str(line.error(message, keyword)))
+
+    def feed(self, lines: list[Line]):
+        # a new file closes the section in progress (HAProxy: each file starts outside)
+        self.section = None
+        self.proxy = self.peers = self.foreign = None
+        for line in lines:
+            kw = line.keyword
+            if kw in SECTIONS or kw in FOREIGN_SECTIONS:
+                self.open_section(line)
+            elif kw in UNSUPPORTED_SECTIONS:
+                raise line.error(f"'{kw}' sections are not supported by edgestick")
+            elif self.section is None:
+                raise line.error(f"unknown keyword '{kw}' out of section")
+            elif self.section == "global":
+                self.parse_global(line)
+            elif self.section == "peers":
+                self.parse_peers(line)
+            elif self.section in FOREIGN_SECTIONS:
+                self.foreign.append(line)
+            else:
+                self.parse_proxy_line(line)
+
+    def open_section(self, line: Line):
+        kw = line.keyword
+        self.section = kw
+        self.proxy = self.peers = self.foreign = None
+        if kw == "global":
+            if len(line.words) > 1:
+                raise line.error("section takes no argument")
+            self.global_seen = True
+            return
+        if kw in FOREIGN_SECTIONS:
+            self.foreign = []
+            self.cfg.foreign_sections.append((kw, line.words[1:], self.foreign))
+            return
+        if kw == "peers":
+            if len(line.words) != 2:
+                raise line.error("expects <name> as argument")
+            name = line.words[1]
+            if name in self.cfg.peers:
+                raise line.error(f"peers section '{name}' has the same name as another peers "
+                                 f"section declared at {self.cfg.peers[name].where}")
+            self.peers = m.PeersSection(name, where=_where(line))
+            self.cfg.peers[name] = self.peers
+            return
+        self.open_proxy(line)
+
+    def open_proxy(self, line: Line):
+        kw = line.keyword
+        args = list(line.words[1:])
+        name = ""
+        from_name = None
+        if kw != "defaults" or (args and args[0] != "from"):
+            if not args:
+                if kw != "defaults":
+                    raise line.error(f"'{kw}' expects <name> as argument")
+            else:
+                name = args.pop(0)
+        if args:
+            if args[0] != "from" or len(args) != 2:
+                raise line.error(f"unexpected argument '{args[0]}' (expects [from <defaults>])")
+            from_name = args[1]
+        if name and not all(c.isalnum() or c in "-_.:" for c in name):
+            raise line.error(f"character '{next(c for c in name if not (c.isalnum() or c in '-_.:'))}'"
+                             f" is not permitted in {kw} name '{name}'")
+        if from_name is not None:
+            base = self.cfg.defaults.get(from_name)
+            if base is None:
+                raise line.error(f"defaults section '{from_name}' not found for {kw} '{name}'")
+        else:
+            base = self.last_defaults
+        if kw != "defaults":
+            for other_kind in (("frontend", "listen") if kw in ("frontend", "listen") else ()) + \
+                    (("backend", "listen") if kw in ("backend", "listen") else ()):
+                w = self.proxy_where.get((other_kind, name))
+                if w is not None:
+                    raise line.error(f"{kw} '{name}' has the same name as {other_kind} '{name}' "
+                                     f"declared at {w}")
+            self.proxy_where[(kw, name)] = _where(line)
+        elif name and name in self.cfg.defaults:
+            self.warn(line, f"defaults section '{name}' has the same name as another defaults "
+                            "section; the last one wins")
+        proxy = self._inherit(base, name, kw, line)
+        proxy.defaults_name = base.name or None
+        self.proxy = proxy
+        if kw == "defaults":
+            self.last_defaults = proxy
+            if name:
+                self.cfg.defaults[name] = proxy
+        else:
+            self.cfg.proxies.append(proxy)
+            if proxy.has_frontend:
+                self.cfg.frontends[name] = proxy
+            if proxy.has_backend:
+                self.cfg.backends[name] = proxy
+
+    def _inherit(self, base: m.Proxy, name: str, kind: str, line: Line) -> m.Proxy:
+        """A new proxy starts as a copy of its defaults section (settings, not binds/servers)."""
+        p = m.Proxy(name, kind, where=_where(line))
+        p.mode = base.mode
+        p.maxconn, p.fullconn = base.maxconn, base.fullconn
+        p.timeouts = dict(base.timeouts)
+        p.options = copy.deepcopy(base.options)
+        p.http_check = copy.deepcopy(base.http_check)
+        p.retries = base.retries
+        p.balance, p.balance_args, p.hash_type = base.balance, base.balance_args, base.hash_type
+        p.cookie = copy.copy(base.cookie)
+        p.errorfiles = dict(base.errorfiles)
+        p.tcp_request_inspect_delay_ms = base.tcp_request_inspect_delay_ms
+        if kind != "defaults":
+            if p.has_frontend:
+                p.default_backend = base.default_backend
+                p.default_backend_where = base.default_backend_where
+            # rules of a named defaults section run before the proxy's own
+            p.http_request = list(base.http_request)
+            p.http_response = list(base.http_response)
+            p.tcp_request_connection = list(base.tcp_request_connection)
+            p.tcp_request_session = list(base.tcp_request_session)
+            p.tcp_request_content = list(base.tcp_request_content)
+        else:
+            p.default_backend = base.default_backend
+            p.default_backend_where = base.default_backend_where
+        tmpl = self.default_server.get(id(base))
+        if tmpl is not None:
+            self.default_server[id(p)] = copy.copy(tmpl)
+        return p
+
+    # ------------------------------------------------------------------ global
+    GLOBAL_IGNORED = {
+        "log", "log-tag", "log-send-hostname", "ca-base", "crt-base", "spread-checks",
+        "ulimit-n", "node", "description", "quiet", "zero-warning", "noepoll", "nopoll",
+        "nosplice", "nogetaddrinfo", "noreuseport", "busy-polling", "set-dumpable",
+        "master-worker", "insecure-fork-wanted", "expose-experimental-directives",
+        "server-state-file", "server-state-base", "maxsslconn", "maxconnrate", "maxsessrate",
+        "maxsslrate", "maxpipes", "ssl-server-verify", "ssl-dh-param-file", "cpu-map",
+        "uid", "gid", "unix-bind", "setenv", "presetenv", "unsetenv", "resetenv",
+        "h1-case-adjust", "strict-limits", "localpeer", "numa-cpu-mapping", "pp2-never-send-local",
+        "thread-groups", "external-check", "grace", "profiling.tasks", "profiling.memory",
+        "ssl-load-extra-files", "ssl-mode-async", "issuers-chain-path", "ssl-skip-self-issued-ca",
+    }
+
+    def parse_global(self, line: Line):
+        g = self.cfg.global_
+        kw, w = line.keyword, line.words
+        if kw == "stats":
+            sub = _arg(line, 1, "'stats' sub-keyword (socket, timeout, maxconn)")
+            if sub == "socket":
+                g.stats_sockets.append(self.parse_stats_socket(line))
+            elif sub == "timeout":
+                g.stats_timeout_ms = _time(line, _arg(line, 2, "timeout value"), "stats timeout")
+            elif sub == "maxconn":
+                g.stats_maxconn = _int(line, _arg(line, 2, "value"), "stats maxconn", 1)
+            elif sub == "bind-process":
+                pass
+            else:
+                raise line.error(f"'stats' only supports 'socket', 'maxconn', 'bind-process' and "
+                                 f"'timeout' in 'global' section (got '{sub}')")
+        elif kw == "maxconn":
+            g.maxconn = _int(line, _arg(line, 1, "value"), "maxconn", 1)
+        elif kw == "localpeer":
+            g.localpeer = _arg(line, 1, "<name>")
+        elif kw == "daemon":
+            g.daemon = True
+        elif kw == "nbthread":
+            g.nbthread = _int(line, _arg(line, 1, "value"), "nbthread", 1, 4096)
+        elif kw == "nbproc":
+            raise line.error("nbproc is not supported any more since HAProxy 2.5. "
+                             "Threads will automatically be used on multi-processor machines "
+                             "if available.")
+        elif kw == "pidfile":
+            g.pidfile = _arg(line, 1, "<file>")
+        elif kw == "user":
+            g.user = _arg(line, 1, "<user name>")
+        elif kw == "group":
+            g.group = _arg(line, 1, "<group name>")
+        elif kw == "chroot":
+            g.chroot = _arg(line, 1, "<directory>")
+        elif kw == "hard-stop-after":
+            g.hard_stop_after_ms = _time(line, _arg(line, 1, "time"), "hard-stop-after")
+        elif (kw in self.GLOBAL_IGNORED or kw.startswith("tune.") or kw.startswith("ssl-default-")
+              or kw.startswith("ssl-engine") or kw.startswith("51degrees") or kw.startswith("wurfl")):
+            g.ignored[kw] = w[1:]
+        else:
+            raise line.error(f"unknown keyword '{kw}' in 'global' section")
+
+    def parse_stats_socket(self, line: Line) -> m.StatsSocket:
+        path = _arg(line, 2, "socket address")
+        if not (path.startswith("/") or path.startswith("unix@")):
+            host, port, _, fam = parse_address(path, line, "stats socket", need_port=True)
+            path = f"{'[' + host + ']' if fam == 'ipv6' else host}:{port}"
+        sock = m.StatsSocket(path.removeprefix("unix@"), where=_where(line))
+        w = line.words
+        i = 3
+        while i < len(w):
+            opt = w[i]
+            if opt == "mode":
+                try:
+                    sock.mode = int(_arg(line, i + 1, "mode value"), 8)
+                except ValueError:
+                    raise line.error(f"invalid mode '{w[i + 1]}' (expects octal digits)",
+                                     "stats socket") from None
+                i += 2
+            elif opt == "level":
+                lvl = _arg(line, i + 1, "level")
+                if lvl not in ("user", "operator", "admin"):
+                    raise line.error(f"'level' only supports 'user', 'operator', and 'admin' "
+                                     f"(got '{lvl}')", "stats socket")
+                sock.level = lvl
+                i += 2
+            elif opt in ("uid", "gid"):
+                setattr(sock, opt, _int(line, _arg(line, i + 1, opt), opt))
+                i += 2
+            elif opt in ("user", "group", "process", "name", "maxconn", "backlog", "nice",
+                         "severity-output", "thread"):
+                _arg(line, i + 1, f"'{opt}' value")
+                i += 2
+            elif opt == "expose-fd":
+                if _arg(line, i + 1, "'expose-fd' value") != "listeners":
+                    raise line.error("'expose-fd' only supports 'listeners'", "stats socket")
+                sock.expose_fd_listeners = True
+                i += 2
+            elif opt in ("accept-netscaler-cip",):
+                i += 2
+            elif opt in ("transparent", "defer-accept", "accept-proxy", "v4v6", "v6only",
+                         "tfo", "quic-force-retry"):
+                i += 1
+            else:
+                raise line.error(f"unknown keyword '{opt}'", "stats socket")
+        return sock
+
+    # ------------------------------------------------------------------ peers
+    def parse_peers(self, line: Line):
+        sec = self.peers
+        kw, w = line.keyword, line.words
+        if kw == "peer":
+            if len(w) < 3:
+                raise line.error("expects <name> and <addr>[:<port>] as arguments")
+            name = w[1]
+            if sec.peer(name):
+                raise line.error(f"peer '{name}' already defined in peers section '{sec.name}'")
+            host, port, _, fam = parse_address(w[2], line, kw, need_port=False, resolve=True)
+            self._check_server_opts(line, w[3:], peer=True)
+            sec.peers.append(m.Peer(name, host, port, fam, _where(line)))
+        elif kw == "bind":
+            host, port, _, fam = parse_address(_arg(line, 1, "address"), line, kw, need_port=True)
+            sec.bind = m.Bind(host, port, fam, where=_where(line))
+        elif kw == "server":
+            name = _arg(line, 1, "<name>")
+            if sec.peer(name):
+                raise line.error(f"peer '{name}' already defined in peers section '{sec.name}'")
+            if len(w) > 2 and not w[2].startswith("-"):
+                host, port, _, fam = parse_address(w[2], line, kw, need_port=False, resolve=True)
+                self._check_server_opts(line, w[3:], peer=True)
+                sec.peers.append(m.Peer(name, host, port, fam, _where(line)))
+            else:
+                sec.peers.append(m.Peer(name, None, None, where=_where(line)))
+        elif kw == "table":
+            if len(w) < 2:
+                raise line.error("expects <name> and table options")
+            if any(t.words[1] == w[1] for t in sec.tables):
+                raise line.error(f"table '{w[1]}' already defined in peers section '{sec.name}'")
+            words = m.StickTableWords(("stick-table",) + w[2:], _where(line))
+            self.check_stick_table(line, words, in_peers=True)
+            sec.tables.append(m.StickTableWords(w, _where(line)))
+        elif kw in ("disabled",):
+            sec.disabled = True
+        elif kw in ("enabled", "log", "default-bind", "default-server"):
+            pass
+        else:
+            raise line.error(f"unknown keyword '{kw}' in 'peers' section")
+
+    # ------------------------------------------------------------------ stick-table
+    def check_stick_table(self, line: Line, words: m.StickTableWords, in_peers: bool = False):
+        """Validate with the tables engineer's parser when it is available."""
+        try:
+            from . import stick_table
+        except ImportError:
+            return None
+        parse = getattr(stick_table, "parse_stick_table", None)
+        if parse is None:
+            return None
+        try:
+            decl = parse(words.words[1:], in_peers=in_peers)
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise line.error(str(e)) from None
+        for msg in getattr(decl, "warnings", ()) or ():
+            self.warn(line, msg)
+        return decl
+
+    # ------------------------------------------------------------------ proxies
+    def parse_proxy_line(self, line: Line):
+        p = self.proxy
+        kw = line.keyword
+        handler = PROXY_KEYWORDS.get(kw)
+        if handler is None:
+            if kw in UNSUPPORTED_PROXY_KEYWORDS:
+                raise line.error(f"'{kw}' is not supported by edgestick")
+            raise line.error(f"unknown keyword '{kw}' in '{p.kind}' section")
+        cap, fn = handler
+        if cap == "fe" and not p.has_frontend:
+            self.warn(line, f"'{kw}' ignored because backend '{p.name}' has no frontend capability")
+            return
+        if cap == "be" and not p.has_backend:
+            self.warn(line, f"'{kw}' ignored because frontend '{p.name}' has no backend capability")
+            return
+        if cap == "be!" and not p.has_backend:
+            raise line.error(f"'{kw}' not allowed because frontend '{p.name}' has no backend "
+                             "capability")
+        if cap == "fe!" and not p.has_frontend:
+            raise line.error(f"'{kw}' not allowed because backend '{p.name}' has no frontend "
+                             "capability")
+        fn(self, p, line)
+
+    # bind ------------------------------------------------------------
+    def kw_bind(self, p: m.Proxy, line: Line):
+        if p.kind == "defaults":
+            raise line.error("'bind' not allowed in 'defaults' section")
+        addrs = _arg(line, 1, "address")
+        binds = []
+        for text in addrs.split(","):
+            host, port, last, fam = parse_address(text, line, "bind", need_port=True,
+                                                  allow_range=True)
+            binds.append(m.Bind(host, port, fam, port_last=last, where=_where(line)))
+        w = line.words
+        i = 2
+        opts: dict = {"crt": []}
+        while i < len(w):
+            opt = w[i]
+            if opt in BIND_FLAGS:
+                opts[opt] = True
+                i += 1
+            elif opt in BIND_VALUED:
+                val = _arg(line, i + 1, f"'{opt}' value")
+                if opt == "crt":
+                    opts["crt"].append(val)
+                else:
+                    opts[opt] = val
+                i += 2
+            else:
+                raise line.error(f"'bind {addrs}' in section '{p.kind}': unknown keyword '{opt}'",
+                                 "bind")
+        ctx = None
+        if opts.get("ssl"):
+            if not opts["crt"] and "crt-list" not in opts:
+                raise line.error(f"'bind {addrs}' : no SSL certificate specified for bind "
+                                 f"'{addrs}' ('crt' is required with 'ssl')", "bind")
+            ctx = self.load_ssl(line, opts)
+        elif opts["crt"]:
+            self.warn(line, f"'crt' is set on 'bind {addrs}' without 'ssl': ignored", "bind")
+        for b in binds:
+            b.ssl = bool(opts.get("ssl"))
+            b.crt = list(opts["crt"])
+            b.alpn = opts.get("alpn")
+            b.name = opts.get("name")
+            b.accept_proxy = bool(opts.get("accept-proxy"))
+            b.v4v6, b.v6only = bool(opts.get("v4v6")), bool(opts.get("v6only"))
+            if "maxconn" in opts:
+                b.maxconn = _int(line, opts["maxconn"], "bind maxconn", 0)
+            if "backlog" in opts:
+                b.backlog = _int(line, opts["backlog"], "bind backlog", 0)
+            if "mode" in opts:
+                try:
+                    b.mode = int(opts["mode"], 8)
+                except ValueError:
+                    raise line.error(f"invalid mode '{opts['mode']}'", "bind") from None
+            if "level" in opts:
+                b.level = opts["level"]
+            b.ssl_context = ctx
+        p.binds.extend(binds)
+
+    def load_ssl(self, line: Line, opts: dict) -> ssl.SSLContext:
+        """Build the TLS context now so a bad certificate fails at check time."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        for crt in opts["crt"]:
+            path = crt
+            if os.path.isdir(path):
+                files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                               if f.endswith((".pem", ".crt")))
+            else:
+                files = [path]
+            if not files:
+                raise line.error(f"unable to load SSL certificate from directory '{crt}'", "bind")
+            for f in files:
+                if not os.path.exists(f):
+                    raise line.error(f"unable to stat SSL certificate from file '{f}' : "
+                                     "No such file or directory.", "bind")
+                key = f + ".key" if os.path.exists(f + ".key") else None
+                try:
+                    ctx.load_cert_chain(f, key)
+                except (ssl.SSLError, OSError) as e:
+                    raise line.error(f"unable to load SSL certificate and private key from "
+                                     f"'{f}': {e}", "bind") from None
+        alpn = opts.get("alpn")
+        if alpn:
+            protos = [a for a in alpn.split(",") if a]
+            if any(a not in ("http/1.1", "http/1.0") for a in protos):
+                self.warn(line, f"ALPN '{alpn}': edgestick speaks HTTP/1.1 only", "bind")
+            ctx.set_alpn_protocols([a for a in protos if a.startswith("http/1")] or ["http/1.1"])
+        return ctx
+
+    # simple settings -------------------------------------------------
+    def kw_mode(self, p, line):
+        mode = _arg(line, 1, "mode (http, tcp)")
+        if mode not in ("http", "tcp"):
+            if mode == "health":
+                raise line.error("'mode health' doesn't exist anymore. Please use "
+                                 "'http-request return status 200' instead.")
+            raise line.error(f"'mode' expects one of 'http', 'tcp' (got '{mode}')")
+        p.mode = mode
+
+    def kw_maxconn(self, p, line):
+        if not p.has_frontend:
+            self.warn(line, f"'maxconn' ignored because backend '{p.name}' has no frontend "
+                            "capability. Maybe you want 'fullconn' instead ?")
+            return
+        p.maxconn = _int(line, _arg(line, 1, "integer value"), "maxconn", 0)
+
+    def kw_fullconn(self, p, line):
+        if not p.has_backend:
+            self.warn(line, f"'fullconn' ignored because frontend '{p.name}' has no backend "
+                            "capability. Maybe you want 'maxconn' instead ?")
+            return
+        p.fullconn = _int(line, _arg(line, 1, "integer value"), "fullconn", 0)
+
+    def kw_timeout(self, p, line):
+        name = _arg(line, 1, "timeout name")
+        if name in ("clitimeout", "contimeout", "srvtimeout"):
+            raise line.error(f"the '{name}' directive is not supported anymore")
+        if name not in m.TIMEOUT_NAMES:
+            raise line.error("'timeout' supports 'client', 'server', 'connect', 'check', 'queue',"
+                             " 'http-keep-alive', 'http-request', 'tunnel', 'tarpit', "
+                             f"'client-fin' and 'server-fin' (got '{name}')")
+        value = _time(line, _arg(line, 2, f"'timeout {name}' value"), f"timeout {name}")
+        if len(line.words) > 3:
+            raise line.error(f"'timeout {name}' expects only one argument")
+        fe_only = ("client", "http-request", "http-keep-alive", "client-fin")
+        be_only = ("server", "connect", "check", "queue", "tunnel", "server-fin")
+        if name in fe_only and not p.has_frontend:
+            self.warn(line, f"'timeout {name}' will be ignored because backend '{p.name}' has no "
+                            "frontend capability")
+            return
+        if name in be_only and not p.has_backend:
+            self.warn(line, f"'timeout {name}' will be ignored because frontend '{p.name}' has "
+                            "no backend capability")
+            return
+        p.timeouts[name] = value
+
+    def kw_default_backend(self, p, line):
+        if len(line.words) != 2:
+            raise line.error("expects a backend name")
+        p.default_backend = line.words[1]
+        p.default_backend_where = _where(line)
+
+    def kw_use_backend(self, p, line):
+        if p.kind == "defaults":
+            raise line.error("'use_backend' not allowed in 'defaults' section")
+        words, cond_words = split_condition(line.words[1:])
+        if len(words) != 1:
+            raise line.error("expects a backend name")
+        cond = self.condition(p, line, cond_words) if cond_words else None
+        p.use_backends.append(m.UseBackend(words[0], cond, _where(line)))
+
+    def kw_retries(self, p, line):
+        p.retries = _int(line, _arg(line, 1, "integer value"), "retries", 0)
+
+    def kw_balance(self, p, line):
+        algo = _arg(line, 1, "algorithm")
+        base = algo.split("(")[0]
+        if base not in ("roundrobin", "static-rr", "leastconn", "source", "first", "uri",
+                        "url_param", "hdr", "random", "rdp-cookie"):
+            raise line.error("balance only supports 'roundrobin', 'static-rr', 'leastconn', "
+                             "'source', 'uri', 'url_param', 'hdr(name)' and 'rdp-cookie(name)' "
+                             "options.")
+        if base not in ("roundrobin", "static-rr", "leastconn", "source", "first"):
+            raise line.error(f"'balance {algo}' is not supported by edgestick (supported: "
+                             "roundrobin, static-rr, leastconn, source, first)")
+        p.balance, p.balance_args = base, tuple(line.words[2:])
+
+    def kw_hash_type(self, p, line):
+        ht = _arg(line, 1, "map-based|consistent")
+        if ht not in ("map-based", "consistent"):
+            raise line.error(f"'hash-type' expects 'map-based' or 'consistent' (got '{ht}')")
+        p.hash_type = " ".join(line.words[1:])
+
+    def kw_option(self, p, line, negate: bool = False):
+        w = line.words[1:] if not negate else line.words[2:]
+        if not w:
+            raise line.error("expects an option name")
+        name = w[0]
+        o = p.options
+        be = ("redispatch", "httpchk", "persist", "abortonclose", "allbackups", "tcp-check",
+              "ssl-hello-chk", "smtpchk", "pgsql-check", "mysql-check", "ldap-check",
+              "redis-check", "spop-check", "external-check", "log-health-checks", "checkcache",
+              "http-pretend-keepalive", "prefer-last-server", "srvtcpka", "http-restrict-req-hdr-names")
+        fe = ("http-ignore-probes", "dontlognull", "httplog", "tcplog", "clitcpka",
+              "dontlog-normal", "log-separate-errors", "logasap", "accept-invalid-http-request",
+              "http-use-proxy-header", "socket-stats", "contstats", "http-buffer-request",
+              "idle-close-on-response", "nolinger", "splice-auto")
+        known = be + fe + ("forwardfor", "http-server-close", "httpclose", "http-keep-alive",
+                           "tcpka", "originalto", "http-no-delay", "independent-streams",
+                           "splice-request", "splice-response", "transparent",
+                           "accept-invalid-http-response", "h1-case-adjust-bogus-client",
+                           "h1-case-adjust-bogus-server", "disable-h2-upgrade", "httplog",
+                           "log-health-checks", "redispatch")
+        if name not in known:
+            raise line.error(f"unknown option '{name}'.", "option")
+        if name in be and not p.has_backend:
+            self.warn(line, f"'{name}' ignored because frontend '{p.name}' has no backend "
+                            "capability")
+            return
+        if name in fe and not p.has_frontend:
+            self.warn(line, f"'{name}' ignored because backend '{p.name}' has no frontend "
+                            "capability")
+            return
+        args = w[1:]
+        value = not negate
+        if name == "forwardfor":
+            if negate:
+                raise line.error("'no option forwardfor' is not supported")
+            o.forwardfor = True
+            i = 0
+            while i < len(args):
+                a = args[i]
+                if a in ("except", "header"):
+                    v = args[i + 1] if i + 1 < len(args) else None
+                    if v is None:
+                        raise line.error(f"'option forwardfor {a}' expects a value", "option")
+                    if a == "except":
+                        from .acl import _parse_net
+                        try:
+                            _parse_net(v)
+                        except AclError as e:
+                            raise line.error(f"'option forwardfor except': {e}", "option") from None
+                        o.forwardfor_except = v
+                    else:
+                        o.forwardfor_header = v
+                    i += 2
+                elif a == "if-none":
+                    o.forwardfor_if_none = True
+                    i += 1
+                else:
+                    raise line.error("'option forwardfor' only supports optional values "
+                                     f"'except', 'header' and 'if-none' (got '{a}')", "option")
+            return
+        if name == "httpchk":
+            if negate:
+                o.httpchk = False
+                return
+            o.httpchk = True
+            hc = p.http_check
+            if len(args) == 1:
+                hc.uri = args[0]
+            elif len(args) >= 2:
+                hc.method, hc.uri = args[0], args[1]
+                if len(args) >= 3:
+                    hc.version = args[2]
+                if len(args) > 3:
+                    # old form: "HTTP/1.1\r\nHost:\ x" header appended to the version
+                    hc.version = " ".join(args[2:])
+            return
+        if args:
+            raise line.error(f"'option {name}' does not take any argument")
+        attr = name.replace("-", "_")
+        if hasattr(o, attr) and attr != "other":
+            setattr(o, attr, value)
+            if name in ("http-server-close", "httpclose") and value:
+                o.http_keep_alive = False
+            if name == "http-keep-alive" and value:
+                o.http_server_close = o.httpclose = False
+        else:
+            o.other[name] = value
+
+    def kw_no(self, p, line):
+        if len(line.words) < 2 or line.words[1] != "option":
+            raise line.error("'no' must be followed by 'option'")
+        self.kw_option(p, line, negate=True)
+
+    def kw_http_check(self, p, line):
+        sub = _arg(line, 1, "http-check sub-keyword")
+        w = line.words
+        hc = p.http_check
+        if sub == "send":
+            i = 2
+            while i < len(w):
+                if w[i] == "meth":
+                    hc.method = _arg(line, i + 1, "method")
+                elif w[i] == "uri":
+                    hc.uri = _arg(line, i + 1, "uri")
+                elif w[i] == "ver":
+                    hc.version = _arg(line, i + 1, "version")
+                elif w[i] == "hdr":
+                    hc.headers.append((_arg(line, i + 1, "header name"),
+                                       _arg(line, i + 2, "header value")))
+                    i += 1
+                elif w[i] == "body":
+                    hc.body = _arg(line, i + 1, "body")
+                else:
+                    raise line.error(f"'http-check send' : unknown parameter '{w[i]}'")
+                i += 2
+        elif sub == "expect":
+            args = [a for a in w[2:] if a != "!"]
+            if len(args) < 2:
+                raise line.error("'http-check expect' expects <match> and <pattern>")
+            if args[0] not in ("status", "rstatus", "string", "rstring", "hdr", "fhdr"):
+                raise line.error(f"'http-check expect' : unknown match '{args[0]}'")
+            hc.expect = (args[0], args[1])
+        elif sub in ("disable-on-404", "send-state", "connect", "comment", "set-var",
+                     "unset-var"):
+            pass
+        else:
+            raise line.error(f"'http-check' only supports 'disable-on-404', 'send-state', "
+                             f"'comment', 'connect', 'send', 'expect' (got '{sub}')")
+
+    def kw_cookie(self, p, line):
+        w = line.words
+        if len(w) < 2:
+            raise line.error("'cookie' expects <cookie_name> as argument.")
+        c = m.CookieConfig(w[1], where=_where(line))
+        i = 2
+        modes = 0
+        while i < len(w):
+            a = w[i]
+            if a in ("rewrite", "insert", "prefix"):
+                c.mode = a
+                modes += 1
+            elif a in ("indirect", "nocache", "postonly", "httponly", "secure", "preserve",
+                       "dynamic"):
+                setattr(c, a, True)
+            elif a == "domain":
+                d = _arg(line, i + 1, "domain value")
+                if not d.startswith("."):
+                    self.warn(line, f"domain '{d}' does not start with a dot, any RFC-compliant "
+                                    "client will ignore it", "cookie")
+                c.domains.append(d)
+                i += 1
+            elif a in ("maxidle", "maxlife"):
+                setattr(c, f"{a}_ms", _time(line, _arg(line, i + 1, f"'{a}' value"), a))
+                i += 1
+            elif a == "attr":
+                v = _arg(line, i + 1, "'attr' value")
+                if any(ch in v for ch in ";\r\n"):
+                    raise line.error("'attr' value must not contain ';' or line breaks", "cookie")
+                c.attrs.append(v)
+                i += 1
+            else:
+                raise line.error("'cookie' supports 'rewrite', 'insert', 'prefix', 'indirect', "
+                                 "'nocache', 'postonly', 'domain', 'maxidle', 'dynamic', "
+                                 "'maxlife' and 'attr' options.")
+            i += 1
+        if modes > 1:
+            raise line.error("'rewrite', 'insert' and 'prefix' modes are mutually exclusive.")
+        if c.mode == "prefix" and c.indirect:
+            raise line.error("'prefix' and 'indirect' are mutually exclusive.")
+        if (c.maxidle_ms or c.maxlife_ms) and c.mode != "insert":
+            self.warn(line, "cookie 'maxidle' and 'maxlife' are only supported in 'insert' mode",
+                      "cookie")
+        p.cookie = c
+
+    # servers -----------------------------------------------------------
+    def kw_server(self, p, line):
+        if p.kind == "defaults":
+            raise line.error("'server' not allowed in 'defaults' section.")
+        w = line.words
+        if len(w) < 3:
+            raise line.error("expects <name> and <addr>[:<port>] as arguments")
+        name = w[1]
+        for s in p.servers:
+            if s.name == name:
+                raise line.error(f"backend '{p.name}', another server named '{name}' was already "
+                                 f"defined at line {s.where.line}, please use distinct names.")
+        kw = f"server {p.name}/{name}"
+        host, port, _, fam = parse_address(w[2], line, kw, need_port=False, resolve=True)
+        tmpl = self.default_server.get(id(p))
+        srv = copy.copy(tmpl) if tmpl else m.Server(name, host, port)
+        srv.name, srv.host, srv.port, srv.family, srv.where = name, host, port, fam, _where(line)
+        self.apply_server_opts(line, srv, w[3:], kw)
+        p.servers.append(srv)
+
+    def kw_default_server(self, p, line):
+        srv = copy.copy(self.default_server.get(id(p))) or m.Server("", "", None)
+        self.apply_server_opts(line, srv, line.words[1:], "default-server")
+        self.default_server[id(p)] = srv
+
+    def _check_server_opts(self, line, words, peer=False):
+        srv = m.Server("", "", None)
+        self.apply_server_opts(line, srv, words, "peer" if peer else "server")
+
+    def apply_server_opts(self, line: Line, srv: m.Server, words: Sequence[str], kw: str):
+        i = 0
+        while i < len(words):
+            opt = words[i]
+            if opt in ("check", "backup", "disabled", "enabled", "non-stick", "send-proxy",
+                       "send-proxy-v2", "ssl", "no-check", "no-backup", "stick",
+                       "check-send-proxy", "check-ssl", "no-ssl", "agent-check", "no-agent-check",
+                       "tfo", "allow-0rtt", "no-send-proxy", "no-tfo", "check-via-socks4",
+                       "no-check-ssl", "ssl-reuse", "no-ssl-reuse", "tls-tickets",
+                       "no-tls-tickets", "force-sslv3", "force-tlsv10", "force-tlsv11",
+                       "force-tlsv12", "force-tlsv13", "no-sslv3", "no-tlsv10", "no-tlsv11",
+                       "no-tlsv12", "no-tlsv13"):
+                if opt == "check":
+                    srv.check = True
+                elif opt == "no-check":
+                    srv.check = False
+                elif opt == "backup":
+                    srv.backup = True
+                elif opt == "no-backup":
+                    srv.backup = False
+                elif opt == "disabled":
+                    srv.disabled = True
+                elif opt == "enabled":
+                    srv.disabled = False
+                elif opt == "non-stick":
+                    srv.non_stick = True
+                elif opt == "stick":
+                    srv.non_stick = False
+                elif opt in ("send-proxy", "send-proxy-v2"):
+                    srv.send_proxy = True
+                elif opt == "ssl":
+                    srv.ssl = True
+                i += 1
+                continue
+            if i + 1 >= len(words):
+                if opt in SERVER_VALUED:
+                    raise line.error(f"'{opt}' expects an argument", kw)
+                raise line.error(f"unknown keyword '{opt}'.", f"{kw}")
+            val = words[i + 1]
+            if opt in ("inter", "fastinter", "downinter"):
+                t = _time(line, val, opt)
+                if t == 0:
+                    raise line.error(f"invalid value 0 for argument '{opt}'", kw)
+                setattr(srv, {"inter": "inter_ms", "fastinter": "fastinter_ms",
+                              "downinter": "downinter_ms"}[opt], t)
+            elif opt in ("rise", "fall"):
+                v = _int(line, val, opt, 1)
+                setattr(srv, opt, v)
+            elif opt == "weight":
+                try:
+                    wv = int(val)
+                except ValueError:
+                    raise line.error(f"invalid weight '{val}'", kw) from None
+                if not 0 <= wv <= 256:
+                    raise line.error(f"weight of server {srv.name} is not within 0 and 256 "
+                                     f"({wv}).", kw)
+                srv.weight = wv
+            elif opt == "cookie":
+                srv.cookie = val
+            elif opt == "id":
+                v = _int(line, val, "id", 1)
+                srv.id, srv.explicit_id = v, True
+            elif opt == "maxconn":
+                srv.maxconn = _int(line, val, "maxconn", 0)
+            elif opt == "maxqueue":
+                srv.maxqueue = _int(line, val, "maxqueue", 0)
+            elif opt == "port":
+                srv.check_port = _int(line, val, "port", 1, 65535)
+            elif opt == "addr":
+                srv.check_addr = val
+            elif opt == "slowstart":
+                srv.slowstart_ms = _time(line, val, opt)
+            elif opt in SERVER_VALUED:
+                pass   # accepted, no effect here (ssl details, resolvers, agent...)
+            else:
+                raise line.error(f"unknown keyword '{opt}'.", kw)
+            i += 2
+
+    # stick tables and stick rules --------------------------------------
+    def kw_stick_table(self, p, line):
+        if p.kind == "defaults":
+            raise line.error("'stick-table' is not supported in 'defaults' section.")
+        if p.stick_table_words is not None:
+            raise line.error(f"only one stick-table per proxy is allowed (already declared at "
+                             f"{p.stick_table_words.where})")
+        words = m.StickTableWords(line.words, _where(line))
+        p.stick_table = self.check_stick_table(line, words)
+        p.stick_table_words = words
+
+    def kw_stick(self, p, line):
+        if p.kind == "defaults":
+            raise line.error("'stick' not allowed in 'defaults' section.")
+        words, cond_words = split_condition(line.words[1:])
+        if not words:
+            raise line.error("'stick' expects 'on', 'match', 'store-request' or "
+                             "'store-response'")
+        kind = words[0]
+        if kind not in ("on", "match", "store-request", "store-response"):
+            raise line.error(f"'stick' expects 'on', 'match', 'store-request' or "
+                             f"'store-response' (got '{kind}')")
+        if len(words) < 2:
+            raise line.error(f"'stick {kind}' expects a fetch method")
+        expr = self.expression(line, words[1], f"stick {kind}",
+                               response=(kind == "store-response"))
+        table = None
+        rest = words[2:]
+        if rest:
+            if rest[0] != "table" or len(rest) != 2:
+                raise line.error(f"'stick {kind}' : unexpected word '{rest[0]}'")
+            table = rest[1]
+        cond = self.condition(p, line, cond_words) if cond_words else None
+        p.stick_rules.append(m.StickRule(kind, expr, words[1], table, cond, _where(line)))
+        self.table_refs.append((p, _where(line), table or p.name, f"stick {kind}"))
+
+    # ACLs, rules ---------------------------------------------------------
+    def kw_acl(self, p, line):
+        if p.kind == "defaults" and not p.name:
+            raise line.error("'acl' not allowed in anonymous 'defaults' section.")
+        w = line.words
+        if len(w) < 3:
+            raise line.error("expects an ACL name and a fetch method")
+        name = w[1]
+        if not all(c.isalnum() or c in "-_.:" for c in name):
+            raise line.error(f"invalid characters in ACL name '{name}'")
+        try:
+            expr = parse_acl_expr(w[2:], self._refs(p, line))
+        except (AclError, SampleError) as e:
+            raise line.error(f"error detected while parsing ACL '{name}' : {e}") from None
+        p.acls.setdefault(name, Acl(name)).exprs.append(expr)
+
+    def _refs(self, p, line):
+        parser = self
+
+        class Refs:
+            def __init__(self):
+                self.table_refs = _RefList(parser, p, line)
+        return Refs()
+
+    def condition(self, p: m.Proxy, line: Line, cond_words: Sequence[str]):
+        try:
+            return compile_condition(cond_words, p.acls, self._refs(p, line))
+        except (AclError, SampleError) as e:
+            raise line.error(f"error detected while parsing a '{' '.join(line.words[:2])}' "
+                             f"condition : {e}") from None
+
+    def expression(self, line: Line, text: str, what: str, level: str = "http",
+                   response: bool = False, p: Optional[m.Proxy] = None):
+        try:
+            expr = compile_expr(text, self._refs(p or self.proxy, line))
+        except SampleError as e:
+            raise line.error(f"'{what}' : {e}") from None
+        name = expr.fetch.name
+        if level in ("connection", "session") and not (
+                name in _L4_FETCHES or name.startswith(("sc_", "sc0_", "sc1_", "sc2_", "src_",
+                                                        "table_"))):
+            raise line.error(f"'{what}' : fetch method '{text}' extracts information from "
+                             "'HTTP request headers', none of which is available here")
+        return expr
+
+    def kw_tcp_request(self, p, line):
+        w = line.words
+        level = _arg(line, 1, "'connection', 'session', 'content' or 'inspect-delay'")
+        if level == "inspect-delay":
+            p.tcp_request_inspect_delay_ms = _time(line, _arg(line, 2, "delay"),
+                                                   "tcp-request inspect-delay")
+            return
+        if level not in ("connection", "session", "content"):
+            raise line.error("'tcp-request' expects 'connection', 'session', 'content' or "
+                             f"'inspect-delay' (got '{level}')")
+        if level in ("connection", "session") and not p.has_frontend:
+            raise line.error(f"tcp-request {level} is not allowed because backend {p.name} is "
+                             "not a frontend")
+        if p.kind == "defaults" and not p.name:
+            raise line.error("'tcp-request' not allowed in anonymous 'defaults' section.")
+        rule = self.parse_rule(p, line, w[2:], f"tcp-request {level}", level)
+        getattr(p, f"tcp_request_{level}").append(rule)
+
+    def kw_http_request(self, p, line):
+        if p.kind == "defaults" and not p.name:
+            raise line.error("'http-request' not allowed in anonymous 'defaults' section.")
+        p.http_request.append(self.parse_rule(p, line, line.words[1:], "http-request", "http"))
+
+    def kw_http_response(self, p, line):
+        if p.kind == "defaults" and not p.name:
+            raise line.error("'http-response' not allowed in anonymous 'defaults' section.")
+        p.http_response.append(self.parse_rule(p, line, line.words[1:], "http-response",
+                                               "response"))
+
+    def parse_rule(self, p: m.Proxy, line: Line, words: Sequence[str], where: str,
+                   level: str) -> m.Rule:
+        words, cond_words = split_condition(words)
+        if not words:
+            raise line.error(f"'{where}' expects an action")
+        action = words[0]
+        args = words[1:]
+        rule = m.Rule(action, where=_where(line))
+        ctx_what = f"{where} {action}"
+        tcp = where.startswith("tcp-request")
+        if action.startswith("track-sc"):
+            slot_text = action[len("track-sc"):]
+            if not slot_text.isdigit():
+                raise line.error(f"'{where}': unknown action '{action}'")
+            slot = int(slot_text)
+            if slot > 2:
+                raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
+                                 f"'{where} {action}' rule : {slot} track-sc number exceeding 2 "
+                                 "(MAX_SESS_STKCTR-1) value.")
+            if not args:
+                raise line.error(f"'{ctx_what}' expects a fetch method")
+            expr = self.expression(line, args[0], ctx_what, level)
+            table = None
+            rest = args[1:]
+            if rest:
+                if rest[0] != "table" or len(rest) != 2:
+                    raise line.error(f"'{ctx_what}' : unexpected word '{rest[0]}' (expects "
+                                     "'table <name>')")
+                table = rest[1]
+            rule.action = "track-sc"
+            rule.slot = slot
+            rule.track = m.Track(slot, expr, args[0], table)
+            self.table_refs.append((p, _where(line), table or p.name, f"track-sc{slot}"))
+        elif action in ("accept", "reject", "allow") or (tcp and action == "silent-drop"):
+            if action == "allow" and tcp:
+                raise line.error(f"'{where}': unknown action 'allow'")
+            if action == "accept" and not tcp:
+                raise line.error(f"'{where}': unknown action 'accept'")
+            if args:
+                raise line.error(f"'{ctx_what}' does not take any argument (got '{args[0]}')")
+        elif action in ("deny", "tarpit", "return") and not tcp:
+            if action == "tarpit" and level == "response":
+                raise line.error(f"'{where}': unknown action 'tarpit'")
+            rule.reply = self.parse_reply(p, line, action, args, where)
+        elif action == "deny" and tcp:
+            raise line.error(f"'{where}': unknown action 'deny' (use 'reject')")
+        elif action.startswith(("sc-inc-gpc", "sc-clr-gpc", "sc-set-gpt")):
+            self.parse_sc_action(p, line, rule, action, args, where, level)
+        elif action in ("set-header", "add-header") and not tcp:
+            if len(args) != 2:
+                raise line.error(f"'{ctx_what}' expects exactly 2 arguments.")
+            rule.header, rule.fmt = args[0], args[1]
+        elif action == "del-header" and not tcp:
+            if not args:
+                raise line.error(f"'{ctx_what}' expects at least 1 argument.")
+            rule.header = args[0]
+            rule.args = tuple(args[1:])
+            if rule.args and (rule.args[0] != "-m" or len(rule.args) != 2 or
+                              rule.args[1] not in ("str", "beg", "end", "sub", "reg")):
+                raise line.error(f"'{ctx_what}' : expects an optional '-m <method>'")
+        elif action == "redirect" and not tcp:
+            rule.redirect = self.parse_redirect(line, args, ctx_what)
+        elif action == "use-service" and not tcp and level == "http":
+            if len(args) != 1:
+                raise line.error(f"'{ctx_what}' expects a service name")
+            if args[0] != "prometheus-exporter":
+                raise line.error(f"'{ctx_what}' : unknown service '{args[0]}'")
+            rule.service = args[0]
+        elif action in HTTP_ACTIONS_KNOWN or (tcp and action in TCP_ACTIONS_KNOWN):
+            raise line.error(f"'{where} {action}' is not supported by edgestick")
+        else:
+            if tcp:
+                raise line.error(f"'{where}' expects 'accept', 'reject', 'track-sc0', "
+                                 "'track-sc1', 'track-sc2', 'sc-inc-gpc0', 'sc-inc-gpc1', "
+                                 f"'sc-set-gpt0' ... but got '{action}'")
+            raise line.error(f"'{where}' expects 'allow', 'deny', 'tarpit', 'return', "
+                             "'redirect', 'track-sc0', 'track-sc1', 'track-sc2', 'sc-inc-gpc0',"
+                             " 'sc-inc-gpc1', 'sc-inc-gpc', 'sc-set-gpt0', 'set-header', "
+                             f"'add-header', 'del-header' ... but got '{action}'.")
+        if cond_words:
+            rule.cond = self.condition(p, line, cond_words)
+            rule.cond_text = " ".join(cond_words)
+        return rule
+
+    def parse_sc_action(self, p, line, rule, action, args, where, level):
+        base, paren, rest = action.partition("(")
+        if base not in ("sc-inc-gpc0", "sc-inc-gpc1", "sc-inc-gpc", "sc-clr-gpc0",
+                        "sc-clr-gpc1", "sc-clr-gpc", "sc-set-gpt0", "sc-set-gpt"):
+            raise line.error(f"'{where}': unknown action '{action}'")
+        if not paren or not rest.endswith(")"):
+            raise line.error(f"'{where} {action}' : missing stick counter ID, "
+                             f"expects '{base}(<sc-id>)'")
+        inner = [x.strip() for x in rest[:-1].split(",")]
+        arrays = base in ("sc-inc-gpc", "sc-clr-gpc", "sc-set-gpt")
+        if arrays:
+            if len(inner) != 2 or not inner[0].isdigit():
+                raise line.error(f"'{where} {action}' : expects '{base}(<idx>,<sc-id>)'")
+            idx = int(inner[0])
+            if idx >= 100:
+                raise line.error(f"'{where} {action}' : invalid array index '{idx}' (max 99)")
+            rule.index = idx
+            sc = inner[1]
+        else:
+            if len(inner) != 1:
+                raise line.error(f"'{where} {action}' : expects '{base}(<sc-id>)'")
+            sc = inner[0]
+        if not sc.isdigit():
+            raise line.error(f"'{where} {action}' : invalid stick table track ID '{sc}'")
+        if int(sc) > 2:
+            raise line.error(f"error detected in {p.kind} '{p.name}' while parsing '{where} "
+                             f"{action}' rule : invalid stick table track ID. The max allowed ID "
+                             "is 2.")
+        rule.slot = int(sc)
+        rule.action = base
+        if base.startswith("sc-set-gpt"):
+            if len(args) != 1:
+                raise line.error(f"'{where} {action}' expects exactly one value or expression")
+            try:
+                rule.value = int(args[0])
+            except ValueError:
+                rule.value = self.expression(line, args[0], f"{where} {action}", level)
+        elif args:
+            raise line.error(f"'{where} {action}' does not take any argument (got '{args[0]}')")
+
+    def parse_reply(self, p, line, action, args, where) -> m.Reply:
+        """deny/tarpit/return options, with HAProxy's checks on status and payload."""
+        status = 200 if action == "return" else (500 if action == "tarpit" else 403)
+        reply = m.Reply(status)
+        i = 0
+        what = f"{where} {action}"
+        while i < len(args):
+            a = args[i]
+
+            def val(name=a):
+                if i + 1 >= len(args):
+                    raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
+                                     f"'{what}' rule : '{name}' expects <value> as argument.")
+                return args[i + 1]
+            if a in ("deny_status", "status"):
+                if a == "deny_status" and action == "return":
+                    raise line.error(f"'{what}' : unknown keyword 'deny_status'")
+                v = val()
+                if not v.isdigit() or not 200 <= int(v) <= 599:
+                    raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
+                                     f"'{what}' rule : Unexpected status code '{v}'.")
+                reply.status = int(v)
+                i += 2
+            elif a == "content-type":
+                reply.content_type = val()
+                i += 2
+            elif a == "default-errorfiles":
+                reply.body_kind = a
+                i += 1
+            elif a in ("errorfile", "errorfiles", "file", "lf-file", "string", "lf-string"):
+                if reply.body_kind is not None:
+                    raise line.error(f"'{what}' : only one payload option may be set")
+                v = val()
+                reply.body_kind = a
+                if a in ("errorfile", "file", "lf-file"):
+                    try:
+                        with open(v, encoding="latin-1") as f:
+                            reply.body = f.read()
+                    except OSError as e:
+                        raise line.error(f"'{what}' : cannot read file '{v}': {e.strerror}") from None
+                elif a == "errorfiles":
+                    raise line.error(f"'{what}' : 'errorfiles' (http-errors sections) is not "
+                                     "supported by edgestick")
+                else:
+                    reply.body = v
+                i += 2
+            elif a == "hdr":
+                if i + 2 >= len(args):
+                    raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
+                                     f"'{what}' rule : 'hdr' expects <name> and <value> as "
+                                     "arguments.")
+                reply.headers.append((args[i + 1], args[i + 2]))
+                i += 3
+            else:
+                raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
+                                 f"'{what}' rule : unknown keyword '{a}'.")
+        payload = reply.body_kind in ("string", "lf-string", "file", "lf-file")
+        if payload and reply.body and not reply.content_type:
+            raise line.error(f"error detected in {p.kind} '{p.name}' while parsing '{what}' "
+                             "rule : a content type must be defined when non-empty payload is "
+                             "configured.")
+        if reply.body_kind == "errorfile" and (reply.content_type or reply.headers):
+            self.warn(line, f"'{what}' : content-type and hdr are ignored with 'errorfile'")
+        uses_errorfile = reply.body_kind == "default-errorfiles" or (
+            reply.body_kind is None and action != "return")
+        if uses_errorfile:
+            if reply.headers or reply.content_type:
+                if reply.body_kind == "default-errorfiles":
+                    self.warn(line, f"'{what}' : content-type and hdr are ignored with "
+                                    "default-errorfiles")
+            if reply.status not in DEFAULT_ERROR_STATUSES:
+                raise line.error(f"error detected in {p.kind} '{p.name}' while parsing '{what}' "
+                                 f"rule : status code '{reply.status}' not handled by default "
+                                 "with 'default-errorfiles' argument..")
+        return reply
+
+    def parse_redirect(self, line: Line, args: Sequence[str], what: str) -> dict:
+        if len(args) < 2 or args[0] not in ("location", "prefix", "scheme"):
+            raise line.error(f"'{what}' expects 'location', 'prefix' or 'scheme' followed by "
+                             "a value")
+        r = {"type": args[0], "value": args[1], "code": 302, "drop_query": False,
+             "append_slash": False, "set_cookie": None, "clear_cookie": None}
+        i = 2
+        while i < len(args):
+            a = args[i]
+            if a == "code":
+                v = args[i + 1] if i + 1 < len(args) else ""
+                if v not in ("301", "302", "303", "307", "308"):
+                    raise line.error(f"'{what}': unsupported HTTP code '{v}' (expects 301, 302, "
+                                     "303, 307 or 308)")
+                r["code"] = int(v)
+                i += 2
+            elif a in ("drop-query", "append-slash"):
+                r[a.replace("-", "_")] = True
+                i += 1
+            elif a in ("set-cookie", "clear-cookie"):
+                if i + 1 >= len(args):
+                    raise line.error(f"'{what}': '{a}' expects a value")
+                r[a.replace("-", "_")] = args[i + 1]
+                i += 2
+            else:
+                raise line.error(f"'{what}': unknown keyword '{a}'")
+        return r
+
+    # misc accepted keywords ----------------------------------------------
+    def kw_ignored(self, p, line):
+        pass
+
+    def kw_log(self, p, line):
+        if len(line.words) < 2:
+            raise line.error("expects 'global', 'stdout', 'stderr' or an address")
+
+    def kw_description(self, p, line):
+        p.description = " ".join(line.words[1:])
+
+    def kw_id(self, p, line):
+        if p.kind == "defaults":
+            raise line.error("'id' not allowed in 'defaults' section")
+        p.id = _int(line, _arg(line, 1, "id value"), "id", 1)
+
+    def kw_disabled(self, p, line):
+        p.disabled = True
+
+    def kw_enabled(self, p, line):
+        p.disabled = False
+
+    def kw_errorfile(self, p, line):
+        code = _arg(line, 1, "status code")
+        path = _arg(line, 2, "file")
+        if not code.isdigit() or int(code) not in DEFAULT_ERROR_STATUSES:
+            raise line.error(f"status code '{code}' cannot be customized")
+        try:
+            with open(path, encoding="latin-1") as f:
+                p.errorfiles[int(code)] = f.read()
+        except OSError as e:
+            raise line.error(f"error reading file '{path}': {e.strerror}") from None
+
+    # ------------------------------------------------------------------ checks
+    def finish(self):
+        cfg = self.cfg
+        for p in cfg.proxies:
+            self.finish_proxy(p)
+        self.check_peers()
+        self.check_table_refs()
+
+    def finish_proxy(self, p: m.Proxy):
+        # server ids: explicit ones first, then the free numbers by position
+        used = {s.id for s in p.servers if s.explicit_id}
+        if len(used) != sum(1 for s in p.servers if s.explicit_id):
+            seen = set()
+            for s in p.servers:
+                if s.explicit_id:
+                    if s.id in seen:
+                        raise ConfigError(f"server '{s.name}' has the same id {s.id} as another "
+                                          f"server of backend '{p.name}'", s.where.file,
+                                          s.where.line, "server")
+                    seen.add(s.id)
+        nxt = 1
+        for s in p.servers:
+            if not s.explicit_id:
+                while nxt in used:
+                    nxt += 1
+                s.id = nxt
+                used.add(nxt)
+        if p.has_frontend:
+            names = [p.default_backend] if p.default_backend else []
+            for ub in p.use_backends:
+                if ub.backend not in self.cfg.backends and "%[" not in ub.backend:
+                    raise ConfigError(f"Proxy '{p.name}': unable to find required use_backend: "
+                                      f"'{ub.backend}'.", ub.where.file, ub.where.line,
+                                      "use_backend")
+            for name in names:
+                if name not in self.cfg.backends:
+                    w = p.default_backend_where
+                    raise ConfigError(f"Proxy '{p.name}': unable to find required "
+                                      f"default_backend: '{name}'.", w.file, w.line,
+                                      "default_backend")
+                if name == p.name and p.kind == "listen":
+                    pass
+            if p.binds and p.mode != "http" and (p.http_request or p.http_response):
+                self.warnings.append(f"{p.where}: '{p.kind}': 'http-request' rules ignored for "
+                                     f"{p.kind} '{p.name}' as they require HTTP mode.")
+            if p.binds and p.mode == "http":
+                for r in p.tcp_request_content:
+                    if r.action == "track-sc" and r.track.expr.fetch.name in _L4_FETCHES:
+                        self.warnings.append(
+                            f"{r.where}: 'tcp-request': {p.kind} '{p.name}' : a 'tcp-request "
+                            "content track-sc*' rule not depending on request contents for an "
+                            "HTTP frontend should be executed at the session level, using a "
+                            "'tcp-request session' rule (mandatory to track invalid HTTP "
+                            "requests).")
+                        break
+        if p.cookie is not None and p.mode != "http":
+            self.warnings.append(f"{p.cookie.where}: 'cookie': cookie will be ignored for "
+                                 f"{p.kind} '{p.name}' (needs 'mode http').")
+        missing = []
+        if p.has_frontend and p.binds and "client" not in p.timeouts:
+            missing = ["client"]
+        if p.has_backend and p.servers and ("connect" not in p.timeouts or
+                                            "server" not in p.timeouts):
+            missing = ["client", "connect", "server"]
+        if missing and p.mode in ("http", "tcp"):
+            self.warnings.append(f"{p.where}: '{p.kind}': missing timeouts for {p.kind} "
+                                 f"'{p.name}'. While not properly invalid, you will certainly "
+                                 "encounter various problems with such a configuration. To fix "
+                                 "this, please ensure that all following timeouts are set to a "
+                                 "non-zero value: 'client', 'connect', 'server'.")
+        if p.stick_table_words is not None:
+            ws = p.stick_table_words.words
+            if "peers" in ws:
+                i = ws.index("peers")
+                if i + 1 < len(ws):
+                    name = ws[i + 1]
+                    if name not in self.cfg.peers:
+                        w = p.stick_table_words.where
+                        raise ConfigError(f"Proxy '{p.name}': unable to find sync peers "
+                                          f"'{name}'.", w.file, w.line, "stick-table")
+
+    def check_peers(self):
+        local = self.cfg.global_.localpeer or socket.gethostname()
+        for sec in self.cfg.peers.values():
+            if sec.peer(local) is None and not sec.disabled:
+                self.warnings.append(f"{sec.where}: 'peers': Removing incomplete section "
+                                     f"'peers {sec.name}' (no peer named '{local}').")
+
+    def check_table_refs(self):
+        tables = set(self.cfg.table_names())
+        for p, where, table, user in self.table_refs:
+            if table not in tables:
+                if user.startswith("stick"):
+                    msg = (f"Proxy '{p.name}': unable to find stick-table '{table}'.")
+                else:
+                    msg = (f"Proxy '{p.name}': unable to find table '{table}' referenced by "
+                           f"{user}.")
+                raise ConfigError(msg, where.file, where.line, user.split()[0])
+
+
+class _RefList(list):
+    """Table names referenced by fetches, recorded with the proxy and line using them."""
+
+    def __init__(self, parser: Parser, proxy: m.Proxy, line: Line):
+        super().__init__()
+        self.parser, self.proxy, self.line = parser, proxy, line
+
+    def append(self, item):
+        name, fetch = item
+        self.parser.table_refs.append((self.proxy, _where(self.line), name, fetch))
+
+
+BIND_FLAGS = {"ssl", "accept-proxy", "v4v6", "v6only", "transparent", "defer-accept", "tfo",
+              "strict-sni", "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13",
+              "force-tlsv12", "force-tlsv13", "allow-0rtt", "prefer-client-ciphers",
+              "no-ca-names", "no-tls-tickets", "generate-certificates", "quic-force-retry",
+              "ssl-reuse", "tls-tickets", "expose-fd"}
+BIND_VALUED = {"crt", "crt-list", "alpn", "name", "maxconn", "backlog", "mode", "level", "id",
+               "interface", "mss", "nice", "process", "thread", "uid", "gid", "user", "group",
+               "ciphers", "ciphersuites", "ca-file", "verify", "curves", "ecdhe", "ssl-min-ver",
+               "ssl-max-ver", "npn", "crl-file", "namespace", "severity-output", "tcp-ut",
+               "accept-netscaler-cip", "sigalgs", "client-sigalgs", "ca-verify-file"}
+SERVER_VALUED = {"inter", "fastinter", "downinter", "rise", "fall", "weight", "cookie", "id",
+                 "maxconn", "maxqueue", "minconn", "port", "addr", "slowstart", "sni", "verify",
+                 "ca-file", "crt", "alpn", "check-sni", "check-alpn", "resolvers",
+                 "resolve-prefer", "init-addr", "observe", "error-limit", "on-error",
+                 "on-marked-down", "on-marked-up", "agent-port", "agent-inter", "agent-addr",
+                 "agent-send", "pool-max-conn", "pool-purge-delay", "max-reuse", "source",
+                 "track", "redir", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver",
+                 "proto", "namespace", "tcp-ut", "socks4", "shard", "log-proto",
+                 "resolve-net", "resolve-opts", "check-proto", "proxy-v2-options",
+                 "ws", "usesrc", "verifyhost", "crl-file", "curves", "sigalgs"}
+
+HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-spoe-group",
+                      "cache-use", "auth", "capture", "disable-l7-retry", "early-hint",
+                      "normalize-uri", "replace-header", "replace-path", "replace-pathq",
+                      "replace-uri", "replace-value", "set-method", "set-path", "set-pathq",
+                      "set-query", "set-uri", "strict-mode", "set-timeout", "wait-for-body",
+                      "set-dst", "set-dst-port", "set-mark", "set-src", "set-src-port",
+                      "set-tos", "silent-drop", "set-priority-class", "set-priority-offset",
+                      "set-status", "cache-store", "set-var", "unset-var", "set-var-fmt",
+                      "add-acl", "del-acl", "set-map", "del-map", "do-resolve"}
+TCP_ACTIONS_KNOWN = {"expect-proxy", "expect-netscaler-cip", "capture", "set-var", "unset-var",
+                     "set-src", "set-dst", "set-mark", "set-tos", "set-log-level",
+                     "switch-mode", "use-service", "do-resolve", "set-priority-class",
+                     "set-priority-offset", "send-spoe-group", "set-var-fmt", "set-src-port",
+                     "set-dst-port", "attach-srv"}
+
+UNSUPPORTED_PROXY_KEYWORDS = {
+    "capture", "compression", "monitor-uri", "monitor", "unique-id-format",
+    "unique-id-header", "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
+    "server-template", "filter", "tcp-check", "external-check", "force-persist",
+    "ignore-persist", "persist", "declare", "http-after-response", "http-error", "redirect",
+    "use-server", "errorloc", "errorloc302", "errorloc303", "errorfiles", "stats",
+    "load-server-state-from-file", "server-state-file-name", "max-keep-alive-queue",
+    "http-send-name-header", "orgto", "appsession", "rspadd", "reqadd", "block", "reqrep",
+    "rsprep", "reqdel", "rspdel", "reqallow", "reqdeny", "reqtarpit", "reqpass", "reqirep",
+    "reqidel", "reqiallow", "reqideny", "reqitarpit", "reqipass", "rspdeny", "rspidel",
+    "rspideny", "rspirep", "bind-process", "clitcpka-cnt", "clitcpka-idle", "clitcpka-intvl",
+    "srvtcpka-cnt", "srvtcpka-idle", "srvtcpka-intvl", "log-format-sd", "error-log-format",
+    "log-tag", "guid", "hash-balance-factor", "hash-key",
+}
+
+# keyword -> (capability, handler). Capability: "any"; "fe"/"be" warn and ignore when the
+# proxy lacks it; "fe!"/"be!" are errors then (as HAProxy does for each keyword).
+PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
+    "bind": ("fe", Parser.kw_bind),
+    "mode": ("any", Parser.kw_mode),
+    "maxconn": ("any", Parser.kw_maxconn),
+    "fullconn": ("any", Parser.kw_fullconn),
+    "backlog": ("fe", Parser.kw_ignored),
+    "timeout": ("any", Parser.kw_timeout),
+    "default_backend": ("fe", Parser.kw_default_backend),
+    "use_backend": ("fe", Parser.kw_use_backend),
+    "retries": ("be", Parser.kw_retries),
+    "balance": ("be", Parser.kw_balance),
+    "hash-type": ("be", Parser.kw_hash_type),
+    "option": ("any", Parser.kw_option),
+    "no": ("any", Parser.kw_no),
+    "http-check": ("be", Parser.kw_http_check),
+    "cookie": ("be", Parser.kw_cookie),
+    "server": ("be!", Parser.kw_server),
+    "default-server": ("be!", Parser.kw_default_server),
+    "stick-table": ("any", Parser.kw_stick_table),
+    "stick": ("be", Parser.kw_stick),
+    "acl": ("any", Parser.kw_acl),
+    "tcp-request": ("any", Parser.kw_tcp_request),
+    "http-request": ("any", Parser.kw_http_request),
+    "http-response": ("any", Parser.kw_http_response),
+    "log": ("any", Parser.kw_log),
+    "log-format": ("any", Parser.kw_ignored),
+    "description": ("any", Parser.kw_description),
+    "id": ("any", Parser.kw_id),
+    "disabled": ("any", Parser.kw_disabled),
+    "enabled": ("any", Parser.kw_enabled),
+    "errorfile": ("any", Parser.kw_errorfile),
+    "grace": ("any", Parser.kw_ignored),
+}

@@ -1,0 +1,761 @@
+"""Sample fetches and converters: what ACLs, track-sc keys and stick rules read.
+
+A sample expression `fetch[(args)][,converter[(args)]]...` is compiled once, at
+configuration time, into a plain function `expr(ctx) -> value | None` (None = "no
+sample"). Values are Python `int`, `str`, `bytes` or `bool`; addresses are `str` as the
+socket layer gives them ('198.18.0.1', 'fd00::1'), type "ip".
+
+The request context
+-------------------
+The HTTP engine (`proxy/frontend.py`) fills one `Context` per request (or per
+connection for `tcp-request connection` rules) and passes it to conditions and
+expressions. Fields, all plain attributes:
+
+  src, src_port       client address (str) and port (int)
+  dst, dst_port       local address (str) and port (int) the client connected to
+  ssl                 True when the connection is TLS-terminated here
+  method              request method (str), None before the request is parsed
+  path                path without the query string (str)
+  query               text after '?' or None when the URI has no '?'
+  url                 the request target as received (str)
+  headers             sequence of (lowercase name: str, value: str) in arrival order
+  sc                  list of 3 slots: None or (table, entry) for sc0..sc2 (the stream's
+                      trackers: a copy of the session's at stream start, then its own)
+  table               the stick table of the proxy running the rules (or None)
+  tables              mapping table name -> table (proxies' tables and `peers/name`)
+  status              response status for http-response rules (int or None)
+
+Stick-table data are read through `proxy/stick_table.py`; rules from §6 of the
+reference: a slot not tracked gives no sample, a key absent from a table gives 0 for
+`src_*`/`table_*`, a data type the table does not store gives no sample.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from edgestick.cfgsyntax import parse_time_ms
+
+# ---------------------------------------------------------------------------- context
+
+
+class Context:
+    __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "method", "path", "query",
+                 "url", "headers", "sc", "table", "tables", "status", "vars")
+
+    def __init__(self, src: Optional[str] = None, src_port: int = 0, dst: Optional[str] = None,
+                 dst_port: int = 0, ssl: bool = False, method: Optional[str] = None,
+                 path: Optional[str] = None, query: Optional[str] = None,
+                 url: Optional[str] = None, headers: Any = (), sc: Optional[list] = None,
+                 table: Any = None, tables: Optional[dict] = None, status: Optional[int] = None):
+        self.src, self.src_port, self.dst, self.dst_port = src, src_port, dst, dst_port
+        self.ssl, self.method, self.path, self.query, self.url = ssl, method, path, query, url
+        self.headers = headers
+        self.sc = sc if sc is not None else [None, None, None]
+        self.table = table
+        self.tables = tables if tables is not None else {}
+        self.status = status
+        self.vars = None
+
+
+class SampleError(ValueError):
+    """A fetch or converter that cannot be built (unknown name, bad arguments)."""
+
+
+# ---------------------------------------------------------------------------- table access
+# The only place that touches the stick-table API; everything below goes through these.
+
+def _table_lookup(table, key):
+    """The entry for `key` (a sample value) or None. Never creates, never touches."""
+    return table.lookup(key)
+
+
+def _table_get_or_create(table, key):
+    return table.get_or_create(key)
+
+
+def _read(table, entry, dtype: str, idx: int = 0):
+    """Value of a stored data type (rates read at now), None when not stored."""
+    return table.read(entry, dtype, idx)
+
+
+def _inc_gpc(table, entry, dtype: str, idx: int = 0):
+    """Increment gpcN (and its rate) and return the new value; None when not stored."""
+    return table.inc_gpc(entry, dtype, idx)
+
+
+def _clr_gpc(table, entry, dtype: str, idx: int = 0):
+    """Clear gpcN and return the value it had; None when not stored."""
+    return table.clr_gpc(entry, dtype, idx)
+
+
+def _entry_key(table, entry):
+    return table.entry_key(entry)
+
+
+def _trackers(entry) -> int:
+    return entry.ref_cnt
+
+
+def _table_used(table) -> int:
+    return table.used
+
+
+def _table_size(table) -> int:
+    return table.size
+
+
+# ---------------------------------------------------------------------------- fetch registry
+
+@dataclass(frozen=True)
+class FetchDef:
+    name: str
+    out: str                          # ip | int | str | bool | bin
+    build: Callable                   # build(args: list[str], cfg) -> fn(ctx) -> value|None
+    match: str                        # default ACL match method
+    multi: Optional[Callable] = None  # build(args, cfg) -> fn(ctx) -> list of values (ACL use)
+
+
+FETCHES: dict[str, FetchDef] = {}
+
+
+def _fetch(name: str, out: str, match: Optional[str] = None, multi=None):
+    def deco(build):
+        FETCHES[name] = FetchDef(name, out, build, match or _DEFAULT_MATCH[out], multi)
+        return build
+    return deco
+
+
+_DEFAULT_MATCH = {"ip": "ip", "int": "int", "str": "str", "bool": "bool", "bin": "bin"}
+
+
+def _no_args(name, args):
+    if args:
+        raise SampleError(f"fetch method '{name}' does not take any argument")
+
+
+def _simple(name: str, out: str, getter: Callable, match: Optional[str] = None):
+    def build(args, cfg):
+        _no_args(name, args)
+        return getter
+    FETCHES[name] = FetchDef(name, out, build, match or _DEFAULT_MATCH[out])
+
+
+_simple("src", "ip", lambda ctx: ctx.src)
+_simple("src_port", "int", lambda ctx: ctx.src_port)
+_simple("dst", "ip", lambda ctx: ctx.dst)
+_simple("dst_port", "int", lambda ctx: ctx.dst_port)
+_simple("path", "str", lambda ctx: ctx.path)
+_simple("url", "str", lambda ctx: ctx.url)
+_simple("query", "str", lambda ctx: ctx.query)
+_simple("method", "str", lambda ctx: ctx.method)
+_simple("ssl_fc", "bool", lambda ctx: bool(ctx.ssl))
+_simple("always_true", "bool", lambda ctx: True)
+_simple("always_false", "bool", lambda ctx: False)
+_simple("status", "int", lambda ctx: ctx.status)
+FETCHES["capture.req.method"] = FETCHES["method"]
+
+
+def _base(ctx):
+    host = _last_header(ctx, "host")
+    if host is None or ctx.path is None:
+        return None
+    return host + ctx.path
+
+
+_simple("base", "str", _base)
+
+
+def _header_values(ctx, name: str, split: bool) -> list[str]:
+    out: list[str] = []
+    for hname, value in ctx.headers:
+        if hname == name:
+            if split:
+                out.extend(v.strip() for v in value.split(","))
+            else:
+                out.append(value.strip())
+    return out
+
+
+def _last_header(ctx, name: str):
+    found = None
+    for hname, value in ctx.headers:
+        if hname == name:
+            found = value
+    if found is None:
+        return None
+    return found.rsplit(",", 1)[-1].strip()
+
+
+def _hdr_args(name, args, split):
+    if len(args) > 2:
+        raise SampleError(f"fetch method '{name}' expects at most 2 arguments")
+    hname = args[0].lower() if args else None
+    occ = None
+    if len(args) == 2:
+        try:
+            occ = int(args[1])
+        except ValueError:
+            raise SampleError(f"fetch method '{name}' : invalid occurrence '{args[1]}'") from None
+    return hname, occ
+
+
+def _pick(values: list, occ):
+    if not values:
+        return None
+    if occ is None or occ == -1:
+        return values[-1]
+    if occ > 0:
+        return values[occ - 1] if occ <= len(values) else None
+    if occ < 0:
+        return values[occ] if -occ <= len(values) else None
+    return None
+
+
+def _make_hdr(name: str, split: bool):
+    def build(args, cfg):
+        hname, occ = _hdr_args(name, args, split)
+        if hname is None:
+            def all_values(ctx):
+                vals = [v for _, v in ctx.headers]
+                return vals[-1] if vals else None
+            return all_values
+        if split and occ is None:
+            return lambda ctx: _last_header(ctx, hname)
+        return lambda ctx: _pick(_header_values(ctx, hname, split), occ)
+
+    def multi(args, cfg):
+        hname, occ = _hdr_args(name, args, split)
+        if hname is None:
+            return lambda ctx: [v for _, v in ctx.headers]
+        if occ is None:
+            return lambda ctx: _header_values(ctx, hname, split)
+        return lambda ctx: [v] if (v := _pick(_header_values(ctx, hname, split), occ)) is not None else []
+    return build, multi
+
+
+for _n, _split in (("hdr", True), ("req.hdr", True), ("fhdr", False), ("req.fhdr", False)):
+    _b, _m = _make_hdr(_n, _split)
+    FETCHES[_n] = FetchDef(_n, "str", _b, "str", _m)
+
+
+def _hdr_cnt_build(args, cfg):
+    if len(args) > 1:
+        raise SampleError("fetch method 'hdr_cnt' expects at most 1 argument")
+    if not args:
+        return lambda ctx: len(ctx.headers)
+    hname = args[0].lower()
+    return lambda ctx: len(_header_values(ctx, hname, True))
+
+
+FETCHES["hdr_cnt"] = FetchDef("hdr_cnt", "int", _hdr_cnt_build, "int")
+FETCHES["req.hdr_cnt"] = FETCHES["hdr_cnt"]
+
+
+def _cookies(ctx, name: str) -> list[str]:
+    out = []
+    for hname, value in ctx.headers:
+        if hname == "cookie":
+            for part in value.split(";"):
+                k, sep, v = part.strip().partition("=")
+                if sep and k == name:
+                    out.append(v)
+    return out
+
+
+def _cook_build(args, cfg):
+    if len(args) != 1:
+        raise SampleError("fetch method 'cook' expects 1 argument (the cookie name)")
+    name = args[0]
+
+    def last(ctx):
+        vals = _cookies(ctx, name)
+        return vals[-1] if vals else None
+    return last
+
+
+def _cook_multi(args, cfg):
+    name = args[0]
+    return lambda ctx: _cookies(ctx, name)
+
+
+for _n in ("cook", "req.cook"):
+    FETCHES[_n] = FetchDef(_n, "str", _cook_build, "str", _cook_multi)
+
+
+def _cook_cnt_build(args, cfg):
+    name = args[0] if args else None
+    return lambda ctx: len(_cookies(ctx, name))
+
+
+FETCHES["cook_cnt"] = FetchDef("cook_cnt", "int", _cook_cnt_build, "int")
+
+
+# ACL keyword aliases that fix the match method: path_beg = path -m beg, ...
+_SUFFIX_MATCH = {"beg": "beg", "end": "end", "sub": "sub", "reg": "reg", "dir": "dir",
+                 "dom": "dom", "len": "len", "cnt": None, "ip": "ip", "val": "int"}
+ACL_ALIASES: dict[str, tuple[str, str]] = {}
+for _base_name in ("path", "url", "hdr", "req.hdr", "cook", "method", "query", "base"):
+    for _suffix, _m in _SUFFIX_MATCH.items():
+        if _m is not None:
+            ACL_ALIASES[f"{_base_name}_{_suffix}"] = (_base_name, _m)
+for _m in ("beg", "end", "sub", "reg", "dir", "dom", "len"):
+    ACL_ALIASES[f"url_{_m}"] = ("url", _m)
+ACL_ALIASES["req_ssl_sni"] = ("req.ssl_sni", "str")
+
+
+# ---------------------------------------------------------------------------- stick counters
+
+# fetch suffix -> (data type, kind). kind: read | kbytes | inc | clr
+_COUNTER_SUFFIXES: dict[str, tuple[str, str]] = {
+    "conn_cnt": ("conn_cnt", "read"), "conn_cur": ("conn_cur", "read"),
+    "conn_rate": ("conn_rate", "read"), "sess_cnt": ("sess_cnt", "read"),
+    "sess_rate": ("sess_rate", "read"), "http_req_cnt": ("http_req_cnt", "read"),
+    "http_req_rate": ("http_req_rate", "read"), "http_err_cnt": ("http_err_cnt", "read"),
+    "http_err_rate": ("http_err_rate", "read"), "http_fail_cnt": ("http_fail_cnt", "read"),
+    "http_fail_rate": ("http_fail_rate", "read"), "bytes_in_rate": ("bytes_in_rate", "read"),
+    "bytes_out_rate": ("bytes_out_rate", "read"), "kbytes_in": ("bytes_in_cnt", "kbytes"),
+    "kbytes_out": ("bytes_out_cnt", "kbytes"), "get_gpc0": ("gpc0", "read"),
+    "get_gpc1": ("gpc1", "read"), "get_gpt0": ("gpt0", "read"),
+    "gpc0_rate": ("gpc0_rate", "read"), "gpc1_rate": ("gpc1_rate", "read"),
+    "inc_gpc0": ("gpc0", "inc"), "inc_gpc1": ("gpc1", "inc"),
+    "clr_gpc0": ("gpc0", "clr"), "clr_gpc1": ("gpc1", "clr"),
+    "server_id": ("server_id", "read"),
+}
+# array forms: suffix -> (data type, kind); they take the element index first
+_ARRAY_SUFFIXES: dict[str, tuple[str, str]] = {
+    "get_gpc": ("gpc", "read"), "gpc_rate": ("gpc_rate", "read"), "get_gpt": ("gpt", "read"),
+    "inc_gpc": ("gpc", "inc"), "clr_gpc": ("gpc", "clr"),
+}
+
+
+def _entry_value(table, entry, dtype: str, kind: str, idx: int):
+    if kind == "read":
+        return _read(table, entry, dtype, idx)
+    if kind == "kbytes":
+        v = _read(table, entry, dtype, idx)
+        return None if v is None else v >> 10
+    if kind == "inc":
+        return _inc_gpc(table, entry, dtype, idx)
+    return _clr_gpc(table, entry, dtype, idx)
+
+
+def _parse_slot(text: str, name: str) -> int:
+    if not text.isdigit() or int(text) > 2:
+        raise SampleError(f"fetch method '{name}' : invalid stick counter '{text}' (must be 0..2)")
+    return int(text)
+
+
+def _parse_index(text: str, name: str) -> int:
+    if not text.isdigit() or int(text) >= 100:
+        raise SampleError(f"fetch method '{name}' : invalid array index '{text}'")
+    return int(text)
+
+
+def _table_ref(cfg, name: str, fetch: str) -> str:
+    if cfg is not None:
+        cfg.table_refs.append((name, fetch))
+    return name
+
+
+def _sc_reader(slot: int, table_name: Optional[str], dtype: str, kind: str, idx: int):
+    """sc*_X: read the entry tracked in `slot` (or the same key in `table_name`)."""
+    if table_name is None:
+        def fetch(ctx):
+            t = ctx.sc[slot]
+            if t is None:
+                return None
+            return _entry_value(t[0], t[1], dtype, kind, idx)
+        return fetch
+
+    def fetch_other(ctx):
+        t = ctx.sc[slot]
+        if t is None:
+            return None
+        other = ctx.tables.get(table_name)
+        if other is None:
+            return None
+        key = _entry_key(t[0], t[1])
+        entry = _table_get_or_create(other, key) if kind in ("inc", "clr") else _table_lookup(other, key)
+        if entry is None:
+            return 0
+        return _entry_value(other, entry, dtype, kind, idx)
+    return fetch_other
+
+
+def _keyed_reader(key_fn, table_name: Optional[str], dtype: str, kind: str, idx: int):
+    """src_X / table_X: look a key up without tracking; absent key reads 0."""
+    creates = kind in ("inc", "clr")
+
+    def fetch(ctx):
+        table = ctx.table if table_name is None else ctx.tables.get(table_name)
+        if table is None:
+            return None
+        key = key_fn(ctx)
+        if key is None:
+            return None
+        entry = _table_get_or_create(table, key) if creates else _table_lookup(table, key)
+        if entry is None:
+            return None if creates else 0
+        return _entry_value(table, entry, dtype, kind, idx)
+    return fetch
+
+
+def _sc_fetch(prefix_slot: Optional[int], suffix: str, array: bool):
+    """Builder for sc_X(ctr[,t]) (prefix_slot None) and scN_X([t])."""
+    dtype, kind = (_ARRAY_SUFFIXES if array else _COUNTER_SUFFIXES)[suffix]
+    fname = f"sc_{suffix}" if prefix_slot is None else f"sc{prefix_slot}_{suffix}"
+
+    def build(args, cfg):
+        args = list(args)
+        idx = 0
+        if array:
+            if not args:
+                raise SampleError(f"fetch method '{fname}' : missing array index")
+            idx = _parse_index(args.pop(0), fname)
+        if prefix_slot is None:
+            if not args:
+                raise SampleError(f"fetch method '{fname}' : missing stick counter number")
+            slot = _parse_slot(args.pop(0), fname)
+        else:
+            slot = prefix_slot
+        if len(args) > 1:
+            raise SampleError(f"fetch method '{fname}' : too many arguments")
+        table = _table_ref(cfg, args[0], fname) if args else None
+        return _sc_reader(slot, table, dtype, kind, idx)
+    return fname, build
+
+
+def _src_fetch(suffix: str, array: bool):
+    dtype, kind = (_ARRAY_SUFFIXES if array else _COUNTER_SUFFIXES)[suffix]
+    fname = f"src_{suffix}"
+
+    def build(args, cfg):
+        args = list(args)
+        idx = 0
+        if array:
+            if not args:
+                raise SampleError(f"fetch method '{fname}' : missing array index")
+            idx = _parse_index(args.pop(0), fname)
+        if len(args) > 1:
+            raise SampleError(f"fetch method '{fname}' : too many arguments")
+        table = _table_ref(cfg, args[0], fname) if args else None
+        return _keyed_reader(lambda ctx: ctx.src, table, dtype, kind, idx)
+    return fname, build
+
+
+for _suffix in _COUNTER_SUFFIXES:
+    for _slot in (None, 0, 1, 2):
+        _n, _b = _sc_fetch(_slot, _suffix, False)
+        FETCHES[_n] = FetchDef(_n, "int", _b, "int")
+    if _suffix != "server_id":
+        _n, _b = _src_fetch(_suffix, False)
+        FETCHES[_n] = FetchDef(_n, "int", _b, "int")
+for _suffix in _ARRAY_SUFFIXES:
+    _n, _b = _sc_fetch(None, _suffix, True)
+    FETCHES[_n] = FetchDef(_n, "int", _b, "int")
+    _n, _b = _src_fetch(_suffix, True)
+    FETCHES[_n] = FetchDef(_n, "int", _b, "int")
+# the "src_get_gpc0"-style names are the documented ones; src_get_gpt0 exists too.
+del FETCHES["sc_server_id"], FETCHES["sc0_server_id"], FETCHES["sc1_server_id"], FETCHES["sc2_server_id"]
+
+
+def _tracked_build(slot: Optional[int]):
+    def build(args, cfg):
+        args = list(args)
+        s = slot
+        if s is None:
+            if not args:
+                raise SampleError("fetch method 'sc_tracked' : missing stick counter number")
+            s = _parse_slot(args.pop(0), "sc_tracked")
+        if args:
+            _table_ref(cfg, args[0], "sc_tracked")
+        return lambda ctx: ctx.sc[s] is not None
+    return build
+
+
+def _trackers_build(slot: Optional[int]):
+    def build(args, cfg):
+        args = list(args)
+        s = slot
+        if s is None:
+            if not args:
+                raise SampleError("fetch method 'sc_trackers' : missing stick counter number")
+            s = _parse_slot(args.pop(0), "sc_trackers")
+        if args:
+            _table_ref(cfg, args[0], "sc_trackers")
+
+        def fetch(ctx):
+            t = ctx.sc[s]
+            return None if t is None else _trackers(t[1])
+        return fetch
+    return build
+
+
+FETCHES["sc_tracked"] = FetchDef("sc_tracked", "bool", _tracked_build(None), "bool")
+FETCHES["sc_trackers"] = FetchDef("sc_trackers", "int", _trackers_build(None), "int")
+for _slot in (0, 1, 2):
+    FETCHES[f"sc{_slot}_tracked"] = FetchDef(f"sc{_slot}_tracked", "bool", _tracked_build(_slot), "bool")
+    FETCHES[f"sc{_slot}_trackers"] = FetchDef(f"sc{_slot}_trackers", "int", _trackers_build(_slot), "int")
+
+
+def _table_stat_build(name: str, fn):
+    def build(args, cfg):
+        if len(args) > 1:
+            raise SampleError(f"fetch method '{name}' : too many arguments")
+        tname = _table_ref(cfg, args[0], name) if args else None
+
+        def fetch(ctx):
+            table = ctx.table if tname is None else ctx.tables.get(tname)
+            return None if table is None else fn(table)
+        return fetch
+    return build
+
+
+FETCHES["table_cnt"] = FetchDef("table_cnt", "int",
+                                _table_stat_build("table_cnt", _table_used), "int")
+FETCHES["table_avl"] = FetchDef("table_avl", "int", _table_stat_build(
+    "table_avl", lambda t: _table_size(t) - _table_used(t)), "int")
+
+
+# ---------------------------------------------------------------------------- converters
+
+@dataclass(frozen=True)
+class ConvDef:
+    name: str
+    build: Callable      # build(args, cfg, fn) -> fn'(ctx)
+    out: Optional[str]   # output type, None = same as input
+
+
+CONVERTERS: dict[str, ConvDef] = {}
+
+
+def _conv(name: str, out: Optional[str]):
+    def deco(build):
+        CONVERTERS[name] = ConvDef(name, build, out)
+        return build
+    return deco
+
+
+def _map_conv(name: str, out: Optional[str], f: Callable):
+    def build(args, cfg, inner):
+        if args:
+            raise SampleError(f"converter '{name}' does not take any argument")
+
+        def conv(ctx):
+            v = inner(ctx)
+            return None if v is None else f(v)
+        return conv
+    CONVERTERS[name] = ConvDef(name, build, out)
+
+
+_map_conv("lower", "str", lambda v: str(v).lower())
+_map_conv("upper", "str", lambda v: str(v).upper())
+_map_conv("length", "int", lambda v: len(v) if isinstance(v, (str, bytes)) else len(str(v)))
+_map_conv("bool", "bool", lambda v: bool(v))
+_map_conv("not", "bool", lambda v: not v)
+_map_conv("neg", "int", lambda v: -int(v))
+
+
+def _arith(name, op):
+    def build(args, cfg, inner):
+        if len(args) != 1 or not args[0].lstrip("-").isdigit():
+            raise SampleError(f"converter '{name}' expects an integer argument")
+        n = int(args[0])
+
+        def conv(ctx):
+            v = inner(ctx)
+            return None if v is None else op(int(v), n)
+        return conv
+    CONVERTERS[name] = ConvDef(name, build, "int")
+
+
+_arith("add", lambda a, b: a + b)
+_arith("sub", lambda a, b: a - b)
+_arith("mul", lambda a, b: a * b)
+_arith("div", lambda a, b: a // b if b else 0)
+_arith("mod", lambda a, b: a % b if b else 0)
+_arith("and", lambda a, b: a & b)
+
+
+@_conv("ipmask", "ip")
+def _ipmask(args, cfg, inner):
+    import ipaddress
+    if not 1 <= len(args) <= 2:
+        raise SampleError("converter 'ipmask' expects 1 or 2 arguments")
+    try:
+        m4 = ipaddress.ip_network(f"0.0.0.0/{args[0]}").netmask
+        m6 = ipaddress.ip_network(f"::/{args[1] if len(args) > 1 else 128}").netmask
+    except ValueError:
+        raise SampleError("converter 'ipmask' : invalid mask") from None
+    m4i, m6i = int(m4), int(m6)
+
+    def conv(ctx):
+        v = inner(ctx)
+        if v is None:
+            return None
+        a = ipaddress.ip_address(v)
+        if a.version == 4:
+            return str(ipaddress.IPv4Address(int(a) & m4i))
+        return str(ipaddress.IPv6Address(int(a) & m6i))
+    return conv
+
+
+def _table_conv(suffix: str, array: bool):
+    dtype, kind = (_ARRAY_SUFFIXES if array else _COUNTER_SUFFIXES)[suffix]
+    # converters have no inc/clr forms except the array ones in newer versions; reads only
+    name = f"table_{suffix}"
+
+    def build(args, cfg, inner):
+        args = list(args)
+        idx = 0
+        if array:
+            if not args:
+                raise SampleError(f"converter '{name}' : missing array index")
+            idx = _parse_index(args.pop(0), name)
+        if len(args) != 1:
+            raise SampleError(f"converter '{name}' expects a table name")
+        tname = _table_ref(cfg, args[0], name)
+        return _keyed_reader(inner, tname, dtype, kind, idx)
+    return name, build
+
+
+for _suffix, (_dt, _kind) in _COUNTER_SUFFIXES.items():
+    if _kind in ("read", "kbytes"):
+        _name = _suffix[4:] if _suffix.startswith("get_") else _suffix
+        _n, _b = _table_conv(_suffix, False)
+        CONVERTERS[f"table_{_name}"] = ConvDef(f"table_{_name}", _b, "int")
+for _suffix in ("get_gpc", "gpc_rate", "get_gpt"):
+    _n, _b = _table_conv(_suffix, True)
+    _name = _suffix[4:] if _suffix.startswith("get_") else _suffix
+    CONVERTERS[f"table_{_name}"] = ConvDef(f"table_{_name}", _b, "int")
+
+
+def _table_trackers(args, cfg, inner):
+    if len(args) != 1:
+        raise SampleError("converter 'table_trackers' expects a table name")
+    tname = _table_ref(cfg, args[0], "table_trackers")
+
+    def conv(ctx):
+        table = ctx.tables.get(tname)
+        key = inner(ctx)
+        if table is None or key is None:
+            return None
+        entry = _table_lookup(table, key)
+        return 0 if entry is None else _trackers(entry)
+    return conv
+
+
+CONVERTERS["table_trackers"] = ConvDef("table_trackers", _table_trackers, "int")
+
+
+@_conv("in_table", "bool")
+def _in_table(args, cfg, inner):
+    if len(args) != 1:
+        raise SampleError("converter 'in_table' expects a table name")
+    tname = _table_ref(cfg, args[0], "in_table")
+
+    def conv(ctx):
+        table = ctx.tables.get(tname)
+        key = inner(ctx)
+        if table is None or key is None:
+            return None
+        return _table_lookup(table, key) is not None
+    return conv
+
+
+# ---------------------------------------------------------------------------- expressions
+
+_CALL = re.compile(r"^([A-Za-z0-9_.]+)(?:\((.*)\))?$", re.S)
+
+
+def split_call(text: str) -> tuple[str, list[str]]:
+    """`name(a,b)` -> ('name', ['a', 'b']); `name` -> ('name', [])."""
+    m = _CALL.match(text)
+    if not m:
+        raise SampleError(f"invalid sample fetch or converter '{text}'")
+    name, inner = m.group(1), m.group(2)
+    if inner is None:
+        return name, []
+    return name, [a.strip() for a in inner.split(",")] if inner.strip() else []
+
+
+def _split_chain(text: str) -> list[str]:
+    """Split `fetch(a,b),conv(c),conv2` on the commas outside parentheses."""
+    parts, depth, cur = [], 0, []
+    for c in text:
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                raise SampleError(f"unbalanced parenthesis in '{text}'")
+        if c == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+    if depth:
+        raise SampleError(f"missing closing parenthesis in '{text}'")
+    parts.append("".join(cur))
+    return parts
+
+
+@dataclass
+class Expr:
+    """A compiled sample expression: call it with a Context."""
+    text: str
+    fn: Callable
+    out: str
+    fetch: FetchDef
+
+    def __call__(self, ctx):
+        return self.fn(ctx)
+
+
+class _Refs:
+    """Collects table names referenced by fetches, checked after parsing."""
+
+    def __init__(self):
+        self.table_refs: list[tuple[str, str]] = []
+
+
+def compile_expr(text: str, refs: Optional[_Refs] = None) -> Expr:
+    """Compile `fetch[,conv...]`; raises SampleError on unknown names or bad arguments."""
+    parts = _split_chain(text)
+    name, args = split_call(parts[0])
+    fd = FETCHES.get(name)
+    if fd is None:
+        raise SampleError(f"unknown fetch method '{name}'")
+    fn = fd.build(args, refs)
+    out = fd.out
+    for part in parts[1:]:
+        cname, cargs = split_call(part)
+        cd = CONVERTERS.get(cname)
+        if cd is None:
+            raise SampleError(f"unknown converter '{cname}'")
+        fn = cd.build(cargs, refs, fn)
+        out = cd.out or out
+    return Expr(text, fn, out, fd)
+
+
+def fetch_values_fn(text: str, refs: Optional[_Refs] = None):
+    """For ACLs: (fn(ctx) -> list of values, FetchDef, output type) — multi-valued fetches
+    such as hdr() yield every occurrence; others yield [value] or []."""
+    parts = _split_chain(text)
+    name, args = split_call(parts[0])
+    fd = FETCHES.get(name)
+    if fd is None:
+        raise SampleError(f"unknown fetch method '{name}'")
+    if len(parts) == 1 and fd.multi is not None:
+        return fd.multi(args, refs), fd, fd.out, True
+    e = compile_expr(text, refs)
+    return e.fn, fd, e.out, False
+
+
+def time_arg(text: str) -> int:
+    try:
+        return parse_time_ms(text)
+    except ValueError as e:
+        raise SampleError(str(e)) from None
