@@ -175,8 +175,10 @@ class Parser:
         self.last_defaults: m.Proxy = m.Proxy("", "defaults")
         self.proxy_where: dict[tuple[str, str], m.Where] = {}
         self.default_server: dict[int, m.Server] = {}    # id(proxy) -> template
-        self.table_refs: list[tuple[m.Proxy, m.Where, str, str]] = []   # proxy, where, table, user
+        # (proxy, where, table name, what uses it, line keyword), checked at the end
+        self.table_refs: list[tuple[m.Proxy, m.Where, str, str, str]] = []
         self.global_seen = False
+        self.defaults_users: dict[int, set[str]] = {}
 
     # ------------------------------------------------------------------ helpers
     def warn(self, line: Line, message: str, keyword: Optional[str] = None):
@@ -250,6 +252,8 @@ class Parser:
             base = self.cfg.defaults.get(from_name)
             if base is None:
                 raise line.error(f"defaults section '{from_name}' not found for {kw} '{name}'")
+        elif kw == "defaults":
+            base = m.Proxy("", "defaults")      # an anonymous defaults starts afresh
         else:
             base = self.last_defaults
         if kw != "defaults":
@@ -263,6 +267,13 @@ class Parser:
         elif name and name in self.cfg.defaults:
             self.warn(line, f"defaults section '{name}' has the same name as another defaults "
                             "section; the last one wins")
+        if kw != "defaults" and base.name and self._has_rules(base):
+            users = self.defaults_users.setdefault(id(base), set())
+            users.add("fe" if kw == "frontend" else "be" if kw == "backend" else "listen")
+            if "listen" in users or len(users) > 1:
+                raise line.error("frontends and backends cannot inherit from the same defaults "
+                                 "section if it defines TCP/HTTP rules (defaults section at "
+                                 f"{base.where}).")
         proxy = self._inherit(base, name, kw, line)
         proxy.defaults_name = base.name or None
         self.proxy = proxy
@@ -276,6 +287,11 @@ class Parser:
                 self.cfg.frontends[name] = proxy
             if proxy.has_backend:
                 self.cfg.backends[name] = proxy
+
+    @staticmethod
+    def _has_rules(p: m.Proxy) -> bool:
+        return bool(p.http_request or p.http_response or p.tcp_request_connection
+                    or p.tcp_request_session or p.tcp_request_content)
 
     def _inherit(self, base: m.Proxy, name: str, kind: str, line: Line) -> m.Proxy:
         """A new proxy starts as a copy of its defaults section (settings, not binds/servers)."""
@@ -982,7 +998,7 @@ class Parser:
             table = rest[1]
         cond = self.condition(p, line, cond_words) if cond_words else None
         p.stick_rules.append(m.StickRule(kind, expr, words[1], table, cond, _where(line)))
-        self.table_refs.append((p, _where(line), table or p.name, f"stick {kind}"))
+        self.table_refs.append((p, _where(line), table or p.name, f"stick {kind}", "stick"))
 
     # ACLs, rules ---------------------------------------------------------
     def kw_acl(self, p, line):
@@ -1090,7 +1106,8 @@ class Parser:
             rule.action = "track-sc"
             rule.slot = slot
             rule.track = m.Track(slot, expr, args[0], table)
-            self.table_refs.append((p, _where(line), table or p.name, f"track-sc{slot}"))
+            self.table_refs.append((p, _where(line), table or p.name, f"track-sc{slot}",
+                                    line.keyword))
         elif action in ("accept", "reject", "allow") or (tcp and action == "silent-drop"):
             if action == "allow" and tcp:
                 raise line.error(f"'{where}': unknown action 'allow'")
@@ -1359,8 +1376,12 @@ class Parser:
                     raise ConfigError(f"Proxy '{p.name}': unable to find required "
                                       f"default_backend: '{name}'.", w.file, w.line,
                                       "default_backend")
-                if name == p.name and p.kind == "listen":
-                    pass
+                self.check_modes(p, self.cfg.backends[name], p.default_backend_where,
+                                 "default_backend", "as its default backend")
+            for ub in p.use_backends:
+                be = self.cfg.backends.get(ub.backend)
+                if be is not None:
+                    self.check_modes(p, be, ub.where, "use_backend", "in a 'use_backend' rule")
             if p.binds and p.mode != "http" and (p.http_request or p.http_response):
                 self.warnings.append(f"{p.where}: '{p.kind}': 'http-request' rules ignored for "
                                      f"{p.kind} '{p.name}' as they require HTTP mode.")
@@ -1400,6 +1421,13 @@ class Parser:
                         raise ConfigError(f"Proxy '{p.name}': unable to find sync peers "
                                           f"'{name}'.", w.file, w.line, "stick-table")
 
+    @staticmethod
+    def check_modes(fe: m.Proxy, be: m.Proxy, where: m.Where, kw: str, how: str):
+        if fe.mode == "http" and be.mode != "http":
+            raise ConfigError(f"http {fe.kind} '{fe.name}' ({fe.where}) tries to use "
+                              f"incompatible {be.mode} backend '{be.name}' ({be.where}) {how} "
+                              "(see 'mode').", where.file, where.line, kw)
+
     def check_peers(self):
         local = self.cfg.global_.localpeer or socket.gethostname()
         for sec in self.cfg.peers.values():
@@ -1409,14 +1437,14 @@ class Parser:
 
     def check_table_refs(self):
         tables = set(self.cfg.table_names())
-        for p, where, table, user in self.table_refs:
+        for p, where, table, user, keyword in self.table_refs:
             if table not in tables:
                 if user.startswith("stick"):
                     msg = (f"Proxy '{p.name}': unable to find stick-table '{table}'.")
                 else:
                     msg = (f"Proxy '{p.name}': unable to find table '{table}' referenced by "
                            f"{user}.")
-                raise ConfigError(msg, where.file, where.line, user.split()[0])
+                raise ConfigError(msg, where.file, where.line, keyword)
 
 
 class _RefList(list):
@@ -1428,7 +1456,8 @@ class _RefList(list):
 
     def append(self, item):
         name, fetch = item
-        self.parser.table_refs.append((self.proxy, _where(self.line), name, fetch))
+        self.parser.table_refs.append((self.proxy, _where(self.line), name, fetch,
+                                       self.line.keyword))
 
 
 BIND_FLAGS = {"ssl", "accept-proxy", "v4v6", "v6only", "transparent", "defer-accept", "tfo",

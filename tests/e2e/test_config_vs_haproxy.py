@@ -1,0 +1,184 @@
+"""Differential check of the configuration parser: each small configuration goes through
+the real `haproxy -c -f` and through `load_config`; both must call it valid or invalid.
+
+The expected verdict is written next to each case too, so a change in either side shows
+up as a failure naming the case."""
+import subprocess
+
+import pytest
+
+from edgestick.cfgsyntax import ConfigError
+from edgestick.proxy.config import load_config
+
+D = """defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+"""
+FE = "frontend f\n    bind 127.0.0.1:20999\n"
+BE = "backend b\n    server s1 127.0.0.1:20998\n"
+
+VALID, INVALID = True, False
+
+CASES = [
+    # --- listeners and addresses
+    ("bind forms", VALID, D + "frontend f\n    bind *:20990\n    bind :::20991\n"
+     "    bind ipv6@:20992\n    bind 127.0.0.1:20993-20994\n    bind :20995,:20996\n"),
+    ("bind without port", INVALID, D + "frontend f\n    bind 127.0.0.1\n"),
+    ("bind bad port", INVALID, D + "frontend f\n    bind :99999\n"),
+    ("bind unknown option", INVALID, D + "frontend f\n    bind :20990 frob\n"),
+    ("bind ssl missing cert", INVALID, D + "frontend f\n    bind :20990 ssl crt /nonexistent/x.pem\n"),
+    ("bind ssl crt", VALID, D + "frontend f\n    bind :20990 ssl crt {cert}\n"),
+    ("bind ssl crt not a cert", INVALID, D + "frontend f\n    bind :20990 ssl crt {garbage}\n"),
+    # --- sections and keywords
+    ("unknown keyword", INVALID, D + FE + "    frobnicate 1\n"),
+    ("unknown global keyword", INVALID, "global\n    frobnicate\n" + D + FE),
+    ("keyword out of section", INVALID, "maxconn 10\n" + D + FE),
+    ("server in frontend", INVALID, D + FE + "    server s1 127.0.0.1:1\n"),
+    ("bind in backend warns", VALID, D + FE + "    default_backend b\n" + BE + "    bind :20990\n"),
+    ("balance in frontend warns", VALID, D + FE + "    balance roundrobin\n"),
+    ("duplicate backend", INVALID, D + BE + BE + FE),
+    ("frontend and backend same name", VALID, D + "frontend b\n    bind :20990\n"
+     "    default_backend b\n" + BE),
+    ("duplicate server", INVALID, D + FE + "    default_backend b\n" + BE
+     + "    server s1 127.0.0.1:2\n"),
+    ("timeouts", VALID, D + FE + "    timeout http-request 10s\n    timeout http-keep-alive 1m\n"
+     "    timeout client 1h\n" + BE + "    timeout check 2s\n    timeout tarpit 1s\n"),
+    ("timeout bad unit", INVALID, D + FE + "    timeout client 10x\n"),
+    ("timeout unknown", INVALID, D + FE + "    timeout frob 10s\n"),
+    ("mode bad", INVALID, D + FE + "    mode ftp\n"),
+    ("stats socket", VALID, "global\n    stats socket /tmp/edgestick-never.sock mode 600 level admin\n"
+     "    stats timeout 2m\n    maxconn 1000\n" + D + FE),
+    ("stats socket bad level", INVALID, "global\n    stats socket /tmp/x.sock level root\n" + D + FE),
+    ("nbproc gone", INVALID, "global\n    nbproc 2\n" + D + FE),
+    # --- backends and servers
+    ("server options", VALID, D + FE + "    default_backend b\nbackend b\n    balance leastconn\n"
+     "    option redispatch\n    retries 2\n    option httpchk GET /health HTTP/1.1\n"
+     "    http-check send hdr Host example.com\n"
+     "    server s1 127.0.0.1:1 check inter 1s rise 1 fall 2 weight 10 maxconn 5 id 7\n"
+     "    server s2 127.0.0.1:2 backup disabled cookie c2\n"),
+    ("server unknown option", INVALID, D + BE + "    server s2 127.0.0.1:2 frob\n"),
+    ("server weight too big", INVALID, D + BE + "    server s2 127.0.0.1:2 weight 257\n"),
+    ("server no port", VALID, D + FE + "    default_backend b\n" + BE
+     + "    server s2 127.0.0.1\n"),
+    ("balance algorithms", VALID, D + FE + "    default_backend b\n" + BE + "    balance source\n"
+     + "backend c\n    balance static-rr\nbackend e\n    balance first\n"),
+    ("balance unknown", INVALID, D + BE + "    balance frob\n"),
+    ("cookie full", VALID, D + FE + "    default_backend b\n" + BE + "    cookie SRV insert indirect "
+     "nocache httponly secure maxidle 30m maxlife 8h domain .example.com attr \"SameSite=Lax\"\n"),
+    ("cookie modes", VALID, D + BE + "    cookie J rewrite\nbackend c\n    cookie J prefix\n"),
+    ("cookie unknown option", INVALID, D + BE + "    cookie S insert frob\n"),
+    ("cookie no name", INVALID, D + BE + "    cookie\n"),
+    ("default_backend missing", INVALID, D + FE + "    default_backend nope\n"),
+    ("use_backend missing", INVALID, D + FE + "    use_backend nope if TRUE\n"),
+    ("use_backend ok", VALID, D + FE + "    use_backend b if { path_beg /api }\n" + BE),
+    ("http frontend to tcp backend", INVALID, D + FE + "    default_backend b\n" + BE
+     + "    mode tcp\n"),
+    # --- stick tables and rules
+    ("stick on src", VALID, D + FE + "    default_backend b\n" + BE
+     + "    stick-table type ip size 200k expire 30m\n    stick on src\n"),
+    ("stick without table", INVALID, D + BE + "    stick on src\n"),
+    ("stick match other table", VALID, D + BE + "    stick match src table t\n"
+     "backend t\n    stick-table type ip size 1k\n"),
+    ("stick-table in defaults", INVALID, D + "    stick-table type ip size 1k\n" + FE),
+    ("track-sc0..2", VALID, D + FE + "    stick-table type ip size 1k store http_req_rate(10s)\n"
+     "    http-request track-sc0 src\n    http-request track-sc1 src table t\n"
+     "    tcp-request connection track-sc2 src table t\nbackend t\n"
+     "    stick-table type ip size 1k store conn_cur\n"),
+    ("track-sc3", INVALID, D + FE + "    stick-table type ip size 1k\n    http-request track-sc3 src\n"),
+    ("track unknown table", INVALID, D + FE + "    http-request track-sc0 src table nope\n"),
+    ("tcp connection track header", INVALID, D + FE + "    stick-table type ip size 1k\n"
+     "    tcp-request connection track-sc0 hdr(host)\n"),
+    ("http track header", VALID, D + FE + "    stick-table type string size 1k\n"
+     "    http-request track-sc0 hdr(host)\n"),
+    ("peers table", VALID, "peers p\n    peer a 127.0.0.1:20901\n    peer b 127.0.0.1:20902\n"
+     "    table t type ip size 10 store gpc0\n" + D + FE
+     + "    http-request track-sc0 src table p/t\n"),
+    ("stick-table peers missing", INVALID, D + BE + "    stick-table type ip size 1k peers nope\n"),
+    ("stick-table peers", VALID, "peers p\n    peer a 127.0.0.1:20901\n" + D + FE
+     + "    default_backend b\n" + BE + "    stick-table type ip size 1k peers p\n    stick on src\n"),
+    # --- deny / return / tarpit
+    ("deny statuses", VALID, D + FE + "    http-request deny\n    http-request deny deny_status 429\n"
+     "    http-request deny status 403\n    http-request tarpit deny_status 503\n"),
+    ("deny 418", INVALID, D + FE + "    http-request deny deny_status 418\n"),
+    ("deny 418 with payload", VALID, D + FE + "    http-request deny status 418 content-type "
+     "text/plain string teapot\n"),
+    ("deny payload without content-type", INVALID, D + FE
+     + "    http-request deny status 429 string x\n"),
+    ("deny hdr missing value", INVALID, D + FE + "    http-request deny status 429 content-type "
+     "text/plain string x hdr A\n"),
+    ("deny custom", VALID, D + FE + "    http-request deny status 429 content-type text/plain "
+     "string \"slow down\" hdr Retry-After 10\n"),
+    ("return statuses", VALID, D + FE + "    http-request return status 418 if { path /t }\n"
+     "    http-request return status 200 content-type text/plain string ok\n"),
+    ("return status 700", INVALID, D + FE + "    http-request return status 700\n"),
+    ("unknown http action", INVALID, D + FE + "    http-request frobnicate\n"),
+    ("gpc actions", VALID, D + FE + "    stick-table type ip size 1k store gpc0,gpc1,gpt0\n"
+     "    http-request track-sc0 src\n    http-request sc-inc-gpc0(0)\n"
+     "    http-request sc-inc-gpc1(0)\n    http-request sc-set-gpt0(0) 5\n"),
+    ("gpc action slot 3", INVALID, D + FE + "    http-request sc-inc-gpc0(3)\n"),
+    ("header actions", VALID, D + FE + "    http-request set-header X-A 1\n"
+     "    http-request add-header X-B %[src]\n    http-request del-header X-C\n"
+     "    http-response set-header X-D 2\n"),
+    ("tcp reject", VALID, D + FE + "    tcp-request connection reject if { src 10.0.0.0/8 }\n"
+     "    tcp-request connection accept\n"),
+    # --- ACLs
+    ("acl forms", VALID, D + FE + "    acl a path /x /y\n    acl a path_beg /z\n"
+     "    acl b src 10.0.0.0/8 fd00::/8\n    acl c hdr(host) -i -m end .example.com\n"
+     "    acl d src_port 1024:65535\n    acl e method GET HEAD\n"
+     "    http-request deny if a b || !c d or { path_len gt 100 }\n"
+     "    http-request deny unless e\n"),
+    ("acl unknown", INVALID, D + FE + "    http-request deny if nope\n"),
+    ("acl used before declared", INVALID, D + FE + "    http-request deny if a\n    acl a path /x\n"),
+    ("acl unknown fetch", INVALID, D + FE + "    acl a frob /x\n"),
+    ("acl unknown match", INVALID, D + FE + "    acl a path -m frob /x\n"),
+    ("acl in anonymous defaults", INVALID, D + "    acl a path /x\n" + FE),
+    ("acl bad ip", INVALID, D + FE + "    acl a src 10.0.0.0/33\n"),
+    ("anonymous acl sc fetch", VALID, D + FE + "    stick-table type ip size 1k store http_req_rate(10s)\n"
+     "    http-request track-sc0 src\n"
+     "    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100 }\n"
+     "    http-request deny if { sc0_http_req_rate gt 5 } || { src_http_req_rate(f) ge 9 }\n"),
+    ("acl src_ table missing", INVALID, D + FE + "    http-request deny if { src_conn_cnt(nope) gt 1 }\n"),
+    # --- defaults
+    ("named defaults with rules", VALID, "defaults d\n    mode http\n    timeout client 5s\n"
+     "    timeout connect 5s\n    timeout server 5s\n    http-request deny if { path /x }\n"
+     "frontend f from d\n    bind :20990\n"),
+    ("defaults with rules used by fe and be", INVALID, "defaults d\n    mode http\n"
+     "    timeout client 5s\n    http-request deny\nfrontend f\n    bind :20990\n"
+     "    default_backend b\n" + BE),
+    ("defaults from missing", INVALID, D + "frontend f from nope\n    bind :20990\n"),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cfg")
+    key, crt = d / "key.pem", d / "crt.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(crt), "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    cert = d / "cert.pem"
+    cert.write_text(crt.read_text() + key.read_text())
+    garbage = d / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    return d, {"cert": str(cert), "garbage": str(garbage)}
+
+
+@pytest.mark.parametrize("name,expected,text", CASES, ids=[c[0] for c in CASES])
+def test_valid_and_invalid_as_haproxy(haproxy_bin, files, name, expected, text):
+    d, subst = files
+    path = d / (name.replace(" ", "_").replace("/", "_") + ".cfg")
+    path.write_text(text.replace("{cert}", subst["cert"]).replace("{garbage}", subst["garbage"]))
+    r = subprocess.run([haproxy_bin, "-c", "-f", str(path)], capture_output=True, text=True,
+                       timeout=20)
+    haproxy_valid = r.returncode in (0, 2)      # 2: valid but nothing to listen on
+    try:
+        load_config([str(path)])
+        ours_valid, ours_msg = True, ""
+    except ConfigError as e:
+        ours_valid, ours_msg = False, str(e)
+        assert str(path) in ours_msg, f"error without the file name: {ours_msg}"
+    assert haproxy_valid == expected, f"haproxy says {haproxy_valid}: {r.stdout}{r.stderr}"
+    assert ours_valid == expected, f"edgestick says {ours_valid}: {ours_msg}"
