@@ -1143,7 +1143,8 @@ class Parser:
             if args[0] != "prometheus-exporter":
                 raise line.error(f"'{ctx_what}' : unknown service '{args[0]}'")
             rule.service = args[0]
-        elif action in HTTP_ACTIONS_KNOWN or (tcp and action in TCP_ACTIONS_KNOWN):
+        elif (action.split("(")[0] in HTTP_ACTIONS_KNOWN and not tcp) or (
+                tcp and action.split("(")[0] in TCP_ACTIONS_KNOWN):
             raise line.error(f"'{where} {action}' is not supported by edgestick")
         else:
             if tcp:

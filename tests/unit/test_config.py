@@ -124,3 +124,285 @@ def test_several_files_are_one_configuration(tmp_path):
     cfg, warnings = load_config([str(a), str(b)])
     assert cfg.frontends["f"].default_backend == "b" and "b" in cfg.backends
     assert warnings == []
+
+
+# --------------------------------------------------------------------------- error paths
+# (configuration after SEED_DEFAULTS, line of the error in that tail, keyword, message part)
+ERRORS = [
+    ("frontend f\n    bind :80\n    foo bar\n", 3, "foo", "unknown keyword 'foo' in 'frontend'"),
+    ("frontend f\n    bind :80\n    server s 127.0.0.1:1\n", 3, "server", "no backend capability"),
+    ("frontend f\n    bind 127.0.0.1:80 foo\n", 2, "bind", "unknown keyword 'foo'"),
+    ("frontend f\n    bind 1.2.3.4\n", 2, "bind", "missing port"),
+    ("frontend f\n    bind :99999\n", 2, "bind", "invalid port"),
+    ("frontend f\n    bind 1.2.3.4.5:80\n", 2, "bind", "invalid address"),
+    ("frontend f\n    bind foo@:80\n", 2, "bind", "not supported"),
+    ("frontend f\n    bind :80 ssl\n", 2, "bind", "no SSL certificate"),
+    ("frontend f\n    bind :80 ssl crt /nonexistent.pem\n", 2, "bind", "No such file"),
+    ("frontend f\n    bind :80\n    http-request track-sc3 src\n", 3, "http-request", "exceeding 2"),
+    ("frontend f\n    bind :80\n    http-request track-sc0\n", 3, "http-request", "expects a fetch"),
+    ("frontend f\n    bind :80\n    http-request track-sc0 src tabel t\n", 3, "http-request",
+     "unexpected word 'tabel'"),
+    ("frontend f\n    bind :80\n    http-request deny deny_status 418\n", 3, "http-request",
+     "status code '418' not handled"),
+    ("frontend f\n    bind :80\n    http-request deny deny_status abc\n", 3, "http-request",
+     "Unexpected status code 'abc'"),
+    ("frontend f\n    bind :80\n    http-request deny status 429 string x\n", 3, "http-request",
+     "content type must be defined"),
+    ("frontend f\n    bind :80\n    http-request deny status 429 content-type t/p string x hdr A\n",
+     3, "http-request", "'hdr' expects <name> and <value>"),
+    ("frontend f\n    bind :80\n    http-request deny frob\n", 3, "http-request", "unknown keyword 'frob'"),
+    ("frontend f\n    bind :80\n    http-request return status 700\n", 3, "http-request", "'700'"),
+    ("frontend f\n    bind :80\n    http-request frobnicate\n", 3, "http-request", "but got 'frobnicate'"),
+    ("frontend f\n    bind :80\n    http-request set-map(x) a b\n", 3, "http-request", "not supported"),
+    ("frontend f\n    bind :80\n    http-request sc-inc-gpc0(3)\n", 3, "http-request", "max allowed ID is 2"),
+    ("frontend f\n    bind :80\n    http-request sc-inc-gpc0\n", 3, "http-request", "missing stick counter"),
+    ("frontend f\n    bind :80\n    http-request sc-set-gpt0(0)\n", 3, "http-request", "exactly one value"),
+    ("frontend f\n    bind :80\n    http-request set-header X\n", 3, "http-request", "exactly 2"),
+    ("frontend f\n    bind :80\n    http-request redirect nowhere\n", 3, "http-request", "'location'"),
+    ("frontend f\n    bind :80\n    http-request redirect location / code 404\n", 3, "http-request",
+     "unsupported HTTP code"),
+    ("frontend f\n    bind :80\n    http-request use-service lua.x\n", 3, "http-request", "unknown service"),
+    ("frontend f\n    bind :80\n    tcp-request connection track-sc0 hdr(x)\n", 3, "tcp-request",
+     "none of which is available here"),
+    ("frontend f\n    bind :80\n    tcp-request frob accept\n", 3, "tcp-request", "got 'frob'"),
+    ("frontend f\n    bind :80\n    tcp-request connection deny\n", 3, "tcp-request", "'deny'"),
+    ("frontend f\n    bind :80\n    tcp-request inspect-delay 5x\n", 3, "tcp-request", "invalid time"),
+    ("backend b\n    tcp-request connection reject\n", 2, "tcp-request", "not a frontend"),
+    ("frontend f\n    bind :80\n    http-request track-sc0 src table nope\n", 3, "http-request",
+     "unable to find table 'nope'"),
+    ("frontend f\n    bind :80\n    http-request deny if { src_conn_cnt(nope) gt 1 }\n", 3,
+     "http-request", "unable to find table 'nope' referenced by src_conn_cnt"),
+    ("frontend f\n    bind :80\n    use_backend zz if TRUE\n", 3, "use_backend",
+     "unable to find required use_backend: 'zz'"),
+    ("frontend f\n    bind :80\n    use_backend\n", 3, "use_backend", "expects a backend name"),
+    ("frontend f\n    bind :80\n    default_backend zz\n", 3, "default_backend",
+     "unable to find required default_backend: 'zz'"),
+    ("frontend f\n    bind :80\n    default_backend b\nbackend b\n    mode tcp\n", 3,
+     "default_backend", "incompatible tcp backend 'b'"),
+    ("backend b\n    stick on src\n", 2, "stick", "unable to find stick-table 'b'"),
+    ("backend b\n    stick on\n", 2, "stick", "expects a fetch method"),
+    ("backend b\n    stick frob src\n", 2, "stick", "got 'frob'"),
+    ("backend b\n    stick-table type ip size 1k peers nopeers\n", 2, "stick-table",
+     "unable to find sync peers 'nopeers'"),
+    ("backend b\n    stick-table type ip size 1\n    stick-table type ip size 1\n", 3,
+     "stick-table", "only one stick-table"),
+    ("backend b\n    server s 127.0.0.1:80 check bogus\n", 2, "server b/s", "unknown keyword 'bogus'"),
+    ("backend b\n    server s 127.0.0.1:80 weight 300\n", 2, "server b/s", "not within 0 and 256"),
+    ("backend b\n    server s 127.0.0.1:80 inter\n", 2, "server b/s", "expects an argument"),
+    ("backend b\n    server s 127.0.0.1:80 rise 0\n", 2, "server", "rise must be between"),
+    ("backend b\n    server s 127.0.0.1:80 inter 2x\n", 2, "server", "invalid time"),
+    ("backend b\n    server s\n", 2, "server", "expects <name> and <addr>"),
+    ("backend b\n    server s nosuchhost.invalid:80\n", 2, "server b/s", "could not resolve"),
+    ("backend b\n    server x 127.0.0.1:1\n    server x 127.0.0.1:2\n", 3, "server",
+     "another server named 'x'"),
+    ("backend b\n    server x 127.0.0.1:1 id 3\n    server y 127.0.0.1:2 id 3\n", 3, "server",
+     "same id 3"),
+    ("backend b\nbackend b\n", 2, "backend", "same name as backend 'b'"),
+    ("listen b\nbackend b\n", 2, "backend", "same name as listen 'b'"),
+    ("backend b\n    balance foo\n", 2, "balance", "balance only supports"),
+    ("backend b\n    balance uri\n", 2, "balance", "not supported by edgestick"),
+    ("backend b\n    cookie\n", 2, "cookie", "expects <cookie_name>"),
+    ("backend b\n    cookie S insert foo\n", 2, "cookie", "'cookie' supports"),
+    ("backend b\n    cookie S insert rewrite\n", 2, "cookie", "mutually exclusive"),
+    ("backend b\n    cookie S prefix indirect\n", 2, "cookie", "mutually exclusive"),
+    ("backend b\n    cookie S insert maxidle 1x\n", 2, "cookie", "invalid time"),
+    ("backend b\n    option frob\n", 2, "option", "unknown option 'frob'"),
+    ("backend b\n    option redispatch now\n", 2, "option", "does not take any argument"),
+    ("frontend f\n    bind :80\n    option forwardfor frob\n", 3, "option", "only supports"),
+    ("frontend f\n    bind :80\n    option forwardfor except 1.2.3.999\n", 3, "option", "valid"),
+    ("backend b\n    http-check frob\n", 2, "http-check", "only supports"),
+    ("backend b\n    http-check send frob x\n", 2, "http-check", "unknown parameter"),
+    ("backend b\n    retries x\n", 2, "retries", "expects an integer"),
+    ("frontend f\n    bind :80\n    maxconn -1\n", 3, "maxconn", "between"),
+    ("frontend f\n    bind :80\n    timeout client 10x\n", 3, "timeout", "invalid time"),
+    ("frontend f\n    bind :80\n    timeout nosuch 10\n", 3, "timeout", "got 'nosuch'"),
+    ("frontend f\n    bind :80\n    timeout client\n", 3, "timeout", "missing"),
+    ("frontend f\n    bind :80\n    mode ftp\n", 3, "mode", "got 'ftp'"),
+    ("frontend f\n    bind :80\n    acl a src_port gt\n", 3, "acl", "missing value after operator"),
+    ("frontend f\n    bind :80\n    acl a\n", 3, "acl", "expects an ACL name"),
+    ("frontend f\n    bind :80\n    acl a frob x\n", 3, "acl", "unknown fetch method 'frob'"),
+    ("frontend f\n    bind :80\n    http-request deny if nosuch\n", 3, "http-request",
+     "no such ACL : 'nosuch'"),
+    ("frontend f\n    bind :80\n    http-request deny if { src -m ip 1.2.3.999 }\n", 3,
+     "http-request", "'1.2.3.999'"),
+    ("frontend f\n    bind :80\n    http-request deny if { path -m nosuch x }\n", 3,
+     "http-request", "unknown match method 'nosuch'"),
+    ("frontend f\n    bind :80\n    http-request deny if { sc_http_req_rate(3) gt 1 }\n", 3,
+     "http-request", "invalid stick counter '3'"),
+    ("frontend f\n    bind :80\n    http-request deny if { path /x\n", 3, "http-request",
+     "missing closing '}'"),
+    ("frontend\n", 1, "frontend", "expects <name>"),
+    ("frontend f extra\n", 1, "frontend", "unexpected argument"),
+    ("frontend f/x\n", 1, "frontend", "not permitted"),
+    ("frontend f from nosuch\n", 1, "frontend", "defaults section 'nosuch' not found"),
+    ("defaults\n    acl x path /x\n", 2, "acl", "anonymous 'defaults'"),
+    ("defaults\n    http-request deny\n", 2, "http-request", "anonymous 'defaults'"),
+    ("defaults\n    stick-table type ip size 1k\n", 2, "stick-table", "'defaults' section"),
+    ("defaults\n    bind :80\n", 2, "bind", "'defaults' section"),
+    ("defaults d\n    http-request deny\nfrontend f\n    bind :80\n    default_backend b\n"
+     "backend b\n", 6, "backend", "cannot inherit from the same defaults"),
+    ("global\n    stats socket /tmp/x.sock mode 600 level superuser\n", 2, "stats socket",
+     "only supports 'user', 'operator', and 'admin'"),
+    ("global\n    stats socket /tmp/x.sock mode 9x\n", 2, "stats socket", "invalid mode"),
+    ("global\n    stats socket /tmp/x.sock frob\n", 2, "stats socket", "unknown keyword 'frob'"),
+    ("global\n    stats frob\n", 2, "stats", "got 'frob'"),
+    ("global\n    foo\n", 2, "foo", "unknown keyword 'foo' in 'global'"),
+    ("global\n    nbproc 2\n", 2, "nbproc", "not supported any more"),
+    ("global\n    maxconn lots\n", 2, "maxconn", "integer"),
+    ("global x\n", 1, "global", "no argument"),
+    ("peers p\n    peer a 127.0.0.1:1000\n    peer a 127.0.0.1:1001\n", 3, "peer",
+     "already defined"),
+    ("peers p\n    peer a\n", 2, "peer", "expects <name> and <addr>"),
+    ("peers p\n    peer a 127.0.0.1:1000 frob\n", 2, "peer", "unknown keyword 'frob'"),
+    ("peers p\n    foo\n", 2, "foo", "unknown keyword 'foo' in 'peers'"),
+    ("peers p\npeers p\n", 2, "peers", "same name"),
+    ("userlist u\n", 1, "userlist", "not supported by edgestick"),
+]
+
+
+@pytest.mark.parametrize("tail,line,keyword,message", ERRORS,
+                         ids=[f"{i}-{e[2]}" for i, e in enumerate(ERRORS)])
+def test_errors_name_file_line_and_keyword(tail, line, keyword, message):
+    offset = SEED_DEFAULTS.count("\n")
+    text = tail if tail.startswith(("global", "peers")) else SEED_DEFAULTS + tail
+    if text is tail:
+        offset = 0
+    with pytest.raises(ConfigError) as ei:
+        load_config_text(text, "edge.cfg")
+    e = ei.value
+    assert (e.file, e.line, e.keyword) == ("edge.cfg", line + offset, keyword), str(e)
+    assert message in str(e)
+    assert str(e).startswith(f"edge.cfg:{line + offset}: '{keyword}': ")
+
+
+def test_keyword_out_of_section_and_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError) as ei:
+        load_config_text("\n# comment\n   maxconn 5\n", "x.cfg")
+    assert str(ei.value) == "x.cfg:3: 'maxconn': unknown keyword 'maxconn' out of section"
+    with pytest.raises(ConfigError) as ei:
+        load_config([str(tmp_path / "missing.cfg")])
+    assert "missing.cfg" in str(ei.value) and "cannot open" in str(ei.value)
+
+
+def test_error_in_second_file_names_that_file(tmp_path):
+    a, b = tmp_path / "a.cfg", tmp_path / "b.cfg"
+    a.write_text(SEED_DEFAULTS + "frontend f\n    bind :8080\n")
+    b.write_text("backend b\n\n    frob\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config([str(a), str(b)])
+    assert str(ei.value).startswith(f"{b}:3: 'frob': ")
+
+
+def test_bad_certificate_is_an_error(tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config_text(SEED_DEFAULTS + f"frontend f\n    bind :443 ssl crt {bad}\n", "t.cfg")
+    assert ei.value.line == 7 and ei.value.keyword == "bind"
+    assert "unable to load SSL certificate" in str(ei.value)
+
+
+# --------------------------------------------------------------------------- warnings
+
+WARNINGS = [
+    ("backend b\n    bind :80\n", "'bind' ignored because backend 'b' has no frontend capability"),
+    ("frontend f\n    bind :80\n    balance roundrobin\n", "'balance' ignored because frontend"),
+    ("frontend f\n    bind :80\n    option redispatch\n", "'redispatch' ignored because frontend"),
+    ("backend b\n    timeout client 5s\n", "'timeout client' will be ignored"),
+    ("backend b\n    maxconn 5\n", "Maybe you want 'fullconn'"),
+    ("frontend f\n    bind :80\n    cookie S insert domain example.com\n", "ignored because frontend"),
+    ("backend b\n    cookie S insert domain example.com\n", "does not start with a dot"),
+    ("backend b\n    cookie S rewrite maxidle 1m\n", "only supported in 'insert' mode"),
+    ("frontend f\n    bind :80\n    mode tcp\n    http-request deny\n", "require HTTP mode"),
+    ("backend b\n    mode tcp\n    cookie S insert\n", "needs 'mode http'"),
+    ("frontend f\n    bind :80\n    stick-table type ip size 1k\n"
+     "    tcp-request content track-sc0 src\n", "should be executed at the session level"),
+    ("peers p\n    peer nobody-here 127.0.0.1:1000\n", "Removing incomplete section 'peers p'"),
+]
+
+
+@pytest.mark.parametrize("tail,message", WARNINGS, ids=[w[1][:30] for w in WARNINGS])
+def test_warnings_are_collected_not_fatal(tail, message):
+    cfg, warnings = load_config_text(SEED_DEFAULTS + tail, "w.cfg")
+    assert any(message in w and w.startswith("w.cfg:") for w in warnings), warnings
+    assert cfg.warnings == warnings
+
+
+def test_missing_timeouts_warning():
+    _, warnings = load_config_text("frontend f\n    bind :80\n", "w.cfg")
+    assert any("missing timeouts for frontend 'f'" in w for w in warnings)
+    _, warnings = load_config_text("backend b\n    server s 127.0.0.1:1\n", "w.cfg")
+    assert any("missing timeouts for backend 'b'" in w for w in warnings)
+    _, warnings = load_config_text("backend b\n    stick-table type ip size 1\n", "w.cfg")
+    assert warnings == []
+
+
+# --------------------------------------------------------------------------- defaults
+
+def test_defaults_inheritance():
+    cfg, _ = load_config_text("""
+defaults
+    mode http
+    timeout client 7s
+    timeout connect 3s
+    timeout server 9s
+    retries 5
+    option forwardfor
+    option redispatch
+    balance leastconn
+    default_backend b
+    cookie SRV insert indirect
+frontend f
+    bind :80
+    timeout client 1s
+backend b
+    server s 127.0.0.1:1
+defaults
+    mode tcp
+backend c
+    server s 127.0.0.1:1
+defaults named
+    mode http
+    timeout http-request 2s
+    option http-ignore-probes
+    http-request deny if { path /blocked }
+defaults
+    timeout client 1m
+frontend g from named
+    bind :81
+    default_backend b
+    http-request return status 200
+frontend h
+    bind :82
+    default_backend c
+""", "d.cfg")
+    f, b, c, g, h = (cfg.proxy(n) for n in "fbcgh")
+    assert (f.mode, f.timeouts["client"], f.timeouts["connect"], f.default_backend) == (
+        "http", 1000, 3000, "b")
+    assert f.options.forwardfor and b.options.forwardfor
+    assert (b.retries, b.balance, b.options.redispatch, b.cookie.name) == (5, "leastconn", True, "SRV")
+    assert b.timeouts == {"client": 7000, "connect": 3000, "server": 9000}
+    # an anonymous defaults section starts afresh
+    assert (c.mode, c.retries, c.balance, c.timeouts, c.cookie) == ("tcp", 3, "roundrobin", {}, None)
+    # `from` picks a named section; its rules run first
+    assert (g.mode, g.timeouts, g.options.http_ignore_probes) == ("http", {"http-request": 2000}, True)
+    assert [r.action for r in g.http_request] == ["deny", "return"]
+    assert g.defaults_name == "named"
+    # without `from`: the last defaults section
+    assert (h.mode, h.timeouts, h.http_request) == ("tcp", {"client": 60000}, [])
+    assert "named" in cfg.defaults
+
+
+def test_default_server_and_server_ids():
+    cfg, _ = load_config_text(SEED_DEFAULTS + """
+backend b
+    default-server inter 1s fall 5 check
+    server a 127.0.0.1:1 id 2
+    server b 127.0.0.1:2
+    server c 127.0.0.1:3 no-check
+    server d 127.0.0.1:4
+""", "s.cfg")
+    be = cfg.backends["b"]
+    assert [(s.name, s.id, s.check, s.inter_ms, s.fall, s.rise) for s in be.servers] == [
+        ("a", 2, True, 1000, 5, 2), ("b", 1, True, 1000, 5, 2), ("c", 3, False, 1000, 5, 2),
+        ("d", 4, True, 1000, 5, 2)]

@@ -1,0 +1,251 @@
+"""proxy/acl.py + proxy/sample.py: operators, match methods, CIDRs, no-sample semantics,
+`!`/or/unless, named vs anonymous ACLs, as HAProxy 2.6 evaluates them (reference §6-§7)."""
+import pytest
+
+from edgestick.proxy.acl import Acl, AclError, compile_condition, parse_acl_expr
+from edgestick.proxy.sample import Context, SampleError, compile_expr
+
+
+def ctx(**kw) -> Context:
+    base = dict(src="198.18.0.10", src_port=40000, dst="198.18.0.1", dst_port=80,
+                method="GET", path="/api/v1/items", query="a=1", url="/api/v1/items?a=1",
+                headers=[["host", "www.Example.com"], ["x-list", "a, b"], ["x-list", "c"],
+                         ["cookie", "app=1; SERVERID=s2; other=x"],
+                         ["content-length", "12"]])
+    base.update(kw)
+    return Context(**base)
+
+
+def cond(text: str, acls=None):
+    return compile_condition(text.split(), acls or {})
+
+
+def anon(expr: str, **kw) -> bool:
+    return cond(f"if {{ {expr} }}")(ctx(**kw))
+
+
+# --------------------------------------------------------------------------- integers
+
+@pytest.mark.parametrize("expr,expected", [
+    ("src_port gt 39999", True), ("src_port gt 40000", False),
+    ("src_port ge 40000", True), ("src_port ge 40001", False),
+    ("src_port lt 40001", True), ("src_port lt 40000", False),
+    ("src_port le 40000", True), ("src_port le 39999", False),
+    ("src_port eq 40000", True), ("src_port eq 1", False),
+    ("src_port 40000", True), ("src_port 1 2 40000", True), ("src_port 1 2", False),
+    ("src_port 30000:40000", True), ("src_port 40001:50000", False),
+    ("src_port :40000", True), ("src_port :39999", False),
+    ("src_port 40000:", True), ("src_port 40001:", False),
+    ("src_port gt 50000 lt 100", False), ("src_port gt 50000 40000", True),
+    ("dst_port 80", True),
+])
+def test_integer_operators_and_ranges(expr, expected):
+    assert anon(expr) is expected
+
+
+def test_integer_operator_without_value_is_an_error():
+    with pytest.raises(AclError):
+        parse_acl_expr(["src_port", "gt"])
+    with pytest.raises(AclError):
+        parse_acl_expr(["src_port", "abc"])
+
+
+# --------------------------------------------------------------------------- strings
+
+@pytest.mark.parametrize("expr,expected", [
+    ("path /api/v1/items", True), ("path /api", False),
+    ("path -m beg /api", True), ("path_beg /api /zzz", True), ("path_beg /zzz", False),
+    ("path -m end /items", True), ("path_end items", True), ("path_end /v1", False),
+    ("path -m sub /v1/", True), ("path_sub v2", False),
+    ("path -m reg ^/api/v[0-9]+/", True), ("path_reg ^/v1", False),
+    ("path -m len 13", True), ("path_len gt 20", False),
+    ("path_dir v1", True), ("path_dir v", False),
+    ("path -m found", True), ("query -m found", True),
+    ("url_beg /api/v1/items?", True),
+    ("method GET", True), ("method POST PUT", False), ("method get", False),
+    ("method -i get", True),
+    ("hdr(host) www.Example.com", True), ("hdr(host) www.example.com", False),
+    ("hdr(host) -i www.example.com", True), ("hdr_end(host) -i .EXAMPLE.com", True),
+    ("hdr_beg(host) www.", True), ("hdr_sub(host) -i example", True),
+    ("hdr_dom(host) -i example.com", True), ("hdr_dom(host) -i ample.com", False),
+    ("hdr(Host) -m str www.Example.com", True),
+    ("hdr_cnt(x-list) eq 3", True), ("hdr_cnt(host) 1", True), ("hdr_cnt(nope) 0", True),
+    ("hdr_len(host) 15", True),
+    ("cook(SERVERID) s2", True), ("cook(app) 1", True), ("cook(SERVERID) s1", False),
+    ("hdr(content-length) -m int gt 10", True), ("hdr_val(content-length) lt 10", False),
+    ("-- path /x", None),
+])
+def test_string_match_methods(expr, expected):
+    if expected is None:
+        with pytest.raises((AclError, SampleError)):
+            anon(expr)
+        return
+    assert anon(expr) is expected
+
+
+def test_header_acls_test_every_occurrence_and_comma_value():
+    # hdr() splits on commas and tries every value in an ACL
+    assert anon("hdr(x-list) b") is True
+    assert anon("hdr(x-list) c") is True
+    assert anon("hdr(x-list) -m str a") is True
+    # fhdr keeps the full line
+    assert compile_condition(["if", "{", "req.fhdr(x-list)", "-m", "str", "a, b", "}"], {})(ctx())
+    assert anon("req.fhdr(x-list) -m str a") is False
+
+
+def test_header_sample_expression_takes_the_last_occurrence():
+    assert compile_expr("hdr(x-list)")(ctx()) == "c"
+    assert compile_expr("hdr(x-list,1)")(ctx()) == "a"
+    assert compile_expr("hdr(x-list,2)")(ctx()) == "b"
+    assert compile_expr("hdr(x-list,-2)")(ctx()) == "b"
+    assert compile_expr("hdr(nope)")(ctx()) is None
+    assert compile_expr("hdr(host),lower")(ctx()) == "www.example.com"
+    assert compile_expr("path,length")(ctx()) == 13
+
+
+# --------------------------------------------------------------------------- addresses
+
+@pytest.mark.parametrize("src,patterns,expected", [
+    ("198.18.0.10", "198.18.0.0/15", True),
+    ("198.20.0.10", "198.18.0.0/15", False),
+    ("198.18.0.10", "198.18.0.10", True),
+    ("198.18.0.10", "10.0.0.0/8 198.18.0.0/24", True),
+    ("198.18.0.10", "198.18.0.0/255.255.255.0", True),
+    ("fd00::5", "fd00::/8", True),
+    ("fe80::5", "fd00::/8", False),
+    ("fd00::5", "fd00::5", True),
+    ("::ffff:198.18.0.10", "198.18.0.0/16", True),      # v4-mapped sample, v4 pattern
+    ("198.18.0.10", "::ffff:198.18.0.0/112", True),     # v4 sample, v4-mapped pattern
+    ("198.18.0.10", "fd00::/8", False),
+    ("fd00::5", "198.18.0.0/15", False),
+])
+def test_ip_match_with_cidr(src, patterns, expected):
+    assert anon(f"src {patterns}", src=src) is expected
+    assert anon(f"src -m ip {patterns}", src=src) is expected
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.0/33", "fd00::/129", "1.2.3.999", "nothing"])
+def test_ip_patterns_are_validated(bad):
+    with pytest.raises(AclError):
+        parse_acl_expr(["src", bad])
+
+
+def test_ip_match_on_a_header_value():
+    c = ctx(headers=[["x-real-ip", "198.18.3.4"]])
+    assert cond("if { hdr(x-real-ip) -m ip 198.18.0.0/15 }")(c) is True
+    assert cond("if { hdr(x-real-ip) -m ip 10.0.0.0/8 }")(c) is False
+
+
+# --------------------------------------------------------------------------- no sample
+
+def test_untracked_counter_gives_no_sample_so_term_is_false_and_negation_true():
+    # reference §6/§7 (OBS c probe): `deny if want_unless !rate_ge_0` denied untracked
+    acls = {}
+    for line in (["want_unless", "path", "/negated"], ["rate_ge_0", "sc_http_req_rate(0)", "ge", "0"]):
+        acls.setdefault(line[0], Acl(line[0])).exprs.append(parse_acl_expr(line[1:]))
+    untracked = ctx(path="/negated")
+    assert cond("if want_unless !rate_ge_0", acls)(untracked) is True
+    assert cond("if rate_ge_0", acls)(untracked) is False
+    assert cond("if { sc_http_req_rate(0) ge 0 }")(untracked) is False
+    assert cond("if !{ sc_http_req_rate(0) ge 0 }")(untracked) is True
+    assert cond("unless { sc0_http_req_rate lt 0 }")(untracked) is True
+    assert compile_expr("sc_http_req_rate(0)")(untracked) is None
+    assert compile_expr("sc0_tracked")(untracked) is False
+    assert compile_expr("sc_tracked(2)")(untracked) is False
+
+
+def test_absent_header_or_query_is_no_sample():
+    assert anon("hdr(nope) -m found") is False
+    assert cond("if !{ hdr(nope) -m found }")(ctx()) is True
+    assert anon("query -m found", query=None) is False
+    assert anon("hdr(nope) -m len 0") is False
+    assert anon("cook(nope) -m found") is False
+
+
+# --------------------------------------------------------------------------- composition
+
+def test_and_or_not_unless():
+    c = ctx()
+    assert cond("if { path_beg /api } { method GET }")(c) is True
+    assert cond("if { path_beg /api } { method POST }")(c) is False
+    assert cond("if { method POST } or { path_beg /api }")(c) is True
+    assert cond("if { method POST } || { path_beg /nope }")(c) is False
+    # AND binds tighter than OR: (POST and /api) or (GET and /api)
+    assert cond("if { method POST } { path_beg /api } || { method GET } { path_beg /api }")(c)
+    assert cond("if !{ method POST }")(c) is True
+    assert cond("if ! { method POST }")(c) is True
+    assert cond("unless { method GET }")(c) is False
+    assert cond("unless { method POST }")(c) is True
+    assert cond("unless { method POST } or { method GET }")(c) is False
+
+
+def test_named_acls_or_their_values_and_lines():
+    acls = {}
+    for words in (["api", "path_beg", "/api", "/v2"], ["api", "hdr(host)", "-i", "api.example.com"],
+                  ["get", "method", "GET", "HEAD"]):
+        acls.setdefault(words[0], Acl(words[0])).exprs.append(parse_acl_expr(words[1:]))
+    assert cond("if api", acls)(ctx()) is True
+    assert cond("if api", acls)(ctx(path="/v2/x")) is True
+    assert cond("if api", acls)(ctx(path="/x", headers=[["host", "API.example.com"]])) is True
+    assert cond("if api", acls)(ctx(path="/x")) is False
+    assert cond("if api get", acls)(ctx(method="HEAD")) is True
+    assert cond("if !api", acls)(ctx(path="/x")) is True
+    # named and anonymous forms of one test agree
+    for p in ("/api/1", "/v2", "/other"):
+        assert cond("if api", acls)(ctx(path=p, headers=[])) == \
+            cond("if { path_beg /api /v2 }")(ctx(path=p, headers=[]))
+
+
+def test_predefined_acls():
+    assert cond("if TRUE")(ctx()) is True
+    assert cond("if FALSE")(ctx()) is False
+    assert cond("if METH_GET")(ctx(method="HEAD")) is True
+    assert cond("if METH_POST")(ctx()) is False
+    assert cond("if LOCALHOST")(ctx(src="127.0.0.1")) is True
+    assert cond("if LOCALHOST")(ctx(src="::1")) is True
+    assert cond("if HTTP_CONTENT")(ctx()) is True
+
+
+@pytest.mark.parametrize("text", [
+    "if", "unless", "when x", "if nope", "if { path /x", "if {path /x }", "if { }",
+    "if { path /x } or", "if or { path /x }", "if !", "if { frob 1 }",
+    "if { path -m frob x }", "if { sc_http_req_rate(3) gt 1 }", "if { sc_http_req_rate gt 1 }",
+    "if { path -m found x }", "if { path -x a }", "if { src -f /etc/hosts }",
+])
+def test_bad_conditions_are_errors(text):
+    with pytest.raises((AclError, SampleError)):
+        cond(text)
+
+
+def test_match_method_flags():
+    assert anon("path -i -m beg /API") is True
+    assert anon("path -m beg -i /API") is True
+    assert anon("path -m beg /API") is False
+    with pytest.raises(AclError):
+        parse_acl_expr(["path_beg", "-m", "end", "/x"])   # alias fixes the method
+
+
+def test_bool_fetches_without_values():
+    assert anon("always_true") is True
+    assert anon("always_false") is False
+    assert anon("ssl_fc", ssl=True) is True
+    assert anon("ssl_fc") is False
+    assert anon("sc0_tracked") is False
+
+
+# --------------------------------------------------------------------------- expressions
+
+def test_expressions_and_converters():
+    c = ctx()
+    assert compile_expr("src")(c) == "198.18.0.10"
+    assert compile_expr("src,ipmask(24)")(c) == "198.18.0.0"
+    assert compile_expr("src,ipmask(24,64)")(ctx(src="fd00:1:2:3:4::1")) == "fd00:1:2:3::"
+    assert compile_expr("src_port,add(5)")(c) == 40005
+    assert compile_expr("url")(c) == "/api/v1/items?a=1"
+    assert compile_expr("base")(c) == "www.Example.com/api/v1/items"
+    assert compile_expr("cook(SERVERID)")(c) == "s2"
+    assert compile_expr("method,lower")(c) == "get"
+    for bad in ("frob", "src,frob", "src,ipmask(99)", "hdr(a,b,c)", "sc_conn_cnt(x)",
+                "path(1)", "src,add(x)", "sc_http_req_rate(0", "cook"):
+        with pytest.raises(SampleError):
+            compile_expr(bad)
