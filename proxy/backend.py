@@ -1,0 +1,647 @@
+"""Backends at run time: servers and their state, load balancing, health checks,
+server connections (pooled keep-alive), and the persistence helpers (cookies, stick
+rules) with HAProxy 2.6's rules (reference §9, §10)."""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import struct
+import time
+
+from . import http1
+
+UP, DOWN, MAINT = "UP", "DOWN", "MAINT"
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+
+# --------------------------------------------------------------------------- server connections
+
+class ServerConn(asyncio.Protocol):
+    """One connection to a server: a byte buffer filled by the loop and one waiter."""
+    __slots__ = ("transport", "buf", "waiter", "closed", "server", "paused", "drain_waiter")
+
+    def __init__(self, server: "ServerState"):
+        self.server = server
+        self.transport = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future | None = None
+        self.closed = False
+        self.paused = False
+        self.drain_waiter: asyncio.Future | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data):
+        self.buf += data
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def eof_received(self):
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self._wake()
+        d = self.drain_waiter
+        if d is not None and not d.done():
+            d.set_result(None)
+        self.server.forget(self)
+
+    def _wake(self):
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
+        d = self.drain_waiter
+        if d is not None:
+            self.drain_waiter = None
+            if not d.done():
+                d.set_result(None)
+
+    async def drain(self):
+        if self.paused and not self.closed:
+            self.drain_waiter = asyncio.get_running_loop().create_future()
+            await self.drain_waiter
+
+    async def wait_data(self, timeout_s: float | None):
+        """Wait until more bytes or EOF arrive; raises TimeoutError."""
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        fut = self.waiter = loop.create_future()
+        if timeout_s is None:
+            await fut
+            return
+        h = loop.call_later(timeout_s, _expire, fut)
+        try:
+            await fut
+        finally:
+            h.cancel()
+
+    def close(self, reset: bool = False):
+        self.closed = True
+        t = self.transport
+        if t is not None:
+            if reset:
+                sock = t.get_extra_info("socket")
+                if sock is not None:
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+                    except OSError:
+                        pass
+                t.abort()
+            else:
+                t.close()
+
+
+def _expire(fut: asyncio.Future):
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+# --------------------------------------------------------------------------- servers
+
+class ServerState:
+    """A server's run-time state and counters (what `show stat` reports)."""
+
+    def __init__(self, backend: "Backend", model):
+        self.backend = backend
+        self.model = model
+        self.name: str = model.name
+        self.id: int = model.id
+        self.host: str = model.host
+        self.port: int | None = model.port
+        self.weight: int = model.weight
+        self.backup: bool = model.backup
+        self.cookie: str | None = model.cookie
+        self.maxconn: int = model.maxconn
+        self.admin_maint = bool(model.disabled)
+        self.op_up = True                  # HAProxy starts servers UP ("will fall at first failure")
+        self.health = model.rise if model.check else 0
+        self.check_status = "L4OK" if model.check else ""
+        self.last_change = time.monotonic()
+        self.idle: list[ServerConn] = []
+        self.all_conns: set[ServerConn] = set()
+        self.cur = 0                       # requests in flight (leastconn, first, scur)
+        self.smax = self.stot = self.bin = self.bout = 0
+        self.hrsp = [0, 0, 0, 0, 0, 0]     # 1xx..5xx, other
+        self.econ = self.eresp = self.wretr = self.wredis = 0
+        self.chkfail = self.chkdown = 0
+        self.lbtot = 0
+
+    @property
+    def state(self) -> str:
+        if self.admin_maint:
+            return MAINT
+        return UP if self.op_up else DOWN
+
+    @property
+    def usable(self) -> bool:
+        return self.op_up and not self.admin_maint and self.weight > 0
+
+    @property
+    def key(self) -> str:
+        """What `stick store` writes in server_key (srvkey name|addr)."""
+        return self.model.addr if self.backend.srvkey == "addr" else self.name
+
+    def set_state(self, up: bool):
+        if up != self.op_up:
+            self.op_up = up
+            self.last_change = time.monotonic()
+            if not up:
+                self.chkdown += 1
+                self.drop_idle()
+            self.backend.recalc()
+
+    def drop_idle(self):
+        for c in self.idle:
+            c.close()
+        self.idle.clear()
+
+    def forget(self, conn: ServerConn):
+        self.all_conns.discard(conn)
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    async def connect(self, timeout_s: float | None) -> ServerConn:
+        loop = asyncio.get_running_loop()
+        coro = loop.create_connection(lambda: ServerConn(self), self.host, self.port)
+        if timeout_s is None:
+            _, proto = await coro
+        else:
+            _, proto = await asyncio.wait_for(coro, timeout_s)
+        self.all_conns.add(proto)
+        return proto
+
+    def take_idle(self) -> ServerConn | None:
+        idle = self.idle
+        while idle:
+            c = idle.pop()
+            if not c.closed and not c.buf:
+                return c
+            c.close()
+        return None
+
+    def give_back(self, conn: ServerConn):
+        if conn.closed or conn.buf or not self.usable:
+            conn.close()
+        elif len(self.idle) < 64:
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+
+# --------------------------------------------------------------------------- backends
+
+class Backend:
+    """A backend (or the backend half of a listen section) at run time."""
+
+    def __init__(self, model, table=None):
+        self.model = model
+        self.name: str = model.name
+        self.table = table                 # its own stick table, if it declares one
+        self.srvkey = "name"
+        decl = getattr(model, "stick_table", None)
+        if decl is not None and getattr(decl, "srvkey", None):
+            self.srvkey = decl.srvkey
+        self.servers = [ServerState(self, s) for s in model.servers]
+        self.by_name = {s.name: s for s in self.servers}
+        self.by_id = {s.id: s for s in self.servers}
+        self.by_cookie = {s.cookie: s for s in self.servers if s.cookie}
+        self.algo = model.balance
+        self._rr = 0
+        self._active: list[ServerState] = []
+        self._map: list[ServerState] = []
+        # counters (show stat / metrics)
+        self.cur = self.smax = self.stot = self.bin = self.bout = 0
+        self.hrsp = [0, 0, 0, 0, 0, 0]
+        self.req_tot = self.dreq = self.econ = self.eresp = self.wretr = self.wredis = 0
+        self.lbtot = 0
+        self.last_change = time.monotonic()
+        self.check_tasks: list[asyncio.Task] = []
+        self.recalc()
+
+    # ---- load balancing
+
+    def recalc(self):
+        """Rebuild the server lists after a state change (HAProxy recounts too)."""
+        active = [s for s in self.servers if s.usable and not s.backup]
+        if not active:
+            backups = [s for s in self.servers if s.usable and s.backup]
+            # without `option allbackups` only the first usable backup serves
+            active = backups[:1] if not getattr(self.model.options, "other", {}).get("allbackups") else backups
+        self._active = active
+        self._map = _weighted_map(active)
+
+    @property
+    def up(self) -> bool:
+        return bool(self._active)
+
+    def pick(self, src: str | None, avoid: ServerState | None = None) -> ServerState | None:
+        """Load-balancing choice among usable servers (no persistence)."""
+        servers = self._active
+        if avoid is not None and len(servers) > 1:
+            servers = [s for s in servers if s is not avoid]
+        if not servers:
+            return None
+        algo = self.algo
+        if algo == "source" and src is not None:
+            table = self._map if avoid is None else _weighted_map(servers)
+            return table[_source_hash(src, len(servers)) % len(table)]
+        if algo == "leastconn":
+            low = min(s.cur for s in servers)
+            cands = [s for s in servers if s.cur == low]
+            self._rr += 1
+            return cands[self._rr % len(cands)]
+        if algo == "first":
+            for s in sorted(servers, key=lambda s: s.id):
+                if not s.maxconn or s.cur < s.maxconn:
+                    return s
+            return None
+        table = self._map if avoid is None else _weighted_map(servers)
+        srv = table[self._rr % len(table)]
+        self._rr += 1
+        return srv
+
+    # ---- persistence helpers
+
+    def server_for_stick(self, entry_server_key, entry_server_id) -> ServerState | None:
+        srv = None
+        if entry_server_key:
+            if self.srvkey == "addr":
+                for s in self.servers:
+                    if s.model.addr == entry_server_key:
+                        srv = s
+                        break
+            else:
+                srv = self.by_name.get(entry_server_key)
+        if srv is None and entry_server_id:
+            srv = self.by_id.get(entry_server_id)
+        return srv
+
+    # ---- health checks
+
+    def start_checks(self, timeouts: dict):
+        checked = [s for s in self.servers if s.model.check]
+        for pos, srv in enumerate(checked):
+            delay = srv.model.inter_ms * pos / len(checked) / 1000.0
+            self.check_tasks.append(asyncio.get_running_loop().create_task(
+                _check_loop(self, srv, delay, timeouts)))
+
+    def stop_checks(self):
+        for t in self.check_tasks:
+            t.cancel()
+        self.check_tasks.clear()
+
+    def close_idle(self):
+        for s in self.servers:
+            s.drop_idle()
+
+
+def _weighted_map(servers: list[ServerState]) -> list[ServerState]:
+    """HAProxy's map of servers by weight (lb_map.c recalc_server_map): each slot goes
+    to the server with the best accumulated score, declaration order breaking ties, so
+    equal weights give s1, s2, s3, s1, ..."""
+    if not servers:
+        return []
+    tot = sum(s.weight for s in servers)
+    if len(servers) == 1:
+        return [servers[0]]
+    score = {id(s): 0 for s in servers}
+    out = []
+    for _ in range(tot):
+        best, best_v = None, 0
+        for s in servers:
+            score[id(s)] += s.weight
+            v = (score[id(s)] + tot) // tot
+            if best is None or v > best_v:
+                best, best_v = s, v
+        out.append(best)
+        score[id(best)] -= tot
+    return out
+
+
+def _source_hash(src: str, n_servers: int) -> int:
+    """`balance source` hash (map-based): XOR of the address's 32-bit words; no hash
+    at all when a single server remains."""
+    if n_servers == 1:
+        return 0
+    packed = ipaddress.ip_address(src).packed
+    h = 0
+    for i in range(0, len(packed), 4):
+        h ^= int.from_bytes(packed[i:i + 4], "big")
+    return h
+
+
+# --------------------------------------------------------------------------- health checks
+
+def _check_request(model) -> bytes | None:
+    if not model.options.httpchk:
+        return None
+    chk = model.http_check
+    parts = [f"{chk.method} {chk.uri} {chk.version}\r\n"]
+    for name, value in chk.headers:
+        parts.append(f"{name.lower()}: {value}\r\n")
+    body = chk.body or ""
+    if body:
+        parts.append(f"content-length: {len(body.encode())}\r\n")
+    if chk.version.upper() == "HTTP/1.1":
+        parts.append("connection: close\r\n")
+    parts.append("\r\n")
+    parts.append(body)
+    return "".join(parts).encode("latin-1")
+
+
+def _check_expect_ok(model, status: int) -> bool:
+    exp = model.http_check.expect
+    if exp is None:
+        return 200 <= status < 400
+    kind, value = exp
+    if kind == "status":
+        return any(str(status) == v for v in value.split(","))
+    if kind == "rstatus":
+        import re
+        return re.search(value, str(status)) is not None
+    return 200 <= status < 400
+
+
+async def _check_once(backend: Backend, srv: ServerState, timeouts: dict) -> bool:
+    model = backend.model
+    inter_s = srv.model.inter_ms / 1000.0
+    connect_s = (timeouts.get("connect") or srv.model.inter_ms) / 1000.0
+    read_s = (timeouts.get("check") or srv.model.inter_ms) / 1000.0
+    host = srv.model.check_addr or srv.host
+    port = srv.model.check_port or srv.port
+    req = _check_request(model)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (host, port)), min(connect_s, inter_s))
+        except (OSError, TimeoutError, asyncio.TimeoutError):
+            srv.check_status = "L4CON"
+            return False
+        if req is None:
+            srv.check_status = "L4OK"
+            return True
+        await loop.sock_sendall(sock, req)
+        data = b""
+        try:
+            async with asyncio.timeout(read_s):
+                while b"\n" not in data:
+                    chunk = await loop.sock_recv(sock, 4096)
+                    if not chunk:
+                        break
+                    data += chunk
+        except (TimeoutError, OSError):
+            srv.check_status = "L7TOUT"
+            return False
+        line = data.split(b"\n", 1)[0].split()
+        if len(line) < 2 or not line[0].startswith(b"HTTP/") or not line[1].isdigit():
+            srv.check_status = "L7RSP"
+            return False
+        ok = _check_expect_ok(model, int(line[1]))
+        srv.check_status = "L7OK" if ok else "L7STS"
+        return ok
+    finally:
+        # Like HAProxy: no graceful close, a reset once the verdict is known.
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        except OSError:
+            pass
+        sock.close()
+
+
+def apply_check_result(srv: ServerState, ok: bool):
+    """HAProxy's health counter: 0..rise+fall-1, UP from `rise`; a server starts at
+    `rise` (UP, down at its first failure); going DOWN resets it to 0, going UP sets
+    it to the top."""
+    rise, fall = srv.model.rise, srv.model.fall
+    top = rise + fall - 1
+    if ok:
+        if srv.health < rise:
+            srv.health += 1
+            if srv.health >= rise:
+                srv.health = top
+                srv.set_state(True)
+        elif srv.health < top:
+            srv.health += 1
+    else:
+        srv.chkfail += 1
+        if srv.health >= rise:
+            srv.health -= 1
+            if srv.health < rise:
+                srv.health = 0
+                srv.set_state(False)
+        else:
+            srv.health = 0
+
+
+async def _check_loop(backend: Backend, srv: ServerState, delay: float, timeouts: dict):
+    await asyncio.sleep(delay)
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        if srv.admin_maint:
+            ok = None
+        else:
+            try:
+                ok = await _check_once(backend, srv, timeouts)
+            except Exception:
+                srv.check_status = "SOCKERR"
+                ok = False
+        if ok is not None:
+            apply_check_result(srv, ok)
+        inter = srv.model.inter_ms
+        if not srv.op_up and srv.model.downinter_ms:
+            inter = srv.model.downinter_ms
+        elif srv.health not in (0, srv.model.rise + srv.model.fall - 1) and srv.model.fastinter_ms:
+            inter = srv.model.fastinter_ms
+        await asyncio.sleep(max(0.0, inter / 1000.0 - (loop.time() - started)))
+
+
+# --------------------------------------------------------------------------- cookie persistence
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def encode_cookie_date(unix_s: float) -> str:
+    v = (int(unix_s) + 3) >> 2
+    return "".join(_B64[(v >> shift) & 63] for shift in (24, 18, 12, 6, 0))
+
+
+def decode_cookie_date(text: str) -> int | None:
+    if len(text) != 5:
+        return None
+    v = 0
+    for ch in text:
+        i = _B64.find(ch)
+        if i < 0:
+            return None
+        v = (v << 6) | i
+    return v << 2
+
+
+class CookieDecision:
+    """What the request side found, for the response side."""
+    __slots__ = ("server", "valid", "first_date", "last_date", "found")
+
+    def __init__(self):
+        self.server = None       # ServerState named by a usable cookie
+        self.valid = False
+        self.first_date = 0
+        self.last_date = 0
+        self.found = False
+
+
+def cookie_request(backend: Backend, req: http1.Message, now_s: float) -> CookieDecision:
+    """Find the persistence cookie, pick its server if usable, strip it (insert+indirect)
+    or unprefix it (prefix mode)."""
+    ck = backend.model.cookie
+    d = CookieDecision()
+    name = ck.name
+    headers = req.headers
+    for i in range(len(headers)):
+        h = headers[i]
+        if h[0] != "cookie" or name not in h[1]:
+            continue
+        pairs = h[1].split(";")
+        kept = []
+        changed = False
+        for part in pairs:
+            k, sep, v = part.strip().partition("=")
+            if not sep or k != name:
+                kept.append(part.strip())
+                continue
+            d.found = True
+            if ck.mode == "prefix":
+                srv_val, tilde, rest = v.partition("~")
+                if tilde:
+                    srv = backend.by_cookie.get(srv_val)
+                    if srv is not None and d.server is None:
+                        d.server = srv
+                    kept.append(f"{k}={rest}")
+                    changed = True
+                else:
+                    kept.append(part.strip())
+                continue
+            value, _, dates = v.partition("|")
+            if ck.mode == "insert" and (ck.maxidle_ms or ck.maxlife_ms):
+                last, _, first = dates.partition("|")
+                ld = decode_cookie_date(last) if last else None
+                fd = decode_cookie_date(first) if first else None
+                if ck.maxidle_ms and ld is not None and (
+                        now_s - ld > ck.maxidle_ms / 1000 or ld - now_s > 86400):
+                    value = ""
+                if ck.maxlife_ms and fd is not None and (
+                        now_s - fd > ck.maxlife_ms / 1000 or fd - now_s > 86400):
+                    value = ""
+                d.last_date, d.first_date = ld or 0, fd or 0
+            if value and d.server is None:
+                d.server = backend.by_cookie.get(value)
+            if ck.mode == "insert" and ck.indirect:
+                changed = True                 # the pair is removed before forwarding
+            else:
+                kept.append(part.strip())
+        if changed:
+            h[1] = "; ".join(kept) if kept else None
+    if any(h[1] is None for h in headers):
+        req.headers = [h for h in headers if h[1] is not None]
+    return d
+
+
+_CACHEABLE_STATUS = frozenset((200, 203, 204, 206, 300, 301, 404, 405, 410, 414, 501))
+
+
+def response_cacheable(req: http1.Message, resp: http1.Message) -> bool:
+    """HAProxy 2.6.12's idea of a cacheable response (nocache adds `private` only then)."""
+    if req.method not in ("GET", "HEAD", "OPTIONS", "TRACE") or resp.status not in _CACHEABLE_STATUS:
+        return False
+    fresh = False
+    for name, value in resp.headers:
+        if name == "pragma" and "no-cache" in value.lower():
+            return False
+        if name == "cache-control":
+            for d in value.lower().split(","):
+                d = d.strip()
+                if d in ("private", "no-cache", "no-store", "max-age=0", "s-maxage=0") or \
+                        d.startswith("private=") or d.startswith("no-cache="):
+                    return False
+                if d.startswith("max-age=") or d.startswith("s-maxage="):
+                    fresh = True
+        elif name in ("expires", "etag", "last-modified"):
+            fresh = True
+    return fresh
+
+
+def cookie_response(backend: Backend, d: CookieDecision, served: ServerState, direct: bool,
+                    req: http1.Message, resp: http1.Message, now_s: float) -> None:
+    """Set-Cookie handling on the response (insert / rewrite / prefix)."""
+    ck = backend.model.cookie
+    name = ck.name
+    prefix = name + "="
+    if ck.mode == "insert":
+        if not ck.preserve:
+            resp.headers = [h for h in resp.headers
+                            if not (h[0] == "set-cookie" and h[1].lstrip().startswith(prefix))]
+        need = not direct
+        if not need and (ck.maxidle_ms or ck.maxlife_ms):
+            need = (ck.maxidle_ms and (not d.last_date or d.last_date < now_s)) or \
+                   (ck.maxlife_ms and not d.first_date)
+        if not need:
+            return
+        if served.cookie:
+            value = served.cookie
+            if ck.maxidle_ms or ck.maxlife_ms:
+                value += "|" + encode_cookie_date(now_s)
+                if ck.maxlife_ms:
+                    first = d.first_date if (direct and d.first_date) else now_s
+                    value += "|" + encode_cookie_date(first)
+            text = f"{name}={value}; path=/"
+        else:
+            text = f"{name}=; Expires=Thu, 01-Jan-1970 00:00:01 GMT; path=/"
+        for dom in ck.domains:
+            text += f"; domain={dom}"
+        if ck.httponly:
+            text += "; HttpOnly"
+        if ck.secure:
+            text += "; Secure"
+        for attr in ck.attrs:
+            text += f"; {attr}"
+        resp.headers.append(["set-cookie", text])
+        if ck.nocache and response_cacheable(req, resp):
+            resp.headers.append(["cache-control", "private"])
+        return
+    if not served.cookie:
+        return
+    for h in resp.headers:
+        if h[0] == "set-cookie" and h[1].lstrip().startswith(prefix):
+            value = h[1].lstrip()[len(prefix):]
+            cval, sep, attrs = value.partition(";")
+            if ck.mode == "rewrite":
+                h[1] = f"{prefix}{served.cookie}{sep}{attrs}"
+            else:
+                h[1] = f"{prefix}{served.cookie}~{cval}{sep}{attrs}"

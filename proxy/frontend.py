@@ -1,0 +1,1030 @@
+"""Frontends at run time: the accept loop and the per-connection / per-request flow.
+
+Order of events follows HAProxy 2.6 (reference §3, §4, §8):
+  accept → tcp-request connection rules (reject, session-level track-sc) → session
+  accepted (sess_cnt) → tcp-request session rules → for each request: head parsed
+  (400 + close on malformed input, 408 on `timeout http-request`) → stream starts with
+  a copy of the session's trackers → tcp-request content rules → http_req +1 on every
+  tracker → http-request rules in order (track-sc adds its own http_req +1; deny /
+  tarpit count http_err) → backend choice → backend rules, cookie and stick
+  persistence, load balancing, connect with retries/redispatch → response: http_err for
+  4xx, http_fail for 5xx other than 501/505, stick store commit, Set-Cookie →
+  stream ends: bytes counted, stream trackers released (conn_cur -1).
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+
+from . import backend as be_mod
+from . import http1
+from .backend import Backend, ServerState
+from .sample import Context, compile_expr
+
+_LINGER_RST = be_mod._LINGER_RST
+_HIGH_WATER = 256 * 1024
+
+
+class ClientConn(asyncio.Protocol):
+    """The client side of one connection: a byte buffer, one waiter, write flow control."""
+    __slots__ = ("fe", "transport", "buf", "waiter", "eof", "closed", "paused",
+                 "drain_waiter", "task", "src", "src_port", "dst", "dst_port", "ssl",
+                 "received_any", "busy")
+
+    def __init__(self, fe: "Frontend", ssl: bool = False):
+        self.fe = fe
+        self.ssl = ssl
+        self.transport = None
+        self.buf = bytearray()
+        self.waiter = None
+        self.eof = self.closed = self.paused = False
+        self.drain_waiter = None
+        self.task = None
+        self.received_any = False
+        self.busy = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.src, self.src_port = _plain_addr(peer[0]), peer[1]
+        self.dst, self.dst_port = _plain_addr(local[0]), local[1]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.fe.admit(self)
+
+    def data_received(self, data):
+        self.buf += data
+        self.received_any = True
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def eof_received(self):
+        self.eof = True
+        self._wake()
+        return True              # keep the write side open to finish the response
+
+    def connection_lost(self, exc):
+        self.closed = self.eof = True
+        self._wake()
+        d = self.drain_waiter
+        if d is not None and not d.done():
+            d.set_result(None)
+        self.fe.connection_gone(self)
+
+    def _wake(self):
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
+        d = self.drain_waiter
+        if d is not None:
+            self.drain_waiter = None
+            if not d.done():
+                d.set_result(None)
+
+    async def drain(self):
+        if self.paused and not self.closed:
+            self.drain_waiter = asyncio.get_running_loop().create_future()
+            await self.drain_waiter
+
+    async def wait_data(self, timeout_s):
+        if self.eof:
+            return
+        loop = asyncio.get_running_loop()
+        fut = self.waiter = loop.create_future()
+        if timeout_s is None:
+            await fut
+            return
+        h = loop.call_later(max(timeout_s, 0.0), be_mod._expire, fut)
+        try:
+            await fut
+        finally:
+            h.cancel()
+
+    def write(self, data: bytes):
+        if not self.closed:
+            self.transport.write(data)
+
+    def close(self):
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+
+    def reset(self):
+        t = self.transport
+        if t is None:
+            return
+        sock = t.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            except OSError:
+                pass
+        t.abort()
+
+
+def _plain_addr(a: str) -> str:
+    return a[7:] if a.startswith("::ffff:") and "." in a else a
+
+
+def _split_target(target: str) -> tuple[str, str | None]:
+    """path and query of a request target (origin or absolute form)."""
+    if not target.startswith("/"):
+        i = target.find("://")
+        if i > 0:
+            j = target.find("/", i + 3)
+            target = target[j:] if j >= 0 else "/"
+    q = target.find("?")
+    if q < 0:
+        return target, None
+    return target[:q], target[q + 1:]
+
+
+_LF_SAMPLE = re.compile(r"%\[([^\]]+)\]")
+_LF_CACHE: dict[str, object] = {}
+
+
+def log_format(fmt: str, ctx) -> str:
+    """The small part of HAProxy's log-format the rules need: literal text and %[expr]."""
+    parts = _LF_CACHE.get(fmt)
+    if parts is None:
+        parts = []
+        pos = 0
+        for m in _LF_SAMPLE.finditer(fmt):
+            parts.append(fmt[pos:m.start()])
+            parts.append(compile_expr(m.group(1)))
+            pos = m.end()
+        parts.append(fmt[pos:])
+        _LF_CACHE[fmt] = parts
+    out = []
+    for p in parts:
+        if isinstance(p, str):
+            out.append(p.replace("%%", "%"))
+        else:
+            v = p(ctx)
+            out.append("" if v is None else (str(int(v)) if isinstance(v, bool) else str(v)))
+    return "".join(out)
+
+
+def reply_bytes(reply, ctx, close: bool, files: dict | None = None) -> tuple[int, bytes]:
+    """Bytes of a deny/return/tarpit reply; the default error pages when no payload."""
+    status = reply.status
+    kind = reply.body_kind
+    if kind in (None, "default-errorfiles", "errorfiles") and not reply.headers and reply.content_type is None:
+        if status in http1.ERROR_STATUSES:
+            return status, http1.error_response(status, close)
+    if kind in ("errorfile",) and reply.body is not None:
+        return status, reply.body.encode("latin-1")
+    if kind in ("lf-string", "lf-file"):
+        body = log_format(reply.body or "", ctx).encode("latin-1")
+    elif kind in ("string", "file"):
+        body = (reply.body or "").encode("latin-1")
+    elif kind is None and status in http1.ERROR_STATUSES and reply.content_type is None:
+        return status, http1.error_response(status, close)
+    else:
+        body = b""
+    headers = [(n, log_format(v, ctx)) for n, v in reply.headers]
+    closing = close or status in http1.CLOSING_STATUSES
+    return status, http1.simple_response(status, headers, body, reply.content_type,
+                                         "close" if closing else None)
+
+
+class StatusCounters:
+    """Per-proxy counters shown by `show stat` and /metrics."""
+    __slots__ = ("scur", "smax", "stot", "bin", "bout", "dreq", "dresp", "ereq", "dcon",
+                 "dses", "hrsp", "req_tot", "intercepted", "conn_tot", "req_rate_max",
+                 "_rate_sec", "_rate_cnt", "econ", "eresp")
+
+    def __init__(self):
+        self.scur = self.smax = self.stot = self.bin = self.bout = 0
+        self.dreq = self.dresp = self.ereq = self.dcon = self.dses = 0
+        self.hrsp = [0, 0, 0, 0, 0, 0]
+        self.req_tot = self.intercepted = self.conn_tot = self.req_rate_max = 0
+        self._rate_sec = 0
+        self._rate_cnt = 0
+        self.econ = self.eresp = 0
+
+    def count_request(self):
+        self.req_tot += 1
+        sec = int(time.monotonic())
+        if sec != self._rate_sec:
+            self._rate_sec, self._rate_cnt = sec, 0
+        self._rate_cnt += 1
+        if self._rate_cnt > self.req_rate_max:
+            self.req_rate_max = self._rate_cnt
+
+
+def status_class(status: int) -> int:
+    c = status // 100 - 1
+    return c if 0 <= c < 5 else 5
+
+
+class Stream:
+    """Per-request state: the stream's trackers and what must be undone at its end."""
+    __slots__ = ("sc", "own", "bytes_in", "bytes_out", "status")
+
+    def __init__(self, sess_sc):
+        self.sc = list(sess_sc)
+        self.own: list = []           # (table, entry) started by this stream
+        self.bytes_in = self.bytes_out = 0
+        self.status = 0
+
+
+class Frontend:
+    """A frontend (or the frontend half of a listen section)."""
+
+    def __init__(self, proc, model, table=None):
+        self.proc = proc
+        self.model = model
+        self.name = model.name
+        self.table = table
+        self.stats = StatusCounters()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.conns: set[ClientConn] = set()
+        self.waiting: list[ClientConn] = []
+        t = model.timeouts
+        self.t_client = _sec(t.get("client"))
+        self.t_http_request = _sec(t.get("http-request")) or self.t_client
+        self.t_keep_alive = _sec(t.get("http-keep-alive")) or self.t_http_request
+        self.t_tarpit = _sec(t.get("tarpit")) or _sec(t.get("connect"))
+        self.maxconn = model.maxconn or 0
+        self.own_backend: Backend | None = None
+        self.forwardfor = model.options.forwardfor
+
+    # ---- listeners
+
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        for bind in self.model.binds:
+            if bind.family == "unix":
+                srv = await loop.create_unix_server(lambda: ClientConn(self), bind.host,
+                                                    ssl=bind.ssl_context)
+                self.servers.append(srv)
+                continue
+            for port in bind.ports:
+                host = bind.host or None
+                family = socket.AF_INET6 if bind.family == "ipv6" else socket.AF_INET
+                if host is None and bind.family == "ipv4":
+                    family = socket.AF_UNSPEC
+                ssl_ctx = bind.ssl_context
+                srv = await loop.create_server(
+                    (lambda s=bool(ssl_ctx): ClientConn(self, s)), host, port,
+                    family=family, ssl=ssl_ctx, reuse_address=True,
+                    backlog=bind.backlog or 1024)
+                self.servers.append(srv)
+
+    def stop_listening(self):
+        for s in self.servers:
+            s.close()
+        self.servers.clear()
+
+    # ---- admission (maxconn)
+
+    def admit(self, c: ClientConn):
+        self.conns.add(c)
+        st = self.stats
+        st.conn_tot += 1
+        proc = self.proc
+        if (self.maxconn and st.scur >= self.maxconn) or (proc.maxconn and proc.cur_conns >= proc.maxconn):
+            c.transport.pause_reading()
+            self.waiting.append(c)
+            return
+        self._start(c)
+
+    def _start(self, c: ClientConn):
+        st = self.stats
+        st.scur += 1
+        st.stot += 1
+        if st.scur > st.smax:
+            st.smax = st.scur
+        self.proc.cur_conns += 1
+        c.busy = True
+        c.task = asyncio.get_running_loop().create_task(self.serve(c))
+
+    def connection_gone(self, c: ClientConn):
+        self.conns.discard(c)
+        if c.busy:
+            c.busy = False
+            self.stats.scur -= 1
+            self.proc.cur_conns -= 1
+            while self.waiting:
+                w = self.waiting.pop(0)
+                if not w.closed:
+                    w.transport.resume_reading()
+                    self._start(w)
+                    break
+        else:
+            try:
+                self.waiting.remove(c)
+            except ValueError:
+                pass
+
+    # ---- per connection
+
+    def _ctx(self, c: ClientConn, sc) -> Context:
+        return Context(c.src, c.src_port, c.dst, c.dst_port, c.ssl, sc=sc, table=self.table,
+                       tables=self.proc.tables)
+
+    async def serve(self, c: ClientConn):
+        proc = self.proc
+        sess_sc = [None, None, None]
+        try:
+            ctx = self._ctx(c, sess_sc)
+            for rule in self.model.tcp_request_connection:
+                if rule.cond is not None and not rule.cond(ctx):
+                    continue
+                act = rule.action
+                if act == "accept":
+                    break
+                if act == "reject":
+                    self.stats.dcon += 1
+                    c.reset()
+                    return
+                if act == "track-sc":
+                    self._track(rule, ctx, sess_sc, None)
+                else:
+                    self._counter_action(rule, ctx)
+            for t in sess_sc:
+                if t is not None:
+                    t[0].count_session(t[1])
+            for rule in self.model.tcp_request_session:
+                if rule.cond is not None and not rule.cond(ctx):
+                    continue
+                act = rule.action
+                if act == "accept":
+                    break
+                if act == "reject":
+                    self.stats.dses += 1
+                    c.reset()
+                    return
+                if act == "track-sc":
+                    if self._track(rule, ctx, sess_sc, None):
+                        t = sess_sc[rule.track.slot]
+                        t[0].count_session(t[1])
+                else:
+                    self._counter_action(rule, ctx)
+            first = True
+            while not c.closed:
+                keep = await self._one_request(c, sess_sc, first)
+                first = False
+                if not keep:
+                    break
+        except Exception as e:          # never let one connection take the loop down
+            proc.log(f"{self.name}: connection from {c.src} aborted: {e!r}")
+        finally:
+            for t in sess_sc:
+                if t is not None:
+                    t[0].release(t[1])
+            if not c.closed:
+                c.close()
+
+    def _track(self, rule, ctx, slots, stream, http_req: bool = False) -> bool:
+        """track-scN: a no-op when the slot is taken; starts tracking otherwise
+        (conn_cnt/conn_rate/conn_cur +1, and http_req +1 for http-request rules)."""
+        tr = rule.track
+        if slots[tr.slot] is not None:
+            return False
+        key = tr.expr(ctx)
+        if key is None:
+            return False
+        table = self.proc.tables.get(tr.table) if tr.table else ctx.table
+        if table is None:
+            return False
+        entry = table.track(key, http_req)
+        if entry is None:
+            return False
+        slots[tr.slot] = (table, entry)
+        if stream is not None:
+            stream.own.append((table, entry))
+        return True
+
+    def _counter_action(self, rule, ctx):
+        """sc-inc-gpc0/1, sc-inc-gpc, sc-clr-gpc*, sc-set-gpt0, sc-set-gpt."""
+        act = rule.action
+        if not act.startswith("sc-"):
+            return
+        t = ctx.sc[rule.slot if rule.slot is not None else 0]
+        if t is None:
+            return
+        table, row = t
+        legacy = act[-1] in "01"
+        idx = rule.index if rule.index is not None else (1 if act.endswith("1") else 0)
+        if act.startswith("sc-inc-gpc"):
+            table.inc_gpc(row, idx, legacy)
+        elif act.startswith("sc-clr-gpc"):
+            table.clr_gpc(row, idx, legacy)
+        elif act.startswith("sc-set-gpt"):
+            v = rule.value
+            if not isinstance(v, int):
+                v = v(ctx)
+            if v is not None:
+                table.set_gpt(row, int(v), idx, legacy)
+
+    # ---- per request
+
+    async def _read_head(self, c: ClientConn, sess_sc, first: bool):
+        """The next request head, or None when the connection must end."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        partial = False
+        while True:
+            if c.buf:
+                try:
+                    req = http1.parse_request(c.buf)
+                except http1.BadMessage:
+                    self._bad_request(c, sess_sc, 400)
+                    return None
+                if req is not None:
+                    return req
+                partial = partial or any(b not in (10, 13) for b in c.buf[:64])
+            if c.eof:
+                if first and not c.received_any and not self.model.options.http_ignore_probes:
+                    # an empty connection counts as a bad request on session trackers
+                    self._count_probe(sess_sc)
+                elif partial:
+                    self._count_probe(sess_sc)
+                return None
+            timeout = self.t_http_request if (first or partial) else self.t_keep_alive
+            remaining = None if timeout is None else timeout - (loop.time() - start)
+            try:
+                await c.wait_data(remaining)
+            except TimeoutError:
+                if first or partial:
+                    self._bad_request(c, sess_sc, 408)
+                return None
+
+    def _count_probe(self, sess_sc):
+        for t in sess_sc:
+            if t is not None:
+                t[0].inc_http_req(t[1])
+                t[0].inc_http_err(t[1])
+
+    def _bad_request(self, c: ClientConn, sess_sc, status: int):
+        st = self.stats
+        st.ereq += 1
+        st.count_request()
+        st.hrsp[3] += 1
+        self._count_probe(sess_sc)
+        c.write(http1.mux_error_response(status))
+        st.bout += len(http1.mux_error_response(status))
+        c.buf.clear()
+
+    async def _one_request(self, c: ClientConn, sess_sc, first: bool) -> bool:
+        req = await self._read_head(c, sess_sc, first)
+        if req is None:
+            return False
+        del c.buf[:req.head_len]
+        proc = self.proc
+        st = self.stats
+        st.count_request()
+        stream = Stream(sess_sc)
+        stream.bytes_in = req.head_len
+        path, query = _split_target(req.target)
+        ctx = Context(c.src, c.src_port, c.dst, c.dst_port, c.ssl, req.method, path, query,
+                      req.target, req.headers, stream.sc, self.table, proc.tables)
+        try:
+            return await self._process(c, req, ctx, stream)
+        finally:
+            sc = stream.sc
+            for t in sc:
+                if t is not None and (stream.bytes_in or stream.bytes_out):
+                    t[0].add_bytes_in(t[1], stream.bytes_in)
+                    t[0].add_bytes_out(t[1], stream.bytes_out)
+            for table, entry in stream.own:
+                table.release(entry)
+            st.bin += stream.bytes_in
+            st.bout += stream.bytes_out
+
+    async def _process(self, c: ClientConn, req: http1.Message, ctx: Context, stream: Stream) -> bool:
+        proc = self.proc
+        st = self.stats
+        sc = stream.sc
+        model = self.model
+        # tcp-request content rules run once per request in HTTP mode
+        for rule in model.tcp_request_content:
+            if rule.cond is not None and not rule.cond(ctx):
+                continue
+            act = rule.action
+            if act == "accept":
+                break
+            if act == "reject":
+                st.dreq += 1
+                c.reset()
+                return False
+            if act == "track-sc":
+                self._track(rule, ctx, sc, stream)
+            else:
+                self._counter_action(rule, ctx)
+        for t in sc:
+            if t is not None:
+                t[0].inc_http_req(t[1])
+        verdict = await self._http_rules(c, req, ctx, stream, model.http_request, self.table)
+        if verdict is not None:
+            return verdict
+        # backend choice
+        backend = self.own_backend
+        if backend is None:
+            for ub in model.use_backends:
+                if ub.cond is None or ub.cond(ctx):
+                    backend = proc.backends.get(ub.backend)
+                    break
+            else:
+                if model.default_backend:
+                    backend = proc.backends.get(model.default_backend)
+        if backend is None:
+            return self._local_error(c, req, stream, 503)
+        if backend.model is not model and backend.model.http_request:
+            ctx.table = backend.table
+            verdict = await self._http_rules(c, req, ctx, stream, backend.model.http_request,
+                                             backend.table, backend)
+            if verdict is not None:
+                return verdict
+        return await self._forward(c, req, ctx, stream, backend)
+
+    async def _http_rules(self, c, req, ctx, stream, rules, table, backend=None):
+        """http-request rules in order; returns None to go on, or keep-alive verdict."""
+        sc = stream.sc
+        for rule in rules:
+            if rule.cond is not None and not rule.cond(ctx):
+                continue
+            act = rule.action
+            if act == "track-sc":
+                self._track(rule, ctx, sc, stream, True)
+            elif act == "deny":
+                self.stats.dreq += 1
+                if backend is not None:
+                    backend.dreq += 1
+                for t in sc:
+                    if t is not None:
+                        t[0].inc_http_err(t[1])
+                return self._reply(c, req, ctx, stream, rule.reply, 403)
+            elif act == "tarpit":
+                self.stats.dreq += 1
+                for t in sc:
+                    if t is not None:
+                        t[0].inc_http_err(t[1])
+                if self.t_tarpit:
+                    await asyncio.sleep(self.t_tarpit)
+                return self._reply(c, req, ctx, stream, rule.reply, 500)
+            elif act == "return":
+                self.stats.intercepted += 1
+                return self._reply(c, req, ctx, stream, rule.reply, 200)
+            elif act == "allow":
+                break
+            elif act == "reject":
+                self.stats.dreq += 1
+                c.reset()
+                return False
+            elif act == "use-service":
+                self.stats.intercepted += 1
+                return await self._service(c, req, ctx, stream, rule.service)
+            elif act in ("set-header", "add-header"):
+                value = log_format(rule.fmt or "", ctx)
+                name = rule.header.lower()
+                if act == "set-header":
+                    req.remove(name)
+                req.add(name, value)
+                ctx.headers = req.headers
+            elif act == "del-header":
+                req.remove(rule.header.lower())
+                ctx.headers = req.headers
+            elif act == "redirect":
+                return self._redirect(c, req, ctx, stream, rule)
+            else:
+                self._counter_action(rule, ctx)
+        return None
+
+    def _finish_local(self, c, req, stream, status: int, data: bytes) -> bool:
+        """Account and send a response produced here; returns keep-alive."""
+        st = self.stats
+        st.hrsp[status_class(status)] += 1
+        stream.status = status
+        stream.bytes_out += len(data)
+        c.write(data)
+        closing = not req.keep_alive or status in http1.CLOSING_STATUSES or self.proc.stopping
+        if req.framing != http1.NO_BODY:
+            # the request body was not read: closing is the only safe way on
+            closing = True
+        return not closing
+
+    def _reply(self, c, req, ctx, stream, reply, default_status: int) -> bool:
+        closing = (not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY)
+        if reply is None:
+            status, data = default_status, http1.error_response(default_status, closing)
+        else:
+            status, data = reply_bytes(reply, ctx, closing)
+        if req.version < 11 and not closing and b"\r\nconnection:" not in data[:data.find(b"\r\n\r\n") + 2]:
+            data = data.replace(b"\r\n\r\n", b"\r\nconnection: keep-alive\r\n\r\n", 1)
+        return self._finish_local(c, req, stream, status, data)
+
+    def _local_error(self, c, req, stream, status: int) -> bool:
+        closing = not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
+        return self._finish_local(c, req, stream, status, http1.error_response(status, True if status in (502, 503, 504) and closing else closing))
+
+    def _redirect(self, c, req, ctx, stream, rule) -> bool:
+        r = rule.redirect or {}
+        code = int(r.get("code", 302))
+        target = log_format(r.get("location", "/"), ctx)
+        closing = not req.keep_alive or self.proc.stopping
+        data = http1.simple_response(code, [("location", target)], b"", None,
+                                     "close" if closing else None)
+        self.stats.intercepted += 1
+        return self._finish_local(c, req, stream, code, data)
+
+    async def _service(self, c, req, ctx, stream, service) -> bool:
+        if service == "prometheus-exporter" and self.proc.metrics is not None:
+            body = self.proc.metrics.render(ctx.query).encode()
+            closing = True          # promex answers with connection: close, chunked
+            head = (b"HTTP/1.1 200 OK\r\ncache-control: no-cache\r\n"
+                    b"content-type: text/plain; version=0.0.4\r\n"
+                    b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+            data = head + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+            self._finish_local(c, req, stream, 200, data)
+            return not closing
+        return self._local_error(c, req, stream, 503)
+
+    # ---- towards the backend
+
+    async def _forward(self, c, req, ctx, stream, backend: Backend) -> bool:
+        proc = self.proc
+        bm = backend.model
+        backend.req_tot += 1
+        backend.stot += 1
+        persist = bm.options.persist
+        now_s = time.time()
+        srv: ServerState | None = None
+        direct = False
+        cookie = None
+        if bm.cookie is not None:
+            cookie = be_mod.cookie_request(backend, req, now_s)
+            if cookie.server is not None and (cookie.server.usable or (persist and not cookie.server.admin_maint)):
+                srv = cookie.server
+                direct = True
+        stores = []
+        if bm.stick_rules:
+            btable = backend.table
+            for rule in bm.stick_rules:
+                if rule.cond is not None and not rule.cond(ctx):
+                    continue
+                table = proc.tables.get(rule.table) if rule.table else btable
+                if table is None:
+                    continue
+                if rule.kind in ("match", "on") and srv is None:
+                    key = rule.expr(ctx)
+                    if key is not None:
+                        entry = table.lookup(key)
+                        if entry is not None:
+                            s = backend.server_for_stick(table.read(entry, "server_key"),
+                                                          table.read(entry, "server_id"))
+                            if s is not None and (s.usable or (persist and not s.admin_maint)):
+                                srv = s
+                                table.touch(entry)
+                if rule.kind in ("store-request", "on") and len(stores) < 8:
+                    if all(t is not table for t, _ in stores):
+                        key = rule.expr(ctx)
+                        if key is not None:
+                            stores.append((table, key))
+        persisted = srv is not None
+        if srv is None:
+            srv = backend.pick(c.src)
+            if srv is None:
+                return self._local_error(c, req, stream, 503)
+        # connect, with retries and redispatch
+        conn, srv = await self._connect(backend, srv, persisted, c.src)
+        if conn is None:
+            return self._local_error(c, req, stream, 503)
+        if srv is not cookie_server(cookie):
+            direct = False
+        srv.cur += 1
+        backend.cur += 1
+        srv.stot += 1
+        srv.lbtot += 0 if persisted else 1
+        if srv.cur > srv.smax:
+            srv.smax = srv.cur
+        try:
+            return await self._exchange(c, req, ctx, stream, backend, srv, conn, stores, cookie, direct)
+        finally:
+            srv.cur -= 1
+            backend.cur -= 1
+
+    async def _connect(self, backend: Backend, srv: ServerState, persisted: bool, src):
+        bm = backend.model
+        conn = srv.take_idle()
+        if conn is not None:
+            return conn, srv
+        t_connect = _sec(bm.timeouts.get("connect"))
+        retries = bm.retries
+        attempt = 0
+        while True:
+            try:
+                return await srv.connect(t_connect), srv
+            except (OSError, TimeoutError, asyncio.TimeoutError):
+                srv.econ += 1
+                backend.econ += 1
+            if attempt >= retries:
+                return None, srv
+            attempt += 1
+            srv.wretr += 1
+            backend.wretr += 1
+            if bm.options.redispatch and attempt == retries:
+                other = backend.pick(src, avoid=srv)
+                if other is not None and other is not srv:
+                    srv.wredis += 1
+                    backend.wredis += 1
+                    srv = other
+                    continue
+            # HAProxy's turn-around: wait a second before retrying the same server
+            await asyncio.sleep(1.0)
+
+    async def _exchange(self, c, req, ctx, stream, backend, srv, conn, stores, cookie, direct) -> bool:
+        proc = self.proc
+        st = self.stats
+        bm = backend.model
+        extra = None
+        if self.forwardfor or bm.options.forwardfor:
+            hdr = (self.model.options.forwardfor_header if self.forwardfor else
+                   bm.options.forwardfor_header).lower()
+            if not (self.model.options.forwardfor_if_none and req.get(hdr) is not None):
+                extra = [(hdr, c.src)]
+        conn.transport.write(http1.serialize_request(req, extra))
+        body_task = None
+        body_state = [req.framing == http1.NO_BODY]
+        if req.framing != http1.NO_BODY:
+            body_task = asyncio.get_running_loop().create_task(
+                self._send_body(c, req, conn, stream, body_state))
+        t_server = _sec(bm.timeouts.get("server"))
+        server_broken = False
+        try:
+            resp = await self._read_response(c, conn, req, t_server, stream)
+        except TimeoutError:
+            resp, server_broken = 504, True
+        except http1.BadMessage:
+            resp, server_broken = 502, True
+        if isinstance(resp, int) or resp is None:
+            if body_task is not None:
+                body_task.cancel()
+            conn.close()
+            status = 502 if resp is None else resp
+            if c.closed:
+                return False
+            srv.eresp += 1
+            backend.eresp += 1
+            for t in stream.sc:
+                if t is not None:
+                    t[0].inc_http_fail(t[1])
+            self._count_status(backend, srv, status)
+            return self._local_error(c, req, stream, status) and False
+        status = resp.status
+        ctx.status = status
+        sc = stream.sc
+        if 400 <= status < 500:
+            for t in sc:
+                if t is not None:
+                    t[0].inc_http_err(t[1])
+        elif status >= 500 and status not in (501, 505):
+            for t in sc:
+                if t is not None:
+                    t[0].inc_http_fail(t[1])
+        for table, key in stores:
+            row = table.get_or_create(key)
+            if row is not None:
+                table.set_server(row, srv.id, srv.key)
+        if cookie is not None:
+            be_mod.cookie_response(backend, cookie, srv, direct, req, resp, time.time())
+        if bm.http_response or self.model.http_response:
+            if await self._response_rules(c, req, resp, ctx, stream, backend):
+                conn.close()
+                if body_task is not None:
+                    body_task.cancel()
+                return False
+        self._count_status(backend, srv, status)
+        stream.status = status
+        closing = (not req.keep_alive or proc.stopping or c.eof)
+        chunk_out = False
+        if resp.framing == http1.UNTIL_CLOSE:
+            if req.version >= 11 and not closing:
+                resp.headers.append(["transfer-encoding", "chunked"])
+                chunk_out = True
+            else:
+                closing = True
+        head = http1.serialize_response(resp, http1.connection_header(req, closing))
+        c.write(head)
+        stream.bytes_out += len(head)
+        server_reusable = await self._relay_body(c, conn, resp, stream, chunk_out, t_server)
+        if body_task is not None:
+            if not body_state[0]:
+                try:
+                    await asyncio.wait_for(body_task, _sec(bm.timeouts.get("client")) or 30)
+                except Exception:
+                    server_reusable = False
+                    closing = True
+            if not body_state[0]:
+                closing = True
+                server_reusable = False
+        if server_reusable and resp.keep_alive and not server_broken:
+            srv.give_back(conn)
+        else:
+            conn.close()
+        if c.paused:
+            await c.drain()
+        return not closing and not c.closed
+
+    def _count_status(self, backend, srv, status):
+        k = status_class(status)
+        self.stats.hrsp[k] += 1
+        backend.hrsp[k] += 1
+        srv.hrsp[k] += 1
+
+    async def _read_response(self, c, conn, req, t_server, stream):
+        """The final response head from the server; 1xx interim responses are relayed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if conn.buf:
+                resp = http1.parse_response(conn.buf, 0, req.method)
+                if resp is not None:
+                    raw = bytes(conn.buf[:resp.head_len])
+                    del conn.buf[:resp.head_len]
+                    if 100 <= resp.status < 200 and resp.status != 101:
+                        c.write(raw)
+                        stream.bytes_out += len(raw)
+                        continue
+                    return resp
+            if conn.closed:
+                return None
+            await conn.wait_data(t_server)
+
+    async def _send_body(self, c, req, conn, stream, state):
+        """Request body client → server (Content-Length or chunked)."""
+        t_client = self.t_client
+        if req.framing == http1.LENGTH:
+            left = req.length
+            while left > 0:
+                if c.buf:
+                    take = min(left, len(c.buf))
+                    conn.transport.write(bytes(c.buf[:take]))
+                    del c.buf[:take]
+                    left -= take
+                    stream.bytes_in += take
+                    if conn.paused:
+                        await conn.drain()
+                    continue
+                if c.eof:
+                    return
+                await c.wait_data(t_client)
+        else:
+            scanner = http1.ChunkedScanner()
+            while not scanner.done:
+                if c.buf:
+                    try:
+                        used = scanner.feed(c.buf)
+                    except http1.BadMessage:
+                        self.stats.ereq += 1
+                        conn.close()
+                        c.buf.clear()
+                        return
+                    conn.transport.write(bytes(c.buf[:used]))
+                    del c.buf[:used]
+                    stream.bytes_in += used
+                    if conn.paused:
+                        await conn.drain()
+                    continue
+                if c.eof:
+                    return
+                await c.wait_data(t_client)
+        state[0] = True
+
+    async def _relay_body(self, c, conn, resp, stream, chunk_out, t_server) -> bool:
+        """Response body server → client; True when the server connection may be reused."""
+        framing = resp.framing
+        if framing == http1.NO_BODY:
+            return True
+        if framing == http1.LENGTH:
+            left = resp.length
+            while left > 0:
+                if conn.buf:
+                    take = min(left, len(conn.buf))
+                    if take == len(conn.buf):
+                        data = bytes(conn.buf)
+                        conn.buf.clear()
+                    else:
+                        data = bytes(conn.buf[:take])
+                        del conn.buf[:take]
+                    c.write(data)
+                    left -= take
+                    stream.bytes_out += take
+                    if c.paused:
+                        await c.drain()
+                    continue
+                if conn.closed:
+                    return False
+                await conn.wait_data(t_server)
+            return True
+        if framing == http1.CHUNKED:
+            scanner = http1.ChunkedScanner()
+            while not scanner.done:
+                if conn.buf:
+                    used = scanner.feed(conn.buf)
+                    data = bytes(conn.buf[:used])
+                    del conn.buf[:used]
+                    c.write(data)
+                    stream.bytes_out += used
+                    if c.paused:
+                        await c.drain()
+                    continue
+                if conn.closed:
+                    return False
+                await conn.wait_data(t_server)
+            return True
+        # until close
+        while True:
+            if conn.buf:
+                data = bytes(conn.buf)
+                conn.buf.clear()
+                out = (b"%x\r\n%s\r\n" % (len(data), data)) if chunk_out else data
+                c.write(out)
+                stream.bytes_out += len(out)
+                if c.paused:
+                    await c.drain()
+                continue
+            if conn.closed:
+                break
+            await conn.wait_data(t_server)
+        if chunk_out:
+            c.write(b"0\r\n\r\n")
+            stream.bytes_out += 5
+        return False
+
+    async def _response_rules(self, c, req, resp, ctx, stream, backend) -> bool:
+        """http-response rules (backend's first, then the frontend's); True = denied."""
+        groups = [backend.model.http_response]
+        if self.model is not backend.model:
+            groups.append(self.model.http_response)
+        ctx.headers = resp.headers
+        try:
+            for rules in groups:
+                for rule in rules:
+                    if rule.cond is not None and not rule.cond(ctx):
+                        continue
+                    act = rule.action
+                    if act in ("set-header", "add-header"):
+                        name = rule.header.lower()
+                        value = log_format(rule.fmt or "", ctx)
+                        if act == "set-header":
+                            resp.remove(name)
+                        resp.add(name, value)
+                    elif act == "del-header":
+                        resp.remove(rule.header.lower())
+                    elif act == "deny":
+                        self.stats.dresp += 1
+                        self._count_status(backend, _NullServer, 502)
+                        data = http1.error_response(502, True)
+                        stream.bytes_out += len(data)
+                        c.write(data)
+                        return True
+                    elif act == "allow":
+                        return False
+                    elif act == "track-sc":
+                        self._track(rule, ctx, stream.sc, stream)
+                    else:
+                        self._counter_action(rule, ctx)
+            return False
+        finally:
+            ctx.headers = req.headers
+
+    async def close_idle(self):
+        """Graceful stop: close connections that sit between requests."""
+        for c in list(self.conns):
+            if not c.buf and not c.closed:
+                c.eof = True
+                c._wake()
+
+
+class _NullServerType:
+    hrsp = [0, 0, 0, 0, 0, 0]
+
+
+_NullServer = _NullServerType()
+
+
+def cookie_server(cookie):
+    return None if cookie is None else cookie.server
+
+
+def _sec(ms):
+    return None if ms is None else ms / 1000.0

@@ -1,0 +1,406 @@
+"""HTTP/1.1 messages: parsing, body framing and serialising, with HAProxy 2.6's rules.
+
+A hand-written parser rather than httptools (llhttp): it hands the whole head over in
+one call (httptools calls back into Python once per header name and value), and it
+lets us answer exactly as HAProxy does — bench/http1_parse.py measures both.
+
+What HAProxy 2.6 accepts or rejects with its 400 (checked against the real binary):
+invalid header names, whitespace before the colon or at the start of a line, lines
+without a colon, more than 101 header lines (tune.http.maxhdr), heads larger than the
+buffer, duplicate Host, invalid/negative/signed Content-Length, a final
+Transfer-Encoding other than `chunked`, `chunked` twice, bad chunk sizes, request lines
+that are not `METHOD SP TARGET SP HTTP/x.y`. Accepted: bare LF line ends, obs-fold
+(joined with a space), empty lines before the request line.
+Stricter than HAProxy, on purpose (request smuggling shapes; the issue asks for a
+rejection): Content-Length together with Transfer-Encoding, and Content-Length given
+more than once even with equal values (HAProxy drops CL / merges equal values).
+
+Header names are forwarded in lower case, as HAProxy's HTX does.
+"""
+from __future__ import annotations
+
+import re
+
+MAX_HEADERS = 101          # tune.http.maxhdr
+MAX_HEAD = 15292           # largest head HAProxy 2.6 (bufsize 16384) accepted in our probe
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_REQ_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^ \t\r\n]+) HTTP/(\d)\.(\d)\Z")
+_STATUS_LINE = re.compile(r"HTTP/(\d)\.(\d) (\d\d\d)(?: (.*))?\Z")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}\Z")
+
+# Body framing kinds.
+NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
+
+
+class BadMessage(Exception):
+    """The peer sent something HAProxy answers with 400 (or 502 for a server)."""
+
+
+class IncompleteHead(Exception):
+    """Not an error: the head is not complete yet."""
+
+
+class Message:
+    """A parsed head, as text (latin-1, byte for byte). `headers` is a list of
+    [lower-case name, value] pairs in arrival order."""
+    __slots__ = ("method", "target", "version", "status", "reason", "headers",
+                 "head_len", "framing", "length", "keep_alive")
+
+    def __init__(self):
+        self.method = self.target = ""
+        self.version = 11
+        self.status = 0
+        self.reason = ""
+        self.headers: list[list[str]] = []
+        self.head_len = 0
+        self.framing = NO_BODY
+        self.length = 0
+        self.keep_alive = True
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        for h in self.headers:
+            if h[0] == name:
+                return h[1]
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        return [h[1] for h in self.headers if h[0] == name]
+
+    def remove(self, name: str) -> int:
+        before = len(self.headers)
+        self.headers = [h for h in self.headers if h[0] != name]
+        return before - len(self.headers)
+
+    def set(self, name: str, value: str) -> None:
+        self.remove(name)
+        self.headers.append([name, value])
+
+    def add(self, name: str, value: str) -> None:
+        self.headers.append([name, value])
+
+
+def find_head_end(buf: bytearray | bytes, start: int = 0) -> int:
+    """Offset just past the empty line ending the head, or -1."""
+    i = buf.find(b"\r\n\r\n", start)
+    if i >= 0:
+        j = buf.find(b"\n\n", start, i)
+        return j + 2 if j >= 0 else i + 4
+    j = buf.find(b"\n\n", start)
+    if j >= 0:
+        return j + 2
+    j = buf.find(b"\n\r\n", start)
+    return j + 3 if j >= 0 else -1
+
+
+def _split_lines(head: str) -> list[str]:
+    if head.count("\n") == head.count("\r\n"):
+        return head.split("\r\n")
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in head.split("\n")]
+
+
+def _parse_fields(lines: list[str], msg: Message) -> None:
+    headers = msg.headers
+    for line in lines:
+        if not line:
+            continue
+        if line[0] in " \t":            # obs-fold: joins the previous value
+            if not headers:
+                raise BadMessage("folded line without a header")
+            headers[-1][1] = headers[-1][1] + " " + line.strip(" \t")
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise BadMessage("header line without a name or a colon")
+        name = line[:colon]
+        if not _TOKEN.match(name):
+            raise BadMessage("invalid character in a header name")
+        headers.append([name.lower(), line[colon + 1:].strip(" \t")])
+    if len(headers) > MAX_HEADERS:
+        raise BadMessage("too many headers")
+
+
+def _conn_tokens(msg: Message) -> tuple[bool, bool]:
+    close = ka = False
+    for v in msg.get_all("connection"):
+        for tok in v.split(","):
+            tok = tok.strip().lower()
+            if tok == "close":
+                close = True
+            elif tok == "keep-alive":
+                ka = True
+    return close, ka
+
+
+def _body_framing(msg: Message, is_request: bool) -> None:
+    te_values = msg.get_all("transfer-encoding")
+    cl_values = msg.get_all("content-length")
+    if te_values:
+        codings = [t.strip().lower() for v in te_values for t in v.split(",") if t.strip()]
+        if not codings or codings[-1] != "chunked" or codings.count("chunked") > 1:
+            if is_request:
+                raise BadMessage("Transfer-Encoding whose final coding is not chunked")
+            msg.framing = UNTIL_CLOSE
+            return
+        if cl_values:
+            if is_request:
+                raise BadMessage("Content-Length together with Transfer-Encoding")
+            msg.remove("content-length")
+        msg.framing = CHUNKED
+        return
+    if cl_values:
+        if is_request and (len(cl_values) > 1 or "," in cl_values[0]):
+            raise BadMessage("Content-Length given more than once")
+        lengths = {v.strip() for cv in cl_values for v in cv.split(",")}
+        if len(lengths) != 1:
+            raise BadMessage("conflicting Content-Length values")
+        value = lengths.pop()
+        if not value.isdigit() or len(value) > 18:
+            raise BadMessage("invalid Content-Length")
+        msg.length = int(value)
+        if len(cl_values) > 1 or "," in cl_values[0]:
+            msg.set("content-length", value)
+        msg.framing = LENGTH if msg.length else NO_BODY
+        return
+    msg.framing = NO_BODY if is_request else UNTIL_CLOSE
+
+
+def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
+    """Parse one request head from buf[start:]. None = incomplete. Raises BadMessage."""
+    # Empty lines before the request line are skipped, as HAProxy does.
+    s, n = start, len(buf)
+    while s < n and (buf[s] == 10 or (buf[s] == 13 and buf[s + 1:s + 2] == b"\n")):
+        s += 1 if buf[s] == 10 else 2
+    end = find_head_end(buf, s)
+    if end < 0:
+        if n - s > MAX_HEAD:
+            raise BadMessage("request head too large")
+        return None
+    if end - s > MAX_HEAD:
+        raise BadMessage("request head too large")
+    lines = _split_lines(bytes(buf[s:end]).decode("latin-1"))
+    m = _REQ_LINE.match(lines[0])
+    if m is None:
+        raise BadMessage("invalid request line")
+    msg = Message()
+    msg.method, msg.target = m.group(1), m.group(2)
+    msg.version = int(m.group(3)) * 10 + int(m.group(4))
+    _parse_fields(lines[1:], msg)
+    if len(msg.get_all("host")) > 1:
+        raise BadMessage("Host given more than once")
+    _body_framing(msg, True)
+    close, ka = _conn_tokens(msg)
+    msg.keep_alive = (not close) if msg.version >= 11 else (ka and not close)
+    msg.head_len = end - start
+    return msg
+
+
+def parse_response(buf: bytearray | bytes, start: int, request_method: str) -> Message | None:
+    """Parse one response head from buf[start:]. None = incomplete. Raises BadMessage."""
+    end = find_head_end(buf, start)
+    if end < 0:
+        if len(buf) - start > MAX_HEAD:
+            raise BadMessage("response head too large")
+        return None
+    lines = _split_lines(bytes(buf[start:end]).decode("latin-1"))
+    m = _STATUS_LINE.match(lines[0])
+    if m is None:
+        raise BadMessage("invalid status line")
+    msg = Message()
+    msg.version = int(m.group(1)) * 10 + int(m.group(2))
+    msg.status = int(m.group(3))
+    msg.reason = m.group(4) or ""
+    _parse_fields(lines[1:], msg)
+    status = msg.status
+    if request_method == "HEAD" or status < 200 or status in (204, 304):
+        msg.framing = NO_BODY
+        msg.length = 0
+    else:
+        _body_framing(msg, False)
+    close, ka = _conn_tokens(msg)
+    msg.keep_alive = (not close) if msg.version >= 11 else (ka and not close)
+    msg.head_len = end - start
+    return msg
+
+
+class ChunkedScanner:
+    """Validates a chunked body as it streams through, without rebuilding it.
+    feed(data) returns how many bytes of data belong to the body (the rest is the
+    next message); raises BadMessage on a bad chunk size or framing."""
+    __slots__ = ("state", "remaining", "line", "done")
+
+    def __init__(self):
+        self.state = 0        # 0 size line, 1 data, 2 CRLF after data, 3 trailers
+        self.remaining = 0
+        self.line = b""
+        self.done = False
+
+    def feed(self, data: bytes | bytearray) -> int:
+        i, n = 0, len(data)
+        while i < n and not self.done:
+            st = self.state
+            if st == 1:
+                take = min(self.remaining, n - i)
+                i += take
+                self.remaining -= take
+                if self.remaining == 0:
+                    self.state = 2
+                continue
+            j = data.find(b"\n", i)
+            if j < 0:
+                self.line += bytes(data[i:])
+                if len(self.line) > 4096:
+                    raise BadMessage("chunk line too long")
+                return n
+            line = self.line + bytes(data[i:j])
+            self.line = b""
+            i = j + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if st == 0:
+                size = line.split(b";", 1)[0].strip(b" \t")
+                if not _HEX.match(size):
+                    raise BadMessage("invalid chunk size")
+                self.remaining = int(size, 16)
+                self.state = 1 if self.remaining else 3
+            elif st == 2:
+                if line:
+                    raise BadMessage("missing CRLF after chunk data")
+                self.state = 0
+            else:                      # trailers end with an empty line
+                if not line:
+                    self.done = True
+        return i
+
+
+def serialize_request(msg: Message, extra: list[tuple[str, str]] | None = None) -> bytes:
+    """Request head for a server: lower-case names, no Connection header (keep-alive
+    is HTTP/1.1's default towards servers)."""
+    parts = [msg.method, " ", msg.target, " HTTP/1.1\r\n"]
+    for name, value in msg.headers:
+        if name == "connection" or name == "proxy-connection":
+            continue
+        parts += (name, ": ", value, "\r\n")
+    if extra:
+        for name, value in extra:
+            parts += (name, ": ", value, "\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+def serialize_response(msg: Message, conn_header: str | None) -> bytes:
+    """Response head for the client. conn_header: "close", "keep-alive" or None."""
+    parts = ["HTTP/1.1 %d " % msg.status, msg.reason, "\r\n"]
+    for name, value in msg.headers:
+        if name == "connection" or name == "keep-alive" or name == "proxy-connection":
+            continue
+        parts += (name, ": ", value, "\r\n")
+    if conn_header is not None:
+        parts += ("connection: ", conn_header, "\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+def connection_header(request: Message, closing: bool) -> str | None:
+    """What HAProxy writes in `connection:` towards the client."""
+    if closing:
+        return "close"
+    if request.version < 11:
+        return "keep-alive"
+    return None
+
+
+# HAProxy's built-in error pages (http.c), byte for byte as 2.6.12 sends them.
+REASONS = {
+    200: b"OK", 400: b"Bad request", 401: b"Unauthorized", 403: b"Forbidden",
+    404: b"Not Found", 405: b"Method Not Allowed", 407: b"Unauthorized",
+    408: b"Request Time-out", 410: b"Gone", 413: b"Payload Too Large",
+    421: b"Misdirected Request", 422: b"Unprocessable Content", 425: b"Too Early",
+    429: b"Too Many Requests", 500: b"Internal Server Error", 501: b"Not Implemented",
+    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Time-out",
+}
+_ERROR_TEXT = {
+    200: b"Service ready.",
+    400: b"Your browser sent an invalid request.",
+    401: b"You need a valid user and password to access this content.",
+    403: b"Request forbidden by administrative rules.",
+    404: b"The resource could not be found.",
+    405: b"A request was made of a resource using a request method not supported by that resource",
+    407: b"You need a valid user and password to access this content.",
+    408: b"Your browser didn't send a complete request in time.",
+    410: b"The resource is no longer available and will not be available again.",
+    413: b"The request entity exceeds the maximum allowed.",
+    421: b"Request sent to a non-authoritative server.",
+    422: b"The server cannot process the contained instructions.",
+    425: b"Your browser sent early data.",
+    429: b"You have sent too many requests in a given amount of time.",
+    500: b"An internal server error occurred.",
+    501: b".The server does not support the functionality required to fulfill the request.",
+    502: b"The server returned an invalid or incomplete response.",
+    503: b"No server is available to handle this request.",
+    504: b"The server didn't respond in time.",
+}
+ERROR_STATUSES = frozenset(_ERROR_TEXT)
+# Errors after which HAProxy always closes the client connection.
+CLOSING_STATUSES = frozenset((400, 408))
+
+
+def error_body(status: int) -> bytes:
+    return b"<html><body><h1>%d %s</h1>\n%s\n</body></html>\n" % (
+        status, REASONS[status], _ERROR_TEXT[status])
+
+
+_ERROR_CACHE: dict[tuple[int, bool], bytes] = {}
+
+
+def error_response(status: int, close: bool) -> bytes:
+    """An error page as HTTP rules send it (lower-case headers, HTX style)."""
+    key = (status, close)
+    r = _ERROR_CACHE.get(key)
+    if r is None:
+        body = error_body(status)
+        r = (b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\ncache-control: no-cache\r\n"
+             b"content-type: text/html\r\n%s\r\n" % (
+                 status, REASONS[status], len(body),
+                 b"connection: close\r\n" if close or status in CLOSING_STATUSES else b"")) + body
+        _ERROR_CACHE[key] = r
+    return r
+
+
+def mux_error_response(status: int) -> bytes:
+    """An error the H1 layer sends on its own (400 malformed, 408 timeout): HAProxy
+    writes the raw page, with its original capitalisation, and closes."""
+    body = error_body(status)
+    return (b"HTTP/1.1 %d %s\r\nContent-length: %d\r\nCache-Control: no-cache\r\n"
+            b"Connection: close\r\nContent-Type: text/html\r\n\r\n" % (
+                status, REASONS[status], len(body))) + body
+
+
+def reason_for(status: int) -> bytes:
+    return REASONS.get(status) or _STD_REASONS.get(status, b"Unknown")
+
+
+_STD_REASONS = {
+    100: b"Continue", 101: b"Switching Protocols", 201: b"Created", 202: b"Accepted",
+    204: b"No Content", 206: b"Partial Content", 301: b"Moved Permanently", 302: b"Found",
+    303: b"See Other", 304: b"Not Modified", 307: b"Temporary Redirect",
+    308: b"Permanent Redirect", 409: b"Conflict", 411: b"Length Required",
+    412: b"Precondition Failed", 414: b"URI Too Long", 415: b"Unsupported Media Type",
+    416: b"Range Not Satisfiable", 417: b"Expectation Failed", 505: b"HTTP Version Not Supported",
+}
+
+
+def simple_response(status: int, headers: list[tuple[str, str]], body: bytes,
+                    content_type: str | None, conn_header: str | None) -> bytes:
+    """A response built by a rule (`return`, custom `deny`): custom headers first, then
+    content-length and content-type, as HAProxy orders them."""
+    parts = ["HTTP/1.1 %d %s\r\n" % (status, reason_for(status).decode())]
+    for name, value in headers:
+        parts += (name.lower(), ": ", value, "\r\n")
+    parts.append("content-length: %d\r\n" % len(body))
+    if content_type is not None:
+        parts += ("content-type: ", content_type, "\r\n")
+    if conn_header is not None:
+        parts += ("connection: ", conn_header, "\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1") + body

@@ -1,0 +1,272 @@
+"""`edgestick proxy -f FILE [-f FILE ...] [-c] [-L peername] [--metrics [ADDR:]PORT]`
+
+Runs a HAProxy 2.6 configuration: builds the stick tables, backends and frontends,
+serves the runtime API on each `stats socket`, and (with --metrics) Prometheus on a
+loopback address. SIGTERM/SIGINT: stop accepting, let in-flight requests finish within
+a grace period, exit. SIGUSR2 or the runtime command `reload`: re-read the
+configuration; tables whose declaration did not change keep their contents.
+
+The event loop is uvloop (libuv): bench/proxy.py measured it well ahead of the default
+asyncio loop on the per-request path.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+
+from edgestick.cfgsyntax import ConfigError
+
+from . import config as config_mod
+from .backend import Backend
+from .frontend import Frontend
+
+GRACE_S = 5.0
+
+
+def _log(msg: str):
+    sys.stderr.write(f"[edgestick proxy] {msg}\n")
+    sys.stderr.flush()
+
+
+class ProxyProcess:
+    """Everything one `edgestick proxy` process runs."""
+
+    def __init__(self, paths: list[str], local_peer: str | None = None,
+                 metrics_addr: tuple[str, int] | None = None):
+        self.paths = paths
+        self.local_peer = local_peer
+        self.metrics_addr = metrics_addr
+        self.cfg = None
+        self.tables: dict = {}
+        self.table_decls: dict = {}
+        self.backends: dict[str, Backend] = {}
+        self.frontends: list[Frontend] = []
+        self.old_frontends: list[Frontend] = []
+        self.sweeper = None
+        self.stopping = False
+        self.cur_conns = 0
+        self.maxconn = 0
+        self.metrics = None
+        self.metrics_server = None
+        self.runtime = None
+        self.start_time = time.time()
+        self.reloads = 0
+        self.stopped = None
+
+    def log(self, msg: str):
+        _log(msg)
+
+    # ---- building from a configuration
+
+    def _build_tables(self, cfg):
+        """Tables in declaration order; a table whose declaration is unchanged across a
+        reload is kept as is (contents included)."""
+        from .stick_table import StickTable
+        decls = {}
+        for p in cfg.proxies:
+            if p.stick_table_words is not None:
+                decls[p.name] = (tuple(p.stick_table_words.words[1:]), False)
+        for sec in cfg.peers.values():
+            for t in sec.tables:
+                decls[f"{sec.name}/{t.words[1]}"] = (tuple(t.words[2:]), True)
+        stick_tables = {r.table or p.name for p in cfg.proxies for r in p.stick_rules}
+        tables = {}
+        for name, decl in decls.items():
+            old = self.tables.get(name)
+            if old is not None and self.table_decls.get(name) == decl:
+                tables[name] = old
+                continue
+            t = StickTable.from_words(name, decl[0], decl[1])
+            if name in stick_tables:
+                t.ensure_data_types("server_id", "server_key")
+            tables[name] = t
+        return tables, decls
+
+    def _build(self, cfg):
+        tables, decls = self._build_tables(cfg)
+        backends = {}
+        for name, model in cfg.backends.items():
+            backends[name] = Backend(model, tables.get(name))
+        frontends = []
+        for name, model in cfg.frontends.items():
+            if model.disabled or model.mode != "http":
+                if model.mode != "http":
+                    raise ConfigError(f"{model.where}: proxy '{name}': only 'mode http' is "
+                                      "supported by edgestick proxy")
+                continue
+            fe = Frontend(self, model, tables.get(name))
+            if model.kind == "listen":
+                fe.own_backend = backends.get(name)
+            frontends.append(fe)
+        return tables, decls, backends, frontends
+
+    async def start(self):
+        cfg, warnings = config_mod.load_config(self.paths)
+        for w in warnings:
+            _log(f"[WARNING] {w}")
+        self.cfg = cfg
+        self.maxconn = cfg.global_.maxconn or 0
+        self.tables, self.table_decls, self.backends, self.frontends = self._build(cfg)
+        from . import metrics
+        self.metrics = metrics.Metrics(self)
+        for fe in self.frontends:
+            await fe.start()
+        timeouts_of = {name: b.model.timeouts for name, b in self.backends.items()}
+        for name, b in self.backends.items():
+            b.start_checks(timeouts_of[name])
+        await self._start_runtime(cfg)
+        if self.metrics_addr is not None:
+            self.metrics_server = await self.metrics.serve(*self.metrics_addr)
+        self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _start_runtime(self, cfg):
+        try:
+            from . import runtime_api
+        except ImportError:
+            return
+        if not cfg.global_.stats_sockets:
+            return
+        self.runtime = runtime_api.RuntimeAPI(self)
+        await self.runtime.start(cfg.global_.stats_sockets)
+
+    async def _sweep(self):
+        """Expired entries leave the tables once a second (lookups already ignore them)."""
+        while True:
+            await asyncio.sleep(1.0)
+            for t in list(self.tables.values()):
+                t.sweep()
+
+    async def reload(self) -> str:
+        """Re-read the configuration; on error keep running the old one."""
+        try:
+            cfg, warnings = config_mod.load_config(self.paths)
+            tables, decls, backends, frontends = self._build(cfg)
+        except (ConfigError, OSError) as e:
+            _log(f"reload failed, keeping the running configuration: {e}")
+            return f"Reload failed: {e}\n"
+        for w in warnings:
+            _log(f"[WARNING] {w}")
+        for fe in self.frontends:
+            fe.stop_listening()
+        for b in self.backends.values():
+            b.stop_checks()
+        # keep per-server state (UP/DOWN, MAINT) for servers that still exist
+        for name, b in backends.items():
+            old = self.backends.get(name)
+            if old is None:
+                continue
+            for s in b.servers:
+                o = old.by_name.get(s.name)
+                if o is not None and o.host == s.host and o.port == s.port:
+                    s.op_up, s.health, s.admin_maint = o.op_up, o.health, o.admin_maint
+            b.recalc()
+        self.old_frontends.extend(self.frontends)
+        self.cfg = cfg
+        self.maxconn = cfg.global_.maxconn or 0
+        self.tables, self.table_decls, self.backends, self.frontends = tables, decls, backends, frontends
+        for fe in frontends:
+            await fe.start()
+        for b in backends.values():
+            b.start_checks(b.model.timeouts)
+        self.reloads += 1
+        _log("configuration reloaded")
+        return "Success=1\n--\n"
+
+    async def stop(self, grace_s: float = GRACE_S):
+        """Stop accepting; in-flight requests get `grace_s` to finish."""
+        if self.stopping:
+            return
+        self.stopping = True
+        all_fe = self.frontends + self.old_frontends
+        for fe in all_fe:
+            fe.stop_listening()
+        for b in self.backends.values():
+            b.stop_checks()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        for fe in all_fe:
+            await fe.close_idle()
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(fe.conns for fe in all_fe):
+            await asyncio.sleep(0.05)
+        for fe in all_fe:
+            for c in list(fe.conns):
+                c.close()
+        for b in self.backends.values():
+            b.close_idle()
+        if self.runtime is not None:
+            await self.runtime.stop()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+
+
+def _parse_metrics(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+async def _run(args) -> int:
+    proc = ProxyProcess(args.file, args.local_peer,
+                        _parse_metrics(args.metrics) if args.metrics else None)
+    try:
+        await proc.start()
+    except ConfigError as e:
+        _log(f"[ALERT] {e}")
+        return 1
+    except OSError as e:
+        _log(f"[ALERT] cannot start: {e}")
+        return 1
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+
+    def on_stop():
+        async def go():
+            await proc.stop()
+            done.set()
+        loop.create_task(go())
+
+    def on_reload():
+        loop.create_task(proc.reload())
+
+    loop.add_signal_handler(signal.SIGTERM, on_stop)
+    loop.add_signal_handler(signal.SIGINT, on_stop)
+    loop.add_signal_handler(signal.SIGUSR2, on_reload)
+    _log(f"started, pid {os.getpid()}")
+    await done.wait()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="edgestick proxy",
+                                 description="Run a HAProxy 2.6 configuration (mode http).")
+    ap.add_argument("-f", dest="file", action="append", required=True,
+                    help="configuration file or directory (repeatable)")
+    ap.add_argument("-c", dest="check", action="store_true",
+                    help="check the configuration and exit (0 valid, 1 invalid)")
+    ap.add_argument("-L", dest="local_peer", help="local peer name (peers sections)")
+    ap.add_argument("--metrics", metavar="[ADDR:]PORT",
+                    help="serve Prometheus /metrics there (loopback when ADDR is omitted)")
+    args = ap.parse_args(argv)
+    if args.check:
+        try:
+            _, warnings = config_mod.load_config(args.file)
+        except ConfigError as e:
+            print(f"[ALERT] {e}", file=sys.stderr)
+            print("Fatal errors found in configuration.", file=sys.stderr)
+            return 1
+        except OSError as e:
+            print(f"[ALERT] {e}", file=sys.stderr)
+            return 1
+        for w in warnings:
+            print(f"[WARNING] {w}", file=sys.stderr)
+        print("Configuration file is valid")
+        return 0
+    try:
+        import uvloop
+        return uvloop.run(_run(args))
+    except ImportError:
+        return asyncio.run(_run(args))

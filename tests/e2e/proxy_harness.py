@@ -1,0 +1,327 @@
+"""Differential harness: the same configuration, backends and client traffic against
+the real HAProxy 2.6 and `edgestick proxy`, each a real process on loopback.
+
+A configuration is a template with `{FE}` / `{FE2}`... (frontend ports, different for
+each proxy), `{S1}`... (backend ports, shared) and `{SOCK}` (stats socket path).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+PYTHON = sys.executable
+ECHO = Path(__file__).resolve().parent / "echo_backend.py"
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 10.0,
+              host: str = "127.0.0.1"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else b""
+            raise RuntimeError(f"process exited with {proc.returncode}: {out!r}")
+        try:
+            socket.create_connection((host, port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+def seed_section(number: int) -> str:
+    """Configuration N of tests/fixtures/seed-configs.cfg, as users wrote it."""
+    text = (FIXTURES / "seed-configs.cfg").read_text()
+    parts = re.split(r"^# --- (\d)\. .*$", text, flags=re.M)
+    for i in range(1, len(parts), 2):
+        if int(parts[i]) == number:
+            body = parts[i + 1].split("# --- Monitoring")[0]
+            return body
+    raise KeyError(number)
+
+
+def rewrite_addresses(section: str, mapping: dict[str, str]) -> str:
+    """Replace the article's addresses (`10.0.1.10:8080`, `*:80`) as the tests need."""
+    for old, new in mapping.items():
+        section = section.replace(old, new)
+    return section
+
+
+class Backends:
+    """The echo application servers (one process), shared by both proxies."""
+
+    def __init__(self, names: list[str]):
+        self.ports = dict(zip(names, free_ports(len(names))))
+        self.proc = None
+
+    def start(self):
+        args = [f"{n}={p}" for n, p in self.ports.items()]
+        self.proc = subprocess.Popen([PYTHON, str(ECHO), *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline()
+        assert line.strip() == b"ready", line
+        return self
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self):
+        self.kill()
+        self.start()
+
+
+class RunningProxy:
+    def __init__(self, kind: str, proc: subprocess.Popen, ports: list[int], sock: str,
+                 cfg_path: str):
+        self.kind, self.proc, self.ports, self.sock, self.cfg_path = kind, proc, ports, sock, cfg_path
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(8)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def cli(self, command: str, timeout: float = 5.0) -> bytes:
+        """One runtime API command (non-interactive), the reply bytes."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(self.sock)
+        s.sendall(command.encode() + b"\n")
+        out = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+        s.close()
+        return out
+
+
+def start_proxy(kind: str, template: str, backends: Backends, tmp: Path, n_frontends: int = 1,
+                haproxy_bin: str = "haproxy", extra_args: list[str] | None = None) -> RunningProxy:
+    ports = free_ports(n_frontends)
+    sock = str(tmp / f"{kind}.sock")
+    subs = {"SOCK": sock}
+    for i, p in enumerate(ports):
+        subs["FE" if i == 0 else f"FE{i + 1}"] = str(p)
+    for name, p in backends.ports.items():
+        subs[name.upper()] = str(p)
+    text = template
+    for k, v in subs.items():
+        text = text.replace("{" + k + "}", v)
+    cfg_path = tmp / f"{kind}.cfg"
+    cfg_path.write_text(text)
+    if kind == "haproxy":
+        argv = [haproxy_bin, "-db", "-f", str(cfg_path)]
+    else:
+        argv = [PYTHON, "-m", "edgestick", "proxy", "-f", str(cfg_path)]
+    argv += extra_args or []
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=str(tmp))
+    for p in ports:
+        wait_port(p, proc)
+    return RunningProxy(kind, proc, ports, sock, str(cfg_path))
+
+
+@contextmanager
+def both(template: str, backends: Backends, tmp: Path, haproxy_bin: str, n_frontends: int = 1):
+    """HAProxy and edgestick on the same template, stopped at the end."""
+    (tmp / "h").mkdir(exist_ok=True)
+    (tmp / "e").mkdir(exist_ok=True)
+    h = start_proxy("haproxy", template, backends, tmp / "h", n_frontends, haproxy_bin)
+    try:
+        e = start_proxy("edgestick", template, backends, tmp / "e", n_frontends)
+    except Exception:
+        h.stop()
+        raise
+    try:
+        yield h, e
+    finally:
+        e.stop()
+        h.stop()
+
+
+# ------------------------------------------------------------------ clients
+
+class Response:
+    def __init__(self, raw_head: bytes, body: bytes):
+        self.raw_head = raw_head
+        lines = raw_head.decode("latin-1").split("\r\n")
+        self.status_line = lines[0]
+        self.status = int(lines[0].split()[1])
+        self.headers = [tuple(x.split(": ", 1)) for x in lines[1:] if x]
+        self.body = body
+
+    def header(self, name: str):
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    @property
+    def server(self):
+        for line in self.body.decode("latin-1").splitlines():
+            if line.startswith("server="):
+                return line[7:]
+        return None
+
+    def normalised(self):
+        """Status line and headers, without what legitimately differs (date)."""
+        return (self.status_line, [h for h in self.headers if h[0].lower() != "date"])
+
+
+class Client:
+    """Raw HTTP/1.1 client on one TCP connection, optionally from a chosen source address."""
+
+    def __init__(self, port: int, src: str | None = None, timeout: float = 5.0):
+        self.sock = socket.socket()
+        self.sock.settimeout(timeout)
+        if src:
+            self.sock.bind((src, 0))
+        self.sock.connect(("127.0.0.1", port))
+        self.buf = b""
+        self.port = port
+
+    def send(self, raw: bytes):
+        self.sock.sendall(raw)
+
+    def _fill(self) -> bool:
+        d = self.sock.recv(65536)
+        if not d:
+            return False
+        self.buf += d
+        return True
+
+    def read_response(self, method: str = "GET") -> Response | None:
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill():
+                return None
+        i = self.buf.index(b"\r\n\r\n")
+        head, self.buf = self.buf[:i], self.buf[i + 4:]
+        r = Response(head, b"")
+        te = (r.header("transfer-encoding") or "").lower()
+        if method == "HEAD" or r.status in (204, 304) or 100 <= r.status < 200:
+            return r
+        if "chunked" in te:
+            body = b""
+            while True:
+                while b"\r\n" not in self.buf:
+                    if not self._fill():
+                        return None
+                j = self.buf.index(b"\r\n")
+                size = int(self.buf[:j].split(b";")[0], 16)
+                self.buf = self.buf[j + 2:]
+                while len(self.buf) < size + 2:
+                    if not self._fill():
+                        return None
+                body += self.buf[:size]
+                self.buf = self.buf[size + 2:]
+                if size == 0:
+                    break
+            r.body = body
+            return r
+        cl = r.header("content-length")
+        if cl is not None:
+            n = int(cl)
+            while len(self.buf) < n:
+                if not self._fill():
+                    break
+            r.body, self.buf = self.buf[:n], self.buf[n:]
+            return r
+        while self._fill():
+            pass
+        r.body, self.buf = self.buf, b""
+        return r
+
+    def request(self, path: str = "/", method: str = "GET", headers: list[tuple[str, str]] = (),
+                close: bool = False, body: bytes | None = None) -> Response | None:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        if close:
+            lines.append("Connection: close")
+        self.send(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
+        return self.read_response(method)
+
+    def closed_by_peer(self, timeout: float = 2.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                d = self.sock.recv(65536)
+                if not d:
+                    return True
+                self.buf += d
+        except (TimeoutError, socket.timeout):
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()
+
+
+def one_request(port: int, path: str = "/", src: str | None = None,
+                headers: list[tuple[str, str]] = (), method: str = "GET") -> Response:
+    c = Client(port, src)
+    try:
+        return c.request(path, method, headers, close=True)
+    finally:
+        c.close()
+
+
+def raw_exchange(port: int, raw: bytes, timeout: float = 3.0) -> bytes:
+    """Send raw bytes, read until the peer closes (or timeout)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout)
+    s.sendall(raw)
+    out = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+    except (TimeoutError, socket.timeout):
+        out += b"<open>"
+    except ConnectionResetError:
+        out += b"<reset>"
+    s.close()
+    return out
+
+
+def mask_table(dump: bytes) -> list[str]:
+    """`show table` output with pointers and exp masked (they differ by nature)."""
+    out = []
+    for line in dump.decode().splitlines():
+        line = re.sub(r"^0x[0-9a-f]+:", "PTR:", line)
+        line = re.sub(r" exp=\d+", " exp=X", line)
+        out.append(line)
+    return out
