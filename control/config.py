@@ -38,7 +38,7 @@ PROXY_COUNTERS = frozenset({
     "bytes_out_cnt", "bytes_out_rate", "gpt0",
 })
 
-THRESHOLD_MAX = 2**32 - 1          # the program keeps rates and limits in u32
+THRESHOLD_MAX = 2**32 - 2          # limits are u32 in the program; all-ones is reserved
 DEFAULT_TABLE_SIZE = 65536
 DEFAULT_TABLE_EXPIRE_MS = 60_000
 DEFAULT_IPV6_PREFIX = 64
@@ -488,20 +488,23 @@ def parse_text(text: str, file: str = "<string>") -> list[ShieldConfig]:
     return parse_lines(read_lines(text, file))
 
 
-def load(path: str, name: str | None = None) -> ShieldConfig:
-    """The shield section to run from a file: the one named, or the only one.
+def load(paths: str | list[str], name: str | None = None) -> ShieldConfig:
+    """The shield section to run from one or more files (read in order, like HAProxy's
+    repeated -f): the one named, or the only one.
 
     Whole-file errors carry the path in the message: ConfigError formats `file:line`
     only when there is a line."""
-    shields = parse_lines(read_file(path))
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    where = ", ".join(paths)
+    shields = parse_lines([line for path in paths for line in read_file(path)])
     if name is not None:
         for s in shields:
             if s.name == name:
                 return s
-        raise ConfigError(f"{path}: no shield section named '{name}'")
+        raise ConfigError(f"{where}: no shield section named '{name}'")
     if not shields:
-        raise ConfigError(f"{path}: no shield section")
+        raise ConfigError(f"{where}: no shield section")
     if len(shields) > 1:
-        raise ConfigError(f"{path}: {len(shields)} shield sections "
+        raise ConfigError(f"{where}: {len(shields)} shield sections "
                           f"({', '.join(s.name for s in shields)}): choose one with --name")
     return shields[0]

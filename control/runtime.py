@@ -162,8 +162,13 @@ def parse_command(line: str) -> Command:
 class RuntimeServer:
     """Serves the commands of one Shield on a unix socket (asyncio)."""
 
-    def __init__(self, shield, path: str, mode: int = 0o600, level: str = "operator"):
+    def __init__(self, shield, path: str, mode: int = 0o600, level: str = "operator",
+                 executor=None):
         self.shield, self.path, self.mode, self.level = shield, path, mode, level
+        # Commands run on this executor, one at a time when it has one worker: map
+        # read-modify-writes do not interleave, and blocking calls (netlink through
+        # pyroute2, which runs its own event loop) stay off the server's loop.
+        self.executor = executor
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -198,6 +203,8 @@ class RuntimeServer:
             out = getattr(self.shield, cmd.method)(**cmd.args)
         except CommandError as e:
             return f"{e}\n", None
+        except ValueError as e:    # an address the shield cannot key (control/xdp.py)
+            return f"{e}\n", None
         except OSError as e:       # a map operation the kernel refused (full map, ...)
             return f"Kernel refused the change: {e.strerror or e}\n", None
         return out, None
@@ -220,8 +227,8 @@ class RuntimeServer:
                         await writer.drain()
                         continue
                     break
-                # Shield calls are quick map operations: run them on the loop's thread.
-                reply, control = self.execute(line)
+                reply, control = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.execute, line)
                 if control == "quit":
                     break
                 if control == "prompt":

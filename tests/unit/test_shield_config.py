@@ -127,6 +127,10 @@ def test_several_shields_and_load_by_name(tmp_path):
         config.load(str(path))
     with pytest.raises(ConfigError, match=r"two\.cfg: no shield section named 'c'"):
         config.load(str(path), "c")
+    # Several files read in order, like HAProxy's repeated -f.
+    more = tmp_path / "more.cfg"
+    more.write_text("frontend f\n    bind :80\nshield c\n    interface z0\n")
+    assert config.load([str(path), str(more)], "c").interfaces == [config.Interface("z0")]
 
 
 def test_seed_configs_hold_no_shield_and_parse_cleanly():
@@ -181,7 +185,7 @@ ERRORS = [
     ("drop if { http_req_rate gt 1 }\n", 3, "drop", "unknown metric 'http_req_rate'"),
     ("drop if { conn_rate ge 1 }\n", 3, "drop", "unsupported operator 'ge'"),
     ("drop if { conn_rate gt -1 }\n", 3, "drop", "threshold '-1' is not a non-negative integer"),
-    ("drop if { conn_rate gt 4294967296 }\n", 3, "drop", "is too large"),
+    ("drop if { conn_rate gt 4294967295 }\n", 3, "drop", "is too large (max 4294967294)"),
     ("drop if { conn_rate gt 1 }\n    drop if { conn_rate gt 2 }\n", 4, "drop", "already set"),
     ("table type ip size 1k store pkt_rate(1s)\n    drop if { conn_rate gt 1 }\n", 4, "drop",
      "'conn_rate' is not stored in the table"),
