@@ -21,6 +21,7 @@ from edgestick.cfgsyntax import ConfigError, Line, parse_size, parse_time_ms, re
 from . import model as m
 from .acl import Acl, AclError, compile_condition, parse_acl_expr, split_condition
 from .sample import SampleError, compile_expr
+from .stick_table import parse_table_args
 
 SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
 FOREIGN_SECTIONS = ("shield",)            # parsed by control/
@@ -459,7 +460,8 @@ class Parser:
             if any(t.words[1] == w[1] for t in sec.tables):
                 raise line.error(f"table '{w[1]}' already defined in peers section '{sec.name}'")
             words = m.StickTableWords(("stick-table",) + w[2:], _where(line))
-            self.check_stick_table(line, words, in_peers=True)
+            sec.table_decls[f"{sec.name}/{w[1]}"] = self.check_stick_table(line, words,
+                                                                           in_peers=True)
             sec.tables.append(m.StickTableWords(w, _where(line)))
         elif kw in ("disabled",):
             sec.disabled = True
@@ -470,21 +472,12 @@ class Parser:
 
     # ------------------------------------------------------------------ stick-table
     def check_stick_table(self, line: Line, words: m.StickTableWords, in_peers: bool = False):
-        """Validate with the tables engineer's parser when it is available."""
+        """Parse the declaration with the tables' own grammar (proxy/stick_table.py)."""
         try:
-            from . import stick_table
-        except ImportError:
-            return None
-        parse = getattr(stick_table, "parse_stick_table", None)
-        if parse is None:
-            return None
-        try:
-            decl = parse(words.words[1:], in_peers=in_peers)
-        except ConfigError:
-            raise
+            decl, warnings = parse_table_args(words.words[1:], in_peers_section=in_peers)
         except ValueError as e:
             raise line.error(str(e)) from None
-        for msg in getattr(decl, "warnings", ()) or ():
+        for msg in warnings:
             self.warn(line, msg)
         return decl
 
@@ -1411,16 +1404,12 @@ class Parser:
                                  "encounter various problems with such a configuration. To fix "
                                  "this, please ensure that all following timeouts are set to a "
                                  "non-zero value: 'client', 'connect', 'server'.")
-        if p.stick_table_words is not None:
-            ws = p.stick_table_words.words
-            if "peers" in ws:
-                i = ws.index("peers")
-                if i + 1 < len(ws):
-                    name = ws[i + 1]
-                    if name not in self.cfg.peers:
-                        w = p.stick_table_words.where
-                        raise ConfigError(f"Proxy '{p.name}': unable to find sync peers "
-                                          f"'{name}'.", w.file, w.line, "stick-table")
+        if p.stick_table is not None and p.stick_table.peers is not None:
+            name = p.stick_table.peers
+            if name not in self.cfg.peers:
+                w = p.stick_table_words.where
+                raise ConfigError(f"Proxy '{p.name}': unable to find sync peers '{name}'.",
+                                  w.file, w.line, "stick-table")
 
     @staticmethod
     def check_modes(fe: m.Proxy, be: m.Proxy, where: m.Where, kw: str, how: str):

@@ -67,7 +67,7 @@ class SampleError(ValueError):
 # The only place that touches the stick-table API; everything below goes through these.
 
 def _table_lookup(table, key):
-    """The entry for `key` (a sample value) or None. Never creates, never touches."""
+    """The entry (row) for `key` (a sample value) or None. Never creates, never touches."""
     return table.lookup(key)
 
 
@@ -80,22 +80,38 @@ def _read(table, entry, dtype: str, idx: int = 0):
     return table.read(entry, dtype, idx)
 
 
+def _legacy(dtype: str, idx: int) -> tuple[int, bool]:
+    """gpc0/gpc1 are the legacy counters (elements 0/1 of `gpc` when only that is stored)."""
+    if dtype == "gpc0":
+        return 0, True
+    if dtype == "gpc1":
+        return 1, True
+    return idx, False
+
+
 def _inc_gpc(table, entry, dtype: str, idx: int = 0):
-    """Increment gpcN (and its rate) and return the new value; None when not stored."""
-    return table.inc_gpc(entry, dtype, idx)
+    """Increment a gpc (and its rate); the new value, None when not stored."""
+    i, legacy = _legacy(dtype, idx)
+    return table.inc_gpc(entry, i, legacy)
 
 
 def _clr_gpc(table, entry, dtype: str, idx: int = 0):
-    """Clear gpcN and return the value it had; None when not stored."""
-    return table.clr_gpc(entry, dtype, idx)
+    """Clear a gpc; the value it had, None when not stored."""
+    i, legacy = _legacy(dtype, idx)
+    return table.clr_gpc(entry, i, legacy)
 
 
-def _entry_key(table, entry):
-    return table.entry_key(entry)
+def _same_key_in(table, entry, other, create: bool):
+    """The entry of `other` holding the key of `entry` in `table` (sc_*(ctr,table))."""
+    key = table.key(entry)
+    if other.type == table.type:
+        return other.get_or_create_key(key) if create else other.lookup_key(key)
+    value = table.format_key(key)
+    return other.get_or_create(value) if create else other.lookup(value)
 
 
-def _trackers(entry) -> int:
-    return entry.ref_cnt
+def _trackers(table, entry) -> int:
+    return table.use(entry)
 
 
 def _table_used(table) -> int:
@@ -376,8 +392,7 @@ def _sc_reader(slot: int, table_name: Optional[str], dtype: str, kind: str, idx:
         other = ctx.tables.get(table_name)
         if other is None:
             return None
-        key = _entry_key(t[0], t[1])
-        entry = _table_get_or_create(other, key) if kind in ("inc", "clr") else _table_lookup(other, key)
+        entry = _same_key_in(t[0], t[1], other, kind in ("inc", "clr"))
         if entry is None:
             return 0
         return _entry_value(other, entry, dtype, kind, idx)
@@ -488,7 +503,7 @@ def _trackers_build(slot: Optional[int]):
 
         def fetch(ctx):
             t = ctx.sc[s]
-            return None if t is None else _trackers(t[1])
+            return None if t is None else _trackers(t[0], t[1])
         return fetch
     return build
 
@@ -643,7 +658,7 @@ def _table_trackers(args, cfg, inner):
         if table is None or key is None:
             return None
         entry = _table_lookup(table, key)
-        return 0 if entry is None else _trackers(entry)
+        return 0 if entry is None else _trackers(table, entry)
     return conv
 
 

@@ -98,6 +98,18 @@ CASES = [
     ("stick-table peers missing", INVALID, D + BE + "    stick-table type ip size 1k peers nope\n"),
     ("stick-table peers", VALID, "peers p\n    peer a 127.0.0.1:20901\n" + D + FE
      + "    default_backend b\n" + BE + "    stick-table type ip size 1k peers p\n    stick on src\n"),
+    ("stick-table missing size", INVALID, D + BE + "    stick-table type ip\n"),
+    ("stick-table unknown store", INVALID, D + BE + "    stick-table type ip size 1 store frob\n"),
+    ("stick-table gpc and gpc0", INVALID, D + BE + "    stick-table type ip size 1 store gpc(2),gpc0\n"),
+    ("stick-table twice the same store", VALID, D + BE + "    stick-table type ip size 1 store gpc0,gpc0\n"),
+    ("stick-table every type", VALID, D + BE + "    stick-table type string len 8 size 1m expire 1h "
+     "nopurge srvkey addr store gpc(3),gpc_rate(2,1m),gpt(2),conn_cnt,conn_rate(10s),"
+     "http_req_rate(10s),http_err_cnt,bytes_in_cnt,bytes_out_rate(1m),server_id\n"
+     "backend c\n    stick-table type binary len 4 size 10\n"
+     "backend e\n    stick-table type integer size 10\nbackend g\n    stick-table type ipv6 size 10\n"),
+    ("stick-table string len 0", INVALID, D + BE + "    stick-table type string len 0 size 1\n"),
+    ("peers table missing type", INVALID, "peers p\n    peer a 127.0.0.1:20901\n"
+     "    table t size 10\n" + D + FE),
     # --- deny / return / tarpit
     ("deny statuses", VALID, D + FE + "    http-request deny\n    http-request deny deny_status 429\n"
      "    http-request deny status 403\n    http-request tarpit deny_status 503\n"),

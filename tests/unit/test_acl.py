@@ -249,3 +249,123 @@ def test_expressions_and_converters():
                 "path(1)", "src,add(x)", "sc_http_req_rate(0", "cook"):
         with pytest.raises(SampleError):
             compile_expr(bad)
+
+
+# --------------------------------------------------------------------------- stick-table fetches
+# Real tables from proxy/stick_table.py on an injected clock (reference §6 return rules).
+
+from edgestick import freq_ctr  # noqa: E402
+from edgestick.proxy.stick_table import StickTable  # noqa: E402
+
+
+@pytest.fixture
+def clock():
+    now = [1_000_000]
+    freq_ctr.set_clock(lambda: now[0])
+    yield now
+    freq_ctr.set_clock(None)
+
+
+def tables():
+    fe = StickTable.from_words("fe", "type ip size 100k expire 30s store http_req_rate(10s),conn_cur".split())
+    other = StickTable.from_words("other", "type ip size 10 store gpc0,gpc1,conn_cnt".split())
+    arr = StickTable.from_words("arr", "type ip size 10 store gpc(3),gpc_rate(2,1m),gpt(2)".split())
+    return {"fe": fe, "other": other, "arr": arr}
+
+
+def tracked_ctx(ts, src="198.18.0.10", http_req=True, **kw):
+    row = ts["fe"].track(src, http_req=http_req)
+    return ctx(src=src, sc=[(ts["fe"], row), None, None], table=ts["fe"], tables=ts, **kw)
+
+
+def expr(text, c):
+    return compile_expr(text)(c)
+
+
+def test_sc_fetches_read_the_tracked_entry(clock):
+    ts = tables()
+    c = tracked_ctx(ts)
+    assert expr("sc_http_req_rate(0)", c) == 1
+    assert expr("sc0_http_req_rate", c) == 1
+    assert expr("sc0_conn_cur", c) == 1
+    assert expr("sc0_tracked", c) is True and expr("sc1_tracked", c) is False
+    assert expr("sc_trackers(0)", c) == 1
+    for _ in range(100):
+        ts["fe"].inc_http_req(c.sc[0][1])
+    assert cond("if { sc_http_req_rate(0) gt 100 }")(c) is True
+    assert cond("if { sc_http_req_rate(0) gt 101 }")(c) is False
+    # the rate fades: half a period into the next one, half of the previous count
+    clock[0] += 15_000
+    assert expr("sc_http_req_rate(0)", c) == 50
+
+
+def test_not_stored_type_gives_no_sample_untracked_slot_too(clock):
+    ts = tables()
+    c = tracked_ctx(ts)
+    assert expr("sc_conn_cnt(0)", c) is None            # fe does not store conn_cnt
+    assert cond("if { sc_conn_cnt(0) ge 0 }")(c) is False
+    assert cond("if !{ sc_conn_cnt(0) ge 0 }")(c) is True
+    assert expr("sc1_http_req_rate", c) is None          # slot 1 not tracked
+    assert expr("src_conn_cnt(fe)", c) is None            # known key, type not stored
+
+
+def test_src_and_table_fetches_absent_key_reads_zero(clock):
+    # reference §6, OBS c probe: src_conn_cnt(fe_c) 0 for an unknown client
+    ts = tables()
+    c = ctx(src="198.18.9.9", tables=ts, table=ts["fe"])
+    assert expr("src_http_req_rate(fe)", c) == 0
+    assert expr("src_http_req_rate", c) == 0               # default: the proxy's table
+    assert expr("src,table_http_req_rate(fe)", c) == 0
+    assert expr("src_conn_cnt(fe)", c) == 0                # absent key: 0 even if not stored
+    assert expr("src,in_table(fe)", c) is False
+    assert len(ts["fe"]) == 0                              # lookups never create
+    t = tracked_ctx(ts, src="198.18.9.9")
+    assert expr("src_http_req_rate(fe)", t) == 1
+    assert expr("src,table_http_req_rate(fe)", t) == 1
+    assert expr("src,in_table(fe)", t) is True
+    assert expr("src,table_conn_cur(fe)", t) == 1
+    assert expr("src,table_trackers(fe)", t) == 1
+    assert expr("table_cnt(fe)", t) == 1
+    assert expr("table_avl(fe)", t) == 100 * 1024 - 1
+    assert expr("table_cnt", t) == 1
+
+
+def test_gpc_fetches_increment_clear_and_create(clock):
+    ts = tables()
+    c = ctx(src="198.18.0.20", tables=ts)
+    assert expr("src_get_gpc0(other)", c) == 0
+    assert len(ts["other"]) == 0
+    assert expr("src_inc_gpc0(other)", c) == 1              # creates the entry
+    assert expr("src_inc_gpc0(other)", c) == 2
+    assert expr("src_inc_gpc1(other)", c) == 1
+    assert expr("src_get_gpc0(other)", c) == 2
+    assert expr("src_clr_gpc0(other)", c) == 2              # returns the previous value
+    assert expr("src_get_gpc0(other)", c) == 0
+    assert expr("src_get_gpc1(other)", c) == 1
+    assert expr("src_inc_gpc(2,arr)", c) == 1
+    assert expr("src_get_gpc(2,arr)", c) == 1
+    assert expr("src_gpc_rate(1,arr)", c) == 0
+    assert expr("src_get_gpt(1,arr)", c) == 0
+    assert expr("src,table_gpc(2,arr)", c) == 1
+
+
+def test_sc_fetch_with_another_table_looks_the_same_key_up(clock):
+    ts = tables()
+    c = tracked_ctx(ts)
+    assert expr("sc0_conn_cnt(other)", c) == 0              # key absent there
+    assert expr("sc_inc_gpc0(0,other)", c) == 1             # creates it in `other`
+    assert expr("sc0_get_gpc0(other)", c) == 1
+    assert expr("src_get_gpc0(other)", c) == 1
+
+
+def test_sc_gpc_on_tracked_entry(clock):
+    ts = tables()
+    row = ts["arr"].track("198.18.0.30")
+    c = ctx(src="198.18.0.30", sc=[None, (ts["arr"], row), None], tables=ts)
+    assert expr("sc_inc_gpc(0,1)", c) == 1
+    assert expr("sc_get_gpc(0,1)", c) == 1
+    assert expr("sc_gpc_rate(0,1)", c) == 1
+    assert expr("sc1_get_gpc0", c) == 1                      # legacy name -> element 0
+    assert expr("sc_get_gpc(1,1)", c) == 0
+    assert expr("sc1_inc_gpc1", c) == 1
+    assert expr("sc_get_gpc(1,1)", c) == 1

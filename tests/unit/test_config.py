@@ -257,6 +257,16 @@ ERRORS = [
     ("peers p\n    foo\n", 2, "foo", "unknown keyword 'foo' in 'peers'"),
     ("peers p\npeers p\n", 2, "peers", "same name"),
     ("userlist u\n", 1, "userlist", "not supported by edgestick"),
+    ("backend b\n    stick-table type ip\n", 2, "stick-table", "missing size"),
+    ("backend b\n    stick-table size 1k\n", 2, "stick-table", "missing type"),
+    ("backend b\n    stick-table type ip size 1k store frob\n", 2, "stick-table", "frob"),
+    ("backend b\n    stick-table type ip size 1k store gpc(2),gpc0\n", 2, "stick-table",
+     "simultaneous usage"),
+    ("backend b\n    stick-table type ip size 1k frob\n", 2, "stick-table", "unknown argument"),
+    ("backend b\n    stick-table type ip size 1k expire 5x\n", 2, "stick-table", "'x'"),
+    ("peers p\n    peer a 127.0.0.1:1\n    table t type ip\n", 3, "table", "missing size"),
+    ("peers p\n    table t type ip size 1\n    table t type ip size 1\n", 3, "table",
+     "already defined"),
 ]
 
 
@@ -326,6 +336,14 @@ def test_warnings_are_collected_not_fatal(tail, message):
     cfg, warnings = load_config_text(SEED_DEFAULTS + tail, "w.cfg")
     assert any(message in w and w.startswith("w.cfg:") for w in warnings), warnings
     assert cfg.warnings == warnings
+
+
+def test_stick_table_warnings_and_declaration():
+    cfg, warnings = load_config_text(SEED_DEFAULTS + "backend b\n"
+                                     "    stick-table type ip size 1k store gpc0,gpc0\n", "w.cfg")
+    assert any("already enabled" in w and w.startswith("w.cfg:7:") for w in warnings), warnings
+    decl = cfg.backends["b"].stick_table
+    assert (decl.type, decl.size) == ("ip", 1024)
 
 
 def test_missing_timeouts_warning():
