@@ -131,6 +131,16 @@ def _ip_matcher(values: Sequence[str]) -> Callable[[object], bool]:
     if not nets4 and not nets6:
         raise AclError("no value to match against")
 
+    cache: dict = {}
+
+    def cached(v) -> bool:
+        r = cache.get(v)
+        if r is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            r = cache[v] = match(v)
+        return r
+
     def match(v) -> bool:
         a = _addr_int(v)
         if a is None:
@@ -147,7 +157,7 @@ def _ip_matcher(values: Sequence[str]) -> Callable[[object], bool]:
             n4 = n & 0xFFFFFFFF
             return any(n4 & m == net for net, m in nets4)
         return False
-    return match
+    return cached
 
 
 def _str_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[str], bool]:
@@ -366,22 +376,13 @@ def predefined(name: str) -> Optional[Acl]:
 
 # ---------------------------------------------------------------------------- conditions
 
-class Condition:
-    """A compiled `if|unless` condition; call it with a Context."""
-
-    __slots__ = ("text", "fn")
-
-    def __init__(self, text: str, fn: Callable):
-        self.text, self.fn = text, fn      # hot paths may call .fn directly
-
-    def __call__(self, ctx) -> bool:
-        return self.fn(ctx)
+Condition = Callable   # a compiled condition: fn(ctx) -> bool, with a `.text` attribute
 
 
 def _term_fn(test: Callable, negate: bool) -> Callable:
     if negate:
         return lambda ctx: not test(ctx)       # None (no sample) -> term false -> ! gives True
-    return lambda ctx: bool(test(ctx))
+    return lambda ctx: test(ctx) is True
 
 
 def _and(fns: list[Callable]) -> Callable:
@@ -451,7 +452,8 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
     if polarity == "unless":
         inner_fn = fn
         fn = lambda ctx: not inner_fn(ctx)     # noqa: E731
-    return Condition(" ".join(words), fn)
+    fn.text = " ".join(words)        # every compile builds new function objects
+    return fn
 
 
 def split_condition(words: Sequence[str]) -> tuple[list[str], Optional[list[str]]]:

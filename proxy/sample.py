@@ -378,6 +378,19 @@ def _table_ref(cfg, name: str, fetch: str) -> str:
 def _sc_reader(slot: int, table_name: Optional[str], dtype: str, kind: str, idx: int):
     """sc*_X: read the entry tracked in `slot` (or the same key in `table_name`)."""
     if table_name is None:
+        if kind == "read":
+            last_table = last_reader = None
+
+            def read(ctx):               # the hot one: sc_http_req_rate(0) and friends
+                nonlocal last_table, last_reader
+                t = ctx.sc[slot]
+                if t is None:
+                    return None
+                if t[0] is not last_table:       # tables change only on reload
+                    last_table, last_reader = t[0], t[0].reader(dtype, idx)
+                return last_reader(t[1])
+            return read
+
         def fetch(ctx):
             t = ctx.sc[slot]
             if t is None:
