@@ -100,6 +100,7 @@ class ShieldConfig:
     allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     deny: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     drops: dict[str, int] = field(default_factory=dict)      # metric -> limit
+    flood_guard: int | None = None                           # new sources per period, per CPU
     bans: dict[str, Ban] = field(default_factory=dict)       # metric -> ban rule
     mode: str = "enforce"
     malformed: str = "pass"
@@ -309,6 +310,15 @@ def _kw_ban(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
     cfg.bans[cond.metric] = Ban(ttl, cond)
 
 
+def _kw_flood_guard(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
+    if len(args) != 1:
+        raise line.error("expects 'flood-guard <new sources per period>'")
+    try:
+        cfg.flood_guard = parse_threshold(args[0])
+    except ValueError as e:
+        raise line.error(f"limit {e}") from None
+
+
 def _kw_choice(attr: str, choices: tuple[str, ...]):
     def handler(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
         if len(args) != 1 or args[0] not in choices:
@@ -412,6 +422,7 @@ KEYWORDS = {
     "deny": _list_kw("deny"),
     "drop": _kw_drop,
     "ban": _kw_ban,
+    "flood-guard": _kw_flood_guard,
     "mode": _kw_choice("mode", ENFORCE_MODES),
     "malformed": _kw_choice("malformed", MALFORMED_ACTIONS),
     "pin-dir": _kw_pin_dir,

@@ -22,8 +22,8 @@ from edgestick.control.config import ENFORCE_MODES, LEVELS, METRICS, parse_netwo
 SORT_KEYS = ("conn_rate", "pkt_rate", "byte_rate", "drops")
 DEFAULT_TOP = 20
 MAX_TOP = 100_000
-# `set threshold` names: the drop limit of a metric, or its ban limit.
-THRESHOLDS = tuple(METRICS) + tuple(f"ban_{m}" for m in METRICS)
+# `set threshold` names: the drop limit of a metric, its ban limit, the flood guard.
+THRESHOLDS = tuple(METRICS) + tuple(f"ban_{m}" for m in METRICS) + ("flood_guard",)
 MAX_LINE = 4096
 
 
@@ -58,8 +58,8 @@ COMMANDS = {
     "del allow": ("del allow <addr|cidr>", "remove an allow-list entry", "admin"),
     "add deny": ("add deny <addr|cidr>", "always drop these sources", "admin"),
     "del deny": ("del deny <addr|cidr>", "remove a deny-list entry", "admin"),
-    "set threshold": (f"set threshold {'|'.join(THRESHOLDS)} <value>|off",
-                      "change a limit without reloading", "admin"),
+    "set threshold": ("set threshold <name> <value>|off",
+                      f"change a limit now ({', '.join(THRESHOLDS)})", "admin"),
     "set mode": ("set mode enforce|dry-run", "drop, or only count what would be dropped", "admin"),
 }
 

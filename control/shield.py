@@ -35,6 +35,7 @@ EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 THRESHOLD_FIELDS = {
     "conn_rate": "conn_rate_limit", "pkt_rate": "pkt_rate_limit", "byte_rate": "byte_rate_limit",
     "ban_conn_rate": "ban_conn_rate", "ban_pkt_rate": "ban_pkt_rate", "ban_byte_rate": "ban_byte_rate",
+    "flood_guard": "new_sources_limit",
 }
 MAX_BAN_EXPANSION = 256        # `add ban <cidr>` bans each source of a range up to this many
 BAN_SWEEP_S = 5.0              # how often expired bans are removed from the map
@@ -49,6 +50,7 @@ def xdp_config(cfg: shield_config.ShieldConfig):
     from edgestick.control import xdp
     limits = {THRESHOLD_FIELDS[m]: v for m, v in cfg.drops.items()}
     limits.update({THRESHOLD_FIELDS["ban_" + m]: b.condition.value for m, b in cfg.bans.items()})
+    limits[THRESHOLD_FIELDS["flood_guard"]] = cfg.flood_guard
     return xdp.ShieldConfig(period_ms=cfg.period_ms, mode=cfg.mode, malformed=cfg.malformed,
                             ipv6_prefix=cfg.ipv6_prefix,
                             ban_ttl_ms=cfg.ban_ttl_ms or xdp.ShieldConfig.ban_ttl_ms, **limits)
@@ -216,10 +218,11 @@ class ShieldDaemon:
     def set_threshold(self, name: str, value: int | None) -> str:
         cfg = self.xdp.get_config()
         metric = name.removeprefix("ban_")
-        drop = value if name == metric else getattr(cfg, THRESHOLD_FIELDS[metric])
-        ban = value if name != metric else getattr(cfg, THRESHOLD_FIELDS["ban_" + metric])
-        if drop is not None and ban is not None and ban <= drop:
-            raise CommandError(f"ban threshold {ban} on '{metric}' must be above the drop threshold {drop}")
+        if metric in shield_config.METRICS:
+            drop = value if name == metric else getattr(cfg, THRESHOLD_FIELDS[metric])
+            ban = value if name != metric else getattr(cfg, THRESHOLD_FIELDS["ban_" + metric])
+            if drop is not None and ban is not None and ban <= drop:
+                raise CommandError(f"ban threshold {ban} on '{metric}' must be above the drop threshold {drop}")
         self.xdp.update_config(**{THRESHOLD_FIELDS[name]: value})
         return ""
 

@@ -43,6 +43,7 @@ shield edge
     table type ip size 4k expire 60s store conn_rate(1s),pkt_rate(1s),byte_rate(1s)
     deny {DENIED_NET}
     drop if {{ pkt_rate gt 100000 }}
+    flood-guard 100000
     pin-dir {lab.pin_dir}/shield
     stats socket {tmp_path}/shield.sock mode 600 level admin
     metrics bind :{METRICS_PORT}
@@ -146,6 +147,7 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
     rules = command(tmp_path, "show rules")
     assert f"deny: {DENIED_NET}\n" in rules and "allow: 198.18.0.10/32\n" in rules
     assert "threshold conn_rate: 500\n" in rules and "threshold pkt_rate: 100000\n" in rules
+    assert "threshold flood_guard: 100000\n" in rules
 
     # Bad commands and bad addresses: one error line each, nothing changes.
     before = (command(tmp_path, "show rules"), re.sub(r"exp=\d+", "", command(tmp_path, "show bans")))
@@ -237,8 +239,9 @@ print(json.dumps(seen), flush=True)
 def test_banned_flood_across_kill9_and_restart(lab, tmp_path):
     cfg = write_config(tmp_path, lab)
     first, first_prog = start_daemon(lab, tmp_path, cfg, "first.log")
-    # Added at run time, so only the pinned map carries it into the next daemon.
+    # Added at run time, so only the pinned maps carry them into the next daemon.
     assert command(tmp_path, f"add ban {BANNED}") == "\n"
+    assert command(tmp_path, "add deny 198.18.99.0/24") == "\n"
 
     receiver = lab.popen("edge", [sys.executable, "-c", RECEIVER, "60"], stdout=subprocess.PIPE, text=True)
     assert receiver.stdout.readline().strip() == "ready"
@@ -271,8 +274,10 @@ def test_banned_flood_across_kill9_and_restart(lab, tmp_path):
     total = sum(sent)
     assert total >= 2000
 
-    # The ban survived, and every flood packet was dropped for it, across both programs.
+    # The ban and the list entry survived, and every flood packet was dropped for the ban,
+    # by either program: the pinned per-CPU counters carried over too.
     assert f"key={BANNED} exp=- reason=manual\n" in command(tmp_path, "show bans")
+    assert "deny: 198.18.99.0/24\n" in command(tmp_path, "show rules")
     assert wait_for(lambda: counter(command(tmp_path, "show shield"), "drop", "ban") == total), \
         (total, command(tmp_path, "show shield"))
 

@@ -37,6 +37,7 @@ shield edge
     drop if { byte_rate gt 10000000 }
     ban 10m if { conn_rate gt 1000 }
     ban 10m if { pkt_rate gt 50000 }
+    flood-guard 2000
     mode dry-run
     malformed drop
     pin-dir /sys/fs/bpf/edgestick-test/
@@ -73,6 +74,7 @@ def test_full_section_next_to_proxy_sections():
     assert cfg.drops == {"conn_rate": 200, "pkt_rate": 5000, "byte_rate": 10_000_000}
     assert cfg.bans == {"conn_rate": config.Ban(600_000, config.Condition("conn_rate", 1000)),
                         "pkt_rate": config.Ban(600_000, config.Condition("pkt_rate", 50_000))}
+    assert cfg.flood_guard == 2000
     assert cfg.mode == "dry-run" and cfg.malformed == "drop"
     assert cfg.pin_dir == "/sys/fs/bpf/edgestick-test"
     assert cfg.stats_socket == config.StatsSocket("/run/edgestick/shield.sock", 0o660, "admin")
@@ -88,7 +90,7 @@ def test_defaults():
     assert cfg.periods_ms == {"conn_rate": 1000, "pkt_rate": 1000, "byte_rate": 1000}
     assert cfg.period_ms == 1000 and cfg.ban_ttl_ms is None
     assert cfg.ipv6_prefix == 64 and cfg.allow == [] and cfg.deny == []
-    assert cfg.drops == {} and cfg.bans == {}
+    assert cfg.drops == {} and cfg.bans == {} and cfg.flood_guard is None
     assert cfg.mode == "enforce" and cfg.malformed == "pass"
     assert cfg.pin_dir == "/sys/fs/bpf/edgestick/s"
     assert cfg.stats_socket is None and cfg.metrics_bind is None
@@ -200,6 +202,8 @@ ERRORS = [
      "all rates share one period: 'pkt_rate(10s)' differs from 'conn_rate(1000ms)'"),
     ("drop if { conn_rate gt 100 }\n    ban 10m if { conn_rate gt 100 }\n", 4, "ban",
      "must be above the drop threshold 100"),
+    ("flood-guard\n", 3, "flood-guard", "expects 'flood-guard <new sources per period>'"),
+    ("flood-guard many\n", 3, "flood-guard", "limit 'many' is not a non-negative integer"),
     ("mode fast\n", 3, "mode", "expects enforce or dry-run"),
     ("mode\n", 3, "mode", "expects enforce or dry-run"),
     ("malformed reject\n", 3, "malformed", "expects pass or drop"),
@@ -261,7 +265,7 @@ def test_error_from_a_real_file_names_that_file(tmp_path):
     path.write_text(FULL.replace("mode dry-run", "mode panic"))
     with pytest.raises(ConfigError) as err:
         config.load(str(path))
-    assert str(err.value) == f"{path}:27: 'mode': expects enforce or dry-run"
+    assert str(err.value) == f"{path}:28: 'mode': expects enforce or dry-run"
 
 
 def test_proxy_keywords_inside_proxy_sections_are_not_shield_errors():
@@ -270,3 +274,35 @@ def test_proxy_keywords_inside_proxy_sections_are_not_shield_errors():
             "shield s\n    interface v0\nlisten l\n    mode http\n")
     (cfg,) = parse(text)
     assert cfg.mode == "enforce" and cfg.interfaces == [config.Interface("v0")]
+
+
+# --- `edgestick shield` before any kernel work: configuration errors and --check ---------
+
+def run_cli(argv, capsys):
+    from edgestick.control import shield
+    status = shield.main(argv)
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_cli_check_accepts_a_valid_file(tmp_path, capsys):
+    path = tmp_path / "ok.cfg"
+    path.write_text(FULL)
+    assert run_cli(["-f", str(path), "--check"], capsys) == (0, "Configuration file is valid (shield 'edge')\n", "")
+
+
+def test_cli_reports_config_errors_with_file_line_and_exit_1(tmp_path, capsys):
+    path = tmp_path / "bad.cfg"
+    path.write_text("shield s\n    interface veth0\n    drop if { conn_rate gt many }\n")
+    status, out, err = run_cli(["-f", str(path)], capsys)
+    assert status == 1 and out == ""
+    assert err == f"{path}:3: 'drop': threshold 'many' is not a non-negative integer\n"
+
+
+def test_cli_usage_errors_exit_2(tmp_path, capsys):
+    path = tmp_path / "ok.cfg"
+    path.write_text(FULL)
+    assert run_cli([], capsys)[0] == 2
+    assert run_cli(["-f", str(path), "--bogus"], capsys)[0] == 2
+    status, _, err = run_cli(["-f", str(path), "--purge"], capsys)
+    assert status == 2 and "--purge only goes with --detach" in err

@@ -37,6 +37,7 @@ def net(text):
     ("set threshold conn_rate 200", "set threshold", {"name": "conn_rate", "value": 200}),
     ("set threshold ban_pkt_rate 4294967294", "set threshold", {"name": "ban_pkt_rate", "value": 2**32 - 2}),
     ("set threshold byte_rate off", "set threshold", {"name": "byte_rate", "value": None}),
+    ("set threshold flood_guard 3000", "set threshold", {"name": "flood_guard", "value": 3000}),
     ("set mode dry-run", "set mode", {"mode": "dry-run"}),
     ("set mode enforce", "set mode", {"mode": "enforce"}),
     ("show sources # a comment", "show sources", {"top": 20, "by": "pkt_rate"}),
