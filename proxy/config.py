@@ -565,8 +565,9 @@ class Parser:
     def load_ssl(self, line: Line, opts: dict) -> ssl.SSLContext:
         """Build the TLS context now so a bad certificate fails at check time."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        base = self.cfg.global_.ignored.get("crt-base")
         for crt in opts["crt"]:
-            path = crt
+            path = crt if os.path.isabs(crt) or not base else os.path.join(base[0], crt)
             if os.path.isdir(path):
                 files = sorted(os.path.join(path, f) for f in os.listdir(path)
                                if f.endswith((".pem", ".crt")))
@@ -774,6 +775,9 @@ class Parser:
         w = line.words
         hc = p.http_check
         if sub == "send":
+            if hc.expect is not None:
+                raise line.error("'http-check send' : unable to add http-check send rule after "
+                                 "an 'http-check expect' rule (missing connect rule)")
             i = 2
             while i < len(w):
                 if w[i] == "meth":

@@ -152,6 +152,54 @@ CASES = [
      "    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100 }\n"
      "    http-request deny if { sc0_http_req_rate gt 5 } || { src_http_req_rate(f) ge 9 }\n"),
     ("acl src_ table missing", INVALID, D + FE + "    http-request deny if { src_conn_cnt(nope) gt 1 }\n"),
+    # --- real-world shapes
+    ("debian default global/defaults", VALID, """global
+	log /dev/log	local0
+	log /dev/log	local1 notice
+	stats socket /tmp/edgestick-never-admin.sock mode 660 level admin expose-fd listeners
+	stats timeout 30s
+	daemon
+	ca-base /etc/ssl/certs
+	crt-base /etc/ssl/private
+	ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384
+	ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+defaults
+	log	global
+	mode	http
+	option	httplog
+	option	dontlognull
+        timeout connect 5000
+        timeout client  50000
+        timeout server  50000
+""" + FE + "    default_backend b\n" + BE),
+    ("peers bind/server form", VALID, "global\n    localpeer me\npeers p\n    bind 127.0.0.1:20901\n"
+     "    server me\n    server other 127.0.0.1:20902\n    table t type ip size 10 store gpc0\n"
+     + D + FE + "    http-request track-sc0 src table p/t\n"),
+    ("ipv6 servers and stats on tcp", VALID, "global\n    stats socket ipv4@127.0.0.1:20980 level operator\n"
+     + D + "frontend f\n    bind :::20990 v4v6\n    default_backend b\n"
+     "backend b\n    server s1 ::1:20998 check\n    server s2 [::1]:20997\n    server s3 ipv6@::1:20996\n"),
+    ("httpchk expect and redirect", VALID, D + FE + "    http-request redirect location /new code 301 if { path /old }\n"
+     "    http-request redirect scheme https drop-query if !{ ssl_fc }\n    default_backend b\n" + BE
+     + "    option httpchk\n    http-check send meth GET uri /health ver HTTP/1.1 hdr Host x\n    http-check expect status 200\n"),
+    ("http-check send after expect", INVALID, D + BE + "    option httpchk\n    http-check expect status 200\n"
+     "    http-check send meth GET\n"),
+    ("prometheus service", VALID, D + FE + "    http-request use-service prometheus-exporter if { path /metrics }\n"),
+    ("forwardfor options", VALID, D + FE + "    option forwardfor except 127.0.0.0/8 header X-Real-IP if-none\n"
+     "    option http-ignore-probes\n    option http-server-close\n    no option http-keep-alive\n"),
+    ("listen everything", VALID, D + "listen l\n    bind :20990\n    balance source\n"
+     "    stick-table type ip size 1k expire 1m store conn_cur,http_req_rate(10s)\n"
+     "    tcp-request connection track-sc1 src\n    http-request track-sc0 src\n"
+     "    http-request deny if { sc1_conn_cur gt 10 }\n    stick on src\n"
+     "    cookie S insert indirect nocache\n    server a 127.0.0.1:1 cookie a check\n"),
+    ("response rules", VALID, D + FE + "    stick-table type ip size 1k store http_err_rate(10s)\n"
+     "    http-response track-sc0 src\n    http-response deny if { status 500 }\n"
+     "    http-response set-header X-Served-By edge\n    default_backend b\n" + BE),
+    ("tcp content in backend", VALID, D + FE + "    default_backend b\n" + BE
+     + "    stick-table type ip size 1k\n    tcp-request content track-sc0 src\n"),
+    ("maxconn everywhere", VALID, "global\n    maxconn 1000\n" + D + "    maxconn 500\n" + FE
+     + "    maxconn 100\n    default_backend b\n" + BE + "    fullconn 50\n"),
+    ("server ids duplicate", INVALID, D + BE + "    server s2 127.0.0.1:2 id 1\n    server s3 127.0.0.1:3 id 1\n"),
+    ("unknown section", INVALID, D + FE + "frobsection x\n"),
     # --- defaults
     ("named defaults with rules", VALID, "defaults d\n    mode http\n    timeout client 5s\n"
      "    timeout connect 5s\n    timeout server 5s\n    http-request deny if { path /x }\n"

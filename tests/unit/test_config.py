@@ -424,3 +424,13 @@ backend b
     assert [(s.name, s.id, s.check, s.inter_ms, s.fall, s.rise) for s in be.servers] == [
         ("a", 2, True, 1000, 5, 2), ("b", 1, True, 1000, 5, 2), ("c", 3, False, 1000, 5, 2),
         ("d", 4, True, 1000, 5, 2)]
+
+
+def test_crt_base_applies_to_relative_certificates(tmp_path, cert_pem):
+    import os
+    base, name = os.path.split(cert_pem)
+    cfg, _ = load_config_text(f"global\n    crt-base {base}\n" + SEED_DEFAULTS
+                              + f"frontend f\n    bind :443 ssl crt {name} alpn h2,http/1.1\n",
+                              "c.cfg")
+    b = cfg.frontends["f"].binds[0]
+    assert b.ssl and b.crt == [name] and b.ssl_context is not None
