@@ -109,6 +109,10 @@ class ShieldConfig:
     metrics_bind: tuple[str, int] | None = None
     mirrors: list[str] = field(default_factory=list)
     escalations: list[Escalate] = field(default_factory=list)
+    # mirror/escalation (control/bridge.py, docs/bridge.md): per mirrored table, proxy data
+    # type -> XDP counter (empty: the native xdp_* types); the proxy's runtime socket.
+    mirror_store: dict[str, dict[str, str]] = field(default_factory=dict)
+    proxy_socket: str | None = None
 
     def __post_init__(self) -> None:
         if not self.pin_dir:
@@ -395,13 +399,50 @@ def _table_name(line: Line, name: str) -> str:
     return name
 
 
+# What a `mirror` line may store: the XDP counters, and the proxy data types that receive
+# them. edgestick stores xdp_* natively; a real HAProxy 2.6 only takes them in the tag and
+# counter slots its CLI can write (`set table ... data.gpt1` is refused there: arrays are
+# written at element 0 only, hence gpt/gpc/gpc_rate mean element 0).
+MIRROR_COUNTERS = ("xdp_conn_rate", "xdp_pkt_rate", "xdp_byte_rate", "xdp_drops")
+MIRROR_SLOTS = ("gpt0", "gpc0", "gpc1", "gpc0_rate", "gpc1_rate", "gpt", "gpc", "gpc_rate")
+
+
 def _kw_mirror(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
-    if len(args) != 1:
-        raise line.error("expects 'mirror <table>'")
+    if len(args) not in (1, 3) or (len(args) == 3 and args[1] != "store"):
+        raise line.error("expects 'mirror <table>'" if not args else
+                         "expects 'mirror <table> [store <xdp counter>|<slot>=<xdp counter>,...]'")
     name = _table_name(line, args[0])
     if name in cfg.mirrors:
         raise line.error(f"table '{name}' is mirrored twice")
+    store: dict[str, str] = {}
+    for item in args[2].split(",") if len(args) == 3 else ():
+        slot, sep, counter = item.partition("=")
+        if not sep:
+            slot = counter = item
+        if counter not in MIRROR_COUNTERS:
+            raise line.error(f"unknown XDP counter '{counter}' (expects one of {', '.join(MIRROR_COUNTERS)})")
+        if sep and slot not in MIRROR_SLOTS:
+            raise line.error(f"cannot store into '{slot}' (expects one of {', '.join(MIRROR_SLOTS)}, "
+                             "or the counter's own name on edgestick)")
+        if slot in store:
+            raise line.error(f"'{slot}' is stored twice")
+        store[slot] = counter
     cfg.mirrors.append(name)
+    if store:
+        cfg.mirror_store[name] = store
+
+
+def _kw_proxy_socket(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
+    from edgestick.control.runtime_client import parse_address
+    if len(args) != 1:
+        raise line.error("expects 'proxy-socket <path>|ipv4@<host>:<port>'")
+    if cfg.proxy_socket is not None:
+        raise line.error("'proxy-socket' is set twice")
+    try:
+        parse_address(args[0])
+    except ValueError as e:
+        raise line.error(str(e)) from None
+    cfg.proxy_socket = args[0]
 
 
 def _kw_escalate(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
@@ -429,6 +470,7 @@ KEYWORDS = {
     "stats": _kw_stats,
     "metrics": _kw_metrics,
     "mirror": _kw_mirror,
+    "proxy-socket": _kw_proxy_socket,
     "escalate": _kw_escalate,
 }
 
