@@ -1,0 +1,555 @@
+"""Mirror and escalation: one story per source across the XDP shield and the proxy.
+
+Both run in the shield daemon, one cycle a second (`Bridge(config, shield).run(stop)`),
+and reach the proxy only through its runtime API, so the proxy may be `edgestick proxy`
+or a real HAProxy 2.6.
+
+**Mirror** (`mirror <table> [store ...]`) writes each worthwhile source's XDP counters
+into the proxy's stick table with `set table <t> key <src> data.<type> <v> ...`, so
+`show table` shows packet-level and HTTP-level counters side by side and ACLs can use
+both. Against edgestick the values land in native data types (`xdp_conn_rate`,
+`xdp_pkt_rate`, `xdp_byte_rate`, `xdp_drops`); against HAProxy in the gpt/gpc slots the
+`store` list names (`store gpt0=xdp_conn_rate,gpc1=xdp_drops`).
+
+**Escalation** (`escalate <table> ban <ttl> if { <type> gt <v> }`) asks the proxy
+`show table <t> data.<type> gt <v>` each cycle and bans every source listed at XDP for
+the TTL (logged once per ban; the ban ends by expiry).
+
+How a cycle scales to a million tracked sources
+-----------------------------------------------
+Sending every source every second would be a million `set table` lines a second, and
+a million entries in the proxy's table. Only two kinds of source are worth it:
+
+* sources the proxy already has (they made HTTP requests): their entry gains the XDP
+  view. Membership comes from one `show table <t>` dump per cycle, which also gives the
+  values already written, so a source is only written when a value changed;
+* sources over a fraction (`HOT_FRACTION`, 1/2) of one of the shield's thresholds, or
+  being dropped: the flooders an operator wants to see, at most `MAX_NEW_PER_CYCLE` of
+  them a cycle, the worst first, so a spoofed flood cannot flush the proxy's table.
+
+The XDP map is read with BPF_MAP_LOOKUP_BATCH (64k entries a syscall) into one buffer,
+and a cheap pre-filter (curr+prev of each rate is an upper bound of its value) keeps the
+Python work per uninteresting entry to one struct unpack. A cycle reads at most
+`SCAN_BUDGET` entries (256k, about 0.1 s of one core), resuming where the previous cycle
+stopped: a map of 1M sources is swept every 4 cycles, one of up to 256k every cycle.
+When a sweep ends, proxy entries whose source was not seen in it (evicted from the LRU)
+get zeros once, so stale values do not linger. The cost per cycle is therefore
+O(proxy table + scan budget + changed sources), never O(tracked sources) in writes;
+bench/mirror.py measures it.
+
+A `set table` refreshes the entry's expiry, and writing only on change is what lets an
+idle source's entry expire: once its rates read 0 it is written once more, then left.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import heapq
+import ipaddress
+import logging
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+from edgestick.control.config import MIRROR_COUNTERS
+from edgestick.control.runtime_client import (
+    DumpError, RuntimeApiError, RuntimeClient, Session, parse_table_dump)
+
+log = logging.getLogger("edgestick.bridge")
+
+CYCLE_S = 1.0
+HOT_FRACTION = 0.5            # a source over half a threshold is mirrored even if unknown
+MAX_NEW_PER_CYCLE = 1000      # sources written into the proxy table that it did not have
+SCAN_BUDGET = 262_144         # XDP map entries read per cycle
+BATCH = 65_536                # entries per BPF_MAP_LOOKUP_BATCH call
+
+# The shield counter behind each mirrored type; edgestick's proxy stores the types natively.
+_FIELD = {"xdp_conn_rate": "conn_rate", "xdp_pkt_rate": "pkt_rate",
+          "xdp_byte_rate": "byte_rate", "xdp_drops": "drops"}
+DEFAULT_STORE = {t: t for t in MIRROR_COUNTERS}
+
+
+@dataclass(frozen=True)
+class SourceCounters:
+    source: str               # "a.b.c.d", or "2001:db8::/64" for IPv6 (per prefix)
+    conn_rate: int
+    pkt_rate: int
+    byte_rate: int
+    drops: int
+
+    def value(self, xdp_type: str) -> int:
+        return getattr(self, _FIELD[xdp_type])
+
+
+ZERO = SourceCounters("", 0, 0, 0, 0)
+
+
+@dataclass
+class CycleReport:
+    scanned: int = 0            # XDP map entries read this cycle
+    sweep_done: bool = False
+    proxy_entries: int = 0      # entries in the mirrored table(s)
+    candidates: int = 0         # sources considered (members seen + hot)
+    written: int = 0            # `set table` commands sent
+    new: int = 0                # of which created entries
+    banned: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    scan_s: float = 0.0
+    dump_s: float = 0.0
+    write_s: float = 0.0
+    total_s: float = 0.0
+
+
+# --- reading the shield's sources map ----------------------------------------------------
+
+class SourceScanner:
+    """Resumable, batched scan of the shield's `sources` LRU hash.
+
+    `scan(budget)` returns the raw (key bytes, value bytes offset) of up to `budget`
+    entries, continuing where the last call stopped, and whether a sweep ended."""
+
+    def __init__(self, shield):
+        from edgestick.control import xdp
+        self.xdp = xdp
+        self.map = shield.maps["sources"]
+        self.ksize = ctypes.sizeof(xdp.EsAddr)
+        self.vsize = ctypes.sizeof(xdp.EsSource)
+        self._cursor = ctypes.create_string_buffer(8)     # the kernel's batch token (a bucket)
+        self._next = ctypes.create_string_buffer(8)
+        self._started = False
+        self._keys = ctypes.create_string_buffer(self.ksize * BATCH)
+        self._values = ctypes.create_string_buffer(self.vsize * BATCH)
+        lib = xdp.LIBBPF
+        lib.bpf_map_lookup_batch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                             ctypes.c_void_p, ctypes.c_void_p,
+                                             ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]
+        self._batch = lib.bpf_map_lookup_batch
+        self.batched = True
+
+    def scan(self, budget: int):
+        """Yield (keys buffer, values buffer, count) chunks; sets self.sweep_done."""
+        self.sweep_done = False
+        left = budget
+        while left > 0:
+            if not self.batched:
+                yield from self._scan_slow()
+                return
+            want = min(BATCH, max(left, 256))   # whole hash buckets: never ask for a handful
+            count = ctypes.c_uint32(want)
+            rc = self._batch(self.map.fd, self._cursor if self._started else None, self._next,
+                             self._keys, self._values, ctypes.byref(count), None)
+            code = ctypes.get_errno() if rc < 0 else 0
+            if rc < 0 and code in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP) and not self._started:
+                self.batched = False           # kernel without batch ops on this map type
+                continue
+            if rc < 0 and code == errno.ENOSPC and count.value == 0:
+                return                         # the next bucket does not fit: next cycle
+            if rc < 0 and code not in (errno.ENOENT,):
+                raise OSError(code, f"batch lookup of the sources map: {errno.errorcode.get(code, code)}")
+            n = count.value
+            if n:
+                yield self._keys, self._values, n
+            left -= n
+            if rc < 0:                         # ENOENT: the end of the map
+                self._started = False
+                self.sweep_done = True
+                return
+            ctypes.memmove(self._cursor, self._next, 8)
+            self._started = True
+
+    def _scan_slow(self):
+        """Fallback: one get_next_key and one lookup per entry (whole map per sweep)."""
+        keys = ctypes.create_string_buffer(self.ksize)
+        values = ctypes.create_string_buffer(self.vsize)
+        for key in self.map.keys():
+            value = self.map.lookup(key)
+            if value is None:
+                continue
+            ctypes.memmove(keys, ctypes.byref(key), self.ksize)
+            ctypes.memmove(values, ctypes.byref(value), self.vsize)
+            yield keys, values, 1
+        self.sweep_done = True
+
+
+def _prefilter_struct(xdp) -> tuple[struct.Struct, tuple[str, ...]]:
+    """A struct reading, from one es_source, curr_ctr+prev_ctr of each rate and drops."""
+    src, freq = xdp.EsSource, xdp.EsFreq
+    fields = []
+    for name in ("conn", "pkt", "bytes"):
+        base = getattr(src, name).offset
+        fields.append((base + freq.curr_ctr.offset, "I", name + "_curr"))
+        fields.append((base + freq.prev_ctr.offset, "I", name + "_prev"))
+    fields.append((src.drops.offset, "Q", "drops"))
+    fields.sort()
+    fmt, pos = "<", 0
+    for offset, code, _ in fields:
+        fmt += f"{offset - pos}x{code}" if offset > pos else code
+        pos = offset + struct.calcsize("<" + code)
+    fmt += f"{ctypes.sizeof(src) - pos}x"
+    return struct.Struct(fmt), tuple(name for _, _, name in fields)
+
+
+# --- the bridge --------------------------------------------------------------------------
+
+def proxy_socket_from_global(path: str) -> str | None:
+    """The first admin-level `stats socket` of the file's `global` section (the proxy's),
+    so one configuration for `edgestick run` needs no second socket line."""
+    from edgestick.cfgsyntax import read_file
+    in_global, fallback = False, None
+    for line in read_file(path):
+        kw = line.words[0]
+        if kw in ("global", "defaults", "frontend", "backend", "listen", "peers", "shield",
+                  "userlist", "resolvers", "cache", "program", "http-errors", "ring"):
+            in_global = kw == "global"
+            continue
+        if in_global and kw == "stats" and len(line.words) >= 3 and line.words[1] == "socket":
+            words = line.words
+            level = words[words.index("level") + 1] if "level" in words[:-1] else "user"
+            if level == "admin":
+                return words[2]
+            fallback = fallback or words[2]
+    return fallback
+
+
+@dataclass
+class _MirrorState:
+    table: str
+    store: dict[str, str]                 # proxy data type -> xdp type
+    members_seen: set[str] = field(default_factory=set)   # during the current sweep
+
+
+class Bridge:
+    """Mirror and escalation for one shield. `Bridge(config, shield).run_forever()` or,
+    inside the shield's event loop, `await Bridge(config, shield).run(stop_event)`."""
+
+    def __init__(self, config, shield, proxy_socket: str | None = None, *,
+                 period_s: float = CYCLE_S, hot_fraction: float = HOT_FRACTION,
+                 max_new: int = MAX_NEW_PER_CYCLE, scan_budget: int = SCAN_BUDGET,
+                 timeout: float = 5.0):
+        self.config = config
+        self.shield = shield
+        address = proxy_socket or getattr(config, "proxy_socket", None) \
+            or (proxy_socket_from_global(config.file) if getattr(config, "file", "").startswith("/") else None)
+        if not address and (config.mirrors or config.escalations):
+            raise ValueError(f"shield '{config.name}': mirror/escalate need the proxy's runtime socket: "
+                             "add 'proxy-socket <path>' to the shield section or an admin "
+                             "'stats socket' to the global section")
+        self.client = RuntimeClient(address, timeout=timeout) if address else None
+        self.period_s = period_s
+        self.hot_fraction = hot_fraction
+        self.max_new = max_new
+        self.scan_budget = scan_budget
+        stores = getattr(config, "mirror_store", {}) or {}
+        self.mirrors = [_MirrorState(t, dict(stores.get(t) or DEFAULT_STORE)) for t in config.mirrors]
+        self.scanner = SourceScanner(shield) if self.mirrors and shield is not None else None
+        self.bans: dict[str, float] = {}      # source -> monotonic time its ban ends
+        # drop counters by raw map key, to tell a source dropped since the last sweep
+        self._drops_before: dict[bytes, int] = {}
+        self._drops_now: dict[bytes, int] = {}
+        self._down: str | None = None         # the proxy error being reported, once
+        self._reported: set[str] = set()
+        self.totals = {"cycles": 0, "written": 0, "bans": 0, "errors": 0}
+        self.last: CycleReport | None = None
+
+    # -- one cycle --
+
+    def cycle(self) -> CycleReport:
+        report = CycleReport()
+        t0 = time.perf_counter()
+        try:
+            if self.mirrors or self.config.escalations:
+                with self.client.session() as session:
+                    if self.mirrors:
+                        self._mirror(session, report)
+                    for rule in self.config.escalations:
+                        self._escalate(session, rule, report)
+            if self._down:
+                log.warning("proxy runtime API %s is back", self.client.address)
+                self._down = None
+        except RuntimeApiError as e:
+            report.errors.append(str(e))
+            if self._down != str(e):
+                log.warning("proxy runtime API unreachable, mirror/escalation paused: %s", e)
+                self._down = str(e)
+        report.total_s = time.perf_counter() - t0
+        self.totals["cycles"] += 1
+        self.totals["written"] += report.written
+        self.totals["bans"] += len(report.banned)
+        self.totals["errors"] += len(report.errors)
+        self.last = report
+        return report
+
+    def _report_once(self, key: str, message: str, report: CycleReport) -> None:
+        report.errors.append(message)
+        if key not in self._reported:
+            self._reported.add(key)
+            log.error("%s", message)
+
+    def _dump(self, session: Session, table: str, report: CycleReport, filters: str = ""):
+        t0 = time.perf_counter()
+        reply = session.command(f"show table {table}" + (f" {filters}" if filters else ""))
+        report.dump_s += time.perf_counter() - t0
+        try:
+            headers, entries = parse_table_dump(reply)
+        except DumpError as e:
+            self._report_once(f"dump:{table}:{e}", f"show table {table}: {e}", report)
+            return None, []
+        if not headers:
+            self._report_once(f"dump:{table}", f"show table {table}: {reply.strip() or 'no reply'}", report)
+            return None, []
+        self._reported.discard(f"dump:{table}")
+        return headers[0], entries
+
+    # -- mirror --
+
+    def read_sources(self, report: CycleReport, members: set[bytes]) -> list[tuple[SourceCounters, bool]]:
+        """(counters, is_member) of this cycle's worthwhile sources: proxy members (by raw
+        map key) seen in the scanned part of the map, and hot sources (over a fraction of a
+        threshold, or dropped since the last sweep), at most max_new of those, worst first."""
+        xdp = self.xdp_module
+        cfg = self.shield.get_config()
+        period, prefix = cfg.period_ms, cfg.ipv6_prefix
+        limits = {
+            "conn": min(filter(None, (cfg.conn_rate_limit, cfg.ban_conn_rate)), default=None),
+            "pkt": min(filter(None, (cfg.pkt_rate_limit, cfg.ban_pkt_rate)), default=None),
+            "bytes": min(filter(None, (cfg.byte_rate_limit, cfg.ban_byte_rate)), default=None),
+        }
+        frac = self.hot_fraction
+        # curr+prev bounds a rate from above: below these floors a source cannot be hot
+        inf = float("inf")
+        conn_floor, pkt_floor, bytes_floor = (limits[k] * frac if limits[k] else inf
+                                              for k in ("conn", "pkt", "bytes"))
+        pre, names = self._prefilter
+        i_cc, i_cp = names.index("conn_curr"), names.index("conn_prev")
+        i_pc, i_pp = names.index("pkt_curr"), names.index("pkt_prev")
+        i_bc, i_bp = names.index("bytes_curr"), names.index("bytes_prev")
+        i_dr = names.index("drops")
+        ksize, vsize = self.scanner.ksize, self.scanner.vsize
+        drops_before, drops_now = self._drops_before, self._drops_now
+        now = xdp.now_tick_ms()
+
+        def decode(keys, values, i) -> SourceCounters:
+            key = xdp.EsAddr.from_buffer_copy(keys, i * ksize)
+            s = xdp.EsSource.from_buffer_copy(values, i * vsize)
+            return SourceCounters(xdp.source_str(key, prefix), xdp.read_freq(s.conn, period, now),
+                                  xdp.read_freq(s.pkt, period, now), xdp.read_freq(s.bytes, period, now),
+                                  s.drops)
+
+        out: list[tuple[SourceCounters, bool]] = []
+        hot: list[tuple[float, int, SourceCounters]] = []
+        t0 = time.perf_counter()
+        for keys, values, n in self.scanner.scan(self.scan_budget):
+            report.scanned += n
+            raw_keys = keys.raw
+            for i, row in enumerate(pre.iter_unpack(memoryview(values)[:n * vsize])):
+                raw = raw_keys[i * ksize:(i + 1) * ksize]
+                if raw in members:
+                    out.append((decode(keys, values, i), True))
+                    continue
+                drops = row[i_dr]
+                if drops:
+                    drops_now[raw] = drops
+                    new_drops = drops != drops_before.get(raw)
+                else:
+                    new_drops = False
+                if (not new_drops and row[i_cc] + row[i_cp] < conn_floor
+                        and row[i_pc] + row[i_pp] < pkt_floor and row[i_bc] + row[i_bp] < bytes_floor):
+                    continue
+                c = decode(keys, values, i)
+                score = max(c.conn_rate / limits["conn"] if limits["conn"] else 0,
+                            c.pkt_rate / limits["pkt"] if limits["pkt"] else 0,
+                            c.byte_rate / limits["bytes"] if limits["bytes"] else 0)
+                if new_drops:
+                    score = max(score, 1.0)
+                elif score < frac:
+                    continue
+                item = (score, -len(hot), c)
+                if len(hot) < self.max_new:
+                    heapq.heappush(hot, item)
+                elif item > hot[0]:
+                    heapq.heapreplace(hot, item)
+        report.sweep_done = self.scanner.sweep_done
+        if report.sweep_done:
+            self._drops_before, self._drops_now = drops_now, {}
+        report.scan_s = time.perf_counter() - t0
+        out += [(c, False) for _, _, c in sorted(hot, reverse=True)]
+        return out
+
+    @property
+    def xdp_module(self):
+        from edgestick.control import xdp
+        return xdp
+
+    @property
+    def _prefilter(self):
+        if not hasattr(self, "_pre"):
+            self._pre = _prefilter_struct(self.xdp_module)
+        return self._pre
+
+    def _member_index(self, entries) -> tuple[dict[str, list[str]], set[bytes]]:
+        """For the proxy's keys: XDP source name -> the keys it covers (IPv6 keys group
+        per prefix), and the raw map keys of those sources."""
+        xdp = self.xdp_module
+        index: dict[str, list[str]] = {}
+        raw: set[bytes] = set()
+        prefix = None
+        for e in entries:
+            key = e.key
+            if ":" not in key:
+                try:
+                    raw.add(xdp._V4_MAPPED + socket.inet_aton(key))
+                except OSError:
+                    continue
+                index.setdefault(key, []).append(key)
+                continue
+            if prefix is None:
+                prefix = self.shield.get_config().ipv6_prefix
+            try:
+                skey = xdp.source_key(key, prefix)
+            except ValueError:
+                continue
+            raw.add(bytes(skey.a))
+            index.setdefault(xdp.source_str(skey, prefix), []).append(key)
+        return index, raw
+
+    def _mirror(self, session: Session, report: CycleReport) -> None:
+        dumps = {}
+        members: set[bytes] = set()
+        for m in self.mirrors:
+            header, entries = self._dump(session, m.table, report)
+            if header is None:
+                continue
+            if header.type not in ("ip", "ipv6"):
+                self._report_once(f"type:{m.table}", f"mirror {m.table}: the table's type is "
+                                  f"{header.type}; mirroring needs an ip or ipv6 table", report)
+                continue
+            by_key = {e.key: e for e in entries}
+            index, raw = self._member_index(entries)
+            dumps[m.table] = (header, by_key, index)
+            report.proxy_entries += len(entries)
+            members |= raw
+        if not dumps:
+            return
+        sources = self.read_sources(report, members)
+        report.candidates = len(sources)
+        commands: list[str] = []
+        for m in self.mirrors:
+            if m.table not in dumps:
+                continue
+            header, by_key, index = dumps[m.table]
+            for counters, is_member in sources:
+                if is_member:
+                    keys = index.get(counters.source)
+                    if not keys:
+                        continue
+                    m.members_seen.add(counters.source)
+                else:
+                    key = counters.source
+                    if "/" in key:                     # an IPv6 prefix: its network address
+                        if header.type != "ipv6":
+                            continue
+                        key = key.split("/")[0]
+                    elif header.type != "ip":
+                        continue
+                    keys = [key]
+                    m.members_seen.add(counters.source)   # a member from now on
+                for key in keys:
+                    cmd = self._set_command(m, key, counters, by_key.get(key))
+                    if cmd:
+                        commands.append(cmd)
+                        report.new += key not in by_key
+            if report.sweep_done:
+                # members whose source left the map (LRU eviction): zero their values once
+                for name, keys in index.items():
+                    if name in m.members_seen:
+                        continue
+                    for key in keys:
+                        cmd = self._set_command(m, key, ZERO, by_key.get(key))
+                        if cmd:
+                            commands.append(cmd)
+                m.members_seen.clear()
+        t0 = time.perf_counter()
+        replies = session.pipeline(commands) if commands else []
+        report.write_s = time.perf_counter() - t0
+        report.written = len(commands)
+        for cmd, reply in zip(commands, replies):
+            if reply.strip():
+                table = cmd.split()[2]
+                self._report_once(f"set:{table}:{reply.strip()}", f"mirror: '{cmd}': {reply.strip()}", report)
+
+    @staticmethod
+    def _set_command(m: _MirrorState, key: str, counters: SourceCounters, entry) -> str | None:
+        parts = []
+        for slot, xdp_type in m.store.items():
+            value = counters.value(xdp_type)
+            current = entry.get(slot) if entry is not None else None
+            if entry is None or current != value:
+                if entry is None and value == 0:
+                    continue
+                parts.append(f"data.{slot} {value}")
+        if not parts:
+            return None
+        return f"set table {m.table} key {key} " + " ".join(parts)
+
+    # -- escalation --
+
+    def _escalate(self, session: Session, rule, report: CycleReport) -> None:
+        cond = rule.condition
+        header, entries = self._dump(session, rule.table, report, f"data.{cond.metric} gt {cond.value}")
+        if header is None:
+            return
+        if header.type not in ("ip", "ipv6"):
+            self._report_once(f"type:{rule.table}", f"escalate {rule.table}: the table's type is "
+                              f"{header.type}; bans need an ip or ipv6 table", report)
+            return
+        now = time.monotonic()
+        for e in entries:
+            if self.bans.get(e.key, 0) > now:
+                continue
+            try:
+                source = self.shield.add_ban(e.key, rule.ttl_ms)
+            except (ValueError, OSError) as err:
+                self._report_once(f"ban:{e.key}", f"escalate {rule.table}: cannot ban {e.key}: {err}", report)
+                continue
+            self.bans[e.key] = now + rule.ttl_ms / 1000
+            report.banned.append(source)
+            log.warning("escalate: banned %s at XDP for %s (table %s: %s=%s gt %d)", source,
+                        _fmt_ms(rule.ttl_ms), rule.table, cond.metric, e.get(cond.metric), cond.value)
+        for key in [k for k, until in self.bans.items() if until <= now]:
+            del self.bans[key]
+
+    # -- running --
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.cycle()
+            except Exception:                     # one bad cycle must not end protection
+                log.exception("bridge cycle failed")
+            stop.wait(max(0.0, self.period_s - (time.monotonic() - started)))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The cycle loop as an asyncio task; each cycle runs in its own thread so the
+        daemon's event loop (runtime socket, metrics) never waits on it."""
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(self.cycle)
+            except Exception:
+                log.exception("bridge cycle failed")
+            try:
+                await asyncio.wait_for(stop.wait(), max(0.0, self.period_s - (time.monotonic() - started)))
+            except asyncio.TimeoutError:
+                pass
+
+
+def _fmt_ms(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
