@@ -208,12 +208,52 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
     assert (lab.pin_dir / "shield" / "bans").exists()
     assert not (tmp_path / "shield.sock").exists()
 
+    # Another shield (its own pins) does not replace this program, and this shield does
+    # not silently switch attach modes: exit 3, nothing changed.
+    text = open(cfg).read()
+    other = tmp_path / "other.cfg"
+    other.write_text(text.replace(f"{lab.pin_dir}/shield", f"{lab.pin_dir}/other"))
+    generic = tmp_path / "generic.cfg"
+    generic.write_text(text.replace("mode native", "mode generic"))
+    for path, message in (
+            (other, f"{lab.edge_if} already has XDP program {prog_id}, not this shield's"),
+            (generic, "this shield's program is attached native, the file says generic")):
+        out = lab.run("edge", [*EDGESTICK, "shield", "-f", str(path)], check=False)
+        assert out.returncode == 3 and message in out.stderr, out.stderr
+        assert xdp.xdp_attached(lab.edge_if, lab.ns("edge")) == ("native", prog_id)
+
     # --detach (from outside the namespace, with --netns) with --purge leaves nothing.
     out = subprocess.run([*EDGESTICK, "shield", "-f", cfg, "--netns", lab.ns("edge"), "--detach", "--purge"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert xdp.xdp_attached(lab.edge_if, lab.ns("edge")) == (None, 0)
     assert not (lab.pin_dir / "shield").exists()
+
+    # Without pins to name its program, --detach removes only an edgestick program.
+    foreign = attach_foreign_program(lab)
+    try:
+        out = subprocess.run([*EDGESTICK, "shield", "-f", cfg, "--netns", lab.ns("edge"), "--detach"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 3 and "'foreign_xdp') is not an edgestick program" in out.stderr
+        assert xdp.xdp_attached(lab.edge_if, lab.ns("edge"))[0] == "native"
+    finally:
+        xdp.xdp_detach(lab.edge_if, lab.ns("edge"))
+        foreign.cleanup()
+
+
+def attach_foreign_program(lab):
+    """Another tool's XDP program on the edge's interface (bcc, in this process)."""
+    from bcc import BPF
+
+    from edgestick.control.kernel_headers import ensure_bcc_kernel_source
+    ensure_bcc_kernel_source()
+    b = BPF(text="#include <uapi/linux/bpf.h>\nint foreign_xdp(struct xdp_md *ctx) { return XDP_PASS; }")
+    fn = b.load_func("foreign_xdp", BPF.XDP)
+    from pyroute2 import IPRoute
+    with IPRoute(netns=lab.ns("edge"), flags=0) as ipr:
+        idx = ipr.link_lookup(ifname=lab.edge_if)[0]
+        ipr.link("set", index=idx, xdp={"attrs": [("IFLA_XDP_FD", fn.fd), ("IFLA_XDP_FLAGS", 4)]})
+    return b
 
 
 RECEIVER = r"""
