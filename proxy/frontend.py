@@ -451,6 +451,13 @@ class Frontend:
                     self._bad_request(c, sess_sc, 400)
                     return None
                 if req is not None:
+                    if req.framing == http1.CHUNKED and len(c.buf) > req.head_len:
+                        # HAProxy parses the chunk sizes already received with the head
+                        try:
+                            http1.ChunkedScanner().feed(c.buf[req.head_len:])
+                        except http1.BadMessage:
+                            self._bad_request(c, sess_sc, 400)
+                            return None
                     return req
                 partial = partial or any(b not in (10, 13) for b in c.buf[:64])
             if c.eof:
@@ -898,7 +905,7 @@ class Frontend:
                         conn.close()
                         c.buf.clear()
                         return
-                    conn.transport.write(bytes(c.buf[:used]))
+                    conn.transport.write(scanner.take())
                     del c.buf[:used]
                     stream.bytes_in += used
                     if conn.paused:
@@ -940,10 +947,10 @@ class Frontend:
             while not scanner.done:
                 if conn.buf:
                     used = scanner.feed(conn.buf)
-                    data = bytes(conn.buf[:used])
                     del conn.buf[:used]
+                    data = scanner.take()
                     c.write(data)
-                    stream.bytes_out += used
+                    stream.bytes_out += len(data)
                     if c.paused:
                         await c.drain()
                     continue

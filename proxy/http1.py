@@ -224,16 +224,20 @@ def parse_response(buf: bytearray | bytes, start: int, request_method: str) -> M
 
 
 class ChunkedScanner:
-    """Validates a chunked body as it streams through, without rebuilding it.
-    feed(data) returns how many bytes of data belong to the body (the rest is the
-    next message); raises BadMessage on a bad chunk size or framing."""
-    __slots__ = ("state", "remaining", "line", "done")
+    """Decodes a chunked body as it streams through. feed(data) returns how many bytes
+    of data belong to the body (the rest is the next message) and leaves the payload
+    in `self.payload` (a list of pieces) and trailer lines in `self.trailers`; raises
+    BadMessage on a bad chunk size or framing. HAProxy re-frames chunked bodies the
+    same way: what arrived together leaves as one chunk, extensions dropped."""
+    __slots__ = ("state", "remaining", "line", "done", "payload", "trailers")
 
     def __init__(self):
         self.state = 0        # 0 size line, 1 data, 2 CRLF after data, 3 trailers
         self.remaining = 0
         self.line = b""
         self.done = False
+        self.payload: list = []
+        self.trailers: list = []
 
     def feed(self, data: bytes | bytearray) -> int:
         i, n = 0, len(data)
@@ -241,6 +245,7 @@ class ChunkedScanner:
             st = self.state
             if st == 1:
                 take = min(self.remaining, n - i)
+                self.payload.append(bytes(data[i:i + take]))
                 i += take
                 self.remaining -= take
                 if self.remaining == 0:
@@ -270,20 +275,35 @@ class ChunkedScanner:
             else:                      # trailers end with an empty line
                 if not line:
                     self.done = True
+                else:
+                    self.trailers.append(line)
         return i
+
+    def take(self) -> bytes:
+        """The decoded data so far re-framed as one chunk (plus the last chunk and
+        trailers once the body is complete)."""
+        data = b"".join(self.payload)
+        self.payload.clear()
+        out = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        if self.done:
+            out += b"0\r\n" + b"".join(t + b"\r\n" for t in self.trailers) + b"\r\n"
+        return out
 
 
 def serialize_request(msg: Message, extra: list[tuple[str, str]] | None = None) -> bytes:
-    """Request head for a server: lower-case names, no Connection header (keep-alive
-    is HTTP/1.1's default towards servers)."""
-    parts = [msg.method, " ", msg.target, " HTTP/1.1\r\n"]
+    """Request head for a server: lower-case names, the client's Connection header
+    dropped (keep-alive is HTTP/1.1's default towards servers; an HTTP/1.0 request
+    says `connection: keep-alive`, as HAProxy does)."""
+    parts = [msg.method, " ", msg.target, " HTTP/1.0\r\n" if msg.version == 10 else " HTTP/1.1\r\n"]
     for name, value in msg.headers:
-        if name == "connection" or name == "proxy-connection":
+        if name == "connection":
             continue
         parts += (name, ": ", value, "\r\n")
     if extra:
         for name, value in extra:
             parts += (name, ": ", value, "\r\n")
+    if msg.version == 10:
+        parts.append("connection: keep-alive\r\n")
     parts.append("\r\n")
     return "".join(parts).encode("latin-1")
 
@@ -292,7 +312,7 @@ def serialize_response(msg: Message, conn_header: str | None) -> bytes:
     """Response head for the client. conn_header: "close", "keep-alive" or None."""
     parts = ["HTTP/1.1 %d " % msg.status, msg.reason, "\r\n"]
     for name, value in msg.headers:
-        if name == "connection" or name == "keep-alive" or name == "proxy-connection":
+        if name == "connection":
             continue
         parts += (name, ": ", value, "\r\n")
     if conn_header is not None:

@@ -124,14 +124,15 @@ class ProxyProcess:
         self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _start_runtime(self, cfg):
-        try:
-            from . import runtime_api
-        except ImportError:
-            return
-        if not cfg.global_.stats_sockets:
-            return
-        self.runtime = runtime_api.RuntimeAPI(self)
-        await self.runtime.start(cfg.global_.stats_sockets)
+        from . import runtime_api, stats
+        self.runtime = runtime_api.RuntimeAPI(lambda: list(self.tables.values()), self)
+        stats.register_commands(self, self.runtime.commands)
+        await self._listen_runtime(cfg)
+
+    async def _listen_runtime(self, cfg):
+        g = cfg.global_
+        for s in g.stats_sockets:
+            await self.runtime.listen(s.path, s.mode, s.level, g.stats_timeout_ms, s.uid, s.gid)
 
     async def _sweep(self):
         """Expired entries leave the tables once a second (lookups already ignore them)."""
@@ -199,7 +200,7 @@ class ProxyProcess:
         for b in self.backends.values():
             b.close_idle()
         if self.runtime is not None:
-            await self.runtime.stop()
+            await self.runtime.close()
         if self.sweeper is not None:
             self.sweeper.cancel()
 

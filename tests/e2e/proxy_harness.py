@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -198,15 +199,30 @@ class Response:
         return (self.status_line, [h for h in self.headers if h[0].lower() != "date"])
 
 
+_TLS = []
+
+
+def _client_tls() -> ssl.SSLContext:
+    if not _TLS:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        _TLS.append(ctx)
+    return _TLS[0]
+
+
 class Client:
     """Raw HTTP/1.1 client on one TCP connection, optionally from a chosen source address."""
 
-    def __init__(self, port: int, src: str | None = None, timeout: float = 5.0):
+    def __init__(self, port: int, src: str | None = None, timeout: float = 5.0,
+                 tls: bool = False):
         self.sock = socket.socket()
         self.sock.settimeout(timeout)
         if src:
             self.sock.bind((src, 0))
         self.sock.connect(("127.0.0.1", port))
+        if tls:
+            self.sock = _client_tls().wrap_socket(self.sock)
         self.buf = b""
         self.port = port
 
@@ -290,8 +306,9 @@ class Client:
 
 
 def one_request(port: int, path: str = "/", src: str | None = None,
-                headers: list[tuple[str, str]] = (), method: str = "GET") -> Response:
-    c = Client(port, src)
+                headers: list[tuple[str, str]] = (), method: str = "GET",
+                tls: bool = False) -> Response:
+    c = Client(port, src, tls=tls)
     try:
         return c.request(path, method, headers, close=True)
     finally:
@@ -325,3 +342,14 @@ def mask_table(dump: bytes) -> list[str]:
         line = re.sub(r" exp=\d+", " exp=X", line)
         out.append(line)
     return out
+
+
+def self_signed_cert(directory: Path) -> str:
+    """A throw-away certificate + key in one PEM file (HAProxy's `crt` format)."""
+    key, crt, pem = directory / "key.pem", directory / "crt.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+                    str(key), "-out", str(crt), "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    pem.write_bytes(crt.read_bytes() + key.read_bytes())
+    return str(pem)

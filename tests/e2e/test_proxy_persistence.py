@@ -2,7 +2,8 @@
 the real HAProxy 2.6 and on edgestick with the same backends and the same traffic."""
 import pytest
 
-from proxy_harness import Backends, Client, both, one_request, rewrite_addresses, seed_section
+from proxy_harness import (Backends, Client, both, mask_table, one_request, rewrite_addresses,
+                           seed_section)
 
 pytestmark = pytest.mark.haproxy
 
@@ -77,6 +78,9 @@ def test_config1_stick_on_src_same_server_per_source(config1):
         per_src.setdefault(src, set()).add(srv)
     assert all(len(s) == 1 for s in per_src.values())
     assert [per_src[f"127.0.0.{i}"].pop() for i in range(1, 6)] == ["app1", "app2", "app3", "app1", "app2"]
+    assert mask_table(e.cli("show table app_servers")) == mask_table(h.cli("show table app_servers"))
+    assert "PTR: key=127.0.0.3 use=0 exp=X server_id=3 server_key=app3" in mask_table(
+        e.cli("show table app_servers"))
 
 
 def test_config1_responses_identical(config1):
