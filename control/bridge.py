@@ -305,10 +305,10 @@ class Bridge:
 
     # -- mirror --
 
-    def read_sources(self, report: CycleReport, members: set[bytes]) -> list[tuple[SourceCounters, bool]]:
-        """(counters, is_member) of this cycle's worthwhile sources: proxy members (by raw
-        map key) seen in the scanned part of the map, and hot sources (over a fraction of a
-        threshold, or dropped since the last sweep), at most max_new of those, worst first."""
+    def read_sources(self, report: CycleReport, members: set[bytes]) -> list[SourceCounters]:
+        """This cycle's worthwhile sources: proxy members (by raw map key) in the scanned
+        part of the map, then hot sources (over a fraction of a threshold, or dropped since
+        the last sweep), at most max_new of those, the worst first."""
         xdp = self.xdp_module
         cfg = self.shield.get_config()
         period, prefix = cfg.period_ms, cfg.ipv6_prefix
@@ -338,7 +338,7 @@ class Bridge:
                                   xdp.read_freq(s.pkt, period, now), xdp.read_freq(s.bytes, period, now),
                                   s.drops)
 
-        out: list[tuple[SourceCounters, bool]] = []
+        out: list[SourceCounters] = []
         hot: list[tuple[float, int, SourceCounters]] = []
         t0 = time.perf_counter()
         for keys, values, n in self.scanner.scan(self.scan_budget):
@@ -347,7 +347,7 @@ class Bridge:
             for i, row in enumerate(pre.iter_unpack(memoryview(values)[:n * vsize])):
                 raw = raw_keys[i * ksize:(i + 1) * ksize]
                 if raw in members:
-                    out.append((decode(keys, values, i), True))
+                    out.append(decode(keys, values, i))
                     continue
                 drops = row[i_dr]
                 if drops:
@@ -375,7 +375,7 @@ class Bridge:
         if report.sweep_done:
             self._drops_before, self._drops_now = drops_now, {}
         report.scan_s = time.perf_counter() - t0
-        out += [(c, False) for _, _, c in sorted(hot, reverse=True)]
+        out += [c for _, _, c in sorted(hot, reverse=True)]
         return out
 
     @property
@@ -415,7 +415,11 @@ class Bridge:
             index.setdefault(xdp.source_str(skey, prefix), []).append(key)
         return index, raw
 
-    def _mirror(self, session: Session, report: CycleReport) -> None:
+    def _mirror(self, session: Session, report: CycleReport,
+                sources: list[SourceCounters] | None = None, sweep_done: bool = False) -> None:
+        """One mirror pass: dump each mirrored table, read the worthwhile sources (or take
+        `sources` as given, with `sweep_done` saying whether they cover the whole map) and
+        write what changed."""
         dumps = {}
         members: set[bytes] = set()
         for m in self.mirrors:
@@ -433,18 +437,19 @@ class Bridge:
             members |= raw
         if not dumps:
             return
-        sources = self.read_sources(report, members)
+        if sources is None:
+            sources = self.read_sources(report, members)
+        else:
+            report.sweep_done = sweep_done
         report.candidates = len(sources)
         commands: list[str] = []
         for m in self.mirrors:
             if m.table not in dumps:
                 continue
             header, by_key, index = dumps[m.table]
-            for counters, is_member in sources:
-                if is_member:
-                    keys = index.get(counters.source)
-                    if not keys:
-                        continue
+            for counters in sources:
+                keys = index.get(counters.source)
+                if keys:
                     m.members_seen.add(counters.source)
                 else:
                     key = counters.source
@@ -480,6 +485,20 @@ class Bridge:
                 table = cmd.split()[2]
                 self._report_once(f"set:{table}:{reply.strip()}", f"mirror: '{cmd}': {reply.strip()}", report)
 
+    def mirror_sources(self, sources: list[SourceCounters], sweep_done: bool = False) -> CycleReport:
+        """Write the given counters into the mirrored tables as a cycle would (no shield
+        read): how the mirror is driven against a proxy without a kernel at hand."""
+        report = CycleReport()
+        with self.client.session() as session:
+            self._mirror(session, report, sources, sweep_done)
+        return report
+
+    def find_abusers(self, rule) -> list[tuple[str, int | str | None]]:
+        """(key, value) of the entries an escalation rule's filter lists now."""
+        report = CycleReport()
+        with self.client.session() as session:
+            return [(e.key, e.get(rule.condition.metric)) for e in self._abusers(session, rule, report)]
+
     @staticmethod
     def _set_command(m: _MirrorState, key: str, counters: SourceCounters, entry) -> str | None:
         parts = []
@@ -496,17 +515,21 @@ class Bridge:
 
     # -- escalation --
 
-    def _escalate(self, session: Session, rule, report: CycleReport) -> None:
+    def _abusers(self, session: Session, rule, report: CycleReport) -> list:
         cond = rule.condition
         header, entries = self._dump(session, rule.table, report, f"data.{cond.metric} gt {cond.value}")
         if header is None:
-            return
+            return []
         if header.type not in ("ip", "ipv6"):
             self._report_once(f"type:{rule.table}", f"escalate {rule.table}: the table's type is "
                               f"{header.type}; bans need an ip or ipv6 table", report)
-            return
+            return []
+        return entries
+
+    def _escalate(self, session: Session, rule, report: CycleReport) -> None:
+        cond = rule.condition
         now = time.monotonic()
-        for e in entries:
+        for e in self._abusers(session, rule, report):
             if self.bans.get(e.key, 0) > now:
                 continue
             try:

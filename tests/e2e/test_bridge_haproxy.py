@@ -1,0 +1,147 @@
+"""Mirror and escalation against a real HAProxy 2.6 (control/bridge.py through its stats
+socket), plus the runtime client and `edgestick ctl` on the same socket.
+
+The ban side of escalation needs a shield and therefore root: it is proven in
+tests/kernel/test_bridge.py. Here the mirror is fed counters as the shield would give
+them; the kernel tier feeds it from a real XDP map."""
+import subprocess
+import sys
+
+import pytest
+
+from edgestick.control import config
+from edgestick.control.bridge import Bridge, SourceCounters
+from edgestick.control.runtime_client import RuntimeClient, parse_table_dump, show_table
+from proxy_harness import Backends, Client, start_proxy
+
+# The application server is an HAProxy listener answering 404 on /login: a 404 from a
+# server counts in http_err_rate (an `http-request return` in the frontend itself would not).
+TEMPLATE = """\
+global
+    stats socket {SOCK} mode 600 level admin
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+frontend http_front
+    bind 127.0.0.1:{FE}
+    stick-table type ip size 10k expire 60s store http_req_rate(10s),http_err_rate(10s),gpt0,gpc0_rate(10s),gpc1
+    http-request track-sc0 src
+    http-request deny deny_status 403 if { sc_get_gpt0(0) gt 50 }
+    default_backend app
+backend app
+    server s1 127.0.0.1:{FE2}
+listen app_server
+    bind 127.0.0.1:{FE2}
+    http-request return status 404 if { path_beg /login }
+    http-request return status 200
+"""
+
+
+@pytest.fixture
+def haproxy(tmp_path, haproxy_bin):
+    proxy = start_proxy("haproxy", TEMPLATE, Backends([]), tmp_path, n_frontends=2, haproxy_bin=haproxy_bin)
+    yield proxy
+    proxy.stop()
+
+
+def shield_config(sock: str, text: str) -> config.ShieldConfig:
+    cfg = config.parse_text("shield edge\n    interface veth0\n" + text, "edge.cfg")[0]
+    cfg.proxy_socket = sock
+    return cfg
+
+
+def requests(port: int, src: str, path: str, count: int) -> list[int]:
+    client = Client(port, src)
+    try:
+        return [client.request(path).status for _ in range(count)]
+    finally:
+        client.close()
+
+
+def test_escalation_query_finds_the_sources_producing_4xx(haproxy):
+    assert requests(haproxy.port, "127.0.0.2", "/login", 25) == [404] * 25      # credential stuffing
+    assert requests(haproxy.port, "127.0.0.3", "/login", 5) == [404] * 5
+    assert requests(haproxy.port, "127.0.0.3", "/", 20) == [200] * 20
+    assert requests(haproxy.port, "127.0.0.4", "/", 30) == [200] * 30
+    cfg = shield_config(haproxy.sock, "    escalate http_front ban 10m if { http_err_rate gt 20 }\n")
+    bridge = Bridge(cfg, None)
+    assert bridge.find_abusers(cfg.escalations[0]) == [("127.0.0.2", 25)]
+    # the same question at a lower limit lists both 4xx sources, never the clean one
+    low = config.Escalate("http_front", 600_000, config.Condition("http_err_rate", 4))
+    assert sorted(bridge.find_abusers(low)) == [("127.0.0.2", 25), ("127.0.0.3", 5)]
+
+
+def test_escalation_reports_a_missing_table_once_and_goes_on(haproxy, caplog):
+    cfg = shield_config(haproxy.sock, "    escalate nosuch ban 1m if { http_err_rate gt 1 }\n")
+    bridge = Bridge(cfg, None)
+    for _ in range(2):
+        report = bridge.cycle()
+        assert report.errors == ["show table nosuch: No such table"] and report.banned == []
+    assert sum("No such table" in r.message for r in caplog.records) == 1
+
+
+def test_mirror_writes_the_configured_slots_and_haproxy_acls_use_them(haproxy):
+    assert requests(haproxy.port, "127.0.0.4", "/", 3) == [200] * 3
+    cfg = shield_config(haproxy.sock,
+                        "    mirror http_front store gpt0=xdp_conn_rate,gpc0_rate=xdp_pkt_rate,gpc1=xdp_drops\n")
+    bridge = Bridge(cfg, None)
+    flooder = SourceCounters("198.18.0.66", conn_rate=900, pkt_rate=5000, byte_rate=300000, drops=1234)
+    client = SourceCounters("127.0.0.4", conn_rate=80, pkt_rate=300, byte_rate=24000, drops=0)
+    report = bridge.mirror_sources([client, flooder])
+    assert (report.written, report.new, report.errors) == (2, 1, [])
+
+    rows = {e.key: e for e in show_table(RuntimeClient(haproxy.sock), "http_front")}
+    assert rows["127.0.0.4"].data == {"http_req_rate(10000)": 3, "http_err_rate(10000)": 0, "gpt0": 80,
+                                      "gpc0_rate(10000)": 300, "gpc1": 0}
+    assert rows["198.18.0.66"].data == {"http_req_rate(10000)": 0, "http_err_rate(10000)": 0, "gpt0": 900,
+                                        "gpc0_rate(10000)": 5000, "gpc1": 1234}
+    # HAProxy's own rule reads the mirrored value: conn rate 80 > 50 -> 403
+    assert requests(haproxy.port, "127.0.0.4", "/", 1) == [403]
+
+    # unchanged counters are not written again (and this sweep of the map ends here)
+    assert bridge.mirror_sources([client, flooder], sweep_done=True).written == 0
+    # a sweep that no longer sees them zeroes the mirrored slots once, HTTP counters untouched
+    assert bridge.mirror_sources([], sweep_done=True).written == 2
+    rows = {e.key: e for e in show_table(RuntimeClient(haproxy.sock), "http_front")}
+    assert (rows["127.0.0.4"].get("gpt0"), rows["127.0.0.4"].get("gpc1")) == (0, 0)
+    assert rows["127.0.0.4"].get("http_req_rate") == 4
+    assert bridge.mirror_sources([], sweep_done=True).written == 0
+    assert requests(haproxy.port, "127.0.0.4", "/", 1) == [200]
+
+
+def test_mirror_refusal_is_reported_with_haproxys_words(haproxy):
+    cfg = shield_config(haproxy.sock, "    mirror http_front store gpc0=xdp_drops\n")
+    report = Bridge(cfg, None).mirror_sources([SourceCounters("127.0.0.9", 0, 0, 0, 5)])
+    assert report.errors == ["mirror: 'set table http_front key 127.0.0.9 data.gpc0 5': "
+                             "Data type not stored in this table"]
+
+
+def test_pipelined_session_keeps_replies_in_order(haproxy):
+    client = RuntimeClient(haproxy.sock)
+    commands = [f"set table http_front key 10.1.{i // 250}.{i % 250} data.gpt0 {i}" for i in range(600)]
+    commands.insert(300, "set table http_front key 10.9.9.9 data.nosuch 1")
+    with client.session() as s:
+        replies = s.pipeline(commands)
+        dump = s.command("show table http_front data.gpt0 ge 598")
+    assert replies[300] == "Unknown data type\n\n"          # as in non-interactive mode
+    assert all(r == "\n" for i, r in enumerate(replies) if i != 300)
+    headers, entries = parse_table_dump(dump)
+    assert headers[0].used == 601 and sorted(e.key for e in entries) == ["10.1.2.98", "10.1.2.99"]
+
+
+def test_ctl_prints_replies_verbatim_and_fails_on_transport_errors(haproxy, tmp_path):
+    ctl = [sys.executable, "-m", "edgestick", "ctl", "-S", haproxy.sock]
+    RuntimeClient(haproxy.sock).command("set table http_front key 10.0.0.1 data.gpt0 7")
+    expected = RuntimeClient(haproxy.sock).raw(b"show table http_front\n")
+    out = subprocess.run(ctl + ["show", "table", "http_front"], capture_output=True, timeout=20)
+    assert out.returncode == 0
+    assert out.stdout.replace(b"exp=", b"").split()[:4] == expected.replace(b"exp=", b"").split()[:4]
+    assert out.stdout.startswith(b"# table: http_front, type: ip, size:10240, used:1\n") and out.stdout.endswith(b"\n\n")
+    out = subprocess.run(ctl, input=b"show table nosuch\nshow table http_front key 10.0.0.2\n",
+                         capture_output=True, timeout=20)
+    assert (out.returncode, out.stdout) == (0, b"No such table\n\n\n")
+    out = subprocess.run([sys.executable, "-m", "edgestick", "ctl", "-S", str(tmp_path / "gone.sock"), "show", "info"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 1 and "cannot connect to" in out.stderr and out.stdout == ""
