@@ -114,38 +114,35 @@ _TIME_UNITS = (("us", 0), ("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000
                ("d", 86_400_000))
 
 
-def parse_time_err(text: str) -> tuple[int, Optional[str]]:
-    """HAProxy's parse_time_err in ms: returns (value, error) where error is None, 'over',
-    'under', or the unexpected character."""
-    if not text:
-        return 0, "\0"
-    total, i, n = 0, 0, len(text)
-    while i < n:
-        if not text[i].isdigit():
-            return total, text[i]
-        j = i
-        while j < n and text[j].isdigit():
-            j += 1
-        num = int(text[i:j])
-        unit_mult = 1
-        if j < n:
-            for unit, mult in _TIME_UNITS:
-                if text.startswith(unit, j) and not (unit == "m" and text.startswith("ms", j)):
-                    unit_mult = mult
-                    j += len(unit)
-                    break
-            else:
-                return total, text[j]
-        if unit_mult == 0:                # microseconds: rounded up to 1 ms when non-zero
-            if num and num < 1000:
-                return total, "under"
-            num = (num + 999) // 1000
-            unit_mult = 1
-        total += num * unit_mult
-        if total > 0x7FFFFFFF:
-            return total, "over"
-        i = j
-    return total, None
+def parse_time_err(text: str) -> tuple[int, Optional[str], Optional[str]]:
+    """HAProxy 2.6's parse_time_err for one `<number>[unit]` in ms.
+
+    Returns (value, error, warning): error is None, 'over' or the unexpected character;
+    trailing characters after the unit are ignored with a warning, as 2.6 does."""
+    i, n = 0, len(text)
+    while i < n and text[i].isdigit():
+        i += 1
+    if i == 0:
+        return 0, (text[0] if text else "\0"), None
+    num = int(text[:i])
+    mult = 1
+    if i < n:
+        for unit, m in _TIME_UNITS:
+            if text.startswith(unit, i):
+                mult = m
+                i += len(unit)
+                break
+        else:
+            return 0, text[i], None
+    value = (num + 999) // 1000 if mult == 0 else num * mult
+    if value > 0x7FFFFFFF:
+        return value, "over", None
+    warning = None
+    if i < n:
+        warning = (f"unexpected character '{text[i]}' after the timer value '{text}', only "
+                   "(us=microseconds,ms=milliseconds,s=seconds,m=minutes,h=hours,d=days) are "
+                   "supported. This will be reported as an error in next versions.")
+    return value, None, warning
 
 
 @dataclass
@@ -194,13 +191,12 @@ def parse_table_args(words, in_peers_section: bool = False) -> tuple[TableDecl, 
             i += 2
         elif w == "expire":
             text = arg_after()
-            value, err = parse_time_err(text)
+            value, err, warn = parse_time_err(text)
+            if warn:
+                warnings.append(warn)
             if err == "over":
                 raise ValueError(f"timer overflow in argument <{text}> to <expire>, maximum "
                                  "value is 2147483647 ms (~24.8 days).")
-            if err == "under":
-                raise ValueError(f"timer underflow in argument <{text}> to <expire>, minimum "
-                                 "non-null value is 1 ms.")
             if err is not None:
                 raise ValueError(f"unexpected character '{err}' in argument of 'expire'.")
             d.expire_ms = value
@@ -231,13 +227,13 @@ def parse_table_args(words, in_peers_section: bool = False) -> tuple[TableDecl, 
             i += 1
             ids = d.stores
             if DT["gpt"] in ids and DT["gpt0"] in ids:
-                raise ValueError("simultaneous use of 'gpt' and 'gpt0' in a same table is not "
+                raise ValueError("simultaneous usage of 'gpt' and 'gpt0' in a same table is not "
                                  "permitted as 'gpt' overrides 'gpt0'.")
             if DT["gpc"] in ids and (DT["gpc0"] in ids or DT["gpc1"] in ids):
-                raise ValueError("simultaneous use of 'gpc' and 'gpc[0/1]' in a same table is "
+                raise ValueError("simultaneous usage of 'gpc' and 'gpc[0/1]' in a same table is "
                                  "not permitted as 'gpc' overrides 'gpc[0/1]'.")
             if DT["gpc_rate"] in ids and (DT["gpc0_rate"] in ids or DT["gpc1_rate"] in ids):
-                raise ValueError("simultaneous use of 'gpc_rate' and 'gpc[0/1]_rate' in a same "
+                raise ValueError("simultaneous usage of 'gpc_rate' and 'gpc[0/1]_rate' in a same "
                                  "table is not permitted as 'gpc_rate' overrides "
                                  "'gpc[0/1]_rate'.")
         elif w == "srvkey":
@@ -317,7 +313,9 @@ def _alloc_data_type(d: TableDecl, name: str, sa: Optional[str], sa2: Optional[s
     if t.takes_period:
         if sa is None:
             raise ValueError(f"missing argument to store option '{name}'.")
-        value, err = parse_time_err(sa)
+        value, err, warn = parse_time_err(sa)
+        if warn:
+            warnings.append(warn)
         if err is not None:
             raise ValueError(f"error when processing store option '{name}'.")
         period = value
