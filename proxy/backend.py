@@ -234,6 +234,7 @@ class Backend:
         self._rr = 0
         self._active: list[ServerState] = []
         self._map: list[ServerState] = []
+        self._rr_map: list[ServerState] = []
         # counters (show stat / metrics)
         self.cur = self.smax = self.stot = self.bin = self.bout = 0
         self.hrsp = [0, 0, 0, 0, 0, 0]
@@ -254,6 +255,10 @@ class Backend:
             active = backups[:1] if not getattr(self.model.options, "other", {}).get("allbackups") else backups
         self._active = active
         self._map = _weighted_map(active)
+        # roundrobin turns over every normal server, skipping unusable ones, so the
+        # turn goes on where it was when a server goes down (as HAProxy's observed)
+        normal = [s for s in self.servers if not s.backup and s.weight > 0]
+        self._rr_map = _weighted_map(normal) if any(s.usable for s in normal) else self._map
 
     @property
     def up(self) -> bool:
@@ -280,10 +285,14 @@ class Backend:
                 if not s.maxconn or s.cur < s.maxconn:
                     return s
             return None
-        table = self._map if avoid is None else _weighted_map(servers)
-        srv = table[self._rr % len(table)]
-        self._rr += 1
-        return srv
+        table = self._rr_map
+        n = len(table)
+        for _ in range(n):
+            srv = table[self._rr % n]
+            self._rr += 1
+            if srv in servers:
+                return srv
+        return servers[0]
 
     # ---- persistence helpers
 
