@@ -189,18 +189,46 @@ def _str_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[s
         except re.error as e:
             raise AclError(f"regex '{e.pattern}' is invalid: {e}") from None
         return lambda s: any(r.search(s) for r in regs)
-    if method == "dir":
-        return lambda s: any(v in norm(s).split("/") for v in vals)
-    if method == "dom":
-        def dom(s):
-            parts = re.split(r"[/?.:]", norm(s))
-            return any(v in parts or ("." in v and f".{v}." in f".{norm(s)}.") for v in vals)
-        return dom
+    if method in ("dir", "dom"):
+        delims = "/?" if method == "dir" else "/?.:"
+        words = [v.strip(delims) for v in vals]
+        return lambda s: any(_match_word(norm(s), w, delims) for w in words)
     raise AclError(f"unknown match method '{method}'")
 
 
+def _match_word(s: str, word: str, delims: str) -> bool:
+    """`word` occurs in `s` bounded by delimiters or the ends (HAProxy's -m dir/-m dom)."""
+    if not word:
+        return False
+    start = s.find(word)
+    n = len(word)
+    while start >= 0:
+        end = start + n
+        if (start == 0 or s[start - 1] in delims) and (end == len(s) or s[end] in delims):
+            return True
+        start = s.find(word, start + 1)
+    return False
+
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT",
+                            "TRACE"})
+
+
+def _meth_matcher(values: Sequence[str], icase: bool) -> Callable[[str], bool]:
+    """HAProxy's method match: a pattern naming a standard method (exact case) matches only
+    that method; other patterns match only non-standard methods, by text (-i applies)."""
+    known = frozenset(v for v in values if v in _KNOWN_METHODS)
+    other = frozenset((v.lower() if icase else v) for v in values if v not in _KNOWN_METHODS)
+
+    def match(m: str) -> bool:
+        if m in _KNOWN_METHODS:
+            return m in known
+        return (m.lower() if icase else m) in other
+    return match
+
+
 MATCH_METHODS = ("found", "bool", "int", "ip", "bin", "len", "str", "sub", "reg", "beg",
-                 "end", "dir", "dom")
+                 "end", "dir", "dom", "meth")
 
 
 def build_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[object], bool]:
@@ -231,6 +259,11 @@ def build_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[
         except ValueError:
             raise AclError("binary patterns must be hexadecimal strings") from None
         return lambda v: (v if isinstance(v, bytes) else str(v).encode()) in pats
+    if method == "meth":
+        if not values:
+            raise AclError("no value to match against")
+        mm = _meth_matcher(values, icase)
+        return lambda v: mm(v if isinstance(v, str) else str(v))
     sm = _str_matcher(method, values, icase)
     return lambda v: sm(v if isinstance(v, str) else str(v))
 

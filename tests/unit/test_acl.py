@@ -63,7 +63,8 @@ def test_integer_operator_without_value_is_an_error():
     ("path -m found", True), ("query -m found", True),
     ("url_beg /api/v1/items?", True),
     ("method GET", True), ("method POST PUT", False), ("method get", False),
-    ("method -i get", True),
+    ("method -i get", False),       # a standard method matches only its exact name
+    ("method -m str -i get", True), ("method GET -i get", True),
     ("hdr(host) www.Example.com", True), ("hdr(host) www.example.com", False),
     ("hdr(host) -i www.example.com", True), ("hdr_end(host) -i .EXAMPLE.com", True),
     ("hdr_beg(host) www.", True), ("hdr_sub(host) -i example", True),
@@ -81,6 +82,25 @@ def test_string_match_methods(expr, expected):
             anon(expr)
         return
     assert anon(expr) is expected
+
+
+def test_method_match_standard_and_other_methods():
+    assert anon("method GET", method="get") is False
+    assert anon("method -i GET", method="get") is False
+    assert anon("method -i get", method="get") is True
+    assert anon("method get", method="get") is True
+    assert anon("method PURGE", method="PURGE") is True
+    assert anon("method -i purge", method="PURGE") is True
+    assert anon("method purge", method="PURGE") is False
+
+
+def test_dir_and_dom_match_words_between_delimiters():
+    assert anon("hdr_dom(host) -i example.com", headers=[["host", "www.example.com:8080"]])
+    assert anon("hdr_dom(host) example.com", headers=[["host", "example.com"]])
+    assert not anon("hdr_dom(host) example.com", headers=[["host", "myexample.com"]])
+    assert anon("hdr_dom(host) .example.com.", headers=[["host", "a.example.com"]])
+    assert anon("path_dir v1/items", path="/api/v1/items")
+    assert not anon("path_dir v1/item", path="/api/v1/items")
 
 
 def test_header_acls_test_every_occurrence_and_comma_value():

@@ -1,0 +1,160 @@
+"""Differential check of ACL evaluation: HAProxy 2.6 evaluates a list of conditions on
+real requests and answers which matched; our compiled conditions evaluate the same
+requests (same method, path, headers, source, same stick-table history) and must agree
+on every condition for every request."""
+import socket
+import subprocess
+import time
+
+import pytest
+
+from edgestick.cfgsyntax import split_words
+from edgestick.proxy import http1
+from edgestick.proxy.acl import Acl, compile_condition, parse_acl_expr
+from edgestick.proxy.sample import Context
+from edgestick.proxy.stick_table import StickTable
+
+CONDITIONS = [
+    "{ path /a/b.html }", "{ path_beg /a/ }", "{ path_end .html }", "{ path_sub b.ht }",
+    "{ path_reg ^/a/[a-z]+\\.html$ }", "{ path_dir a }", "{ path_len gt 6 }", "{ path -m len 8 }",
+    "{ path -i /A/B.HTML }", "{ path /A/B.HTML }", "{ url_beg /a/b.html? }", "{ url_end x=1 }",
+    "{ query -m found }", "{ query x=1 }", "{ query -m len 0 }",
+    "{ method GET }", "{ method POST }", "{ method -i get }", "METH_GET", "METH_POST",
+    "{ method -m str -i get }", "{ method -i GET }", "{ method get }", "{ method PURGE get }",
+    "{ path_dir a/b.html }", "{ path_dir b }", "{ hdr_dom(host) .example.com. }",
+    "{ hdr(host) www.example.com }", "{ hdr(host) -i WWW.EXAMPLE.COM }",
+    "{ hdr_end(host) -i .example.com }", "{ hdr_beg(host) www. }", "{ hdr_dom(host) -i example.com }",
+    "{ hdr_sub(host) ampl }", "{ hdr_len(host) 15 }", "{ hdr(x-list) b }", "{ hdr(x-list) c }",
+    "{ hdr(x-list) a }", "{ hdr_cnt(x-list) ge 2 }", "{ hdr_cnt(nope) 0 }", "{ hdr(nope) -m found }",
+    "!{ hdr(nope) -m found }", "{ hdr(nope) -m len 0 }", "!{ hdr(nope) -m len 0 }",
+    "{ hdr(x-num) -m int gt 10 }", "{ hdr_val(x-num) 5:20 }", "{ hdr_val(x-num) lt 0 }",
+    "{ hdr(x-ip) -m ip 10.0.0.0/8 }", "{ hdr(x-ip) -m ip fd00::/8 }",
+    "{ cook(sid) abc }", "{ cook(SERVERID) s2 }", "{ cook(nope) -m found }",
+    "{ src 127.0.0.0/8 }", "{ src 10.0.0.0/8 }", "{ src ::ffff:127.0.0.0/104 }", "LOCALHOST",
+    "{ src -m ip 127.0.0.1 }", "{ dst_port gt 1024 }", "{ src_port gt 0 }",
+    "{ ssl_fc }", "!{ ssl_fc }", "TRUE", "FALSE", "{ always_true }",
+    "{ sc0_tracked }", "!{ sc0_tracked }", "{ sc1_tracked }", "{ sc_tracked(1) }",
+    "{ sc_http_req_cnt(0) ge 0 }", "!{ sc_http_req_cnt(0) ge 0 }",
+    "{ sc1_http_req_cnt gt 2 }", "{ sc_http_req_cnt(1) eq 1 }", "{ sc1_http_req_rate ge 3 }",
+    "{ sc1_conn_cur 1 }", "{ sc1_conn_cnt gt 0 }", "{ sc1_http_err_cnt ge 0 }",
+    "{ src_http_req_cnt(t) gt 3 }", "{ src_http_req_cnt(t2) eq 0 }", "{ table_cnt(t) eq 1 }",
+    "{ path_beg /a/ } { method GET }", "{ path_beg /z } || { method GET }",
+    "{ method POST } or !{ path_beg /a/ }", "{ method POST } { path_beg /a/ } || { hdr(host) -m found }",
+    "acl_multi", "!acl_multi", "acl_multi { method GET }",
+]
+
+REQUESTS = [
+    "GET /a/b.html?x=1 HTTP/1.1\r\nHost: www.example.com\r\nX-List: a, b\r\nX-List: c\r\n"
+    "X-Num: 12\r\nCookie: sid=abc; SERVERID=s2\r\nX-IP: 10.1.2.3\r\n\r\n",
+    "GET /a/b.html HTTP/1.1\r\nHost: WWW.example.com\r\nX-Num: -3\r\nX-IP: fd00::1\r\n\r\n",
+    "POST /z/index HTTP/1.1\r\nHost: api.example.org\r\nContent-Length: 0\r\n"
+    "Cookie: SERVERID=s1\r\nX-List: b\r\n\r\n",
+    "GET /A/B.HTML? HTTP/1.1\r\nhost: www.example.com\r\nx-num: 20\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: x\r\nX-Num: abc\r\nX-IP: nonsense\r\n\r\n",
+    "OPTIONS /a/ HTTP/1.1\r\nHost: www.example.com\r\n\r\n",
+    "get /a/b.html HTTP/1.1\r\nHost: www.example.com\r\n\r\n",
+    "GET /a/b.html?y=2&x=1 HTTP/1.1\r\nHost: www.example.com:8080\r\nX-List: a,b,c\r\n\r\n",
+    "PURGE /a/b.html HTTP/1.1\r\nHost: www.example.com\r\nCookie: a=1\r\nCookie: sid=abc\r\n"
+    "X-List:\r\nX-Num: 007\r\n\r\n",
+    "DELETE /a//b.html?x=1&x=1 HTTP/1.1\r\nHost: example.com\r\nCookie: sid=abcd; sid=abc\r\n"
+    "X-IP: ::ffff:10.0.0.1\r\n\r\n",
+]
+
+
+def haproxy_config(port: int) -> str:
+    lines = ["defaults", "    mode http", "    timeout connect 5s", "    timeout client 5s",
+             "    timeout server 5s", "frontend f", f"    bind 127.0.0.1:{port}",
+             "    stick-table type ip size 1k expire 1m store http_req_cnt,http_req_rate(10s),"
+             "conn_cur,conn_cnt,http_err_cnt",
+             "    acl acl_multi path_beg /z", "    acl acl_multi hdr(host) -i www.example.com",
+             "    http-request track-sc1 src table t"]
+    for i, c in enumerate(CONDITIONS):
+        lines.append(f"    http-request set-var(txn.m{i}) str(1) if {c}")
+    fmt = " ".join(f"%[var(txn.m{i})]" for i in range(len(CONDITIONS)))
+    lines.append(f"    http-request return status 200 content-type text/plain lf-string \"{fmt}\"")
+    lines += ["backend t", "    stick-table type ip size 1k expire 1m store http_req_cnt,"
+              "http_req_rate(10s),conn_cur,conn_cnt,http_err_cnt",
+              "backend t2", "    stick-table type ip size 1k store http_req_cnt"]
+    return "\n".join(lines) + "\n"
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def ask(port: int, raw: str) -> tuple[list[bool], tuple]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(raw.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n", 1).encode())
+        local = s.getsockname()
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data[:200]
+    words = body.decode().split(" ")
+    assert len(words) == len(CONDITIONS), data
+    return [w == "1" for w in words], local
+
+
+@pytest.fixture(scope="module")
+def haproxy(haproxy_bin, tmp_path_factory):
+    port = free_port()
+    path = tmp_path_factory.mktemp("acl") / "acl.cfg"
+    path.write_text(haproxy_config(port))
+    proc = subprocess.Popen([haproxy_bin, "-db", "-f", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "haproxy did not start"
+                time.sleep(0.02)
+        yield port, path.read_text()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_conditions_agree_with_haproxy(haproxy):
+    port, text = haproxy
+    acls = {}
+    for line in text.splitlines():
+        words = split_words(line)
+        if words and words[0] == "acl":
+            acls.setdefault(words[1], Acl(words[1])).exprs.append(parse_acl_expr(words[2:]))
+    conds = [compile_condition(("if",) + split_words(c), acls) for c in CONDITIONS]
+    decl = "type ip size 1k expire 1m store http_req_cnt,http_req_rate(10s),conn_cur,conn_cnt," \
+           "http_err_cnt".split()
+    tables = {"f": StickTable.from_words("f", decl), "t": StickTable.from_words("t", decl),
+              "t2": StickTable.from_words("t2", "type ip size 1k store http_req_cnt".split())}
+    mismatches = []
+    for n, raw in enumerate(REQUESTS):
+        theirs, (src, src_port) = ask(port, raw)
+        req = http1.parse_request(raw.encode())
+        path, _, query = req.target.partition("?")
+        row = tables["t"].track(src, http_req=True)      # http-request track-sc1 src table t
+        ctx = Context(src, src_port, "127.0.0.1", port, False, req.method, path,
+                      query if "?" in req.target else None, req.target, req.headers,
+                      [None, (tables["t"], row), None], tables["f"], tables)
+        ours = [bool(c(ctx)) for c in conds]
+        tables["t"].release(row)
+        for i, (a, b) in enumerate(zip(theirs, ours)):
+            if a != b:
+                mismatches.append(f"request {n} {raw.split(chr(13))[0]!r}: {CONDITIONS[i]!r} "
+                                  f"haproxy={a} edgestick={b}")
+    assert not mismatches, "\n".join(mismatches)
