@@ -124,7 +124,13 @@ class ProxyProcess:
         self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _start_runtime(self, cfg):
-        from . import runtime_api, stats
+        try:
+            from . import runtime_api
+        except ImportError:                 # not built yet
+            if cfg.global_.stats_sockets:
+                _log("[WARNING] runtime API not available: stats sockets not served")
+            return
+        from . import stats
         self.runtime = runtime_api.RuntimeAPI(lambda: list(self.tables.values()), self)
         stats.register_commands(self, self.runtime.commands)
         await self._listen_runtime(cfg)

@@ -78,6 +78,7 @@ def setup(tmp_path_factory, haproxy_bin):
 
 
 def test_killed_server_goes_down_and_persistence_moves(setup):
+    pytest.importorskip("edgestick.proxy.runtime_api")
     group, (h, e) = setup
     for p in (h, e):
         assert [one_request(p.port, "/", f"127.0.0.{i}").server for i in (1, 2, 3)] == \
