@@ -74,7 +74,20 @@ DATA_TYPES: tuple[DataType, ...] = (
     DataType(23, "gpc", UINT, is_array=True),
     DataType(24, "gpc_rate", FRQP, is_array=True),
 )
-DT = {d.name: d.id for d in DATA_TYPES}
+
+# edgestick's own data types: the XDP shield's per-source counters, written by its mirror
+# (control/bridge.py, docs/bridge.md) with `set table`; read with sc_/src_/table_ fetches.
+# Ids from 64 so they never collide with HAProxy's on the peers wire; never sent to peers.
+LOCAL_DATA_TYPE_MIN = 64
+XDP_DATA_TYPES: tuple[DataType, ...] = (
+    DataType(64, "xdp_conn_rate", UINT),     # a rate per the shield's period, as it read it
+    DataType(65, "xdp_pkt_rate", UINT),
+    DataType(66, "xdp_byte_rate", ULL),
+    DataType(67, "xdp_drops", ULL),          # packets dropped at XDP (a counter)
+)
+DATA_TYPE_BY_ID: dict[int, DataType] = {d.id: d for d in DATA_TYPES + XDP_DATA_TYPES}
+
+DT = {d.name: d.id for d in DATA_TYPE_BY_ID.values()}
 MAX_ARRAY = 100
 
 
@@ -299,7 +312,7 @@ def _alloc_data_type(d: TableDecl, name: str, sa: Optional[str], sa2: Optional[s
     if dt in d.stores:
         warnings.append(f"store option '{name}' already enabled, ignored.")
         return
-    t = DATA_TYPES[dt]
+    t = DATA_TYPE_BY_ID[dt]
     nbelem = 1
     if t.is_array:
         if sa is None:
@@ -504,7 +517,7 @@ class StickTable:
         self._fields = {}
         self.stored_ids = sorted(self.decl.stores)
         for dt in self.stored_ids:
-            t = DATA_TYPES[dt]
+            t = DATA_TYPE_BY_ID[dt]
             nbelem, period = self.decl.stores[dt]
             elems = []
             for _ in range(nbelem):
@@ -970,7 +983,7 @@ class StickTable:
                 return None
         else:
             e = elems[idx]
-            if DATA_TYPES[dt].std == FRQP:
+            if DATA_TYPE_BY_ID[dt].std == FRQP:
                 tick, curr, prev, period = e
 
                 def r(row, now=None):
@@ -1029,7 +1042,7 @@ class StickTable:
     def cli_value(self, row: int, dt: int, now: Optional[int] = None) -> int:
         """The value `data.<type>` filters compare: element 0, rates read now, 0 for
         server_key."""
-        t = DATA_TYPES[dt]
+        t = DATA_TYPE_BY_ID[dt]
         e = self._fields[dt][0]
         if t.std == FRQP:
             tick, curr, prev, period = e
@@ -1041,7 +1054,7 @@ class StickTable:
 
     def cli_set(self, row: int, dt: int, value: int, now: Optional[int] = None) -> None:
         """`set table ... data.<type> <value>` on element 0 (C integer conversion)."""
-        t = DATA_TYPES[dt]
+        t = DATA_TYPE_BY_ID[dt]
         e = self._fields[dt][0]
         if t.std == SINT:
             v = value & U32
@@ -1068,7 +1081,7 @@ class StickTable:
         parts = [f"0x{self._ptr_base + row * 0x70:x}: key={self.format_key(self._keys[row])} "
                  f"use={self._use[row]} exp={left if left > 0 else 0}"]
         for dt in self.stored_ids:
-            t = DATA_TYPES[dt]
+            t = DATA_TYPE_BY_ID[dt]
             elems = self._fields[dt]
             if t.is_array:
                 us = t.name.find("_")
@@ -1098,7 +1111,9 @@ class StickTable:
         (server_key), or (curr_tick, curr_ctr, prev_ctr) for rates."""
         out = {}
         for dt in self.stored_ids:
-            t = DATA_TYPES[dt]
+            if dt >= LOCAL_DATA_TYPE_MIN:       # edgestick-only types stay off the wire
+                continue
+            t = DATA_TYPE_BY_ID[dt]
             vals = []
             for e in self._fields[dt]:
                 if t.std == FRQP:
@@ -1121,7 +1136,7 @@ class StickTable:
         for dt, vals in values.items():
             if dt == DT["conn_cur"] or dt not in self._fields:
                 continue
-            t = DATA_TYPES[dt]
+            t = DATA_TYPE_BY_ID[dt]
             for e, v in zip(self._fields[dt], vals):
                 if t.std == FRQP:
                     e[0][row], e[1][row], e[2][row] = (v[0] & U32, v[1] & U32, v[2] & U32)
