@@ -32,8 +32,10 @@ class ShieldCollector:
                                       labels=["interface", "verdict"])
         nbytes = CounterMetricFamily("edgestick_xdp_bytes", "Frame bytes seen by the XDP shield, by verdict",
                                      labels=["interface", "verdict"])
-        drops = CounterMetricFamily("edgestick_xdp_drops",
-                                    "Packets dropped (or, in dry-run, that would have been), by reason",
+        drops = CounterMetricFamily("edgestick_xdp_drops", "Packets dropped, by reason",
+                                    labels=["interface", "reason"])
+        would = CounterMetricFamily("edgestick_xdp_would_drops",
+                                    "Packets dry-run mode passed but would have dropped, by reason",
                                     labels=["interface", "reason"])
         for verdict in VERDICTS:
             p = sum(v[0] for (vd, _), v in counters.items() if vd == verdict)
@@ -41,11 +43,12 @@ class ShieldCollector:
             packets.add_metric([ifaces, verdict], p)
             nbytes.add_metric([ifaces, verdict], b)
         for reason in DROP_REASONS:
-            n = sum(v[0] for (vd, r), v in counters.items() if r == reason and vd != "pass")
-            drops.add_metric([ifaces, reason], n)
+            drops.add_metric([ifaces, reason], counters.get(("drop", reason), (0, 0))[0])
+            would.add_metric([ifaces, reason], counters.get(("would_drop", reason), (0, 0))[0])
         yield packets
         yield nbytes
         yield drops
+        yield would
         yield GaugeMetricFamily("edgestick_xdp_bans_active", "Sources banned right now",
                                 value=s.bans_active())
         yield GaugeMetricFamily("edgestick_xdp_sources_tracked",

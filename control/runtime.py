@@ -1,10 +1,11 @@
 """The shield's runtime API: a unix socket in the style of HAProxy's stats socket.
 
 Conventions (the same as the proxy's runtime API; they meet only at the socket):
-one command per connection, the reply ends with an empty line; `prompt` switches the
-connection to interactive mode, where each reply is followed by "\\n> " and the
-connection stays open until `quit` or EOF. An error is one line. A command is parsed
-and validated completely before anything changes, so a bad command changes nothing.
+one command per connection (or several separated by `;`), each reply ends with an empty
+line; `prompt` switches the connection to interactive mode, where each reply is followed
+by "\\n> " and the connection stays open until `quit` or EOF. An error is one line. A
+command is parsed and validated completely before anything changes, so a bad command
+changes nothing.
 
 Parsing (`parse_command`) needs no kernel; executing goes through the daemon's Shield
 object (control/shield.py), whose methods are named after the commands.
@@ -227,13 +228,15 @@ class RuntimeServer:
                         await writer.drain()
                         continue
                     break
-                reply, control = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self.execute, line)
-                if control == "quit":
-                    break
-                if control == "prompt":
-                    interactive = not interactive
-                writer.write(reply.encode() + (b"\n> " if interactive else b"\n"))
+                # As in HAProxy, ';' separates several commands on one line.
+                for part in line.split(";"):
+                    reply, control = await asyncio.get_running_loop().run_in_executor(
+                        self.executor, self.execute, part)
+                    if control == "quit":
+                        return
+                    if control == "prompt":
+                        interactive = not interactive
+                    writer.write(reply.encode() + (b"\n> " if interactive else b"\n"))
                 await writer.drain()
                 if not interactive:
                     break

@@ -172,6 +172,11 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
     assert replies[0] == "" and replies[1] == "" and replies[3] == "" and replies[4] == ""
     assert "mode: dry-run\n" in replies[2]
     assert "mode: enforce\n" in command(tmp_path, "show rules")
+    # Several commands on one line, separated by ';' (HAProxy's non-interactive form).
+    # Replies: "\n" (set), the rules and their empty line, "\n" (set).
+    out = command(tmp_path, "set mode dry-run;show rules;set mode enforce")
+    assert out.startswith("\nmode: dry-run\n") and out.endswith("\n\n\n") and out.count("\n\n") == 1
+    assert "mode: enforce\n" in command(tmp_path, "show rules")
 
     # Traffic: the banned source and the deny list are dropped by the program, by reason.
     with traffic.packet_socket(lab.ns("attacker"), lab.ifname("attacker")) as sock:
@@ -192,6 +197,7 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
     iface = (("interface", lab.edge_if),)
     assert got[("edgestick_xdp_drops_total", iface + (("reason", "ban"),))] == 200
     assert got[("edgestick_xdp_drops_total", iface + (("reason", "deny"),))] == 50
+    assert got[("edgestick_xdp_would_drops_total", iface + (("reason", "ban"),))] == 0
     assert got[("edgestick_xdp_packets_total", iface + (("verdict", "drop"),))] == 250
     assert got[("edgestick_xdp_packets_total", iface + (("verdict", "pass"),))] >= 100
     assert got[("edgestick_xdp_bytes_total", iface + (("verdict", "drop"),))] == 250 * 60
