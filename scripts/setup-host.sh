@@ -10,8 +10,9 @@ STAMP=$VENV/.edgestick-setup
 export DEBIAN_FRONTEND=noninteractive
 
 # vagrant: CI runs `vagrant validate --ignore-provider` on vagrant/Vagrantfile (no provider needed).
+# wrk: the load generator of bench/proxy.py (C, so the client is not the bottleneck).
 APT_PACKAGES="python3-bpfcc linux-headers-amd64 bpftool iproute2 ethtool python3-venv
-    tcpreplay haproxy socat iptables nftables procps psmisc util-linux iputils-ping vagrant"
+    tcpreplay haproxy socat iptables nftables procps psmisc util-linux iputils-ping vagrant wrk"
 
 missing=""
 for p in $APT_PACKAGES; do
