@@ -37,12 +37,14 @@ DEFAULT_ERROR_STATUSES = frozenset({200, 400, 401, 403, 404, 405, 407, 408, 410,
 _L4_FETCHES = ("src", "src_port", "dst", "dst_port", "always_true", "always_false", "ssl_fc")
 
 
-def load_config(paths: Sequence[str] | str) -> tuple[m.Config, list[str]]:
+def load_config(paths: Sequence[str] | str,
+                localpeer: Optional[str] = None) -> tuple[m.Config, list[str]]:
     """Parse and check one or several files (`-f a -f b`); raise ConfigError on the
-    first error. Returns the configuration and the list of warnings."""
+    first error. Returns the configuration and the list of warnings. `localpeer` is the
+    `-L` command-line name (it wins over `localpeer` in global and the host name)."""
     if isinstance(paths, str):
         paths = [paths]
-    parser = Parser()
+    parser = Parser(localpeer)
     for path in paths:
         if os.path.isdir(path):
             for name in sorted(os.listdir(path)):
@@ -56,10 +58,11 @@ def load_config(paths: Sequence[str] | str) -> tuple[m.Config, list[str]]:
     return parser.cfg, parser.warnings
 
 
-def load_config_text(text: str, file: str = "<string>") -> tuple[m.Config, list[str]]:
+def load_config_text(text: str, file: str = "<string>",
+                     localpeer: Optional[str] = None) -> tuple[m.Config, list[str]]:
     """Same as load_config for a configuration held in memory (tests, reload from a string)."""
     from edgestick.cfgsyntax import read_lines
-    parser = Parser()
+    parser = Parser(localpeer)
     parser.feed(list(read_lines(text, file)))
     parser.finish()
     parser.cfg.files = [file]
@@ -166,7 +169,8 @@ def parse_address(text: str, line: Line, kw: str, *, need_port: bool, allow_rang
 # ---------------------------------------------------------------------------- parser
 
 class Parser:
-    def __init__(self):
+    def __init__(self, localpeer: Optional[str] = None):
+        self.localpeer = localpeer
         self.cfg = m.Config()
         self.warnings: list[str] = []
         self.section: Optional[str] = None
@@ -566,7 +570,10 @@ class Parser:
         """Build the TLS context now so a bad certificate fails at check time."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         base = self.cfg.global_.ignored.get("crt-base")
-        for crt in opts["crt"]:
+        crts = list(opts["crt"])
+        if "crt-list" in opts:
+            crts += self.read_crt_list(line, opts["crt-list"])
+        for crt in crts:
             path = crt if os.path.isabs(crt) or not base else os.path.join(base[0], crt)
             if os.path.isdir(path):
                 files = sorted(os.path.join(path, f) for f in os.listdir(path)
@@ -592,6 +599,26 @@ class Parser:
                 self.warn(line, f"ALPN '{alpn}': edgestick speaks HTTP/1.1 only", "bind")
             ctx.set_alpn_protocols([a for a in protos if a.startswith("http/1")] or ["http/1.1"])
         return ctx
+
+    @staticmethod
+    def read_crt_list(line: Line, path: str) -> list[str]:
+        """Certificates named by a crt-list file (first word of each line; SNI filters and
+        per-certificate options are not used here)."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise line.error(f"cannot open crt-list '{path}': {e.strerror}", "bind") from None
+        out = []
+        for raw in text.splitlines():
+            raw = raw.split("#", 1)[0].strip()
+            if raw:
+                crt = raw.split()[0]
+                out.append(crt if os.path.isabs(crt) else
+                           os.path.join(os.path.dirname(path), crt))
+        if not out:
+            raise line.error(f"crt-list '{path}' names no certificate", "bind")
+        return out
 
     # simple settings -------------------------------------------------
     def kw_mode(self, p, line):
@@ -1423,7 +1450,7 @@ class Parser:
                               "(see 'mode').", where.file, where.line, kw)
 
     def check_peers(self):
-        local = self.cfg.global_.localpeer or socket.gethostname()
+        local = self.localpeer or self.cfg.global_.localpeer or socket.gethostname()
         for sec in self.cfg.peers.values():
             if sec.peer(local) is None and not sec.disabled:
                 self.warnings.append(f"{sec.where}: 'peers': Removing incomplete section "

@@ -256,6 +256,101 @@ for _n, _split in (("hdr", True), ("req.hdr", True), ("fhdr", False), ("req.fhdr
     FETCHES[_n] = FetchDef(_n, "str", _b, "str", _m)
 
 
+def _hdr_typed(name: str, conv, out: str, split: bool = True):
+    """hdr_ip / hdr_val: the last (or the given) occurrence converted; no sample when the
+    text does not convert."""
+    def build(args, cfg):
+        hname, occ = _hdr_args(name, args, split)
+        if hname is None:
+            raise SampleError(f"fetch method '{name}' expects a header name")
+
+        def fetch(ctx):
+            v = _pick(_header_values(ctx, hname, split), occ)
+            return None if v is None else conv(v)
+        return fetch
+
+    def multi(args, cfg):
+        hname, occ = _hdr_args(name, args, split)
+        if occ is not None:
+            one = build(args, cfg)
+            return lambda ctx: [v] if (v := one(ctx)) is not None else []
+        return lambda ctx: [c for v in _header_values(ctx, hname, split)
+                            if (c := conv(v)) is not None]
+    return FetchDef(name, out, build, _DEFAULT_MATCH[out], multi)
+
+
+def _as_ip(text: str):
+    import socket as _s
+    t = text.strip()
+    for fam in (_s.AF_INET, _s.AF_INET6):
+        try:
+            _s.inet_pton(fam, t)
+            return t
+        except OSError:
+            pass
+    return None
+
+
+def _as_int(text: str):
+    m = re.match(r"\s*([+-]?\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+for _n in ("hdr_ip", "req.hdr_ip"):
+    FETCHES[_n] = _hdr_typed(_n, _as_ip, "ip")
+for _n in ("hdr_val", "req.hdr_val"):
+    FETCHES[_n] = _hdr_typed(_n, _as_int, "int")
+
+
+def _url_param_build(args, cfg):
+    if not 1 <= len(args) <= 2:
+        raise SampleError("fetch method 'url_param' expects a parameter name")
+    name = args[0]
+    delim = args[1] if len(args) > 1 else "&"
+
+    def fetch(ctx):
+        q = ctx.query
+        if q is None:
+            return None
+        for part in q.split(delim):
+            k, sep, v = part.partition("=")
+            if k == name:
+                return v
+        return None
+    return fetch
+
+
+FETCHES["url_param"] = FETCHES["urlp"] = FetchDef("url_param", "str", _url_param_build, "str")
+
+
+def _const(name: str, out: str, conv):
+    def build(args, cfg):
+        if len(args) != 1:
+            raise SampleError(f"fetch method '{name}' expects one argument")
+        try:
+            value = conv(args[0])
+        except ValueError:
+            raise SampleError(f"fetch method '{name}' : invalid value '{args[0]}'") from None
+        return lambda ctx: value
+    FETCHES[name] = FetchDef(name, out, build, _DEFAULT_MATCH[out])
+
+
+_const("int", "int", int)
+_const("str", "str", str)
+_const("bool", "bool", lambda t: bool(int(t)))
+
+
+def _env_build(args, cfg):
+    import os
+    if len(args) != 1:
+        raise SampleError("fetch method 'env' expects a variable name")
+    name = args[0]
+    return lambda ctx: os.environ.get(name)
+
+
+FETCHES["env"] = FetchDef("env", "str", _env_build, "str")
+
+
 def _hdr_cnt_build(args, cfg):
     if len(args) > 1:
         raise SampleError("fetch method 'hdr_cnt' expects at most 1 argument")

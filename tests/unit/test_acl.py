@@ -389,3 +389,19 @@ def test_sc_gpc_on_tracked_entry(clock):
     assert expr("sc_get_gpc(1,1)", c) == 0
     assert expr("sc1_inc_gpc1", c) == 1
     assert expr("sc_get_gpc(1,1)", c) == 1
+
+
+def test_typed_header_fetches_and_constants():
+    c = ctx(headers=[["x-forwarded-for", "10.0.0.1, 198.18.0.7"], ["x-n", "42abc"],
+                     ["x-bad", "nope"]], query="a=1&b=2")
+    assert compile_expr("req.hdr_ip(x-forwarded-for)")(c) == "198.18.0.7"
+    assert compile_expr("hdr_ip(x-forwarded-for,1)")(c) == "10.0.0.1"
+    assert compile_expr("hdr_ip(x-bad)")(c) is None
+    assert compile_expr("hdr_val(x-n)")(c) == 42
+    assert compile_expr("url_param(b)")(c) == "2"
+    assert compile_expr("urlp(z)")(c) is None
+    assert compile_expr("int(7)")(c) == 7 and compile_expr("str(x)")(c) == "x"
+    assert anon("hdr_ip(x-forwarded-for) 10.0.0.0/8", headers=c.headers) is True
+    assert anon("hdr_ip(x-bad) 10.0.0.0/8", headers=c.headers) is False
+    assert anon("hdr_val(x-n) gt 41", headers=c.headers) is True
+    assert anon("url_param(a) 1", query="a=1") is True

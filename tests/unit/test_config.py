@@ -434,3 +434,18 @@ def test_crt_base_applies_to_relative_certificates(tmp_path, cert_pem):
                               "c.cfg")
     b = cfg.frontends["f"].binds[0]
     assert b.ssl and b.crt == [name] and b.ssl_context is not None
+
+
+def test_crt_list_and_localpeer_override(tmp_path, cert_pem):
+    lst = tmp_path / "certs.lst"
+    lst.write_text(f"# certificates\n{cert_pem} [alpn http/1.1] www.example.com\n")
+    cfg, _ = load_config_text(SEED_DEFAULTS + f"frontend f\n    bind :443 ssl crt-list {lst}\n",
+                              "c.cfg")
+    assert cfg.frontends["f"].binds[0].ssl_context is not None
+    peers = "peers p\n    peer edge1 127.0.0.1:1024\n    peer edge2 127.0.0.1:1025\n"
+    _, warnings = load_config_text(peers, "p.cfg", localpeer="edge2")
+    assert warnings == []
+    _, warnings = load_config_text("global\n    localpeer edge1\n" + peers, "p.cfg")
+    assert warnings == []
+    _, warnings = load_config_text(peers, "p.cfg", localpeer="other")
+    assert any("no peer named 'other'" in w for w in warnings)
