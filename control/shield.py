@@ -290,7 +290,11 @@ async def _serve(daemon: ShieldDaemon) -> None:
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shield")
     runtime = None
     metrics_server = None
+    bridge = bridge_task = None
     try:
+        if cfg.mirrors or cfg.escalations:     # mirror/escalation: control/bridge.py
+            from edgestick.control.bridge import Bridge
+            bridge = Bridge(cfg, daemon.xdp)
         if cfg.stats_socket is not None:
             sock = cfg.stats_socket
             runtime = RuntimeServer(daemon, sock.path, sock.mode, sock.level, executor=worker)
@@ -302,12 +306,17 @@ async def _serve(daemon: ShieldDaemon) -> None:
         log(f"shield '{cfg.name}' running: program {daemon.xdp.prog_id}, "
             f"socket {cfg.stats_socket.path if cfg.stats_socket else '-'}, "
             f"metrics {'%s:%d' % cfg.metrics_bind if cfg.metrics_bind else '-'}")
+        if bridge is not None:                 # its cycles run in their own thread
+            bridge_task = asyncio.create_task(bridge.run(stop))
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), BAN_SWEEP_S)
             except asyncio.TimeoutError:
                 await loop.run_in_executor(worker, daemon.sweep_bans)
     finally:
+        if bridge_task is not None:
+            bridge_task.cancel()
+            await asyncio.gather(bridge_task, return_exceptions=True)
         if metrics_server is not None:
             metrics_server.shutdown()
             metrics_server.server_close()
