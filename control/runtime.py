@@ -238,7 +238,9 @@ class RuntimeServer:
                         interactive = not interactive
                     writer.write(reply.encode() + (b"\n> " if interactive else b"\n"))
                 await writer.drain()
-                if not interactive:
+                # Non-interactive: close once no further line is pending (HAProxy also
+                # answers lines that arrived together, like the proxy's runtime API).
+                if not interactive and b"\n" not in getattr(reader, "_buffer", b""):
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

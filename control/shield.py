@@ -327,7 +327,11 @@ async def _serve(daemon: ShieldDaemon) -> None:
 
 
 def run(cfg: shield_config.ShieldConfig, netns: str | None) -> int:
+    import logging
+
     from pyroute2.netlink.exceptions import NetlinkError
+    # The bridge (mirror/escalation) reports through logging; same stream and prefix.
+    logging.basicConfig(level=logging.INFO, format="edgestick shield: %(message)s", stream=sys.stderr)
     daemon = ShieldDaemon(cfg, netns)
     try:
         daemon.check_interfaces()

@@ -172,6 +172,9 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
     assert replies[0] == "" and replies[1] == "" and replies[3] == "" and replies[4] == ""
     assert "mode: dry-run\n" in replies[2]
     assert "mode: enforce\n" in command(tmp_path, "show rules")
+    # Lines sent together are all answered before the connection closes.
+    out = command(tmp_path, "set mode dry-run\nshow rules\nset mode enforce")
+    assert out.startswith("\nmode: dry-run\n") and out.endswith("\n\n\n") and out.count("\n\n") == 1
     # Several commands on one line, separated by ';' (HAProxy's non-interactive form).
     # Replies: "\n" (set), the rules and their empty line, "\n" (set).
     out = command(tmp_path, "set mode dry-run;show rules;set mode enforce")
