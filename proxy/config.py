@@ -144,7 +144,7 @@ def parse_address(text: str, line: Line, kw: str, *, need_port: bool, allow_rang
                 raise line.error(f"invalid port range '{port_text}'", kw)
             last = int(last_text) if int(last_text) != port else None
     if host in ("", "*"):
-        fam = family or ("ipv6" if host == "" and family == "ipv6" else "ipv4")
+        fam = family or "ipv4"
         return ("::" if fam == "ipv6" else "0.0.0.0"), port, last, fam
     for fam_name, af in (("ipv4", socket.AF_INET), ("ipv6", socket.AF_INET6)):
         try:
@@ -183,7 +183,8 @@ class Parser:
         # (proxy, where, table name, what uses it, line keyword), checked at the end
         self.table_refs: list[tuple[m.Proxy, m.Where, str, str, str]] = []
         self.global_seen = False
-        self.defaults_users: dict[int, set[str]] = {}
+        self.defaults_users: dict[int, set[str]] = {}    # id(defaults) -> proxy kinds
+        self.defaults_usage: dict[int, set[str]] = {}    # id(defaults) -> explicit/implicit
 
     # ------------------------------------------------------------------ helpers
     def warn(self, line: Line, message: str, keyword: Optional[str] = None):
@@ -272,10 +273,23 @@ class Parser:
         elif name and name in self.cfg.defaults:
             self.warn(line, f"defaults section '{name}' has the same name as another defaults "
                             "section; the last one wins")
+        if base.name:
+            # a named defaults section is used either by `from` or as the last one, not both
+            usage = self.defaults_usage.setdefault(id(base), set())
+            usage.add("explicit" if from_name is not None else "implicit")
+            if len(usage) > 1:          # HAProxy 2.6 prints an alert but still accepts it
+                self.warn(line, f"defaults section '{base.name}' (declared at {base.where}) is "
+                                "explicitly referenced by another proxy and implicitly used "
+                                "here. To avoid any ambiguity don't mix both usage. Add a last "
+                                "defaults section not explicitly used or always use explicit "
+                                "references.")
         if kw != "defaults" and base.name and self._has_rules(base):
+            if kw == "listen":
+                raise line.error("a listen section cannot inherit from a defaults section "
+                                 "defining TCP/HTTP rules.")
             users = self.defaults_users.setdefault(id(base), set())
-            users.add("fe" if kw == "frontend" else "be" if kw == "backend" else "listen")
-            if "listen" in users or len(users) > 1:
+            users.add(kw)
+            if len(users) > 1:
                 raise line.error("frontends and backends cannot inherit from the same defaults "
                                  "section if it defines TCP/HTTP rules (defaults section at "
                                  f"{base.where}).")
@@ -338,7 +352,7 @@ class Parser:
         "server-state-file", "server-state-base", "maxsslconn", "maxconnrate", "maxsessrate",
         "maxsslrate", "maxpipes", "ssl-server-verify", "ssl-dh-param-file", "cpu-map",
         "uid", "gid", "unix-bind", "setenv", "presetenv", "unsetenv", "resetenv",
-        "h1-case-adjust", "strict-limits", "localpeer", "numa-cpu-mapping", "pp2-never-send-local",
+        "h1-case-adjust", "strict-limits", "numa-cpu-mapping", "pp2-never-send-local",
         "thread-groups", "external-check", "grace", "profiling.tasks", "profiling.memory",
         "ssl-load-extra-files", "ssl-mode-async", "issuers-chain-path", "ssl-skip-self-issued-ca",
     }

@@ -207,6 +207,13 @@ defaults
     ("defaults with rules used by fe and be", INVALID, "defaults d\n    mode http\n"
      "    timeout client 5s\n    http-request deny\nfrontend f\n    bind :20990\n"
      "    default_backend b\n" + BE),
+    ("listen from defaults with rules", INVALID, "defaults d\n    mode http\n"
+     "    http-request deny\nlisten l\n    bind :20990\n"),
+    ("defaults used explicitly and implicitly", VALID, "defaults d\n    mode http\n"
+     "    timeout client 5s\nfrontend f\n    bind :20990\nfrontend g from d\n    bind :20991\n"),
+    ("later anonymous defaults for the backend", VALID, "defaults d\n    mode http\n"
+     "    http-request deny if { path /x }\nfrontend f\n    bind :20990\n    default_backend b\n"
+     "defaults\n    mode http\n" + BE),
     ("defaults from missing", INVALID, D + "frontend f from nope\n    bind :20990\n"),
 ]
 
