@@ -57,15 +57,15 @@ def cli_exchanges(name: str) -> list[tuple[str, bytes]]:
 
 
 _PTR = re.compile(rb"^0x[0-9a-f]+: ", re.M)
-_EXP = re.compile(rb" exp=\d+ ")
+_EXP = re.compile(rb" exp=\d+(?=[ \n])")
 
 
 def mask(reply: bytes) -> bytes:
-    return _EXP.sub(b" exp=* ", _PTR.sub(b"0x*: ", reply))
+    return _EXP.sub(b" exp=*", _PTR.sub(b"0x*: ", reply))
 
 
 def exps(reply: bytes) -> list[int]:
-    return [int(x) for x in re.findall(rb" exp=(\d+) ", reply)]
+    return [int(x) for x in re.findall(rb" exp=(\d+)(?=[ \n])", reply)]
 
 
 def stick_tables(cfg_text: str) -> list[tuple[str, tuple[str, ...], bool]]:
