@@ -32,6 +32,7 @@ reference: a slot not tracked gives no sample, a key absent from a table gives 0
 from __future__ import annotations
 
 import re
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -154,8 +155,15 @@ def _no_args(name, args):
 def _simple(name: str, out: str, getter: Callable, match: Optional[str] = None):
     def build(args, cfg):
         _no_args(name, args)
-        return getter
+        return _fresh(getter)
     FETCHES[name] = FetchDef(name, out, build, match or _DEFAULT_MATCH[out])
+
+
+def _fresh(fn: Callable) -> Callable:
+    """A new function object running the same code (so each compiled expression can carry
+    its own attributes without an extra call layer)."""
+    return types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
 
 
 _simple("src", "ip", lambda ctx: ctx.src)
@@ -825,16 +833,9 @@ def _split_chain(text: str) -> list[str]:
     return parts
 
 
-@dataclass
-class Expr:
-    """A compiled sample expression: call it with a Context."""
-    text: str
-    fn: Callable
-    out: str
-    fetch: FetchDef
-
-    def __call__(self, ctx):
-        return self.fn(ctx)
+# A compiled expression is a plain function `expr(ctx) -> value | None` carrying three
+# attributes: `text` (as written), `out` (sample type) and `fetch` (its FetchDef).
+Expr = Callable
 
 
 class _Refs:
@@ -860,7 +861,8 @@ def compile_expr(text: str, refs: Optional[_Refs] = None) -> Expr:
             raise SampleError(f"unknown converter '{cname}'")
         fn = cd.build(cargs, refs, fn)
         out = cd.out or out
-    return Expr(text, fn, out, fd)
+    fn.text, fn.out, fn.fetch = text, out, fd
+    return fn
 
 
 def fetch_values_fn(text: str, refs: Optional[_Refs] = None):
@@ -874,7 +876,7 @@ def fetch_values_fn(text: str, refs: Optional[_Refs] = None):
     if len(parts) == 1 and fd.multi is not None:
         return fd.multi(args, refs), fd, fd.out, True
     e = compile_expr(text, refs)
-    return e.fn, fd, e.out, False
+    return e, fd, e.out, False
 
 
 def time_arg(text: str) -> int:
