@@ -301,6 +301,7 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
         raise AclError(str(e)) from None
     method = alias_method
     icase = False
+    file_values: list[str] = []
     i = 1
     while i < len(words) and words[i].startswith("-") and not _looks_numeric(words[i]):
         flag = words[i]
@@ -321,13 +322,18 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
                 raise AclError(f"'-m {m}' conflicts with the match method of '{words[0]}'")
             method = m
             i += 1
-        elif flag in ("-f", "-M", "-u"):
+        elif flag == "-f":
+            if i + 1 >= len(words):
+                raise AclError("'-f' expects a file name")
+            file_values += _pattern_file(words[i + 1])
+            i += 1
+        elif flag in ("-M", "-u"):
             raise AclError(f"ACL flag '{flag}' is not supported by edgestick")
         else:
             raise AclError(f"'{flag}' is not a valid ACL option. Please use '--' before any "
                            "pattern beginning with a '-'")
         i += 1
-    values = list(words[i:])
+    values = file_values + list(words[i:])
     if method is None:
         method = fd.match
         if fd.out == "bool" and not values:
@@ -353,6 +359,21 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
             return None
         return match(v)
     return AclExpr(" ".join(words), test)
+
+
+def _pattern_file(path: str) -> list[str]:
+    """`-f FILE`: one pattern per line; blank lines and lines starting with '#' skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise AclError(f"failed to open pattern file <{path}>: {e.strerror}") from None
+    out = []
+    for line in lines:
+        t = line.strip()
+        if t and not t.startswith("#"):
+            out.append(t)
+    return out
 
 
 def _looks_numeric(w: str) -> bool:

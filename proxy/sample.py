@@ -624,6 +624,25 @@ def _trackers_build(slot: Optional[int]):
     return build
 
 
+def _updt_conn_cnt_build(args, cfg):
+    """src_updt_conn_cnt([t]): create the entry, conn_cnt/conn_rate +1, return conn_cnt."""
+    if len(args) > 1:
+        raise SampleError("fetch method 'src_updt_conn_cnt' : too many arguments")
+    tname = _table_ref(cfg, args[0], "src_updt_conn_cnt") if args else None
+
+    def fetch(ctx):
+        table = ctx.table if tname is None else ctx.tables.get(tname)
+        if table is None or ctx.src is None:
+            return None
+        row = table.get_or_create(ctx.src)
+        if row is None:
+            return None
+        table.add_conn(row)
+        return table.read(row, "conn_cnt")
+    return fetch
+
+
+FETCHES["src_updt_conn_cnt"] = FetchDef("src_updt_conn_cnt", "int", _updt_conn_cnt_build, "int")
 FETCHES["sc_tracked"] = FetchDef("sc_tracked", "bool", _tracked_build(None), "bool")
 FETCHES["sc_trackers"] = FetchDef("sc_trackers", "int", _trackers_build(None), "int")
 for _slot in (0, 1, 2):

@@ -151,6 +151,8 @@ CASES = [
      "    http-request track-sc0 src\n"
      "    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100 }\n"
      "    http-request deny if { sc0_http_req_rate gt 5 } || { src_http_req_rate(f) ge 9 }\n"),
+    ("acl pattern file", VALID, D + FE + "    acl bad src -f {patterns}\n    http-request deny if bad\n"),
+    ("acl pattern file missing", INVALID, D + FE + "    acl bad src -f /nonexistent/edgestick.lst\n"),
     ("acl src_ table missing", INVALID, D + FE + "    http-request deny if { src_conn_cnt(nope) gt 1 }\n"),
     # --- real-world shapes
     ("debian default global/defaults", VALID, """global
@@ -230,14 +232,18 @@ def files(tmp_path_factory):
     cert.write_text(crt.read_text() + key.read_text())
     garbage = d / "garbage.pem"
     garbage.write_text("not a certificate\n")
-    return d, {"cert": str(cert), "garbage": str(garbage)}
+    patterns = d / "patterns.lst"
+    patterns.write_text("# blocked\n198.18.0.0/24\nfd00::/8\n")
+    return d, {"cert": str(cert), "garbage": str(garbage), "patterns": str(patterns)}
 
 
 @pytest.mark.parametrize("name,expected,text", CASES, ids=[c[0] for c in CASES])
 def test_valid_and_invalid_as_haproxy(haproxy_bin, files, name, expected, text):
     d, subst = files
     path = d / (name.replace(" ", "_").replace("/", "_") + ".cfg")
-    path.write_text(text.replace("{cert}", subst["cert"]).replace("{garbage}", subst["garbage"]))
+    for k, v in subst.items():
+        text = text.replace("{" + k + "}", v)
+    path.write_text(text)
     r = subprocess.run([haproxy_bin, "-c", "-f", str(path)], capture_output=True, text=True,
                        timeout=20)
     haproxy_valid = r.returncode in (0, 2)      # 2: valid but nothing to listen on

@@ -405,3 +405,23 @@ def test_typed_header_fetches_and_constants():
     assert anon("hdr_ip(x-bad) 10.0.0.0/8", headers=c.headers) is False
     assert anon("hdr_val(x-n) gt 41", headers=c.headers) is True
     assert anon("url_param(a) 1", query="a=1") is True
+
+
+def test_pattern_file(tmp_path):
+    f = tmp_path / "blocked.lst"
+    f.write_text("# abusers\n198.18.0.0/24\n\n  fd00::/8  \n")
+    acl = parse_acl_expr(["src", "-f", str(f), "10.0.0.1"])
+    assert acl.test(ctx(src="198.18.0.77")) is True
+    assert acl.test(ctx(src="fd00::9")) is True
+    assert acl.test(ctx(src="10.0.0.1")) is True
+    assert acl.test(ctx(src="192.0.2.1")) is False
+    with pytest.raises(AclError):
+        parse_acl_expr(["src", "-f", str(tmp_path / "missing.lst")])
+
+
+def test_src_updt_conn_cnt_creates_and_counts(clock):
+    t = StickTable.from_words("t", "type ip size 10 store conn_cnt,conn_rate(10s)".split())
+    c = ctx(src="198.18.0.40", tables={"t": t}, table=t)
+    assert compile_expr("src_updt_conn_cnt")(c) == 1
+    assert compile_expr("src_updt_conn_cnt(t)")(c) == 2
+    assert compile_expr("src_conn_rate")(c) == 2
