@@ -339,10 +339,12 @@ def _alloc_data_type(d: TableDecl, name: str, sa: Optional[str], sa2: Optional[s
 
 # ---------------------------------------------------------------------------- keys
 
+_pton, _AF_INET, _from_bytes = socket.inet_pton, socket.AF_INET, int.from_bytes
+
 def _ip4_to_int(text: str) -> Optional[int]:
     try:
-        return int.from_bytes(socket.inet_aton(text), "big") if text.count(".") == 3 else None
-    except OSError:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, TypeError):
         return None
 
 
@@ -557,6 +559,11 @@ class StickTable:
         table). str text is taken as latin-1 bytes (how the proxy decodes HTTP)."""
         t = self.type
         if t == "ip":
+            if type(value) is str:
+                try:                              # the per-request case: a dotted quad
+                    return _from_bytes(_pton(_AF_INET, value), "big")
+                except OSError:
+                    pass
             if isinstance(value, int) and not isinstance(value, bool):
                 return value & U32
             if isinstance(value, (bytes, bytearray)):
