@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass, field
 
 from edgestick.cfgsyntax import ConfigError, parse_time_ms, split_words
@@ -49,8 +50,8 @@ COMMANDS = {
     "prompt": ("prompt", "toggle interactive mode with a prompt", "user"),
     "quit": ("quit", "close the connection", "user"),
     "show shield": ("show shield", "interfaces, mode, program id, counters by reason", "user"),
-    "show sources": ("show sources [top <n>] [by conn_rate|pkt_rate|byte_rate|drops]",
-                     "the busiest tracked sources", "operator"),
+    "show sources": ("show sources [top <n>] [by <key>]",
+                     f"the busiest sources (keys: {', '.join(SORT_KEYS)})", "operator"),
     "show bans": ("show bans", "banned sources and the time each ban has left", "operator"),
     "show rules": ("show rules", "allow/deny lists, thresholds and modes", "operator"),
     "add ban": ("add ban <addr|cidr> [<ttl>]", "drop everything from a source (for <ttl>)", "admin"),
@@ -65,8 +66,10 @@ COMMANDS = {
 }
 
 
-def help_text() -> str:
-    return "".join(f"  {usage:<62}: {text}\n" for usage, text, _ in COMMANDS.values())
+def help_text(level: str = "admin") -> str:
+    """The commands this socket level may run, one `usage : text` line each."""
+    return "".join(f"  {usage:<40}: {text}\n" for usage, text, need in COMMANDS.values()
+                   if level_allows(level, need))
 
 
 def level_allows(have: str, need: str) -> bool:
@@ -172,9 +175,24 @@ class RuntimeServer:
         self.executor = executor
         self._server: asyncio.AbstractServer | None = None
 
+    @staticmethod
+    def check_free(path: str) -> None:
+        """Raise RuntimeError when a live process serves `path`; a socket file left by a
+        killed daemon is removed (taken over)."""
+        if not os.path.exists(path):
+            return
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+        else:
+            raise RuntimeError(f"another process serves {path}")
+        finally:
+            probe.close()
+
     async def start(self) -> None:
-        if os.path.exists(self.path):
-            os.unlink(self.path)        # a stale socket of a killed daemon
+        self.check_free(self.path)
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         self._server = await asyncio.start_unix_server(self._serve, self.path, limit=MAX_LINE)
         os.chmod(self.path, self.mode)
@@ -198,7 +216,7 @@ class RuntimeServer:
             if not level_allows(self.level, cmd.level):
                 raise CommandError("Permission denied")
             if cmd.name == "help":
-                return help_text(), None
+                return help_text(self.level), None
             if cmd.name in ("prompt", "quit"):
                 return "", cmd.name
             out = getattr(self.shield, cmd.method)(**cmd.args)

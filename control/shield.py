@@ -85,18 +85,15 @@ class ShieldDaemon:
 
     def check_interfaces(self) -> None:
         """Before anything changes: every interface exists, and any XDP program on it is
-        this shield's own (the one pinned by the previous run), which the new program
+        this shield's own (it uses the maps pinned in pin-dir), which the new program
         replaces in place. Another program is never replaced silently."""
         from edgestick.control import xdp
-        previous = None
-        if os.path.exists(os.path.join(self.cfg.pin_dir, xdp.PROG_PIN)):
-            with xdp.Shield.open(self.cfg.pin_dir) as pinned:
-                previous = pinned.prog_id
+        ours = pinned_config_map_id(self.cfg.pin_dir)
         for iface in self.cfg.interfaces:
             mode, prog_id = xdp.xdp_attached(iface.name, self.netns)
             if mode is None:
                 continue
-            if prog_id != previous:
+            if ours is None or ours not in prog_info(prog_id)[1]:
                 raise RuntimeError(f"{iface.name} already has XDP program {prog_id}, not this shield's: "
                                    "detach it first")
             if iface.mode != "auto" and mode != iface.mode:
@@ -335,6 +332,8 @@ def run(cfg: shield_config.ShieldConfig, netns: str | None) -> int:
     daemon = ShieldDaemon(cfg, netns)
     try:
         daemon.check_interfaces()
+        if cfg.stats_socket is not None:     # before compiling: a live daemon keeps its socket
+            RuntimeServer.check_free(cfg.stats_socket.path)
         daemon.build()
         asyncio.run(_serve(daemon))
     except (ValueError, RuntimeError, OSError, NetlinkError) as e:
@@ -345,35 +344,51 @@ def run(cfg: shield_config.ShieldConfig, netns: str | None) -> int:
     return EXIT_OK
 
 
-def prog_name(prog_id: int) -> str:
-    """The name the kernel shows for a program id ('' if it is gone)."""
+def prog_info(prog_id: int) -> tuple[str, set[int]]:
+    """(name, ids of the maps it uses) of a loaded program; ("", set()) if it is gone."""
     import ctypes
     lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
     lib.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
     fd = lib.bpf_prog_get_fd_by_id(prog_id)
     if fd < 0:
-        return ""
+        return "", set()
     try:
-        info = (ctypes.c_uint8 * 256)()       # struct bpf_prog_info: name[16] at offset 64
+        # struct bpf_prog_info: nr_map_ids u32 @52, map_ids u64 pointer @56, name[16] @64
+        info = (ctypes.c_uint8 * 256)()
+        ids = (ctypes.c_uint32 * 64)()
+        ctypes.c_uint32.from_buffer(info, 52).value = len(ids)
+        ctypes.c_uint64.from_buffer(info, 56).value = ctypes.addressof(ids)
         size = ctypes.c_uint32(ctypes.sizeof(info))
         if lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) < 0:
-            return ""
-        return bytes(info[64:80]).split(b"\0")[0].decode()
+            return "", set()
+        count = min(ctypes.c_uint32.from_buffer(info, 52).value, len(ids))
+        return bytes(info[64:80]).split(b"\0")[0].decode(), set(ids[:count])
     finally:
         os.close(fd)
 
 
+def pinned_config_map_id(pin_dir: str) -> int | None:
+    """Id of the shield's pinned config map, or None when nothing is pinned there. The
+    program that uses this map is this shield's, whichever build of it is attached."""
+    from edgestick.control import xdp
+    path = os.path.join(pin_dir, "config")
+    if not os.path.exists(path):
+        return None
+    m = xdp.BpfMap(path, *xdp.MAPS["config"])
+    try:
+        return m.id
+    finally:
+        m.close()
+
+
 def detach(cfg: shield_config.ShieldConfig, netns: str | None, purge: bool) -> int:
     """Detach from every listed interface with the mode it was attached with. With the
-    shield's pins, only the program they name; without (lost pins), only an edgestick
+    shield's pins, only a program using its maps; without (lost pins), only an edgestick
     program: another tool's XDP program is never removed."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     from edgestick.control import xdp
-    ours = None
-    if os.path.exists(os.path.join(cfg.pin_dir, xdp.PROG_PIN)):
-        with xdp.Shield.open(cfg.pin_dir) as pinned:
-            ours = pinned.prog_id
+    ours = pinned_config_map_id(cfg.pin_dir)
     status = EXIT_OK
     for iface in cfg.interfaces:
         try:
@@ -381,13 +396,14 @@ def detach(cfg: shield_config.ShieldConfig, netns: str | None, purge: bool) -> i
             if mode is None:
                 log(f"{iface.name}: nothing attached")
                 continue
-            if ours is not None and prog_id != ours:
-                log(f"{iface.name}: program {prog_id} is not this shield's ({ours}): left alone")
+            name, maps = prog_info(prog_id)
+            if ours is not None and ours not in maps:
+                log(f"{iface.name}: program {prog_id} is not this shield's (it does not use "
+                    f"{cfg.pin_dir}): left alone")
                 status = EXIT_RUNTIME
                 continue
-            if ours is None and prog_name(prog_id) != xdp.PROG_FUNC[:15]:
-                log(f"{iface.name}: program {prog_id} ('{prog_name(prog_id)}') is not an edgestick "
-                    "program: left alone")
+            if ours is None and name != xdp.PROG_FUNC[:15]:
+                log(f"{iface.name}: program {prog_id} ('{name}') is not an edgestick program: left alone")
                 status = EXIT_RUNTIME
                 continue
             if iface.mode != "auto" and mode != iface.mode:

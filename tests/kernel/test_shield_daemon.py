@@ -210,26 +210,33 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
     assert got[("edgestick_xdp_program_info", iface + (("mode", "native"), ("prog_id", str(prog_id))))] == 1
     assert "198.18." not in body and "fd00:" not in body and "python_gc" not in body
 
+    # Refused with exit 3 and protection unchanged: another shield (its own pins) on this
+    # interface, a silent switch of attach mode, a second daemon of this shield.
+    text = open(cfg).read()
+    other = tmp_path / "other.cfg"
+    other.write_text(text.replace(f"{lab.pin_dir}/shield", f"{lab.pin_dir}/other"))
+    generic = tmp_path / "generic.cfg"
+    generic.write_text(text.replace("mode native", "mode generic"))
+    # This one fails late (metrics port taken) after compiling and re-pinning its program:
+    # the detach below still recognises the attached one as this shield's by its maps.
+    busy = tmp_path / "busy.cfg"
+    busy.write_text(text.replace("shield.sock", "shield2.sock"))
+    for path, message in (
+            (busy, "Address already in use"),
+            (other, f"{lab.edge_if} already has XDP program {prog_id}, not this shield's"),
+            (generic, "this shield's program is attached native, the file says generic"),
+            (cfg, f"another process serves {tmp_path}/shield.sock")):
+        out = lab.run("edge", [*EDGESTICK, "shield", "-f", str(path)], check=False)
+        assert out.returncode == 3 and message in out.stderr, out.stderr
+        assert xdp.xdp_attached(lab.edge_if, lab.ns("edge")) == ("native", prog_id)
+    assert f"prog_id: {prog_id}\n" in command(tmp_path, "show shield")
+
     # SIGTERM: the daemon stops, the program stays attached, the maps stay pinned.
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert xdp.xdp_attached(lab.edge_if, lab.ns("edge")) == ("native", prog_id)
     assert (lab.pin_dir / "shield" / "bans").exists()
     assert not (tmp_path / "shield.sock").exists()
-
-    # Another shield (its own pins) does not replace this program, and this shield does
-    # not silently switch attach modes: exit 3, nothing changed.
-    text = open(cfg).read()
-    other = tmp_path / "other.cfg"
-    other.write_text(text.replace(f"{lab.pin_dir}/shield", f"{lab.pin_dir}/other"))
-    generic = tmp_path / "generic.cfg"
-    generic.write_text(text.replace("mode native", "mode generic"))
-    for path, message in (
-            (other, f"{lab.edge_if} already has XDP program {prog_id}, not this shield's"),
-            (generic, "this shield's program is attached native, the file says generic")):
-        out = lab.run("edge", [*EDGESTICK, "shield", "-f", str(path)], check=False)
-        assert out.returncode == 3 and message in out.stderr, out.stderr
-        assert xdp.xdp_attached(lab.edge_if, lab.ns("edge")) == ("native", prog_id)
 
     # --detach (from outside the namespace, with --netns) with --purge leaves nothing.
     out = subprocess.run([*EDGESTICK, "shield", "-f", cfg, "--netns", lab.ns("edge"), "--detach", "--purge"],

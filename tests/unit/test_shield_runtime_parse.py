@@ -103,6 +103,14 @@ def test_every_command_has_help_and_a_known_level():
         assert level in ("user", "operator", "admin")
 
 
+def test_help_lists_only_what_the_level_may_run():
+    user = runtime.help_text("user")
+    assert "  show shield" in user and "show sources" not in user and "add ban" not in user
+    operator = runtime.help_text("operator")
+    assert "  show bans" in operator and "add ban" not in operator and "set mode" not in operator
+    assert "  set mode enforce|dry-run" in runtime.help_text("admin")
+
+
 def test_levels_follow_haproxy_order():
     assert runtime.level_allows("admin", "operator") and runtime.level_allows("operator", "operator")
     assert not runtime.level_allows("user", "operator") and not runtime.level_allows("operator", "admin")
@@ -120,6 +128,6 @@ def test_refused_commands_reach_no_shield_method():
     server = runtime.RuntimeServer(object(), "/nonexistent.sock", level="operator")
     assert server.execute("add ban 1.2.3.4") == ("Permission denied\n", None)
     assert server.execute("add ban 1.2.3.999") == ("'1.2.3.999' is not an IPv4/IPv6 address or CIDR\n", None)
-    assert server.execute("help")[0] == runtime.help_text()
+    assert server.execute("help")[0] == runtime.help_text("operator")
     assert server.execute("prompt") == ("", "prompt")
     assert server.execute("quit") == ("", "quit")
