@@ -18,6 +18,22 @@ Expiry queue: like HAProxy, entries sit in an expiry queue keyed by the date the
 when queued; touching an entry only moves its real expiry date, and the purge/expiry
 walks re-queue entries whose date moved. This reproduces HAProxy's eviction order and
 its "at most twice the batch" candidate budget when a full table must make room.
+
+API in one screen (every method takes an optional `now` in ms, default `now_ms()`):
+  config     parse_table_args(words) -> (TableDecl, warnings); StickTable(name, decl);
+             StickTable.from_words(name, words); t.ensure_data_types("server_id", ...)
+  tracking   row = t.track(sample, http_req=False)   get/create, ref+1, conn_cnt/rate/cur+1
+             t.release(row)                          conn_cur-1, ref-1 (pair with track)
+             t.count_session(row)                    sess_cnt/rate+1 (session trackers)
+  counting   t.inc_http_req/inc_http_err/inc_http_fail(row); t.add_bytes_in/out(row, n)
+             t.inc_gpc(row, idx, legacy) t.clr_gpc(...) t.set_gpt(row, v, idx, legacy)
+             t.set_server(row, server_id, server_key); t.touch(row)
+  reading    t.lookup(sample) -> row|None (no create, no touch); t.get_or_create(sample)
+             t.read(row, "http_req_rate") -> int|None; f = t.reader(name, idx) for hot paths
+             t.used, t.size, t.use(row), t.expire_in(row)
+  upkeep     t.sweep() removes expired entries (the proxy calls it periodically)
+  peers      t.entries(), t.raw_values(row), t.apply_remote(key, values, expire_ms),
+             t.on_local_update = callback(row) on every local touch
 """
 from __future__ import annotations
 
