@@ -29,7 +29,7 @@ TERMINATOR_GRACE = 0.2
 PROMPT = b"> "
 
 
-class RuntimeApiError(Exception):
+class RuntimeApiError(OSError):
     """Transport-level failure: cannot connect, timeout, connection lost. A command
     the server refuses is not an error here: its error line is the reply."""
 
