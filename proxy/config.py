@@ -1104,11 +1104,22 @@ class Parser:
     def kw_http_request(self, p, line):
         if p.kind == "defaults" and not p.name:
             raise line.error("'http-request' not allowed in anonymous 'defaults' section.")
+        self.warn_if_unreachable(p.http_request, line)
         p.http_request.append(self.parse_rule(p, line, line.words[1:], "http-request", "http"))
+
+    FINAL_ACTIONS = frozenset({"deny", "tarpit", "return", "reject", "allow", "redirect",
+                               "use-service", "silent-drop"})
+
+    def warn_if_unreachable(self, rules: list, line: Line):
+        if rules and rules[-1].cond is None and rules[-1].action in self.FINAL_ACTIONS:
+            self.warnings.append(f"{line.file}:{line.lineno}: '{line.keyword}': previous "
+                                 f"'{line.keyword}' action is final and has no condition "
+                                 "attached, further entries are NOOP.")
 
     def kw_http_response(self, p, line):
         if p.kind == "defaults" and not p.name:
             raise line.error("'http-response' not allowed in anonymous 'defaults' section.")
+        self.warn_if_unreachable(p.http_response, line)
         p.http_response.append(self.parse_rule(p, line, line.words[1:], "http-response",
                                                "response"))
 
@@ -1294,20 +1305,27 @@ class Parser:
             else:
                 raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
                                  f"'{what}' rule : unknown keyword '{a}'.")
-        payload = reply.body_kind in ("string", "lf-string", "file", "lf-file")
-        if payload and reply.body and not reply.content_type:
-            raise line.error(f"error detected in {p.kind} '{p.name}' while parsing '{what}' "
-                             "rule : a content type must be defined when non-empty payload is "
-                             "configured.")
-        if reply.body_kind == "errorfile" and (reply.content_type or reply.headers):
-            self.warn(line, f"'{what}' : content-type and hdr are ignored with 'errorfile'")
-        uses_errorfile = reply.body_kind == "default-errorfiles" or (
+        rule_err = f"error detected in {p.kind} '{p.name}' while parsing '{what}' rule : "
+        if reply.body_kind in ("string", "lf-string") and reply.body == "":
+            raise line.error(f"{rule_err}'{reply.body_kind}' expects <str> as argument.")
+        if reply.body_kind in ("lf-string", "lf-file") and not reply.content_type:
+            raise line.error(f"{rule_err}a content type must be defined with a log-format "
+                             "payload.")
+        if reply.body_kind in ("string", "file") and reply.body and not reply.content_type:
+            raise line.error(f"{rule_err}a content type must be defined when non-empty payload "
+                             "is configured.")
+        errorfile = reply.body_kind in ("errorfile", "default-errorfiles") or (
             reply.body_kind is None and action != "return")
-        if uses_errorfile:
-            if reply.headers or reply.content_type:
-                if reply.body_kind == "default-errorfiles":
-                    self.warn(line, f"'{what}' : content-type and hdr are ignored with "
-                                    "default-errorfiles")
+        if errorfile and reply.content_type:
+            self.warn(line, f"content-type '{reply.content_type}' ignored by the http reply "
+                            "because neither errorfile nor payload defined."
+                      if reply.body_kind is None else
+                      f"content-type '{reply.content_type}' ignored by the http reply when "
+                      "used with an errorfile.")
+        if reply.body_kind in ("errorfile", "default-errorfiles") and reply.headers:
+            self.warn(line, "hdr parameters ignored by the http reply when used with an "
+                            "errorfile.")
+        if errorfile and reply.body_kind != "errorfile":
             if reply.status not in DEFAULT_ERROR_STATUSES:
                 raise line.error(f"error detected in {p.kind} '{p.name}' while parsing '{what}' "
                                  f"rule : status code '{reply.status}' not handled by default "

@@ -124,6 +124,16 @@ CASES = [
      "string \"slow down\" hdr Retry-After 10\n"),
     ("return statuses", VALID, D + FE + "    http-request return status 418 if { path /t }\n"
      "    http-request return status 200 content-type text/plain string ok\n"),
+    ("deny hdr without payload", VALID, D + FE + "    http-request deny deny_status 429 hdr Retry-After 10\n"),
+    ("deny content-type without payload", VALID, D + FE + "    http-request deny deny_status 429 "
+     "content-type text/plain\n"),
+    ("return empty string", INVALID, D + FE + "    http-request return status 204 content-type "
+     "text/plain string \"\"\n"),
+    ("return lf-string without content-type", INVALID, D + FE + "    http-request return status 200 "
+     "lf-string \"%[src]\"\n"),
+    ("return lf-string", VALID, D + FE + "    http-request return status 200 content-type text/plain "
+     "lf-string \"%[src]\"\n"),
+    ("rule after final rule", VALID, D + FE + "    http-request deny\n    http-request return status 200\n"),
     ("return status 700", INVALID, D + FE + "    http-request return status 700\n"),
     ("unknown http action", INVALID, D + FE + "    http-request frobnicate\n"),
     ("gpc actions", VALID, D + FE + "    stick-table type ip size 1k store gpc0,gpc1,gpt0\n"

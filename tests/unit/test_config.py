@@ -449,3 +449,24 @@ def test_crt_list_and_localpeer_override(tmp_path, cert_pem):
     assert warnings == []
     _, warnings = load_config_text(peers, "p.cfg", localpeer="other")
     assert any("no peer named 'other'" in w for w in warnings)
+
+
+@pytest.mark.parametrize("rule,message", [
+    ("http-request deny deny_status 429 content-type text/plain",
+     "content-type 'text/plain' ignored by the http reply because neither errorfile nor payload"),
+    ("http-request return status 429 default-errorfiles hdr X 1", "hdr parameters ignored"),
+    ("http-request deny\n    http-request return status 200", "action is final and has no condition"),
+])
+def test_reply_warnings(rule, message):
+    _, warnings = load_config_text(SEED_DEFAULTS + f"frontend f\n    bind :80\n    {rule}\n", "r.cfg")
+    assert any(message in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("rule,message", [
+    ('http-request return status 204 content-type text/plain string ""', "'string' expects <str>"),
+    ('http-request return status 200 lf-string "%[src]"', "with a log-format payload"),
+])
+def test_reply_payload_errors(rule, message):
+    with pytest.raises(ConfigError) as ei:
+        load_config_text(SEED_DEFAULTS + f"frontend f\n    bind :80\n    {rule}\n", "r.cfg")
+    assert message in str(ei.value) and ei.value.line == 8
