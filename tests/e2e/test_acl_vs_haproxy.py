@@ -14,6 +14,8 @@ from edgestick.proxy.acl import Acl, compile_condition, parse_acl_expr
 from edgestick.proxy.sample import Context
 from edgestick.proxy.stick_table import StickTable
 
+pytestmark = pytest.mark.haproxy
+
 CONDITIONS = [
     "{ path /a/b.html }", "{ path_beg /a/ }", "{ path_end .html }", "{ path_sub b.ht }",
     "{ path_reg ^/a/[a-z]+\\.html$ }", "{ path_dir a }", "{ path_len gt 6 }", "{ path -m len 8 }",

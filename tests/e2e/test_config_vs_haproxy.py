@@ -10,6 +10,8 @@ import pytest
 from edgestick.cfgsyntax import ConfigError
 from edgestick.proxy.config import load_config
 
+pytestmark = pytest.mark.haproxy
+
 D = """defaults
     mode http
     timeout connect 5s
