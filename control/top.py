@@ -53,7 +53,7 @@ class ShieldView:
     drops: dict[str, int] = field(default_factory=dict)       # reason -> packets dropped
     tracked: int = 0
     sources: list[XdpSource] = field(default_factory=list)
-    bans: dict[str, str] = field(default_factory=dict)        # source -> "exp reason"
+    bans: dict[str, str] = field(default_factory=dict)        # source -> "reason/time left"
 
 
 @dataclass
@@ -135,8 +135,8 @@ def parse_show_bans(text: str, view: ShieldView) -> None:
         if line.startswith("key="):
             kv = _kv(line)
             exp = kv.get("exp", "-")
-            left = "-" if exp == "-" else f"{_int(exp) // 1000}s"
-            view.bans[line.split()[0][4:]] = f"{left} {kv.get('reason', '')}".strip()
+            left = "forever" if exp == "-" else f"{_int(exp) // 1000}s"
+            view.bans[line.split()[0][4:]] = f"{kv.get('reason', 'ban')}/{left}"   # one word
 
 
 def parse_show_stat(text: str) -> list[Frontend]:
@@ -272,7 +272,7 @@ def render(snap: Snapshot, by: str = "conn_rate", width: int = 120, color: bool 
         if sh is not None:
             row += [_human(s.conn_rate), _human(s.pkt_rate), _human(s.byte_rate), _human(s.drops)] \
                 if s else ["-"] * 4
-            row.append(sh.bans.get(key, ""))
+            row.append(sh.bans.get(key, "-"))
         row += [str(e.data.get(c, "-")) if e else "-" for c in http_cols]
         table.append(row)
     for key, ban in (sh.bans.items() if sh else ()):

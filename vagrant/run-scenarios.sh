@@ -21,7 +21,7 @@ HTTP_FLOOD_REQUESTS=${HTTP_FLOOD_REQUESTS:-50000}
 STUFFING_REQUESTS=${STUFFING_REQUESTS:-2000}
 EDGE_RUN_DIR=${EDGE_RUN_DIR:-/run/edgestick}
 RESULTS=${RESULTS:-results}
-LEGIT_SECONDS=$(( 4 * FLOOD_SECONDS + 10 ))
+LEGIT_SECONDS=${LEGIT_SECONDS:-$(( 4 * FLOOD_SECONDS + 10 ))}   # the client outlasts the attacks
 
 if [ -n "${EDGESTICK_LAB:-}" ]; then
     PY=${EDGESTICK_VENV:-$(cd .. && pwd)/.venv}/bin/python
@@ -62,4 +62,4 @@ cat "$RESULTS/legit.txt" >&2
 echo "== edge: top sources, shield counters, bans" >&2
 on edge "${EDGESTICK[@]}" top -S "$EDGE_RUN_DIR/proxy.sock" --shield "$EDGE_RUN_DIR/shield.sock" --once || true
 on edge "${EDGESTICK[@]}" ctl -S "$EDGE_RUN_DIR/shield.sock" "show bans" || true
-echo "results in $(pwd)/$RESULTS" >&2
+echo "results in $(cd "$RESULTS" && pwd)" >&2

@@ -1,11 +1,17 @@
 """The Vagrant lab's provisioning scripts (vagrant/provision/) run inside the namespace
 lab with the lab's parameters: the same steps a VM runs, exercised without VMs."""
+import json
+import os
+import re
+import socket
 import sys
 import time
 
+import subprocess
+
 import pytest
 
-from edgestick.lab import scenarios
+from edgestick.lab import provision, scenarios
 from edgestick.lab.provision import BACKEND_PORT, Provisioner, http_get
 from edgestick.lab.topology import BACKEND_ADDRS4
 
@@ -70,3 +76,83 @@ def test_attacker_and_client_roles_run_scenarios(lab, prov):
                        sources=2000, duration=10)
     assert syn.sent == 3000 and syn.params["dst_mac"] == lab.mac("edge")
     assert syn.params["iface"] == "eth0" and syn.params["sources"] == 2000
+
+
+def served_by(lab, host: str, addr: str, count: int) -> list[str]:
+    """The x-server header of `count` new-connection GETs from `host`."""
+    servers = []
+    with scenarios.in_netns(lab.ns(host)):
+        for _ in range(count):
+            with socket.create_connection((addr, 80), timeout=2) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nhost: edge\r\nconnection: close\r\n\r\n")
+                reply = b""
+                while chunk := s.recv(4096):
+                    reply += chunk
+            servers += [line.split(b":", 1)[1].strip().decode() for line in reply.split(b"\r\n")
+                        if line.lower().startswith(b"x-server:")]
+    return servers
+
+
+def test_edge_role_runs_edgestick_in_front_of_the_backends(lab, prov):
+    prov.provision("backend")
+    edge = prov.provision("edge")          # returns once the edge answers the client
+    prov.provision("attacker")
+    edge_addr = lab.addr4("edge")
+    assert sorted(served_by(lab, "client", edge_addr, 4)) == ["s1", "s1", "s2", "s2"]
+
+    syn = run_scenario(lab, "attacker", "syn-flood", edge_addr, count=4000, sources=1000, duration=10)
+    assert syn.sent == 4000
+    # Credential stuffing: the backends answer 401 until the proxy's http_err_rate rule
+    # (gt 20 in 10 s) answers 403 from the 22nd error on.
+    stuffing = run_scenario(lab, "attacker", "cred-stuff", edge_addr, count=60, concurrency=1)
+    assert stuffing.statuses.get(401) == 21 and stuffing.first_status_at.get(403) == 22, stuffing.summary()
+    legit = run_scenario(lab, "client", "legit", edge_addr, count=20, rate=0, new_connections=True)
+    assert legit.ok == 20, legit.summary()
+
+    run_dir = prov.workdir / "edge" / "run"
+    done = lab.run("edge", [sys.executable, "-m", "edgestick", "top", "--once", "-n", "5000",
+                            "--by", "pkt_rate", "-S", str(run_dir / "proxy.sock"),
+                            "--shield", str(run_dir / "shield.sock")], check=False)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"on {lab.edge_if} " in out and "frontend http_front: requests " in out
+    used = re.search(r"table http_front: used (\d+)/102400", out)
+    assert used and int(used[1]) >= 2        # the attacker and the client (and mirrored sources)
+    header = next(line.split() for line in out.splitlines() if line.startswith("source"))
+    assert header[:6] == ["source", "conn/1s", "pkt/1s", "B/1s", "drops", "ban"]
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line[:1].isdigit()}
+    # One story per source: the attacker's row has XDP counters and HTTP counters...
+    attacker = dict(zip(header, rows[lab.addr4("attacker")]))
+    assert int(attacker["pkt/1s"]) > 0 and int(attacker["http_err_rate(10s)"]) >= 21
+    # ...the spoofed sources only XDP ones, and all 1,000 of them are tracked.
+    spoofed = [r for k, r in rows.items() if k.startswith("198.18.") and int(k.split(".")[2]) >= 64]
+    assert len(spoofed) == 1000 and all(r[-1] == "-" for r in spoofed)
+
+    lab.destroy()                          # stops edgestick run with the namespace
+    assert edge.poll() is not None
+    assert not lab.pin_dir.exists()
+
+
+def test_run_scenarios_script_drives_the_lab(lab, prov, tmp_path):
+    """vagrant/run-scenarios.sh, pointed at the namespace lab instead of the VMs."""
+    prov.provision("backend")
+    prov.provision("edge")
+    prov.provision("attacker")
+    prov.provision("client")
+    env = dict(os.environ, EDGESTICK_LAB=lab.prefix, EDGESTICK_VENV=sys.prefix,
+               EDGE_RUN_DIR=str(prov.workdir / "edge" / "run"), RESULTS=str(tmp_path),
+               FLOOD_SECONDS="1", FLOOD_FRAMES="20000", FLOOD_SOURCES="500",
+               HTTP_FLOOD_REQUESTS="3000", STUFFING_REQUESTS="100", LEGIT_SECONDS="6")
+    done = subprocess.run(["bash", str(provision.REPO / "vagrant" / "run-scenarios.sh")],
+                          env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = {p.stem: scenarios.parse_result(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert set(results) == {"legit", "syn-flood", "udp-flood", "http-flood", "cred-stuff"}
+    # The legitimate client kept being served through every attack.
+    legit = results["legit"]
+    assert legit.sent >= 20 and legit.success_rate == 1.0, legit.summary()
+    assert results["syn-flood"].sent == 20000 and results["udp-flood"].sent == 20000
+    # The HTTP flood from four sources went over seed 3's 100 requests per 10 s: 429s.
+    assert results["http-flood"].statuses.get(429, 0) > 0, results["http-flood"].summary()
+    assert results["cred-stuff"].statuses.get(403, 0) > 0, results["cred-stuff"].summary()
+    assert "frontend http_front" in done.stdout and "# bans: active=" in done.stdout
