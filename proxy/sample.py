@@ -442,6 +442,10 @@ _COUNTER_SUFFIXES: dict[str, tuple[str, str]] = {
     "clr_gpc0": ("gpc0", "clr"), "clr_gpc1": ("gpc1", "clr"),
     "server_id": ("server_id", "read"),
 }
+# edgestick's XDP counters, mirrored into the table by the shield (stick_table.XDP_DATA_TYPES,
+# docs/bridge.md): sc_xdp_conn_rate(0), sc0_xdp_conn_rate, src_xdp_drops, table_xdp_pkt_rate...
+_COUNTER_SUFFIXES.update({name: (name, "read") for name in
+                          ("xdp_conn_rate", "xdp_pkt_rate", "xdp_byte_rate", "xdp_drops")})
 # array forms: suffix -> (data type, kind); they take the element index first
 _ARRAY_SUFFIXES: dict[str, tuple[str, str]] = {
     "get_gpc": ("gpc", "read"), "gpc_rate": ("gpc_rate", "read"), "get_gpt": ("gpt", "read"),
