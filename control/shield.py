@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import os
 import signal
 import sys
@@ -160,20 +161,50 @@ class ShieldDaemon:
                     lines.append(f"counter: {verdict} reason={reason} packets={c.packets} bytes={c.bytes}")
         return "".join(f"{line}\n" for line in lines)
 
-    def _fresh_sources(self):
+    def _fresh_entries(self):
+        """(key bytes, value bytes) of every source seen within the table's expire. The
+        map is read in batches (control/bridge.py's scanner: 64k entries a syscall, ~7x
+        faster than a lookup per key); nothing is decoded here."""
+        from edgestick.control import xdp
+        from edgestick.control.bridge import BATCH, SourceScanner
         horizon = time.monotonic_ns() - self.cfg.table_expire_ms * 1_000_000
-        return [s for s in self.xdp.sources() if s.last_seen_ns >= horizon]
+        scanner = SourceScanner(self.xdp)
+        ks, vs = scanner.ksize, scanner.vsize
+        seen_at = xdp.EsSource.last_seen_ns.offset
+        for keys, values, count in scanner.scan(self.xdp.maps["sources"].max_entries + BATCH):
+            kraw, vraw = keys.raw, values.raw
+            for i in range(count):
+                v = vraw[i * vs:(i + 1) * vs]
+                if int.from_bytes(v[seen_at:seen_at + 8], "little") >= horizon:
+                    yield kraw[i * ks:(i + 1) * ks], v
 
     def show_sources(self, top: int, by: str) -> str:
-        sources = self._fresh_sources()
-        sources.sort(key=lambda s: (-getattr(s, by), s.source))
-        period = self.xdp.get_config().period_ms
-        now = time.monotonic_ns()
-        lines = [f"# sources: tracked={len(sources)} by={by} top={top} period={period}\n"]
-        for s in sources[:top]:
-            lines.append(f"key={s.source} conn_rate({period})={s.conn_rate} pkt_rate({period})={s.pkt_rate} "
-                         f"byte_rate({period})={s.byte_rate} drops={s.drops} "
-                         f"seen={max(0, now - s.last_seen_ns) // 1_000_000}\n")
+        from edgestick.control import xdp
+        cfg = self.xdp.get_config()
+        period, tick, now = cfg.period_ms, xdp.now_tick_ms(), time.monotonic_ns()
+        field = {"conn_rate": "conn", "pkt_rate": "pkt", "byte_rate": "bytes"}.get(by)
+        at = getattr(xdp.EsSource, field or "drops").offset
+
+        def value(raw: bytes) -> int:
+            if field is None:
+                return int.from_bytes(raw[at:at + 8], "little")
+            return xdp.read_freq(xdp.EsFreq.from_buffer_copy(raw, at), period, tick)
+
+        tracked = 0
+        ranked = []
+        for key, raw in self._fresh_entries():
+            tracked += 1
+            ranked.append((value(raw), key, raw))
+        # Only the top n are decoded and printed; ties in address-key order.
+        best = heapq.nsmallest(top, ranked, key=lambda t: (-t[0], t[1]))
+        lines = [f"# sources: tracked={tracked} by={by} top={top} period={period}\n"]
+        for _, key, raw in best:
+            src = xdp.EsSource.from_buffer_copy(raw)
+            rates = [xdp.read_freq(f, period, tick) for f in (src.conn, src.pkt, src.bytes)]
+            lines.append(f"key={xdp.source_str(xdp.EsAddr.from_buffer_copy(key), cfg.ipv6_prefix)} "
+                         f"conn_rate({period})={rates[0]} pkt_rate({period})={rates[1]} "
+                         f"byte_rate({period})={rates[2]} drops={src.drops} "
+                         f"seen={max(0, now - src.last_seen_ns) // 1_000_000}\n")
         return "".join(lines)
 
     def show_bans(self) -> str:
@@ -253,9 +284,7 @@ class ShieldDaemon:
         return len(self.xdp.bans())
 
     def sources_tracked(self) -> int:
-        # Only last_seen matters here: skip decoding rates (a scrape of 100k sources ~0.4 s).
-        horizon = time.monotonic_ns() - self.cfg.table_expire_ms * 1_000_000
-        return sum(1 for _, s in self.xdp.maps["sources"].items() if s.last_seen_ns >= horizon)
+        return sum(1 for _ in self._fresh_entries())
 
     def capacities(self) -> dict[str, int]:
         cap = self.xdp.capacity()
