@@ -186,13 +186,19 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
         assert traffic.send_frames(sock, udp_frames(lab, BANNED), 200, 10).sent == 200
         assert traffic.send_frames(sock, udp_frames(lab, "203.0.113.5"), 50, 10).sent == 50
         assert traffic.send_frames(sock, udp_frames(lab, OTHER, 10), 100, 10).sent == 100
+        assert traffic.send_frames(sock, udp_frames(lab, "198.18.64.9"), 30, 10).sent == 30
     def dropped() -> bool:
         reply = command(tmp_path, "show shield")
         return counter(reply, "drop", "ban") == 200 and counter(reply, "drop", "deny") == 50
     assert wait_for(dropped), command(tmp_path, "show shield")
     sources = command(tmp_path, "show sources top 5 by pkt_rate")
-    assert re.search(rf"^key={OTHER} conn_rate\(1000\)=0 pkt_rate\(1000\)=(\d+) ", sources, re.M)
+    keys = re.findall(r"^key=(\S+) ", sources, re.M)
+    # 100 packets rank before 30 (both rates decay alike, and equal rates sort by key).
+    assert keys.index(OTHER) < keys.index("198.18.64.9")
+    assert re.search(rf"^key={OTHER} conn_rate\(1000\)=0 pkt_rate\(1000\)=\d+ byte_rate\(1000\)=\d+ "
+                     r"drops=0 seen=\d+$", sources, re.M)
     assert f"key={BANNED} " not in sources    # a ban is checked before any state is made
+    assert re.findall(r"^key=(\S+) ", command(tmp_path, "show sources top 1"), re.M) == [OTHER]
 
     # Metrics, read from the maps at scrape time; never a source address as a label.
     body = scrape(lab)
