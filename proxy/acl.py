@@ -13,7 +13,8 @@ import re
 import socket
 from typing import Callable, Optional, Sequence
 
-from .sample import ACL_ALIASES, FETCHES, SampleError, fetch_values_fn, split_call
+from .sample import (_DEFAULT_MATCH, ACL_ALIASES, FETCHES, SampleError, _split_chain,
+                     fetch_values_fn, split_call)
 
 
 class AclError(ValueError):
@@ -281,12 +282,12 @@ class AclExpr:
 
 def _fetch_for_acl(word: str):
     """Resolve an ACL keyword: a fetch name or an alias (path_beg…) fixing the method."""
-    name, args = split_call(word)
+    first = _split_chain(word)[0]
+    name, _ = split_call(first)
     alias = ACL_ALIASES.get(name)
     if alias is not None and name not in FETCHES:
         base, method = alias
-        rebuilt = base + (word[len(name):])
-        return rebuilt, method
+        return base + word[len(name):], method
     return word, None
 
 
@@ -335,10 +336,11 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
         i += 1
     values = file_values + list(words[i:])
     if method is None:
-        method = fd.match
-        if fd.out == "bool" and not values:
+        # a converter chain changes the type, hence the default match method
+        method = fd.match if out == fd.out else _DEFAULT_MATCH[out]
+        if out == "bool" and not values:
             method = "bool"
-    if method in ("int", "len") and not values and fd.out != "bool":
+    if method in ("int", "len") and not values and out != "bool":
         raise AclError(f"missing value for ACL keyword '{fetch_text}'")
     match = build_matcher(method, values, icase)
     # str-style matchers on non-str samples compare text forms; ints compare as ints

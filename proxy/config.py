@@ -1509,8 +1509,8 @@ class _RefList(list):
 
     def append(self, item):
         name, fetch = item
-        self.parser.table_refs.append((self.proxy, _where(self.line), name, fetch,
-                                       self.line.keyword))
+        self.parser.table_refs.append((self.proxy, _where(self.line), name or self.proxy.name,
+                                       fetch, self.line.keyword))
 
 
 BIND_FLAGS = {"ssl", "accept-proxy", "v4v6", "v6only", "transparent", "defer-accept", "tfo",

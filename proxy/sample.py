@@ -476,7 +476,9 @@ def _parse_index(text: str, name: str) -> int:
     return int(text)
 
 
-def _table_ref(cfg, name: str, fetch: str) -> str:
+def _table_ref(cfg, name: Optional[str], fetch: str) -> Optional[str]:
+    """Record a table a fetch needs (None: the table of the proxy holding the rule), to be
+    checked once the whole configuration is known."""
     if cfg is not None:
         cfg.table_refs.append((name, fetch))
     return name
@@ -575,7 +577,7 @@ def _src_fetch(suffix: str, array: bool):
             idx = _parse_index(args.pop(0), fname)
         if len(args) > 1:
             raise SampleError(f"fetch method '{fname}' : too many arguments")
-        table = _table_ref(cfg, args[0], fname) if args else None
+        table = _table_ref(cfg, args[0] if args else None, fname)
         return _keyed_reader(lambda ctx: ctx.src, table, dtype, kind, idx)
     return fname, build
 
@@ -632,7 +634,7 @@ def _updt_conn_cnt_build(args, cfg):
     """src_updt_conn_cnt([t]): create the entry, conn_cnt/conn_rate +1, return conn_cnt."""
     if len(args) > 1:
         raise SampleError("fetch method 'src_updt_conn_cnt' : too many arguments")
-    tname = _table_ref(cfg, args[0], "src_updt_conn_cnt") if args else None
+    tname = _table_ref(cfg, args[0] if args else None, "src_updt_conn_cnt")
 
     def fetch(ctx):
         table = ctx.table if tname is None else ctx.tables.get(tname)
@@ -658,7 +660,7 @@ def _table_stat_build(name: str, fn):
     def build(args, cfg):
         if len(args) > 1:
             raise SampleError(f"fetch method '{name}' : too many arguments")
-        tname = _table_ref(cfg, args[0], name) if args else None
+        tname = _table_ref(cfg, args[0] if args else None, name)
 
         def fetch(ctx):
             table = ctx.table if tname is None else ctx.tables.get(tname)
@@ -768,9 +770,9 @@ def _table_conv(suffix: str, array: bool):
             if not args:
                 raise SampleError(f"converter '{name}' : missing array index")
             idx = _parse_index(args.pop(0), name)
-        if len(args) != 1:
-            raise SampleError(f"converter '{name}' expects a table name")
-        tname = _table_ref(cfg, args[0], name)
+        if len(args) > 1:
+            raise SampleError(f"converter '{name}' : too many arguments")
+        tname = _table_ref(cfg, args[0] if args else None, name)
         return _keyed_reader(inner, tname, dtype, kind, idx)
     return name, build
 
@@ -787,12 +789,12 @@ for _suffix in ("get_gpc", "gpc_rate", "get_gpt"):
 
 
 def _table_trackers(args, cfg, inner):
-    if len(args) != 1:
-        raise SampleError("converter 'table_trackers' expects a table name")
-    tname = _table_ref(cfg, args[0], "table_trackers")
+    if len(args) > 1:
+        raise SampleError("converter 'table_trackers' : too many arguments")
+    tname = _table_ref(cfg, args[0] if args else None, "table_trackers")
 
     def conv(ctx):
-        table = ctx.tables.get(tname)
+        table = ctx.table if tname is None else ctx.tables.get(tname)
         key = inner(ctx)
         if table is None or key is None:
             return None
@@ -806,12 +808,12 @@ CONVERTERS["table_trackers"] = ConvDef("table_trackers", _table_trackers, "int")
 
 @_conv("in_table", "bool")
 def _in_table(args, cfg, inner):
-    if len(args) != 1:
-        raise SampleError("converter 'in_table' expects a table name")
-    tname = _table_ref(cfg, args[0], "in_table")
+    if len(args) > 1:
+        raise SampleError("converter 'in_table' : too many arguments")
+    tname = _table_ref(cfg, args[0] if args else None, "in_table")
 
     def conv(ctx):
-        table = ctx.tables.get(tname)
+        table = ctx.table if tname is None else ctx.tables.get(tname)
         key = inner(ctx)
         if table is None or key is None:
             return None

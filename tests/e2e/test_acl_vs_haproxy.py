@@ -23,6 +23,8 @@ CONDITIONS = [
     "{ query -m found }", "{ query x=1 }", "{ query -m len 0 }",
     "{ method GET }", "{ method POST }", "{ method -i get }", "METH_GET", "METH_POST",
     "{ method -m str -i get }", "{ method -i GET }", "{ method get }", "{ method PURGE get }",
+    "{ hdr(host),lower -m end .example.com }", "{ src,ipmask(8) 127.0.0.0 }",
+    "{ path,length gt 5 }", "{ src,table_http_req_cnt(t) ge 2 }", "{ src,in_table(t2) }",
     "{ hdr_ip(x-ip) 10.0.0.0/8 }", "{ req.hdr_ip(x-ip) fd00::/8 }", "{ url_param(x) 1 }",
     "{ urlp(y) -m found }", "{ hdr_val(x-num) 7 }", "{ path_dir a/b.html }", "{ path_dir b }", "{ hdr_dom(host) .example.com. }",
     "{ hdr(host) www.example.com }", "{ hdr(host) -i WWW.EXAMPLE.COM }",

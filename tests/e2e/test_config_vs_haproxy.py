@@ -165,6 +165,15 @@ CASES = [
      "    http-request deny if { sc0_http_req_rate gt 5 } || { src_http_req_rate(f) ge 9 }\n"),
     ("acl pattern file", VALID, D + FE + "    acl bad src -f {patterns}\n    http-request deny if bad\n"),
     ("acl pattern file missing", INVALID, D + FE + "    acl bad src -f /nonexistent/edgestick.lst\n"),
+    ("src_ fetch without table in a proxy without one", INVALID, D + FE
+     + "    http-request deny if { src_conn_cnt gt 1 }\n"),
+    ("table_ converter without table", INVALID, D + FE + "    http-request deny if { src,table_conn_cnt gt 1 }\n"),
+    ("table_ converter on own table", VALID, D + FE + "    stick-table type ip size 1k store conn_cnt\n"
+     "    http-request deny if { src,table_conn_cnt gt 1 } || { src_conn_cnt ge 5 } { table_cnt lt 2 }\n"),
+    ("converter chain in acl", VALID, D + FE + "    acl h hdr(host),lower -m end .example.com\n"
+     "    acl n src,ipmask(24) 198.18.0.0\n    http-request deny if h n\n"),
+    ("string table tracked by integer key", VALID, D + FE + "    stick-table type string size 10\n"
+     "    http-request track-sc0 src_port\n"),
     ("acl src_ table missing", INVALID, D + FE + "    http-request deny if { src_conn_cnt(nope) gt 1 }\n"),
     # --- real-world shapes
     ("debian default global/defaults", VALID, """global
