@@ -256,7 +256,9 @@ int edgestick_xdp(struct xdp_md *ctx)
     if (deny.lookup(&p.full))
         return finish(cfg, 1, ES_R_DENY, bytes);
 
-    __u64 now_ns = bpf_ktime_get_ns();
+    /* CLOCK_MONOTONIC_COARSE (tick resolution, like HAProxy's per-loop now_ms): the precise
+     * bpf_ktime_get_ns() costs ~24 ns a packet on these VMs, a third of the whole path. */
+    __u64 now_ns = bpf_ktime_get_coarse_ns();
     struct es_ban *ban = bans.lookup(&p.key);
     if (ban) {
         if (now_ns < ban->expires_ns)
@@ -264,7 +266,7 @@ int edgestick_xdp(struct xdp_md *ctx)
         bans.delete(&p.key);
     }
 
-    __u32 now = now_ns / 1000000;   /* HAProxy's ms clock, wrapping u32 */
+    __u32 now = now_ns / 1000000;   /* HAProxy's ms tick, wrapping u32 */
     __u32 period = cfg->period_ms ? cfg->period_ms : 1000;
     __u32 limits = cfg->limits_enabled;
     struct es_source *src = sources.lookup(&p.key);

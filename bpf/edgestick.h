@@ -81,7 +81,8 @@ struct es_lpm_key {
     __u8 addr[16];
 };
 
-/* HAProxy's two-period rate counter (freq_ctr). curr_tick is a ms clock with its lowest bit
+/* HAProxy's two-period rate counter (freq_ctr). curr_tick is a ms tick (CLOCK_MONOTONIC_COARSE
+ * in ms, wrapping u32) with its lowest bit
  * forced to 0; curr_tick and curr_ctr share one 64-bit word so a rotation is one CAS. */
 struct es_freq {
     __u32 curr_tick;
@@ -96,12 +97,12 @@ struct es_source {
     struct es_freq pkt;       /* packets */
     struct es_freq bytes;     /* frame bytes */
     __u64 drops;              /* packets dropped (or would-drop in dry-run) */
-    __u64 last_seen_ns;       /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+    __u64 last_seen_ns;       /* bpf_ktime_get_coarse_ns(), CLOCK_MONOTONIC_COARSE */
 };
 
 /* Ban entry (hash, key struct es_addr). */
 struct es_ban {
-    __u64 expires_ns;         /* CLOCK_MONOTONIC ns; ES_BAN_FOREVER = never */
+    __u64 expires_ns;         /* CLOCK_MONOTONIC(_COARSE) ns; ES_BAN_FOREVER = never */
     __u32 reason;             /* es_reason that triggered it; ES_R_NONE = added by hand */
     __u32 pad;
 };
