@@ -60,6 +60,8 @@ VARIANTS = {
     # proxy kind: (data types stored in the proxy table, mirror store clause, fetched names)
     "haproxy": ("gpt0,gpc0_rate(1s),gpc1", " store gpt0=xdp_conn_rate,gpc0_rate=xdp_pkt_rate,gpc1=xdp_drops",
                 {"conn": "gpt0", "pkt": "gpc0_rate", "drops": "gpc1"}),
+    "edgestick": ("xdp_conn_rate,xdp_pkt_rate,xdp_byte_rate,xdp_drops", "",
+                  {"conn": "xdp_conn_rate", "pkt": "xdp_pkt_rate", "drops": "xdp_drops"}),
 }
 
 
@@ -123,14 +125,21 @@ def edge(request, tmp_path_factory, haproxy_bin):
                               f"{lab.addr4('backend')}:8080"], stdout=subprocess.DEVNULL)
         proxy_cfg = PROXY_SECTIONS.format(tmp=tmp, edge=lab.addr4("edge"), backend=lab.addr4("backend"),
                                           store=store)
-        shield_cfg = SHIELD_SECTION.format(ifname=lab.edge_if, limit=CONN_LIMIT, pin_dir=lab.pin_dir,
-                                           tmp=tmp, mirror_store=mirror_store,
-                                           extra=f"    proxy-socket {tmp}/proxy.sock\n")
-        (tmp / "proxy.cfg").write_text(proxy_cfg)
-        (tmp / "shield.cfg").write_text(shield_cfg)
         log = open(tmp / "edge.log", "wb")
-        procs = [lab.popen("edge", [haproxy_bin, "-db", "-f", str(tmp / "proxy.cfg")], stdout=log, stderr=log),
-                 lab.popen("edge", [*EDGESTICK, "shield", "-f", str(tmp / "shield.cfg")], stdout=log, stderr=log)]
+        if kind == "haproxy":     # two files: HAProxy does not read `shield` sections
+            shield_cfg = SHIELD_SECTION.format(ifname=lab.edge_if, limit=CONN_LIMIT, pin_dir=lab.pin_dir,
+                                               tmp=tmp, mirror_store=mirror_store,
+                                               extra=f"    proxy-socket {tmp}/proxy.sock\n")
+            (tmp / "proxy.cfg").write_text(proxy_cfg)
+            (tmp / "shield.cfg").write_text(shield_cfg)
+            procs = [lab.popen("edge", [haproxy_bin, "-db", "-f", str(tmp / "proxy.cfg")], stdout=log, stderr=log),
+                     lab.popen("edge", [*EDGESTICK, "shield", "-f", str(tmp / "shield.cfg")],
+                               stdout=log, stderr=log)]
+        else:                     # one file, one command; the shield finds the proxy's socket in global
+            shield_cfg = SHIELD_SECTION.format(ifname=lab.edge_if, limit=CONN_LIMIT, pin_dir=lab.pin_dir,
+                                               tmp=tmp, mirror_store=mirror_store, extra="")
+            (tmp / "edge.cfg").write_text(proxy_cfg + "\n" + shield_cfg)
+            procs = [lab.popen("edge", [*EDGESTICK, "run", "-f", str(tmp / "edge.cfg")], stdout=log, stderr=log)]
 
         def up():
             if any(p.poll() is not None for p in procs):
