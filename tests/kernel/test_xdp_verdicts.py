@@ -372,3 +372,27 @@ def test_repeated_runs_add_every_event(xdp_shield):
     s = _state(xdp_shield, SRC4).pkt
     assert s.curr_ctr + s.prev_ctr == 5000
     assert counted(xdp_shield, "pass", "none") == 5000
+
+
+def test_two_cpus_at_once_lose_no_event(xdp_shield):
+    import os
+    import threading
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    xdp_shield.update_config(period_ms=60_000)
+    frame, runs = udp4(), 200_000
+
+    def hammer(cpu):
+        os.sched_setaffinity(0, {cpu})       # this thread only
+        xdp_shield.test_run(frame, repeat=runs)
+
+    threads = [threading.Thread(target=hammer, args=(cpu,)) for cpu in cpus]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    s = _state(xdp_shield, SRC4)
+    assert (s.pkt.curr_ctr, s.pkt.prev_ctr) == (2 * runs, 0)     # one period, every add kept
+    assert s.bytes.curr_ctr == 2 * runs * len(frame)
+    assert counted(xdp_shield, "pass", "none") == 2 * runs
