@@ -7,11 +7,11 @@ For each size N: a real shield map (`Shield.build`, not attached to any interfac
 filled from userspace with N sources, of which `--hot` are over half the conn-rate
 threshold; the proxy (a real HAProxy 2.6 by default) holds `--members` of those sources in
 the mirrored table, as if they had made HTTP requests. Then mirror cycles run back to back
-until one full sweep of the map is done, twice: the first sweep writes (members and hot
-sources are new to the table), the second only what changed (nothing: rates are held
-steady with a 60 s period). Reported per sweep: cycles, entries scanned, sources
-considered and written, and CPU time per cycle split into map scan, `show table` dump and
-`set table` writes. For reference, the same map read with one lookup per key
+until a full sweep of the map writes nothing (at most 5 sweeps): the first sweeps write
+the members and the hot sources, the latter at most MAX_NEW_PER_CYCLE a cycle, after that
+only what changed (nothing: rates are held steady with a 60 s period). Reported per
+sweep: cycles, entries scanned, sources considered, `set table` lines written (of which
+new entries), and time per cycle split into map scan, `show table` dump and writes. For reference, the same map read with one lookup per key
 (xdp.Shield.sources(), the straightforward iterator) is timed for N <= 100k.
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ def fill(shield, n: int, hot: float, period_ms: int) -> list[str]:
 
 
 def sweep(bridge) -> dict:
-    totals = dict(cycles=0, scanned=0, candidates=0, written=0, scan=0.0, dump=0.0, write=0.0,
+    totals = dict(cycles=0, scanned=0, candidates=0, written=0, new=0, scan=0.0, dump=0.0, write=0.0,
                   total=0.0, cpu=0.0)
     while True:
         c0 = time.process_time()
@@ -105,7 +105,7 @@ def sweep(bridge) -> dict:
         if r.errors:
             raise SystemExit(f"cycle errors: {r.errors[:3]}")
         totals["cycles"] += 1
-        for k in ("scanned", "candidates", "written"):
+        for k in ("scanned", "candidates", "written", "new"):
             totals[k] += getattr(r, k)
         totals["scan"] += r.scan_s
         totals["dump"] += r.dump_s
@@ -119,14 +119,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench.mirror", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--members", type=int, default=1000, help="sources present in the proxy table")
-    ap.add_argument("--hot", type=float, default=0.01, help="share of sources over half the threshold")
+    ap.add_argument("--hot", type=float, default=0.005, help="share of sources over half the threshold")
     ap.add_argument("--proxy", choices=("haproxy", "edgestick"), default="haproxy")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
     from edgestick.control import config as shield_config
     from edgestick.control import xdp
-    from edgestick.control.bridge import Bridge, SCAN_BUDGET
+    from edgestick.control.bridge import MAX_NEW_PER_CYCLE, SCAN_BUDGET, Bridge
     from edgestick.control.runtime_client import RuntimeClient
 
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -141,8 +141,9 @@ def main(argv=None) -> int:
     store = ({"gpc0_rate": "xdp_conn_rate", "gpt0": "xdp_pkt_rate", "gpc1": "xdp_drops"}
              if args.proxy == "haproxy" else None)
     print(f"mirror cycle cost, proxy={args.proxy}, {args.members} proxy-table members, "
-          f"{args.hot:.1%} hot sources, scan budget {SCAN_BUDGET} entries/cycle")
-    print(f"{'sources':>9} {'sweep':>6} {'cycles':>6} {'scanned':>9} {'considered':>10} {'written':>8} "
+          f"{args.hot:.1%} hot sources, scan budget {SCAN_BUDGET} entries/cycle, "
+          f"at most {MAX_NEW_PER_CYCLE} new sources/cycle")
+    print(f"{'sources':>9} {'sweep':>6} {'cycles':>6} {'scanned':>9} {'considered':>10} {'written':>8} {'new':>6} "
           f"{'scan s':>7} {'dump s':>7} {'write s':>7} {'s/cycle':>8} {'cpu s/cycle':>11}")
     try:
         wait_socket(sock, proxy)
@@ -163,12 +164,15 @@ def main(argv=None) -> int:
                 if store:
                     cfg.mirror_store = {"fe_bench": store}
                 bridge = Bridge(cfg, shield, sock)
-                for label in ("first", "steady"):
+                for number in range(1, 6):
                     t = sweep(bridge)
                     c = t["cycles"]
-                    print(f"{n:>9} {label:>6} {c:>6} {t['scanned']:>9} {t['candidates']:>10} {t['written']:>8} "
+                    print(f"{n:>9} {number:>6} {c:>6} {t['scanned']:>9} {t['candidates']:>10} {t['written']:>8} "
+                          f"{t['new']:>6} "
                           f"{t['scan'] / c:>7.3f} {t['dump'] / c:>7.3f} {t['write'] / c:>7.3f} "
                           f"{t['total'] / c:>8.3f} {t['cpu'] / c:>11.3f}", flush=True)
+                    if t["written"] == 0:
+                        break
                 if n <= 100_000:
                     t0 = time.perf_counter()
                     count = len(shield.sources())
