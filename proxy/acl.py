@@ -340,9 +340,12 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
         method = fd.match if out == fd.out else _DEFAULT_MATCH[out]
         if out == "bool" and not values:
             method = "bool"
-    if method in ("int", "len") and not values and out != "bool":
-        raise AclError(f"missing value for ACL keyword '{fetch_text}'")
-    match = build_matcher(method, values, icase)
+    if not values and method not in ("found", "bool"):
+        # HAProxy accepts an ACL without patterns: it never matches (a sample still makes
+        # the term false rather than "no sample", which only matters under `!`)
+        match = _never
+    else:
+        match = build_matcher(method, values, icase)
     # str-style matchers on non-str samples compare text forms; ints compare as ints
     if multi:
         def test_multi(ctx):
@@ -376,6 +379,10 @@ def _pattern_file(path: str) -> list[str]:
         if t and not t.startswith("#"):
             out.append(t)
     return out
+
+
+def _never(v) -> bool:
+    return False
 
 
 def _looks_numeric(w: str) -> bool:

@@ -16,12 +16,12 @@ import socket
 import ssl
 from typing import Callable, Optional, Sequence
 
-from edgestick.cfgsyntax import ConfigError, Line, parse_size, parse_time_ms, read_file
+from edgestick.cfgsyntax import ConfigError, Line, read_file
 
 from . import model as m
 from .acl import Acl, AclError, compile_condition, parse_acl_expr, split_condition
 from .sample import SampleError, compile_expr
-from .stick_table import parse_table_args
+from .stick_table import parse_table_args, parse_time_err
 
 SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
 FOREIGN_SECTIONS = ("shield",)            # parsed by control/
@@ -84,11 +84,19 @@ def _int(line: Line, text: str, what: str, lo: int = 0, hi: int = 2**31 - 1) -> 
     return v
 
 
-def _time(line: Line, text: str, what: str) -> int:
-    try:
-        return parse_time_ms(text)
-    except ValueError as e:
-        raise line.error(f"{what}: {e}") from None
+def _time(line: Line, text: str, what: str, warnings: Optional[list] = None) -> int:
+    """HAProxy's time parsing (2.6): an unknown unit is an error, characters after a valid
+    unit are ignored with a warning ('1m30s' reads 1m, as HAProxy does)."""
+    value, err, warning = parse_time_err(text)
+    if err == "over":
+        raise line.error(f"{what}: timer overflow in argument '{text}' (maximum value is "
+                         "2147483647 ms, ~24.8 days)")
+    if err is not None:
+        raise line.error(f"{what}: unexpected character '{err}' in '{text}' (expects "
+                         "<number>[us|ms|s|m|h|d])")
+    if warning and warnings is not None:
+        warnings.append(str(line.error(warning)))
+    return value
 
 
 def _arg(line: Line, i: int, what: str) -> str:
@@ -365,7 +373,8 @@ class Parser:
             if sub == "socket":
                 g.stats_sockets.append(self.parse_stats_socket(line))
             elif sub == "timeout":
-                g.stats_timeout_ms = _time(line, _arg(line, 2, "timeout value"), "stats timeout")
+                g.stats_timeout_ms = _time(line, _arg(line, 2, "timeout value"),
+                                           "stats timeout", self.warnings)
             elif sub == "maxconn":
                 g.stats_maxconn = _int(line, _arg(line, 2, "value"), "stats maxconn", 1)
             elif sub == "bind-process":
@@ -394,7 +403,8 @@ class Parser:
         elif kw == "chroot":
             g.chroot = _arg(line, 1, "<directory>")
         elif kw == "hard-stop-after":
-            g.hard_stop_after_ms = _time(line, _arg(line, 1, "time"), "hard-stop-after")
+            g.hard_stop_after_ms = _time(line, _arg(line, 1, "time"), "hard-stop-after",
+                                         self.warnings)
         elif (kw in self.GLOBAL_IGNORED or kw.startswith("tune.") or kw.startswith("ssl-default-")
               or kw.startswith("ssl-engine") or kw.startswith("51degrees") or kw.startswith("wurfl")):
             g.ignored[kw] = w[1:]
@@ -666,7 +676,8 @@ class Parser:
             raise line.error("'timeout' supports 'client', 'server', 'connect', 'check', 'queue',"
                              " 'http-keep-alive', 'http-request', 'tunnel', 'tarpit', "
                              f"'client-fin' and 'server-fin' (got '{name}')")
-        value = _time(line, _arg(line, 2, f"'timeout {name}' value"), f"timeout {name}")
+        value = _time(line, _arg(line, 2, f"'timeout {name}' value"), f"timeout {name}",
+                      self.warnings)
         if len(line.words) > 3:
             raise line.error(f"'timeout {name}' expects only one argument")
         fe_only = ("client", "http-request", "http-keep-alive", "client-fin")
@@ -700,7 +711,7 @@ class Parser:
         p.retries = _int(line, _arg(line, 1, "integer value"), "retries", 0)
 
     def kw_balance(self, p, line):
-        algo = _arg(line, 1, "algorithm")
+        algo = line.words[1] if len(line.words) > 1 else "roundrobin"
         base = algo.split("(")[0]
         if base not in ("roundrobin", "static-rr", "leastconn", "source", "first", "uri",
                         "url_param", "hdr", "random", "rdp-cookie"):
@@ -787,12 +798,13 @@ class Parser:
             if len(args) == 1:
                 hc.uri = args[0]
             elif len(args) >= 2:
-                hc.method, hc.uri = args[0], args[1]
-                if len(args) >= 3:
-                    hc.version = args[2]
                 if len(args) > 3:
-                    # old form: "HTTP/1.1\r\nHost:\ x" header appended to the version
-                    hc.version = " ".join(args[2:])
+                    raise line.error(f"'option httpchk' cannot handle unexpected argument "
+                                     f"'{args[3]}'.", "option")
+                hc.method, hc.uri = args[0], args[1]
+                if len(args) == 3:
+                    # may hold extra header lines the old way: "HTTP/1.1\r\nHost:\ x"
+                    hc.version = args[2]
             return
         if args:
             raise line.error(f"'option {name}' does not take any argument")
@@ -873,7 +885,8 @@ class Parser:
                 c.domains.append(d)
                 i += 1
             elif a in ("maxidle", "maxlife"):
-                setattr(c, f"{a}_ms", _time(line, _arg(line, i + 1, f"'{a}' value"), a))
+                setattr(c, f"{a}_ms", _time(line, _arg(line, i + 1, f"'{a}' value"), a,
+                                            self.warnings))
                 i += 1
             elif a == "attr":
                 v = _arg(line, i + 1, "'attr' value")
@@ -964,7 +977,7 @@ class Parser:
                 raise line.error(f"unknown keyword '{opt}'.", f"{kw}")
             val = words[i + 1]
             if opt in ("inter", "fastinter", "downinter"):
-                t = _time(line, val, opt)
+                t = _time(line, val, opt, self.warnings)
                 if t == 0:
                     raise line.error(f"invalid value 0 for argument '{opt}'", kw)
                 setattr(srv, {"inter": "inter_ms", "fastinter": "fastinter_ms",
@@ -995,7 +1008,7 @@ class Parser:
             elif opt == "addr":
                 srv.check_addr = val
             elif opt == "slowstart":
-                srv.slowstart_ms = _time(line, val, opt)
+                srv.slowstart_ms = _time(line, val, opt, self.warnings)
             elif opt in SERVER_VALUED:
                 pass   # accepted, no effect here (ssl details, resolvers, agent...)
             else:
@@ -1088,7 +1101,7 @@ class Parser:
         level = _arg(line, 1, "'connection', 'session', 'content' or 'inspect-delay'")
         if level == "inspect-delay":
             p.tcp_request_inspect_delay_ms = _time(line, _arg(line, 2, "delay"),
-                                                   "tcp-request inspect-delay")
+                                                   "tcp-request inspect-delay", self.warnings)
             return
         if level not in ("connection", "session", "content"):
             raise line.error("'tcp-request' expects 'connection', 'session', 'content' or "

@@ -23,6 +23,8 @@ CONDITIONS = [
     "{ query -m found }", "{ query x=1 }", "{ query -m len 0 }",
     "{ method GET }", "{ method POST }", "{ method -i get }", "METH_GET", "METH_POST",
     "{ method -m str -i get }", "{ method -i GET }", "{ method get }", "{ method PURGE get }",
+    "{ path }", "!{ path }", "{ src_port }", "{ src }", "{ hdr(host) }", "!{ hdr(nope) }",
+    "{ sc1_http_req_cnt }", "{ sc0_http_req_cnt }", "!{ sc0_http_req_cnt }", "{ path -m found }",
     "{ hdr(host),lower -m end .example.com }", "{ src,ipmask(8) 127.0.0.0 }",
     "{ path,length gt 5 }", "{ src,table_http_req_cnt(t) ge 2 }", "{ src,in_table(t2) }",
     "{ hdr_ip(x-ip) 10.0.0.0/8 }", "{ req.hdr_ip(x-ip) fd00::/8 }", "{ url_param(x) 1 }",

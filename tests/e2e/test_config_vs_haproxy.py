@@ -66,6 +66,10 @@ CASES = [
      + "    server s2 127.0.0.1\n"),
     ("balance algorithms", VALID, D + FE + "    default_backend b\n" + BE + "    balance source\n"
      + "backend c\n    balance static-rr\nbackend e\n    balance first\n"),
+    ("balance without algorithm", VALID, D + FE + "    default_backend b\n" + BE + "    balance\n"),
+    ("httpchk four arguments", INVALID, D + BE + "    option httpchk GET /health if HTTP/1.1\n"),
+    ("timeout trailing characters", VALID, D + FE + "    timeout client 30sq\n"),
+    ("acl without pattern", VALID, D + FE + "    acl p path\n    http-request deny if p\n"),
     ("balance unknown", INVALID, D + BE + "    balance frob\n"),
     ("cookie full", VALID, D + FE + "    default_backend b\n" + BE + "    cookie SRV insert indirect "
      "nocache httponly secure maxidle 30m maxlife 8h domain .example.com attr \"SameSite=Lax\"\n"),

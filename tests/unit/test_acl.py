@@ -425,3 +425,12 @@ def test_src_updt_conn_cnt_creates_and_counts(clock):
     assert compile_expr("src_updt_conn_cnt")(c) == 1
     assert compile_expr("src_updt_conn_cnt(t)")(c) == 2
     assert compile_expr("src_conn_rate")(c) == 2
+
+
+def test_acl_without_patterns_never_matches():
+    # HAProxy accepts `acl x path` and never matches it; `!` then gives true when a sample
+    # exists, and also when none does (checked against haproxy in tests/e2e)
+    assert anon("path") is False
+    assert cond("if !{ path }")(ctx()) is True
+    assert anon("src_port") is False
+    assert anon("sc0_http_req_cnt") is False

@@ -166,7 +166,7 @@ ERRORS = [
      "none of which is available here"),
     ("frontend f\n    bind :80\n    tcp-request frob accept\n", 3, "tcp-request", "got 'frob'"),
     ("frontend f\n    bind :80\n    tcp-request connection deny\n", 3, "tcp-request", "'deny'"),
-    ("frontend f\n    bind :80\n    tcp-request inspect-delay 5x\n", 3, "tcp-request", "invalid time"),
+    ("frontend f\n    bind :80\n    tcp-request inspect-delay 5x\n", 3, "tcp-request", "unexpected character"),
     ("backend b\n    tcp-request connection reject\n", 2, "tcp-request", "not a frontend"),
     ("frontend f\n    bind :80\n    http-request track-sc0 src table nope\n", 3, "http-request",
      "unable to find table 'nope'"),
@@ -194,7 +194,7 @@ ERRORS = [
     ("backend b\n    server s 127.0.0.1:80 weight 300\n", 2, "server b/s", "not within 0 and 256"),
     ("backend b\n    server s 127.0.0.1:80 inter\n", 2, "server b/s", "expects an argument"),
     ("backend b\n    server s 127.0.0.1:80 rise 0\n", 2, "server", "rise must be between"),
-    ("backend b\n    server s 127.0.0.1:80 inter 2x\n", 2, "server", "invalid time"),
+    ("backend b\n    server s 127.0.0.1:80 inter 2x\n", 2, "server", "unexpected character"),
     ("backend b\n    server s\n", 2, "server", "expects <name> and <addr>"),
     ("backend b\n    server s nosuchhost.invalid:80\n", 2, "server b/s", "could not resolve"),
     ("backend b\n    server x 127.0.0.1:1\n    server x 127.0.0.1:2\n", 3, "server",
@@ -209,16 +209,18 @@ ERRORS = [
     ("backend b\n    cookie S insert foo\n", 2, "cookie", "'cookie' supports"),
     ("backend b\n    cookie S insert rewrite\n", 2, "cookie", "mutually exclusive"),
     ("backend b\n    cookie S prefix indirect\n", 2, "cookie", "mutually exclusive"),
-    ("backend b\n    cookie S insert maxidle 1x\n", 2, "cookie", "invalid time"),
+    ("backend b\n    cookie S insert maxidle 1x\n", 2, "cookie", "unexpected character"),
     ("backend b\n    option frob\n", 2, "option", "unknown option 'frob'"),
     ("backend b\n    option redispatch now\n", 2, "option", "does not take any argument"),
     ("frontend f\n    bind :80\n    option forwardfor frob\n", 3, "option", "only supports"),
     ("frontend f\n    bind :80\n    option forwardfor except 1.2.3.999\n", 3, "option", "valid"),
     ("backend b\n    http-check frob\n", 2, "http-check", "only supports"),
+    ("backend b\n    option httpchk GET / HTTP/1.1 extra\n", 2, "option", "unexpected argument"),
+    ("backend b\n    timeout server 99999999999\n", 2, "timeout", "overflow"),
     ("backend b\n    http-check send frob x\n", 2, "http-check", "unknown parameter"),
     ("backend b\n    retries x\n", 2, "retries", "expects an integer"),
     ("frontend f\n    bind :80\n    maxconn -1\n", 3, "maxconn", "between"),
-    ("frontend f\n    bind :80\n    timeout client 10x\n", 3, "timeout", "invalid time"),
+    ("frontend f\n    bind :80\n    timeout client 10x\n", 3, "timeout", "unexpected character"),
     ("frontend f\n    bind :80\n    timeout nosuch 10\n", 3, "timeout", "got 'nosuch'"),
     ("frontend f\n    bind :80\n    timeout client\n", 3, "timeout", "missing"),
     ("frontend f\n    bind :80\n    mode ftp\n", 3, "mode", "got 'ftp'"),
@@ -474,3 +476,14 @@ def test_reply_payload_errors(rule, message):
     with pytest.raises(ConfigError) as ei:
         load_config_text(SEED_DEFAULTS + f"frontend f\n    bind :80\n    {rule}\n", "r.cfg")
     assert message in str(ei.value) and ei.value.line == 8
+
+
+def test_time_values_as_haproxy_reads_them():
+    cfg, warnings = load_config_text("defaults\n    mode http\n    timeout connect 5sq\n"
+                                     "    timeout client 1m30s\n    timeout server 5\n"
+                                     "    timeout check 1500us\nbackend b\n    balance\n", "t.cfg")
+    b = cfg.backends["b"]
+    # trailing characters after a unit are ignored with a warning (HAProxy 2.6)
+    assert b.timeouts == {"connect": 5000, "client": 60000, "server": 5, "check": 2}
+    assert sum("after the timer value" in w for w in warnings) == 2
+    assert b.balance == "roundrobin"
