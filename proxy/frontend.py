@@ -27,96 +27,34 @@ _LINGER_RST = be_mod._LINGER_RST
 _HIGH_WATER = 256 * 1024
 
 
-class ClientConn(asyncio.Protocol):
-    """The client side of one connection: a byte buffer, one waiter, write flow control."""
-    __slots__ = ("fe", "transport", "buf", "waiter", "eof", "closed", "paused",
-                 "drain_waiter", "task", "src", "src_port", "dst", "dst_port", "ssl",
-                 "received_any", "busy")
+class ClientConn(be_mod.Endpoint):
+    """The client side of one connection."""
+    __slots__ = ("fe", "task", "src", "src_port", "dst", "dst_port", "ssl", "received_any",
+                 "busy")
 
     def __init__(self, fe: "Frontend", ssl: bool = False):
+        super().__init__()
         self.fe = fe
         self.ssl = ssl
-        self.transport = None
-        self.buf = bytearray()
-        self.waiter = None
-        self.eof = self.closed = self.paused = False
-        self.drain_waiter = None
         self.task = None
         self.received_any = False
         self.busy = False
 
     def connection_made(self, transport):
-        self.transport = transport
+        super().connection_made(transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
         self.src, self.src_port = _plain_addr(peer[0]), peer[1]
         self.dst, self.dst_port = _plain_addr(local[0]), local[1]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         self.fe.admit(self)
 
     def data_received(self, data):
-        self.buf += data
         self.received_any = True
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
-
-    def eof_received(self):
-        self.eof = True
-        self._wake()
-        return True              # keep the write side open to finish the response
+        super().data_received(data)
 
     def connection_lost(self, exc):
-        self.closed = self.eof = True
-        self._wake()
-        d = self.drain_waiter
-        if d is not None and not d.done():
-            d.set_result(None)
+        super().connection_lost(exc)
         self.fe.connection_gone(self)
-
-    def _wake(self):
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
-
-    def pause_writing(self):
-        self.paused = True
-
-    def resume_writing(self):
-        self.paused = False
-        d = self.drain_waiter
-        if d is not None:
-            self.drain_waiter = None
-            if not d.done():
-                d.set_result(None)
-
-    async def drain(self):
-        if self.paused and not self.closed:
-            self.drain_waiter = asyncio.get_running_loop().create_future()
-            await self.drain_waiter
-
-    async def wait_data(self, timeout_s):
-        if self.eof:
-            return
-        loop = asyncio.get_running_loop()
-        fut = self.waiter = loop.create_future()
-        if timeout_s is None:
-            await fut
-            return
-        h = loop.call_later(max(timeout_s, 0.0), be_mod._expire, fut)
-        try:
-            await fut
-        finally:
-            h.cancel()
 
     def write(self, data: bytes):
         if not self.closed:
@@ -712,8 +650,10 @@ class Frontend:
             srv = backend.pick(c.src)
             if srv is None:
                 return self._local_error(c, req, stream, 503)
-        # connect, with retries and redispatch
-        conn, srv = await self._connect(backend, srv, persisted, c.src)
+        # connect, with retries and redispatch (an idle keep-alive connection first)
+        conn = srv.take_idle()
+        if conn is None:
+            conn, srv = await self._connect(backend, srv, persisted, c.src)
         if conn is None:
             return self._local_error(c, req, stream, 503)
         if srv is not cookie_server(cookie):
@@ -732,9 +672,6 @@ class Frontend:
 
     async def _connect(self, backend: Backend, srv: ServerState, persisted: bool, src):
         bm = backend.model
-        conn = srv.take_idle()
-        if conn is not None:
-            return conn, srv
         t_connect = _sec(bm.timeouts.get("connect"))
         retries = bm.retries
         attempt = 0
@@ -769,10 +706,17 @@ class Frontend:
                    bm.options.forwardfor_header).lower()
             if not (self.model.options.forwardfor_if_none and req.get(hdr) is not None):
                 extra = [(hdr, c.src)]
-        conn.transport.write(http1.serialize_request(req, extra))
+        head = http1.serialize_request(req, extra)
         body_task = None
         body_state = [req.framing == http1.NO_BODY]
-        if req.framing != http1.NO_BODY:
+        if req.framing == http1.LENGTH and len(c.buf) >= req.length:
+            n = req.length               # the whole body is here: one write
+            head += bytes(c.buf[:n])
+            del c.buf[:n]
+            stream.bytes_in += n
+            body_state[0] = True
+        conn.transport.write(head)
+        if not body_state[0]:
             body_task = asyncio.get_running_loop().create_task(
                 self._send_body(c, req, conn, stream, body_state))
         t_server = _sec(bm.timeouts.get("server"))
@@ -831,9 +775,25 @@ class Frontend:
             else:
                 closing = True
         head = http1.serialize_response(resp, http1.connection_header(req, closing))
-        c.write(head)
-        stream.bytes_out += len(head)
-        server_reusable = await self._relay_body(c, conn, resp, stream, chunk_out, t_server)
+        if resp.framing == http1.NO_BODY:
+            c.write(head)
+            stream.bytes_out += len(head)
+            server_reusable = True
+        elif resp.framing == http1.LENGTH and len(conn.buf) >= resp.length:
+            n = resp.length              # the whole body is here: one write
+            if len(conn.buf) == n:
+                body = bytes(conn.buf)
+                conn.buf.clear()
+            else:
+                body = bytes(conn.buf[:n])
+                del conn.buf[:n]
+            c.write(head + body)
+            stream.bytes_out += len(head) + n
+            server_reusable = True
+        else:
+            c.write(head)
+            stream.bytes_out += len(head)
+            server_reusable = await self._relay_body(c, conn, resp, stream, chunk_out, t_server)
         if body_task is not None:
             if not body_state[0]:
                 try:

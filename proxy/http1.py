@@ -99,8 +99,40 @@ def _split_lines(head: str) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in head.split("\n")]
 
 
-def _parse_fields(lines: list[str], msg: Message) -> None:
+_FRAMING_HEADERS = frozenset(("content-length", "transfer-encoding", "connection", "host"))
+
+
+_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# The usual shape (CRLF lines, no folding): checked and split by two regex passes.
+_FIELDS_BLOCK = re.compile(r"(?:" + _TOKEN_CHARS + r":[^\r\n]*\r\n)*\Z")
+_FIELD = re.compile(r"(" + _TOKEN_CHARS + r"):[ \t]*([^\r\n]*?)[ \t]*\r\n")
+
+
+def _parse_fields_fast(block: str, msg: Message) -> dict | None:
+    """Header block (CRLF lines, each ending with CRLF, without the final empty line),
+    or None when it needs the line-by-line parser (folding, bare LF, errors)."""
+    if not _FIELDS_BLOCK.match(block):
+        return None
+    special: dict = {}
     headers = msg.headers
+    for name, value in _FIELD.findall(block):
+        name = name.lower()
+        headers.append([name, value])
+        if name in _FRAMING_HEADERS:
+            if name in special:
+                special[name].append(value)
+            else:
+                special[name] = [value]
+    if len(headers) > MAX_HEADERS:
+        raise BadMessage("too many headers")
+    return special
+
+
+def _parse_fields(lines: list[str], msg: Message) -> dict:
+    """Fill msg.headers; returns the values of the headers that drive framing and
+    connection handling ({name: [values]}), collected in the same pass."""
+    headers = msg.headers
+    special: dict = {}
     for line in lines:
         if not line:
             continue
@@ -108,6 +140,8 @@ def _parse_fields(lines: list[str], msg: Message) -> None:
             if not headers:
                 raise BadMessage("folded line without a header")
             headers[-1][1] = headers[-1][1] + " " + line.strip(" \t")
+            if headers[-1][0] in special:
+                special[headers[-1][0]][-1] = headers[-1][1]
             continue
         colon = line.find(":")
         if colon <= 0:
@@ -115,14 +149,19 @@ def _parse_fields(lines: list[str], msg: Message) -> None:
         name = line[:colon]
         if not _TOKEN.match(name):
             raise BadMessage("invalid character in a header name")
-        headers.append([name.lower(), line[colon + 1:].strip(" \t")])
+        name = name.lower()
+        value = line[colon + 1:].strip(" \t")
+        headers.append([name, value])
+        if name in _FRAMING_HEADERS:
+            special.setdefault(name, []).append(value)
     if len(headers) > MAX_HEADERS:
         raise BadMessage("too many headers")
+    return special
 
 
-def _conn_tokens(msg: Message) -> tuple[bool, bool]:
+def _conn_tokens(special: dict) -> tuple[bool, bool]:
     close = ka = False
-    for v in msg.get_all("connection"):
+    for v in special.get("connection", ()):
         for tok in v.split(","):
             tok = tok.strip().lower()
             if tok == "close":
@@ -132,9 +171,9 @@ def _conn_tokens(msg: Message) -> tuple[bool, bool]:
     return close, ka
 
 
-def _body_framing(msg: Message, is_request: bool) -> None:
-    te_values = msg.get_all("transfer-encoding")
-    cl_values = msg.get_all("content-length")
+def _body_framing(msg: Message, special: dict, is_request: bool) -> None:
+    te_values = special.get("transfer-encoding")
+    cl_values = special.get("content-length")
     if te_values:
         codings = [t.strip().lower() for v in te_values for t in v.split(",") if t.strip()]
         if not codings or codings[-1] != "chunked" or codings.count("chunked") > 1:
@@ -149,6 +188,10 @@ def _body_framing(msg: Message, is_request: bool) -> None:
         msg.framing = CHUNKED
         return
     if cl_values:
+        if len(cl_values) == 1 and cl_values[0].isdigit() and len(cl_values[0]) < 19:
+            msg.length = int(cl_values[0])
+            msg.framing = LENGTH if msg.length else NO_BODY
+            return
         if is_request and (len(cl_values) > 1 or "," in cl_values[0]):
             raise BadMessage("Content-Length given more than once")
         lengths = {v.strip() for cv in cl_values for v in cv.split(",")}
@@ -158,8 +201,7 @@ def _body_framing(msg: Message, is_request: bool) -> None:
         if not value.isdigit() or len(value) > 18:
             raise BadMessage("invalid Content-Length")
         msg.length = int(value)
-        if len(cl_values) > 1 or "," in cl_values[0]:
-            msg.set("content-length", value)
+        msg.set("content-length", value)
         msg.framing = LENGTH if msg.length else NO_BODY
         return
     msg.framing = NO_BODY if is_request else UNTIL_CLOSE
@@ -178,18 +220,27 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
         return None
     if end - s > MAX_HEAD:
         raise BadMessage("request head too large")
-    lines = _split_lines(bytes(buf[s:end]).decode("latin-1"))
-    m = _REQ_LINE.match(lines[0])
-    if m is None:
-        raise BadMessage("invalid request line")
+    text = bytes(buf[s:end]).decode("latin-1")
     msg = Message()
+    eol = text.find("\r\n")
+    special = None
+    if eol > 0:
+        m = _REQ_LINE.match(text, 0, eol)
+        if m is not None:
+            special = _parse_fields_fast(text[eol + 2:-2], msg)
+    if special is None:
+        msg.headers.clear()
+        lines = _split_lines(text)
+        m = _REQ_LINE.match(lines[0])
+        if m is None:
+            raise BadMessage("invalid request line")
+        special = _parse_fields(lines[1:], msg)
     msg.method, msg.target = m.group(1), m.group(2)
     msg.version = int(m.group(3)) * 10 + int(m.group(4))
-    _parse_fields(lines[1:], msg)
-    if len(msg.get_all("host")) > 1:
+    if len(special.get("host", ())) > 1:
         raise BadMessage("Host given more than once")
-    _body_framing(msg, True)
-    close, ka = _conn_tokens(msg)
+    _body_framing(msg, special, True)
+    close, ka = _conn_tokens(special)
     msg.keep_alive = (not close) if msg.version >= 11 else (ka and not close)
     msg.head_len = end - start
     return msg
@@ -202,22 +253,31 @@ def parse_response(buf: bytearray | bytes, start: int, request_method: str) -> M
         if len(buf) - start > MAX_HEAD:
             raise BadMessage("response head too large")
         return None
-    lines = _split_lines(bytes(buf[start:end]).decode("latin-1"))
-    m = _STATUS_LINE.match(lines[0])
-    if m is None:
-        raise BadMessage("invalid status line")
+    text = bytes(buf[start:end]).decode("latin-1")
     msg = Message()
+    eol = text.find("\r\n")
+    special = None
+    if eol > 0:
+        m = _STATUS_LINE.match(text, 0, eol)
+        if m is not None:
+            special = _parse_fields_fast(text[eol + 2:-2], msg)
+    if special is None:
+        msg.headers.clear()
+        lines = _split_lines(text)
+        m = _STATUS_LINE.match(lines[0])
+        if m is None:
+            raise BadMessage("invalid status line")
+        special = _parse_fields(lines[1:], msg)
     msg.version = int(m.group(1)) * 10 + int(m.group(2))
     msg.status = int(m.group(3))
     msg.reason = m.group(4) or ""
-    _parse_fields(lines[1:], msg)
     status = msg.status
     if request_method == "HEAD" or status < 200 or status in (204, 304):
         msg.framing = NO_BODY
         msg.length = 0
     else:
-        _body_framing(msg, False)
-    close, ka = _conn_tokens(msg)
+        _body_framing(msg, special, False)
+    close, ka = _conn_tokens(special)
     msg.keep_alive = (not close) if msg.version >= 11 else (ka and not close)
     msg.head_len = end - start
     return msg

@@ -21,6 +21,7 @@ import time
 from edgestick.cfgsyntax import ConfigError
 
 from . import config as config_mod
+from . import backend as backend_mod
 from .backend import Backend
 from .frontend import Frontend
 
@@ -122,6 +123,7 @@ class ProxyProcess:
         if self.metrics_addr is not None:
             self.metrics_server = await self.metrics.serve(*self.metrics_addr)
         self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        self.reaper = asyncio.get_running_loop().create_task(backend_mod.reaper())
 
     async def _start_runtime(self, cfg):
         try:
@@ -209,6 +211,7 @@ class ProxyProcess:
             await self.runtime.close()
         if self.sweeper is not None:
             self.sweeper.cancel()
+            self.reaper.cancel()
 
 
 def _parse_metrics(text: str) -> tuple[str, int]:

@@ -1,0 +1,192 @@
+"""edgestick proxy vs HAProxy 2.6 on seed configuration 3, measured in the same run.
+
+    python -m bench.proxy [--duration S] [--connections N]
+
+Both proxies run the same configuration (seed 3: track-sc0 src, deny 429 over 100
+requests per 10 s) in front of the same backend (a HAProxy `http-request return`
+listener, so the backend is never the bottleneck), one after the other, loaded by the
+same client (`wrk`, C, one thread). Scenarios: "nothing denied" (the same rules with the
+threshold raised out of reach, so every request is tracked, evaluated and forwarded) and
+"mostly denied" (the seed's threshold: after the 100th request everything gets 429),
+each with keep-alive and with one connection per request. HAProxy runs with
+`nbthread 1`, so both proxies use at most one core: requests per CPU second (CPU time
+of the proxy process from /proc, user + system) is the fair comparison on a shared box.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+CONFIG = """
+global
+    nbthread 1
+    maxconn 4000
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+
+frontend http_front
+    bind 127.0.0.1:{port}
+    stick-table type ip size 100k expire 30s store http_req_rate(10s),conn_cur
+    http-request track-sc0 src
+    http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt {limit} }}
+    default_backend app_servers
+
+backend app_servers
+    server app1 127.0.0.1:{backend}
+"""
+
+BACKEND = """
+global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode http
+    timeout client 30s
+    timeout http-keep-alive 30s
+listen app
+    bind 127.0.0.1:{port}
+    http-request return status 200 content-type text/plain string "ok"
+"""
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port: int, proc, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited: {proc.stdout.read()!r}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(port)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else (v * 1000 if unit == "s" else v)
+
+
+def run_wrk(port: int, duration: int, conns: int, close: bool) -> dict:
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    argv.append(f"http://127.0.0.1:{port}/")
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+           "requests": int(re.search(r"(\d+) requests in", out).group(1))}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
+        res[f"p{pct}"] = _ms(m.group(1)) if m else float("nan")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(non2xx.group(1)) if non2xx else 0
+    errs = re.search(r"Socket errors: (.*)", out)
+    res["socket_errors"] = errs.group(1) if errs else ""
+    return res
+
+
+def start(kind: str, cfg_text: str, tmp: Path, port: int) -> subprocess.Popen:
+    path = tmp / f"{kind}-{port}.cfg"
+    path.write_text(cfg_text)
+    if kind == "edgestick":
+        argv = [sys.executable, "-m", "edgestick", "proxy", "-f", str(path)]
+    else:
+        argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    wait_port(port, proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure(kind: str, limit: int, close: bool, args, tmp: Path, backend_port: int) -> dict:
+    port = free_port()
+    proc = start(kind, CONFIG.format(port=port, limit=limit, backend=backend_port), tmp, port)
+    try:
+        # warm-up (and, for "mostly denied", get past the first 100 requests)
+        run_wrk(port, 1, 4, close)
+        cpu0 = cpu_seconds(proc.pid)
+        res = run_wrk(port, args.duration, args.connections, close)
+        res["cpu"] = cpu_seconds(proc.pid) - cpu0
+        res["per_cpu"] = res["requests"] / res["cpu"] if res["cpu"] > 0 else float("nan")
+        return res
+    finally:
+        stop(proc)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=8, help="seconds per measurement")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections")
+    args = ap.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench/proxy.py needs wrk (scripts/setup-host.sh installs it)", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="edgestick-bench-"))
+    bport = free_port()
+    backend = start("haproxy", BACKEND.format(port=bport), tmp, bport)
+    rows = []
+    try:
+        for label, limit in (("nothing denied", 1_000_000_000), ("mostly denied", 100)):
+            for mode, close in (("keep-alive", False), ("close", True)):
+                h = measure("haproxy", limit, close, args, tmp, bport)
+                e = measure("edgestick", limit, close, args, tmp, bport)
+                rows.append((label, mode, h, e))
+    finally:
+        stop(backend)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"edgestick proxy vs HAProxy 2.6 (nbthread 1), seed config 3, wrk -t1 "
+          f"-c{args.connections} -d{args.duration}s, backend: HAProxy 'return' listener")
+    hdr = (f"{'scenario':<16}{'conn':<11}{'proxy':<10}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
+           f"{'CPU s':>7}{'req/CPU s':>11}{'non-2xx':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    for label, mode, h, e in rows:
+        for name, r in (("haproxy", h), ("edgestick", e)):
+            print(f"{label:<16}{mode:<11}{name:<10}{r['rps']:>9.0f}{r['p50']:>8.2f}"
+                  f"{r['p99']:>8.2f}{r['cpu']:>7.2f}{r['per_cpu']:>11.0f}{r['non2xx']:>9}")
+        print(f"{'':<27}ratio edgestick/haproxy: req/s {e['rps'] / h['rps']:.2f}, "
+              f"req per CPU s {e['per_cpu'] / h['per_cpu']:.2f}, "
+              f"p50 x{e['p50'] / h['p50']:.1f}, p99 x{e['p99'] / h['p99']:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
