@@ -366,7 +366,7 @@ def flood(kind: str, target: str, count: int = 100_000, duration: float = 10.0,
     spoofing ranges (the family follows `target`), through lab.traffic's bounded sender."""
     from . import traffic
 
-    host = split_target(target, dport)[0]
+    host, dport = split_target(target, dport)       # a port in the target wins
     out_if, next_hop = route_to(host)
     iface = iface or out_if
     dst_mac = dst_mac or neighbour_mac(next_hop, iface)
@@ -378,7 +378,8 @@ def flood(kind: str, target: str, count: int = 100_000, duration: float = 10.0,
         sock.bind((iface, 0))
         sent = traffic.send_frames(sock, frames, count, duration, pps)
     name = "syn-flood" if kind == "syn" else f"{kind}-flood"
-    result = ScenarioResult(name, host, sent=sent.sent, seconds=sent.seconds,
+    result = ScenarioResult(name, f"[{host}]:{dport}" if family == 6 else f"{host}:{dport}",
+                            sent=sent.sent, seconds=sent.seconds,
                             params=dict(iface=iface, dst_mac=dst_mac, sources=len(frames),
                                         dport=dport, pps=pps, count=count, duration=duration))
     if sent.errors:
@@ -448,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iface", help="floods: interface to send on (default: the route's)")
     p.add_argument("--dst-mac", help="floods: next hop's MAC (default: resolved)")
     p.add_argument("--pps", type=float, help="floods: frames/s (default: as fast as possible)")
-    p.add_argument("--dport", type=int, help="floods: destination port")
+    p.add_argument("--dport", type=int,
+                   help="floods: destination port when --target has none (SYN 80, UDP 53)")
     a = p.parse_args(argv)
     if a.count is not None and a.count < 0 or a.duration <= 0:
         p.error("--count must be >= 0 and --duration > 0")

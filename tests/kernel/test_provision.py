@@ -76,6 +76,10 @@ def test_attacker_and_client_roles_run_scenarios(lab, prov):
                        sources=2000, duration=10)
     assert syn.sent == 3000 and syn.params["dst_mac"] == lab.mac("edge")
     assert syn.params["iface"] == "eth0" and syn.params["sources"] == 2000
+    udp6 = run_scenario(lab, "attacker", "udp-flood", f"[{lab.addr6('edge')}]:5353", count=300,
+                        sources=100, duration=10)
+    assert (udp6.sent, udp6.target, udp6.params["sources"]) == (300, f"[{lab.addr6('edge')}]:5353", 100)
+    assert udp6.params["dst_mac"] == lab.mac("edge")      # resolved by neighbour discovery
 
 
 def served_by(lab, host: str, addr: str, count: int) -> list[str]:
