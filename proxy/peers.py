@@ -508,3 +508,535 @@ class StreamDecoder:
                     raise PeerProtocolError("update without a table definition")
                 return decode_update(mtype, payload, self.current, self.rx_dict)
         return Unknown(cls, mtype, payload)
+
+
+# ============================================================================ sessions
+
+HEARTBEAT_S = 3.0               # send a heartbeat after this much silence
+WATCHDOG_S = 5.0                # close a session that received nothing for this long
+HANDSHAKE_TIMEOUT_S = 5.0
+RECONNECT_S = 5.0               # retry period of a connector
+RESYNC_TIMEOUT_S = 5.0          # give up waiting for a lesson after this
+
+
+class PeerTable:
+    """Replication state of one local table: the update ids of its local changes.
+
+    Every local touch (the table's `on_local_update` hook) gives the entry a new update
+    id; sessions push entries whose latest id is past their cursor, in id order."""
+
+    def __init__(self, owner: "Peers", table: StickTable, local_id: int):
+        self.owner = owner
+        self.table = table
+        self.local_id = local_id
+        self.definition = table_def_for(table, local_id)
+        self.update = 0
+        self.dirty: dict = {}                 # key -> update id of its latest local change
+        self.log: list = []                   # (update id, key), increasing ids
+        table.on_local_update = self.touched
+
+    def touched(self, row: int) -> None:
+        self.update = uid = self.update + 1
+        key = self.table.key(row)
+        self.dirty[key] = uid
+        self.log.append((uid, key))
+        if len(self.log) > 2 * len(self.dirty) + 4096:
+            self._compact()
+        self.owner.wake()
+
+    def _compact(self) -> None:
+        index = self.table._index
+        self.dirty = {k: u for k, u in self.dirty.items() if k in index}
+        self.log = sorted((u, k) for k, u in self.dirty.items())
+
+    def changes_after(self, cursor: int):
+        """(update id, key) of the latest change of each entry changed after `cursor`."""
+        log, dirty = self.log, self.dirty
+        lo, hi = 0, len(log)
+        while lo < hi:                         # first position with id > cursor
+            mid = (lo + hi) // 2
+            if log[mid][0] <= cursor:
+                lo = mid + 1
+            else:
+                hi = mid
+        for i in range(lo, len(log)):
+            uid, key = log[i]
+            if dirty.get(key) == uid:
+                yield uid, key
+
+
+@dataclass
+class RemotePeer:
+    name: str
+    host: Optional[str]
+    port: Optional[int]
+    local: bool = False
+    session: Optional["Session"] = None
+    last_acked: dict = field(default_factory=dict)     # local table id -> update id
+    last_status: str = "NONE"
+    last_hdshk: Optional[float] = None
+    new_conn: int = 0
+    proto_err: int = 0
+    coll: int = 0
+    tx_hbt: int = 0
+    rx_hbt: int = 0
+    reconnect_at: float = 0.0
+
+
+class Session:
+    """One established peers session (either direction), used both ways."""
+
+    def __init__(self, owner: "Peers", peer: RemotePeer, reader, writer, downgraded=False):
+        self.owner = owner
+        self.peer = peer
+        self.reader = reader
+        self.writer = writer
+        self.downgraded = downgraded           # peer speaks 2.0: no timed updates
+        self.decoder = StreamDecoder()
+        self.rx_tables: dict[int, Optional[PeerTable]] = {}
+        self.rx_last: dict[int, int] = {}      # sender table id -> last update id received
+        self.rx_unacked: set[int] = set()
+        self.tx_slots: list = [None] * DICT_SLOTS
+        self.tx_slot_of: dict = {}
+        self.tx_next_slot = 0
+        self.tx_table: Optional[int] = None    # local id of the table last written
+        self.tx_last_id: Optional[int] = None  # last update id written for tx_table
+        self.cursors = {pt.local_id: peer.last_acked.get(pt.local_id, 0)
+                        for pt in owner.tables}
+        self.teaching = False
+        self.closed = False
+        self._rx_current: Optional[int] = None
+        self.last_rx = self.last_tx = time.monotonic()
+        self.task: Optional[asyncio.Task] = None
+
+    # ---- output
+
+    def send(self, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        self.writer.write(data)
+        self.last_tx = time.monotonic()
+
+    def _define(self, pt: PeerTable, out: bytearray) -> None:
+        if self.tx_table != pt.local_id:
+            out += encode_table_def(pt.definition)
+            self.tx_table = pt.local_id
+            self.tx_last_id = None
+
+    def _update_bytes(self, pt: PeerTable, row: int, uid: int, timed: bool, now: int) -> bytes:
+        t = pt.table
+        d = pt.definition
+        values = {}
+        for dt, vals in t.raw_values(row).items():
+            std = _WIRE_STD[dt]
+            conv = []
+            for v in vals:
+                if std == FRQP:
+                    v = ((now - v[0]) & U32, v[1], v[2])
+                elif std == DICT:
+                    v = self._dict_ref(v)
+                conv.append(v)
+            values[dt] = conv if dt in _WIRE_ARRAY else conv[0]
+        incremental = self.tx_last_id is not None and uid == (self.tx_last_id + 1) & U32
+        u = Update(t.key(row), values, None if incremental else uid,
+                   t.expire_in(row, now) if timed else None)
+        self.tx_last_id = uid
+        return encode_update(u, d)
+
+    def _dict_ref(self, value: Optional[str]) -> Optional[DictRef]:
+        if value is None:
+            return None
+        slot = self.tx_slot_of.get(value)
+        if slot is not None:
+            return DictRef(slot + 1, value, False)
+        slot = self.tx_next_slot
+        self.tx_next_slot = (slot + 1) % DICT_SLOTS
+        old = self.tx_slots[slot]
+        if old is not None:
+            self.tx_slot_of.pop(old, None)
+        self.tx_slots[slot] = value
+        self.tx_slot_of[value] = slot
+        return DictRef(slot + 1, value, True)
+
+    def push(self) -> None:
+        """Send every local change past this session's cursors (normal push)."""
+        if self.closed or self.teaching:
+            return
+        out = bytearray()
+        now = now_ms()
+        for pt in self.owner.tables:
+            cursor = self.cursors.get(pt.local_id, 0)
+            for uid, key in list(pt.changes_after(cursor)):
+                row = pt.table.lookup_key(key, now)
+                cursor = uid
+                if row is None:
+                    continue
+                self._define(pt, out)
+                out += self._update_bytes(pt, row, uid, False, now)
+                if len(out) > 65536:
+                    self.send(bytes(out))
+                    out.clear()
+            self.cursors[pt.local_id] = cursor
+        self.send(bytes(out))
+
+    def teach(self, with_request: bool = True) -> None:
+        """Send the whole content of every shared table (a resync lesson)."""
+        self.teaching = True
+        now = now_ms()
+        out = bytearray()
+        for pt in self.owner.tables:
+            self.tx_table = None
+            self._define(pt, out)
+            uid = 0
+            for key, row in pt.table.entries():
+                if pt.table.lookup_key(key, now) is None:
+                    continue
+                uid += 1
+                out += self._update_bytes(pt, row, uid, not self.downgraded, now)
+                if len(out) > 65536:
+                    self.send(bytes(out))
+                    out.clear()
+            self.cursors[pt.local_id] = pt.update
+        out += frame(CLASS_CONTROL, RESYNC_FINISHED if self.owner.synced else RESYNC_PARTIAL)
+        self.send(bytes(out))
+
+    # ---- input
+
+    def handle(self, msg) -> None:
+        if isinstance(msg, Control):
+            t = msg.type
+            if t == RESYNC_REQUEST:
+                self.teach()
+            elif t in (RESYNC_FINISHED, RESYNC_PARTIAL):
+                self.send(frame(CLASS_CONTROL, RESYNC_CONFIRM))
+                self.owner.lesson_done(self, finished=(t == RESYNC_FINISHED))
+            elif t == RESYNC_CONFIRM:
+                self.teaching = False
+                self.push()
+            elif t == HEARTBEAT:
+                self.peer.rx_hbt += 1
+            return
+        if isinstance(msg, Error):
+            raise PeerProtocolError(f"peer reported error {msg.type}")
+        if isinstance(msg, TableDef):
+            self.rx_tables[msg.table_id] = self.owner.match_table(msg)
+            self.rx_last.setdefault(msg.table_id, 0)
+            self._rx_current = msg.table_id
+            return
+        if isinstance(msg, Switch):
+            if msg.table_id not in self.rx_tables:
+                raise PeerProtocolError("switch to an undefined table")
+            self._rx_current = msg.table_id
+            return
+        if isinstance(msg, Ack):
+            if not self.teaching:
+                for pt in self.owner.tables:
+                    if pt.local_id == msg.table_id:
+                        self.peer.last_acked[pt.local_id] = msg.update_id
+            return
+        if isinstance(msg, Update):
+            tid = self._rx_current
+            uid = msg.update_id
+            if uid is None:
+                uid = (self.rx_last.get(tid, 0) + 1) & U32
+            self.rx_last[tid] = uid
+            self.rx_unacked.add(tid)
+            pt = self.rx_tables.get(tid)
+            if pt is not None:
+                self.owner.apply(pt, msg)
+            return
+        # unknown classes/types are skipped
+
+    def flush_acks(self) -> None:
+        out = bytearray()
+        for tid in sorted(self.rx_unacked):
+            out += encode_ack(Ack(tid, self.rx_last[tid]))
+        self.rx_unacked.clear()
+        self.send(bytes(out))
+
+    async def run(self) -> None:
+        """Read and process until the session ends (EOF, error, watchdog)."""
+        try:
+            while not self.closed:
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), WATCHDOG_S)
+                except asyncio.TimeoutError:
+                    log.info("peers %s: %s: no traffic for %ss, closing", self.owner.name,
+                             self.peer.name, WATCHDOG_S)
+                    break
+                if not data:
+                    break
+                self.last_rx = time.monotonic()
+                try:
+                    for msg in self.decoder.feed(data):
+                        self.handle(msg)
+                except PeerProtocolError as e:
+                    self.peer.proto_err += 1
+                    log.warning("peers %s: %s: protocol error: %s", self.owner.name,
+                                self.peer.name, e)
+                    self.send(frame(CLASS_ERROR, ERR_SIZE if str(e) == "size" else ERR_PROTOCOL))
+                    break
+                self.flush_acks()
+                await self.writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+        if self.peer.session is self:
+            self.peer.session = None
+            self.peer.reconnect_at = time.monotonic() + random.uniform(0.05, 2.049)
+        self.owner.session_closed(self)
+
+
+class Peers:
+    """One `peers` section at run time: a listener on the local peer's address, one
+    connector per remote peer, and the sessions that replicate the shared tables.
+
+        peers = Peers("mypeers", local_name, [(name, host, port), ...], tables)
+        await peers.start(); ...; await peers.stop()
+
+    `tables` are the StickTables replicated by this section (those declared with `peers
+    <section>` and the section's own `table` lines), in declaration order."""
+
+    def __init__(self, name: str, local_name: str, peers: Sequence[tuple],
+                 tables: Sequence[StickTable], bind: Optional[tuple] = None):
+        self.name = name
+        self.local_name = local_name
+        self.peers: list[RemotePeer] = []
+        for pname, host, port in peers:
+            self.peers.append(RemotePeer(pname, host, port, local=(pname == local_name)))
+        self.bind = bind
+        self.tables = [PeerTable(self, t, i + 1) for i, t in enumerate(tables)]
+        self.synced = False
+        self.resync_from: Optional[RemotePeer] = None
+        self.started_at = time.monotonic()
+        self.server: Optional[asyncio.AbstractServer] = None
+        self.tasks: list[asyncio.Task] = []
+        self._wake_pending = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    # ---- life cycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        local = next((p for p in self.peers if p.local), None)
+        addr = self.bind or ((local.host, local.port) if local and local.host else None)
+        if addr is not None:
+            self.server = await asyncio.start_server(self._accept, addr[0], addr[1],
+                                                     reuse_address=True)
+        if not any(not p.local for p in self.peers):
+            self.synced = True
+        self.tasks.append(self._loop.create_task(self._maintain()))
+
+    async def stop(self) -> None:
+        for t in self.tables:
+            t.table.on_local_update = None
+        for task in self.tasks:
+            task.cancel()
+        if self.server is not None:
+            self.server.close()
+        for p in self.peers:
+            if p.session is not None:
+                p.session.close()
+        for task in self.tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.server is not None:
+            await self.server.wait_closed()
+
+    def wake(self) -> None:
+        """A local change: push it on every session soon (once per loop turn)."""
+        if self._wake_pending or self._loop is None:
+            return
+        self._wake_pending = True
+        self._loop.call_soon(self._push_all)
+
+    def _push_all(self) -> None:
+        self._wake_pending = False
+        for p in self.peers:
+            s = p.session
+            if s is not None and not s.closed:
+                try:
+                    s.push()
+                except Exception as e:                 # a broken session must not stop others
+                    log.warning("peers %s: %s: push failed: %r", self.name, p.name, e)
+                    s.close()
+
+    async def _maintain(self) -> None:
+        """Connectors, heartbeats and the resync timeout, checked every 100 ms."""
+        while True:
+            now = time.monotonic()
+            if not self.synced and now - self.started_at > RESYNC_TIMEOUT_S:
+                self.synced = True
+            for p in self.peers:
+                if p.local:
+                    continue
+                s = p.session
+                if s is None:
+                    if now >= p.reconnect_at and p.host:
+                        p.reconnect_at = now + RECONNECT_S
+                        self.tasks.append(self._loop.create_task(self._connect(p)))
+                elif now - s.last_tx >= HEARTBEAT_S:
+                    s.send(frame(CLASS_CONTROL, HEARTBEAT))
+                    p.tx_hbt += 1
+            self.tasks = [t for t in self.tasks if not t.done() or t is asyncio.current_task()]
+            await asyncio.sleep(0.1)
+
+    # ---- handshake
+
+    async def _connect(self, p: RemotePeer) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(p.host, p.port), HANDSHAKE_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError):
+            p.last_status = "CONN"
+            return
+        try:
+            writer.write(f"{PROTOCOL} {VERSION[0]}.{VERSION[1]}\n{p.name}\n"
+                         f"{self.local_name} {os.getpid()} 1\n".encode())
+            line = await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT_S)
+            status = line.strip().decode("latin-1", "replace")
+        except (OSError, asyncio.TimeoutError):
+            writer.close()
+            p.last_status = "HSHK"
+            return
+        p.last_hdshk = time.monotonic()
+        if status != "200":
+            p.last_status = {"300": "TOOM", "501": "BADP", "502": "BADV", "503": "LPRB",
+                             "504": "BPRB"}.get(status, "HSHK")
+            log.warning("peers %s: %s refused the session (status %r)", self.name, p.name, status)
+            writer.close()
+            return
+        if p.session is not None:                      # an inbound session won the race
+            writer.close()
+            return
+        self._establish(p, reader, writer)
+
+    async def _accept(self, reader, writer) -> None:
+        try:
+            lines = []
+            for _ in range(3):
+                line = await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT_S)
+                if not line.endswith(b"\n"):
+                    raise ConnectionError("handshake cut short")
+                lines.append(line.rstrip(b"\r\n").decode("latin-1", "replace"))
+        except (OSError, ConnectionError, asyncio.TimeoutError, ValueError):
+            writer.close()
+            return
+        status, p, downgraded = self._check_hello(lines)
+        writer.write(f"{status}\n".encode())
+        if status != 200:
+            log.warning("peers %s: refused a session from %s (status %d)", self.name,
+                        lines[2].split(" ")[0] if len(lines) > 2 else "?", status)
+            try:
+                await writer.drain()
+            except OSError:
+                pass
+            writer.close()
+            return
+        p.last_hdshk = time.monotonic()
+        if p.session is not None:                      # collision: the new session wins
+            p.coll += 1
+            p.session.close()
+        self._establish(p, reader, writer, downgraded)
+
+    def _check_hello(self, lines: list[str]):
+        proto = lines[0]
+        if not proto.startswith(PROTOCOL + " "):
+            return 501, None, False
+        ver = proto[len(PROTOCOL) + 1:]
+        try:
+            major, minor = (int(x) for x in ver.split(".", 1))
+        except ValueError:
+            return 502, None, False
+        if major != VERSION[0] or minor > VERSION[1]:
+            return 502, None, False
+        if lines[1] != self.local_name:
+            return 503, None, False
+        if " " not in lines[2]:
+            return 501, None, False
+        caller = lines[2].split(" ", 1)[0]
+        p = next((x for x in self.peers if x.name == caller), None)
+        if p is None:
+            return 504, None, False
+        if p.local:
+            return 300, None, False                    # reload hand-over is not used here
+        return 200, p, minor < 1
+
+    def _establish(self, p: RemotePeer, reader, writer, downgraded: bool = False) -> None:
+        s = Session(self, p, reader, writer, downgraded)
+        p.session = s
+        p.last_status = "ESTA"
+        p.new_conn += 1
+        if not self.synced and self.resync_from is None:
+            self.resync_from = p
+            s.send(frame(CLASS_CONTROL, RESYNC_REQUEST))
+        s.push()
+        s.task = self._loop.create_task(s.run())
+        self.tasks.append(s.task)
+
+    # ---- table mapping and applying updates
+
+    def match_table(self, d: TableDef) -> Optional[PeerTable]:
+        for pt in self.tables:
+            ld = pt.definition
+            if ld.name == d.name:
+                if ld.key_type != d.key_type or ld.key_len != d.key_len:
+                    log.warning("peers %s: table %s: key type/length differ from the peer's, "
+                                "its updates are ignored", self.name, d.name)
+                    return None
+                return pt
+        return None
+
+    def apply(self, pt: PeerTable, u: Update) -> None:
+        t = pt.table
+        now = now_ms()
+        values = {}
+        for dt, v in u.values.items():
+            if dt not in t._fields:
+                continue
+            std = _WIRE_STD[dt]
+            vals = v if dt in _WIRE_ARRAY else [v]
+            conv = []
+            for e in vals:
+                if std == FRQP:
+                    e = ((now - e[0]) & ~1 & U32, e[1], e[2])
+                elif std == DICT:
+                    e = None if e is None else e.value
+                conv.append(e)
+            values[dt] = conv
+        t.apply_remote(u.key, values, u.expire, now)
+
+    def lesson_done(self, s: Session, finished: bool) -> None:
+        if finished or s.peer is self.resync_from:
+            self.synced = True
+
+    def session_closed(self, s: Session) -> None:
+        if self.resync_from is s.peer and not self.synced:
+            self.resync_from = None
+
+
+def peers_for_config(cfg, tables: dict, local_name: str) -> list[Peers]:
+    """Build the `Peers` of every enabled peers section of a parsed configuration
+    (proxy/model.Config). `tables`: name -> StickTable as the proxy built them."""
+    out = []
+    for sec in cfg.peers.values():
+        if sec.disabled:
+            continue
+        shared = [t for name, t in tables.items()
+                  if t.peers == sec.name or name.startswith(sec.name + "/")]
+        bind = (sec.bind.host, sec.bind.port) if sec.bind is not None else None
+        out.append(Peers(sec.name, local_name, [(p.name, p.host, p.port) for p in sec.peers],
+                         shared, bind))
+    return out

@@ -1,0 +1,270 @@
+"""Peers replication between edgestick and a real HAProxy 2.6 (and between two
+edgestick nodes), over loopback: entries made on one side appear on the other with the
+same data (conn_cur excepted, as HAProxy never applies it), a fresh node learns the
+whole table by resync, and hostile peer traffic only closes that one connection."""
+import asyncio
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import haproxy_transcripts as tr
+from edgestick.proxy.peers import Peers
+from edgestick.proxy.stick_table import StickTable, parse_table_args
+
+TABLES = {
+    "bk_e": "type ip size 200k expire 30m peers mypeers",
+    "tbl_rate": "type ip size 1k expire 10m peers mypeers store gpc0,conn_cur,http_req_cnt,"
+                "http_req_rate(10s)",
+    "tbl_str": "type string len 12 size 1k expire 10m peers mypeers store gpc(2),server_id,"
+               "bytes_in_cnt,gpt0",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_tables():
+    out = []
+    for name, words in TABLES.items():
+        t = StickTable(name, parse_table_args(words.split())[0])
+        if name == "bk_e":
+            t.ensure_data_types("server_id", "server_key")
+        out.append(t)
+    return out
+
+
+class Loop:
+    """An asyncio loop in a thread, for the edgestick side."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, fn, *args):
+        async def run():
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(20)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def cli(path, cmd: str) -> str:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    with s:
+        s.connect(str(path))
+        s.sendall(cmd.encode() + b"\n")
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return out.decode()
+            out += d
+
+
+def wait_for(pred, timeout=8.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def entry_line(loop, table, key):
+    def get():
+        row = table.lookup(key)
+        return None if row is None else table.format_entry(row)
+    return loop.call(get)
+
+
+def same_entry(ours: str, theirs: str, tolerance_ms=1500):
+    assert tr.mask(ours.encode()) == tr.mask(theirs.encode()), (ours, theirs)
+    a, b = tr.exps(ours.encode()), tr.exps(theirs.encode())
+    assert abs(a[0] - b[0]) <= tolerance_ms, (ours, theirs)
+
+
+@pytest.fixture
+def mesh(tmp_path, haproxy_bin):
+    hport, eport = free_port(), free_port()
+    cfg = tmp_path / "hap.cfg"
+    sock = tmp_path / "hap.sock"
+    backends = "".join(f"backend {n}\n    stick-table {w}\n" for n, w in TABLES.items())
+    cfg.write_text(f"""global
+    stats socket {sock} mode 600 level admin
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+peers mypeers
+    peer hapA 127.0.0.1:{hport}
+    peer es1 127.0.0.1:{eport}
+{backends}backend bk_e_rules
+    stick on src table bk_e
+    server s1 127.0.0.1:9 id 1
+    server s2 127.0.0.1:9 id 2
+""")
+    procs = []
+    loop = Loop()
+    state = {"loop": loop, "sock": sock, "procs": procs, "peers": [], "ports": (hport, eport)}
+
+    def start_haproxy():
+        p = subprocess.Popen([haproxy_bin, "-db", "-f", str(cfg), "-L", "hapA"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(p)
+        wait_for(lambda: sock.exists() and p.poll() is None, what="haproxy stats socket")
+        return p
+
+    def start_edgestick():
+        tables = make_tables()
+        peers = Peers("mypeers", "es1", [("hapA", "127.0.0.1", hport), ("es1", "127.0.0.1", eport)],
+                      tables)
+        loop.run(peers.start())
+        state["peers"].append(peers)
+        return {t.name: t for t in tables}, peers
+
+    state["start_haproxy"] = start_haproxy
+    state["start_edgestick"] = start_edgestick
+    try:
+        yield state
+    finally:
+        for peers in state["peers"]:
+            loop.run(peers.stop())
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        loop.close()
+
+
+def test_replication_both_ways_and_resync(mesh):
+    hap = mesh["start_haproxy"]()
+    tables, peers = mesh["start_edgestick"]()
+    loop, sock = mesh["loop"], mesh["sock"]
+    rate, bk, st = tables["tbl_rate"], tables["bk_e"], tables["tbl_str"]
+
+    # HAProxy -> edgestick (the first set may race the session set-up: repeat until seen)
+    def learned():
+        cli(sock, "set table tbl_rate key 10.1.2.3 data.gpc0 77 data.http_req_rate 12 "
+                  "data.http_req_cnt 5")
+        return entry_line(loop, rate, "10.1.2.3")
+    wait_for(learned, what="HAProxy's entry on edgestick")
+    cli(sock, "set table tbl_str key hello\\ world data.gpc 3 data.server_id -7 "
+              "data.bytes_in_cnt 99999999999 data.gpt0 4")
+    wait_for(lambda: entry_line(loop, st, "hello world"), what="string key")
+    for table, key, cmd in ((rate, "10.1.2.3", "show table tbl_rate key 10.1.2.3"),
+                            (st, "hello world", "show table tbl_str key hello\\ world")):
+        theirs = cli(sock, cmd).splitlines()[1]
+        same_entry(entry_line(loop, table, key), theirs + "\n")
+
+    # edgestick -> HAProxy: tracked counters (conn_cur stays local), stick entry, gpc array
+    def local_changes():
+        r = rate.track("10.9.9.9", http_req=True)
+        rate.inc_gpc(r, 0)
+        rate.release(r)
+        held = rate.track("10.9.9.8", http_req=True)      # conn_cur=1 here, 0 over there
+        b = bk.get_or_create("10.9.9.9")
+        bk.set_server(b, 2, "s2")
+        s = st.get_or_create("edge")
+        st.inc_gpc(s, 1, legacy=False)
+        st.add_bytes_in(s, 1234)
+        return held
+    held = loop.call(local_changes)
+    wait_for(lambda: "key=edge " in cli(sock, "show table tbl_str key edge"), what="push")
+    for table, key, cmd in ((rate, "10.9.9.9", "show table tbl_rate key 10.9.9.9"),
+                            (bk, "10.9.9.9", "show table bk_e key 10.9.9.9"),
+                            (st, "edge", "show table tbl_str key edge")):
+        theirs = wait_for(lambda: cli(sock, cmd).splitlines()[1:2], what=cmd)[0]
+        same_entry(entry_line(loop, table, key), theirs + "\n")
+    assert "conn_cur=1 " in entry_line(loop, rate, "10.9.9.8")
+    assert "conn_cur=0 " in wait_for(lambda: cli(sock, "show table tbl_rate key 10.9.9.8"))
+    loop.call(rate.release, held)
+
+    # a fresh edgestick node learns everything from HAProxy (resync with remaining expiry)
+    loop.run(peers.stop())
+    mesh["peers"].remove(peers)
+    tables2, peers2 = mesh["start_edgestick"]()
+    bk2 = tables2["bk_e"]
+    line = wait_for(lambda: entry_line(loop, bk2, "10.9.9.9"), what="resync to edgestick")
+    same_entry(line, cli(sock, "show table bk_e key 10.9.9.9").splitlines()[1] + "\n")
+    wait_for(lambda: entry_line(loop, tables2["tbl_str"], "hello world"), what="resync str")
+
+    # a restarted HAProxy learns everything from edgestick
+    hap.terminate()
+    hap.wait(5)
+    sock.unlink(missing_ok=True)
+    mesh["start_haproxy"]()
+    theirs = wait_for(lambda: cli(sock, "show table tbl_rate key 10.1.2.3").splitlines()[1:2],
+                      what="resync to HAProxy")[0]
+    same_entry(entry_line(loop, tables2["tbl_rate"], "10.1.2.3"), theirs + "\n", 2500)
+
+
+def test_two_edgestick_nodes_and_hostile_traffic(tmp_path):
+    loop = Loop()
+    pa, pb = free_port(), free_port()
+    names = [("a", "127.0.0.1", pa), ("b", "127.0.0.1", pb)]
+    ta, tb = make_tables(), make_tables()
+    na, nb = Peers("mypeers", "a", names, ta), Peers("mypeers", "b", names, tb)
+    try:
+        loop.run(na.start())
+        loop.run(nb.start())
+
+        def write():
+            r = ta[1].track("198.18.0.1", http_req=True)
+            ta[1].release(r)
+        loop.call(write)
+        wait_for(lambda: entry_line(loop, tb[1], "198.18.0.1"), what="a -> b")
+        same_entry(entry_line(loop, tb[1], "198.18.0.1"), entry_line(loop, ta[1], "198.18.0.1"))
+
+        def talk(data: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", pb), timeout=5) as s:
+                s.sendall(data)
+                out = b""
+                try:
+                    while True:
+                        d = s.recv(4096)
+                        if not d:
+                            return out
+                        out += d
+                except socket.timeout:
+                    return out + b"<open>"
+        assert talk(b"GET / HTTP/1.0\n\n\n") == b"501\n"
+        assert talk(b"HAProxyS 3.0\nb\na 1 1\n") == b"502\n"
+        assert talk(b"HAProxyS 2.1\nzz\na 1 1\n") == b"503\n"
+        assert talk(b"HAProxyS 2.1\nb\nmallory 1 1\n") == b"504\n"
+        # a valid hello then garbage: protocol error, that connection only
+        out = talk(b"HAProxyS 2.1\nb\na 1 1\n" + bytes.fromhex("0a 80 05 00 00 00 02 7f"))
+        assert out.startswith(b"200\n") and out.endswith(b"\x01\x00")
+        out = talk(b"HAProxyS 2.1\nb\na 1 1\n" + bytes((10, 0x82)) + b"\xff" * 11)
+        assert out.startswith(b"200\n") and out.endswith(b"\x01\x00")
+        # the real session comes back and keeps replicating
+        def write2():
+            r = ta[1].track("198.18.0.2", http_req=True)
+            ta[1].release(r)
+        wait_for(lambda: loop.call(write2) or entry_line(loop, tb[1], "198.18.0.2"),
+                 what="replication after hostile traffic")
+        assert len(tb[1]) == 2 and len(tb[0]) == 0
+    finally:
+        loop.run(na.stop())
+        loop.run(nb.stop())
+        loop.close()
