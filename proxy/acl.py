@@ -470,7 +470,11 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
     polarity = words[0]
     terms = list(words[1:])
     if not terms:
-        raise AclError(f"missing condition after '{polarity}'")
+        # HAProxy accepts a bare `if`/`unless`: no term never passes, so `if` never fires
+        # and `unless` always does (checked on haproxy 2.6)
+        fn = (lambda ctx: False) if polarity == "if" else (lambda ctx: True)
+        fn.text = polarity
+        return fn
     groups: list[list[Callable]] = [[]]
     i = 0
     while i < len(terms):

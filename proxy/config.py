@@ -99,6 +99,12 @@ def _time(line: Line, text: str, what: str, warnings: Optional[list] = None) -> 
     return value
 
 
+def _one_arg(line: Line) -> None:
+    if len(line.words) > 2:
+        raise line.error(f"'{line.keyword}' cannot handle unexpected argument "
+                         f"'{line.words[2]}'.")
+
+
 def _arg(line: Line, i: int, what: str) -> str:
     if i >= len(line.words):
         raise line.error(f"missing {what}")
@@ -168,7 +174,7 @@ def parse_address(text: str, line: Line, kw: str, *, need_port: bool, allow_rang
         infos = socket.getaddrinfo(host, None, socket.AF_INET6 if family == "ipv6" else
                                    (socket.AF_INET if family == "ipv4" else socket.AF_UNSPEC),
                                    socket.SOCK_STREAM)
-    except OSError:
+    except (OSError, UnicodeError):
         raise line.error(f"could not resolve address '{host}'", kw) from None
     af, _, _, _, sa = infos[0]
     return sa[0], port, last, ("ipv6" if af == socket.AF_INET6 else "ipv4")
@@ -259,7 +265,7 @@ class Parser:
             if args[0] != "from" or len(args) != 2:
                 raise line.error(f"unexpected argument '{args[0]}' (expects [from <defaults>])")
             from_name = args[1]
-        if name and not all(c.isalnum() or c in "-_.:" for c in name):
+        if kw != "defaults" and name and not all(c.isalnum() or c in "-_.:" for c in name):
             raise line.error(f"character '{next(c for c in name if not (c.isalnum() or c in '-_.:'))}'"
                              f" is not permitted in {kw} name '{name}'")
         if from_name is not None:
@@ -647,6 +653,7 @@ class Parser:
     # simple settings -------------------------------------------------
     def kw_mode(self, p, line):
         mode = _arg(line, 1, "mode (http, tcp)")
+        _one_arg(line)
         if mode not in ("http", "tcp"):
             if mode == "health":
                 raise line.error("'mode health' doesn't exist anymore. Please use "
@@ -660,6 +667,7 @@ class Parser:
                             "capability. Maybe you want 'fullconn' instead ?")
             return
         p.maxconn = _int(line, _arg(line, 1, "integer value"), "maxconn", 0)
+        _one_arg(line)
 
     def kw_fullconn(self, p, line):
         if not p.has_backend:
@@ -667,6 +675,7 @@ class Parser:
                             "capability. Maybe you want 'maxconn' instead ?")
             return
         p.fullconn = _int(line, _arg(line, 1, "integer value"), "fullconn", 0)
+        _one_arg(line)
 
     def kw_timeout(self, p, line):
         name = _arg(line, 1, "timeout name")
@@ -709,6 +718,7 @@ class Parser:
 
     def kw_retries(self, p, line):
         p.retries = _int(line, _arg(line, 1, "integer value"), "retries", 0)
+        _one_arg(line)
 
     def kw_balance(self, p, line):
         algo = line.words[1] if len(line.words) > 1 else "roundrobin"

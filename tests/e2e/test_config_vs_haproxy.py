@@ -70,6 +70,9 @@ CASES = [
     ("httpchk four arguments", INVALID, D + BE + "    option httpchk GET /health if HTTP/1.1\n"),
     ("timeout trailing characters", VALID, D + FE + "    timeout client 30sq\n"),
     ("acl without pattern", VALID, D + FE + "    acl p path\n    http-request deny if p\n"),
+    ("mode with extra argument", INVALID, D + FE + "    mode http check\n"),
+    ("bare if and unless", VALID, D + FE + "    http-request deny if\n    http-request deny unless\n"),
+    ("server bad host", INVALID, D + BE + "    server s2 127..0.1:2\n"),
     ("balance unknown", INVALID, D + BE + "    balance frob\n"),
     ("cookie full", VALID, D + FE + "    default_backend b\n" + BE + "    cookie SRV insert indirect "
      "nocache httponly secure maxidle 30m maxlife 8h domain .example.com attr \"SameSite=Lax\"\n"),

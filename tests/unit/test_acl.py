@@ -227,7 +227,7 @@ def test_predefined_acls():
 
 
 @pytest.mark.parametrize("text", [
-    "if", "unless", "when x", "if nope", "if { path /x", "if {path /x }", "if { }",
+    "when x", "if nope", "if { path /x", "if {path /x }", "if { }",
     "if { path /x } or", "if or { path /x }", "if !", "if { frob 1 }",
     "if { path -m frob x }", "if { sc_http_req_rate(3) gt 1 }", "if { sc_http_req_rate gt 1 }",
     "if { path -m found x }", "if { path -x a }", "if { src -f /etc/hosts }",
@@ -434,3 +434,8 @@ def test_acl_without_patterns_never_matches():
     assert cond("if !{ path }")(ctx()) is True
     assert anon("src_port") is False
     assert anon("sc0_http_req_cnt") is False
+
+
+def test_bare_if_never_fires_bare_unless_always_does():
+    assert cond("if")(ctx()) is False
+    assert cond("unless")(ctx()) is True
