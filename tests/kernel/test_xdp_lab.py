@@ -1,5 +1,6 @@
 """The XDP shield on the lab's edge interface, with real floods from the attacker namespace
 and a real client talking TCP/HTTP to a server in the edge namespace."""
+import os
 import socket
 import struct
 import threading
@@ -206,10 +207,15 @@ def test_restart_adopts_pinned_state_and_replaces_program(shielded):
 
 
 # ---- floods ----------------------------------------------------------------------------
+# One long period (60 s) so no rotation happens during a test: each source's counters are
+# then exact totals of what XDP saw, and the checks hold even if the veth/bridge path loses
+# frames under load before XDP sees them.
+LONG = 60_000
+
 
 def test_spoofed_syn_flood_dropped_while_client_http_succeeds(shielded):
     lab, shield = shielded
-    shield.update_config(conn_rate_limit=10)
+    shield.update_config(period_ms=LONG, conn_rate_limit=10)
     sources = traffic.spoofed_sources(1000, seed=4)
     frames = spoof(template(lab, "syn", dport=HTTP_PORT), sources)
     with http_server(lab):
@@ -222,49 +228,62 @@ def test_spoofed_syn_flood_dropped_while_client_http_succeeds(shielded):
             statuses.append(http_get(lab))
         sender.join(timeout=10)
         statuses.append(http_get(lab))
-    sent = result["r"].sent
-    assert sent > 20_000
+    assert result["r"].sent > 20_000
     assert statuses == [200] * len(statuses) and len(statuses) >= 2
-    dropped = counted(shield, "drop", "conn_rate")
-    assert dropped >= sent // 2, (dropped, sent)          # 10 of each source's ~30 SYNs pass
     stats = {s.source: s for s in shield.sources()}
-    assert sum(1 for a in sources if stats.get(a) and stats[a].drops) >= 900
-    assert stats[lab.addr4("client")].drops == 0
+    seen = [stats[a] for a in sources if a in stats]
+    assert len(seen) >= 900
+    for s in seen:                                      # every SYN above 10 dropped
+        assert s.drops == max(0, s.conn_rate - 10), s
+    assert counted(shield, "drop", "conn_rate") == sum(s.drops for s in seen) > 10_000
+    client = stats[lab.addr4("client")]
+    assert client.drops == 0 and client.conn_rate >= len(statuses) + 1
 
 
 def test_udp_flood_above_pkt_rate_dropped_and_dry_run_drops_nothing(shielded):
     lab, shield = shielded
     sources = ["198.18.64.11", "198.18.64.12", "198.18.64.13", "198.18.64.14"]
     frames = spoof(template(lab, "udp"), sources)
-    shield.update_config(pkt_rate_limit=200, mode="dry-run")
+    shield.update_config(period_ms=LONG, pkt_rate_limit=200, mode="dry-run")
     prog_id = shield.prog_id
+
+    def seen():
+        stats = {s.source: s.pkt_rate for s in shield.sources()}
+        return sum(stats.get(a, 0) for a in sources)
+
     with udp_sink(lab) as received:
-        sent = flood(lab, frames, 6000).sent
-        assert received() == sent                           # dry-run: everything arrives
-        would = counted(shield, "would_drop", "pkt_rate")
-        assert would >= sent - 4 * 2 * 200 and counted(shield, "drop", "pkt_rate") == 0
+        flood(lab, frames, 6000)
+        total = seen()
+        assert total > 4 * 200
+        assert received() == total                          # dry-run: everything passes
+        assert counted(shield, "would_drop", "pkt_rate") == total - 4 * 200
+        assert counted(shield, "drop", "pkt_rate") == 0
 
         shield.update_config(mode="enforce")                # no reload: same program
         shield.clear("sources", "counters")
         assert shield.prog_id == prog_id
-        sent = flood(lab, frames, 6000).sent
-        got = received()
-        assert got <= 4 * 2 * 200, got                      # at most the limit (per period)
-        assert counted(shield, "drop", "pkt_rate") == sent - got
-        assert counted(shield, "pass", "none") >= got
+        flood(lab, frames, 6000)
+        total = seen()
+        assert received() == 4 * 200                        # the limit, per source
+        assert counted(shield, "drop", "pkt_rate") == total - 4 * 200
 
 
 def test_flood_guard_keeps_known_clients_under_a_random_source_flood(shielded):
     lab, shield = shielded
-    shield.update_config(new_sources_limit=300)
+    shield.update_config(period_ms=LONG, new_sources_limit=300)
     frames = spoof(template(lab, "syn", dport=HTTP_PORT), traffic.spoofed_sources(15_000, seed=5))
     with http_server(lab):
         assert http_get(lab) == 200                         # the client is tracked now
-        sent = flood(lab, frames, len(frames)).sent
+        flood(lab, frames, len(frames))
         assert http_get(lab) == 200
-    flood_drops = counted(shield, "drop", "flood")
-    assert flood_drops >= sent - 300 * 2 * 4, (flood_drops, sent)   # per CPU, a few periods
-    assert shield.source_count() < 300 * 2 * 4 + 10
+    cpus = len(os.sched_getaffinity(0))
+    c = shield.counters()
+    flood_drops = c[("drop", "flood")].packets
+    admitted = shield.source_count()
+    assert admitted <= 300 * cpus + 10                      # per-CPU budget of new sources
+    assert flood_drops > 5_000
+    # everything XDP saw was either admitted (one SYN per spoofed source) or dropped
+    assert c[("pass", "none")].packets <= admitted + 100    # + the client's own packets
 
 
 def test_bans_expire_on_time(shielded):
@@ -272,14 +291,14 @@ def test_bans_expire_on_time(shielded):
     frames = spoof(template(lab, "udp"), ["198.18.64.21"])
     with udp_sink(lab) as received:
         t0 = time.monotonic()
-        shield.add_ban("198.18.64.21", ttl_ms=1000)
+        shield.add_ban("198.18.64.21", ttl_ms=1500)
         time.sleep(max(0.0, t0 + 0.5 - time.monotonic()))
-        assert 300 < shield.bans()[0].remaining_ms <= 500
+        assert 0 < shield.bans()[0].remaining_ms <= 1000
         assert flood(lab, frames, 20).sent == 20
         assert received() == 0                              # still banned at ~0.5 s
-        time.sleep(max(0.0, t0 + 1.15 - time.monotonic()))
+        time.sleep(max(0.0, t0 + 1.65 - time.monotonic()))
         flood(lab, frames, 20)
-        assert received() == 20                             # expired at 1.0 s
+        assert received() == 20                             # expired at 1.5 s
     assert shield.bans() == []
     assert counted(shield, "drop", "ban") == 20
 
@@ -302,14 +321,14 @@ def test_allow_list_wins_over_everything(shielded):
 
 def test_ipv6_sources_grouped_by_prefix(shielded):
     lab, shield = shielded
-    shield.update_config(pkt_rate_limit=20)
+    shield.update_config(period_ms=LONG, pkt_rate_limit=20)
     one64 = [f"fd00:18:1:7::{i:x}" for i in range(1, 41)]              # 40 hosts, one /64
     many64 = [f"fd00:18:1:{100 + i:x}::1" for i in range(40)]         # 40 different /64s
-    sent = flood(lab, spoof(template(lab, "udp", v6=True), one64), 200).sent
-    assert sent == 200
-    assert counted(shield, "drop", "pkt_rate") == 200 - 20
+    assert flood(lab, spoof(template(lab, "udp", v6=True), one64), 200).sent == 200
     flood(lab, spoof(template(lab, "udp", v6=True), many64), 200)
-    assert counted(shield, "drop", "pkt_rate") == 200 - 20          # 5 each: under the limit
     stats = {s.source: s for s in shield.sources()}
-    assert stats["fd00:18:1:7::/64"].pkt_rate == 200
-    assert sum(1 for k in stats if k.startswith("fd00:18:1:") and k != "fd00:18:1:7::/64") == 40
+    group = stats["fd00:18:1:7::/64"]
+    assert group.pkt_rate > 100 and group.drops == group.pkt_rate - 20
+    singles = [s for k, s in stats.items() if k.startswith("fd00:18:1:") and s is not group]
+    assert len(singles) >= 35 and all(s.pkt_rate <= 5 and s.drops == 0 for s in singles)
+    assert counted(shield, "drop", "pkt_rate") == group.drops
