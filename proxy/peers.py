@@ -604,8 +604,10 @@ class Session:
         self.cursors = {pt.local_id: peer.last_acked.get(pt.local_id, 0)
                         for pt in owner.tables}
         self.teaching = False
+        self.teach_started = 0.0
         self.closed = False
         self._rx_current: Optional[int] = None
+        self.src = self.addr = None
         self.last_rx = self.last_tx = time.monotonic()
         self.task: Optional[asyncio.Task] = None
 
@@ -679,9 +681,10 @@ class Session:
             self.cursors[pt.local_id] = cursor
         self.send(bytes(out))
 
-    def teach(self, with_request: bool = True) -> None:
+    def teach(self) -> None:
         """Send the whole content of every shared table (a resync lesson)."""
         self.teaching = True
+        self.teach_started = time.monotonic()
         now = now_ms()
         out = bytearray()
         for pt in self.owner.tables:
@@ -887,9 +890,13 @@ class Peers:
                     if now >= p.reconnect_at and p.host:
                         p.reconnect_at = now + RECONNECT_S
                         self.tasks.append(self._loop.create_task(self._connect(p)))
-                elif now - s.last_tx >= HEARTBEAT_S:
-                    s.send(frame(CLASS_CONTROL, HEARTBEAT))
-                    p.tx_hbt += 1
+                else:
+                    if s.teaching and now - s.teach_started > RESYNC_TIMEOUT_S:
+                        s.teaching = False            # no confirm came: resume pushing
+                        s.push()
+                    if now - s.last_tx >= HEARTBEAT_S:
+                        s.send(frame(CLASS_CONTROL, HEARTBEAT))
+                        p.tx_hbt += 1
             self.tasks = [t for t in self.tasks if not t.done() or t is asyncio.current_task()]
             await asyncio.sleep(0.1)
 
@@ -976,6 +983,11 @@ class Peers:
 
     def _establish(self, p: RemotePeer, reader, writer, downgraded: bool = False) -> None:
         s = Session(self, p, reader, writer, downgraded)
+        try:
+            s.src = writer.get_extra_info("sockname")
+            s.addr = writer.get_extra_info("peername")
+        except Exception:
+            pass
         p.session = s
         p.last_status = "ESTA"
         p.new_conn += 1
@@ -1027,6 +1039,12 @@ class Peers:
             self.resync_from = None
 
 
+def local_peer_name(cfg, cli_name: Optional[str] = None) -> str:
+    """The local peer name as HAProxy chooses it: `-L`, else `localpeer`, else the host
+    name."""
+    return cli_name or getattr(cfg.global_, "localpeer", None) or socket.gethostname()
+
+
 def peers_for_config(cfg, tables: dict, local_name: str) -> list[Peers]:
     """Build the `Peers` of every enabled peers section of a parsed configuration
     (proxy/model.Config). `tables`: name -> StickTable as the proxy built them."""
@@ -1040,3 +1058,77 @@ def peers_for_config(cfg, tables: dict, local_name: str) -> list[Peers]:
         out.append(Peers(sec.name, local_name, [(p.name, p.host, p.port) for p in sec.peers],
                          shared, bind))
     return out
+
+
+# ============================================================================ show peers
+
+def _ago(t: Optional[float], now: float) -> str:
+    return "<NEVER>" if t is None else f"{max(0, int(now - t))}s"
+
+
+def _addr(a) -> str:
+    return f"{a[0]}:{a[1]}" if a else "-"
+
+
+def show_peers(sections: Sequence[Peers], name: Optional[str] = None) -> str:
+    """`show peers [section]` in HAProxy's layout (pointers are ids; flags are not kept)."""
+    now = time.monotonic()
+    out = []
+    for sec in sections:
+        if name and sec.name != name:
+            continue
+        started = time.strftime("%d/%b/%Y:%H:%M:%S",
+                                time.localtime(time.time() - (now - sec.started_at)))
+        left = RESYNC_TIMEOUT_S - (now - sec.started_at)
+        resync = "<PAST>" if sec.synced or left <= 0 else f"{int(left)}s"
+        out.append(f"0x{id(sec):x}: [{started}] id={sec.name} disabled=0 flags=0x0 "
+                   f"resync_timeout={resync} task_calls=0\n")
+        for p in reversed(sec.peers):
+            s = p.session
+            role = "local" if p.local else "remote"
+            out.append(f"  0x{id(p):x}: id={p.name}({role},{'active' if s else 'inactive'}) "
+                       f"addr={p.host}:{p.port} last_status={p.last_status} "
+                       f"last_hdshk={_ago(p.last_hdshk, now)}\n")
+            reconnect = "<NEVER>" if p.local else f"{max(0, int(p.reconnect_at - now))}s"
+            heartbeat = "<NEVER>" if s is None else f"{max(0, int(HEARTBEAT_S - (now - s.last_tx)))}s"
+            out.append(f"        reconnect={reconnect} heartbeat={heartbeat} confirm=0 "
+                       f"tx_hbt={p.tx_hbt} rx_hbt={p.rx_hbt} no_hbt=0 new_conn={p.new_conn} "
+                       f"proto_err={p.proto_err} coll={p.coll}\n")
+            if s is None:
+                out.append("        flags=0x0\n")
+            else:
+                out.append(f"        flags=0x0 appctx:0x{id(s):x} st0=7 st1=0 task_calls=0 "
+                           f"state=EST\n")
+                out.append(f"        xprt=RAW src={_addr(s.src)} addr={_addr(s.addr)}\n")
+            out.append("        shared tables:\n")
+            for pt in reversed(sec.tables):
+                remote_id = 0
+                remote_data = 0
+                if s is not None:
+                    for rid, rpt in s.rx_tables.items():
+                        if rpt is pt:
+                            remote_id = rid
+                            d = s.decoder.defs.get(rid)
+                            remote_data = d.data_types if d else 0
+                acked = p.last_acked.get(pt.local_id, 0)
+                pushed = s.cursors.get(pt.local_id, 0) if s is not None else 0
+                got = s.rx_last.get(remote_id, 0) if s is not None else 0
+                out.append(f"          0x{id(pt):x} local_id={pt.local_id} remote_id={remote_id} "
+                           f"flags=0x0 remote_data=0x{remote_data:x}\n")
+                out.append(f"              last_acked={acked} last_pushed={pushed} last_get={got} "
+                           f"teaching_origin=0 update={pt.update}\n")
+                out.append(f"              table:0x{id(pt.table):x} id={pt.table.name} "
+                           f"update={pt.update} localupdate={pt.update} commitupdate={acked} "
+                           f"refcnt=1\n")
+                out.append('        Dictionary cache not dumped (use "show peers dict")\n')
+    return "".join(out)
+
+
+def register_commands(sections: Callable[[], Sequence[Peers]], registry) -> None:
+    """Add `show peers [section]` to a runtime API command registry."""
+    def handler(cli, args):
+        rest = [a for a in args[2:] if a not in ("dict", "-")]
+        return show_peers(sections(), rest[0] if rest else None)
+    registry.register(("show", "peers"), handler,
+                      "show peers [dict|-] [section]           : dump some information about "
+                      "all the peers or this peers section")

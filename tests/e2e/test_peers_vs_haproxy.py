@@ -11,7 +11,7 @@ import time
 import pytest
 
 import haproxy_transcripts as tr
-from edgestick.proxy.peers import Peers
+from edgestick.proxy.peers import Peers, show_peers
 from edgestick.proxy.stick_table import StickTable, parse_table_args
 
 TABLES = {
@@ -264,7 +264,76 @@ def test_two_edgestick_nodes_and_hostile_traffic(tmp_path):
         wait_for(lambda: loop.call(write2) or entry_line(loop, tb[1], "198.18.0.2"),
                  what="replication after hostile traffic")
         assert len(tb[1]) == 2 and len(tb[0]) == 0
+
+        # cut off (both ends drop the session), changes meanwhile, reconnect: catch-up from
+        # the last acknowledged update id
+        def cut_and_write():
+            for n in (na, nb):
+                for p in n.peers:
+                    if p.session is not None:
+                        p.session.close()
+            for i in range(3, 6):
+                r = ta[1].track(f"198.18.0.{i}", http_req=True)
+                ta[1].release(r)
+        loop.call(cut_and_write)
+        wait_for(lambda: all(entry_line(loop, tb[1], f"198.18.0.{i}") for i in range(3, 6)),
+                 what="catch-up after reconnect")
+        assert "id=a(remote,active)" in wait_for(
+            lambda: (lambda t: t if "id=a(remote,active)" in t else None)(
+                loop.call(show_peers, [nb])), what="show peers")
     finally:
         loop.run(na.stop())
         loop.run(nb.stop())
         loop.close()
+
+
+def test_three_node_mesh_converges(tmp_path, haproxy_bin):
+    """Two edgestick nodes and one HAProxy, each peering with the two others."""
+    hport, p1, p2 = free_port(), free_port(), free_port()
+    sock = tmp_path / "hap.sock"
+    cfg = tmp_path / "hap.cfg"
+    cfg.write_text(f"""global
+    stats socket {sock} mode 600 level admin
+peers mypeers
+    peer hapA 127.0.0.1:{hport}
+    peer es1 127.0.0.1:{p1}
+    peer es2 127.0.0.1:{p2}
+backend tbl_rate
+    stick-table {TABLES["tbl_rate"]}
+""")
+    hap = subprocess.Popen([haproxy_bin, "-db", "-f", str(cfg), "-L", "hapA"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    loop = Loop()
+    names = [("hapA", "127.0.0.1", hport), ("es1", "127.0.0.1", p1), ("es2", "127.0.0.1", p2)]
+    decl = TABLES["tbl_rate"].split()
+    t1 = StickTable("tbl_rate", parse_table_args(decl)[0])
+    t2 = StickTable("tbl_rate", parse_table_args(decl)[0])
+    n1, n2 = Peers("mypeers", "es1", names, [t1]), Peers("mypeers", "es2", names, [t2])
+    try:
+        wait_for(lambda: sock.exists(), what="haproxy")
+        loop.run(n1.start())
+        loop.run(n2.start())
+
+        def on_es1():
+            r = t1.track("198.18.1.1", http_req=True)
+            t1.release(r)
+        loop.call(on_es1)
+        cli(sock, "set table tbl_rate key 198.18.2.2 data.gpc0 9 data.http_req_cnt 3")
+
+        def converged():
+            theirs = cli(sock, "show table tbl_rate")
+            lines = [entry_line(loop, t, k) for t in (t1, t2) for k in ("198.18.1.1", "198.18.2.2")]
+            return all(lines) and "key=198.18.1.1 " in theirs and "key=198.18.2.2 " in theirs
+        wait_for(lambda: (loop.call(on_es1) if not entry_line(loop, t2, "198.18.1.1") else None)
+                 or converged(), timeout=10, what="mesh convergence")
+        theirs = {l.split(" key=")[1].split(" ")[0]: l + "\n"
+                  for l in cli(sock, "show table tbl_rate").splitlines()[1:] if l}
+        for t in (t1, t2):
+            for k in ("198.18.1.1", "198.18.2.2"):
+                same_entry(entry_line(loop, t, k), theirs[k])
+    finally:
+        loop.run(n1.stop())
+        loop.run(n2.stop())
+        loop.close()
+        hap.terminate()
+        hap.wait(5)
