@@ -1,6 +1,10 @@
 /* edgestick XDP shield: per-source HAProxy-style rates at the NIC, drops floods.
  *
  * Decision order: parse → allow-list → deny-list → ban map → thresholds → pass.
+ * A packet that does not parse is judged by the malformed policy before any list (it may
+ * have no usable source). Listed and banned packets cost no per-source state; only the
+ * threshold stage looks up (or creates) the source, and the flood guard decides whether
+ * an unknown source gets state at all.
  * Built by control/xdp.py with bcc; it defines ES_PIN_DIR (bpffs folder for the pinned
  * maps) and may override the capacities of edgestick.h and ES_SOURCES_FLAGS. */
 #include <uapi/linux/bpf.h>
