@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import os
 import socket
+import traceback
 from dataclasses import dataclass, field
 
 from edgestick.cfgsyntax import ConfigError, parse_time_ms, split_words
@@ -226,6 +227,9 @@ class RuntimeServer:
             return f"{e}\n", None
         except OSError as e:       # a map operation the kernel refused (full map, ...)
             return f"Kernel refused the change: {e.strerror or e}\n", None
+        except Exception as e:     # a bug must cost one reply, not the connection or the daemon
+            traceback.print_exc()
+            return f"Internal error: {type(e).__name__}: {e}\n", None
         return out, None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -352,12 +352,23 @@ async def _serve(daemon: ShieldDaemon) -> None:
     log("stopped; the program stays attached and the maps pinned")
 
 
+def _forget_signal_wakeup() -> None:
+    """In a forked child (pyroute2 forks to enter a network namespace, then stops the
+    child with SIGTERM): without this, the child's signals are written to the wakeup fd
+    it shares with the daemon's event loop, and the daemon stops as if signalled."""
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+
+
 def run(cfg: shield_config.ShieldConfig, netns: str | None) -> int:
     import logging
 
     from pyroute2.netlink.exceptions import NetlinkError
     # The bridge (mirror/escalation) reports through logging; same stream and prefix.
     logging.basicConfig(level=logging.INFO, format="edgestick shield: %(message)s", stream=sys.stderr)
+    os.register_at_fork(after_in_child=_forget_signal_wakeup)
     daemon = ShieldDaemon(cfg, netns)
     try:
         daemon.check_interfaces()

@@ -27,8 +27,8 @@ OTHER = "198.18.64.8"
 DENIED_NET = "203.0.113.0/24"
 
 
-def write_config(tmp_path, lab, extra: str = "") -> str:
-    path = tmp_path / "edge.cfg"
+def write_config(tmp_path, lab, extra: str = "", name: str = "edge.cfg", metrics: bool = True) -> str:
+    path = tmp_path / name
     path.write_text(f"""\
 global
     stats socket {tmp_path}/haproxy.sock level admin
@@ -46,7 +46,7 @@ shield edge
     flood-guard 100000
     pin-dir {lab.pin_dir}/shield
     stats socket {tmp_path}/shield.sock mode 600 level admin
-    metrics bind :{METRICS_PORT}
+{f"    metrics bind :{METRICS_PORT}" if metrics else ""}
 {extra}""")
     return str(path)
 
@@ -62,11 +62,18 @@ def command(tmp_path, line: str) -> str:
     return out.decode()
 
 
-def start_daemon(lab, tmp_path, cfg: str, log_name: str = "shield.log") -> tuple[subprocess.Popen, int]:
-    """Start `edgestick shield` in the edge namespace; returns it once its socket answers
-    and its program is attached, with the program id."""
+def start_daemon(lab, tmp_path, cfg: str, log_name: str = "shield.log",
+                 from_outside: bool = False) -> tuple[subprocess.Popen, int]:
+    """Start `edgestick shield` in the edge namespace (or, from_outside, in this one with
+    --netns); returns it once its socket answers and its program is attached, with the
+    program id."""
     log = open(tmp_path / log_name, "wb")
-    proc = lab.popen("edge", [*EDGESTICK, "shield", "-f", cfg], stdout=log, stderr=log)
+    if from_outside:
+        proc = subprocess.Popen([*EDGESTICK, "shield", "-f", cfg, "--netns", lab.ns("edge")],
+                                stdout=log, stderr=log, start_new_session=True)
+        lab.pids.append(proc.pid)              # destroy() kills it whatever happens
+    else:
+        proc = lab.popen("edge", [*EDGESTICK, "shield", "-f", cfg], stdout=log, stderr=log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -326,7 +333,12 @@ def test_banned_flood_across_kill9_and_restart(lab, tmp_path):
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         assert xdp.xdp_attached(lab.edge_if, lab.ns("edge")) == ("native", first_prog)
-        second, second_prog = start_daemon(lab, tmp_path, cfg, "second.log")
+        # The new daemon runs outside the namespace (--netns): its netlink calls fork
+        # (pyroute2), which must not stop it.
+        outside = write_config(tmp_path, lab, name="outside.cfg", metrics=False)
+        second, second_prog = start_daemon(lab, tmp_path, outside, "second.log", from_outside=True)
+        for _ in range(10):                        # each looks the interfaces up (a fork)
+            assert f"interface: {lab.edge_if} attach=native" in command(tmp_path, "show shield")
         assert second_prog != first_prog           # the new program replaced the old one
         time.sleep(0.5)                            # the flood also meets the new program
         assert flooder.is_alive()
@@ -353,6 +365,7 @@ def test_banned_flood_across_kill9_and_restart(lab, tmp_path):
     assert seen.get(BANNED, 0) == 0
     assert seen.get(OTHER) == 20
 
+    assert second.poll() is None
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=10) == 0
     out = subprocess.run([*EDGESTICK, "shield", "-f", cfg, "--netns", lab.ns("edge"), "--detach", "--purge"],
