@@ -34,8 +34,6 @@ def _int_matcher(values: Sequence[str]) -> Callable[[int], bool]:
     op = None
     for v in values:
         if v in _INT_OPS:
-            if op is not None:
-                raise AclError(f"missing value after operator '{op}'")
             op = v
             continue
         m = _RANGE.match(v)
@@ -59,10 +57,9 @@ def _int_matcher(values: Sequence[str]) -> Callable[[int], bool]:
         else:  # lt
             tests.append((-inf, n - 1))
         op = None
-    if op is not None:
-        raise AclError(f"missing value after operator '{op}'")
+    # a trailing operator without value adds no pattern (HAProxy accepts it)
     if not tests:
-        raise AclError("no value to match against")
+        return _never
     if len(tests) == 1:
         lo, hi = tests[0]
         if hi == inf:

@@ -199,6 +199,7 @@ class Parser:
         self.global_seen = False
         self.defaults_users: dict[int, set[str]] = {}    # id(defaults) -> proxy kinds
         self.defaults_usage: dict[int, set[str]] = {}    # id(defaults) -> explicit/implicit
+        self.check_steps: dict[int, list[str]] = {}      # id(proxy) -> http-check steps
 
     # ------------------------------------------------------------------ helpers
     def warn(self, line: Line, message: str, keyword: Optional[str] = None):
@@ -547,7 +548,7 @@ class Parser:
         binds = []
         for text in addrs.split(","):
             host, port, last, fam = parse_address(text, line, "bind", need_port=True,
-                                                  allow_range=True)
+                                                  allow_range=True, resolve=True)
             binds.append(m.Bind(host, port, fam, port_last=last, where=_where(line)))
         w = line.words
         i = 2
@@ -837,10 +838,20 @@ class Parser:
         sub = _arg(line, 1, "http-check sub-keyword")
         w = line.words
         hc = p.http_check
+        steps = self.check_steps.setdefault(id(p), [])
+        if sub in ("connect", "send", "expect"):
+            steps.append(sub)
+        if sub == "connect" and steps[0] != "connect":
+            raise line.error("'http-check connect' : first step MUST also be a 'connect', "
+                             "optionally preceded by a 'set-var', an 'unset-var' or a 'comment',"
+                             " when there is a 'connect' step in the tcp-check ruleset.")
         if sub == "send":
-            if hc.expect is not None:
-                raise line.error("'http-check send' : unable to add http-check send rule after "
-                                 "an 'http-check expect' rule (missing connect rule)")
+            segment = steps[:-1]
+            if "connect" in segment:
+                segment = segment[len(segment) - segment[::-1].index("connect"):]
+            if "send" in segment or "expect" in segment:
+                raise line.error(f"'http-check send' : unable to add http-check send rule at "
+                                 f"step {len(steps)} (missing connect rule).")
             i = 2
             while i < len(w):
                 if w[i] == "meth":
@@ -1199,6 +1210,7 @@ class Parser:
             if len(args) != 2:
                 raise line.error(f"'{ctx_what}' expects exactly 2 arguments.")
             rule.header, rule.fmt = args[0], args[1]
+            self.check_log_format(p, line, rule.fmt, ctx_what)
         elif action == "del-header" and not tcp:
             if not args:
                 raise line.error(f"'{ctx_what}' expects at least 1 argument.")
@@ -1209,6 +1221,7 @@ class Parser:
                 raise line.error(f"'{ctx_what}' : expects an optional '-m <method>'")
         elif action == "redirect" and not tcp:
             rule.redirect = self.parse_redirect(line, args, ctx_what)
+            self.check_log_format(p, line, rule.redirect["value"], ctx_what)
         elif action == "use-service" and not tcp and level == "http":
             if len(args) != 1:
                 raise line.error(f"'{ctx_what}' expects a service name")
@@ -1231,6 +1244,40 @@ class Parser:
             rule.cond = self.condition(p, line, cond_words)
             rule.cond_text = " ".join(cond_words)
         return rule
+
+    def check_log_format(self, p: m.Proxy, line: Line, text: str, what: str):
+        """Compile the `%[expr]` parts of a log-format string now, so a bad fetch is a
+        configuration error (the engine renders the string per request)."""
+        i = 0
+        while True:
+            i = text.find("%", i)
+            if i < 0 or i + 1 >= len(text):
+                return
+            j = i + 1
+            if text[j] == "%":
+                i = j + 1
+                continue
+            if text[j] == "{":
+                k = text.find("}", j)
+                if k < 0:
+                    raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
+                                     f"'{what}' rule : missing '}}' in log-format '{text}'.")
+                j = k + 1
+            if j < len(text) and text[j] == "[":
+                end = text.find("]", j)
+                if end < 0:
+                    raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
+                                     f"'{what}' rule : missing ']' after '{text[j + 1:]}'.")
+                expr = text[j + 1:end]
+                try:
+                    compile_expr(expr, self._refs(p, line))
+                except SampleError as e:
+                    raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
+                                     f"'{what}' rule : failed to parse sample expression "
+                                     f"<{expr}> : {e}.") from None
+                i = end + 1
+            else:
+                i = j
 
     def parse_sc_action(self, p, line, rule, action, args, where, level):
         base, paren, rest = action.partition("(")
@@ -1328,6 +1375,10 @@ class Parser:
             else:
                 raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
                                  f"'{what}' rule : unknown keyword '{a}'.")
+        if reply.body_kind in ("lf-string", "lf-file") and reply.body:
+            self.check_log_format(p, line, reply.body, what)
+        for _, fmt in reply.headers:
+            self.check_log_format(p, line, fmt, what)
         rule_err = f"error detected in {p.kind} '{p.name}' while parsing '{what}' rule : "
         if reply.body_kind in ("string", "lf-string") and reply.body == "":
             raise line.error(f"{rule_err}'{reply.body_kind}' expects <str> as argument.")

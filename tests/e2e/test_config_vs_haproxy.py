@@ -73,6 +73,20 @@ CASES = [
     ("mode with extra argument", INVALID, D + FE + "    mode http check\n"),
     ("bare if and unless", VALID, D + FE + "    http-request deny if\n    http-request deny unless\n"),
     ("server bad host", INVALID, D + BE + "    server s2 127..0.1:2\n"),
+    ("operator without value", VALID, D + FE + "    acl a src_port gt\n    acl b src_port gt 5 lt\n"
+     "    http-request deny if a || b\n"),
+    ("http-check two sends", INVALID, D + BE + "    option httpchk\n    http-check send meth GET\n"
+     "    http-check send meth HEAD\n"),
+    ("http-check connect not first", INVALID, D + BE + "    option httpchk\n    http-check send meth GET\n"
+     "    http-check connect\n"),
+    ("http-check connect send expect", VALID, D + FE + "    default_backend b\n" + BE
+     + "    option httpchk\n    http-check connect\n    http-check send meth GET uri /h\n"
+     "    http-check expect status 200\n    http-check connect port 80\n    http-check send meth HEAD\n"),
+    ("log-format unknown fetch", INVALID, D + FE + "    http-request set-header X-A %[nosuch]\n"),
+    ("log-format unclosed", INVALID, D + FE + "    http-request return status 200 content-type text/plain "
+     "lf-string \"%[src] %ci %[path,lower\"\n"),
+    ("log-format ok", VALID, D + FE + "    http-request set-header X-A \"%[src] %{+Q}[path] %ci %%\"\n"
+     "    http-request redirect location /x?src=%[src]\n"),
     ("balance unknown", INVALID, D + BE + "    balance frob\n"),
     ("cookie full", VALID, D + FE + "    default_backend b\n" + BE + "    cookie SRV insert indirect "
      "nocache httponly secure maxidle 30m maxlife 8h domain .example.com attr \"SameSite=Lax\"\n"),

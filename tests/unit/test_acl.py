@@ -43,9 +43,10 @@ def test_integer_operators_and_ranges(expr, expected):
     assert anon(expr) is expected
 
 
-def test_integer_operator_without_value_is_an_error():
-    with pytest.raises(AclError):
-        parse_acl_expr(["src_port", "gt"])
+def test_integer_operator_without_value_adds_no_pattern():
+    # HAProxy 2.6 accepts `src_port gt` (no pattern: never matches)
+    assert anon("src_port gt") is False
+    assert anon("src_port gt 5 lt") is True
     with pytest.raises(AclError):
         parse_acl_expr(["src_port", "abc"])
 
