@@ -89,19 +89,23 @@ def parse_bind(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-async def serve(binds: list[tuple[str, int]], names: list[str]) -> list[asyncio.Server]:
-    """Start one listener per (address, name); returns the servers (already listening)."""
+async def serve(binds: list[tuple[str, int]], names: list[str],
+                stats: dict[str, dict[int, int]] | None = None) -> list[asyncio.Server]:
+    """Start one listener per (address, name); returns the servers (already listening).
+    `stats[name]` counts the responses each server sent, by status."""
     loop = asyncio.get_running_loop()
+    stats = {} if stats is None else stats
     servers = []
     for (host, port), name in zip(binds, names):
-        stats: dict[int, int] = {}
-        servers.append(await loop.create_server(lambda n=name, s=stats: BackendProtocol(n, s),
+        counts = stats.setdefault(name, {})
+        servers.append(await loop.create_server(lambda n=name, c=counts: BackendProtocol(n, c),
                                                 host, port, reuse_address=True, backlog=1024))
     return servers
 
 
 async def _run(binds, names) -> None:
-    servers = await serve(binds, names)
+    stats: dict[str, dict[int, int]] = {}
+    servers = await serve(binds, names, stats)
     for (host, port), name in zip(binds, names):
         print(f"backend {name} listening on {host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -111,6 +115,9 @@ async def _run(binds, names) -> None:
     await stop.wait()
     for s in servers:
         s.close()
+    for name, counts in stats.items():        # what reached the backends, for lab summaries
+        done = " ".join(f"{code}:{n}" for code, n in sorted(counts.items())) or "none"
+        print(f"backend {name} answered {sum(counts.values())} ({done})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,15 @@ bpffs folder.
     with Provisioner(lab) as prov:
         prov.provision("backend")          # returns once both backends answer /health
         prov.provision("attacker")         # extra source addresses, scenario runner
+
+By hand, on the lab `edgestick lab up` built (its services stop with `edgestick lab down`):
+
+    python -m edgestick.lab.provision [--lab PREFIX] [ROLE ...]
 """
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import socket
 import subprocess
@@ -22,7 +28,7 @@ import time
 from pathlib import Path
 
 from .scenarios import ATTACKER_SOURCES, in_netns
-from .topology import BACKEND_ADDRS4, EDGE_INNER, HOSTS, LAN_PREFIX, Lab
+from .topology import BACKEND_ADDRS4, EDGE_INNER, HOSTS, LAN_PREFIX, Lab, known_labs
 
 REPO = Path(__file__).resolve().parent.parent
 PROVISION_DIR = REPO / "vagrant" / "provision"
@@ -86,13 +92,15 @@ def http_get(host: str, port: int, path: str = "/health", timeout: float = 1.0) 
 class Provisioner:
     """Provisions the hosts of one lab with the Vagrant scripts."""
 
-    def __init__(self, lab: Lab):
+    def __init__(self, lab: Lab, workdir: Path | None = None):
         self.lab = lab
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"edgestick-provision-{lab.prefix}-"))
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix=f"edgestick-provision-{lab.prefix}-"))
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.services: dict[str, subprocess.Popen] = {}
 
     def env(self, role: str) -> dict[str, str]:
-        import os
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGESTICK_")}
         env.update(role_env(role, self.workdir, self.lab.pin_dir))
         return env
@@ -148,3 +156,35 @@ class Provisioner:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+ORDER = ("backend", "edge", "attacker", "client")     # the edge checks its backends
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edgestick.lab.provision",
+                                description="Provision the namespace lab's hosts with vagrant/provision/*.sh.")
+    p.add_argument("--lab", help="the lab's prefix (default: the lab 'edgestick lab up' built)")
+    p.add_argument("roles", nargs="*", choices=[[], *ORDER], metavar="ROLE",
+                   help=f"roles to provision, in this order: {' '.join(ORDER)} (default: all)")
+    a = p.parse_args(argv)
+    labs = [lab for lab in known_labs() if (lab.prefix == a.lab if a.lab else lab.persistent)]
+    if not labs:
+        p.error(f"no lab '{a.lab}'" if a.lab else "no lab: run 'edgestick lab up' first")
+    lab = labs[0]
+    workdir = Path(tempfile.gettempdir()) / f"edgestick-provision-{lab.prefix}"
+    prov = Provisioner(lab, workdir)
+    for role in [r for r in ORDER if r in (a.roles or ORDER)]:
+        try:
+            prov.provision(role)
+        except (ProvisionError, subprocess.TimeoutExpired) as e:
+            print(f"provision {role}: {e}\n(logs in {workdir})", file=sys.stderr)
+            return 1
+        print(f"{role}: provisioned (log {prov.log(role)})")
+    print(f"run the scenarios: EDGESTICK_LAB={lab.prefix} EDGE_RUN_DIR={workdir}/edge/run "
+          f"vagrant/run-scenarios.sh")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

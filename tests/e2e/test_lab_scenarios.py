@@ -98,3 +98,20 @@ def test_cli_prints_a_parsable_result(backends):
     bad = subprocess.run([sys.executable, "-m", "edgestick.lab.scenarios", "nope", "--target", "x"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_backend_reports_what_it_answered_when_stopped():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edgestick.lab.backend", "--bind", f"127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert "backend s1 listening" in proc.stdout.readline()
+        assert scenarios.legit(f"127.0.0.1:{port}", count=120, rate=None).ok == 120
+        assert scenarios.cred_stuffing(f"127.0.0.1:{port}", count=30).statuses == {401: 30}
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert out.strip() == "backend s1 answered 150 (200:120 401:30)"
+    bad = subprocess.run([sys.executable, "-m", "edgestick.lab.backend", "--bind", "nope"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "bad bind 'nope'" in bad.stderr

@@ -3,15 +3,17 @@ lab with the lab's parameters: the same steps a VM runs, exercised without VMs."
 import json
 import os
 import re
+import shutil
 import socket
-import sys
-import time
-
 import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
-from edgestick.lab import provision, scenarios
+from edgestick.lab import Lab, provision, scenarios
 from edgestick.lab.provision import BACKEND_PORT, Provisioner, http_get
 from edgestick.lab.topology import BACKEND_ADDRS4
 
@@ -168,3 +170,26 @@ def test_run_scenarios_script_drives_the_lab(lab, prov, tmp_path):
     assert results["http-flood"].statuses.get(429, 0) > 0, results["http-flood"].summary()
     assert results["cred-stuff"].statuses.get(403, 0) > 0, results["cred-stuff"].summary()
     assert "frontend http_front" in done.stdout and "# bans: active=" in done.stdout
+
+
+def test_provision_command_on_a_lab_by_prefix(lab):
+    done = subprocess.run([sys.executable, "-m", "edgestick.lab.provision", "--lab", lab.prefix,
+                           "backend"], capture_output=True, text=True, timeout=60)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("backend: provisioned")
+        assert f"EDGESTICK_LAB={lab.prefix} " in done.stdout
+        with scenarios.in_netns(lab.ns("edge")):
+            assert http_get(BACKEND_ADDRS4[1], BACKEND_PORT) == 200
+    finally:
+        # The command recorded its service in the lab's state: a lab loaded from there
+        # (as `edgestick lab down` does) stops it.
+        recorded = Lab.load(lab.prefix)
+        pids = list(recorded.pids)
+        recorded.destroy()
+        shutil.rmtree(Path(tempfile.gettempdir()) / f"edgestick-provision-{lab.prefix}", ignore_errors=True)
+    assert len(pids) == 1
+    assert not Path(f"/proc/{pids[0]}").exists()
+    bad = subprocess.run([sys.executable, "-m", "edgestick.lab.provision", "--lab", "nolab"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no lab 'nolab'" in bad.stderr
