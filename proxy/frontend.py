@@ -223,7 +223,7 @@ class Frontend:
                 ssl_ctx = bind.ssl_context
                 srv = await loop.create_server(
                     (lambda s=bool(ssl_ctx): ClientConn(self, s)), host, port,
-                    family=family, ssl=ssl_ctx, reuse_address=True,
+                    family=family, ssl=ssl_ctx, reuse_address=True, reuse_port=True,
                     backlog=bind.backlog or 1024)
                 self.servers.append(srv)
 
@@ -399,11 +399,11 @@ class Frontend:
                     return req
                 partial = partial or any(b not in (10, 13) for b in c.buf[:64])
             if c.eof:
-                if first and not c.received_any and not self.model.options.http_ignore_probes:
-                    # an empty connection counts as a bad request on session trackers
-                    self._count_probe(sess_sc)
-                elif partial:
-                    self._count_probe(sess_sc)
+                # an empty first connection or a truncated head counts as a bad request
+                # (frontend and session trackers), as HAProxy logs a 400 for it
+                if partial or (first and not c.received_any
+                               and not self.model.options.http_ignore_probes):
+                    self._count_bad(sess_sc)
                 return None
             timeout = self.t_http_request if (first or partial) else self.t_keep_alive
             remaining = None if timeout is None else timeout - (loop.time() - start)
@@ -420,14 +420,18 @@ class Frontend:
                 t[0].inc_http_req(t[1])
                 t[0].inc_http_err(t[1])
 
-    def _bad_request(self, c: ClientConn, sess_sc, status: int):
+    def _count_bad(self, sess_sc):
         st = self.stats
         st.ereq += 1
         st.count_request()
         st.hrsp[3] += 1
         self._count_probe(sess_sc)
-        c.write(http1.mux_error_response(status))
-        st.bout += len(http1.mux_error_response(status))
+
+    def _bad_request(self, c: ClientConn, sess_sc, status: int):
+        self._count_bad(sess_sc)
+        data = http1.mux_error_response(status)
+        c.write(data)
+        self.stats.bout += len(data)
         c.buf.clear()
 
     async def _one_request(self, c: ClientConn, sess_sc, first: bool) -> bool:

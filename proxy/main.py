@@ -159,8 +159,6 @@ class ProxyProcess:
             return f"Reload failed: {e}\n"
         for w in warnings:
             _log(f"[WARNING] {w}")
-        for fe in self.frontends:
-            fe.stop_listening()
         for b in self.backends.values():
             b.stop_checks()
         # keep per-server state (UP/DOWN, MAINT) for servers that still exist
@@ -173,12 +171,26 @@ class ProxyProcess:
                 if o is not None and o.host == s.host and o.port == s.port:
                     s.op_up, s.health, s.admin_maint = o.op_up, o.health, o.admin_maint
             b.recalc()
-        self.old_frontends.extend(self.frontends)
+        # the new listeners open before the old ones close (SO_REUSEPORT): no refused
+        # connections during a reload
+        try:
+            for fe in frontends:
+                await fe.start()
+        except OSError as e:
+            for fe in frontends:
+                fe.stop_listening()
+            for b in self.backends.values():
+                b.start_checks(b.model.timeouts)
+            _log(f"reload failed, keeping the running configuration: {e}")
+            return f"Reload failed: {e}\n"
+        for fe in self.frontends:
+            fe.stop_listening()
+        for b in self.backends.values():
+            b.close_idle()
+        self.old_frontends = [fe for fe in self.old_frontends if fe.conns] + self.frontends
         self.cfg = cfg
         self.maxconn = cfg.global_.maxconn or 0
         self.tables, self.table_decls, self.backends, self.frontends = tables, decls, backends, frontends
-        for fe in frontends:
-            await fe.start()
         for b in backends.values():
             b.start_checks(b.model.timeouts)
         self.reloads += 1

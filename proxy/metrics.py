@@ -168,8 +168,8 @@ class _Collector:
         size = GaugeMetricFamily("haproxy_sticktable_size", "Stick table size.", labels=["name", "type"])
         used = GaugeMetricFamily("haproxy_sticktable_used", "Number of entries used in this stick table.", labels=["name", "type"])
         for name, t in proc.tables.items():
-            size.add_metric([name, t.key_type], t.size)
-            used.add_metric([name, t.key_type], t.used)
+            size.add_metric([name, t.type], t.size)
+            used.add_metric([name, t.type], t.used)
         yield size
         yield used
         over = GaugeMetricFamily(
@@ -181,9 +181,10 @@ class _Collector:
             if t is None:
                 continue
             cmp = _OPS[op]
+            read = t.reader(dtype)
             n = 0
-            for entry in t.entries():
-                v = t.read(entry, dtype, 0)
+            for _, row in t.entries():
+                v = read(row)
                 if v is not None and cmp(v, value):
                     n += 1
             over.add_metric([table_name, dtype, op, str(value)], n)
@@ -226,8 +227,12 @@ class Metrics:
                     body, status = b"Not Found\n", b"404 Not Found"
                     ctype = b"text/plain"
                 else:
-                    body, status = self.render(query).encode(), b"200 OK"
-                    ctype = b"text/plain; version=0.0.4"
+                    try:
+                        body, status = self.render(query).encode(), b"200 OK"
+                        ctype = b"text/plain; version=0.0.4"
+                    except Exception as e:      # a scrape must never kill the listener
+                        body, status = f"{e!r}\n".encode(), b"500 Internal Server Error"
+                        ctype = b"text/plain"
                 writer.write(b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
                              b"connection: close\r\n\r\n%s" % (status, ctype, len(body), body))
                 await writer.drain()

@@ -127,7 +127,8 @@ class RunningProxy:
 
 
 def start_proxy(kind: str, template: str, backends: Backends, tmp: Path, n_frontends: int = 1,
-                haproxy_bin: str = "haproxy", extra_args: list[str] | None = None) -> RunningProxy:
+                haproxy_bin: str = "haproxy", extra_args: list[str] | None = None,
+                wait_ports: int | None = None) -> RunningProxy:
     ports = free_ports(n_frontends)
     sock = str(tmp / f"{kind}.sock")
     subs = {"SOCK": sock}
@@ -147,19 +148,22 @@ def start_proxy(kind: str, template: str, backends: Backends, tmp: Path, n_front
     argv += extra_args or []
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             cwd=str(tmp))
-    for p in ports:
+    for p in ports[:wait_ports]:
         wait_port(p, proc)
     return RunningProxy(kind, proc, ports, sock, str(cfg_path))
 
 
 @contextmanager
-def both(template: str, backends: Backends, tmp: Path, haproxy_bin: str, n_frontends: int = 1):
+def both(template: str, backends: Backends, tmp: Path, haproxy_bin: str, n_frontends: int = 1,
+         extra_args: list[str] | None = None, wait_ports: int | None = None):
     """HAProxy and edgestick on the same template, stopped at the end."""
     (tmp / "h").mkdir(exist_ok=True)
     (tmp / "e").mkdir(exist_ok=True)
-    h = start_proxy("haproxy", template, backends, tmp / "h", n_frontends, haproxy_bin)
+    h = start_proxy("haproxy", template, backends, tmp / "h", n_frontends, haproxy_bin,
+                    extra_args, wait_ports)
     try:
-        e = start_proxy("edgestick", template, backends, tmp / "e", n_frontends)
+        e = start_proxy("edgestick", template, backends, tmp / "e", n_frontends,
+                        extra_args=extra_args, wait_ports=wait_ports)
     except Exception:
         h.stop()
         raise
