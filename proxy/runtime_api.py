@@ -16,7 +16,8 @@ way HAProxy 2.6 does (word fingerprints). Other subsystems add theirs:
 
 A handler is `handler(cli, args) -> str | Awaitable[str]`; `args` are all the words of
 the command (the prefix included); the returned text is the reply without the final
-empty line (each line ending with "\\n", "" for no output). `cli` is the `CliSession`:
+empty line (each line ending with "\\n", "" for no output). A long reply may instead be
+an iterator of text chunks, sent as they come (the connection drains between chunks). `cli` is the `CliSession`:
 `cli.level`, `cli.has_level(OPERATOR)`, `cli.api.context` (whatever the proxy set).
 Byte-exact strings below come from HAProxy 2.6.12 (tests/fixtures/haproxy-transcripts).
 """
@@ -218,21 +219,24 @@ class CliSession:
     def has_level(self, level: int) -> bool:
         return self.level >= level
 
-    async def run_line(self, line: str) -> str:
-        """Execute one request line; returns everything to send back."""
-        out = []
+    async def run_line(self, line: str, write: Callable[[str], Awaitable[None]]) -> None:
+        """Execute one request line, sending each reply through `write`."""
         for cmd in split_commands(line):
             if self.closing:
                 break
             reply = await self.run_command(cmd)
             if self.closing:
                 break
-            out.append(reply + "\n")
+            if isinstance(reply, str):
+                await write(reply + "\n")
+            else:                                  # an iterator of chunks (long dumps)
+                for chunk in reply:
+                    await write(chunk)
+                await write("\n")
             if self.interactive:
-                out.append("> ")
-        return "".join(out)
+                await write("> ")
 
-    async def run_command(self, cmd: str) -> str:
+    async def run_command(self, cmd: str):
         args = split_args(cmd)
         if args and args[0] == "help":
             return self.api.commands.usage_message(args[1:], True)
@@ -365,9 +369,17 @@ class RuntimeAPI:
                 line = raw[:-1].decode("latin-1")
                 if line.endswith("\r"):
                     line = line[:-1]
-                reply = await cli.run_line(line)
-                if reply:
-                    writer.write(reply.encode("latin-1", "replace"))
+                pending: list[str] = []
+
+                async def write(text: str) -> None:
+                    pending.append(text)          # coalesced: one send per reply
+                    if len(pending) > 1 and sum(map(len, pending)) > 65536:
+                        writer.write("".join(pending).encode("latin-1", "replace"))
+                        pending.clear()
+                        await writer.drain()
+                await cli.run_line(line, write)
+                if pending:
+                    writer.write("".join(pending).encode("latin-1", "replace"))
                     await writer.drain()
                 if not cli.interactive and b"\n" not in reader._buffer:
                     break                       # non-interactive: nothing more pending
@@ -533,14 +545,9 @@ def _table_request(cli: CliSession, args: list, action: str) -> str:
         return _ARG_ERRORS[action]
     table.sweep(now)
     if action == SHOW:
-        out = [table.header()]
         if cli.socket_level < OPERATOR:
-            out.append("# contents not dumped due to insufficient privileges\n")
-            return "".join(out)
-        for row in table.rows(now):
-            if _matches(table, row, filters, now):
-                out.append(table.format_entry(row, now))
-        return "".join(out)
+            return table.header() + "# contents not dumped due to insufficient privileges\n"
+        return _dump(table, filters, now)
     # clear (and the 2.6 quirk: `set table NAME` without a key clears too)
     if cli.socket_level < OPERATOR:
         return ""
@@ -548,6 +555,27 @@ def _table_request(cli: CliSession, args: list, action: str) -> str:
         if not table.use(row) and _matches(table, row, filters, now):
             table.remove(row)
     return ""
+
+
+def _dump(table: StickTable, filters, now: int):
+    """`show table NAME` as chunks of about 64 kB, so a million entries are never one
+    string. Entries removed while the dump waits for the client are skipped."""
+    keys = table._keys
+    snapshot = [(keys[r], r) for r in table.rows(now)]
+    chunk = [table.header()]
+    size = 0
+    for key, row in snapshot:
+        if keys[row] is not key:
+            continue
+        if filters and not _matches(table, row, filters, now):
+            continue
+        line = table.format_entry(row, now)
+        chunk.append(line)
+        size += len(line)
+        if size > 65536:
+            yield "".join(chunk)
+            chunk, size = [], 0
+    yield "".join(chunk)
 
 
 _ARG_ERRORS = {

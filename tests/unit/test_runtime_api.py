@@ -264,3 +264,17 @@ def test_word_splitting_like_haproxy():
     assert split_args(r"set table t key a\ b\\c\td") == ["set", "table", "t", "key", "a b\\ctd"]
     assert split_commands(r"show cli level;show table x\;y;") == \
         ["show cli level", r"show table x\;y", ""]
+
+
+def test_large_dump_is_streamed_whole(server):
+    t = StickTable("big", parse_table_args("type ip size 100k store gpc0".split())[0])
+    for i in range(20000):
+        t.cli_set(t.get_or_create(0x0A000000 + i), 2, i)
+    srv = server([t])
+    path, _ = srv.listen("big.sock", level="admin")
+    out = talk(path, b"show table big\n")
+    lines = out.split(b"\n")
+    assert lines[0] == b"# table: big, type: ip, size:102400, used:20000"
+    assert len(lines) == 20000 + 3 and out.endswith(b"\n\n")
+    assert lines[1].endswith(b" key=10.0.0.0 use=0 exp=0 gpc0=0")
+    assert lines[20000].endswith(b" key=10.0.78.31 use=0 exp=0 gpc0=19999")
