@@ -1039,6 +1039,25 @@ class Peers:
             self.resync_from = None
 
 
+async def start_peers(cfg, tables: dict, cli_local_name: Optional[str] = None,
+                      commands=None) -> list[Peers]:
+    """Start replication for a parsed configuration: one `Peers` per enabled peers
+    section, over the proxy's tables (name -> StickTable); registers `show peers` in a
+    runtime API registry when given. Stop them with `stop_peers()` (and start again with
+    the new tables after a reload)."""
+    sections = peers_for_config(cfg, tables, local_peer_name(cfg, cli_local_name))
+    for sec in sections:
+        await sec.start()
+    if commands is not None:
+        register_commands(lambda: sections, commands)
+    return sections
+
+
+async def stop_peers(sections: Sequence[Peers]) -> None:
+    for sec in sections:
+        await sec.stop()
+
+
 def local_peer_name(cfg, cli_name: Optional[str] = None) -> str:
     """The local peer name as HAProxy chooses it: `-L`, else `localpeer`, else the host
     name."""
@@ -1086,8 +1105,10 @@ def show_peers(sections: Sequence[Peers], name: Optional[str] = None) -> str:
         for p in reversed(sec.peers):
             s = p.session
             role = "local" if p.local else "remote"
+            addr = f"{p.host}:{p.port}" if p.host else (
+                f"{sec.bind[0]}:{sec.bind[1]}" if sec.bind else "-")
             out.append(f"  0x{id(p):x}: id={p.name}({role},{'active' if s else 'inactive'}) "
-                       f"addr={p.host}:{p.port} last_status={p.last_status} "
+                       f"addr={addr} last_status={p.last_status} "
                        f"last_hdshk={_ago(p.last_hdshk, now)}\n")
             reconnect = "<NEVER>" if p.local else f"{max(0, int(p.reconnect_at - now))}s"
             heartbeat = "<NEVER>" if s is None else f"{max(0, int(HEARTBEAT_S - (now - s.last_tx)))}s"
