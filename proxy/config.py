@@ -74,7 +74,7 @@ def _where(line: Line) -> m.Where:
     return m.Where(line.file, line.lineno)
 
 
-def _int(line: Line, text: str, what: str, lo: int = 0, hi: int = 2**31 - 1) -> int:
+def _int(line: Line, text: str, what: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -394,6 +394,8 @@ class Parser:
         elif kw == "localpeer":
             g.localpeer = _arg(line, 1, "<name>")
         elif kw == "daemon":
+            if len(w) > 1:
+                raise line.error(f"'daemon' cannot handle unexpected argument '{w[1]}'.")
             g.daemon = True
         elif kw == "nbthread":
             g.nbthread = _int(line, _arg(line, 1, "value"), "nbthread", 1, 4096)
@@ -526,6 +528,9 @@ class Parser:
                 raise line.error(f"'{kw}' is not supported by edgestick")
             raise line.error(f"unknown keyword '{kw}' in '{p.kind}' section")
         cap, fn = handler
+        if kw == "bind" and len(line.words) < 2:       # checked before the capability
+            raise line.error("'bind' expects {<path>|[addr1]:port1[-end1]}{,[addr]:port[-end]}"
+                             "... as arguments.")
         if cap == "fe" and not p.has_frontend:
             self.warn(line, f"'{kw}' ignored because backend '{p.name}' has no frontend capability")
             return
@@ -839,17 +844,21 @@ class Parser:
         w = line.words
         hc = p.http_check
         steps = self.check_steps.setdefault(id(p), [])
+        # steps run in order: [connect] send expect... [connect send expect...]
+        prev = steps[-1] if steps else None
         if sub in ("connect", "send", "expect"):
             steps.append(sub)
-        if sub == "connect" and steps[0] != "connect":
-            raise line.error("'http-check connect' : first step MUST also be a 'connect', "
-                             "optionally preceded by a 'set-var', an 'unset-var' or a 'comment',"
-                             " when there is a 'connect' step in the tcp-check ruleset.")
+        if sub == "connect" and prev is not None:
+            if steps[0] != "connect":
+                raise line.error("'http-check connect' : first step MUST also be a 'connect', "
+                                 "optionally preceded by a 'set-var', an 'unset-var' or a "
+                                 "'comment', when there is a 'connect' step in the tcp-check "
+                                 "ruleset.")
+            if prev != "expect":
+                raise line.error(f"'http-check connect' : unable to add http-check connect "
+                                 f"rule at step {len(steps)} (missing expect rule).")
         if sub == "send":
-            segment = steps[:-1]
-            if "connect" in segment:
-                segment = segment[len(segment) - segment[::-1].index("connect"):]
-            if "send" in segment or "expect" in segment:
+            if prev is not None and prev != "connect":
                 raise line.error(f"'http-check send' : unable to add http-check send rule at "
                                  f"step {len(steps)} (missing connect rule).")
             i = 2
@@ -875,6 +884,13 @@ class Parser:
                 raise line.error("'http-check expect' expects <match> and <pattern>")
             if args[0] not in ("status", "rstatus", "string", "rstring", "hdr", "fhdr"):
                 raise line.error(f"'http-check expect' : unknown match '{args[0]}'")
+            if args[0] == "status":
+                for part in args[1].split(","):
+                    for code in part.split("-", 1):
+                        if not code.isdigit():
+                            bad = next((c for c in code if not c.isdigit()), "")
+                            raise line.error(f"'http-check expect' : invalid character '{bad}' "
+                                             "in the list of status codes.")
             hc.expect = (args[0], args[1])
         elif sub in ("disable-on-404", "send-state", "connect", "comment", "set-var",
                      "unset-var"):

@@ -82,6 +82,14 @@ CASES = [
     ("http-check connect send expect", VALID, D + FE + "    default_backend b\n" + BE
      + "    option httpchk\n    http-check connect\n    http-check send meth GET uri /h\n"
      "    http-check expect status 200\n    http-check connect port 80\n    http-check send meth HEAD\n"),
+    ("http-check two connects", INVALID, D + BE + "    option httpchk\n    http-check connect\n"
+     "    http-check connect\n"),
+    ("http-check connect after send", INVALID, D + BE + "    option httpchk\n    http-check connect\n"
+     "    http-check send meth GET\n    http-check connect\n"),
+    ("http-check expect bad status", INVALID, D + BE + "    option httpchk\n    http-check expect status 2x\n"),
+    ("http-check expect status list", VALID, D + FE + "    default_backend b\n" + BE
+     + "    option httpchk\n    http-check expect status 200-399,404\n"),
+    ("bind without address in backend", INVALID, D + BE + "    bind\n"),
     ("log-format unknown fetch", INVALID, D + FE + "    http-request set-header X-A %[nosuch]\n"),
     ("log-format unclosed", INVALID, D + FE + "    http-request return status 200 content-type text/plain "
      "lf-string \"%[src] %ci %[path,lower\"\n"),
