@@ -200,6 +200,7 @@ class Parser:
         self.defaults_users: dict[int, set[str]] = {}    # id(defaults) -> proxy kinds
         self.defaults_usage: dict[int, set[str]] = {}    # id(defaults) -> explicit/implicit
         self.check_steps: dict[int, list[str]] = {}      # id(proxy) -> http-check steps
+        self.defaults_where: dict[str, list[m.Where]] = {}   # named defaults declarations
 
     # ------------------------------------------------------------------ helpers
     def warn(self, line: Line, message: str, keyword: Optional[str] = None):
@@ -273,6 +274,10 @@ class Parser:
             base = self.cfg.defaults.get(from_name)
             if base is None:
                 raise line.error(f"defaults section '{from_name}' not found for {kw} '{name}'")
+            if len(self.defaults_where.get(from_name, ())) > 1:
+                first, second = self.defaults_where[from_name][:2]
+                raise line.error(f"ambiguous defaults section name '{from_name}' referenced by "
+                                 f"{kw} '{name}' exists at least at {first} and {second}.")
         elif kw == "defaults":
             base = m.Proxy("", "defaults")      # an anonymous defaults starts afresh
         else:
@@ -315,6 +320,7 @@ class Parser:
             self.last_defaults = proxy
             if name:
                 self.cfg.defaults[name] = proxy
+                self.defaults_where.setdefault(name, []).append(_where(line))
         else:
             self.cfg.proxies.append(proxy)
             if proxy.has_frontend:
@@ -470,11 +476,12 @@ class Parser:
         sec = self.peers
         kw, w = line.keyword, line.words
         if kw == "peer":
-            if len(w) < 3:
-                raise line.error("expects <name> and <addr>[:<port>] as arguments")
-            name = w[1]
+            name = _arg(line, 1, "<name> and <addr>[:<port>] as arguments")
             if sec.peer(name):
                 raise line.error(f"peer '{name}' already defined in peers section '{sec.name}'")
+            if len(w) < 3:              # HAProxy accepts a peer without address
+                sec.peers.append(m.Peer(name, None, None, where=_where(line)))
+                return
             host, port, _, fam = parse_address(w[2], line, kw, need_port=False, resolve=True)
             self._check_server_opts(line, w[3:], peer=True)
             sec.peers.append(m.Peer(name, host, port, fam, _where(line)))
@@ -857,6 +864,9 @@ class Parser:
             if prev != "expect":
                 raise line.error(f"'http-check connect' : unable to add http-check connect "
                                  f"rule at step {len(steps)} (missing expect rule).")
+        if sub == "expect" and prev == "connect":
+            raise line.error(f"'http-check expect' : unable to add http-check expect rule at "
+                             f"step {len(steps)} (missing send rule).")
         if sub == "send":
             if prev is not None and prev != "connect":
                 raise line.error(f"'http-check send' : unable to add http-check send rule at "

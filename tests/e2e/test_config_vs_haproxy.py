@@ -90,6 +90,11 @@ CASES = [
     ("http-check expect status list", VALID, D + FE + "    default_backend b\n" + BE
      + "    option httpchk\n    http-check expect status 200-399,404\n"),
     ("bind without address in backend", INVALID, D + BE + "    bind\n"),
+    ("http-check expect right after connect", INVALID, D + BE + "    option httpchk\n"
+     "    http-check connect\n    http-check expect status 200\n"),
+    ("peer without address", VALID, "peers p\n    peer a\n    peer b 127.0.0.1:20902\n" + D + FE),
+    ("ambiguous named defaults", INVALID, "defaults d\n    mode http\ndefaults d\n    mode http\n"
+     "frontend f from d\n    bind :20990\n"),
     ("log-format unknown fetch", INVALID, D + FE + "    http-request set-header X-A %[nosuch]\n"),
     ("log-format unclosed", INVALID, D + FE + "    http-request return status 200 content-type text/plain "
      "lf-string \"%[src] %ci %[path,lower\"\n"),
