@@ -36,8 +36,6 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from edgestick.cfgsyntax import parse_time_ms
-
 # ---------------------------------------------------------------------------- context
 
 
@@ -863,14 +861,15 @@ def _split_chain(text: str) -> list[str]:
 Expr = Callable
 
 
-class _Refs:
-    """Collects table names referenced by fetches, checked after parsing."""
+class Refs:
+    """Where fetches record the tables they need (`table_refs`: (name or None for the
+    proxy's own table, fetch name)); the config parser checks them once all is read."""
 
     def __init__(self):
-        self.table_refs: list[tuple[str, str]] = []
+        self.table_refs: list[tuple[Optional[str], str]] = []
 
 
-def compile_expr(text: str, refs: Optional[_Refs] = None) -> Expr:
+def compile_expr(text: str, refs: Optional[Refs] = None) -> Expr:
     """Compile `fetch[,conv...]`; raises SampleError on unknown names or bad arguments."""
     parts = _split_chain(text)
     name, args = split_call(parts[0])
@@ -890,7 +889,7 @@ def compile_expr(text: str, refs: Optional[_Refs] = None) -> Expr:
     return fn
 
 
-def fetch_values_fn(text: str, refs: Optional[_Refs] = None):
+def fetch_values_fn(text: str, refs: Optional[Refs] = None):
     """For ACLs: (fn(ctx) -> list of values, FetchDef, output type) — multi-valued fetches
     such as hdr() yield every occurrence; others yield [value] or []."""
     parts = _split_chain(text)
@@ -902,10 +901,3 @@ def fetch_values_fn(text: str, refs: Optional[_Refs] = None):
         return fd.multi(args, refs), fd, fd.out, True
     e = compile_expr(text, refs)
     return e, fd, e.out, False
-
-
-def time_arg(text: str) -> int:
-    try:
-        return parse_time_ms(text)
-    except ValueError as e:
-        raise SampleError(str(e)) from None
