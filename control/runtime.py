@@ -28,6 +28,7 @@ MAX_TOP = 100_000
 # `set threshold` names: the drop limit of a metric, its ban limit, the flood guard.
 THRESHOLDS = tuple(METRICS) + tuple(f"ban_{m}" for m in METRICS) + ("flood_guard",)
 MAX_LINE = 4096
+IDLE_TIMEOUT_S = 10.0               # HAProxy's default `stats timeout`
 
 
 class CommandError(Exception):
@@ -237,7 +238,9 @@ class RuntimeServer:
         try:
             while True:
                 try:
-                    raw = await reader.readline()
+                    raw = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    break                   # an idle client does not hold a connection forever
                 except (asyncio.LimitOverrunError, ValueError):
                     writer.write(b"Command line too long\n\n")
                     break
