@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,20 @@ def test_edge_role_runs_edgestick_in_front_of_the_backends(lab, prov):
     while "xdp_pkt_rate=" not in (entry := lab.run("edge", ctl).stdout) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "xdp_pkt_rate=" in entry and "http_err_rate(10000)=" in entry, entry
+
+    # Prometheus's targets (vagrant/prometheus.yml) serve every metric the dashboard queries.
+    exposed = set()
+    vagrant = provision.REPO / "vagrant"
+    with scenarios.in_netns(lab.ns("edge")):
+        for target in re.findall(r'targets: \["([^"]+)"\]', (vagrant / "prometheus.yml").read_text()):
+            with urllib.request.urlopen(f"http://{target}/metrics", timeout=5) as reply:
+                for line in reply.read().decode().splitlines():
+                    name = line.split()[2] if line.startswith("# TYPE ") else re.split(r"[{ ]", line)[0]
+                    exposed |= {name, name + "_total"}
+    dashboard = json.loads((vagrant / "grafana" / "edgestick-dashboard.json").read_text())
+    queried = {m for p in dashboard["panels"] for t in p["targets"]
+               for m in re.findall(r"\b(?:haproxy|edgestick)_[a-z0-9_]+", t["expr"])}
+    assert queried and queried <= exposed, queried - exposed
 
     lab.destroy()                          # stops edgestick run with the namespace
     assert edge.poll() is not None
