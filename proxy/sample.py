@@ -189,10 +189,32 @@ def _base(ctx):
 _simple("base", "str", _base)
 
 
+def _clean_connection(value: str):
+    """What HAProxy's rules see of a Connection header: its H1 layer consumes the
+    `close`/`keep-alive` tokens and drops the header when nothing else is left."""
+    rest = [t.strip() for t in value.split(",")
+            if t.strip() and t.strip().lower() not in ("close", "keep-alive")]
+    return ", ".join(rest) if rest else None
+
+
+def _headers(ctx):
+    """(name, value) pairs as HAProxy's rules see them."""
+    for hname, value in ctx.headers:
+        if hname == "connection":
+            value = _clean_connection(value)
+            if value is None:
+                continue
+        yield hname, value
+
+
 def _header_values(ctx, name: str, split: bool) -> list[str]:
     out: list[str] = []
     for hname, value in ctx.headers:
         if hname == name:
+            if name == "connection":
+                value = _clean_connection(value)
+                if value is None:
+                    continue
             if split:
                 out.extend(v.strip() for v in value.split(","))
             else:
@@ -207,6 +229,9 @@ def _last_header(ctx, name: str):
             found = value
     if found is None:
         return None
+    if name == "connection":
+        vals = _header_values(ctx, name, True)
+        return vals[-1] if vals else None
     return found.rsplit(",", 1)[-1].strip()
 
 
@@ -240,7 +265,7 @@ def _make_hdr(name: str, split: bool):
         hname, occ = _hdr_args(name, args, split)
         if hname is None:
             def all_values(ctx):
-                vals = [v for _, v in ctx.headers]
+                vals = [v for _, v in _headers(ctx)]
                 return vals[-1] if vals else None
             return all_values
         if split and occ is None:
@@ -250,7 +275,7 @@ def _make_hdr(name: str, split: bool):
     def multi(args, cfg):
         hname, occ = _hdr_args(name, args, split)
         if hname is None:
-            return lambda ctx: [v for _, v in ctx.headers]
+            return lambda ctx: [v for _, v in _headers(ctx)]
         if occ is None:
             return lambda ctx: _header_values(ctx, hname, split)
         return lambda ctx: [v] if (v := _pick(_header_values(ctx, hname, split), occ)) is not None else []
@@ -360,8 +385,8 @@ FETCHES["env"] = FetchDef("env", "str", _env_build, "str")
 def _hdr_cnt_build(args, cfg):
     if len(args) > 1:
         raise SampleError("fetch method 'hdr_cnt' expects at most 1 argument")
-    if not args:
-        return lambda ctx: len(ctx.headers)
+    if not args:        # every header, comma-separated values counted one by one
+        return lambda ctx: sum(v.count(",") + 1 for _, v in _headers(ctx))
     hname = args[0].lower()
     return lambda ctx: len(_header_values(ctx, hname, True))
 

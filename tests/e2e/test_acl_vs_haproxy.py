@@ -23,6 +23,13 @@ CONDITIONS = [
     "{ query -m found }", "{ query x=1 }", "{ query -m len 0 }",
     "{ method GET }", "{ method POST }", "{ method -i get }", "METH_GET", "METH_POST",
     "{ method -m str -i get }", "{ method -i GET }", "{ method get }", "{ method PURGE get }",
+    "{ path -m beg -i /A/ }", "{ path_beg -i /A/ }", "{ hdr(host) -m reg -i ^WWW }",
+    "{ hdr_reg(host) ^www }", "{ method -m beg G }", "{ path -m sub -i HTML }",
+    "{ hdr_cnt gt 3 }", "{ hdr(connection) -m found }", "{ hdr_cnt(connection) 1 }",
+    "{ hdr(connection) foo }", "{ req.fhdr(connection) foo }", "{ hdr_cnt 4 }", "{ req.hdr_cnt(x-list) 3 }", "{ hdr(x-list,1) a }",
+    "{ hdr(x-list,-1) c }", "{ req.fhdr(x-list) a,b,c }", "{ hdr(x-list,2) b }",
+    "{ cook_cnt(sid) 2 }", "{ req.cook(sid) abcd }", "{ path -m len 7:9 }",
+    "{ hdr(x-num) -m int 7 }", "{ path,lower -m str /a/b.html }",
     "{ path }", "!{ path }", "{ src_port }", "{ src }", "{ hdr(host) }", "!{ hdr(nope) }",
     "{ sc1_http_req_cnt }", "{ sc0_http_req_cnt }", "!{ sc0_http_req_cnt }", "{ path -m found }",
     "{ hdr(host),lower -m end .example.com }", "{ src,ipmask(8) 127.0.0.0 }",
@@ -65,6 +72,7 @@ REQUESTS = [
     "X-List:\r\nX-Num: 007\r\n\r\n",
     "DELETE /a//b.html?x=1&x=1 HTTP/1.1\r\nHost: example.com\r\nCookie: sid=abcd; sid=abc\r\n"
     "X-IP: ::ffff:10.0.0.1\r\n\r\n",
+    "GET /c HTTP/1.1\r\nHost: a\r\nConnection: foo, Keep-Alive\r\nX-List: x\r\n\r\n",
 ]
 
 
@@ -93,9 +101,13 @@ def free_port() -> int:
     return port
 
 
+def with_close(raw: str) -> str:
+    return raw.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n", 1)
+
+
 def ask(port: int, raw: str) -> tuple[list[bool], tuple]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(raw.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n", 1).encode())
+        s.sendall(with_close(raw).encode())
         local = s.getsockname()
         data = b""
         while True:
@@ -152,7 +164,7 @@ def test_conditions_agree_with_haproxy(haproxy):
     mismatches = []
     for n, raw in enumerate(REQUESTS):
         theirs, (src, src_port) = ask(port, raw)
-        req = http1.parse_request(raw.encode())
+        req = http1.parse_request(with_close(raw).encode())     # the bytes haproxy saw
         path, _, query = req.target.partition("?")
         row = tables["t"].track(src, http_req=True)      # http-request track-sc1 src table t
         ctx = Context(src, src_port, "127.0.0.1", port, False, req.method, path,

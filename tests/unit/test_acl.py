@@ -440,3 +440,12 @@ def test_acl_without_patterns_never_matches():
 def test_bare_if_never_fires_bare_unless_always_does():
     assert cond("if")(ctx()) is False
     assert cond("unless")(ctx()) is True
+
+
+def test_connection_header_as_haproxy_rules_see_it():
+    # HAProxy's H1 layer consumes close/keep-alive tokens: rules never see them
+    hs = [["connection", "close"], ["host", "a"], ["connection", "Keep-Alive, Upgrade"]]
+    assert compile_expr("hdr(connection)")(ctx(headers=hs)) == "Upgrade"
+    assert compile_expr("hdr_cnt(connection)")(ctx(headers=hs)) == 1
+    assert compile_expr("hdr_cnt")(ctx(headers=hs)) == 2
+    assert anon("hdr(connection) -m found", headers=[["connection", "close"]]) is False
