@@ -118,11 +118,13 @@ def samples(body: str) -> dict[tuple, float]:
 
 
 def udp_frames(lab, source: str, count: int = 1, payload: bytes = b"") -> list[bytes]:
+    """UDP to the edge's port 9: 60-byte frames over IPv4, 80 over IPv6."""
     from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
-    return [bytes(Ether(src=lab.mac("attacker"), dst=lab.mac("edge")) /
-                  IP(src=source, dst=lab.addr4("edge")) / UDP(sport=40000 + i, dport=9) /
-                  (payload or b"x" * 18)) for i in range(count)]
+    l3 = IPv6(src=source, dst=lab.addr6("edge")) if ":" in source else IP(src=source, dst=lab.addr4("edge"))
+    return [bytes(Ether(src=lab.mac("attacker"), dst=lab.mac("edge")) / l3 /
+                  UDP(sport=40000 + i, dport=9) / (payload or b"x" * 18)) for i in range(count)]
 
 
 def wait_for(predicate, timeout: float = 5.0):
@@ -194,9 +196,12 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
         assert traffic.send_frames(sock, udp_frames(lab, "203.0.113.5"), 50, 10).sent == 50
         assert traffic.send_frames(sock, udp_frames(lab, OTHER, 10), 100, 10).sent == 100
         assert traffic.send_frames(sock, udp_frames(lab, "198.18.64.9"), 30, 10).sent == 30
+        # Another address of the banned IPv6 /64: the ban covers the whole source prefix.
+        assert traffic.send_frames(sock, udp_frames(lab, "fd00:18:1:5::77"), 20, 10).sent == 20
+
     def dropped() -> bool:
         reply = command(tmp_path, "show shield")
-        return counter(reply, "drop", "ban") == 200 and counter(reply, "drop", "deny") == 50
+        return counter(reply, "drop", "ban") == 220 and counter(reply, "drop", "deny") == 50
     assert wait_for(dropped), command(tmp_path, "show shield")
     sources = command(tmp_path, "show sources top 5 by pkt_rate")
     keys = re.findall(r"^key=(\S+) ", sources, re.M)
@@ -211,17 +216,25 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
     body = scrape(lab)
     got = samples(body)
     iface = (("interface", lab.edge_if),)
-    assert got[("edgestick_xdp_drops_total", iface + (("reason", "ban"),))] == 200
+    assert got[("edgestick_xdp_drops_total", iface + (("reason", "ban"),))] == 220
     assert got[("edgestick_xdp_drops_total", iface + (("reason", "deny"),))] == 50
     assert got[("edgestick_xdp_would_drops_total", iface + (("reason", "ban"),))] == 0
-    assert got[("edgestick_xdp_packets_total", iface + (("verdict", "drop"),))] == 250
-    assert got[("edgestick_xdp_packets_total", iface + (("verdict", "pass"),))] >= 100
-    assert got[("edgestick_xdp_bytes_total", iface + (("verdict", "drop"),))] == 250 * 60
+    assert got[("edgestick_xdp_packets_total", iface + (("verdict", "drop"),))] == 270
+    assert got[("edgestick_xdp_packets_total", iface + (("verdict", "pass"),))] >= 130
+    assert got[("edgestick_xdp_bytes_total", iface + (("verdict", "drop"),))] == 250 * 60 + 20 * 80
     assert got[("edgestick_xdp_bans_active", ())] == 2
     assert got[("edgestick_xdp_sources_tracked", ())] >= 1
     assert got[("edgestick_xdp_map_capacity", (("map", "sources"),))] == 4096
     assert got[("edgestick_xdp_program_info", iface + (("mode", "native"), ("prog_id", str(prog_id))))] == 1
     assert "198.18." not in body and "fd00:" not in body and "python_gc" not in body
+
+    # A lifted ban lets the source through again.
+    assert command(tmp_path, f"del ban {BANNED}") == "\n"
+    assert f"key={BANNED} " not in command(tmp_path, "show bans")
+    with traffic.packet_socket(lab.ns("attacker"), lab.ifname("attacker")) as sock:
+        assert traffic.send_frames(sock, udp_frames(lab, BANNED), 10, 10).sent == 10
+    assert wait_for(lambda: f"key={BANNED} " in command(tmp_path, "show sources top 100"))
+    assert counter(command(tmp_path, "show shield"), "drop", "ban") == 220
 
     # Refused with exit 3 and protection unchanged: another shield (its own pins) on this
     # interface, a silent switch of attach mode, a second daemon of this shield.
