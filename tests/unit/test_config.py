@@ -507,3 +507,15 @@ def test_time_values_as_haproxy_reads_them():
     assert b.timeouts == {"connect": 5000, "client": 60000, "server": 5, "check": 2}
     assert sum("after the timer value" in w for w in warnings) == 2
     assert b.balance == "roundrobin"
+
+
+def test_directory_loads_cfg_files_in_order(tmp_path):
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    (d / "10-defaults.cfg").write_text(SEED_DEFAULTS)
+    (d / "20-front.cfg").write_text("frontend f\n    bind :8080\n    default_backend b\n")
+    (d / "30-back.cfg").write_text("backend b\n    server s1 127.0.0.1:8081\n")
+    (d / "notes.txt").write_text("not a configuration\n")
+    cfg, warnings = load_config([str(d)])
+    assert [p.name for p in cfg.proxies] == ["f", "b"] and warnings == []
+    assert cfg.frontends["f"].mode == "http"
