@@ -664,6 +664,11 @@ class Session:
         """Send every local change past this session's cursors (normal push)."""
         if self.closed or self.teaching:
             return
+        transport = self.writer.transport
+        if transport is not None and transport.get_write_buffer_size() > 4 << 20:
+            # the peer reads slowly: try again later, cursors only move as we send
+            self.owner._loop.call_later(0.05, self.push)
+            return
         out = bytearray()
         now = now_ms()
         for pt in self.owner.tables:

@@ -20,6 +20,9 @@ TABLES = {
                 "http_req_rate(10s)",
     "tbl_str": "type string len 12 size 1k expire 10m peers mypeers store gpc(2),server_id,"
                "bytes_in_cnt,gpt0",
+    "tbl_int": "type integer size 1k expire 10m peers mypeers store gpc0,sess_rate(1m)",
+    "tbl_v6": "type ipv6 size 1k expire 10m peers mypeers store http_err_cnt,bytes_out_rate(1s)",
+    "tbl_bin": "type binary len 6 size 1k expire 10m peers mypeers store gpt(2)",
 }
 
 
@@ -177,6 +180,17 @@ def test_replication_both_ways_and_resync(mesh):
         theirs = cli(sock, cmd).splitlines()[1]
         same_entry(entry_line(loop, table, key), theirs + "\n")
 
+    # the other key types, HAProxy -> edgestick
+    for cmd, table, key in (("set table tbl_int key 65536 data.gpc0 3 data.sess_rate 4",
+                             tables["tbl_int"], 65536),
+                            ("set table tbl_v6 key fd00::1 data.http_err_cnt 2 "
+                             "data.bytes_out_rate 999", tables["tbl_v6"], "fd00::1")):
+        cli(sock, cmd)
+        line = wait_for(lambda: entry_line(loop, table, key), what=cmd)
+        name = cmd.split()[2]
+        same_entry(line, cli(sock, f"show table {name} key {cmd.split()[4]}").splitlines()[1]
+                   + "\n")
+
     # edgestick -> HAProxy: tracked counters (conn_cur stays local), stick entry, gpc array
     def local_changes():
         r = rate.track("10.9.9.9", http_req=True)
@@ -188,9 +202,19 @@ def test_replication_both_ways_and_resync(mesh):
         s = st.get_or_create("edge")
         st.inc_gpc(s, 1, legacy=False)
         st.add_bytes_in(s, 1234)
+        b = tables["tbl_bin"].get_or_create(b"\x01\x02")
+        tables["tbl_bin"].set_gpt(b, 7, 1, legacy=False)
+        i = tables["tbl_int"].get_or_create(4294967295)
+        tables["tbl_int"].inc_gpc(i, 0)
         return held
     held = loop.call(local_changes)
     wait_for(lambda: "key=edge " in cli(sock, "show table tbl_str key edge"), what="push")
+    theirs = wait_for(lambda: cli(sock, "show table tbl_bin").splitlines()[1:2], what="bin")[0]
+    assert " key=010200000000 " in theirs and theirs.endswith(" gpt0=0 gpt1=7"), theirs
+    same_entry(entry_line(loop, tables["tbl_bin"], b"\x01\x02"), theirs + "\n")
+    theirs = wait_for(lambda: cli(sock, "show table tbl_int key 4294967295").splitlines()[1:2],
+                      what="int")[0]
+    same_entry(entry_line(loop, tables["tbl_int"], 4294967295), theirs + "\n")
     for table, key, cmd in ((rate, "10.9.9.9", "show table tbl_rate key 10.9.9.9"),
                             (bk, "10.9.9.9", "show table bk_e key 10.9.9.9"),
                             (st, "edge", "show table tbl_str key edge")):
