@@ -66,6 +66,9 @@ MAX_NEW_PER_CYCLE = 1000      # sources written into the proxy table that it did
 SCAN_BUDGET = 262_144         # XDP map entries read per cycle
 BATCH = 65_536                # entries per BPF_MAP_LOOKUP_BATCH call
 
+# struct es_addr holds an IPv4 source v4-mapped (::ffff:a.b.c.d), see bpf/edgestick.h.
+V4_MAPPED = ipaddress.IPv6Address("::ffff:0.0.0.0").packed[:12]
+
 # The shield counter behind each mirrored type; edgestick's proxy stores the types natively.
 _FIELD = {"xdp_conn_rate": "conn_rate", "xdp_pkt_rate": "pkt_rate",
           "xdp_byte_rate": "byte_rate", "xdp_drops": "drops"}
@@ -244,7 +247,13 @@ class Bridge:
         self.scan_budget = scan_budget
         stores = getattr(config, "mirror_store", {}) or {}
         self.mirrors = [_MirrorState(t, dict(stores.get(t) or DEFAULT_STORE)) for t in config.mirrors]
-        self.scanner = SourceScanner(shield) if self.mirrors and shield is not None else None
+        self.scanner = None
+        if shield is not None:
+            from edgestick.control import xdp
+            self.xdp = xdp
+            if self.mirrors:
+                self.scanner = SourceScanner(shield)
+                self._prefilter, self._prefilter_names = _prefilter_struct(xdp)
         self.bans: dict[str, float] = {}      # source -> monotonic time its ban ends
         # drop counters by raw map key, to tell a source dropped since the last sweep
         self._drops_before: dict[bytes, int] = {}
@@ -309,7 +318,7 @@ class Bridge:
         """This cycle's worthwhile sources: proxy members (by raw map key) in the scanned
         part of the map, then hot sources (over a fraction of a threshold, or dropped since
         the last sweep), at most max_new of those, the worst first."""
-        xdp = self.xdp_module
+        xdp = self.xdp
         cfg = self.shield.get_config()
         period, prefix = cfg.period_ms, cfg.ipv6_prefix
         limits = {
@@ -322,7 +331,7 @@ class Bridge:
         inf = float("inf")
         conn_floor, pkt_floor, bytes_floor = (limits[k] * frac if limits[k] else inf
                                               for k in ("conn", "pkt", "bytes"))
-        pre, names = self._prefilter
+        pre, names = self._prefilter, self._prefilter_names
         i_cc, i_cp = names.index("conn_curr"), names.index("conn_prev")
         i_pc, i_pp = names.index("pkt_curr"), names.index("pkt_prev")
         i_bc, i_bp = names.index("bytes_curr"), names.index("bytes_prev")
@@ -378,41 +387,27 @@ class Bridge:
         out += [c for _, _, c in sorted(hot, reverse=True)]
         return out
 
-    @property
-    def xdp_module(self):
-        from edgestick.control import xdp
-        return xdp
-
-    @property
-    def _prefilter(self):
-        if not hasattr(self, "_pre"):
-            self._pre = _prefilter_struct(self.xdp_module)
-        return self._pre
-
     def _member_index(self, entries) -> tuple[dict[str, list[str]], set[bytes]]:
         """For the proxy's keys: XDP source name -> the keys it covers (IPv6 keys group
-        per prefix), and the raw map keys of those sources."""
-        xdp = self.xdp_module
+        per prefix), and the raw map keys (struct es_addr) of those sources."""
         index: dict[str, list[str]] = {}
         raw: set[bytes] = set()
-        prefix = None
+        prefix = self.config.ipv6_prefix
         for e in entries:
             key = e.key
             if ":" not in key:
                 try:
-                    raw.add(xdp._V4_MAPPED + socket.inet_aton(key))
+                    raw.add(V4_MAPPED + socket.inet_aton(key))
                 except OSError:
                     continue
                 index.setdefault(key, []).append(key)
                 continue
-            if prefix is None:
-                prefix = self.shield.get_config().ipv6_prefix
             try:
-                skey = xdp.source_key(key, prefix)
+                net = ipaddress.ip_network((key, prefix), strict=False)
             except ValueError:
                 continue
-            raw.add(bytes(skey.a))
-            index.setdefault(xdp.source_str(skey, prefix), []).append(key)
+            raw.add(net.network_address.packed)
+            index.setdefault(str(net), []).append(key)
         return index, raw
 
     def _mirror(self, session: Session, report: CycleReport,
@@ -530,7 +525,7 @@ class Bridge:
         cond = rule.condition
         now = time.monotonic()
         for e in self._abusers(session, rule, report):
-            if self.bans.get(e.key, 0) > now:
+            if self.bans.get(e.key, 0) > now or self._banned_already(e.key, now):
                 continue
             try:
                 source = self.shield.add_ban(e.key, rule.ttl_ms)
@@ -543,6 +538,21 @@ class Bridge:
                         _fmt_ms(rule.ttl_ms), rule.table, cond.metric, e.get(cond.metric), cond.value)
         for key in [k for k, until in self.bans.items() if until <= now]:
             del self.bans[key]
+
+    def _banned_already(self, key: str, now: float) -> bool:
+        """An active ban in the map (by hand, by the program's own limits, or by this bridge
+        before a restart) is left as it is: escalation neither extends nor re-logs it."""
+        try:
+            ban = self.shield.maps["bans"].lookup(self.xdp.source_key(key, self.config.ipv6_prefix))
+        except ValueError:
+            return False
+        if ban is None:
+            return False
+        left_ns = ban.expires_ns - time.monotonic_ns()
+        if left_ns <= 0:
+            return False
+        self.bans[key] = now + left_ns / 1e9
+        return True
 
     # -- running --
 

@@ -2,6 +2,8 @@
 xdp_pkt_rate, xdp_byte_rate and xdp_drops (stored, shown, filtered, written by the
 mirror) and the fetches that read them in ACLs (sc_/scN_/src_ forms). The ban side needs
 the kernel: tests/kernel/test_bridge.py."""
+import time
+
 import pytest
 
 from edgestick.control import config
@@ -36,11 +38,25 @@ def edgestick(tmp_path):
     try:
         proxy = start_proxy("edgestick", TEMPLATE, backends, tmp_path)
         try:
+            wait_socket(proxy.sock)
             yield proxy
         finally:
             proxy.stop()
     finally:
         backends.kill()
+
+
+def wait_socket(path: str, timeout: float = 10.0) -> None:
+    """The frontends listen a moment before the stats socket answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            RuntimeClient(path, timeout=1).command("show info")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def requests(port: int, src: str, path: str, count: int) -> list[int]:

@@ -7,6 +7,8 @@ them; the kernel tier feeds it from a real XDP map."""
 import subprocess
 import sys
 
+import time
+
 import pytest
 
 from edgestick.control import config
@@ -42,14 +44,30 @@ listen app_server
 @pytest.fixture
 def haproxy(tmp_path, haproxy_bin):
     proxy = start_proxy("haproxy", TEMPLATE, Backends([]), tmp_path, n_frontends=2, haproxy_bin=haproxy_bin)
-    yield proxy
-    proxy.stop()
+    try:
+        wait_socket(proxy.sock)
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 def shield_config(sock: str, text: str) -> config.ShieldConfig:
     cfg = config.parse_text("shield edge\n    interface veth0\n" + text, "edge.cfg")[0]
     cfg.proxy_socket = sock
     return cfg
+
+
+def wait_socket(path: str, timeout: float = 10.0) -> None:
+    """The frontends listen a moment before the stats socket answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            RuntimeClient(path, timeout=1).command("show info")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def requests(port: int, src: str, path: str, count: int) -> list[int]:
