@@ -236,6 +236,18 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
     assert wait_for(lambda: f"key={BANNED} " in command(tmp_path, "show sources top 100"))
     assert counter(command(tmp_path, "show shield"), "drop", "ban") == 220
 
+    # Run-time changes reach the program: dry-run only counts; a lower pkt_rate limit drops.
+    assert command(tmp_path, "set mode dry-run") == "\n"
+    assert command(tmp_path, "set threshold pkt_rate 5") == "\n"
+    with traffic.packet_socket(lab.ns("attacker"), lab.ifname("attacker")) as sock:
+        assert traffic.send_frames(sock, udp_frames(lab, "fd00:18:1:5::78"), 10, 10).sent == 10
+    assert wait_for(lambda: counter(command(tmp_path, "show shield"), "would_drop", "ban") == 10)
+    assert command(tmp_path, "set mode enforce") == "\n"
+    with traffic.packet_socket(lab.ns("attacker"), lab.ifname("attacker")) as sock:
+        assert traffic.send_frames(sock, udp_frames(lab, "198.18.64.10"), 20, 10).sent == 20
+    assert wait_for(lambda: counter(command(tmp_path, "show shield"), "drop", "pkt_rate") >= 10)
+    assert counter(command(tmp_path, "show shield"), "drop", "ban") == 220
+
     # Refused with exit 3 and protection unchanged: another shield (its own pins) on this
     # interface, a silent switch of attach mode, a second daemon of this shield.
     text = open(cfg).read()
