@@ -42,6 +42,10 @@ backend t_evict
     stick-table type ip size 3 store gpc0
 backend t_bare
     stick-table type ip size 200k expire 30m
+backend t_stick
+    stick-table type ip size 10 expire 30m srvkey addr
+    stick on src
+    server s1 127.0.0.1:9
 """
 
 SEQUENCE = """\
@@ -112,6 +116,11 @@ set table t_bare key 10.1.1.1
 set table t_bare key 10.1.1.1 data.server_id 1
 set table t_bare key 10.1.1.1 data.gpc0 1
 show table t_bare
+set table t_stick key 10.2.2.2 data.server_key 5 data.server_id 3
+set table t_stick key 10.2.2.3 data.server_name 5
+show table t_stick
+show table t_stick data.server_key eq 0
+show table t_stick data.server_name gt 0
 show table nosuch
 clear table nosuch key 1.2.3.4
 set table nosuch key 1.2.3.4
@@ -246,8 +255,11 @@ def both(tmp_path_factory, haproxy_bin):
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    tables = [StickTable(name, parse_table_args(words)[0])
-              for name, words, _ in tr.stick_tables(cfg_text)]
+    tables = []
+    for name, words, sticky in tr.stick_tables(cfg_text):
+        tables.append(StickTable(name, parse_table_args(words)[0]))
+        if sticky:
+            tables[-1].ensure_data_types("server_id", "server_key")
     api = RuntimeAPI(lambda: tables)
 
     async def listen():
