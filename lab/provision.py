@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from .scenarios import ATTACKER_SOURCES, in_netns
-from .topology import BACKEND_ADDRS4, EDGE_INNER, HOSTS, LAN_PREFIX, Lab, known_labs
+from .topology import (BACKEND_ADDRS4, EDGE_INNER, HOSTS, LAN_PREFIX, SPOOF_NET4, SPOOF_NET6,
+                       Lab, known_labs)
 
 REPO = Path(__file__).resolve().parent.parent
 PROVISION_DIR = REPO / "vagrant" / "provision"
@@ -73,6 +74,7 @@ def role_env(role: str, workdir: Path, pin_dir: Path | None = None) -> dict[str,
         env["EDGESTICK_OUTSIDE_ADDR4"] = host.addr4
         env["EDGESTICK_INSIDE_ADDR4"] = EDGE_INNER.addr4
         env["EDGESTICK_INSIDE_ADDR6"] = EDGE_INNER.addr6
+        env["EDGESTICK_SPOOF_NETS"] = f"{SPOOF_NET4} {SPOOF_NET6}"
         if pin_dir is not None:
             env["EDGESTICK_PIN_DIR"] = str(pin_dir / "edge")
     return env

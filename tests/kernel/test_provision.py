@@ -106,6 +106,10 @@ def test_edge_role_runs_edgestick_in_front_of_the_backends(lab, prov):
     prov.provision("attacker")
     edge_addr = lab.addr4("edge")
     assert sorted(served_by(lab, "client", edge_addr, 4)) == ["s1", "s1", "s2", "s2"]
+    # Replies to spoofed sources die at the edge (on a VM: not out of the NAT network).
+    routes = lab.run("edge", ["ip", "route", "show", "type", "unreachable"]).stdout
+    routes += lab.run("edge", ["ip", "-6", "route", "show", "type", "unreachable"]).stdout
+    assert "198.18.64.0/18" in routes and "fd00:18:1::/48" in routes
 
     syn = run_scenario(lab, "attacker", "syn-flood", edge_addr, count=1200, sources=300, duration=10)
     assert syn.sent == 1200

@@ -121,7 +121,8 @@ def test_each_vm_is_provisioned_with_the_lab_roles_parameters(machines, tmp_path
         assert env["EDGESTICK_ROLE"] == role
         if role != "backend":
             for key in ("EDGESTICK_ADDR4", "EDGESTICK_ADDR6", "EDGESTICK_EXTRA_ADDRS",
-                        "EDGESTICK_OUTSIDE_ADDR4", "EDGESTICK_INSIDE_ADDR4", "EDGESTICK_INSIDE_ADDR6"):
+                        "EDGESTICK_OUTSIDE_ADDR4", "EDGESTICK_INSIDE_ADDR4", "EDGESTICK_INSIDE_ADDR6",
+                        "EDGESTICK_SPOOF_NETS"):
                 assert env.get(key) == lab_env.get(key), (name, key)
         else:
             assert env["EDGESTICK_ADDR4"] == private_ips(m)[0]

@@ -6,6 +6,9 @@
 #                            @RUN_DIR@ and @PIN_DIR@ are filled in for this host
 #   EDGESTICK_PIN_DIR        the shield's bpffs folder (default /sys/fs/bpf/edgestick/edge)
 #   EDGESTICK_INSIDE_ADDR6   its inside IPv6 address, added when missing
+#   EDGESTICK_SPOOF_NETS     the attacker's spoofing ranges: routed nowhere, so the edge's
+#                            SYN-ACKs to spoofed sources die here instead of leaving by a
+#                            VM's default route (the NAT network, and beyond)
 # On a VM the repo's systemd/edgestick.service runs it; with EDGESTICK_NO_SYSTEMD=1 it
 # runs here, in the foreground.
 set -euo pipefail
@@ -31,6 +34,17 @@ log "configuration $CFG (shield on $OUTSIDE_IF)"
 "$PY" -c 'import sys; from edgestick.control import config; config.load(sys.argv[1])' "$CFG"
 if [ -n "${EDGESTICK_INSIDE_ADDR6:-}" ]; then
     ensure_addr "$(iface_of "$EDGESTICK_INSIDE_ADDR4")" "$EDGESTICK_INSIDE_ADDR6" "$EDGESTICK_PREFIX6"
+fi
+
+for net in ${EDGESTICK_SPOOF_NETS:-}; do
+    ip route replace unreachable "$net"
+done
+if [ -n "${EDGESTICK_SPOOF_NETS:-}" ]; then
+    # Reverse-path filtering would drop the spoofed packets before the TCP stack (they have
+    # no route back now); the lab measures what reaches the proxy, as on an edge whose
+    # attackers spoof routable addresses. XDP sees every packet before this either way.
+    sysctl -qw net.ipv4.conf.all.rp_filter=0 "net.ipv4.conf.$OUTSIDE_IF.rp_filter=0"
+    log "spoofing ranges routed nowhere: $EDGESTICK_SPOOF_NETS"
 fi
 
 if [ "$EDGESTICK_NO_SYSTEMD" = 1 ]; then
