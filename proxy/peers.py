@@ -492,6 +492,8 @@ class StreamDecoder:
         if cls == CLASS_TABLE:
             if mtype == DEFINE:
                 d = decode_table_def(payload)
+                if d.table_id not in self.defs and len(self.defs) >= 1024:
+                    raise PeerProtocolError("too many table definitions")
                 self.defs[d.table_id] = d
                 self.current = d
                 return d
@@ -778,7 +780,7 @@ class Session:
                 try:
                     for msg in self.decoder.feed(data):
                         self.handle(msg)
-                except PeerProtocolError as e:
+                except Exception as e:                # hostile or broken input: this session only
                     self.peer.proto_err += 1
                     log.warning("peers %s: %s: protocol error: %s", self.owner.name,
                                 self.peer.name, e)
