@@ -80,8 +80,12 @@ class ShieldDaemon:
         if pinned != cfg.table_size:
             log(f"the pinned source table holds {pinned} entries, the file asks {cfg.table_size}: "
                 "kept (run --detach --purge to resize)")
-        for kind in ("allow", "deny"):
+        # The file's entries are added; one the other list holds from an earlier run (or
+        # from the socket) moves, so the file's placement is what the program applies.
+        for kind, other in (("allow", "deny"), ("deny", "allow")):
             for net in getattr(cfg, kind):
+                if self.xdp.list_del(other, str(net)):
+                    log(f"{net}: moved from the {other} list to the {kind} list, as the file says")
                 self.xdp.list_add(kind, str(net))
 
     def check_interfaces(self) -> None:

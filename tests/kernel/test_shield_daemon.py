@@ -336,6 +336,7 @@ def test_banned_flood_across_kill9_and_restart(lab, tmp_path):
     # Added at run time, so only the pinned maps carry them into the next daemon.
     assert command(tmp_path, f"add ban {BANNED}") == "\n"
     assert command(tmp_path, "add deny 198.18.99.0/24") == "\n"
+    assert command(tmp_path, "add allow 198.18.98.0/24") == "\n"     # the next file denies it
 
     receiver = lab.popen("edge", [sys.executable, "-c", RECEIVER, "60"], stdout=subprocess.PIPE, text=True)
     assert receiver.stdout.readline().strip() == "ready"
@@ -360,7 +361,8 @@ def test_banned_flood_across_kill9_and_restart(lab, tmp_path):
         assert xdp.xdp_attached(lab.edge_if, lab.ns("edge")) == ("native", first_prog)
         # The new daemon runs outside the namespace (--netns): its netlink calls fork
         # (pyroute2), which must not stop it.
-        outside = write_config(tmp_path, lab, name="outside.cfg", metrics=False)
+        outside = write_config(tmp_path, lab, name="outside.cfg", metrics=False,
+                               extra="    deny 198.18.98.0/24\n")
         second, second_prog = start_daemon(lab, tmp_path, outside, "second.log", from_outside=True)
         for _ in range(10):                        # each looks the interfaces up (a fork)
             assert f"interface: {lab.edge_if} attach=native" in command(tmp_path, "show shield")
@@ -376,7 +378,10 @@ def test_banned_flood_across_kill9_and_restart(lab, tmp_path):
     # The ban and the list entry survived, and every flood packet was dropped for the ban,
     # by either program: the pinned per-CPU counters carried over too.
     assert f"key={BANNED} exp=- reason=manual\n" in command(tmp_path, "show bans")
-    assert "deny: 198.18.99.0/24\n" in command(tmp_path, "show rules")
+    rules = command(tmp_path, "show rules")
+    assert "deny: 198.18.99.0/24\n" in rules
+    # An entry the new file puts in the other list has moved there.
+    assert "deny: 198.18.98.0/24\n" in rules and "allow: 198.18.98.0/24\n" not in rules
     assert wait_for(lambda: counter(command(tmp_path, "show shield"), "drop", "ban") == total), \
         (total, command(tmp_path, "show shield"))
 
