@@ -83,6 +83,13 @@ def test_attacker_and_client_roles_run_scenarios(lab, prov):
                         sources=100, duration=10)
     assert (udp6.sent, udp6.target, udp6.params["sources"]) == (300, f"[{lab.addr6('edge')}]:5353", 100)
     assert udp6.params["dst_mac"] == lab.mac("edge")      # resolved by neighbour discovery
+    # In-process, as the demo and benchmarks call them: inside the namespace's context.
+    with scenarios.in_netns(lab.ns("attacker")):
+        inproc = scenarios.syn_flood(lab.addr4("edge"), count=200, sources=50, duration=10)
+    with scenarios.in_netns(lab.ns("client")):
+        inproc_http = scenarios.legit(lab.addr4("edge"), count=10, rate=None, keepalive=False)
+    assert inproc.sent == 200 and inproc.params["dst_mac"] == lab.mac("edge")
+    assert inproc_http.ok == 10
 
 
 def served_by(lab, host: str, addr: str, count: int) -> list[str]:
