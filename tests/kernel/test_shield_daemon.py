@@ -127,7 +127,7 @@ def udp_frames(lab, source: str, count: int = 1, payload: bytes = b"") -> list[b
                   UDP(sport=40000 + i, dport=9) / (payload or b"x" * 18)) for i in range(count)]
 
 
-def wait_for(predicate, timeout: float = 5.0):
+def wait_for(predicate, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -152,7 +152,7 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
     bans = command(tmp_path, "show bans")
     assert f"key={BANNED} exp=- reason=manual\n" in bans
     m = re.search(r"^key=fd00:18:1:5::/64 exp=(\d+) reason=manual$", bans, re.M)
-    assert m and 25_000 < int(m.group(1)) <= 30_000
+    assert m and 20_000 < int(m.group(1)) <= 30_000
     rules = command(tmp_path, "show rules")
     assert f"deny: {DENIED_NET}\n" in rules and "allow: 198.18.0.10/32\n" in rules
     assert "threshold conn_rate: 500\n" in rules and "threshold pkt_rate: 100000\n" in rules
