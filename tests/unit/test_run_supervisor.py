@@ -46,7 +46,8 @@ spec = json.loads(sys.argv[1])
 children = [Child(n, [sys.executable, spec["child"], spec["dir"] + "/" + n + ".log", mode],
                   module=module, grace=grace, reload_signal=signal.SIGUSR2 if reload else None)
             for n, mode, grace, reload, module in spec["children"]]
-sys.exit(launch(Supervisor(children, spec.get("after_stop"), backoff_first=0.1, early_failure=0.4)))
+sys.exit(launch(Supervisor(children, spec.get("after_stop"), backoff_first=0.1,
+                           early_failure=spec.get("early_failure", 0.4))))
 '''
 
 
@@ -71,9 +72,9 @@ def start(tmp_path):
     (tmp_path / "driver.py").write_text(DRIVER)
     procs = []
 
-    def _start(children, after_stop=None):
+    def _start(children, after_stop=None, early_failure=0.4):
         spec = {"child": str(tmp_path / "child.py"), "dir": str(tmp_path),
-                "children": children, "after_stop": after_stop}
+                "children": children, "after_stop": after_stop, "early_failure": early_failure}
         proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), json.dumps(spec)],
                                 stderr=subprocess.PIPE, text=True)
         procs.append(proc)
@@ -131,7 +132,8 @@ def test_child_ignoring_sigterm_is_killed_after_its_grace(tmp_path, start):
 
 
 def test_start_up_failure_stops_everything_with_its_status(tmp_path, start):
-    sup = start([["shield", "run", 2.0, False, ""], ["proxy", "fail-soon", 2.0, True, ""]])
+    # a generous start-up window: the failing child needs its interpreter start + 0.2 s
+    sup = start([["shield", "run", 2.0, False, ""], ["proxy", "fail-soon", 2.0, True, ""]], early_failure=3.0)
     assert sup.wait(timeout=10) == 7
     assert "proxy exited with status 7 at start-up" in sup.stderr.read()
     assert [w for _, _, w in events(tmp_path / "shield.log")] == ["start", "term"]
