@@ -32,6 +32,7 @@ reference: a slot not tracked gives no sample, a key absent from a table gives 0
 from __future__ import annotations
 
 import re
+import socket
 import types
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -547,6 +548,24 @@ def _sc_reader(slot: int, table_name: Optional[str], dtype: str, kind: str, idx:
 def _keyed_reader(key_fn, table_name: Optional[str], dtype: str, kind: str, idx: int):
     """src_X / table_X: look a key up without tracking; absent key reads 0."""
     creates = kind in ("inc", "clr")
+    if kind == "read":
+        last_table = last_reader = None
+
+        def read(ctx):
+            nonlocal last_table, last_reader
+            table = ctx.table if table_name is None else ctx.tables.get(table_name)
+            if table is None:
+                return None
+            key = key_fn(ctx)
+            if key is None:
+                return None
+            entry = table.lookup(key)
+            if entry is None:
+                return 0
+            if table is not last_table:      # tables change only on reload
+                last_table, last_reader = table, table.reader(dtype, idx)
+            return last_reader(entry)
+        return read
 
     def fetch(ctx):
         table = ctx.table if table_name is None else ctx.tables.get(table_name)
@@ -760,25 +779,41 @@ _arith("and", lambda a, b: a & b)
 
 @_conv("ipmask", "ip")
 def _ipmask(args, cfg, inner):
-    import ipaddress
     if not 1 <= len(args) <= 2:
         raise SampleError("converter 'ipmask' expects 1 or 2 arguments")
-    try:
-        m4 = ipaddress.ip_network(f"0.0.0.0/{args[0]}").netmask
-        m6 = ipaddress.ip_network(f"::/{args[1] if len(args) > 1 else 128}").netmask
-    except ValueError:
-        raise SampleError("converter 'ipmask' : invalid mask") from None
-    m4i, m6i = int(m4), int(m6)
+    m4 = _mask_arg(args[0], 32, socket.AF_INET)
+    m6 = _mask_arg(args[1], 128, socket.AF_INET6) if len(args) > 1 else (1 << 128) - 1
+    inet_pton, inet_ntop = socket.inet_pton, socket.inet_ntop
 
     def conv(ctx):
         v = inner(ctx)
         if v is None:
             return None
-        a = ipaddress.ip_address(v)
-        if a.version == 4:
-            return str(ipaddress.IPv4Address(int(a) & m4i))
-        return str(ipaddress.IPv6Address(int(a) & m6i))
+        if ":" in v:
+            try:
+                n = int.from_bytes(inet_pton(socket.AF_INET6, v), "big") & m6
+            except OSError:
+                return None
+            return inet_ntop(socket.AF_INET6, n.to_bytes(16, "big"))
+        try:
+            n = int.from_bytes(inet_pton(socket.AF_INET, v), "big") & m4
+        except OSError:
+            return None
+        return inet_ntop(socket.AF_INET, n.to_bytes(4, "big"))
     return conv
+
+
+def _mask_arg(text: str, bits: int, family: int) -> int:
+    """A prefix length (`24`) or, for IPv4, a dotted mask (`255.255.255.0`)."""
+    if text.isdigit() and int(text) <= bits:
+        n = int(text)
+        return ((1 << n) - 1) << (bits - n)
+    if family == socket.AF_INET:
+        try:
+            return int.from_bytes(socket.inet_pton(family, text), "big")
+        except OSError:
+            pass
+    raise SampleError(f"converter 'ipmask' : invalid mask '{text}'")
 
 
 def _table_conv(suffix: str, array: bool):
