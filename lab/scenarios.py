@@ -308,15 +308,14 @@ def http_flood(target: str, count: int = 5000, duration: float = 10.0,
 def cred_stuffing(target: str, count: int = 300, duration: float = 10.0,
                   source: str | None = None, concurrency: int = 2, keepalive: bool = True,
                   rate: float | None = None, timeout: float = 1.0) -> ScenarioResult:
-    """Many POST /login with changing credentials; the backend answers 401 to all of them.
-    Expect 401s, then 403 from the proxy (http_err_rate), then timeouts once the shield
-    bans the source at XDP."""
-    def request(host: str) -> bytes:
-        return _http_request("POST", host, "/login", b"user=admin&password=guess")
-
+    """Many POST /login from one source; the backend answers 401 to all of them. Expect
+    401s, then 403 from the proxy (http_err_rate), then timeouts once the shield bans the
+    source at XDP. (One request body serves: the edge counts responses, not passwords.)"""
     params = dict(source=source, concurrency=concurrency, count=count, duration=duration,
                   mode="keepalive" if keepalive else "new")
-    return _run_http("cred-stuff", target, request, count=count, duration=duration,
+    body = b"user=admin&password=guess"
+    return _run_http("cred-stuff", target, lambda h: _http_request("POST", h, "/login", body),
+                     count=count, duration=duration,
                      concurrency=concurrency, keepalive=keepalive,
                      sources=[source] if source else None, rate=rate, timeout=timeout,
                      params=params)
