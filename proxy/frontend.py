@@ -120,11 +120,12 @@ def log_format(fmt: str, ctx) -> str:
     return "".join(out)
 
 
-def reply_bytes(reply, ctx, close: bool, files: dict | None = None) -> tuple[int, bytes]:
-    """Bytes of a deny/return/tarpit reply; the default error pages when no payload."""
+def reply_bytes(reply, ctx, close: bool, is_return: bool = False) -> tuple[int, bytes]:
+    """Bytes of a deny/return/tarpit reply: the default error pages when no payload
+    (except `return`, whose default is an empty body)."""
     status = reply.status
     kind = reply.body_kind
-    if kind in (None, "default-errorfiles", "errorfiles") and not reply.headers and reply.content_type is None:
+    if kind == "default-errorfiles" or (kind is None and not is_return):
         if status in http1.ERROR_STATUSES:
             return status, http1.error_response(status, close)
     if kind in ("errorfile",) and reply.body is not None:
@@ -133,8 +134,6 @@ def reply_bytes(reply, ctx, close: bool, files: dict | None = None) -> tuple[int
         body = log_format(reply.body or "", ctx).encode("latin-1")
     elif kind in ("string", "file"):
         body = (reply.body or "").encode("latin-1")
-    elif kind is None and status in http1.ERROR_STATUSES and reply.content_type is None:
-        return status, http1.error_response(status, close)
     else:
         body = b""
     headers = [(n, log_format(v, ctx)) for n, v in reply.headers]
@@ -533,7 +532,7 @@ class Frontend:
                 return self._reply(c, req, ctx, stream, rule.reply, 500)
             elif act == "return":
                 self.stats.intercepted += 1
-                return self._reply(c, req, ctx, stream, rule.reply, 200)
+                return self._reply(c, req, ctx, stream, rule.reply, 200, True)
             elif act == "allow":
                 break
             elif act == "reject":
@@ -572,12 +571,12 @@ class Frontend:
             closing = True
         return not closing
 
-    def _reply(self, c, req, ctx, stream, reply, default_status: int) -> bool:
+    def _reply(self, c, req, ctx, stream, reply, default_status: int, is_return=False) -> bool:
         closing = (not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY)
         if reply is None:
             status, data = default_status, http1.error_response(default_status, closing)
         else:
-            status, data = reply_bytes(reply, ctx, closing)
+            status, data = reply_bytes(reply, ctx, closing, is_return)
         if req.version < 11 and not closing and b"\r\nconnection:" not in data[:data.find(b"\r\n\r\n") + 2]:
             data = data.replace(b"\r\n\r\n", b"\r\nconnection: keep-alive\r\n\r\n", 1)
         return self._finish_local(c, req, stream, status, data)

@@ -8,18 +8,40 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 PYTHON = sys.executable
 ECHO = Path(__file__).resolve().parent / "echo_backend.py"
+
+
+@contextmanager
+def workdir():
+    """A private temporary folder, removed afterwards. (Not pytest's tmp_path: pytest
+    sessions running at the same time prune each other's base folders.)"""
+    path = Path(tempfile.mkdtemp(prefix="edgestick-e2e-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def private_tmp():
+    """Fixture: a private temporary folder (see workdir)."""
+    with workdir() as path:
+        yield path
 
 
 def free_ports(n: int) -> list[int]:

@@ -6,8 +6,8 @@ import socket
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy_harness import (Backends, Client, both, mask_table, one_request, rewrite_addresses,
-                           seed_section)
+from proxy_harness import (Backends, Client, both, mask_table, one_request, private_tmp,
+                           rewrite_addresses, seed_section)
 
 pytestmark = pytest.mark.haproxy
 runtime_api = pytest.importorskip("edgestick.proxy.runtime_api")
@@ -25,7 +25,7 @@ defaults
 """
 
 
-def test_config5_parses_and_serves(tmp_path, haproxy_bin):
+def test_config5_parses_and_serves(private_tmp, haproxy_bin):
     template = HEAD + """
 frontend fe
     bind 127.0.0.1:{FE}
@@ -33,7 +33,7 @@ frontend fe
 """ + rewrite_addresses(seed_section(5), {"10.0.1.1:1024": "127.0.0.1:{FE2}",
                                           "10.0.1.2:1024": "127.0.0.1:{FE3}"})
     b = Backends([])
-    with both(template, b, tmp_path, haproxy_bin, n_frontends=3,
+    with both(template, b, private_tmp, haproxy_bin, n_frontends=3,
               extra_args=["-L", "haproxy1"], wait_ports=1) as (h, e):
         for src in ("127.0.0.1", "127.0.0.2"):
             rh, re_ = (one_request(p.port, "/", src) for p in (h, e))
@@ -81,10 +81,10 @@ def scrape(port, query):
     return r, values
 
 
-def test_prometheus_exporter_same_numbers_as_haproxy(tmp_path, haproxy_bin):
+def test_prometheus_exporter_same_numbers_as_haproxy(private_tmp, haproxy_bin):
     b = Backends(["s1", "s2"]).start()
     try:
-        with both(PROMEX, b, tmp_path, haproxy_bin, n_frontends=2) as (h, e):
+        with both(PROMEX, b, private_tmp, haproxy_bin, n_frontends=2) as (h, e):
             for p in (h, e):
                 c = Client(p.ports[1], "127.0.0.1")
                 statuses = [c.request("/").status for _ in range(8)]
@@ -114,12 +114,12 @@ def test_prometheus_exporter_same_numbers_as_haproxy(tmp_path, haproxy_bin):
         b.kill()
 
 
-def test_metrics_listener_option(tmp_path):
+def test_metrics_listener_option(private_tmp):
     """edgestick's own listener (`--metrics`), loopback by default."""
     from proxy_harness import free_ports, start_proxy
     mport = free_ports(1)[0]
     b = Backends(["s1", "s2"]).start()
-    p = start_proxy("edgestick", PROMEX, b, tmp_path, 2, extra_args=["--metrics", str(mport)])
+    p = start_proxy("edgestick", PROMEX, b, private_tmp, 2, extra_args=["--metrics", str(mport)])
     try:
         from proxy_harness import wait_port
         wait_port(mport)

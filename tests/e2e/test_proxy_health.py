@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from proxy_harness import Backends, both, mask_table, one_request, rewrite_addresses, seed_section
+from proxy_harness import (Backends, both, mask_table, one_request, rewrite_addresses,
+                           seed_section, workdir)
 
 pytestmark = pytest.mark.haproxy
 
@@ -67,11 +68,11 @@ def wait_status(proxies, backend, server, wanted, timeout=6.0):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, haproxy_bin):
+def setup(haproxy_bin):
     group = Group("app1", "app2", "app3").start()
     template = HEAD + rewrite_addresses(seed_section(1) + seed_section(2), ADDRS)
     try:
-        with both(template, group, tmp_path_factory.mktemp("hc"), haproxy_bin, 2) as pair:
+        with workdir() as wd, both(template, group, wd, haproxy_bin, 2) as pair:
             yield group, pair
     finally:
         group.kill_all()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from proxy_harness import Backends, Client, both, raw_exchange
+from proxy_harness import Backends, Client, both, raw_exchange, workdir
 
 pytestmark = pytest.mark.haproxy
 
@@ -37,10 +37,10 @@ backend bk
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory, haproxy_bin):
+def pair(haproxy_bin):
     b = Backends(["s1"]).start()
     try:
-        with both(TEMPLATE, b, tmp_path_factory.mktemp("h1"), haproxy_bin, n_frontends=2) as p:
+        with workdir() as wd, both(TEMPLATE, b, wd, haproxy_bin, n_frontends=2) as p:
             yield p
     finally:
         b.kill()

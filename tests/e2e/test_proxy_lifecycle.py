@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from proxy_harness import Backends, Client, one_request, start_proxy
+from proxy_harness import Backends, Client, one_request, private_tmp, start_proxy
 
 CONFIG = """
 global
@@ -40,19 +40,19 @@ def backend():
     b.kill()
 
 
-def run_check(tmp_path, text):
-    path = tmp_path / "check.cfg"
+def run_check(private_tmp, text):
+    path = private_tmp / "check.cfg"
     path.write_text(text)
     return subprocess.run([sys.executable, "-m", "edgestick", "proxy", "-c", "-f", str(path)],
                           capture_output=True, text=True, timeout=30)
 
 
-def test_check_mode(tmp_path):
-    ok = run_check(tmp_path, CONFIG.replace("VERSION", "v1").replace("LIMIT", "5")
+def test_check_mode(private_tmp):
+    ok = run_check(private_tmp, CONFIG.replace("VERSION", "v1").replace("LIMIT", "5")
                    .replace("{SOCK}", "/tmp/x.sock").replace("{FE}", "1").replace("{S1}", "2"))
     assert ok.returncode == 0, ok.stderr
     assert "Configuration file is valid" in ok.stdout
-    bad = run_check(tmp_path, "frontend fe\n    bind 127.0.0.1:1\n    bogus-keyword 1\n")
+    bad = run_check(private_tmp, "frontend fe\n    bind 127.0.0.1:1\n    bogus-keyword 1\n")
     assert bad.returncode == 1
     assert "check.cfg:3" in bad.stderr and "bogus-keyword" in bad.stderr
 
@@ -62,9 +62,9 @@ def _cli(proxy, cmd):
     return proxy.cli(cmd).decode()
 
 
-def test_reload_keeps_tables_and_applies_new_rules(tmp_path, backend):
+def test_reload_keeps_tables_and_applies_new_rules(private_tmp, backend):
     p = start_proxy("edgestick", CONFIG.replace("VERSION", "v1").replace("LIMIT", "5"),
-                    backend, tmp_path)
+                    backend, private_tmp)
     try:
         c = Client(p.port, "127.0.0.7")
         assert [c.request("/").status for _ in range(3)] == [200, 200, 200]
@@ -96,9 +96,9 @@ def test_reload_keeps_tables_and_applies_new_rules(tmp_path, backend):
         p.stop()
 
 
-def test_sigterm_lets_inflight_requests_finish(tmp_path, backend):
+def test_sigterm_lets_inflight_requests_finish(private_tmp, backend):
     p = start_proxy("edgestick", CONFIG.replace("VERSION", "v1").replace("LIMIT", "100"),
-                    backend, tmp_path)
+                    backend, private_tmp)
     result = {}
 
     def slow():

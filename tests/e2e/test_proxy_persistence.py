@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 
 from proxy_harness import (Backends, Client, both, mask_table, one_request, rewrite_addresses,
-                           seed_section)
+                           seed_section, workdir)
 
 pytestmark = pytest.mark.haproxy
 
@@ -33,24 +33,24 @@ def backends():
 
 
 @pytest.fixture(scope="module")
-def config1(backends, tmp_path_factory, haproxy_bin):
+def config1(backends, haproxy_bin):
     template = HEAD + """
 frontend fe
     bind 127.0.0.1:{FE}
     default_backend app_servers
 """ + rewrite_addresses(seed_section(1), ADDRS)
-    with both(template, backends, tmp_path_factory.mktemp("c1"), haproxy_bin) as pair:
+    with workdir() as wd, both(template, backends, wd, haproxy_bin) as pair:
         yield pair
 
 
 @pytest.fixture(scope="module")
-def config2(backends, tmp_path_factory, haproxy_bin):
+def config2(backends, haproxy_bin):
     template = HEAD + """
 frontend fe
     bind 127.0.0.1:{FE}
     default_backend app_servers_cookie
 """ + rewrite_addresses(seed_section(2), ADDRS)
-    with both(template, backends, tmp_path_factory.mktemp("c2"), haproxy_bin) as pair:
+    with workdir() as wd, both(template, backends, wd, haproxy_bin) as pair:
         yield pair
 
 

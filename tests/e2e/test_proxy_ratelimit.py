@@ -4,8 +4,8 @@ import importlib.util
 
 import pytest
 
-from proxy_harness import (Backends, Client, both, mask_table, rewrite_addresses,
-                           seed_section, self_signed_cert)
+from proxy_harness import (Backends, Client, both, mask_table, rewrite_addresses, seed_section,
+                           self_signed_cert, workdir)
 
 pytestmark = pytest.mark.haproxy
 HAVE_CLI = importlib.util.find_spec("edgestick.proxy.runtime_api") is not None
@@ -35,15 +35,19 @@ def backends():
 
 
 @pytest.fixture(scope="module")
-def config3(backends, tmp_path_factory, haproxy_bin):
+def config3(backends, haproxy_bin):
     template = HEAD + rewrite_addresses(seed_section(3), {"*:80": "127.0.0.1:{FE}"})
-    with both(template, backends, tmp_path_factory.mktemp("c3"), haproxy_bin) as pair:
+    with workdir() as wd, both(template, backends, wd, haproxy_bin) as pair:
         yield pair
 
 
 @pytest.fixture(scope="module")
-def config4(backends, tmp_path_factory, haproxy_bin):
-    tmp = tmp_path_factory.mktemp("c4")
+def config4(backends, haproxy_bin):
+    with workdir() as tmp:
+        yield from _config4(backends, haproxy_bin, tmp)
+
+
+def _config4(backends, haproxy_bin, tmp):
     cert = self_signed_cert(tmp)
     template = HEAD + rewrite_addresses(seed_section(4), {
         "*:443": "127.0.0.1:{FE}", "/etc/ssl/cert.pem": cert})

@@ -1,0 +1,190 @@
+"""http-request rules and counter increment points compared with HAProxy 2.6: the
+deny/return/tarpit/reject frontends of the deny-responses transcript, and the
+counters-semantics configuration (tcp-request connection vs content vs http-request
+tracking, gpc0, http_err/http_fail, bytes)."""
+import socket
+import time
+
+import pytest
+
+from proxy_harness import (Backends, Client, both, mask_table, one_request, private_tmp,
+                           raw_exchange, workdir)
+
+pytestmark = pytest.mark.haproxy
+pytest.importorskip("edgestick.proxy.runtime_api")
+
+DENY = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+    timeout tarpit 300ms
+
+frontend fe_deny
+    bind 127.0.0.1:{FE}
+    http-request deny if { path /default }
+    http-request deny deny_status 429 if { path /429 }
+    http-request deny status 429 content-type text/plain string "slow down" hdr Retry-After 10 hdr X-Reason "%[src] over limit" if { path /custom }
+    http-request return status 200 content-type text/plain string "hello" hdr X-Foo bar if { path /hello }
+    http-request return status 503 if { path /empty }
+    http-request return status 429 default-errorfiles if { path /ef }
+    http-request deny status 404 content-type text/plain string "not here" if { path /nothere }
+    http-request tarpit if { path /tarpit }
+    http-request tarpit deny_status 429 if { path /tarpit429 }
+    default_backend bk
+
+frontend fe_reject
+    bind 127.0.0.1:{FE2}
+    tcp-request connection reject
+
+backend bk
+    server s1 127.0.0.1:{S1}
+"""
+
+
+@pytest.fixture(scope="module")
+def deny_pair(haproxy_bin):
+    b = Backends(["s1"]).start()
+    try:
+        with workdir() as wd, both(DENY, b, wd, haproxy_bin, 2) as pair:
+            yield pair
+    finally:
+        b.kill()
+
+
+@pytest.mark.parametrize("path", ["/default", "/429", "/custom", "/hello", "/empty", "/ef",
+                                  "/nothere", "/tarpit", "/tarpit429"])
+@pytest.mark.parametrize("close", [True, False])
+def test_deny_return_tarpit_bytes(deny_pair, path, close):
+    h, e = deny_pair
+    raw = f"GET {path} HTTP/1.1\r\nHost: a\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n".encode()
+    out = []
+    for p in (h, e):
+        t0 = time.monotonic()
+        if close:
+            got = raw_exchange(p.port, raw, timeout=2.0)
+        else:                       # one response, then the connection must stay open
+            c = Client(p.port)
+            c.send(raw)
+            r = c.read_response()
+            got = r.raw_head + b"\r\n\r\n" + r.body
+            assert not c.closed_by_peer(0.05)
+            c.close()
+        out.append((got, time.monotonic() - t0))
+    assert out[1][0] == out[0][0]
+    if path.startswith("/tarpit"):
+        assert out[1][1] >= 0.29
+
+
+def test_keep_alive_after_deny(deny_pair):
+    for p in deny_pair:
+        c = Client(p.port)
+        assert [c.request("/429").status for _ in range(3)] == [429, 429, 429]
+        assert c.request("/hello").body == b"hello"
+        c.close()
+
+
+def test_tcp_request_connection_reject(deny_pair):
+    for p in deny_pair:
+        try:
+            s = socket.create_connection(("127.0.0.1", p.ports[1]), 2)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            got = s.recv(100)
+            s.close()
+        except (ConnectionResetError, BrokenPipeError):
+            got = b"<reset>"
+        assert got in (b"<reset>", b"")
+
+
+def test_frontend_counters_like_haproxy(deny_pair):
+    h, e = deny_pair
+    cols = ("dreq", "dcon", "ereq", "hrsp_2xx", "hrsp_4xx", "hrsp_5xx", "req_tot", "intercepted")
+
+    def stat(p, name):
+        lines = p.cli("show stat").decode().splitlines()
+        head = lines[0][2:].split(",")
+        for line in lines[1:]:
+            f = line.split(",")
+            if f[0] == name and f[1] == "FRONTEND":
+                return {c: f[head.index(c)] for c in cols}
+    assert stat(e, "fe_reject") == stat(h, "fe_reject")
+    assert stat(e, "fe_deny") == stat(h, "fe_deny")
+
+
+COUNTERS = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+
+backend t_conn
+    stick-table type ip size 1k expire 60s store conn_cnt,conn_cur,conn_rate(60s),sess_cnt,sess_rate(60s),http_req_cnt,http_req_rate(60s),http_err_cnt,http_err_rate(60s),http_fail_cnt,http_fail_rate(60s),gpc0
+backend t_content
+    stick-table type ip size 1k expire 60s store conn_cnt,conn_cur,conn_rate(60s),sess_cnt,sess_rate(60s),http_req_cnt,http_req_rate(60s),http_err_cnt,http_err_rate(60s),http_fail_cnt,http_fail_rate(60s),gpc0
+backend t_http
+    stick-table type ip size 1k expire 60s store conn_cnt,conn_cur,conn_rate(60s),sess_cnt,sess_rate(60s),http_req_cnt,http_req_rate(60s),http_err_cnt,http_err_rate(60s),http_fail_cnt,http_fail_rate(60s),gpc0
+
+frontend fe_cnt
+    bind 127.0.0.1:{FE}
+    tcp-request connection track-sc1 src table t_conn
+    tcp-request content track-sc2 src table t_content
+    http-request track-sc0 src table t_http
+    http-request sc-inc-gpc0(0) if { path /inc }
+    http-request sc-inc-gpc0(1) if { path /inc }
+    http-request sc-inc-gpc0(2) if { path /inc }
+    http-request deny if { path /deny }
+    use_backend bk_dead if { path /dead }
+    default_backend bk_echo
+
+backend bk_echo
+    server s1 127.0.0.1:{S1}
+
+backend bk_dead
+    retries 0
+    server dead 127.0.0.1:{DEAD}
+"""
+
+
+def test_counter_increment_points_like_haproxy(private_tmp, haproxy_bin):
+    """The counters-semantics transcript's traffic: same tables on both sides."""
+    b = Backends(["s1"]).start()
+    b.ports["dead"] = Backends(["dead"]).ports["dead"]       # nothing listens there
+    tables = ("t_conn", "t_content", "t_http")
+    try:
+        with both(COUNTERS, b, private_tmp, haproxy_bin) as (h, e):
+            clients = []
+            for p in (h, e):
+                # the harness's port probe was an empty connection: start from scratch
+                for t in tables:
+                    p.cli(f"clear table {t}")
+                c = Client(p.port, "127.0.0.1")
+                clients.append(c)
+                statuses = [c.request(path).status for path in (
+                    "/", "/?status=404", "/?status=500", "/?status=501", "/?status=503",
+                    "/deny", "/inc")]
+                assert statuses == [200, 404, 500, 501, 503, 403, 200]
+            for t in tables:        # connection A still open: conn_cur/use of t_conn = 1
+                assert mask_table(e.cli(f"show table {t}")) == mask_table(h.cli(f"show table {t}"))
+            for p in (h, e):
+                raw_exchange(p.port, b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n")     # 400
+                s = socket.create_connection(("127.0.0.1", p.port))          # empty connection
+                s.close()
+                assert one_request(p.port, "/dead").status == 503
+            for c in clients:
+                c.close()
+            time.sleep(0.2)
+            for t in tables:
+                assert mask_table(e.cli(f"show table {t}")) == mask_table(h.cli(f"show table {t}"))
+    finally:
+        b.kill()
