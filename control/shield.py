@@ -24,7 +24,6 @@ import heapq
 import os
 import signal
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from edgestick.cfgsyntax import ConfigError
@@ -171,7 +170,7 @@ class ShieldDaemon:
         faster than a lookup per key); nothing is decoded here."""
         from edgestick.control import xdp
         from edgestick.control.bridge import BATCH, SourceScanner
-        horizon = time.monotonic_ns() - self.cfg.table_expire_ms * 1_000_000
+        horizon = xdp.kernel_now_ns() - self.cfg.table_expire_ms * 1_000_000   # the program's clock
         scanner = SourceScanner(self.xdp)
         ks, vs = scanner.ksize, scanner.vsize
         seen_at = xdp.EsSource.last_seen_ns.offset
@@ -185,7 +184,7 @@ class ShieldDaemon:
     def show_sources(self, top: int, by: str) -> str:
         from edgestick.control import xdp
         cfg = self.xdp.get_config()
-        period, tick, now = cfg.period_ms, xdp.now_tick_ms(), time.monotonic_ns()
+        period, tick, now = cfg.period_ms, xdp.now_tick_ms(), xdp.kernel_now_ns()
         field = {"conn_rate": "conn", "pkt_rate": "pkt", "byte_rate": "bytes"}.get(by)
         at = getattr(xdp.EsSource, field or "drops").offset
 
