@@ -667,7 +667,7 @@ class Shield:
         prefix = self.get_config().ipv6_prefix
         now = kernel_now_ns()
         out = []
-        for key, ban in self.maps["bans"].items():
+        for key, ban in list(self.maps["bans"].items()):    # deleting mid-walk restarts it
             if ban.expires_ns <= now:
                 self.maps["bans"].delete(key)
                 continue

@@ -113,6 +113,17 @@ def test_ban_drops_until_it_expires(xdp_shield):
     assert xdp_shield.del_ban(SRC4) is False
 
 
+def test_listing_bans_purges_expired_ones_once(xdp_shield):
+    for i in range(20):
+        xdp_shield.add_ban(f"198.18.8.{i}", ttl_ms=0)
+    xdp_shield.add_ban("fd00:18:9::1")
+    xdp_shield.add_ban("198.18.8.200", ttl_ms=60_000)
+    bans = xdp_shield.bans()
+    assert sorted(b.source for b in bans) == ["198.18.8.200", "fd00:18:9::/64"]
+    assert [b.remaining_ms for b in bans if b.source.startswith("fd00")] == [None]
+    assert sum(1 for _ in xdp_shield.maps["bans"].keys()) == 2
+
+
 def test_conn_rate_drops_new_connections_only(xdp_shield):
     xdp_shield.update_config(conn_rate_limit=3)
     assert run(xdp_shield, syn4(), 5) == ["pass"] * 3 + ["drop"] * 2
