@@ -504,9 +504,11 @@ class Parser:
             if any(t.words[1] == w[1] for t in sec.tables):
                 raise line.error(f"table '{w[1]}' already defined in peers section '{sec.name}'")
             words = m.StickTableWords(("stick-table",) + w[2:], _where(line))
-            sec.table_decls[f"{sec.name}/{w[1]}"] = self.check_stick_table(line, words,
-                                                                           in_peers=True)
+            name = f"{sec.name}/{w[1]}"
+            decl = self.check_stick_table(line, words, in_peers=True)
+            sec.table_decls[name] = decl
             sec.tables.append(m.StickTableWords(w, _where(line)))
+            self.cfg.tables.append((name, tuple(w[2:]), decl, True))
         elif kw in ("disabled",):
             sec.disabled = True
         elif kw in ("enabled", "log", "default-bind", "default-server"):
@@ -1072,6 +1074,7 @@ class Parser:
         words = m.StickTableWords(line.words, _where(line))
         p.stick_table = self.check_stick_table(line, words)
         p.stick_table_words = words
+        self.cfg.tables.append((p.name, tuple(line.words[1:]), p.stick_table, False))
 
     def kw_stick(self, p, line):
         if p.kind == "defaults":

@@ -339,12 +339,15 @@ class Config:
     foreign_sections: list[tuple[str, tuple[str, ...], list]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    # every stick table in declaration order (HAProxy's `show table` lists them newest
+    # first): (global name, the declaration words after the name, parsed declaration,
+    # declared in a peers section)
+    tables: list[tuple[str, tuple[str, ...], Any, bool]] = field(default_factory=list)
+
     def table_names(self) -> list[str]:
-        """Every stick table: proxies' tables under their name, peers tables as section/name."""
-        names = [p.name for p in self.proxies if p.stick_table_words is not None]
-        for sec in self.peers.values():
-            names.extend(f"{sec.name}/{t.words[1]}" for t in sec.tables if len(t.words) > 1)
-        return names
+        """Every stick table, in declaration order: proxies' tables under their name,
+        peers tables as section/name."""
+        return [t[0] for t in self.tables]
 
     def proxy(self, name: str) -> Optional[Proxy]:
         for p in self.proxies:

@@ -519,3 +519,16 @@ def test_directory_loads_cfg_files_in_order(tmp_path):
     cfg, warnings = load_config([str(d)])
     assert [p.name for p in cfg.proxies] == ["f", "b"] and warnings == []
     assert cfg.frontends["f"].mode == "http"
+
+
+def test_tables_in_declaration_order():
+    cfg, _ = load_config_text("peers p\n    peer me 127.0.0.1:1\n    table t1 type ip size 1\n"
+                              + SEED_DEFAULTS + "backend b\n    stick-table type ip size 2\n"
+                              "peers q\n    table t2 type string size 3 store gpc0\n"
+                              "frontend f\n    bind :80\n    stick-table type integer size 4\n",
+                              "o.cfg", localpeer="me")
+    assert cfg.table_names() == ["p/t1", "b", "q/t2", "f"]
+    assert [(t[1], t[2].size, t[3]) for t in cfg.tables] == [
+        (("type", "ip", "size", "1"), 1, True), (("type", "ip", "size", "2"), 2, False),
+        (("type", "string", "size", "3", "store", "gpc0"), 3, True),
+        (("type", "integer", "size", "4"), 4, False)]
