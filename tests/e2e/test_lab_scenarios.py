@@ -62,7 +62,8 @@ def test_legit_counts_successes_and_latencies(backends, keepalive):
     r = scenarios.legit(f"127.0.0.1:{backends[0]}", count=300, duration=10, rate=None,
                         keepalive=keepalive, concurrency=3)
     assert (r.sent, r.ok, r.statuses, r.errors) == (300, 300, {200: 300}, {})
-    assert r.success_rate == 1.0 and r.first_status_at == {200: 1}
+    # the first answer is one of the first requests in flight (3 workers race for it)
+    assert r.success_rate == 1.0 and r.first_status_at[200] <= 3
     assert 0 < r.latency_ms["p50"] <= r.latency_ms["p99"] <= r.latency_ms["max"]
 
 
