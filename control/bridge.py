@@ -48,13 +48,14 @@ import errno
 import heapq
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
 
-from edgestick.control.config import MIRROR_COUNTERS
+from edgestick.control.config import FOREIGN_SECTIONS, MIRROR_COUNTERS
 from edgestick.control.runtime_client import (
     DumpError, RuntimeApiError, RuntimeClient, Session, parse_table_dump)
 
@@ -111,8 +112,9 @@ class CycleReport:
 class SourceScanner:
     """Resumable, batched scan of the shield's `sources` LRU hash.
 
-    `scan(budget)` returns the raw (key bytes, value bytes offset) of up to `budget`
-    entries, continuing where the last call stopped, and whether a sweep ended."""
+    `scan(budget)` yields (keys buffer, values buffer, count) chunks of raw struct
+    es_addr / es_source, about `budget` entries in all, continuing where the previous call
+    stopped; `sweep_done` then says whether the end of the map was reached."""
 
     def __init__(self, shield):
         from edgestick.control import xdp
@@ -204,8 +206,7 @@ def proxy_socket_from_global(path: str) -> str | None:
     in_global, fallback = False, None
     for line in read_file(path):
         kw = line.words[0]
-        if kw in ("global", "defaults", "frontend", "backend", "listen", "peers", "shield",
-                  "userlist", "resolvers", "cache", "program", "http-errors", "ring"):
+        if kw in FOREIGN_SECTIONS or kw == "shield":
             in_global = kw == "global"
             continue
         if in_global and kw == "stats" and len(line.words) >= 3 and line.words[1] == "socket":
@@ -234,8 +235,8 @@ class Bridge:
                  timeout: float = 5.0):
         self.config = config
         self.shield = shield
-        address = proxy_socket or getattr(config, "proxy_socket", None) \
-            or (proxy_socket_from_global(config.file) if getattr(config, "file", "").startswith("/") else None)
+        address = proxy_socket or config.proxy_socket \
+            or (proxy_socket_from_global(config.file) if os.path.isfile(config.file) else None)
         if not address and (config.mirrors or config.escalations):
             raise ValueError(f"shield '{config.name}': mirror/escalate need the proxy's runtime socket: "
                              "add 'proxy-socket <path>' to the shield section or an admin "
@@ -245,8 +246,8 @@ class Bridge:
         self.hot_fraction = hot_fraction
         self.max_new = max_new
         self.scan_budget = scan_budget
-        stores = getattr(config, "mirror_store", {}) or {}
-        self.mirrors = [_MirrorState(t, dict(stores.get(t) or DEFAULT_STORE)) for t in config.mirrors]
+        self.mirrors = [_MirrorState(t, dict(config.mirror_store.get(t) or DEFAULT_STORE))
+                        for t in config.mirrors]
         self.scanner = None
         if shield is not None:
             from edgestick.control import xdp
