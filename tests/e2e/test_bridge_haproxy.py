@@ -34,6 +34,8 @@ frontend http_front
     default_backend app
 backend app
     server s1 127.0.0.1:{FE2}
+backend v6_front
+    stick-table type ipv6 size 1k expire 60s store gpt0,gpc1
 listen app_server
     bind 127.0.0.1:{FE2}
     http-request return status 404 if { path_beg /login }
@@ -163,3 +165,18 @@ def test_ctl_prints_replies_verbatim_and_fails_on_transport_errors(haproxy, tmp_
     out = subprocess.run([sys.executable, "-m", "edgestick", "ctl", "-S", str(tmp_path / "gone.sock"), "show", "info"],
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 1 and "cannot connect to" in out.stderr and out.stdout == ""
+
+
+def test_ipv6_sources_are_mirrored_per_prefix(haproxy):
+    """The shield counts IPv6 sources per /64: every proxy key in the prefix gets the
+    prefix's counters; a hot prefix the proxy lacks is written at its network address."""
+    cli = RuntimeClient(haproxy.sock)
+    for key in ("fd00:18:1::5", "fd00:18:1::6", "fd00:18:9::1"):
+        assert cli.command(f"set table v6_front key {key}") == "\n"
+    cfg = shield_config(haproxy.sock, "    mirror v6_front store gpt0=xdp_conn_rate,gpc1=xdp_drops\n")
+    report = Bridge(cfg, None).mirror_sources([SourceCounters("fd00:18:1::/64", 70, 300, 9000, 2),
+                                               SourceCounters("fd00:18:2::/64", 800, 900, 1000, 5)])
+    assert (report.written, report.new, report.errors) == (3, 1, [])
+    rows = {e.key: (e.get("gpt0"), e.get("gpc1")) for e in show_table(cli, "v6_front")}
+    assert rows == {"fd00:18:1::5": (70, 2), "fd00:18:1::6": (70, 2), "fd00:18:9::1": (0, 0),
+                    "fd00:18:2::": (800, 5)}
