@@ -8,7 +8,8 @@ Start: compile bpf/ (control/xdp.py), adopt the maps pinned in the section's pin
 lists, sources and counters survive a restart or a kill -9), write the file's thresholds
 and modes, add its allow/deny entries, bind the runtime socket and the metrics endpoint,
 then attach to every interface (an earlier edgestick program is replaced atomically).
-SIGTERM/SIGINT stop the daemon and leave the program attached and the maps pinned.
+SIGTERM/SIGINT stop the daemon and leave the program attached and the maps pinned;
+SIGHUP re-reads the files and applies thresholds, modes and lists without a restart.
 `--detach` removes the program with the mode it was attached with; `--purge` also
 removes the pins. Exit status: 0 ok, 1 configuration error, 2 usage, 3 kernel/runtime
 failure.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import heapq
 import os
 import signal
@@ -37,6 +39,9 @@ THRESHOLD_FIELDS = {
     "ban_conn_rate": "ban_conn_rate", "ban_pkt_rate": "ban_pkt_rate", "ban_byte_rate": "ban_byte_rate",
     "flood_guard": "new_sources_limit",
 }
+# What a reload (SIGHUP) cannot change in a running daemon: it takes a restart.
+RESTART_FIELDS = ("name", "interfaces", "pin_dir", "table_size", "stats_socket", "metrics_bind",
+                  "mirrors", "mirror_store", "escalations", "proxy_socket")
 MAX_BAN_EXPANSION = 256        # `add ban <cidr>` bans each source of a range up to this many
 BAN_SWEEP_S = 5.0              # how often expired bans are removed from the map
 
@@ -63,8 +68,9 @@ def _fmt_threshold(value: int | None) -> str:
 class ShieldDaemon:
     """A running shield: the xdp.Shield on its pins plus what the file said."""
 
-    def __init__(self, cfg: shield_config.ShieldConfig, netns: str | None = None):
+    def __init__(self, cfg: shield_config.ShieldConfig, netns: str | None = None, loader=None):
         self.cfg, self.netns = cfg, netns
+        self.loader = loader                # re-reads the files on SIGHUP (None: no reload)
         self.xdp = None                     # xdp.Shield once built
         self.attached: dict[str, str] = {}  # interface -> mode the kernel reports
 
@@ -79,13 +85,39 @@ class ShieldDaemon:
         if pinned != cfg.table_size:
             log(f"the pinned source table holds {pinned} entries, the file asks {cfg.table_size}: "
                 "kept (run --detach --purge to resize)")
-        # The file's entries are added; one the other list holds from an earlier run (or
-        # from the socket) moves, so the file's placement is what the program applies.
+        self._apply_lists(cfg)
+
+    def _apply_lists(self, cfg: shield_config.ShieldConfig) -> None:
+        """Add the file's allow/deny entries; one the other list holds from an earlier run
+        (or from the socket) moves, so the file's placement is what the program applies."""
         for kind, other in (("allow", "deny"), ("deny", "allow")):
             for net in getattr(cfg, kind):
                 if self.xdp.list_del(other, str(net)):
                     log(f"{net}: moved from the {other} list to the {kind} list, as the file says")
                 self.xdp.list_add(kind, str(net))
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the files and apply, without a restart, what the program reads
+        at run time: thresholds, modes, the table's period/expire/IPv6 prefix, and the
+        lists (entries the previous file had and the new one dropped are removed; those
+        added through the socket stay). What needs a restart is reported and kept. A
+        file with an error changes nothing."""
+        try:
+            new = self.loader()
+        except ConfigError as e:
+            log(f"reload refused, the previous rules stay: {e}")
+            return
+        restart = [f for f in RESTART_FIELDS if getattr(new, f, None) != getattr(self.cfg, f, None)]
+        if restart:
+            log(f"reload: {', '.join(restart)} changed: applied at the next start")
+            new = dataclasses.replace(new, **{f: getattr(self.cfg, f) for f in restart})
+        for kind in ("allow", "deny"):
+            for net in set(getattr(self.cfg, kind)) - set(getattr(new, kind)):
+                self.xdp.list_del(kind, str(net))
+        self._apply_lists(new)
+        self.xdp.set_config(xdp_config(new))
+        self.cfg = new
+        log(f"reloaded shield '{new.name}'")
 
     def check_interfaces(self) -> None:
         """Before anything changes: every interface exists, and any XDP program on it is
@@ -310,10 +342,16 @@ class ShieldDaemon:
 
 async def _serve(daemon: ShieldDaemon) -> None:
     cfg = daemon.cfg
-    stop = asyncio.Event()
+    stop, wake, hup = asyncio.Event(), asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(event: asyncio.Event) -> None:
+        event.set()
+        wake.set()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, stop)
+    if daemon.loader is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_signal, hup)
     # One worker for everything touching the shield: commands, attach, the ban sweep.
     # pyroute2's sync API runs its own event loop, so netlink calls cannot run on this one.
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shield")
@@ -339,9 +377,13 @@ async def _serve(daemon: ShieldDaemon) -> None:
             bridge_task = asyncio.create_task(bridge.run(stop))
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), BAN_SWEEP_S)
+                await asyncio.wait_for(wake.wait(), BAN_SWEEP_S)
             except asyncio.TimeoutError:
                 await loop.run_in_executor(worker, daemon.sweep_bans)
+            wake.clear()
+            if hup.is_set() and not stop.is_set():
+                hup.clear()
+                await loop.run_in_executor(worker, daemon.reload)
     finally:
         if bridge_task is not None:
             bridge_task.cancel()
@@ -365,14 +407,14 @@ def _forget_signal_wakeup() -> None:
         pass
 
 
-def run(cfg: shield_config.ShieldConfig, netns: str | None) -> int:
+def run(cfg: shield_config.ShieldConfig, netns: str | None, loader=None) -> int:
     import logging
 
     from pyroute2.netlink.exceptions import NetlinkError
     # The bridge (mirror/escalation) reports through logging; same stream and prefix.
     logging.basicConfig(level=logging.INFO, format="edgestick shield: %(message)s", stream=sys.stderr)
     os.register_at_fork(after_in_child=_forget_signal_wakeup)
-    daemon = ShieldDaemon(cfg, netns)
+    daemon = ShieldDaemon(cfg, netns, loader)
     try:
         daemon.check_interfaces()
         if cfg.stats_socket is not None:     # before compiling: a live daemon keeps its socket
@@ -493,4 +535,4 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RUNTIME
     if args.detach:
         return detach(cfg, args.netns, args.purge)
-    return run(cfg, args.netns)
+    return run(cfg, args.netns, lambda: shield_config.load(args.files, args.name))

@@ -248,9 +248,30 @@ def test_runtime_api_metrics_sigterm_and_detach(lab, tmp_path):
     assert wait_for(lambda: counter(command(tmp_path, "show shield"), "drop", "pkt_rate") >= 10)
     assert counter(command(tmp_path, "show shield"), "drop", "ban") == 220
 
+    # SIGHUP re-reads the file: its thresholds and lists apply now (a runtime change is
+    # replaced by the file's value, a runtime list entry stays); what needs a restart is
+    # kept; a broken file changes nothing.
+    text = open(cfg).read()
+    reloaded = (text.replace(f"deny {DENIED_NET}", "deny 198.18.97.0/24")
+                .replace("flood-guard 100000", "flood-guard 90000")
+                .replace(f"metrics bind :{METRICS_PORT}", f"metrics bind :{METRICS_PORT + 1}"))
+    open(cfg, "w").write(reloaded)
+    proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "deny: 198.18.97.0/24\n" in command(tmp_path, "show rules"))
+    rules = command(tmp_path, "show rules")
+    assert f"deny: {DENIED_NET}\n" not in rules and "allow: 198.18.0.10/32\n" in rules
+    assert "threshold pkt_rate: 100000\n" in rules and "threshold flood_guard: 90000\n" in rules
+    assert "mode: enforce\n" in rules
+    assert samples(scrape(lab))[("edgestick_xdp_bans_active", ())] == 1    # still on the old port
+    assert "metrics_bind changed: applied at the next start" in (tmp_path / "shield.log").read_text()
+    open(cfg, "w").write(reloaded.replace("flood-guard 90000", "flood-guard lots"))
+    proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload refused" in (tmp_path / "shield.log").read_text())
+    assert command(tmp_path, "show rules") == rules and proc.poll() is None
+    open(cfg, "w").write(text)
+
     # Refused with exit 3 and protection unchanged: another shield (its own pins) on this
     # interface, a silent switch of attach mode, a second daemon of this shield.
-    text = open(cfg).read()
     other = tmp_path / "other.cfg"
     other.write_text(text.replace(f"{lab.pin_dir}/shield", f"{lab.pin_dir}/other"))
     generic = tmp_path / "generic.cfg"
