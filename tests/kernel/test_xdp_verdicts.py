@@ -175,6 +175,12 @@ def test_flood_guard_drops_untracked_sources_without_state(xdp_shield, one_cpu):
     assert counted(xdp_shield, "drop", "flood") == 6
     assert xdp_shield.source_count() == 5
     assert run(xdp_shield, known, 3) == ["pass"] * 3     # tracked sources are unaffected
+    # while flooding: a tracked banned source drops as "ban"; an untracked one is not even
+    # looked up in the bans (it drops as "flood" either way)
+    xdp_shield.add_ban("198.18.9.9")
+    xdp_shield.add_ban("198.18.11.1")
+    assert run(xdp_shield, known) + run(xdp_shield, udp4("198.18.11.1")) == ["drop", "drop"]
+    assert (counted(xdp_shield, "drop", "ban"), counted(xdp_shield, "drop", "flood")) == (1, 7)
 
 
 def test_dry_run_drops_nothing_and_counts_everything(xdp_shield):
