@@ -146,6 +146,13 @@ def test_edge_role_runs_edgestick_in_front_of_the_backends(lab, prov):
     spoofed = [r for k, r in rows.items() if k.startswith("198.18.") and int(k.split(".")[2]) >= 64]
     assert len(spoofed) == 300 and all(r[-1] == "-" for r in spoofed)
 
+    # The shield's socket alone is enough: XDP columns only.
+    alone = lab.run("edge", [sys.executable, "-m", "edgestick", "top", "--once", "-n", "3",
+                             "--shield", str(run_dir / "shield.sock")], check=False)
+    assert alone.returncode == 0 and "frontend" not in alone.stdout
+    header = next(line.split() for line in alone.stdout.splitlines() if line.startswith("source"))
+    assert header == ["source", "conn/1s", "pkt/1s", "B/1s", "drops", "ban"]
+
     # The shield mirrors its counters into the proxy's table (edge.cfg: mirror http_front).
     ctl = [sys.executable, "-m", "edgestick", "ctl", "-S", str(run_dir / "proxy.sock"),
            f"show table http_front key {lab.addr4('attacker')}"]
