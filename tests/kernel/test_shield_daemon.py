@@ -4,7 +4,6 @@ proof (a ban added at run time holds through a kill -9 and a restart while a flo
 the banned source runs: the XDP drop counter accounts for every packet sent, and a UDP
 receiver behind the shield gets none of them)."""
 import json
-import os
 import re
 import signal
 import socket
