@@ -332,7 +332,7 @@ class ShieldDaemon:
         for iface in self.cfg.interfaces:
             try:
                 mode, prog_id = xdp.xdp_attached(iface.name, self.netns)
-            except (ValueError, OSError):
+            except Exception:                  # interface gone, netlink error: report "none"
                 mode, prog_id = None, 0
             out.append((iface.name, mode or "none", prog_id))
         return out
@@ -378,12 +378,16 @@ async def _serve(daemon: ShieldDaemon) -> None:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(wake.wait(), BAN_SWEEP_S)
+                task = daemon.reload if hup.is_set() and not stop.is_set() else None
             except asyncio.TimeoutError:
-                await loop.run_in_executor(worker, daemon.sweep_bans)
+                task = daemon.sweep_bans
             wake.clear()
-            if hup.is_set() and not stop.is_set():
-                hup.clear()
-                await loop.run_in_executor(worker, daemon.reload)
+            hup.clear()
+            if task is not None:
+                try:                           # housekeeping must not end protection
+                    await loop.run_in_executor(worker, task)
+                except Exception as e:
+                    log(f"{task.__name__} failed: {type(e).__name__}: {e}")
     finally:
         if bridge_task is not None:
             bridge_task.cancel()
