@@ -271,10 +271,10 @@ def build_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[
 class AclExpr:
     """One `fetch [flags] values...` test: `test(ctx) -> True/False/None` (None = no sample)."""
 
-    __slots__ = ("text", "test")
+    __slots__ = ("text", "test", "fetch")
 
-    def __init__(self, text: str, test: Callable):
-        self.text, self.test = text, test
+    def __init__(self, text: str, test: Callable, fetch: str = ""):
+        self.text, self.test, self.fetch = text, test, fetch
 
 
 def _fetch_for_acl(word: str):
@@ -353,14 +353,14 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
                 if match(v):
                     return True
             return False
-        return AclExpr(" ".join(words), test_multi)
+        return AclExpr(" ".join(words), test_multi, fd.name)
 
     def test(ctx):
         v = fn(ctx)
         if v is None:
             return None
         return match(v)
-    return AclExpr(" ".join(words), test)
+    return AclExpr(" ".join(words), test, fd.name)
 
 
 def _pattern_file(path: str) -> list[str]:

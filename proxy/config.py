@@ -20,7 +20,7 @@ from edgestick.cfgsyntax import ConfigError, Line, read_file
 
 from . import model as m
 from .acl import Acl, AclError, compile_condition, parse_acl_expr, split_condition
-from .sample import SampleError, compile_expr
+from .sample import RESPONSE_FETCHES, Refs, SampleError, compile_expr
 from .stick_table import parse_table_args, parse_time_err
 
 SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
@@ -1097,7 +1097,8 @@ class Parser:
             if rest[0] != "table" or len(rest) != 2:
                 raise line.error(f"'stick {kind}' : unexpected word '{rest[0]}'")
             table = rest[1]
-        cond = self.condition(p, line, cond_words) if cond_words else None
+        cond = (self.condition(p, line, cond_words, response=(kind == "store-response"))
+                if cond_words else None)
         p.stick_rules.append(m.StickRule(kind, expr, words[1], table, cond, _where(line)))
         self.table_refs.append((p, _where(line), table or p.name, f"stick {kind}", "stick"))
 
@@ -1117,20 +1118,34 @@ class Parser:
             raise line.error(f"error detected while parsing ACL '{name}' : {e}") from None
         p.acls.setdefault(name, Acl(name)).exprs.append(expr)
 
-    def _refs(self, p, line):
-        parser = self
+    def _refs(self, p, line) -> Refs:
+        refs = Refs()
+        refs.table_refs = _RefList(self, p, line)
+        return refs
 
-        class Refs:
-            def __init__(self):
-                self.table_refs = _RefList(parser, p, line)
-        return Refs()
-
-    def condition(self, p: m.Proxy, line: Line, cond_words: Sequence[str]):
+    def condition(self, p: m.Proxy, line: Line, cond_words: Sequence[str],
+                  response: bool = False):
         try:
-            return compile_condition(cond_words, p.acls, self._refs(p, line))
+            cond = compile_condition(cond_words, p.acls, self._refs(p, line))
         except (AclError, SampleError) as e:
             raise line.error(f"error detected while parsing a '{' '.join(line.words[:2])}' "
                              f"condition : {e}") from None
+        if not response:
+            self.warn_response_fetches(p, line, cond_words)
+        return cond
+
+    def warn_response_fetches(self, p: m.Proxy, line: Line, cond_words: Sequence[str]):
+        """HAProxy warns when a request-time condition uses response data (never matches)."""
+        for w in cond_words:
+            w = w.lstrip("!")
+            names = ([e.fetch for e in p.acls[w].exprs] if w in p.acls else
+                     [w.split(",")[0].split("(")[0]])
+            for name in names:
+                if name in RESPONSE_FETCHES:
+                    who = f"acl '{w}'" if w in p.acls else "anonymous acl"
+                    self.warn(line, f"{who} will never match because it uses keyword '{name}' "
+                                    f"which is incompatible with '{p.kind} {line.keyword} rule'")
+                    return
 
     def expression(self, line: Line, text: str, what: str, level: str = "http",
                    response: bool = False, p: Optional[m.Proxy] = None):
@@ -1139,6 +1154,9 @@ class Parser:
         except SampleError as e:
             raise line.error(f"'{what}' : {e}") from None
         name = expr.fetch.name
+        if name in RESPONSE_FETCHES and not (response or level == "response"):
+            raise line.error(f"'{what}' : fetch method '{text}' extracts information from "
+                             "'HTTP response headers', none of which is available here")
         if level in ("connection", "session") and not (
                 name in _L4_FETCHES or name.startswith(("sc_", "sc0_", "sc1_", "sc2_", "src_",
                                                         "table_"))):
@@ -1270,7 +1288,7 @@ class Parser:
                              " 'sc-inc-gpc1', 'sc-inc-gpc', 'sc-set-gpt0', 'set-header', "
                              f"'add-header', 'del-header' ... but got '{action}'.")
         if cond_words:
-            rule.cond = self.condition(p, line, cond_words)
+            rule.cond = self.condition(p, line, cond_words, response=(level == "response"))
             rule.cond_text = " ".join(cond_words)
         return rule
 

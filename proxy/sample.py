@@ -24,6 +24,8 @@ expressions. Fields, all plain attributes:
   table               the stick table of the proxy running the rules (or None)
   tables              mapping table name -> table (proxies' tables and `peers/name`)
   status              response status for http-response rules (int or None)
+  res_headers         the response's (lowercase name, value) pairs, for http-response
+                      rules and `stick store-response` (res.hdr, res.cook...); () before
 
 Stick-table data are read through `proxy/stick_table.py`; rules from §6 of the
 reference: a slot not tracked gives no sample, a key absent from a table gives 0 for
@@ -31,6 +33,7 @@ reference: a slot not tracked gives no sample, a key absent from a table gives 0
 """
 from __future__ import annotations
 
+import operator
 import re
 import socket
 import types
@@ -42,7 +45,7 @@ from typing import Any, Callable, Optional
 
 class Context:
     __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "method", "path", "query",
-                 "url", "headers", "sc", "table", "tables", "status", "vars")
+                 "url", "headers", "sc", "table", "tables", "status", "res_headers", "vars")
 
     def __init__(self, src: Optional[str] = None, src_port: int = 0, dst: Optional[str] = None,
                  dst_port: int = 0, ssl: bool = False, method: Optional[str] = None,
@@ -56,6 +59,7 @@ class Context:
         self.table = table
         self.tables = tables if tables is not None else {}
         self.status = status
+        self.res_headers = ()
         self.vars = None
 
 
@@ -180,16 +184,6 @@ _simple("status", "int", lambda ctx: ctx.status)
 FETCHES["capture.req.method"] = FETCHES["method"]
 
 
-def _base(ctx):
-    host = _last_header(ctx, "host")
-    if host is None or ctx.path is None:
-        return None
-    return host + ctx.path
-
-
-_simple("base", "str", _base)
-
-
 def _clean_connection(value: str):
     """What HAProxy's rules see of a Connection header: its H1 layer consumes the
     `close`/`keep-alive` tokens and drops the header when nothing else is left."""
@@ -198,9 +192,14 @@ def _clean_connection(value: str):
     return ", ".join(rest) if rest else None
 
 
-def _headers(ctx):
+# Header helpers work on a list of (lowercase name, value) pairs: the request's
+# (ctx.headers) or the response's (ctx.res_headers).
+REQ, RES = operator.attrgetter("headers"), operator.attrgetter("res_headers")
+
+
+def _headers(headers):
     """(name, value) pairs as HAProxy's rules see them."""
-    for hname, value in ctx.headers:
+    for hname, value in headers:
         if hname == "connection":
             value = _clean_connection(value)
             if value is None:
@@ -208,9 +207,9 @@ def _headers(ctx):
         yield hname, value
 
 
-def _header_values(ctx, name: str, split: bool) -> list[str]:
+def _header_values(headers, name: str, split: bool) -> list[str]:
     out: list[str] = []
-    for hname, value in ctx.headers:
+    for hname, value in headers:
         if hname == name:
             if name == "connection":
                 value = _clean_connection(value)
@@ -223,17 +222,27 @@ def _header_values(ctx, name: str, split: bool) -> list[str]:
     return out
 
 
-def _last_header(ctx, name: str):
+def _last_header(headers, name: str):
     found = None
-    for hname, value in ctx.headers:
+    for hname, value in headers:
         if hname == name:
             found = value
     if found is None:
         return None
     if name == "connection":
-        vals = _header_values(ctx, name, True)
+        vals = _header_values(headers, name, True)
         return vals[-1] if vals else None
     return found.rsplit(",", 1)[-1].strip()
+
+
+def _base(ctx):
+    host = _last_header(ctx.headers, "host")
+    if host is None or ctx.path is None:
+        return None
+    return host + ctx.path
+
+
+_simple("base", "str", _base)
 
 
 def _hdr_args(name, args, split):
@@ -261,34 +270,36 @@ def _pick(values: list, occ):
     return None
 
 
-def _make_hdr(name: str, split: bool):
+def _make_hdr(name: str, split: bool, side):
     def build(args, cfg):
         hname, occ = _hdr_args(name, args, split)
         if hname is None:
             def all_values(ctx):
-                vals = [v for _, v in _headers(ctx)]
+                vals = [v for _, v in _headers(side(ctx))]
                 return vals[-1] if vals else None
             return all_values
         if split and occ is None:
-            return lambda ctx: _last_header(ctx, hname)
-        return lambda ctx: _pick(_header_values(ctx, hname, split), occ)
+            return lambda ctx: _last_header(side(ctx), hname)
+        return lambda ctx: _pick(_header_values(side(ctx), hname, split), occ)
 
     def multi(args, cfg):
         hname, occ = _hdr_args(name, args, split)
         if hname is None:
-            return lambda ctx: [v for _, v in _headers(ctx)]
+            return lambda ctx: [v for _, v in _headers(side(ctx))]
         if occ is None:
-            return lambda ctx: _header_values(ctx, hname, split)
-        return lambda ctx: [v] if (v := _pick(_header_values(ctx, hname, split), occ)) is not None else []
-    return build, multi
+            return lambda ctx: _header_values(side(ctx), hname, split)
+        return lambda ctx: [v] if (v := _pick(_header_values(side(ctx), hname, split),
+                                              occ)) is not None else []
+    return FetchDef(name, "str", build, "str", multi)
 
 
-for _n, _split in (("hdr", True), ("req.hdr", True), ("fhdr", False), ("req.fhdr", False)):
-    _b, _m = _make_hdr(_n, _split)
-    FETCHES[_n] = FetchDef(_n, "str", _b, "str", _m)
+for _n, _split, _side in (("hdr", True, REQ), ("req.hdr", True, REQ), ("fhdr", False, REQ),
+                          ("req.fhdr", False, REQ), ("res.hdr", True, RES),
+                          ("shdr", True, RES), ("res.fhdr", False, RES)):
+    FETCHES[_n] = _make_hdr(_n, _split, _side)
 
 
-def _hdr_typed(name: str, conv, out: str, split: bool = True):
+def _hdr_typed(name: str, conv, out: str, side, split: bool = True):
     """hdr_ip / hdr_val: the last (or the given) occurrence converted; no sample when the
     text does not convert."""
     def build(args, cfg):
@@ -297,7 +308,7 @@ def _hdr_typed(name: str, conv, out: str, split: bool = True):
             raise SampleError(f"fetch method '{name}' expects a header name")
 
         def fetch(ctx):
-            v = _pick(_header_values(ctx, hname, split), occ)
+            v = _pick(_header_values(side(ctx), hname, split), occ)
             return None if v is None else conv(v)
         return fetch
 
@@ -306,17 +317,16 @@ def _hdr_typed(name: str, conv, out: str, split: bool = True):
         if occ is not None:
             one = build(args, cfg)
             return lambda ctx: [v] if (v := one(ctx)) is not None else []
-        return lambda ctx: [c for v in _header_values(ctx, hname, split)
+        return lambda ctx: [c for v in _header_values(side(ctx), hname, split)
                             if (c := conv(v)) is not None]
     return FetchDef(name, out, build, _DEFAULT_MATCH[out], multi)
 
 
 def _as_ip(text: str):
-    import socket as _s
     t = text.strip()
-    for fam in (_s.AF_INET, _s.AF_INET6):
+    for fam in (socket.AF_INET, socket.AF_INET6):
         try:
-            _s.inet_pton(fam, t)
+            socket.inet_pton(fam, t)
             return t
         except OSError:
             pass
@@ -328,10 +338,10 @@ def _as_int(text: str):
     return int(m.group(1)) if m else None
 
 
-for _n in ("hdr_ip", "req.hdr_ip"):
-    FETCHES[_n] = _hdr_typed(_n, _as_ip, "ip")
-for _n in ("hdr_val", "req.hdr_val"):
-    FETCHES[_n] = _hdr_typed(_n, _as_int, "int")
+for _n, _side in (("hdr_ip", REQ), ("req.hdr_ip", REQ), ("res.hdr_ip", RES)):
+    FETCHES[_n] = _hdr_typed(_n, _as_ip, "ip", _side)
+for _n, _side in (("hdr_val", REQ), ("req.hdr_val", REQ), ("res.hdr_val", RES)):
+    FETCHES[_n] = _hdr_typed(_n, _as_int, "int", _side)
 
 
 def _url_param_build(args, cfg):
@@ -383,56 +393,74 @@ def _env_build(args, cfg):
 FETCHES["env"] = FetchDef("env", "str", _env_build, "str")
 
 
-def _hdr_cnt_build(args, cfg):
-    if len(args) > 1:
-        raise SampleError("fetch method 'hdr_cnt' expects at most 1 argument")
-    if not args:        # every header, comma-separated values counted one by one
-        return lambda ctx: sum(v.count(",") + 1 for _, v in _headers(ctx))
-    hname = args[0].lower()
-    return lambda ctx: len(_header_values(ctx, hname, True))
+def _hdr_cnt(name: str, side):
+    def build(args, cfg):
+        if len(args) > 1:
+            raise SampleError(f"fetch method '{name}' expects at most 1 argument")
+        if not args:        # every header, comma-separated values counted one by one
+            return lambda ctx: sum(v.count(",") + 1 for _, v in _headers(side(ctx)))
+        hname = args[0].lower()
+        return lambda ctx: len(_header_values(side(ctx), hname, True))
+    return FetchDef(name, "int", build, "int")
 
 
-FETCHES["hdr_cnt"] = FetchDef("hdr_cnt", "int", _hdr_cnt_build, "int")
-FETCHES["req.hdr_cnt"] = FETCHES["hdr_cnt"]
+for _n, _side in (("hdr_cnt", REQ), ("req.hdr_cnt", REQ), ("res.hdr_cnt", RES)):
+    FETCHES[_n] = _hdr_cnt(_n, _side)
 
 
-def _cookies(ctx, name: str) -> list[str]:
+def _cookies(headers, name: Optional[str]) -> list[str]:
+    """Values of request cookie `name` (every cookie when None), in order."""
     out = []
-    for hname, value in ctx.headers:
+    for hname, value in headers:
         if hname == "cookie":
             for part in value.split(";"):
                 k, sep, v = part.strip().partition("=")
-                if sep and k == name:
+                if sep and (name is None or k == name):
                     out.append(v)
     return out
 
 
-def _cook_build(args, cfg):
-    if len(args) != 1:
-        raise SampleError("fetch method 'cook' expects 1 argument (the cookie name)")
-    name = args[0]
-
-    def last(ctx):
-        vals = _cookies(ctx, name)
-        return vals[-1] if vals else None
-    return last
-
-
-def _cook_multi(args, cfg):
-    name = args[0]
-    return lambda ctx: _cookies(ctx, name)
+def _set_cookies(headers, name: Optional[str]) -> list[str]:
+    """Values given to cookie `name` by the response's Set-Cookie headers."""
+    out = []
+    for hname, value in headers:
+        if hname == "set-cookie":
+            k, sep, v = value.split(";", 1)[0].strip().partition("=")
+            if sep and (name is None or k == name):
+                out.append(v)
+    return out
 
 
-for _n in ("cook", "req.cook"):
-    FETCHES[_n] = FetchDef(_n, "str", _cook_build, "str", _cook_multi)
+def _make_cook(fname: str, side, reader):
+    def build(args, cfg):
+        if len(args) > 1:
+            raise SampleError(f"fetch method '{fname}' expects 1 argument (the cookie name)")
+        name = args[0] if args else None
+
+        def last(ctx):               # without a name: the first cookie (HAProxy's doc)
+            vals = reader(side(ctx), name)
+            return (vals[-1] if name is not None else vals[0]) if vals else None
+        return last
+
+    def multi(args, cfg):
+        name = args[0] if args else None
+        return lambda ctx: reader(side(ctx), name)
+
+    def count(args, cfg):
+        name = args[0] if args else None
+        return lambda ctx: len(reader(side(ctx), name))
+    return (FetchDef(fname, "str", build, "str", multi),
+            FetchDef(fname + "_cnt", "int", count, "int"))
 
 
-def _cook_cnt_build(args, cfg):
-    name = args[0] if args else None
-    return lambda ctx: len(_cookies(ctx, name))
+for _n, _side, _reader in (("cook", REQ, _cookies), ("req.cook", REQ, _cookies),
+                           ("res.cook", RES, _set_cookies), ("scook", RES, _set_cookies)):
+    FETCHES[_n], FETCHES[_n + "_cnt"] = _make_cook(_n, _side, _reader)
 
 
-FETCHES["cook_cnt"] = FetchDef("cook_cnt", "int", _cook_cnt_build, "int")
+# fetches that read the response: only usable in response-time rules
+RESPONSE_FETCHES = frozenset({"status", "res.hdr", "shdr", "res.fhdr", "res.hdr_ip", "res.hdr_val",
+                              "res.hdr_cnt", "res.cook", "scook", "res.cook_cnt", "scook_cnt"})
 
 
 # ACL keyword aliases that fix the match method: path_beg = path -m beg, ...

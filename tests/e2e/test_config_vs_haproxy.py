@@ -95,6 +95,16 @@ CASES = [
     ("peer without address", VALID, "peers p\n    peer a\n    peer b 127.0.0.1:20902\n" + D + FE),
     ("ambiguous named defaults", INVALID, "defaults d\n    mode http\ndefaults d\n    mode http\n"
      "frontend f from d\n    bind :20990\n"),
+    ("stick store-response cookie", VALID, D + FE + "    default_backend b\n" + BE
+     + "    stick-table type string len 32 size 1k\n    stick store-response res.cook(JSESSIONID)\n"
+     "    stick match req.cook(JSESSIONID)\n"),
+    ("stick match on a response cookie", INVALID, D + BE + "    stick-table type string len 32 size 1k\n"
+     "    stick match res.cook(JSESSIONID)\n"),
+    ("response acl in a request rule warns", VALID, D + FE + "    http-request deny if { res.hdr(x) foo }\n"),
+    ("track a response header in a request", INVALID, D + FE + "    stick-table type string size 1k\n"
+     "    http-request track-sc0 res.hdr(x)\n"),
+    ("response rules on response data", VALID, D + FE + "    stick-table type string size 1k\n"
+     "    http-response track-sc0 res.hdr(x)\n    http-response deny if { res.hdr(x) foo } || { status 500 }\n"),
     ("log-format unknown fetch", INVALID, D + FE + "    http-request set-header X-A %[nosuch]\n"),
     ("log-format unclosed", INVALID, D + FE + "    http-request return status 200 content-type text/plain "
      "lf-string \"%[src] %ci %[path,lower\"\n"),

@@ -267,7 +267,7 @@ def test_expressions_and_converters():
     assert compile_expr("cook(SERVERID)")(c) == "s2"
     assert compile_expr("method,lower")(c) == "get"
     for bad in ("frob", "src,frob", "src,ipmask(99)", "hdr(a,b,c)", "sc_conn_cnt(x)",
-                "path(1)", "src,add(x)", "sc_http_req_rate(0", "cook"):
+                "path(1)", "src,add(x)", "sc_http_req_rate(0", "cook(a,b)"):
         with pytest.raises(SampleError):
             compile_expr(bad)
 
@@ -449,3 +449,18 @@ def test_connection_header_as_haproxy_rules_see_it():
     assert compile_expr("hdr_cnt(connection)")(ctx(headers=hs)) == 1
     assert compile_expr("hdr_cnt")(ctx(headers=hs)) == 2
     assert anon("hdr(connection) -m found", headers=[["connection", "close"]]) is False
+
+
+def test_response_header_and_cookie_fetches():
+    c = ctx(status=200)
+    c.res_headers = [["set-cookie", "JSESSIONID=abc123; Path=/"], ["set-cookie", "x=1"],
+                     ["cache-control", "private, max-age=0"], ["x-n", "5"]]
+    assert compile_expr("res.cook(JSESSIONID)")(c) == "abc123"
+    assert compile_expr("scook(x)")(c) == "1"
+    assert compile_expr("res.cook_cnt(JSESSIONID)")(c) == 1
+    assert compile_expr("res.hdr(cache-control)")(c) == "max-age=0"
+    assert compile_expr("res.fhdr(cache-control)")(c) == "private, max-age=0"
+    assert compile_expr("res.hdr_cnt(set-cookie)")(c) == 2
+    assert compile_expr("res.hdr_val(x-n)")(c) == 5
+    assert compile_expr("res.cook(JSESSIONID)")(ctx()) is None   # no response yet
+    assert cond("if { res.hdr(cache-control) -m sub private }")(c) is True

@@ -225,6 +225,8 @@ ERRORS = [
     ("frontend f\n    bind :80\n    timeout client\n", 3, "timeout", "missing"),
     ("frontend f\n    bind :80\n    mode ftp\n", 3, "mode", "got 'ftp'"),
     ("frontend f\n    bind :80\n    mode http check\n", 3, "mode", "unexpected argument 'check'"),
+    ("backend b\n    stick-table type string size 1\n    stick on res.cook(x)\n", 3, "stick",
+     "'HTTP response headers', none of which is available here"),
     ("backend b\n    retries 3 4\n", 2, "retries", "unexpected argument '4'"),
     ("backend b\n    server s 127..0.1:80\n", 2, "server b/s", "could not resolve"),
     ("frontend f\n    bind :80\n    http-request set-header X-A %[nosuch]\n", 3, "http-request",
@@ -354,6 +356,10 @@ WARNINGS = [
     ("frontend f\n    bind :80\n    stick-table type ip size 1k\n"
      "    tcp-request content track-sc0 src\n", "should be executed at the session level"),
     ("peers p\n    peer nobody-here 127.0.0.1:1000\n", "Removing incomplete section 'peers p'"),
+    ("frontend f\n    bind :80\n    acl r res.cook(x) y\n    http-request deny if r\n",
+     "acl 'r' will never match because it uses keyword 'res.cook'"),
+    ("frontend f\n    bind :80\n    http-request deny if { status 500 }\n",
+     "anonymous acl will never match because it uses keyword 'status'"),
 ]
 
 
