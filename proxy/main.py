@@ -114,14 +114,14 @@ class ProxyProcess:
         self.tables, self.table_decls, self.backends, self.frontends = self._build(cfg)
         from . import metrics
         self.metrics = metrics.Metrics(self)
-        for fe in self.frontends:
-            await fe.start()
-        timeouts_of = {name: b.model.timeouts for name, b in self.backends.items()}
-        for name, b in self.backends.items():
-            b.start_checks(timeouts_of[name])
+        # the runtime API and metrics are up before traffic is accepted
         await self._start_runtime(cfg)
         if self.metrics_addr is not None:
             self.metrics_server = await self.metrics.serve(*self.metrics_addr)
+        for fe in self.frontends:
+            await fe.start()
+        for b in self.backends.values():
+            b.start_checks(b.model.timeouts)
         self.sweeper = asyncio.get_running_loop().create_task(self._sweep())
         self.reaper = asyncio.get_running_loop().create_task(backend_mod.reaper())
 
