@@ -593,9 +593,17 @@ class Shield:
         veth). Returns the mode the kernel reports."""
         if mode not in MODE_FLAGS:
             raise ValueError(f"mode must be one of {', '.join(MODE_FLAGS)}, not '{mode}'")
+        from pyroute2.netlink.exceptions import NetlinkError
         with _ipr(netns) as ipr:
-            ipr.link("set", index=_ifindex(ipr, ifname, netns),
-                     xdp={"attrs": [("IFLA_XDP_FD", self.prog_fd), ("IFLA_XDP_FLAGS", MODE_FLAGS[mode])]})
+            try:
+                ipr.link("set", index=_ifindex(ipr, ifname, netns),
+                         xdp={"attrs": [("IFLA_XDP_FD", self.prog_fd), ("IFLA_XDP_FLAGS", MODE_FLAGS[mode])]})
+            except NetlinkError as e:
+                if e.code == errno.EEXIST:   # a program in the other mode: the kernel keeps one
+                    other, _ = xdp_attached(ifname, netns)
+                    raise RuntimeError(f"{ifname} already has a {other} XDP program; detach it "
+                                       f"first or attach in {other} mode") from None
+                raise
         attached, prog_id = xdp_attached(ifname, netns)
         if prog_id != self.prog_id:
             raise RuntimeError(f"{ifname}: attach reported success but program {prog_id} is attached")

@@ -175,6 +175,8 @@ def test_attach_modes_and_matching_detach(lab, xdp_shield):
         if mode == "generic":
             with pytest.raises(ValueError, match="generic XDP program, not native"):
                 xdp_shield.detach(lab.edge_if, netns=ns, mode="native")
+            with pytest.raises(RuntimeError, match="already has a generic XDP program"):
+                xdp_shield.attach(lab.edge_if, mode="native", netns=ns)
         assert xdp_shield.detach(lab.edge_if, netns=ns, mode=mode)
         assert xdp_attached(lab.edge_if, ns) == (None, 0)
     assert xdp_shield.detach(lab.edge_if, netns=ns) is False
