@@ -22,7 +22,12 @@ class ConfigError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}: " if self.file is not None else ""
+        if self.file is None:
+            where = ""
+        elif self.line is None:
+            where = f"{self.file}: "
+        else:
+            where = f"{self.file}:{self.line}: "
         what = f"'{self.keyword}': " if self.keyword else ""
         return f"{where}{what}{self.message}"
 
