@@ -61,8 +61,7 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else b""
-            raise RuntimeError(f"process exited with {proc.returncode}: {out!r}")
+            raise RuntimeError(f"process exited with {proc.returncode}")
         try:
             socket.create_connection((host, port), 0.2).close()
             return
@@ -150,29 +149,49 @@ class RunningProxy:
 
 def start_proxy(kind: str, template: str, backends: Backends, tmp: Path, n_frontends: int = 1,
                 haproxy_bin: str = "haproxy", extra_args: list[str] | None = None,
-                wait_ports: int | None = None) -> RunningProxy:
-    ports = free_ports(n_frontends)
-    sock = str(tmp / f"{kind}.sock")
-    subs = {"SOCK": sock}
-    for i, p in enumerate(ports):
-        subs["FE" if i == 0 else f"FE{i + 1}"] = str(p)
-    for name, p in backends.ports.items():
-        subs[name.upper()] = str(p)
-    text = template
-    for k, v in subs.items():
-        text = text.replace("{" + k + "}", v)
-    cfg_path = tmp / f"{kind}.cfg"
-    cfg_path.write_text(text)
-    if kind == "haproxy":
-        argv = [haproxy_bin, "-db", "-f", str(cfg_path)]
-    else:
-        argv = [PYTHON, "-m", "edgestick", "proxy", "-f", str(cfg_path)]
-    argv += extra_args or []
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=str(tmp))
-    for p in ports[:wait_ports]:
-        wait_port(p, proc)
-    return RunningProxy(kind, proc, ports, sock, str(cfg_path))
+                wait_ports: int | None = None, attempts: int = 3) -> RunningProxy:
+    """Start one proxy on the template; its output goes to <tmp>/<kind>.log. Ports are
+    picked free, and picked again if another process took one meanwhile."""
+    for attempt in range(attempts):
+        ports = free_ports(n_frontends)
+        sock = str(tmp / f"{kind}.sock")
+        subs = {"SOCK": sock}
+        for i, p in enumerate(ports):
+            subs["FE" if i == 0 else f"FE{i + 1}"] = str(p)
+        for name, p in backends.ports.items():
+            subs[name.upper()] = str(p)
+        text = template
+        for k, v in subs.items():
+            text = text.replace("{" + k + "}", v)
+        cfg_path = tmp / f"{kind}.cfg"
+        cfg_path.write_text(text)
+        if kind == "haproxy":
+            argv = [haproxy_bin, "-db", "-f", str(cfg_path)]
+        else:
+            argv = [PYTHON, "-m", "edgestick", "proxy", "-f", str(cfg_path)]
+        argv += extra_args or []
+        log = open(tmp / f"{kind}.log", "wb")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp))
+        log.close()
+        try:
+            for p in ports[:wait_ports]:
+                wait_port(p, proc)
+            if "stats socket" in text:
+                deadline = time.monotonic() + 10
+                while not os.path.exists(sock):
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("no stats socket")
+                    time.sleep(0.02)
+        except (RuntimeError, TimeoutError):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            out = (tmp / f"{kind}.log").read_text(errors="replace")
+            if attempt + 1 < attempts and ("in use" in out or "bind" in out):
+                continue
+            raise RuntimeError(f"{kind} did not start: {out[-2000:]}")
+        return RunningProxy(kind, proc, ports, sock, str(cfg_path))
+    raise AssertionError("unreachable")
 
 
 @contextmanager
