@@ -336,8 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while True:
             snap = collect(proxy, shield, a.n, a.by, a.table)
-            width = shutil.get_terminal_size((120, 40)).columns
-            sys.stdout.write(CLEAR + render(snap, a.by, width, color))
+            size = shutil.get_terminal_size((120, 40))
+            lines = render(snap, a.by, size.columns, color).splitlines()
+            if len(lines) > size.lines - 1:      # a frame taller than the screen would scroll
+                lines = lines[:size.lines - 2] + [f"... {len(lines) - size.lines + 2} more (-n)"]
+            sys.stdout.write(CLEAR + "\n".join(lines) + "\n")
             sys.stdout.flush()
             time.sleep(a.interval)
     except KeyboardInterrupt:
