@@ -90,7 +90,12 @@ def _parse_net(text: str) -> tuple[int, int, int]:
         try:
             raw = socket.inet_pton(fam, addr)
         except OSError:
-            continue
+            if fam != socket.AF_INET or not addr or addr.strip("0123456789.") != "":
+                continue
+            try:                # short IPv4 forms ("10", "127.1") as HAProxy's resolver reads
+                raw = socket.inet_aton(addr)
+            except OSError:
+                continue
         if bits == "":
             plen = size
         elif bits.isdigit() and int(bits) <= size:
@@ -231,14 +236,10 @@ MATCH_METHODS = ("found", "bool", "int", "ip", "bin", "len", "str", "sub", "reg"
 
 def build_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[object], bool]:
     """Matcher for one sample value (not None)."""
-    if method == "found":
-        if values:
-            raise AclError("match method 'found' does not take any value")
+    if method == "found":            # values are ignored, as HAProxy does
         return lambda v: True
     if method == "bool":
-        if values:
-            raise AclError("match method 'bool' does not take any value")
-        return lambda v: bool(v) if not isinstance(v, str) else bool(v)
+        return lambda v: bool(v)
     if method == "int":
         m = _int_matcher(values)
 
@@ -301,7 +302,7 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
     icase = False
     file_values: list[str] = []
     i = 1
-    while i < len(words) and words[i].startswith("-") and not _looks_numeric(words[i]):
+    while i < len(words) and words[i].startswith("-"):      # `--` before a "-1" pattern
         flag = words[i]
         if flag == "--":
             i += 1
@@ -316,9 +317,7 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
             m = words[i + 1]
             if m not in MATCH_METHODS:
                 raise AclError(f"unknown match method '{m}' for ACL keyword '{fetch_text}'")
-            if alias_method is not None and m != alias_method:
-                raise AclError(f"'-m {m}' conflicts with the match method of '{words[0]}'")
-            method = m
+            method = m                   # overrides the one an ACL spelling implies
             i += 1
         elif flag == "-f":
             if i + 1 >= len(words):
@@ -332,6 +331,9 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
                            "pattern beginning with a '-'")
         i += 1
     values = file_values + list(words[i:])
+    if method == "ip" and out == "bool":
+        raise AclError(f"matching method 'ip' cannot be used with fetch keyword "
+                       f"'{fd.name}'")
     if method is None:
         # a converter chain changes the type, hence the default match method
         method = fd.match if out == fd.out else _DEFAULT_MATCH[out]
@@ -380,10 +382,6 @@ def _pattern_file(path: str) -> list[str]:
 
 def _never(v) -> bool:
     return False
-
-
-def _looks_numeric(w: str) -> bool:
-    return bool(re.match(r"^-\d", w))
 
 
 class Acl:

@@ -517,8 +517,10 @@ def _entry_value(table, entry, dtype: str, kind: str, idx: int):
 
 
 def _parse_slot(text: str, name: str) -> int:
-    if not text.isdigit() or int(text) > 2:
-        raise SampleError(f"fetch method '{name}' : invalid stick counter '{text}' (must be 0..2)")
+    """A stick counter number. HAProxy accepts any number here; 3 and above are simply
+    never tracked (no sample)."""
+    if not text.isdigit():
+        raise SampleError(f"fetch method '{name}' : invalid stick counter '{text}'")
     return int(text)
 
 
@@ -538,6 +540,8 @@ def _table_ref(cfg, name: Optional[str], fetch: str) -> Optional[str]:
 
 def _sc_reader(slot: int, table_name: Optional[str], dtype: str, kind: str, idx: int):
     """sc*_X: read the entry tracked in `slot` (or the same key in `table_name`)."""
+    if slot > 2:
+        return lambda ctx: None
     if table_name is None:
         if kind == "read":
             last_table = last_reader = None
@@ -678,6 +682,8 @@ def _tracked_build(slot: Optional[int]):
             s = _parse_slot(args.pop(0), "sc_tracked")
         if args:
             _table_ref(cfg, args[0], "sc_tracked")
+        if s > 2:
+            return lambda ctx: False
         return lambda ctx: ctx.sc[s] is not None
     return build
 
@@ -692,6 +698,9 @@ def _trackers_build(slot: Optional[int]):
             s = _parse_slot(args.pop(0), "sc_trackers")
         if args:
             _table_ref(cfg, args[0], "sc_trackers")
+
+        if s > 2:
+            return lambda ctx: None
 
         def fetch(ctx):
             t = ctx.sc[s]

@@ -145,6 +145,23 @@ def test_ip_match_with_cidr(src, patterns, expected):
     assert anon(f"src -m ip {patterns}", src=src) is expected
 
 
+def test_short_ipv4_forms():
+    assert anon("src 198.18.10", src="198.18.0.10") is True      # inet_aton: 198.18.0.10
+    assert anon("src 127.1", src="127.0.0.1") is True
+    for bad in ("0x10", "127.0.0.1 localhost"):
+        with pytest.raises(AclError):
+            parse_acl_expr(["src", bad])
+
+
+def test_stick_counter_numbers_above_2_are_never_tracked():
+    # HAProxy accepts sc_*(3) in fetches (actions reject it): no sample, never tracked
+    assert anon("sc_conn_cur(3) ge 0") is False
+    assert cond("if !{ sc_conn_cur(3) ge 0 }")(ctx()) is True
+    assert anon("sc_tracked(5)") is False
+    with pytest.raises(AclError):
+        parse_acl_expr(["always_true", "-m", "ip", "10.0.0.1"])
+
+
 @pytest.mark.parametrize("bad", ["10.0.0.0/33", "fd00::/129", "1.2.3.999", "nothing"])
 def test_ip_patterns_are_validated(bad):
     with pytest.raises(AclError):
@@ -230,8 +247,8 @@ def test_predefined_acls():
 @pytest.mark.parametrize("text", [
     "when x", "if nope", "if { path /x", "if {path /x }", "if { }",
     "if { path /x } or", "if or { path /x }", "if !", "if { frob 1 }",
-    "if { path -m frob x }", "if { sc_http_req_rate(3) gt 1 }", "if { sc_http_req_rate gt 1 }",
-    "if { path -m found x }", "if { path -x a }", "if { src -f /etc/hosts }",
+    "if { path -m frob x }", "if { sc_http_req_rate(x) gt 1 }", "if { sc_http_req_rate gt 1 }",
+    "if { path -x a }", "if { src -f /etc/hosts }", "if { src_port -1 }",
 ])
 def test_bad_conditions_are_errors(text):
     with pytest.raises((AclError, SampleError)):
@@ -242,8 +259,10 @@ def test_match_method_flags():
     assert anon("path -i -m beg /API") is True
     assert anon("path -m beg -i /API") is True
     assert anon("path -m beg /API") is False
-    with pytest.raises(AclError):
-        parse_acl_expr(["path_beg", "-m", "end", "/x"])   # alias fixes the method
+    # an explicit -m overrides the method an ACL spelling implies (HAProxy accepts it)
+    assert anon("path_beg -m end /items") is True
+    assert anon("path -m found ignored") is True            # values ignored by found/bool
+    assert anon("src_port -- -1") is False                   # `--` before a "-" pattern
 
 
 def test_bool_fetches_without_values():
