@@ -56,6 +56,7 @@ import time
 from dataclasses import dataclass, field
 
 from edgestick.control.config import FOREIGN_SECTIONS, MIRROR_COUNTERS
+from edgestick.freq_ctr import read_freq
 from edgestick.control.runtime_client import (
     DumpError, RuntimeApiError, RuntimeClient, Session, parse_table_dump)
 
@@ -179,14 +180,15 @@ class SourceScanner:
         self.sweep_done = True
 
 
-def _prefilter_struct(xdp) -> tuple[struct.Struct, tuple[str, ...]]:
-    """A struct reading, from one es_source, curr_ctr+prev_ctr of each rate and drops."""
+def _row_struct(xdp) -> tuple[struct.Struct, tuple[str, ...]]:
+    """A struct reading one es_source as a flat row: each rate's curr_tick, curr_ctr and
+    prev_ctr (conn_*, pkt_*, bytes_*) and drops, at the offsets edgestick.h gives them."""
     src, freq = xdp.EsSource, xdp.EsFreq
     fields = []
     for name in ("conn", "pkt", "bytes"):
         base = getattr(src, name).offset
-        fields.append((base + freq.curr_ctr.offset, "I", name + "_curr"))
-        fields.append((base + freq.prev_ctr.offset, "I", name + "_prev"))
+        for part in ("curr_tick", "curr_ctr", "prev_ctr"):
+            fields.append((base + getattr(freq, part).offset, "I", f"{name}_{part}"))
     fields.append((src.drops.offset, "Q", "drops"))
     fields.sort()
     fmt, pos = "<", 0
@@ -223,6 +225,21 @@ class _MirrorState:
     table: str
     store: dict[str, str]                 # proxy data type -> xdp type
     members_seen: set[str] = field(default_factory=set)   # during the current sweep
+    printed: dict[str, str] = field(default_factory=dict)  # data type -> name in dumps
+
+
+def _printed_names(store: dict[str, str], entries) -> dict[str, str]:
+    """How the dump prints each stored slot: rates carry their period, `gpc0_rate(1000)`."""
+    if not entries:
+        return {}
+    names = entries[0].data
+    out = {}
+    for slot in store:
+        if slot in names:
+            out[slot] = slot
+        else:
+            out[slot] = next((n for n in names if n.startswith(slot + "(")), slot)
+    return out
 
 
 class Bridge:
@@ -254,11 +271,12 @@ class Bridge:
             self.xdp = xdp
             if self.mirrors:
                 self.scanner = SourceScanner(shield)
-                self._prefilter, self._prefilter_names = _prefilter_struct(xdp)
+                self._rows, self._row_names = _row_struct(xdp)
         self.bans: dict[str, float] = {}      # source -> monotonic time its ban ends
         # drop counters by raw map key, to tell a source dropped since the last sweep
         self._drops_before: dict[bytes, int] = {}
         self._drops_now: dict[bytes, int] = {}
+        self._sweep_dumps = None              # the mirrored tables as dumped at sweep start
         self._down: str | None = None         # the proxy error being reported, once
         self._reported: set[str] = set()
         self.totals = {"cycles": 0, "written": 0, "bans": 0, "errors": 0}
@@ -319,7 +337,6 @@ class Bridge:
         """This cycle's worthwhile sources: proxy members (by raw map key) in the scanned
         part of the map, then hot sources (over a fraction of a threshold, or dropped since
         the last sweep), at most max_new of those, the worst first."""
-        xdp = self.xdp
         cfg = self.shield.get_config()
         period, prefix = cfg.period_ms, cfg.ipv6_prefix
         limits = {
@@ -332,32 +349,36 @@ class Bridge:
         inf = float("inf")
         conn_floor, pkt_floor, bytes_floor = (limits[k] * frac if limits[k] else inf
                                               for k in ("conn", "pkt", "bytes"))
-        pre, names = self._prefilter, self._prefilter_names
-        i_cc, i_cp = names.index("conn_curr"), names.index("conn_prev")
-        i_pc, i_pp = names.index("pkt_curr"), names.index("pkt_prev")
-        i_bc, i_bp = names.index("bytes_curr"), names.index("bytes_prev")
+        rows, names = self._rows, self._row_names
+        i_ct, i_cc, i_cp = (names.index(f"conn_{p}") for p in ("curr_tick", "curr_ctr", "prev_ctr"))
+        i_pt, i_pc, i_pp = (names.index(f"pkt_{p}") for p in ("curr_tick", "curr_ctr", "prev_ctr"))
+        i_bt, i_bc, i_bp = (names.index(f"bytes_{p}") for p in ("curr_tick", "curr_ctr", "prev_ctr"))
         i_dr = names.index("drops")
         ksize, vsize = self.scanner.ksize, self.scanner.vsize
         drops_before, drops_now = self._drops_before, self._drops_now
-        now = xdp.now_tick_ms()
+        now = self.xdp.now_tick_ms()      # the program's clock (the ms of bpf_ktime_get_ns)
+        v4_head = V4_MAPPED
 
-        def decode(keys, values, i) -> SourceCounters:
-            key = xdp.EsAddr.from_buffer_copy(keys, i * ksize)
-            s = xdp.EsSource.from_buffer_copy(values, i * vsize)
-            return SourceCounters(xdp.source_str(key, prefix), xdp.read_freq(s.conn, period, now),
-                                  xdp.read_freq(s.pkt, period, now), xdp.read_freq(s.bytes, period, now),
-                                  s.drops)
+        def decode(raw: bytes, row) -> SourceCounters:
+            if raw[:12] == v4_head:
+                name = socket.inet_ntoa(raw[12:])
+            else:
+                name = str(ipaddress.ip_network((raw, prefix), strict=False))
+            return SourceCounters(name, read_freq(row[i_ct], row[i_cc], row[i_cp], period, now),
+                                  read_freq(row[i_pt], row[i_pc], row[i_pp], period, now),
+                                  read_freq(row[i_bt], row[i_bc], row[i_bp], period, now), row[i_dr])
 
         out: list[SourceCounters] = []
         hot: list[tuple[float, int, SourceCounters]] = []
+        seq = 0                            # tie-breaker: the heap never compares counters
         t0 = time.perf_counter()
         for keys, values, n in self.scanner.scan(self.scan_budget):
             report.scanned += n
             raw_keys = keys.raw
-            for i, row in enumerate(pre.iter_unpack(memoryview(values)[:n * vsize])):
+            for i, row in enumerate(rows.iter_unpack(memoryview(values)[:n * vsize])):
                 raw = raw_keys[i * ksize:(i + 1) * ksize]
                 if raw in members:
-                    out.append(decode(keys, values, i))
+                    out.append(decode(raw, row))
                     continue
                 drops = row[i_dr]
                 if drops:
@@ -368,7 +389,7 @@ class Bridge:
                 if (not new_drops and row[i_cc] + row[i_cp] < conn_floor
                         and row[i_pc] + row[i_pp] < pkt_floor and row[i_bc] + row[i_bp] < bytes_floor):
                     continue
-                c = decode(keys, values, i)
+                c = decode(raw, row)
                 score = max(c.conn_rate / limits["conn"] if limits["conn"] else 0,
                             c.pkt_rate / limits["pkt"] if limits["pkt"] else 0,
                             c.byte_rate / limits["bytes"] if limits["bytes"] else 0)
@@ -376,7 +397,8 @@ class Bridge:
                     score = max(score, 1.0)
                 elif score < frac:
                     continue
-                item = (score, -len(hot), c)
+                seq -= 1
+                item = (score, seq, c)
                 if len(hot) < self.max_new:
                     heapq.heappush(hot, item)
                 elif item > hot[0]:
@@ -388,34 +410,31 @@ class Bridge:
         out += [c for _, _, c in sorted(hot, reverse=True)]
         return out
 
-    def _member_index(self, entries) -> tuple[dict[str, list[str]], set[bytes]]:
-        """For the proxy's keys: XDP source name -> the keys it covers (IPv6 keys group
-        per prefix), and the raw map keys (struct es_addr) of those sources."""
-        index: dict[str, list[str]] = {}
+    def _members(self, keys) -> tuple[set[bytes], dict[str, str]]:
+        """The raw map keys (struct es_addr) of the proxy's keys, and for IPv6 keys the
+        shield's source name (its /prefix) each one falls in."""
         raw: set[bytes] = set()
+        v6_name: dict[str, str] = {}
         prefix = self.config.ipv6_prefix
-        for e in entries:
-            key = e.key
+        aton = socket.inet_aton
+        for key in keys:
             if ":" not in key:
                 try:
-                    raw.add(V4_MAPPED + socket.inet_aton(key))
+                    raw.add(V4_MAPPED + aton(key))
                 except OSError:
-                    continue
-                index.setdefault(key, []).append(key)
+                    pass
                 continue
             try:
                 net = ipaddress.ip_network((key, prefix), strict=False)
             except ValueError:
                 continue
             raw.add(net.network_address.packed)
-            index.setdefault(str(net), []).append(key)
-        return index, raw
+            v6_name[key] = str(net)
+        return raw, v6_name
 
-    def _mirror(self, session: Session, report: CycleReport,
-                sources: list[SourceCounters] | None = None, sweep_done: bool = False) -> None:
-        """One mirror pass: dump each mirrored table, read the worthwhile sources (or take
-        `sources` as given, with `sweep_done` saying whether they cover the whole map) and
-        write what changed."""
+    def _dump_mirrored(self, session: Session, report: CycleReport):
+        """Dump every mirrored table: ({table: (header, entries by key, IPv6 /prefix ->
+        keys, IPv6 key -> /prefix)}, raw map keys of all the proxy's sources)."""
         dumps = {}
         members: set[bytes] = set()
         for m in self.mirrors:
@@ -427,14 +446,37 @@ class Bridge:
                                   f"{header.type}; mirroring needs an ip or ipv6 table", report)
                 continue
             by_key = {e.key: e for e in entries}
-            index, raw = self._member_index(entries)
-            dumps[m.table] = (header, by_key, index)
-            report.proxy_entries += len(entries)
+            raw, v6_name = self._members(by_key)
+            index: dict[str, list[str]] = {}
+            for key, name in v6_name.items():
+                index.setdefault(name, []).append(key)
+            m.printed = _printed_names(m.store, entries)
+            dumps[m.table] = (header, by_key, index, v6_name)
             members |= raw
+        return dumps, members
+
+    def _mirror(self, session: Session, report: CycleReport,
+                sources: list[SourceCounters] | None = None, sweep_done: bool = False) -> None:
+        """One mirror pass: read the worthwhile sources (or take `sources` as given, with
+        `sweep_done` saying whether they cover the whole map) and write what changed.
+
+        The tables are dumped once per sweep of the shield's map, when it starts: each
+        source is met once in a sweep, so the dump's values are what it is compared with,
+        and a large proxy table is parsed once per sweep rather than once per cycle."""
+        if sources is not None:
+            dumps, members = self._dump_mirrored(session, report)
+        else:
+            if self._sweep_dumps is None:
+                self._sweep_dumps = self._dump_mirrored(session, report)
+            dumps, members = self._sweep_dumps
+        report.proxy_entries = sum(len(d[1]) for d in dumps.values())
         if not dumps:
+            self._sweep_dumps = None
             return
         if sources is None:
             sources = self.read_sources(report, members)
+            if report.sweep_done:
+                self._sweep_dumps = None       # the next sweep starts with fresh dumps
         else:
             report.sweep_done = sweep_done
         report.candidates = len(sources)
@@ -442,21 +484,20 @@ class Bridge:
         for m in self.mirrors:
             if m.table not in dumps:
                 continue
-            header, by_key, index = dumps[m.table]
+            header, by_key, index, v6_name = dumps[m.table]
             for counters in sources:
-                keys = index.get(counters.source)
-                if keys:
-                    m.members_seen.add(counters.source)
-                else:
-                    key = counters.source
-                    if "/" in key:                     # an IPv6 prefix: its network address
+                source = counters.source
+                if "/" in source:                      # an IPv6 /prefix
+                    keys = index.get(source)
+                    if not keys:                       # new to the proxy: its network address
                         if header.type != "ipv6":
                             continue
-                        key = key.split("/")[0]
-                    elif header.type != "ip":
-                        continue
-                    keys = [key]
-                    m.members_seen.add(counters.source)   # a member from now on
+                        keys = [source.split("/")[0]]
+                elif header.type == "ip":
+                    keys = [source]
+                else:
+                    continue
+                m.members_seen.add(source)             # a member from now on
                 for key in keys:
                     cmd = self._set_command(m, key, counters, by_key.get(key))
                     if cmd:
@@ -464,13 +505,12 @@ class Bridge:
                         report.new += key not in by_key
             if report.sweep_done:
                 # members whose source left the map (LRU eviction): zero their values once
-                for name, keys in index.items():
-                    if name in m.members_seen:
+                for key, entry in by_key.items():
+                    if v6_name.get(key, key) in m.members_seen:
                         continue
-                    for key in keys:
-                        cmd = self._set_command(m, key, ZERO, by_key.get(key))
-                        if cmd:
-                            commands.append(cmd)
+                    cmd = self._set_command(m, key, ZERO, entry)
+                    if cmd:
+                        commands.append(cmd)
                 m.members_seen.clear()
         t0 = time.perf_counter()
         replies = session.pipeline(commands) if commands else []
@@ -500,7 +540,11 @@ class Bridge:
         parts = []
         for slot, xdp_type in m.store.items():
             value = counters.value(xdp_type)
-            current = entry.get(slot) if entry is not None else None
+            current = None
+            if entry is not None:
+                current = entry.data.get(m.printed.get(slot, slot))
+                if current is None:
+                    current = entry.get(slot)
             if entry is None or current != value:
                 if entry is None and value == 0:
                     continue

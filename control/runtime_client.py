@@ -63,13 +63,14 @@ def parse_address(text: str) -> tuple[int, object]:
     return family, (host, int(port))
 
 
-def _reply_end(buf: bytes | bytearray, start: int) -> int:
+def _reply_end(buf: bytes | bytearray, start: int, scan_from: int | None = None) -> int:
     """End offset of the first complete interactive reply in buf[start:], or -1.
 
     In prompt mode every reply is its output, one empty line, then "> ". The output's
     own lines end with "\\n", so the reply is over at the first "\\n> " that sits at the
-    reply's start or right after a "\\n"."""
-    i = start
+    reply's start or right after a "\\n". `scan_from` skips what an earlier call already
+    searched (a long dump arrives in many pieces)."""
+    i = start if scan_from is None else max(start, scan_from)
     while True:
         i = buf.find(b"\n> ", i)
         if i < 0:
@@ -96,14 +97,16 @@ class Session:
     def _read_replies(self, count: int) -> list[str]:
         replies: list[str] = []
         pos = 0
+        scanned = 0                    # buf[:scanned - 3] holds no reply end
         deadline = time.monotonic() + self.client.timeout
         while len(replies) < count:
-            end = _reply_end(self.buf, pos)
+            end = _reply_end(self.buf, pos, scanned - 3)
             if end >= 0:
                 # the reply without its "\n> " prompt, but with the empty-line terminator's "\n"
                 replies.append(self.buf[pos:end - 2].decode("utf-8", "replace"))
-                pos = end
+                pos = scanned = end
                 continue
+            scanned = len(self.buf)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RuntimeApiError(f"{self.client.address}: timed out waiting for a reply "
@@ -293,16 +296,30 @@ def parse_table_dump(text: str) -> tuple[list[TableHeader], list[TableEntry]]:
             if m:
                 headers.append(TableHeader(m["name"], m["type"], int(m["size"]), int(m["used"])))
             continue                # e.g. "# contents not dumped due to insufficient privileges"
-        m = _ENTRY.match(line)
-        if not m:
-            raise DumpError(text.strip() if not headers and not entries else f"unexpected line: {line!r}")
+        parts = line.split(" ")
+        if "\\" not in line and len(parts) >= 4 and parts[0].startswith("0x") \
+                and parts[1].startswith("key=") and parts[2].startswith("use=") \
+                and parts[3].startswith("exp="):
+            # the common case, without the regex (a mirror cycle may parse 100k lines)
+            key, use, exp, fields = parts[1][4:], parts[2][4:], parts[3][4:], parts[4:]
+        else:
+            m = _ENTRY.match(line)
+            if not m:
+                raise DumpError(text.strip() if not headers and not entries else f"unexpected line: {line!r}")
+            key, use, exp, fields = _unescape_key(m["key"]), m["use"], m["exp"], m["rest"].split()
         data: dict[str, int | str] = {}
-        for item in m["rest"].split():
+        for item in fields:
             name, sep, value = item.partition("=")
             if not sep:
                 raise DumpError(f"unexpected field {item!r} in: {line!r}")
-            data[name] = int(value) if value.lstrip("-").isdigit() else value
-        entries.append(TableEntry(_unescape_key(m["key"]), int(m["use"]), int(m["exp"]), data))
+            try:
+                data[name] = int(value)
+            except ValueError:
+                data[name] = value
+        try:
+            entries.append(TableEntry(key, int(use), int(exp), data))
+        except ValueError:
+            raise DumpError(f"unexpected line: {line!r}") from None
     return headers, entries
 
 

@@ -92,16 +92,18 @@ def test_native_store_names_the_xdp_types():
         "data.xdp_byte_rate 32000")
 
 
-def test_prefilter_reads_the_counters_where_edgestick_h_puts_them():
+def test_row_struct_reads_the_counters_where_edgestick_h_puts_them():
     xdp = pytest.importorskip("edgestick.control.xdp", reason="libbpf is needed to load control/xdp.py")
     import ctypes
-    from edgestick.control.bridge import _prefilter_struct
-    pre, names = _prefilter_struct(xdp)
-    assert pre.size == ctypes.sizeof(xdp.EsSource)
+    from edgestick.control.bridge import _row_struct
+    rows, names = _row_struct(xdp)
+    assert rows.size == ctypes.sizeof(xdp.EsSource)
     s = xdp.EsSource()
-    s.conn.curr_ctr, s.conn.prev_ctr, s.pkt.curr_ctr, s.pkt.prev_ctr = 1, 2, 3, 4
-    s.bytes.curr_ctr, s.bytes.prev_ctr, s.drops, s.last_seen_ns = 5, 6, 7, 8
-    s.conn.curr_tick = s.pkt.curr_tick = s.bytes.curr_tick = 0xFFFFFFFE
-    row = dict(zip(names, pre.unpack(bytes(s))))
-    assert row == {"conn_curr": 1, "conn_prev": 2, "pkt_curr": 3, "pkt_prev": 4,
-                   "bytes_curr": 5, "bytes_prev": 6, "drops": 7}
+    s.conn.curr_tick, s.conn.curr_ctr, s.conn.prev_ctr = 10, 1, 2
+    s.pkt.curr_tick, s.pkt.curr_ctr, s.pkt.prev_ctr = 20, 3, 4
+    s.bytes.curr_tick, s.bytes.curr_ctr, s.bytes.prev_ctr = 30, 5, 6
+    s.drops, s.last_seen_ns = 7, 8
+    row = dict(zip(names, rows.unpack(bytes(s))))
+    assert row == {"conn_curr_tick": 10, "conn_curr_ctr": 1, "conn_prev_ctr": 2,
+                   "pkt_curr_tick": 20, "pkt_curr_ctr": 3, "pkt_prev_ctr": 4,
+                   "bytes_curr_tick": 30, "bytes_curr_ctr": 5, "bytes_prev_ctr": 6, "drops": 7}
