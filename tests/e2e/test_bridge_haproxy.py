@@ -180,3 +180,21 @@ def test_ipv6_sources_are_mirrored_per_prefix(haproxy):
     rows = {e.key: (e.get("gpt0"), e.get("gpc1")) for e in show_table(cli, "v6_front")}
     assert rows == {"fd00:18:1::5": (70, 2), "fd00:18:1::6": (70, 2), "fd00:18:9::1": (0, 0),
                     "fd00:18:2::": (800, 5)}
+
+
+def test_unreachable_proxy_pauses_the_bridge_with_one_log_line(tmp_path, haproxy_bin, caplog):
+    sock = str(tmp_path / "haproxy.sock")           # where start_proxy will put it
+    cfg = shield_config(sock, "    escalate http_front ban 10m if { http_err_rate gt 20 }\n")
+    bridge = Bridge(cfg, None)
+    for _ in range(3):
+        report = bridge.cycle()
+        assert len(report.errors) == 1 and "cannot connect to" in report.errors[0]
+    proxy = start_proxy("haproxy", TEMPLATE, Backends([]), tmp_path, n_frontends=2, haproxy_bin=haproxy_bin)
+    try:
+        wait_socket(sock)
+        assert bridge.cycle().errors == []
+    finally:
+        proxy.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("proxy runtime API unreachable") for m in messages) == 1
+    assert sum(m.endswith(" is back") for m in messages) == 1
