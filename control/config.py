@@ -59,12 +59,14 @@ class Interface:
 
 @dataclass(frozen=True)
 class Condition:
-    """`{ <metric> gt <value> }`: the only comparison the program makes."""
+    """`{ <metric> gt <value> }`: the only comparison the program makes (an `escalate`
+    condition may use any operator of the runtime API's `show table` filters)."""
     metric: str
     value: int
+    op: str = "gt"
 
     def __str__(self) -> str:
-        return f"{{ {self.metric} gt {self.value} }}"
+        return f"{{ {self.metric} {self.op} {self.value} }}"
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def _time(line: Line, text: str, what: str, allow_zero: bool = False) -> int:
 
 
 def _condition(line: Line, words: list[str], metrics: tuple[str, ...] | frozenset[str],
-               table: ShieldConfig | None) -> Condition:
+               table: ShieldConfig | None, ops: tuple[str, ...] = ("gt",)) -> Condition:
     """Parse `if { <metric> gt <value> }` from the words after the action."""
     usage = "expects 'if { <metric> gt <value> }'"
     if not words or words[0] != "if":
@@ -180,15 +182,16 @@ def _condition(line: Line, words: list[str], metrics: tuple[str, ...] | frozense
     metric, op, value = inner
     if metric not in metrics:
         raise line.error(f"unknown metric '{metric}' (expects one of {', '.join(sorted(metrics))})")
-    if op != "gt":
-        raise line.error(f"unsupported operator '{op}' (only 'gt')")
+    if op not in ops:
+        raise line.error(f"unsupported operator '{op}' (only 'gt')" if ops == ("gt",) else
+                         f"unsupported operator '{op}' (expects one of {', '.join(ops)})")
     try:
         limit = parse_threshold(value)
     except ValueError as e:
         raise line.error(f"threshold {e}") from None
     if table is not None and metric not in table.periods_ms:
         raise line.error(f"'{metric}' is not stored in the table (add it to 'table ... store')")
-    return Condition(metric, limit)
+    return Condition(metric, limit, op)
 
 
 # --- keyword handlers -------------------------------------------------------------------
@@ -403,6 +406,8 @@ def _table_name(line: Line, name: str) -> str:
 # them. edgestick stores xdp_* natively; a real HAProxy 2.6 only takes them in the tag and
 # counter slots its CLI can write (`set table ... data.gpt1` is refused there: arrays are
 # written at element 0 only, hence gpt/gpc/gpc_rate mean element 0).
+# `escalate` conditions are `show table` filters (control/bridge.py asks the proxy).
+SHOW_TABLE_OPS = ("eq", "ne", "le", "ge", "lt", "gt")
 MIRROR_COUNTERS = ("xdp_conn_rate", "xdp_pkt_rate", "xdp_byte_rate", "xdp_drops")
 MIRROR_SLOTS = ("gpt0", "gpc0", "gpc1", "gpc0_rate", "gpc1_rate", "gpt", "gpc", "gpc_rate")
 
@@ -446,12 +451,12 @@ def _kw_proxy_socket(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
 
 
 def _kw_escalate(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
-    usage = "expects 'escalate <table> ban <ttl> if { <data type> gt <value> }'"
+    usage = "expects 'escalate <table> ban <ttl> if { <data type> <op> <value> }'"
     if len(args) < 3 or args[1] != "ban":
         raise line.error(usage)
     table = _table_name(line, args[0])
     ttl = _time(line, args[2], "ban duration")
-    cond = _condition(line, args[3:], PROXY_COUNTERS, None)
+    cond = _condition(line, args[3:], PROXY_COUNTERS, None, ops=SHOW_TABLE_OPS)
     cfg.escalations.append(Escalate(table, ttl, cond))
 
 
