@@ -557,7 +557,7 @@ class Bridge:
 
     def _abusers(self, session: Session, rule, report: CycleReport) -> list:
         cond = rule.condition
-        header, entries = self._dump(session, rule.table, report, f"data.{cond.metric} gt {cond.value}")
+        header, entries = self._dump(session, rule.table, report, f"data.{cond.metric} {cond.op} {cond.value}")
         if header is None:
             return []
         if header.type not in ("ip", "ipv6"):
@@ -579,8 +579,8 @@ class Bridge:
                 continue
             self.bans[e.key] = now + rule.ttl_ms / 1000
             report.banned.append(source)
-            log.warning("escalate: banned %s at XDP for %s (table %s: %s=%s gt %d)", source,
-                        _fmt_ms(rule.ttl_ms), rule.table, cond.metric, e.get(cond.metric), cond.value)
+            log.warning("escalate: banned %s at XDP for %s (table %s: %s=%s %s %d)", source,
+                        _fmt_ms(rule.ttl_ms), rule.table, cond.metric, e.get(cond.metric), cond.op, cond.value)
         for key in [k for k, until in self.bans.items() if until <= now]:
             del self.bans[key]
 

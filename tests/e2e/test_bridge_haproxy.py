@@ -88,8 +88,9 @@ def test_escalation_query_finds_the_sources_producing_4xx(haproxy):
     cfg = shield_config(haproxy.sock, "    escalate http_front ban 10m if { http_err_rate gt 20 }\n")
     bridge = Bridge(cfg, None)
     assert bridge.find_abusers(cfg.escalations[0]) == [("127.0.0.2", 25)]
-    # the same question at a lower limit lists both 4xx sources, never the clean one
-    low = config.Escalate("http_front", 600_000, config.Condition("http_err_rate", 4))
+    # the same question at a lower limit (any show-table operator) lists both 4xx sources,
+    # never the clean one
+    low = config.Escalate("http_front", 600_000, config.Condition("http_err_rate", 5, "ge"))
     assert sorted(bridge.find_abusers(low)) == [("127.0.0.2", 25), ("127.0.0.3", 5)]
 
 

@@ -37,6 +37,8 @@ def test_mirror_native_and_store_forms():
     ("mirror t store conn_rate=xdp_conn_rate\n", "cannot store into 'conn_rate'"),
     ("mirror t store gpt0=xdp_drops,gpt0=xdp_conn_rate\n", "'gpt0' is stored twice"),
     ("proxy-socket\n", "expects 'proxy-socket <path>"),
+    ("escalate t ban 1m if { http_err_rate gte 5 }\n",
+     "unsupported operator 'gte' (expects one of eq, ne, le, ge, lt, gt)"),
     ("proxy-socket host-without-port\n", "invalid runtime API address"),
     ("proxy-socket /a\n    proxy-socket /b\n", "'proxy-socket' is set twice"),
 ])
@@ -46,6 +48,16 @@ def test_mirror_and_proxy_socket_errors_name_file_line_keyword(body, message):
     keyword = body.split()[0]
     assert str(err.value).startswith(f"edge.cfg:{3 + body.count(chr(10)) - 1}: '{keyword}': ")
     assert message in str(err.value)
+
+
+def test_escalate_takes_every_show_table_operator():
+    cfg = parse(SHIELD + "    escalate t ban 1m if { http_err_rate ge 20 }\n"
+                "    escalate t ban 1m if { gpc0 eq 3 }\n")
+    assert [(e.condition.metric, e.condition.op, e.condition.value) for e in cfg.escalations] == \
+        [("http_err_rate", "ge", 20), ("gpc0", "eq", 3)]
+    assert str(cfg.escalations[0].condition) == "{ http_err_rate ge 20 }"
+    with pytest.raises(ConfigError, match="'drop': unsupported operator 'ge' \\(only 'gt'\\)"):
+        parse(SHIELD + "    table type ip size 1k store conn_rate(1s)\n    drop if { conn_rate ge 5 }\n")
 
 
 def test_proxy_socket_defaults_to_the_global_admin_socket(tmp_path):
