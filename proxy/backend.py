@@ -52,14 +52,9 @@ class Endpoint(asyncio.Protocol):
         self.loop = None
 
     def connection_made(self, transport):
+        # (uvloop sets TCP_NODELAY on its TCP transports itself)
         self.transport = transport
         self.loop = asyncio.get_running_loop()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
 
     def data_received(self, data):
         self.buf += data

@@ -17,6 +17,7 @@ import asyncio
 import re
 import socket
 import time
+import weakref
 
 from . import backend as be_mod
 from . import http1
@@ -159,12 +160,13 @@ class StatusCounters:
 
     def count_request(self):
         self.req_tot += 1
-        sec = int(time.monotonic())
-        if sec != self._rate_sec:
-            self._rate_sec, self._rate_cnt = sec, 0
-        self._rate_cnt += 1
-        if self._rate_cnt > self.req_rate_max:
-            self.req_rate_max = self._rate_cnt
+
+    def tick(self):
+        """Once a second (from the process): the highest request rate seen."""
+        rate = self.req_tot - self._rate_cnt
+        self._rate_cnt = self.req_tot
+        if rate > self.req_rate_max:
+            self.req_rate_max = rate
 
 
 def status_class(status: int) -> int:
@@ -282,40 +284,10 @@ class Frontend:
         proc = self.proc
         sess_sc = [None, None, None]
         try:
-            ctx = self._ctx(c, sess_sc)
-            for rule in self.model.tcp_request_connection:
-                if rule.cond is not None and not rule.cond(ctx):
-                    continue
-                act = rule.action
-                if act == "accept":
-                    break
-                if act == "reject":
-                    self.stats.dcon += 1
-                    c.reset()
+            model = self.model
+            if model.tcp_request_connection or model.tcp_request_session:
+                if not self._session_rules(c, sess_sc):
                     return
-                if act == "track-sc":
-                    self._track(rule, ctx, sess_sc, None)
-                else:
-                    self._counter_action(rule, ctx)
-            for t in sess_sc:
-                if t is not None:
-                    t[0].count_session(t[1])
-            for rule in self.model.tcp_request_session:
-                if rule.cond is not None and not rule.cond(ctx):
-                    continue
-                act = rule.action
-                if act == "accept":
-                    break
-                if act == "reject":
-                    self.stats.dses += 1
-                    c.reset()
-                    return
-                if act == "track-sc":
-                    if self._track(rule, ctx, sess_sc, None):
-                        t = sess_sc[rule.track.slot]
-                        t[0].count_session(t[1])
-                else:
-                    self._counter_action(rule, ctx)
             first = True
             while not c.closed:
                 keep = await self._one_request(c, sess_sc, first)
@@ -330,6 +302,44 @@ class Frontend:
                     t[0].release(t[1])
             if not c.closed:
                 c.close()
+
+    def _session_rules(self, c: ClientConn, sess_sc) -> bool:
+        """tcp-request connection then session rules; False when the connection ends."""
+        ctx = self._ctx(c, sess_sc)
+        for rule in self.model.tcp_request_connection:
+            if rule.cond is not None and not rule.cond(ctx):
+                continue
+            act = rule.action
+            if act == "accept":
+                break
+            if act == "reject":
+                self.stats.dcon += 1
+                c.reset()
+                return False
+            if act == "track-sc":
+                self._track(rule, ctx, sess_sc, None)
+            else:
+                self._counter_action(rule, ctx)
+        for t in sess_sc:
+            if t is not None:
+                t[0].count_session(t[1])
+        for rule in self.model.tcp_request_session:
+            if rule.cond is not None and not rule.cond(ctx):
+                continue
+            act = rule.action
+            if act == "accept":
+                break
+            if act == "reject":
+                self.stats.dses += 1
+                c.reset()
+                return False
+            if act == "track-sc":
+                if self._track(rule, ctx, sess_sc, None):
+                    t = sess_sc[rule.track.slot]
+                    t[0].count_session(t[1])
+            else:
+                self._counter_action(rule, ctx)
+        return True
 
     def _track(self, rule, ctx, slots, stream, http_req: bool = False) -> bool:
         """track-scN: a no-op when the slot is taken; starts tracking otherwise
@@ -440,7 +450,7 @@ class Frontend:
         del c.buf[:req.head_len]
         proc = self.proc
         st = self.stats
-        st.count_request()
+        st.req_tot += 1
         stream = Stream(sess_sc)
         stream.bytes_in = req.head_len
         path, query = _split_target(req.target)
@@ -449,9 +459,8 @@ class Frontend:
         try:
             return await self._process(c, req, ctx, stream)
         finally:
-            sc = stream.sc
-            for t in sc:
-                if t is not None and (stream.bytes_in or stream.bytes_out):
+            for t in stream.sc:
+                if t is not None and _counts_bytes(t[0]):
                     t[0].add_bytes_in(t[1], stream.bytes_in)
                     t[0].add_bytes_out(t[1], stream.bytes_out)
             for table, entry in stream.own:
@@ -990,6 +999,17 @@ class _NullServerType:
 
 
 _NullServer = _NullServerType()
+
+
+_BYTES_TYPES = ("bytes_in_cnt", "bytes_in_rate", "bytes_out_cnt", "bytes_out_rate")
+_COUNTS_BYTES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _counts_bytes(table) -> bool:
+    r = _COUNTS_BYTES.get(table)
+    if r is None:
+        r = _COUNTS_BYTES[table] = any(table.stores(n) for n in _BYTES_TYPES)
+    return r
 
 
 def cookie_server(cookie):

@@ -148,6 +148,8 @@ class ProxyProcess:
             await asyncio.sleep(1.0)
             for t in list(self.tables.values()):
                 t.sweep()
+            for fe in self.frontends:
+                fe.stats.tick()
 
     async def reload(self) -> str:
         """Re-read the configuration; on error keep running the old one."""
