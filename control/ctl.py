@@ -2,7 +2,8 @@
 
 With words on the command line they form one command. Without, commands are read from
 stdin one a line, each sent on its own connection like `socat stdio` in HAProxy's
-non-interactive mode. Exit status: 0 when every reply arrived (an error line from the
+non-interactive mode; on a terminal, a `> ` prompt on one interactive connection
+(`quit` or end of input leaves). Exit status: 0 when every reply arrived (an error line from the
 server is a reply, printed as is), 1 on a transport error (cannot connect, timeout),
 2 on bad usage.
 """
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgestick ctl: {e}", file=sys.stderr)
         return 2
 
+    if not args.command and sys.stdin.isatty():
+        return _interactive(client)
     commands = [" ".join(args.command)] if args.command else \
         [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
     out = sys.stdout
@@ -66,6 +69,29 @@ def main(argv: list[str] | None = None) -> int:
             out.write(reply.decode("utf-8", "replace"))
         out.flush()
     return 0
+
+
+def _interactive(client: RuntimeClient) -> int:
+    """A terminal: one `prompt`-mode connection, a line read per command, `quit` to leave."""
+    try:
+        with client.session() as session:
+            while True:
+                try:
+                    line = input("> ").strip()
+                except EOFError:
+                    print()
+                    return 0
+                if line in ("quit", "exit"):
+                    return 0
+                if line:
+                    sys.stdout.write(session.command(line))
+                    sys.stdout.flush()
+    except RuntimeApiError as e:
+        print(f"edgestick ctl: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print()
+        return 0
 
 
 if __name__ == "__main__":

@@ -199,3 +199,41 @@ def test_unreachable_proxy_pauses_the_bridge_with_one_log_line(tmp_path, haproxy
     messages = [r.getMessage() for r in caplog.records]
     assert sum(m.startswith("proxy runtime API unreachable") for m in messages) == 1
     assert sum(m.endswith(" is back") for m in messages) == 1
+
+
+def test_ctl_on_a_terminal_keeps_one_prompt_session(haproxy):
+    import os
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:                                   # the child: edgestick ctl on the terminal
+        os.execv(sys.executable, [sys.executable, "-m", "edgestick", "ctl", "-S", haproxy.sock])
+    out = b""
+    done = (0, 0)
+
+    def read_until(marker: bytes, timeout: float = 10.0):
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while marker not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    return
+    try:
+        read_until(b"> ")
+        os.write(fd, b"set table http_front key 10.0.0.5 data.gpt0 9\n")
+        os.write(fd, b"show table http_front data.gpt0 eq 9\n")
+        read_until(b"key=10.0.0.5")
+        os.write(fd, b"quit\n")
+        deadline = time.monotonic() + 10
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = done[1]
+    finally:
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"# table: http_front, type: ip, size:10240, used:1" in out and b"gpt0=9" in out
