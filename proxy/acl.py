@@ -24,40 +24,39 @@ class AclError(ValueError):
 # ---------------------------------------------------------------------------- patterns
 
 _INT_OPS = {"eq", "ge", "gt", "le", "lt"}
-_RANGE = re.compile(r"^(-?\d+)?:(-?\d+)?$")
+_INT_SEP = re.compile(r"[:-]")
 
 
 def _int_matcher(values: Sequence[str]) -> Callable[[int], bool]:
-    """Integer patterns: `N`, `a:b`, `:b`, `a:`, `<op> N`; any pattern matching wins."""
-    tests: list[tuple[int, int]] = []      # inclusive [lo, hi] ranges
+    """Integer patterns as HAProxy's pat_parse_int reads them: `N`, ranges `a:b` / `a-b`,
+    `:b` / `-b` (up to b), `a:` / `a-` (from a), and operators `eq ge gt le lt` which stay
+    in force for the following values until another one. Any pattern matching wins."""
+    tests: list[tuple[float, float]] = []      # inclusive [lo, hi] ranges
     inf = float("inf")
-    op = None
+    op = "eq"
     for v in values:
         if v in _INT_OPS:
             op = v
             continue
-        m = _RANGE.match(v)
-        if op is None and m and (m.group(1) or m.group(2)):
-            lo = int(m.group(1)) if m.group(1) else -inf
-            hi = int(m.group(2)) if m.group(2) else inf
+        m = _INT_SEP.search(v)
+        if m is not None:
+            a, b = v[:m.start()], v[m.end():]
+            try:
+                lo = int(a) if a else -inf
+                hi = int(b) if b else inf
+            except ValueError:
+                raise AclError(f"'{v}' is not a valid integer range") from None
+            if not a and not b:
+                raise AclError(f"'{v}' is not a valid integer range")
             tests.append((lo, hi))
             continue
         try:
             n = int(v)
         except ValueError:
-            raise AclError(f"'{v}' is neither a number nor a supported operator") from None
-        if op in (None, "eq"):
-            tests.append((n, n))
-        elif op == "ge":
-            tests.append((n, inf))
-        elif op == "gt":
-            tests.append((n + 1, inf))
-        elif op == "le":
-            tests.append((-inf, n))
-        else:  # lt
-            tests.append((-inf, n - 1))
-        op = None
-    # a trailing operator without value adds no pattern (HAProxy accepts it)
+            raise AclError(f"'{v}' is not a number") from None
+        tests.append({"eq": (n, n), "ge": (n, inf), "gt": (n + 1, inf), "le": (-inf, n),
+                      "lt": (-inf, n - 1)}[op])
+    # an operator without value adds no pattern (HAProxy accepts it)
     if not tests:
         return _never
     if len(tests) == 1:
@@ -72,15 +71,21 @@ def _int_matcher(values: Sequence[str]) -> Callable[[int], bool]:
     return lambda x: any(lo <= x <= hi for lo, hi in tests)
 
 
+_LEADING_INT = re.compile(r"[+-]?\d*")
+
+
 def _to_int(v):
+    """HAProxy's string-to-integer cast: leading sign and digits, 0 when there are none;
+    an empty string does not convert."""
     if isinstance(v, bool):
         return int(v)
     if isinstance(v, int):
         return v
-    try:
-        return int(str(v).strip())
-    except ValueError:
+    s = str(v)
+    if not s:
         return None
+    digits = _LEADING_INT.match(s).group(0)
+    return int(digits) if digits.lstrip("+-") else 0
 
 
 def _parse_net(text: str) -> tuple[int, int, int]:
@@ -234,24 +239,54 @@ MATCH_METHODS = ("found", "bool", "int", "ip", "bin", "len", "str", "sub", "reg"
                  "end", "dir", "dom", "meth")
 
 
-def build_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[object], bool]:
-    """Matcher for one sample value (not None)."""
+def _ip_to_int(v):
+    """HAProxy casts an IPv4 address to its 32-bit value; IPv6 does not convert."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, v), "big")
+    except OSError:
+        return None
+
+
+def _int_cast(out: str) -> Callable:
+    """Sample value -> integer as HAProxy's casts do for `-m int` / `-m bool`."""
+    if out == "ip":
+        return _ip_to_int
+    if out in ("int", "bool"):
+        return int
+    return _to_int
+
+
+def build_matcher(method: str, values: Sequence[str], icase: bool,
+                  out: str = "str") -> Callable[[object], bool]:
+    """Matcher for one sample value (not None) of type `out`; a value that does not cast
+    to what the method compares never matches."""
     if method == "found":            # values are ignored, as HAProxy does
         return lambda v: True
     if method == "bool":
-        return lambda v: bool(v)
+        cast = _int_cast(out)
+
+        def bool_match(v):
+            n = cast(v)
+            return n is not None and n != 0
+        return bool_match
     if method == "int":
         m = _int_matcher(values)
+        cast = _int_cast(out)
 
         def int_match(v):
-            n = _to_int(v)
+            n = cast(v)
             return n is not None and m(n)
         return int_match
     if method == "len":
         m = _int_matcher(values)
+        if out == "bool":            # "1" or "0"
+            return lambda v: m(1)
         return lambda v: m(len(v) if isinstance(v, (str, bytes)) else len(str(v)))
     if method == "ip":
-        return _ip_matcher(values)
+        im = _ip_matcher(values)
+        if out == "int":             # an integer reads as the IPv4 address of that value
+            return lambda v: im(socket.inet_ntoa((v & 0xFFFFFFFF).to_bytes(4, "big")))
+        return im
     if method == "bin":
         try:
             pats = {bytes.fromhex(v) for v in values}
@@ -264,6 +299,8 @@ def build_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[
         mm = _meth_matcher(values, icase)
         return lambda v: mm(v if isinstance(v, str) else str(v))
     sm = _str_matcher(method, values, icase)
+    if out == "bool":                # booleans read as "1"/"0" in text
+        return lambda v: sm("1" if v else "0")
     return lambda v: sm(v if isinstance(v, str) else str(v))
 
 
@@ -331,8 +368,11 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
                            "pattern beginning with a '-'")
         i += 1
     values = file_values + list(words[i:])
-    if method == "ip" and out == "bool":
-        raise AclError(f"matching method 'ip' cannot be used with fetch keyword "
+    # sample types HAProxy cannot cast to what the method compares: booleans to addresses,
+    # methods to booleans, integers or addresses
+    if (method == "ip" and out == "bool") or (
+            fd.match == "meth" and out == fd.out and method in ("bool", "int", "ip")):
+        raise AclError(f"matching method '{method}' cannot be used with fetch keyword "
                        f"'{fd.name}'")
     if method is None:
         # a converter chain changes the type, hence the default match method
@@ -344,7 +384,7 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
         # the term false rather than "no sample", which only matters under `!`)
         match = _never
     else:
-        match = build_matcher(method, values, icase)
+        match = build_matcher(method, values, icase, out)
     # str-style matchers on non-str samples compare text forms; ints compare as ints
     if multi:
         def test_multi(ctx):

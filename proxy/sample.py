@@ -273,11 +273,8 @@ def _pick(values: list, occ):
 def _make_hdr(name: str, split: bool, side):
     def build(args, cfg):
         hname, occ = _hdr_args(name, args, split)
-        if hname is None:
-            def all_values(ctx):
-                vals = [v for _, v in _headers(side(ctx))]
-                return vals[-1] if vals else None
-            return all_values
+        if hname is None:            # HAProxy 2.6: no sample without a header name
+            return lambda ctx: None
         if split and occ is None:
             return lambda ctx: _last_header(side(ctx), hname)
         return lambda ctx: _pick(_header_values(side(ctx), hname, split), occ)
@@ -285,7 +282,7 @@ def _make_hdr(name: str, split: bool, side):
     def multi(args, cfg):
         hname, occ = _hdr_args(name, args, split)
         if hname is None:
-            return lambda ctx: [v for _, v in _headers(side(ctx))]
+            return lambda ctx: []
         if occ is None:
             return lambda ctx: _header_values(side(ctx), hname, split)
         return lambda ctx: [v] if (v := _pick(_header_values(side(ctx), hname, split),
@@ -334,8 +331,9 @@ def _as_ip(text: str):
 
 
 def _as_int(text: str):
-    m = re.match(r"\s*([+-]?\d+)", text)
-    return int(m.group(1)) if m else None
+    """hdr_val: leading sign and digits, 0 when there are none (HAProxy's strl2ic)."""
+    m = re.match(r"[+-]?\d+", text)
+    return int(m.group(0)) if m else 0
 
 
 for _n, _side in (("hdr_ip", REQ), ("req.hdr_ip", REQ), ("res.hdr_ip", RES)):

@@ -1,7 +1,8 @@
-"""Differential check of ACL evaluation: HAProxy 2.6 evaluates a list of conditions on
-real requests and answers which matched; our compiled conditions evaluate the same
-requests (same method, path, headers, source, same stick-table history) and must agree
-on every condition for every request."""
+"""Differential check of ACL evaluation: HAProxy 2.6 evaluates a list of conditions
+(hand-written ones plus seeded random ones) on real requests and answers which matched;
+our compiled conditions evaluate the same requests (same method, path, headers, source,
+same stick-table history) and must agree on every condition for every request."""
+import random
 import socket
 import subprocess
 import time
@@ -10,8 +11,8 @@ import pytest
 
 from edgestick.cfgsyntax import split_words
 from edgestick.proxy import http1
-from edgestick.proxy.acl import Acl, compile_condition, parse_acl_expr
-from edgestick.proxy.sample import Context
+from edgestick.proxy.acl import Acl, AclError, compile_condition, parse_acl_expr
+from edgestick.proxy.sample import Context, SampleError
 from edgestick.proxy.stick_table import StickTable
 
 pytestmark = pytest.mark.haproxy
@@ -30,6 +31,11 @@ CONDITIONS = [
     "{ hdr(x-list,-1) c }", "{ req.fhdr(x-list) a,b,c }", "{ hdr(x-list,2) b }",
     "{ cook_cnt(sid) 2 }", "{ req.cook(sid) abcd }", "{ path -m len 7:9 }",
     "{ hdr(x-num) -m int 7 }", "{ path,lower -m str /a/b.html }",
+    "{ int(5) gt 10 3 }", "{ int(5) 3-7 }", "{ int(5) 5- }", "{ int(5) lt 3 5 }",
+    "{ int(2) -m int -- -3 }", "{ hdr_ip(x-ip) -m int 167838211 }", "{ hdr_ip(x-ip) -m bool }",
+    "{ hdr(x-num) -m bool }", "{ always_true -m int 1 }", "{ hdr(x-num) -m int 0 }",
+    "!{ src,table_http_req_cnt(t) -m ip 2 }", "{ hdr_val(x-num) -m end 0 }",
+    "{ sc1_tracked -m str 1 }", "{ src_port -m str -m found }", "!{ sc1_tracked -m len :3 }",
     "{ path }", "!{ path }", "{ src_port }", "{ src }", "{ hdr(host) }", "!{ hdr(nope) }",
     "{ sc1_http_req_cnt }", "{ sc0_http_req_cnt }", "!{ sc0_http_req_cnt }", "{ path -m found }",
     "{ hdr(host),lower -m end .example.com }", "{ src,ipmask(8) 127.0.0.0 }",
@@ -56,6 +62,39 @@ CONDITIONS = [
     "{ method POST } or !{ path_beg /a/ }", "{ method POST } { path_beg /a/ } || { hdr(host) -m found }",
     "acl_multi", "!acl_multi", "acl_multi { method GET }",
 ]
+
+# Plus conditions drawn from this grammar with a fixed seed (the ones our parser accepts;
+# haproxy must accept them too or it does not start and the test fails).
+_R_FETCHES = ["path", "url", "query", "method", "src", "src_port", "hdr(host)", "hdr(x-list,1)",
+              "hdr(x-list)", "hdr", "req.hdr(x-num)", "hdr_cnt(x-list)", "hdr_cnt", "cook(sid)",
+              "cook", "ssl_fc", "always_true", "sc0_http_req_rate", "sc_http_req_cnt(1)",
+              "sc1_conn_cur", "sc1_http_req_cnt(t2)", "src_http_req_cnt(t)",
+              "src,table_http_req_cnt(t)", "path,lower", "hdr(host),lower", "path,length",
+              "hdr_ip(x-ip)", "hdr_val(x-num)", "base", "url_param(x)", "sc1_tracked",
+              "table_cnt(t)", "src,ipmask(16)", "req.fhdr(x-list)", "cook_cnt(sid)", "hdr(x-ip)"]
+_R_FLAGS = ["", "", "", "-i", "-m str", "-m beg", "-m end", "-m sub", "-m reg", "-m found",
+            "-m len", "-m int", "-m ip", "-m bool", "-m dom", "-m dir", "-i -m beg", "-i -m sub"]
+_R_VALUES = ["", "/a/b.html", "/a", "a b", "10", "gt 10", "lt 5", "1:5", ":3", "7:", "eq 0",
+             "127.0.0.0/8", "10.0.0.0/8", "fd00::/8", "^/a", "example.com", "www", "abc", "x=1",
+             "2", "1", "0", "c", "b", "html", "GET", "ge 1", "127.0.0.1", "a,b,c", "a",
+             "www.example.com", "-- -3", "12"]
+
+
+def random_conditions(n: int, seed: int = 2026) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        c = " ".join(f"{rng.choice(['', '!'])}{{ {rng.choice(_R_FETCHES)} {rng.choice(_R_FLAGS)} "
+                     f"{rng.choice(_R_VALUES)} }}".split())
+        try:
+            compile_condition(("if",) + split_words(c), {})
+        except (AclError, SampleError):
+            continue
+        out.append(c)
+    return out
+
+
+CONDITIONS += random_conditions(150)
 
 REQUESTS = [
     "GET /a/b.html?x=1 HTTP/1.1\r\nHost: www.example.com\r\nX-List: a, b\r\nX-List: c\r\n"

@@ -36,7 +36,10 @@ def anon(expr: str, **kw) -> bool:
     ("src_port 30000:40000", True), ("src_port 40001:50000", False),
     ("src_port :40000", True), ("src_port :39999", False),
     ("src_port 40000:", True), ("src_port 40001:", False),
-    ("src_port gt 50000 lt 100", False), ("src_port gt 50000 40000", True),
+    ("src_port gt 50000 lt 100", False), ("src_port gt 50000 40000", False),  # op is sticky
+    ("src_port gt 50000 eq 40000", True), ("src_port gt 50000 39999", True),
+    ("src_port 30000-40000", True), ("src_port -- -40000", True), ("src_port 40000-", True),
+    ("src_port -- -39999", False),
     ("dst_port 80", True),
 ])
 def test_integer_operators_and_ranges(expr, expected):
@@ -158,8 +161,10 @@ def test_stick_counter_numbers_above_2_are_never_tracked():
     assert anon("sc_conn_cur(3) ge 0") is False
     assert cond("if !{ sc_conn_cur(3) ge 0 }")(ctx()) is True
     assert anon("sc_tracked(5)") is False
-    with pytest.raises(AclError):
-        parse_acl_expr(["always_true", "-m", "ip", "10.0.0.1"])
+    for words in (["always_true", "-m", "ip", "10.0.0.1"], ["method", "-m", "bool"],
+                  ["method", "-m", "int", "1"]):
+        with pytest.raises(AclError):
+            parse_acl_expr(words)
 
 
 @pytest.mark.parametrize("bad", ["10.0.0.0/33", "fd00::/129", "1.2.3.999", "nothing"])
