@@ -271,6 +271,8 @@ def build_matcher(method: str, values: Sequence[str], icase: bool,
         return bool_match
     if method == "int":
         m = _int_matcher(values)
+        if out == "int":             # the common case (stick counters): no cast
+            return m
         cast = _int_cast(out)
 
         def int_match(v):
