@@ -204,6 +204,7 @@ class Frontend:
         self.t_tarpit = _sec(t.get("tarpit")) or _sec(t.get("connect"))
         self.maxconn = model.maxconn or 0
         self.own_backend: Backend | None = None
+        self._replies: dict = {}
         self.forwardfor = model.options.forwardfor
 
     # ---- listeners
@@ -582,12 +583,23 @@ class Frontend:
 
     def _reply(self, c, req, ctx, stream, reply, default_status: int, is_return=False) -> bool:
         closing = (not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY)
-        if reply is None:
-            status, data = default_status, http1.error_response(default_status, closing)
+        http10 = req.version < 11
+        # replies that do not depend on the request are built once (the deny path is
+        # the one a flood takes)
+        key = (id(reply), closing, http10, is_return)
+        cached = self._replies.get(key)
+        if cached is not None:
+            status, data = cached
         else:
-            status, data = reply_bytes(reply, ctx, closing, is_return)
-        if req.version < 11 and not closing and b"\r\nconnection:" not in data[:data.find(b"\r\n\r\n") + 2]:
-            data = data.replace(b"\r\n\r\n", b"\r\nconnection: keep-alive\r\n\r\n", 1)
+            if reply is None:
+                status, data = default_status, http1.error_response(default_status, closing)
+            else:
+                status, data = reply_bytes(reply, ctx, closing, is_return)
+            if http10 and not closing and b"\r\nconnection:" not in data[:data.find(b"\r\n\r\n") + 2]:
+                data = data.replace(b"\r\n\r\n", b"\r\nconnection: keep-alive\r\n\r\n", 1)
+            if reply is None or (reply.body_kind not in ("lf-string", "lf-file") and
+                                 not any("%" in v for _, v in reply.headers)):
+                self._replies[key] = (status, data)
         return self._finish_local(c, req, stream, status, data)
 
     def _local_error(self, c, req, stream, status: int) -> bool:
