@@ -99,6 +99,34 @@ def _time(line: Line, text: str, what: str, warnings: Optional[list] = None) -> 
     return value
 
 
+LOG_FACILITIES = frozenset(("kern user mail daemon auth syslog lpr news uucp cron auth2 ftp ntp "
+                            "audit alert cron2 local0 local1 local2 local3 local4 local5 local6 "
+                            "local7").split())
+LOG_LEVELS = frozenset("emerg alert crit err warning notice info debug".split())
+
+
+def check_log_line(line: Line) -> None:
+    """`log global` | `log <target> [len N] [format F] [sample R:S] <facility> [level
+    [minlevel]]`: logging has no effect here, but a wrong line is still an error."""
+    w = line.words
+    if len(w) < 2:
+        raise line.error("expects 'global', 'stdout', 'stderr' or an address")
+    if w[1] in ("global", "disable") or (w[0] == "no" and w[1] == "log"):
+        return
+    i = 2
+    while i < len(w) and w[i] in ("len", "format", "sample"):
+        i += 2
+    if i >= len(w):
+        raise line.error("log : expects <facility> after the target")
+    if w[i] not in LOG_FACILITIES:
+        raise line.error(f"log : unknown log facility '{w[i]}'")
+    for lvl in w[i + 1:i + 3]:
+        if lvl not in LOG_LEVELS:
+            raise line.error(f"log : unknown optional log level '{lvl}'")
+    if len(w) > i + 3:
+        raise line.error(f"log : unexpected argument '{w[i + 3]}'")
+
+
 def _one_arg(line: Line) -> None:
     if len(line.words) > 2:
         raise line.error(f"'{line.keyword}' cannot handle unexpected argument "
@@ -366,7 +394,7 @@ class Parser:
 
     # ------------------------------------------------------------------ global
     GLOBAL_IGNORED = {
-        "log", "log-tag", "log-send-hostname", "ca-base", "crt-base", "spread-checks",
+        "log-tag", "log-send-hostname", "ca-base", "crt-base", "spread-checks",
         "ulimit-n", "node", "description", "quiet", "zero-warning", "noepoll", "nopoll",
         "nosplice", "nogetaddrinfo", "noreuseport", "busy-polling", "set-dumpable",
         "master-worker", "insecure-fork-wanted", "expose-experimental-directives",
@@ -417,6 +445,9 @@ class Parser:
             g.group = _arg(line, 1, "<group name>")
         elif kw == "chroot":
             g.chroot = _arg(line, 1, "<directory>")
+        elif kw == "log":
+            check_log_line(line)
+            g.ignored.setdefault(kw, w[1:])
         elif kw == "hard-stop-after":
             g.hard_stop_after_ms = _time(line, _arg(line, 1, "time"), "hard-stop-after",
                                          self.warnings)
@@ -486,6 +517,9 @@ class Parser:
             self._check_server_opts(line, w[3:], peer=True)
             sec.peers.append(m.Peer(name, host, port, fam, _where(line)))
         elif kw == "bind":
+            if sec.bind is not None:
+                raise line.error(f"One listener per \"peers\" section is authorized but another "
+                                 f"is already configured at [{sec.bind.where}].")
             host, port, _, fam = parse_address(_arg(line, 1, "address"), line, kw, need_port=True)
             sec.bind = m.Bind(host, port, fam, where=_where(line))
         elif kw == "server":
@@ -1486,8 +1520,7 @@ class Parser:
         pass
 
     def kw_log(self, p, line):
-        if len(line.words) < 2:
-            raise line.error("expects 'global', 'stdout', 'stderr' or an address")
+        check_log_line(line)
 
     def kw_description(self, p, line):
         p.description = " ".join(line.words[1:])

@@ -105,6 +105,12 @@ CASES = [
      "    http-request track-sc0 res.hdr(x)\n"),
     ("response rules on response data", VALID, D + FE + "    stick-table type string size 1k\n"
      "    http-response track-sc0 res.hdr(x)\n    http-response deny if { res.hdr(x) foo } || { status 500 }\n"),
+    ("log lines", VALID, "global\n    log /dev/log local0\n    log 127.0.0.1:514 len 1024 local1 notice info\n"
+     "    log stdout format raw daemon\n" + D + "    log global\n" + FE + "    log /dev/log local2 err\n"),
+    ("log unknown facility", INVALID, "global\n    log /dev/log notice\n" + D + FE),
+    ("log unknown level", INVALID, D + FE + "    log /dev/log local0 loud\n"),
+    ("peers two binds", INVALID, "peers p\n    bind 127.0.0.1:20901\n    bind 127.0.0.1:20902\n"
+     "    server a\n" + D + FE),
     ("log-format unknown fetch", INVALID, D + FE + "    http-request set-header X-A %[nosuch]\n"),
     ("log-format unclosed", INVALID, D + FE + "    http-request return status 200 content-type text/plain "
      "lf-string \"%[src] %ci %[path,lower\"\n"),
