@@ -161,10 +161,15 @@ def _ip_matcher(values: Sequence[str]) -> Callable[[object], bool]:
             return any(mapped & m == net for net, m in nets6)
         if any(n & m == net for net, m in nets6):
             return True
-        if n >> 32 == 0xFFFF:                # v4-mapped v6 sample vs v4 patterns
+        # an IPv6 sample meets IPv4 patterns when it carries an IPv4 address: mapped
+        # (::ffff:a.b.c.d), compatible (::a.b.c.d) or 6to4 (2002:aabb:ccdd::/48)
+        if n >> 32 in (0xFFFF, 0):
             n4 = n & 0xFFFFFFFF
-            return any(n4 & m == net for net, m in nets4)
-        return False
+        elif n >> 112 == 0x2002:
+            n4 = (n >> 80) & 0xFFFFFFFF
+        else:
+            return False
+        return any(n4 & m == net for net, m in nets4)
     return cached
 
 

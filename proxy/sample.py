@@ -75,10 +75,6 @@ def _table_lookup(table, key):
     return table.lookup(key)
 
 
-def _table_get_or_create(table, key):
-    return table.get_or_create(key)
-
-
 def _read(table, entry, dtype: str, idx: int = 0):
     """Value of a stored data type (rates read at now), None when not stored."""
     return table.read(entry, dtype, idx)
@@ -586,10 +582,13 @@ def _keyed_reader(key_fn, table_name: Optional[str], dtype: str, kind: str, idx:
             table = ctx.table if table_name is None else ctx.tables.get(table_name)
             if table is None:
                 return None
-            key = key_fn(ctx)
-            if key is None:
+            value = key_fn(ctx)
+            if value is None:
                 return None
-            entry = table.lookup(key)
+            key = table.key_of(value)
+            if key is None:              # not convertible to the table's key type
+                return None
+            entry = table.lookup_key(key)
             if entry is None:
                 return 0
             if table is not last_table:      # tables change only on reload
@@ -601,10 +600,13 @@ def _keyed_reader(key_fn, table_name: Optional[str], dtype: str, kind: str, idx:
         table = ctx.table if table_name is None else ctx.tables.get(table_name)
         if table is None:
             return None
-        key = key_fn(ctx)
+        value = key_fn(ctx)
+        if value is None:
+            return None
+        key = table.key_of(value)
         if key is None:
             return None
-        entry = _table_get_or_create(table, key) if creates else _table_lookup(table, key)
+        entry = table.get_or_create_key(key) if creates else table.lookup_key(key)
         if entry is None:
             return None if creates else 0
         return _entry_value(table, entry, dtype, kind, idx)

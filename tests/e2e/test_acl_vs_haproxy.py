@@ -31,6 +31,10 @@ CONDITIONS = [
     "{ hdr(x-list,-1) c }", "{ req.fhdr(x-list) a,b,c }", "{ hdr(x-list,2) b }",
     "{ cook_cnt(sid) 2 }", "{ req.cook(sid) abcd }", "{ path -m len 7:9 }",
     "{ hdr(x-num) -m int 7 }", "{ path,lower -m str /a/b.html }",
+    "{ src ::1 }", "{ src ::/0 }", "{ src 0.0.0.0/0 }", "{ src -m int 2130706433 }",
+    "{ src -m bool }", "{ src,ipmask(8,64) ::/64 }", "{ src,ipmask(8,64) 127.0.0.0 }",
+    "{ src -m str ::1 }", "{ src -m beg 127 }", "{ dst ::1 }", "{ dst 127.0.0.1 }",
+    "{ src_conn_cnt(t) ge 0 }", "!{ src_conn_cnt(t) ge 0 }", "{ sc1_tracked }",
     "{ int(5) gt 10 3 }", "{ int(5) 3-7 }", "{ int(5) 5- }", "{ int(5) lt 3 5 }",
     "{ int(2) -m int -- -3 }", "{ hdr_ip(x-ip) -m int 167838211 }", "{ hdr_ip(x-ip) -m bool }",
     "{ hdr(x-num) -m bool }", "{ always_true -m int 1 }", "{ hdr(x-num) -m int 0 }",
@@ -115,9 +119,10 @@ REQUESTS = [
 ]
 
 
-def haproxy_config(port: int) -> str:
+def haproxy_config(port: int, port6: int) -> str:
     lines = ["defaults", "    mode http", "    timeout connect 5s", "    timeout client 5s",
              "    timeout server 5s", "frontend f", f"    bind 127.0.0.1:{port}",
+             f"    bind [::1]:{port6}",
              "    stick-table type ip size 1k expire 1m store http_req_cnt,http_req_rate(10s),"
              "conn_cur,conn_cnt,http_err_cnt",
              "    acl acl_multi path_beg /z", "    acl acl_multi hdr(host) -i www.example.com",
@@ -132,9 +137,9 @@ def haproxy_config(port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.bind((host, 0))
     port = s.getsockname()[1]
     s.close()
     return port
@@ -144,8 +149,8 @@ def with_close(raw: str) -> str:
     return raw.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n", 1)
 
 
-def ask(port: int, raw: str) -> tuple[list[bool], tuple]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+def ask(host: str, port: int, raw: str) -> tuple[list[bool], tuple]:
+    with socket.create_connection((host, port), timeout=5) as s:
         s.sendall(with_close(raw).encode())
         local = s.getsockname()
         data = b""
@@ -158,14 +163,14 @@ def ask(port: int, raw: str) -> tuple[list[bool], tuple]:
     assert head.startswith(b"HTTP/1.1 200"), data[:200]
     words = body.decode().split(" ")
     assert len(words) == len(CONDITIONS), data
-    return [w == "1" for w in words], local
+    return [w == "1" for w in words], local[:2]
 
 
 @pytest.fixture(scope="module")
 def haproxy(haproxy_bin, tmp_path_factory):
-    port = free_port()
+    port, port6 = free_port(), free_port("::1")
     path = tmp_path_factory.mktemp("acl") / "acl.cfg"
-    path.write_text(haproxy_config(port))
+    path.write_text(haproxy_config(port, port6))
     proc = subprocess.Popen([haproxy_bin, "-db", "-f", str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
@@ -173,12 +178,13 @@ def haproxy(haproxy_bin, tmp_path_factory):
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
+                socket.create_connection(("::1", port6), 0.2).close()
                 break
             except OSError:
                 assert proc.poll() is None, proc.stdout.read().decode()
                 assert time.monotonic() < deadline, "haproxy did not start"
                 time.sleep(0.02)
-        yield port, path.read_text()
+        yield (port, port6), path.read_text()
     finally:
         proc.terminate()
         try:
@@ -189,7 +195,7 @@ def haproxy(haproxy_bin, tmp_path_factory):
 
 
 def test_conditions_agree_with_haproxy(haproxy):
-    port, text = haproxy
+    (port, port6), text = haproxy
     acls = {}
     for line in text.splitlines():
         words = split_words(line)
@@ -201,18 +207,22 @@ def test_conditions_agree_with_haproxy(haproxy):
     tables = {"f": StickTable.from_words("f", decl), "t": StickTable.from_words("t", decl),
               "t2": StickTable.from_words("t2", "type ip size 1k store http_req_cnt".split())}
     mismatches = []
-    for n, raw in enumerate(REQUESTS):
-        theirs, (src, src_port) = ask(port, raw)
+    sends = [("127.0.0.1", port, raw) for raw in REQUESTS] + \
+            [("::1", port6, raw) for raw in REQUESTS]
+    for n, (host, dport, raw) in enumerate(sends):
+        theirs, (src, src_port) = ask(host, dport, raw)
         req = http1.parse_request(with_close(raw).encode())     # the bytes haproxy saw
         path, _, query = req.target.partition("?")
         row = tables["t"].track(src, http_req=True)      # http-request track-sc1 src table t
-        ctx = Context(src, src_port, "127.0.0.1", port, False, req.method, path,
+        sc1 = None if row is None else (tables["t"], row)
+        ctx = Context(src, src_port, host, dport, False, req.method, path,
                       query if "?" in req.target else None, req.target, req.headers,
-                      [None, (tables["t"], row), None], tables["f"], tables)
+                      [None, sc1, None], tables["f"], tables)
         ours = [bool(c(ctx)) for c in conds]
-        tables["t"].release(row)
+        if row is not None:
+            tables["t"].release(row)
         for i, (a, b) in enumerate(zip(theirs, ours)):
             if a != b:
-                mismatches.append(f"request {n} {raw.split(chr(13))[0]!r}: {CONDITIONS[i]!r} "
+                mismatches.append(f"request {n} from {src} {raw.split(chr(13))[0]!r}: {CONDITIONS[i]!r} "
                                   f"haproxy={a} edgestick={b}")
     assert not mismatches, "\n".join(mismatches)

@@ -488,3 +488,18 @@ def test_response_header_and_cookie_fetches():
     assert compile_expr("res.hdr_val(x-n)")(c) == 5
     assert compile_expr("res.cook(JSESSIONID)")(ctx()) is None   # no response yet
     assert cond("if { res.hdr(cache-control) -m sub private }")(c) is True
+
+
+def test_ipv6_samples_carrying_ipv4_meet_ipv4_patterns():
+    # checked against haproxy: ::1 (compatible form) matches 0.0.0.0/0
+    assert anon("src 0.0.0.0/0", src="::1") is True
+    assert anon("src 198.18.0.0/15", src="::ffff:198.18.0.9") is True
+    assert anon("src 198.18.0.0/15", src="2002:c612:0009::1") is True     # 6to4 of 198.18.0.9
+    assert anon("src 198.18.0.0/15", src="fd00::c612:9") is False
+
+
+def test_src_fetch_on_a_table_that_cannot_hold_the_key(clock):
+    ts = tables()
+    c = ctx(src="fd00::1", tables=ts, table=ts["fe"])
+    assert compile_expr("src_http_req_rate(fe)")(c) is None     # IPv6 into an ip table
+    assert compile_expr("src_http_req_rate(fe)")(ctx(src="198.18.7.7", tables=ts)) == 0
