@@ -68,12 +68,9 @@ class SampleError(ValueError):
 
 
 # ---------------------------------------------------------------------------- table access
-# The only place that touches the stick-table API; everything below goes through these.
-
-def _table_lookup(table, key):
-    """The entry (row) for `key` (a sample value) or None. Never creates, never touches."""
-    return table.lookup(key)
-
+# Fetches use the StickTable API of proxy/stick_table.py: key_of / lookup_key /
+# get_or_create_key (entries are row numbers), reader / read (None when not stored),
+# inc_gpc / clr_gpc, use, key, used, size.
 
 def _read(table, entry, dtype: str, idx: int = 0):
     """Value of a stored data type (rates read at now), None when not stored."""
@@ -890,10 +887,13 @@ def _table_trackers(args, cfg, inner):
 
     def conv(ctx):
         table = ctx.table if tname is None else ctx.tables.get(tname)
-        key = inner(ctx)
-        if table is None or key is None:
+        value = inner(ctx)
+        if table is None or value is None:
             return None
-        entry = _table_lookup(table, key)
+        key = table.key_of(value)
+        if key is None:
+            return None
+        entry = table.lookup_key(key)
         return 0 if entry is None else _trackers(table, entry)
     return conv
 
@@ -909,10 +909,13 @@ def _in_table(args, cfg, inner):
 
     def conv(ctx):
         table = ctx.table if tname is None else ctx.tables.get(tname)
-        key = inner(ctx)
-        if table is None or key is None:
+        value = inner(ctx)
+        if table is None or value is None:
             return None
-        return _table_lookup(table, key) is not None
+        key = table.key_of(value)
+        if key is None:
+            return None
+        return table.lookup_key(key) is not None
     return conv
 
 

@@ -35,6 +35,8 @@ CONDITIONS = [
     "{ src -m bool }", "{ src,ipmask(8,64) ::/64 }", "{ src,ipmask(8,64) 127.0.0.0 }",
     "{ src -m str ::1 }", "{ src -m beg 127 }", "{ dst ::1 }", "{ dst 127.0.0.1 }",
     "{ src_conn_cnt(t) ge 0 }", "!{ src_conn_cnt(t) ge 0 }", "{ sc1_tracked }",
+    "{ src,in_table(t) }", "!{ src,in_table(t) }", "{ src,table_trackers(t) ge 0 }",
+    "!{ src,table_trackers(t) ge 0 }", "{ src,in_table(t2) -m bool }",
     "{ int(5) gt 10 3 }", "{ int(5) 3-7 }", "{ int(5) 5- }", "{ int(5) lt 3 5 }",
     "{ int(2) -m int -- -3 }", "{ hdr_ip(x-ip) -m int 167838211 }", "{ hdr_ip(x-ip) -m bool }",
     "{ hdr(x-num) -m bool }", "{ always_true -m int 1 }", "{ hdr(x-num) -m int 0 }",
