@@ -78,6 +78,27 @@ class ClientConn(be_mod.Endpoint):
         t.abort()
 
 
+def _listen_socket(bind, port: int) -> socket.socket:
+    """A listening socket as HAProxy makes it: `*` / empty = every IPv4 address, `::` =
+    IPv6 and IPv4-mapped unless `v6only`; SO_REUSEPORT so a reload can open the new
+    listeners before the old ones close."""
+    v6 = bind.family == "ipv6"
+    host = bind.host or ("::" if v6 else "0.0.0.0")
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if bind.v6only else 0)
+        sock.bind((host, port))
+        sock.listen(bind.backlog or 1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _plain_addr(a: str) -> str:
     return a[7:] if a.startswith("::ffff:") and "." in a else a
 
@@ -143,6 +164,14 @@ def reply_bytes(reply, ctx, close: bool, is_return: bool = False) -> tuple[int, 
                                          "close" if closing else None)
 
 
+class Listener:
+    """One listening socket; connections go to whichever frontend owns it now."""
+    __slots__ = ("key", "fe", "server")
+
+    def __init__(self, key, fe):
+        self.key, self.fe, self.server = key, fe, None
+
+
 class StatusCounters:
     """Per-proxy counters shown by `show stat` and /metrics."""
     __slots__ = ("scur", "smax", "stot", "bin", "bout", "dreq", "dresp", "ereq", "dcon",
@@ -194,7 +223,7 @@ class Frontend:
         self.name = model.name
         self.table = table
         self.stats = StatusCounters()
-        self.servers: list[asyncio.AbstractServer] = []
+        self.listeners: list[Listener] = []
         self.conns: set[ClientConn] = set()
         self.waiting: list[ClientConn] = []
         t = model.timeouts
@@ -209,30 +238,34 @@ class Frontend:
 
     # ---- listeners
 
-    async def start(self):
+    async def start(self, inherited: dict | None = None):
+        """Open the listeners; `inherited` maps listener keys to listeners of the
+        configuration being replaced: those are taken over as they are (their
+        sockets never close, so a reload refuses or resets no connection)."""
         loop = asyncio.get_running_loop()
         for bind in self.model.binds:
-            if bind.family == "unix":
-                srv = await loop.create_unix_server(lambda: ClientConn(self), bind.host,
-                                                    ssl=bind.ssl_context)
-                self.servers.append(srv)
-                continue
-            for port in bind.ports:
-                host = bind.host or None
-                family = socket.AF_INET6 if bind.family == "ipv6" else socket.AF_INET
-                if host is None and bind.family == "ipv4":
-                    family = socket.AF_UNSPEC
+            for port in (bind.ports if bind.family != "unix" else (None,)):
+                key = (bind.family, bind.host, port, bind.ssl, tuple(bind.crt))
+                old = inherited.pop(key, None) if inherited is not None else None
+                if old is not None:
+                    old.fe = self
+                    self.listeners.append(old)
+                    continue
+                lst = Listener(key, self)
                 ssl_ctx = bind.ssl_context
-                srv = await loop.create_server(
-                    (lambda s=bool(ssl_ctx): ClientConn(self, s)), host, port,
-                    family=family, ssl=ssl_ctx, reuse_address=True, reuse_port=True,
-                    backlog=bind.backlog or 1024)
-                self.servers.append(srv)
+                factory = (lambda lst=lst, tls=bool(ssl_ctx): ClientConn(lst.fe, tls))
+                if bind.family == "unix":
+                    lst.server = await loop.create_unix_server(factory, bind.host, ssl=ssl_ctx)
+                else:
+                    lst.server = await loop.create_server(
+                        factory, sock=_listen_socket(bind, port), ssl=ssl_ctx,
+                        backlog=bind.backlog or 1024)
+                self.listeners.append(lst)
 
     def stop_listening(self):
-        for s in self.servers:
-            s.close()
-        self.servers.clear()
+        for lst in self.listeners:
+            lst.server.close()
+        self.listeners.clear()
 
     # ---- admission (maxconn)
 

@@ -173,20 +173,29 @@ class ProxyProcess:
                 if o is not None and o.host == s.host and o.port == s.port:
                     s.op_up, s.health, s.admin_maint = o.op_up, o.health, o.admin_maint
             b.recalc()
-        # the new listeners open before the old ones close (SO_REUSEPORT): no refused
-        # connections during a reload
+        # listeners on unchanged addresses are handed over as they are; new ones open
+        # before the old ones close
+        inherited = {lst.key: lst for fe in self.frontends for lst in fe.listeners}
+        old_keys = set(inherited)
         try:
             for fe in frontends:
-                await fe.start()
+                await fe.start(inherited)
         except OSError as e:
-            for fe in frontends:
-                fe.stop_listening()
+            for fe in frontends:                # undo: close what was opened ...
+                for lst in fe.listeners:
+                    if lst.key not in old_keys:
+                        lst.server.close()
+            for fe in self.frontends:           # ... and give the old ones back
+                for lst in fe.listeners:
+                    lst.fe = fe
             for b in self.backends.values():
                 b.start_checks(b.model.timeouts)
             _log(f"reload failed, keeping the running configuration: {e}")
             return f"Reload failed: {e}\n"
+        for lst in inherited.values():          # addresses the new configuration dropped
+            lst.server.close()
         for fe in self.frontends:
-            fe.stop_listening()
+            fe.listeners = []
         for b in self.backends.values():
             b.close_idle()
         self.old_frontends = [fe for fe in self.old_frontends if fe.conns] + self.frontends

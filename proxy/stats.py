@@ -99,7 +99,7 @@ def show_info(proc) -> str:
         ("Uptime_sec", up), ("Maxconn", proc.maxconn), ("Hard_maxconn", proc.maxconn),
         ("CurrConns", proc.cur_conns), ("CumConns", cum_conns), ("CumReq", cum_req),
         ("Stopping", 1 if proc.stopping else 0),
-        ("Listeners", sum(len(fe.servers) for fe in proc.frontends)),
+        ("Listeners", sum(len(fe.listeners) for fe in proc.frontends)),
         ("Reloads", proc.reloads), ("node", socket.gethostname()),
         ("Start_time_sec", int(proc.start_time)),
     ]

@@ -113,3 +113,40 @@ def test_sigterm_lets_inflight_requests_finish(private_tmp, backend):
     assert p.proc.wait(5) == 0
     with pytest.raises(OSError):
         one_request(p.port, "/")
+
+
+def test_maxconn_holds_extra_connections_until_a_slot_frees(private_tmp, backend):
+    text = CONFIG.replace("VERSION", "v1").replace("LIMIT", "1000").replace(
+        "    bind 127.0.0.1:{FE}\n", "    bind 127.0.0.1:{FE}\n    maxconn 2\n")
+    p = start_proxy("edgestick", text, backend, private_tmp)
+    try:
+        c1, c2 = Client(p.port), Client(p.port)
+        assert c1.request("/").status == c2.request("/").status == 200
+        c3 = Client(p.port, timeout=0.5)
+        c3.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        with pytest.raises(OSError):            # not served while two are open
+            c3.read_response()
+        c1.close()
+        c3.sock.settimeout(3)
+        assert c3.read_response().status == 200
+        c2.close()
+        c3.close()
+    finally:
+        p.stop()
+
+
+def test_ipv6_and_wildcard_binds(private_tmp, backend):
+    import socket as s
+    text = CONFIG.replace("VERSION", "v1").replace("LIMIT", "1000").replace(
+        "    bind 127.0.0.1:{FE}\n", "    bind :::{FE}\n")
+    p = start_proxy("edgestick", text, backend, private_tmp)
+    try:
+        for family, host in ((s.AF_INET6, "::1"), (s.AF_INET, "127.0.0.1")):
+            sock = s.socket(family, s.SOCK_STREAM)
+            sock.settimeout(3)
+            sock.connect((host, p.port))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 200 OK")
+            sock.close()
+    finally:
+        p.stop()
