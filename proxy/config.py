@@ -424,7 +424,7 @@ class Parser:
                 raise line.error(f"'stats' only supports 'socket', 'maxconn', 'bind-process' and "
                                  f"'timeout' in 'global' section (got '{sub}')")
         elif kw == "maxconn":
-            g.maxconn = _int(line, _arg(line, 1, "value"), "maxconn", 1)
+            g.maxconn = _int(line, _arg(line, 1, "value"), "maxconn", 0)
         elif kw == "localpeer":
             g.localpeer = _arg(line, 1, "<name>")
         elif kw == "daemon":
@@ -575,6 +575,8 @@ class Parser:
             raise line.error("'bind' expects {<path>|[addr1]:port1[-end1]}{,[addr]:port[-end]}"
                              "... as arguments.")
         if cap == "fe" and not p.has_frontend:
+            if kw == "bind":             # HAProxy still checks the line's options
+                self.kw_bind(m.Proxy(p.name, "frontend"), line)
             self.warn(line, f"'{kw}' ignored because backend '{p.name}' has no frontend capability")
             return
         if cap == "be" and not p.has_backend:

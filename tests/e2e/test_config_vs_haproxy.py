@@ -38,6 +38,7 @@ CASES = [
     ("unknown global keyword", INVALID, "global\n    frobnicate\n" + D + FE),
     ("keyword out of section", INVALID, "maxconn 10\n" + D + FE),
     ("server in frontend", INVALID, D + FE + "    server s1 127.0.0.1:1\n"),
+    ("bind in backend with a bad option", INVALID, D + BE + "    bind :20990 table\n"),
     ("bind in backend warns", VALID, D + FE + "    default_backend b\n" + BE + "    bind :20990\n"),
     ("balance in frontend warns", VALID, D + FE + "    balance roundrobin\n"),
     ("duplicate backend", INVALID, D + BE + BE + FE),
