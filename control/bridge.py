@@ -11,9 +11,9 @@ both. Against edgestick the values land in native data types (`xdp_conn_rate`,
 `xdp_pkt_rate`, `xdp_byte_rate`, `xdp_drops`); against HAProxy in the gpt/gpc slots the
 `store` list names (`store gpt0=xdp_conn_rate,gpc1=xdp_drops`).
 
-**Escalation** (`escalate <table> ban <ttl> if { <type> gt <v> }`) asks the proxy
-`show table <t> data.<type> gt <v>` each cycle and bans every source listed at XDP for
-the TTL (logged once per ban; the ban ends by expiry).
+**Escalation** (`escalate <table> ban <ttl> if { <type> <op> <v> }`) asks the proxy
+`show table <t> data.<type> <op> <v>` each cycle and bans every source listed at XDP for
+the TTL (logged once per ban; the ban ends by expiry; an active ban is left alone).
 
 How a cycle scales to a million tracked sources
 -----------------------------------------------
@@ -21,8 +21,9 @@ Sending every source every second would be a million `set table` lines a second,
 a million entries in the proxy's table. Only two kinds of source are worth it:
 
 * sources the proxy already has (they made HTTP requests): their entry gains the XDP
-  view. Membership comes from one `show table <t>` dump per cycle, which also gives the
-  values already written, so a source is only written when a value changed;
+  view. Membership comes from one `show table <t>` dump per sweep of the map (below),
+  which also gives the values already written, so a source is only written when a value
+  changed;
 * sources over a fraction (`HOT_FRACTION`, 1/2) of one of the shield's thresholds, or
   being dropped: the flooders an operator wants to see, at most `MAX_NEW_PER_CYCLE` of
   them a cycle, the worst first, so a spoofed flood cannot flush the proxy's table.
@@ -34,8 +35,8 @@ Python work per uninteresting entry to one struct unpack. A cycle reads at most
 stopped: a map of 1M sources is swept every 4 cycles, one of up to 256k every cycle.
 When a sweep ends, proxy entries whose source was not seen in it (evicted from the LRU)
 get zeros once, so stale values do not linger. The cost per cycle is therefore
-O(proxy table + scan budget + changed sources), never O(tracked sources) in writes;
-bench/mirror.py measures it.
+O(proxy table / cycles per sweep + scan budget + changed sources), never O(tracked
+sources) in writes; bench/mirror.py measures it (docs/bridge.md has the numbers).
 
 A `set table` refreshes the entry's expiry, and writing only on change is what lets an
 idle source's entry expire: once its rates read 0 it is written once more, then left.
@@ -56,9 +57,9 @@ import time
 from dataclasses import dataclass, field
 
 from edgestick.control.config import FOREIGN_SECTIONS, MIRROR_COUNTERS
-from edgestick.freq_ctr import read_freq
 from edgestick.control.runtime_client import (
     DumpError, RuntimeApiError, RuntimeClient, Session, parse_table_dump)
+from edgestick.freq_ctr import read_freq
 
 log = logging.getLogger("edgestick.bridge")
 
@@ -601,14 +602,20 @@ class Bridge:
 
     # -- running --
 
+    def _cycle_guarded(self) -> None:
+        try:
+            self.cycle()
+        except Exception as e:                    # one bad cycle must not end the bridge
+            key = f"crash:{type(e).__name__}:{e}"
+            if key not in self._reported:         # a traceback once, not every second
+                self._reported.add(key)
+                log.exception("bridge cycle failed")
+
     def run_forever(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         while not stop.is_set():
             started = time.monotonic()
-            try:
-                self.cycle()
-            except Exception:                     # one bad cycle must not end protection
-                log.exception("bridge cycle failed")
+            self._cycle_guarded()
             stop.wait(max(0.0, self.period_s - (time.monotonic() - started)))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -616,10 +623,7 @@ class Bridge:
         daemon's event loop (runtime socket, metrics) never waits on it."""
         while not stop.is_set():
             started = time.monotonic()
-            try:
-                await asyncio.to_thread(self.cycle)
-            except Exception:
-                log.exception("bridge cycle failed")
+            await asyncio.to_thread(self._cycle_guarded)
             try:
                 await asyncio.wait_for(stop.wait(), max(0.0, self.period_s - (time.monotonic() - started)))
             except asyncio.TimeoutError:
