@@ -184,6 +184,20 @@ def test_attach_modes_and_matching_detach(lab, xdp_shield):
         xdp_shield.attach("nope0", netns=ns)
 
 
+def test_generic_mode_enforces_the_same_rules(lab, xdp_shield):
+    ns = lab.ns("edge")
+    assert xdp_shield.attach(lab.edge_if, mode="generic", netns=ns) == "generic"
+    try:
+        xdp_shield.list_add("deny", "198.18.64.40/29")
+        frames = spoof(template(lab, "udp"), ["198.18.64.41", "198.18.64.50"])
+        with udp_sink(lab) as received:
+            flood(lab, frames, 40)
+            assert received() == 20                         # only the source outside the /29
+        assert counted(xdp_shield, "drop", "deny") == 20
+    finally:
+        assert xdp_shield.detach(lab.edge_if, netns=ns, mode="generic")
+
+
 def test_restart_adopts_pinned_state_and_replaces_program(shielded):
     lab, shield = shielded
     shield.update_config(pkt_rate_limit=1000, mode="dry-run")
