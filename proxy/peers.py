@@ -517,7 +517,7 @@ class StreamDecoder:
 HEARTBEAT_S = 3.0               # send a heartbeat after this much silence
 WATCHDOG_S = 5.0                # close a session that received nothing for this long
 HANDSHAKE_TIMEOUT_S = 5.0
-RECONNECT_S = 5.0               # retry period of a connector
+RECONNECT_S = 1.0               # retry period of a connector (HAProxy retries a failed connect 1 s later)
 RESYNC_TIMEOUT_S = 5.0          # give up waiting for a lesson after this
 
 
@@ -797,6 +797,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        log.debug("peers %s: %s: session closed", self.owner.name, self.peer.name)
         try:
             self.writer.close()
         except Exception:
@@ -990,6 +991,7 @@ class Peers:
 
     def _establish(self, p: RemotePeer, reader, writer, downgraded: bool = False) -> None:
         s = Session(self, p, reader, writer, downgraded)
+        log.debug("peers %s: %s: session established", self.name, p.name)
         try:
             s.src = writer.get_extra_info("sockname")
             s.addr = writer.get_extra_info("peername")

@@ -338,23 +338,34 @@ backend tbl_rate
         loop.run(n1.start())
         loop.run(n2.start())
 
+        # write once the mesh is up and every node has had its start-up lesson: a lesson
+        # overwrites what it carries (HAProxy's rule), so writes racing it could be undone
+        def meshed():
+            ours = loop.call(lambda: all(n.synced and all(p.session for p in n.peers
+                                                          if not p.local) for n in (n1, n2)))
+            hap_view = cli(sock, "show peers")
+            flags = int(hap_view.split(" flags=", 1)[1].split(" ", 1)[0], 16)
+            # HAProxy's section flags: 0x1/0x2 = resync done from the local/a remote peer
+            return ours and hap_view.count("last_status=ESTA") == 2 and flags & 0x3
+        wait_for(meshed, timeout=15, what="the mesh")
+
         def on_es1():
             r = t1.track("198.18.1.1", http_req=True)
             t1.release(r)
         loop.call(on_es1)
         cli(sock, "set table tbl_rate key 198.18.2.2 data.gpc0 9 data.http_req_cnt 3")
 
-        def converged():
-            theirs = cli(sock, "show table tbl_rate")
-            lines = [entry_line(loop, t, k) for t in (t1, t2) for k in ("198.18.1.1", "198.18.2.2")]
-            return all(lines) and "key=198.18.1.1 " in theirs and "key=198.18.2.2 " in theirs
-        wait_for(lambda: (loop.call(on_es1) if not entry_line(loop, t2, "198.18.1.1") else None)
-                 or converged(), timeout=10, what="mesh convergence")
-        theirs = {l.split(" key=")[1].split(" ")[0]: l + "\n"
-                  for l in cli(sock, "show table tbl_rate").splitlines()[1:] if l}
-        for t in (t1, t2):
-            for k in ("198.18.1.1", "198.18.2.2"):
-                same_entry(entry_line(loop, t, k), theirs[k])
+        def all_equal():
+            theirs = {l.split(" key=")[1].split(" ")[0]: l + "\n"
+                      for l in cli(sock, "show table tbl_rate").splitlines()[1:] if l}
+            try:
+                for t in (t1, t2):
+                    for k in ("198.18.1.1", "198.18.2.2"):
+                        same_entry(entry_line(loop, t, k), theirs[k])
+            except (AssertionError, KeyError):
+                return False
+            return True
+        wait_for(all_equal, timeout=15, what="the three nodes holding the same entries")
     finally:
         loop.run(n1.stop())
         loop.run(n2.stop())
