@@ -637,7 +637,7 @@ class Frontend:
 
     def _local_error(self, c, req, stream, status: int) -> bool:
         closing = not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
-        return self._finish_local(c, req, stream, status, http1.error_response(status, True if status in (502, 503, 504) and closing else closing))
+        return self._finish_local(c, req, stream, status, http1.error_response(status, closing))
 
     def _redirect(self, c, req, ctx, stream, rule) -> bool:
         r = rule.redirect or {}

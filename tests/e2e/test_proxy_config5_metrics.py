@@ -143,3 +143,22 @@ def test_metrics_listener_option(private_tmp):
     finally:
         p.stop()
         b.kill()
+
+
+def test_503_keep_alive_like_haproxy(private_tmp, haproxy_bin):
+    template = HEAD + """
+frontend fe
+    bind 127.0.0.1:{FE}
+    default_backend empty
+
+backend empty
+    balance roundrobin
+"""
+    with both(template, Backends([]), private_tmp, haproxy_bin) as (h, e):
+        out = []
+        for p in (h, e):
+            c = Client(p.port)
+            r1, r2 = c.request("/"), c.request("/", close=True)
+            out.append((r1.raw_head, r1.body, r2.raw_head, c.closed_by_peer(1.0)))
+            c.close()
+        assert out[1] == out[0]
