@@ -198,6 +198,19 @@ def test_generic_mode_enforces_the_same_rules(lab, xdp_shield):
         assert xdp_shield.detach(lab.edge_if, netns=ns, mode="generic")
 
 
+def test_tagged_frames_on_the_wire_are_parsed(shielded):
+    from scapy.all import IP, UDP, Dot1AD, Dot1Q, Ether, IPv6
+    lab, shield = shielded
+    shield.list_add("deny", "198.18.64.60")
+    shield.list_add("deny", "fd00:18:1:60::/64")
+    l2 = Ether(src=lab.mac("attacker"), dst=lab.mac("edge"))
+    frames = [bytes(l2 / Dot1Q(vlan=7) / IP(src="198.18.64.60", dst=EDGE4) / UDP(dport=UDP_PORT)),
+              bytes(l2 / Dot1AD(vlan=8) / Dot1Q(vlan=9) / IPv6(src="fd00:18:1:60::5", dst=EDGE6)
+                    / UDP(dport=UDP_PORT))]
+    flood(lab, frames, 20)
+    assert counted(shield, "drop", "deny") == 20
+
+
 def test_restart_adopts_pinned_state_and_replaces_program(shielded):
     lab, shield = shielded
     shield.update_config(pkt_rate_limit=1000, mode="dry-run")
