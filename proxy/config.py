@@ -224,7 +224,6 @@ class Parser:
         self.default_server: dict[int, m.Server] = {}    # id(proxy) -> template
         # (proxy, where, table name, what uses it, line keyword), checked at the end
         self.table_refs: list[tuple[m.Proxy, m.Where, str, str, str]] = []
-        self.global_seen = False
         self.defaults_users: dict[int, set[str]] = {}    # id(defaults) -> proxy kinds
         self.defaults_usage: dict[int, set[str]] = {}    # id(defaults) -> explicit/implicit
         self.check_steps: dict[int, list[str]] = {}      # id(proxy) -> http-check steps
@@ -262,7 +261,6 @@ class Parser:
         if kw == "global":
             if len(line.words) > 1:
                 raise line.error("section takes no argument")
-            self.global_seen = True
             return
         if kw in FOREIGN_SECTIONS:
             self.foreign = []
@@ -514,7 +512,7 @@ class Parser:
                 sec.peers.append(m.Peer(name, None, None, where=_where(line)))
                 return
             host, port, _, fam = parse_address(w[2], line, kw, need_port=False, resolve=True)
-            self._check_server_opts(line, w[3:], peer=True)
+            self.check_peer_opts(line, w[3:])
             sec.peers.append(m.Peer(name, host, port, fam, _where(line)))
         elif kw == "bind":
             if sec.bind is not None:
@@ -528,7 +526,7 @@ class Parser:
                 raise line.error(f"peer '{name}' already defined in peers section '{sec.name}'")
             if len(w) > 2 and not w[2].startswith("-"):
                 host, port, _, fam = parse_address(w[2], line, kw, need_port=False, resolve=True)
-                self._check_server_opts(line, w[3:], peer=True)
+                self.check_peer_opts(line, w[3:])
                 sec.peers.append(m.Peer(name, host, port, fam, _where(line)))
             else:
                 sec.peers.append(m.Peer(name, None, None, where=_where(line)))
@@ -1018,9 +1016,9 @@ class Parser:
         self.apply_server_opts(line, srv, line.words[1:], "default-server")
         self.default_server[id(p)] = srv
 
-    def _check_server_opts(self, line, words, peer=False):
-        srv = m.Server("", "", None)
-        self.apply_server_opts(line, srv, words, "peer" if peer else "server")
+    def check_peer_opts(self, line: Line, words: Sequence[str]):
+        """Peer lines take server options; they are checked, then unused."""
+        self.apply_server_opts(line, m.Server("", "", None), words, "peer")
 
     def apply_server_opts(self, line: Line, srv: m.Server, words: Sequence[str], kw: str):
         i = 0
