@@ -750,8 +750,9 @@ class Frontend:
                     backend.wredis += 1
                     srv = other
                     continue
-            # HAProxy's turn-around: wait a second before retrying the same server
-            await asyncio.sleep(1.0)
+            # HAProxy's turn-around before retrying the same server: one second, or
+            # `timeout connect` when shorter
+            await asyncio.sleep(min(1.0, t_connect or 1.0))
 
     async def _exchange(self, c, req, ctx, stream, backend, srv, conn, stores, cookie, direct) -> bool:
         proc = self.proc

@@ -1,0 +1,100 @@
+"""Timeouts, connection failures, retries and redispatch compared with HAProxy 2.6."""
+import time
+
+import pytest
+
+from proxy_harness import Backends, Client, both, one_request, workdir
+
+pytestmark = pytest.mark.haproxy
+
+TEMPLATE = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+
+defaults
+    mode http
+    timeout connect 500ms
+    timeout client 5s
+    timeout server 400ms
+    timeout http-keep-alive 300ms
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    use_backend bk_persist if { path_beg /persist }
+    use_backend bk_redisp if { path_beg /redisp }
+    use_backend bk_dead if { path_beg /dead }
+    default_backend bk
+
+backend bk
+    server s1 127.0.0.1:{S1}
+
+backend bk_dead
+    retries 0
+    server dead 127.0.0.1:{DEAD}
+
+backend bk_persist
+    option persist
+    retries 1
+    cookie SERVERID insert indirect nocache
+    server s1 127.0.0.1:{S1} cookie s1
+    server s2 127.0.0.1:{DEAD} cookie s2
+
+backend bk_redisp
+    option persist
+    option redispatch
+    retries 1
+    cookie SERVERID insert indirect nocache
+    server s1 127.0.0.1:{S1} cookie s1
+    server s2 127.0.0.1:{DEAD} cookie s2
+"""
+
+
+@pytest.fixture(scope="module")
+def pair(haproxy_bin):
+    b = Backends(["s1"]).start()
+    b.ports["dead"] = Backends(["dead"]).ports["dead"]          # nothing listens there
+    try:
+        with workdir() as wd, both(TEMPLATE, b, wd, haproxy_bin) as p:
+            yield p
+    finally:
+        b.kill()
+
+
+def test_server_timeout_gives_504(pair):
+    out = [one_request(p.port, "/?sleep=1") for p in pair]
+    assert out[1].normalised() == out[0].normalised() and out[1].body == out[0].body
+    assert out[1].status == 504
+
+
+def test_refused_server_gives_503(pair):
+    out = [one_request(p.port, "/dead") for p in pair]
+    assert (out[1].raw_head, out[1].body) == (out[0].raw_head, out[0].body)
+    assert out[1].status == 503
+
+
+def test_keep_alive_timeout_closes_idle_connection_silently(pair):
+    for p in pair:
+        c = Client(p.port)
+        assert c.request("/").status == 200
+        t0 = time.monotonic()
+        assert c.closed_by_peer(2.0)
+        assert 0.2 < time.monotonic() - t0 < 1.5
+        assert c.buf == b""
+        c.close()
+
+
+def test_persist_retries_then_503_or_redispatch(pair):
+    """Cookie names a dead server with option persist: after the retries, 503 without
+    redispatch; with redispatch the last retry goes to another server (b transcript)."""
+    for path, status in (("/persist", 503), ("/redisp", 200)):
+        out, took = [], []
+        for p in pair:
+            t0 = time.monotonic()
+            out.append(one_request(p.port, path, headers=[("Cookie", "SERVERID=s2")]))
+            took.append(time.monotonic() - t0)
+        assert out[1].normalised() == out[0].normalised(), path
+        # the turn-around before a retry: min(1s, timeout connect)
+        assert abs(took[1] - took[0]) < 0.3, took
+        assert out[1].status == status
+        assert out[1].body == out[0].body
