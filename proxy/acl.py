@@ -88,7 +88,7 @@ def _to_int(v):
     return int(digits) if digits.lstrip("+-") else 0
 
 
-def _parse_net(text: str) -> tuple[int, int, int]:
+def parse_net(text: str) -> tuple[int, int, int]:
     """'198.18.0.0/15' -> (family, network int, mask int). Bare address = host."""
     addr, _, bits = text.partition("/")
     for fam, size in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
@@ -134,7 +134,7 @@ def _ip_matcher(values: Sequence[str]) -> Callable[[object], bool]:
     nets4: list[tuple[int, int]] = []
     nets6: list[tuple[int, int]] = []
     for v in values:
-        fam, net, mask = _parse_net(v)
+        fam, net, mask = parse_net(v)
         (nets4 if fam == socket.AF_INET else nets6).append((net, mask))
     if not nets4 and not nets6:
         raise AclError("no value to match against")

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 from edgestick.cfgsyntax import ConfigError, Line, read_file
 
 from . import model as m
-from .acl import Acl, AclError, compile_condition, parse_acl_expr, split_condition
+from .acl import Acl, AclError, compile_condition, parse_acl_expr, parse_net, split_condition
 from .sample import RESPONSE_FETCHES, Refs, SampleError, compile_expr
 from .stick_table import parse_table_args, parse_time_err
 
@@ -806,8 +806,7 @@ class Parser:
                            "tcpka", "originalto", "http-no-delay", "independent-streams",
                            "splice-request", "splice-response", "transparent",
                            "accept-invalid-http-response", "h1-case-adjust-bogus-client",
-                           "h1-case-adjust-bogus-server", "disable-h2-upgrade", "httplog",
-                           "log-health-checks", "redispatch")
+                           "h1-case-adjust-bogus-server", "disable-h2-upgrade")
         if name not in known:
             raise line.error(f"unknown option '{name}'.", "option")
         if name in be and not p.has_backend:
@@ -832,9 +831,8 @@ class Parser:
                     if v is None:
                         raise line.error(f"'option forwardfor {a}' expects a value", "option")
                     if a == "except":
-                        from .acl import _parse_net
                         try:
-                            _parse_net(v)
+                            parse_net(v)
                         except AclError as e:
                             raise line.error(f"'option forwardfor except': {e}", "option") from None
                         o.forwardfor_except = v
