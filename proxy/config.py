@@ -671,6 +671,38 @@ class Parser:
                 except (ssl.SSLError, OSError) as e:
                     raise line.error(f"unable to load SSL certificate and private key from "
                                      f"'{f}': {e}", "bind") from None
+        versions = {"SSLv3": ssl.TLSVersion.SSLv3, "TLSv1.0": ssl.TLSVersion.TLSv1,
+                    "TLSv1.1": ssl.TLSVersion.TLSv1_1, "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+                    "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+        for opt, attr in (("ssl-min-ver", "minimum_version"), ("ssl-max-ver", "maximum_version")):
+            if opt in opts:
+                if opts[opt] not in versions:
+                    raise line.error(f"'{opt}' : unknown version '{opts[opt]}' (expects one of "
+                                     f"{', '.join(versions)})", "bind")
+                try:
+                    setattr(ctx, attr, versions[opts[opt]])
+                except (ValueError, ssl.SSLError) as e:
+                    raise line.error(f"'{opt} {opts[opt]}' : {e}", "bind") from None
+        if "ciphers" in opts:
+            try:
+                ctx.set_ciphers(opts["ciphers"])
+            except ssl.SSLError:
+                raise line.error(f"'ciphers' : no usable cipher in '{opts['ciphers']}'",
+                                 "bind") from None
+        if opts.get("verify") not in (None, "none", "optional", "required"):
+            raise line.error(f"'verify' expects 'none', 'optional' or 'required' (got "
+                             f"'{opts['verify']}')", "bind")
+        if opts.get("verify") in ("optional", "required") or "ca-file" in opts:
+            if "ca-file" not in opts:
+                raise line.error("'verify' needs 'ca-file' to check client certificates",
+                                 "bind")
+            try:
+                ctx.load_verify_locations(opts["ca-file"])
+            except (ssl.SSLError, OSError) as e:
+                raise line.error(f"unable to load ca-file '{opts['ca-file']}': {e}",
+                                 "bind") from None
+            ctx.verify_mode = {"optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}.get(
+                opts.get("verify"), ssl.CERT_REQUIRED)
         alpn = opts.get("alpn")
         if alpn:
             protos = [a for a in alpn.split(",") if a]

@@ -32,6 +32,11 @@ CASES = [
     ("bind unknown option", INVALID, D + "frontend f\n    bind :20990 frob\n"),
     ("bind ssl missing cert", INVALID, D + "frontend f\n    bind :20990 ssl crt /nonexistent/x.pem\n"),
     ("bind ssl crt", VALID, D + "frontend f\n    bind :20990 ssl crt {cert}\n"),
+    ("bind ssl options", VALID, D + "frontend f\n    bind :20990 ssl crt {cert} ssl-min-ver TLSv1.2 "
+     "ciphers ECDHE-ECDSA-AES128-GCM-SHA256 alpn http/1.1 verify required ca-file {ca}\n"),
+    ("bind ssl bad version", INVALID, D + "frontend f\n    bind :20990 ssl crt {cert} ssl-min-ver TLSv9\n"),
+    ("bind ssl bad ciphers", INVALID, D + "frontend f\n    bind :20990 ssl crt {cert} ciphers NOPE-NOTHING\n"),
+    ("bind ssl verify without ca", INVALID, D + "frontend f\n    bind :20990 ssl crt {cert} verify required\n"),
     ("bind ssl crt not a cert", INVALID, D + "frontend f\n    bind :20990 ssl crt {garbage}\n"),
     # --- sections and keywords
     ("unknown keyword", INVALID, D + FE + "    frobnicate 1\n"),
@@ -306,7 +311,8 @@ def files(tmp_path_factory):
     garbage.write_text("not a certificate\n")
     patterns = d / "patterns.lst"
     patterns.write_text("# blocked\n198.18.0.0/24\nfd00::/8\n")
-    return d, {"cert": str(cert), "garbage": str(garbage), "patterns": str(patterns)}
+    return d, {"cert": str(cert), "garbage": str(garbage), "patterns": str(patterns),
+               "ca": str(crt)}
 
 
 @pytest.mark.parametrize("name,expected,text", CASES, ids=[c[0] for c in CASES])

@@ -541,3 +541,30 @@ def test_tables_in_declaration_order():
         (("type", "ip", "size", "1"), 1, True), (("type", "ip", "size", "2"), 2, False),
         (("type", "string", "size", "3", "store", "gpc0"), 3, True),
         (("type", "integer", "size", "4"), 4, False)]
+
+
+def test_bind_ssl_context_completes_a_handshake(tmp_path, cert_pem):
+    """The context built at parse time terminates TLS (in-memory handshake, no socket)."""
+    import ssl
+    cfg, _ = load_config_text(SEED_DEFAULTS + f"frontend f\n    bind :443 ssl crt {cert_pem} "
+                              "alpn http/1.1 ssl-min-ver TLSv1.2\n", "t.cfg")
+    server_ctx = cfg.frontends["f"].binds[0].ssl_context
+    client_ctx = ssl.create_default_context(cafile=cert_pem)
+    client_ctx.set_alpn_protocols(["h2", "http/1.1"])
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    done = set()
+    for _ in range(20):
+        for name, end, out, peer_in in (("c", client, c_out, s_in), ("s", server, s_out, c_in)):
+            try:
+                end.do_handshake()
+                done.add(name)
+            except ssl.SSLWantReadError:
+                pass
+            peer_in.write(out.read())
+        if done == {"c", "s"}:
+            break
+    assert done == {"c", "s"}
+    assert server.selected_alpn_protocol() == "http/1.1"
+    assert client.version() in ("TLSv1.2", "TLSv1.3")
