@@ -96,7 +96,7 @@ def entry_line(loop, table, key):
     return loop.call(get)
 
 
-def same_entry(ours: str, theirs: str, tolerance_ms=1500):
+def same_entry(ours: str, theirs: str, tolerance_ms=3000):
     assert tr.mask(ours.encode()) == tr.mask(theirs.encode()), (ours, theirs)
     a, b = tr.exps(ours.encode()), tr.exps(theirs.encode())
     assert abs(a[0] - b[0]) <= tolerance_ms, (ours, theirs)

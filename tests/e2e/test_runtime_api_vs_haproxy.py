@@ -287,7 +287,7 @@ def both(tmp_path_factory, haproxy_bin):
         loop.close()
 
 
-def compare(both, sock: str, request: bytes, tolerance_ms: int = 1000):
+def compare(both, sock: str, request: bytes, tolerance_ms: int = 3000):
     theirs = talk(str(both["haproxy"] / sock), request)
     ours = talk(str(both["edgestick"] / sock), request)
     assert tr.mask(ours) == tr.mask(theirs), request

@@ -84,7 +84,7 @@ def server(tmp_path):
         s.close()
 
 
-def same(ours: bytes, theirs: bytes, tolerance_ms=1500):
+def same(ours: bytes, theirs: bytes, tolerance_ms=5000):
     assert tr.mask(ours) == tr.mask(theirs)
     for a, b in zip(tr.exps(ours), tr.exps(theirs)):
         assert abs(a - b) <= tolerance_ms, (a, b)
