@@ -645,9 +645,29 @@ class Parser:
             b.ssl_context = ctx
         p.binds.extend(binds)
 
+    def ssl_bind_defaults(self) -> dict:
+        """Options from global `ssl-default-bind-ciphers` / `ssl-default-bind-options`."""
+        g = self.cfg.global_.ignored
+        out: dict = {}
+        if "ssl-default-bind-ciphers" in g and g["ssl-default-bind-ciphers"]:
+            out["ciphers"] = g["ssl-default-bind-ciphers"][0]
+        words = list(g.get("ssl-default-bind-options", ()))
+        i = 0
+        while i < len(words):
+            if words[i] in ("ssl-min-ver", "ssl-max-ver") and i + 1 < len(words):
+                out[words[i]] = words[i + 1]
+                i += 2
+            else:
+                out[words[i]] = True
+                i += 1
+        return out
+
     def load_ssl(self, line: Line, opts: dict) -> ssl.SSLContext:
         """Build the TLS context now so a bad certificate fails at check time."""
+        opts = {**self.ssl_bind_defaults(), **opts}
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if opts.get("no-tls-tickets"):
+            ctx.options |= ssl.OP_NO_TICKET
         base = self.cfg.global_.ignored.get("crt-base")
         crts = list(opts["crt"])
         if "crt-list" in opts:

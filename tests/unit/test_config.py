@@ -568,3 +568,13 @@ def test_bind_ssl_context_completes_a_handshake(tmp_path, cert_pem):
     assert done == {"c", "s"}
     assert server.selected_alpn_protocol() == "http/1.1"
     assert client.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_global_ssl_bind_defaults_apply(cert_pem):
+    import ssl
+    cfg, _ = load_config_text("global\n    ssl-default-bind-options ssl-min-ver TLSv1.3 "
+                              "no-tls-tickets\n" + SEED_DEFAULTS
+                              + f"frontend f\n    bind :443 ssl crt {cert_pem}\n", "t.cfg")
+    ctx = cfg.frontends["f"].binds[0].ssl_context
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert ctx.options & ssl.OP_NO_TICKET
