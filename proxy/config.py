@@ -988,8 +988,19 @@ class Parser:
                             raise line.error(f"'http-check expect' : invalid character '{bad}' "
                                              "in the list of status codes.")
             hc.expect = (args[0], args[1])
-        elif sub in ("disable-on-404", "send-state", "connect", "comment", "set-var",
-                     "unset-var"):
+        elif sub == "connect":
+            i = 2
+            while i < len(w):
+                if w[i] in ("comment", "port", "addr", "sni", "alpn", "proto"):
+                    _arg(line, i + 1, f"'{w[i]}' value")
+                    i += 2
+                elif w[i] in ("send-proxy", "via-socks4", "ssl", "linger", "default"):
+                    i += 1
+                else:
+                    raise line.error("'http-check connect' : expects 'comment', 'port', 'addr', "
+                                     "'send-proxy', 'ssl', 'sni', 'alpn' or 'via-socks4', "
+                                     f"'linger', 'default' but got '{w[i]}' as argument.")
+        elif sub in ("disable-on-404", "send-state", "comment", "set-var", "unset-var"):
             pass
         else:
             raise line.error(f"'http-check' only supports 'disable-on-404', 'send-state', "

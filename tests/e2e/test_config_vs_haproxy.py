@@ -92,6 +92,7 @@ CASES = [
      "    http-check connect\n"),
     ("http-check connect after send", INVALID, D + BE + "    option httpchk\n    http-check connect\n"
      "    http-check send meth GET\n    http-check connect\n"),
+    ("http-check connect bad argument", INVALID, D + BE + "    option httpchk\n    http-check connect if\n"),
     ("http-check expect bad status", INVALID, D + BE + "    option httpchk\n    http-check expect status 2x\n"),
     ("http-check expect status list", VALID, D + FE + "    default_backend b\n" + BE
      + "    option httpchk\n    http-check expect status 200-399,404\n"),
