@@ -458,3 +458,118 @@ def test_remote_update_overwrites_without_conn_cur(clock):
     r = t.apply_remote(t.key_of("10.0.0.1"), vals, expire_ms=1234)
     assert t.expire_in(r) == 1234
     assert t.raw_values(r)[DT["http_req_rate"]] == [(T0 & ~1, 7, 3)]
+
+
+# ---------------------------------------------------------------- expiry queue vs a model
+
+class HaproxyModel:
+    """HAProxy 2.6's expiry tree written out naively: a sorted list of (queued date,
+    insertion order, key) walked the way trash_oldest/trash_expired walk the eb-tree."""
+
+    def __init__(self, size, expire):
+        self.size, self.expire = size, expire
+        self.exp, self.use, self.tree, self.seq = {}, {}, [], 0
+
+    def _queue(self, key, date):
+        self.seq += 1
+        node = (date, self.seq, key)
+        self.tree.append(node)
+        self.tree.sort()
+        return node
+
+    def _next(self, node):
+        later = [n for n in self.tree if n > node]
+        return later[0] if later else None
+
+    def create(self, key, now):
+        if key in self.exp:
+            return True
+        if len(self.exp) >= self.size and not self.trash_oldest((self.size >> 8) + 1):
+            return False
+        self.exp[key], self.use[key] = now + self.expire, 0
+        self._queue(key, now + self.expire)
+        return True
+
+    def trash_oldest(self, batch):
+        budget, evicted = 2 * batch, 0
+        node = self.tree[0] if self.tree else None
+        while evicted < batch and node is not None:
+            budget -= 1
+            if budget < 0:
+                break
+            date, _, key = node
+            nxt = self._next(node)
+            if self.use[key]:
+                node = nxt
+                continue
+            self.tree.remove(node)
+            if self.exp[key] != date:
+                new = self._queue(key, self.exp[key])
+                node = new if nxt is None or nxt[0] > new[0] else nxt
+                continue
+            del self.exp[key], self.use[key]
+            evicted += 1
+            node = nxt
+        return evicted
+
+    def trash_expired(self, now):
+        node = self.tree[0] if self.tree else None
+        while node is not None and node[0] <= now:
+            date, _, key = node
+            nxt = self._next(node)
+            if self.use[key]:
+                node = nxt
+                continue
+            self.tree.remove(node)
+            if self.exp[key] > now:
+                new = self._queue(key, self.exp[key])
+                node = new if nxt is None or nxt[0] > new[0] else nxt
+                continue
+            del self.exp[key], self.use[key]
+            node = nxt
+
+
+@pytest.mark.parametrize("seed,expire,size,nkeys", [
+    (1, 1000, 6, 14), (2, 1000, 6, 14), (3, 0, 6, 14), (4, 50, 6, 14), (5, 0, 6, 14),
+    (6, 300, 6, 9), (7, 0, 260, 400), (8, 2000, 260, 400)])
+def test_expiry_queue_matches_haproxys_tree(clock, seed, expire, size, nkeys):
+    """Random creations (into a full table), touches, references, clock steps and
+    sweeps: the same entries survive as in HAProxy's algorithm (budget included)."""
+    import random
+    rnd = random.Random(seed)
+    t = table(f"type integer size {size} expire {expire}ms store gpc0" if expire
+              else f"type integer size {size} store gpc0")
+    m = HaproxyModel(size, expire)
+    for step in range(3000):
+        op = rnd.random()
+        key = rnd.randrange(nkeys)
+        if expire:
+            # HAProxy's expire task runs on time; edgestick also drops due entries on
+            # access, so both sides sweep before each operation
+            t.sweep()
+            m.trash_expired(clock[0])
+        if op < 0.35:
+            ok = t.get_or_create(key) is not None
+            assert ok == m.create(key, clock[0]), step
+        elif op < 0.6:
+            row = t._index.get(key)
+            if row is not None:
+                t.touch(row)
+                m.exp[key] = clock[0] + expire
+        elif op < 0.7:
+            row = t._index.get(key)
+            if row is not None and m.use[key] < 2:
+                t.acquire(row)
+                m.use[key] += 1
+        elif op < 0.8:
+            row = t._index.get(key)
+            if row is not None and m.use[key]:
+                t.unref(row)
+                m.use[key] -= 1
+        elif op < 0.9:
+            clock[0] += rnd.choice((0, 1, 7, 30, 200))
+        else:
+            t.sweep()
+            if expire:
+                m.trash_expired(clock[0])
+        assert set(t._index) == set(m.exp), step
