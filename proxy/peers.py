@@ -27,7 +27,7 @@ from typing import Callable, Optional, Sequence
 
 from edgestick.freq_ctr import U32, now_ms
 
-from .stick_table import DATA_TYPE_BY_ID, DICT, FRQP, SINT, ULL, StickTable
+from .stick_table import DATA_TYPE_BY_ID, DICT, FRQP, SINT, StickTable
 
 log = logging.getLogger("edgestick.peers")
 
