@@ -840,6 +840,13 @@ class Peers:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         local = next((p for p in self.peers if p.local), None)
+        if local is None:
+            # HAProxy drops such a section ("no peer named ..."): nothing to replicate
+            log.warning("peers %s: no peer named '%s' (the local peer): section not started",
+                        self.name, self.local_name)
+            for t in self.tables:
+                t.table.on_local_update = None
+            return
         addr = self.bind or ((local.host, local.port) if local and local.host else None)
         if addr is not None:
             self.server = await asyncio.start_server(self._accept, addr[0], addr[1],
