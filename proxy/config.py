@@ -814,6 +814,8 @@ class Parser:
         words, cond_words = split_condition(line.words[1:])
         if len(words) != 1:
             raise line.error("expects a backend name")
+        if "%[" in words[0]:            # a dynamic name, resolved per request
+            self.check_log_format(p, line, words[0], "use_backend")
         cond = self.condition(p, line, cond_words) if cond_words else None
         p.use_backends.append(m.UseBackend(words[0], cond, _where(line)))
 

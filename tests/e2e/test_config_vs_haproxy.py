@@ -131,6 +131,9 @@ CASES = [
     ("cookie no name", INVALID, D + BE + "    cookie\n"),
     ("default_backend missing", INVALID, D + FE + "    default_backend nope\n"),
     ("use_backend missing", INVALID, D + FE + "    use_backend nope if TRUE\n"),
+    ("use_backend dynamic", VALID, D + FE + "    use_backend bk_%[req.hdr(host),lower]\n"
+     "backend bk_a\n    server s 127.0.0.1:1\n"),
+    ("use_backend dynamic bad fetch", INVALID, D + FE + "    use_backend bk_%[frob]\n"),
     ("use_backend ok", VALID, D + FE + "    use_backend b if { path_beg /api }\n" + BE),
     ("http frontend to tcp backend", INVALID, D + FE + "    default_backend b\n" + BE
      + "    mode tcp\n"),
