@@ -48,6 +48,7 @@ class ProxyProcess:
         self.frontends: list[Frontend] = []
         self.old_frontends: list[Frontend] = []
         self.sweeper = None
+        self.peers = None
         self.stopping = False
         self.cur_conns = 0
         self.maxconn = 0
@@ -116,6 +117,7 @@ class ProxyProcess:
         self.metrics = metrics.Metrics(self)
         # the runtime API and metrics are up before traffic is accepted
         await self._start_runtime(cfg)
+        await self._start_peers(cfg)
         if self.metrics_addr is not None:
             self.metrics_server = await self.metrics.serve(*self.metrics_addr)
         for fe in self.frontends:
@@ -136,6 +138,23 @@ class ProxyProcess:
         self.runtime = runtime_api.RuntimeAPI(lambda: list(self.tables.values()), self)
         stats.register_commands(self, self.runtime.commands)
         await self._listen_runtime(cfg)
+
+    async def _start_peers(self, cfg, reload: bool = False):
+        """Replication of the tables declared with `peers` (proxy/peers.py)."""
+        if not cfg.peers:
+            return
+        from . import peers
+        commands = self.runtime.commands if (self.runtime is not None and not reload) else None
+        sections = await peers.start_peers(cfg, self.tables, self.local_peer, commands)
+        if reload and self.peers is not None:
+            self.peers[:] = sections        # `show peers` keeps reading the same list
+        else:
+            self.peers = sections
+
+    async def _stop_peers(self):
+        if self.peers:
+            from . import peers
+            await peers.stop_peers(list(self.peers))
 
     async def _listen_runtime(self, cfg):
         g = cfg.global_
@@ -202,6 +221,11 @@ class ProxyProcess:
         self.cfg = cfg
         self.maxconn = cfg.global_.maxconn or 0
         self.tables, self.table_decls, self.backends, self.frontends = tables, decls, backends, frontends
+        await self._stop_peers()
+        try:
+            await self._start_peers(cfg, reload=True)
+        except OSError as e:
+            _log(f"[WARNING] peers not restarted after reload: {e}")
         for b in backends.values():
             b.start_checks(b.model.timeouts)
         self.reloads += 1
@@ -230,6 +254,7 @@ class ProxyProcess:
                 c.close()
         for b in self.backends.values():
             b.close_idle()
+        await self._stop_peers()
         if self.runtime is not None:
             await self.runtime.close()
         if self.sweeper is not None:
