@@ -1366,6 +1366,13 @@ class Parser:
         elif action == "redirect" and not tcp:
             rule.redirect = self.parse_redirect(line, args, ctx_what)
             self.check_log_format(p, line, rule.redirect["value"], ctx_what)
+        elif action == "capture" and not tcp:
+            # logging only: the expression and length are checked, the action does nothing
+            if len(args) != 3 or args[1] not in ("len", "id") or not args[2].isdigit():
+                raise line.error(f"'{ctx_what}' expects <expression> 'len' <length> or 'id' "
+                                 "<idx>.")
+            self.expression(line, args[0], ctx_what, level)
+            rule.args = tuple(args)
         elif action == "use-service" and not tcp and level == "http":
             if len(args) != 1:
                 raise line.error(f"'{ctx_what}' expects a service name")
@@ -1578,6 +1585,25 @@ class Parser:
                 raise line.error(f"'{what}': unknown keyword '{a}'")
         return r
 
+    def kw_capture(self, p, line):
+        """Captures only feed logs: checked, then ignored."""
+        w = line.words
+        what = w[1] if len(w) > 1 else ""
+        if what == "cookie":
+            if len(w) != 5 or w[3] != "len" or not w[4].isdigit():
+                raise line.error("'capture cookie' expects <cookie_name> 'len' <len>.")
+        elif what in ("request", "response"):
+            if len(w) != 6 or w[2] != "header" or w[4] != "len" or not w[5].isdigit():
+                raise line.error(f"'capture {what}' expects 'header' <header_name> 'len' <len>.")
+        else:
+            raise line.error("'capture' expects 'cookie', 'request' or 'response'.")
+
+    def kw_declare(self, p, line):
+        w = line.words
+        if (len(w) != 5 or w[1] != "capture" or w[2] not in ("request", "response")
+                or w[3] != "len" or not w[4].isdigit()):
+            raise line.error("'declare' expects 'capture' 'request'|'response' 'len' <len>.")
+
     # misc accepted keywords ----------------------------------------------
     def kw_ignored(self, p, line):
         pass
@@ -1752,7 +1778,7 @@ SERVER_VALUED = {"inter", "fastinter", "downinter", "rise", "fall", "weight", "c
                  "ws", "usesrc", "verifyhost", "crl-file", "curves", "sigalgs"}
 
 HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-spoe-group",
-                      "cache-use", "auth", "capture", "disable-l7-retry", "early-hint",
+                      "cache-use", "auth", "disable-l7-retry", "early-hint",
                       "normalize-uri", "replace-header", "replace-path", "replace-pathq",
                       "replace-uri", "replace-value", "set-method", "set-path", "set-pathq",
                       "set-query", "set-uri", "strict-mode", "set-timeout", "wait-for-body",
@@ -1767,10 +1793,10 @@ TCP_ACTIONS_KNOWN = {"expect-proxy", "expect-netscaler-cip", "capture", "set-var
                      "set-dst-port", "attach-srv"}
 
 UNSUPPORTED_PROXY_KEYWORDS = {
-    "capture", "compression", "monitor-uri", "monitor", "unique-id-format",
+    "compression", "monitor-uri", "monitor", "unique-id-format",
     "unique-id-header", "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
     "server-template", "filter", "tcp-check", "external-check", "force-persist",
-    "ignore-persist", "persist", "declare", "http-after-response", "http-error", "redirect",
+    "ignore-persist", "persist", "http-after-response", "http-error", "redirect",
     "use-server", "errorloc", "errorloc302", "errorloc303", "errorfiles", "stats",
     "load-server-state-from-file", "server-state-file-name", "max-keep-alive-queue",
     "http-send-name-header", "orgto", "appsession", "rspadd", "reqadd", "block", "reqrep",
@@ -1814,5 +1840,7 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "disabled": ("any", Parser.kw_disabled),
     "enabled": ("any", Parser.kw_enabled),
     "errorfile": ("any", Parser.kw_errorfile),
+    "capture": ("fe", Parser.kw_capture),
+    "declare": ("any", Parser.kw_declare),
     "grace": ("any", Parser.kw_ignored),
 }

@@ -112,6 +112,14 @@ CASES = [
      "    http-request track-sc0 res.hdr(x)\n"),
     ("response rules on response data", VALID, D + FE + "    stick-table type string size 1k\n"
      "    http-response track-sc0 res.hdr(x)\n    http-response deny if { res.hdr(x) foo } || { status 500 }\n"),
+    ("captures", VALID, D + FE + "    capture request header Host len 64\n"
+     "    capture response header Server len 20\n    capture cookie SERVERID len 32\n"
+     "    http-request capture req.hdr(User-Agent) len 100\n    declare capture request len 50\n"
+     "    http-request capture path id 0\n"),
+    ("capture without len", INVALID, D + FE + "    capture request header Host\n"),
+    ("capture in backend warns", VALID, D + FE + "    default_backend b\n" + BE
+     + "    capture request header Host len 4\n"),
+    ("http-request capture bad fetch", INVALID, D + FE + "    http-request capture frob len 10\n"),
     ("log lines", VALID, "global\n    log /dev/log local0\n    log 127.0.0.1:514 len 1024 local1 notice info\n"
      "    log stdout format raw daemon\n" + D + "    log global\n" + FE + "    log /dev/log local2 err\n"),
     ("log unknown facility", INVALID, "global\n    log /dev/log notice\n" + D + FE),
