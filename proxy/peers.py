@@ -58,6 +58,38 @@ class PeerProtocolError(Exception):
     """Malformed or unexpected peer traffic: the session answers `01 00` and closes."""
 
 
+# ---------------------------------------------------------------------------- handshake
+
+def encode_hello(remote_name: str, local_name: str, pid: int) -> bytes:
+    """The caller's three handshake lines."""
+    return (f"{PROTOCOL} {VERSION[0]}.{VERSION[1]}\n{remote_name}\n"
+            f"{local_name} {pid} 1\n").encode()
+
+
+def check_hello(lines: Sequence[str], local_name: str, known: Callable[[str], bool]):
+    """Status the callee answers to the three hello lines (without their LF):
+    (status, caller name, caller speaks 2.0). Checked in HAProxy's order: 501 bad
+    protocol line or caller line, 502 unsupported version, 503 not addressed to us,
+    504 caller not a peer of the section."""
+    proto = lines[0]
+    if not proto.startswith(PROTOCOL + " "):
+        return 501, None, False
+    try:
+        major, minor = (int(x) for x in proto[len(PROTOCOL) + 1:].split(".", 1))
+    except ValueError:
+        return 502, None, False
+    if major != VERSION[0] or minor > VERSION[1]:
+        return 502, None, False
+    if lines[1] != local_name:
+        return 503, None, False
+    if " " not in lines[2]:
+        return 501, None, False
+    caller = lines[2].split(" ", 1)[0]
+    if not known(caller):
+        return 504, caller, False
+    return 200, caller, minor < 1
+
+
 # ---------------------------------------------------------------------------- varints
 
 def encode_varint(v: int) -> bytes:
@@ -925,8 +957,7 @@ class Peers:
             p.last_status = "CONN"
             return
         try:
-            writer.write(f"{PROTOCOL} {VERSION[0]}.{VERSION[1]}\n{p.name}\n"
-                         f"{self.local_name} {os.getpid()} 1\n".encode())
+            writer.write(encode_hello(p.name, self.local_name, os.getpid()))
             line = await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT_S)
             status = line.strip().decode("latin-1", "replace")
         except (OSError, asyncio.TimeoutError):
@@ -974,27 +1005,14 @@ class Peers:
         self._establish(p, reader, writer, downgraded)
 
     def _check_hello(self, lines: list[str]):
-        proto = lines[0]
-        if not proto.startswith(PROTOCOL + " "):
-            return 501, None, False
-        ver = proto[len(PROTOCOL) + 1:]
-        try:
-            major, minor = (int(x) for x in ver.split(".", 1))
-        except ValueError:
-            return 502, None, False
-        if major != VERSION[0] or minor > VERSION[1]:
-            return 502, None, False
-        if lines[1] != self.local_name:
-            return 503, None, False
-        if " " not in lines[2]:
-            return 501, None, False
-        caller = lines[2].split(" ", 1)[0]
-        p = next((x for x in self.peers if x.name == caller), None)
-        if p is None:
-            return 504, None, False
+        status, caller, downgraded = check_hello(
+            lines, self.local_name, lambda name: any(x.name == name for x in self.peers))
+        if status != 200:
+            return status, None, False
+        p = next(x for x in self.peers if x.name == caller)
         if p.local:
             return 300, None, False                    # reload hand-over is not used here
-        return 200, p, minor < 1
+        return 200, p, downgraded
 
     def _establish(self, p: RemotePeer, reader, writer, downgraded: bool = False) -> None:
         s = Session(self, p, reader, writer, downgraded)

@@ -7,12 +7,13 @@ no further input is pending. `prompt` toggles interactive mode (`> ` after each 
 `quit` closes. Levels `user` < `operator` < `admin` come from the socket (`level`) and can
 be lowered for the session with the `operator`/`user` commands.
 
-Commands live in a registry (`api.commands`): prefix words -> handler, with an optional
-usage line shown by `help` and by the unknown-command reply, which suggests commands the
+Commands live in a registry (`api.commands`): prefix words -> handler, the level it
+requires, and an optional usage line shown by `help` and by the unknown-command reply, which suggests commands the
 way HAProxy 2.6 does (word fingerprints). Other subsystems add theirs:
 
     api.commands.register(("show", "info"), show_info,
-                          "show info [desc|json|typed|float]*      : report information ...")
+                          "show info [desc|json|typed|float]*      : report information ...",
+                          level=USER)
 
 A handler is `handler(cli, args) -> str | Awaitable[str]`; `args` are all the words of
 the command (the prefix included); the returned text is the reply without the final
@@ -49,6 +50,7 @@ class Command:
     words: tuple
     handler: Handler
     usage: Optional[str] = None
+    level: int = USER                       # below it the command answers Permission denied
 
 
 class CommandRegistry:
@@ -57,10 +59,13 @@ class CommandRegistry:
     def __init__(self):
         self.commands: list[Command] = []
 
-    def register(self, words: Sequence[str], handler: Handler, usage: Optional[str] = None) -> None:
+    def register(self, words: Sequence[str], handler: Handler, usage: Optional[str] = None,
+                 level: int = 1) -> None:
+        """Add (or replace) a command. `level` (USER, OPERATOR, ADMIN) is the session level
+        it needs; handlers may also check finer rules with `cli.has_level()`."""
         words = tuple(words)
         self.commands = [c for c in self.commands if c.words != words]
-        self.commands.append(Command(words, handler, usage))
+        self.commands.append(Command(words, handler, usage, level))
 
     def find(self, args: Sequence[str]) -> Optional[Command]:
         best = None
@@ -249,6 +254,8 @@ class CliSession:
         c = self.api.commands.find(args) if args else None
         if c is None:
             return self.api.commands.usage_message(args, False)
+        if self.level < c.level:
+            return PERMISSION_DENIED
         reply = c.handler(self, args)
         if inspect.isawaitable(reply):
             reply = await reply

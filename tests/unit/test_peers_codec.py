@@ -135,3 +135,22 @@ def test_hostile_input_is_refused():
                 "0a 80 0c 00 00 00 01 7f 00 00 01 01 01 01 09"):    # trailing byte
         with pytest.raises(PeerProtocolError):
             StreamDecoder.decode(d, 10, int(bad.split()[1], 16), bytes.fromhex(bad)[3:])
+
+
+def test_handshake_of_the_capture():
+    from edgestick.proxy.peers import check_hello, encode_hello
+    text = (DIR / "peers-exchange.txt").read_text()
+    hello = b"".join(bytes.fromhex(m.group(1)) for m in re.finditer(
+        r"\[  2\.860\] c2s  '[^']*'.*\n\s+hex: ((?:[0-9a-f]{2} ?)+)", text))
+    assert hello == encode_hello("hapA", "hapB", 26406)
+    lines = hello.decode().split("\n")[:3]
+    peers = {"hapA", "hapB"}.__contains__
+    assert check_hello(lines, "hapA", peers) == (200, "hapB", False)
+    assert check_hello(["HAProxyS 2.0", "hapA", "hapB 1 1"], "hapA", peers) == (200, "hapB", True)
+    assert check_hello(["GET / HTTP/1.0", "hapA", "hapB 1 1"], "hapA", peers)[0] == 501
+    assert check_hello(["HAProxyS 2.2", "hapA", "hapB 1 1"], "hapA", peers)[0] == 502
+    assert check_hello(["HAProxyS 3.0", "hapA", "hapB 1 1"], "hapA", peers)[0] == 502
+    assert check_hello(["HAProxyS x", "hapA", "hapB 1 1"], "hapA", peers)[0] == 502
+    assert check_hello(["HAProxyS 2.1", "hapC", "hapB 1 1"], "hapA", peers)[0] == 503
+    assert check_hello(["HAProxyS 2.1", "hapA", "hapB"], "hapA", peers)[0] == 501
+    assert check_hello(["HAProxyS 2.1", "hapA", "eve 1 1"], "hapA", peers)[0] == 504

@@ -12,7 +12,7 @@ import pytest
 
 import haproxy_transcripts as tr
 from edgestick import freq_ctr
-from edgestick.proxy.runtime_api import RuntimeAPI, split_args, split_commands
+from edgestick.proxy.runtime_api import ADMIN, RuntimeAPI, split_args, split_commands
 from edgestick.proxy.stick_table import StickTable, parse_table_args
 
 
@@ -238,10 +238,16 @@ def test_commands_registered_by_other_modules(server, tmp_path):
     srv.api.commands.register(("show", "info"), show_info,
                               "show info [desc|json|typed|float]*      : report information "
                               "about the running process")
+    srv.api.commands.register(("reload",), lambda cli, args: "Success=1\n--\n",
+                              "reload                                  : achieve a soft-reload",
+                              level=ADMIN)
     path, _ = srv.listen("r.sock", level="operator")
     assert talk(path, b"show info typed\n") == b"Name: edgestick\n\n"
     assert calls == [(2, ["show", "info", "typed"])]
     assert b"  show info [desc|json|typed|float]*" in talk(path, b"help\n")
+    assert talk(path, b"reload\n") == b"Permission denied\n\n"
+    admin, _ = srv.listen("r2.sock", level="admin")
+    assert talk(admin, b"reload\n") == b"Success=1\n--\n\n"
 
 
 def test_tcp_listener(server):
