@@ -284,3 +284,27 @@ def test_large_dump_is_streamed_whole(server):
     assert len(lines) == 20000 + 3 and out.endswith(b"\n\n")
     assert lines[1].endswith(b" key=10.0.0.0 use=0 exp=0 gpc0=0")
     assert lines[20000].endswith(b" key=10.0.78.31 use=0 exp=0 gpc0=19999")
+
+
+def test_entries_in_use_are_kept(server):
+    t = StickTable("t", parse_table_args("type ip size 8 expire 1m store conn_cur".split())[0])
+    srv = server([t])
+    path, _ = srv.listen("use.sock", level="admin")
+    row = srv.call(_track(t, "10.0.0.1"))
+    srv.call(_track(t, "10.0.0.2"))
+    assert talk(path, b"clear table t key 10.0.0.1\n") == \
+        b"Entry currently in use, cannot remove\n\n"
+    assert talk(path, b"clear table t\n") == b"\n"
+    out = talk(path, b"show table t\n")
+    assert b"used:2" in out and b" key=10.0.0.1 use=1 " in out and b"conn_cur=1" in out
+    srv.call(_release(t, row))
+    assert talk(path, b"clear table t key 10.0.0.1\n") == b"\n"
+    assert b"used:1" in talk(path, b"show table t\n")
+
+
+async def _track(t, key):
+    return t.track(key)
+
+
+async def _release(t, row):
+    t.release(row)
