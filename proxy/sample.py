@@ -26,6 +26,8 @@ expressions. Fields, all plain attributes:
   status              response status for http-response rules (int or None)
   res_headers         the response's (lowercase name, value) pairs, for http-response
                       rules and `stick store-response` (res.hdr, res.cook...); () before
+  now                 optional: the request's `freq_ctr.now_ms()`, read once; rate reads
+                      then skip the clock (None: each read takes the clock itself)
 
 Stick-table data are read through `proxy/stick_table.py`; rules from §6 of the
 reference: a slot not tracked gives no sample, a key absent from a table gives 0 for
@@ -45,7 +47,8 @@ from typing import Any, Callable, Optional
 
 class Context:
     __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "method", "path", "query",
-                 "url", "headers", "sc", "table", "tables", "status", "res_headers", "vars")
+                 "url", "headers", "sc", "table", "tables", "status", "res_headers", "now",
+                 "vars")
 
     def __init__(self, src: Optional[str] = None, src_port: int = 0, dst: Optional[str] = None,
                  dst_port: int = 0, ssl: bool = False, method: Optional[str] = None,
@@ -60,6 +63,7 @@ class Context:
         self.tables = tables if tables is not None else {}
         self.status = status
         self.res_headers = ()
+        self.now = None
         self.vars = None
 
 
@@ -544,7 +548,7 @@ def _sc_reader(slot: int, table_name: Optional[str], dtype: str, kind: str, idx:
                     return None
                 if t[0] is not last_table:       # tables change only on reload
                     last_table, last_reader = t[0], t[0].reader(dtype, idx)
-                return last_reader(t[1])
+                return last_reader(t[1], ctx.now)
             return read
 
         def fetch(ctx):
@@ -590,7 +594,7 @@ def _keyed_reader(key_fn, table_name: Optional[str], dtype: str, kind: str, idx:
                 return 0
             if table is not last_table:      # tables change only on reload
                 last_table, last_reader = table, table.reader(dtype, idx)
-            return last_reader(entry)
+            return last_reader(entry, ctx.now)
         return read
 
     def fetch(ctx):

@@ -503,3 +503,16 @@ def test_src_fetch_on_a_table_that_cannot_hold_the_key(clock):
     c = ctx(src="fd00::1", tables=ts, table=ts["fe"])
     assert compile_expr("src_http_req_rate(fe)")(c) is None     # IPv6 into an ip table
     assert compile_expr("src_http_req_rate(fe)")(ctx(src="198.18.7.7", tables=ts)) == 0
+
+
+def test_rate_reads_use_the_context_clock_when_given(clock):
+    ts = tables()
+    c = tracked_ctx(ts)
+    for _ in range(99):
+        ts["fe"].inc_http_req(c.sc[0][1])
+    assert expr("sc0_http_req_rate", c) == 100
+    c.now = clock[0] + 15_000                 # the engine's per-request clock reading
+    assert expr("sc0_http_req_rate", c) == 50
+    assert expr("src_http_req_rate(fe)", c) == 50
+    c.now = None
+    assert expr("sc0_http_req_rate", c) == 100
