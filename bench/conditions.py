@@ -39,6 +39,13 @@ def main() -> int:
         c = compile_condition(split_words(text), {})
         best = min(timeit.repeat(lambda: c(ctx), number=n, repeat=5))
         print(f"{text:60s} {best / n * 1e9:7.0f}")
+    from edgestick.freq_ctr import now_ms
+    ctx.now = now_ms()                   # the engine may read the clock once per request
+    for text in CONDITIONS[:2]:
+        c = compile_condition(split_words(text), {})
+        best = min(timeit.repeat(lambda: c(ctx), number=n, repeat=5))
+        print(f"{text + '  (ctx.now set)':60s} {best / n * 1e9:7.0f}")
+    ctx.now = None
     for text in EXPRESSIONS:
         e = compile_expr(text)
         best = min(timeit.repeat(lambda: e(ctx), number=n, repeat=5))
