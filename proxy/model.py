@@ -301,7 +301,7 @@ class Proxy:
 @dataclass
 class Peer:
     name: str
-    host: Optional[str]                  # None for a `server NAME` without address (the local one)
+    host: Optional[str]                  # None when given without address (`server NAME`, `peer NAME`)
     port: Optional[int]
     family: str = "ipv4"
     where: Where = field(default_factory=Where)
