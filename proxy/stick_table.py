@@ -829,9 +829,11 @@ class StickTable:
         key = self.key_of(value)
         if key is None:
             return None
-        row = self.get_or_create_key(key, now)
-        if row is None:
-            return None
+        row = self._index.get(key)
+        if row is None or (self.expire_ms and self._exp[row] <= now and not self._use[row]):
+            row = self.get_or_create_key(key, now)      # new, or replacing a due entry
+            if row is None:
+                return None
         self._use[row] += 1
         c = self._conn_cur
         if c is not None:
@@ -847,7 +849,9 @@ class StickTable:
                 c[row] = (c[row] + 1) & U32
             if self._req_rate is not None:
                 _bump(self._req_rate, row, 1, now)
-        self._touch(row, now)
+        self._exp[row] = now + self.expire_ms           # touch
+        if self.on_local_update is not None:
+            self.on_local_update(row)
         return row
 
     def release(self, row: int, now: Optional[int] = None) -> None:
@@ -859,10 +863,13 @@ class StickTable:
         if c is not None:
             if c[row]:
                 c[row] -= 1
-            self._touch(row, now)
-        if self._use[row]:
-            self._use[row] -= 1
-        if self.expire_ms and not self._use[row] and self._exp[row] <= now:
+            self._exp[row] = now + self.expire_ms       # touch
+            if self.on_local_update is not None:
+                self.on_local_update(row)
+        use = self._use
+        if use[row]:
+            use[row] -= 1
+        if self.expire_ms and not use[row] and self._exp[row] <= now:
             self._free_row(row)
 
     def unref(self, row: int) -> None:
