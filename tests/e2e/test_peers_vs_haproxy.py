@@ -224,6 +224,22 @@ def test_replication_both_ways_and_resync(mesh):
     assert "conn_cur=0 " in wait_for(lambda: cli(sock, "show table tbl_rate key 10.9.9.8"))
     loop.call(rate.release, held)
 
+    # cut off: the session drops, both sides change entries meanwhile, and after the
+    # reconnection each side pushes what the other has not acknowledged
+    def cut():
+        for p in peers.peers:
+            if p.session is not None:
+                p.session.close()
+        r = rate.track("10.7.7.7", http_req=True)
+        rate.release(r)
+    loop.call(cut)
+    cli(sock, "set table tbl_rate key 10.8.8.8 data.gpc0 8")
+    wait_for(lambda: entry_line(loop, rate, "10.8.8.8"), timeout=15,
+             what="HAProxy's change after the cut")
+    theirs = wait_for(lambda: cli(sock, "show table tbl_rate key 10.7.7.7").splitlines()[1:2],
+                      timeout=15, what="edgestick's change after the cut")[0]
+    same_entry(entry_line(loop, rate, "10.7.7.7"), theirs + "\n")
+
     # a fresh edgestick node learns everything from HAProxy (resync with remaining expiry)
     loop.run(peers.stop())
     mesh["peers"].remove(peers)
