@@ -232,14 +232,79 @@ def _last_header(headers, name: str):
     return found.rsplit(",", 1)[-1].strip()
 
 
+def _first_host(ctx) -> str:
+    for hname, value in ctx.headers:
+        if hname == "host":
+            return value.strip()
+    return ""
+
+
+def _url_path(ctx) -> str:
+    """The path of the request target, query included (absolute form: from the first '/'
+    after the authority); "" when it does not start with '/' (`*`)."""
+    url = ctx.url or ""
+    if not url.startswith("/"):
+        i = url.find("://")
+        if i < 0:
+            return ""
+        j = url.find("/", i + 3)
+        url = url[j:] if j >= 0 else ""
+    return url
+
+
 def _base(ctx):
-    host = _last_header(ctx.headers, "host")
-    if host is None or ctx.path is None:
+    """First Host header + path without query (HAProxy's `base`)."""
+    if ctx.method is None:
         return None
-    return host + ctx.path
+    path = ctx.path or ""
+    return _first_host(ctx) + (path if path.startswith("/") else "")
 
 
 _simple("base", "str", _base)
+
+_U32 = 0xFFFFFFFF
+
+
+def _sdbm(h: int, data: bytes) -> int:
+    for c in data:
+        h = (c + (h << 6) + (h << 16) - h) & _U32
+    return h
+
+
+def _full_hash(a: int) -> int:
+    """HAProxy's full_hash(): Bob Jenkins' 32-bit avalanche, then a multiply that spreads
+    values over the whole range."""
+    a = ((a + 0x7ED55D16) + (a << 12)) & _U32
+    a = ((a ^ 0xC761C23C) ^ (a >> 19)) & _U32
+    a = ((a + 0x165667B1) + (a << 5)) & _U32
+    a = ((a + 0xD3A2646C) ^ (a << 9)) & _U32
+    a = ((a + 0xFD7046C5) + (a << 3)) & _U32
+    a = ((a ^ 0xB55A4F09) ^ (a >> 16)) & _U32
+    return (a * 3221225473) & _U32
+
+
+def _hash32(ctx, with_query: bool):
+    if ctx.method is None:
+        return None
+    h = _sdbm(0, _first_host(ctx).encode("latin-1"))
+    path = _url_path(ctx) if with_query else (ctx.path or "")
+    if path.startswith("/"):
+        h = _sdbm(h, path.encode("latin-1"))
+    return _full_hash(h)
+
+
+def _with_src(h, ctx):
+    """hash (4 bytes, network order) followed by the source address bytes."""
+    if h is None or ctx.src is None:
+        return None
+    fam = socket.AF_INET6 if ":" in ctx.src else socket.AF_INET
+    return h.to_bytes(4, "big") + socket.inet_pton(fam, ctx.src)
+
+
+_simple("base32", "int", lambda ctx: _hash32(ctx, False))
+_simple("url32", "int", lambda ctx: _hash32(ctx, True))
+_simple("base32+src", "bin", lambda ctx: _with_src(_hash32(ctx, False), ctx))
+_simple("url32+src", "bin", lambda ctx: _with_src(_hash32(ctx, True), ctx))
 
 
 def _hdr_args(name, args, split):
@@ -787,6 +852,8 @@ def _map_conv(name: str, out: Optional[str], f: Callable):
 
 
 _map_conv("lower", "str", lambda v: str(v).lower())
+_map_conv("hex", "str", lambda v: (v if isinstance(v, bytes) else str(v).encode("latin-1"))
+          .hex().upper())
 _map_conv("upper", "str", lambda v: str(v).upper())
 _map_conv("length", "int", lambda v: len(v) if isinstance(v, (str, bytes)) else len(str(v)))
 _map_conv("bool", "bool", lambda v: bool(v))
@@ -820,7 +887,7 @@ def _ipmask(args, cfg, inner):
     if not 1 <= len(args) <= 2:
         raise SampleError("converter 'ipmask' expects 1 or 2 arguments")
     m4 = _mask_arg(args[0], 32, socket.AF_INET)
-    m6 = _mask_arg(args[1], 128, socket.AF_INET6) if len(args) > 1 else (1 << 128) - 1
+    m6 = _mask_arg(args[1], 128, socket.AF_INET6) if len(args) > 1 else None
     inet_pton, inet_ntop = socket.inet_pton, socket.inet_ntop
 
     def conv(ctx):
@@ -828,6 +895,8 @@ def _ipmask(args, cfg, inner):
         if v is None:
             return None
         if ":" in v:
+            if m6 is None:           # no IPv6 mask given: IPv6 input gives no sample
+                return None
             try:
                 n = int.from_bytes(inet_pton(socket.AF_INET6, v), "big") & m6
             except OSError:
@@ -925,7 +994,7 @@ def _in_table(args, cfg, inner):
 
 # ---------------------------------------------------------------------------- expressions
 
-_CALL = re.compile(r"^([A-Za-z0-9_.]+)(?:\((.*)\))?$", re.S)
+_CALL = re.compile(r"^([A-Za-z0-9_.+]+)(?:\((.*)\))?$", re.S)
 
 
 def split_call(text: str) -> tuple[str, list[str]]:

@@ -12,7 +12,7 @@ import pytest
 from edgestick.cfgsyntax import split_words
 from edgestick.proxy import http1
 from edgestick.proxy.acl import Acl, AclError, compile_condition, parse_acl_expr
-from edgestick.proxy.sample import Context, SampleError
+from edgestick.proxy.sample import Context, SampleError, compile_expr
 from edgestick.proxy.stick_table import StickTable
 
 pytestmark = pytest.mark.haproxy
@@ -102,6 +102,18 @@ def random_conditions(n: int, seed: int = 2026) -> list[str]:
 
 CONDITIONS += random_conditions(150)
 
+# sample expressions whose values haproxy prints (no sample prints as nothing)
+EXPRESSIONS = [
+    "base32", "base32+src,hex", "url32", "url32+src,hex", "base", "path", "url", "query",
+    "method", "hdr(host)", "hdr(x-list)", "hdr(x-list,1)", "hdr(x-list,-2)", "hdr_cnt(x-list)",
+    "hdr_cnt", "req.fhdr(x-list)", "cook(sid)", "cook_cnt(sid)", "cook", "src", "src,ipmask(24)",
+    "src,ipmask(8,64)", "hdr(host),lower", "path,length", "url_param(x)", "hdr_val(x-num)",
+    "hdr_ip(x-ip)", "sc2_http_req_cnt", "sc_http_req_rate(2)", "sc0_http_req_cnt",
+    "src_http_req_cnt(tv)", "src,table_http_req_cnt(tv)", "table_cnt(tv)", "table_avl(t2)",
+    "sc1_tracked", "sc2_tracked", "sc_trackers(2)", "int(7),add(3)", "sc2_conn_cnt",
+    "hdr(connection)", "path,upper", "src,in_table(tv)", "ssl_fc",
+]
+
 REQUESTS = [
     "GET /a/b.html?x=1 HTTP/1.1\r\nHost: www.example.com\r\nX-List: a, b\r\nX-List: c\r\n"
     "X-Num: 12\r\nCookie: sid=abc; SERVERID=s2\r\nX-IP: 10.1.2.3\r\n\r\n",
@@ -127,15 +139,21 @@ def haproxy_config(port: int, port6: int) -> str:
              f"    bind [::1]:{port6}",
              "    stick-table type ip size 1k expire 1m store http_req_cnt,http_req_rate(10s),"
              "conn_cur,conn_cnt,http_err_cnt",
-             "    acl acl_multi path_beg /z", "    acl acl_multi hdr(host) -i www.example.com",
-             "    http-request track-sc1 src table t"]
+             "    acl acl_multi path_beg /z", "    acl acl_multi hdr(host) -i www.example.com"]
+    # value requests (X-Values header) are tracked in their own table and answered first
+    values = "|".join(f"%[{e}]" for e in EXPRESSIONS)
+    lines += ["    http-request track-sc2 src table tv if { hdr(x-values) -m found }",
+              f"    http-request return status 200 content-type text/plain lf-string "
+              f"\"{values}\" if {{ hdr(x-values) -m found }}",
+              "    http-request track-sc1 src table t"]
     for i, c in enumerate(CONDITIONS):
         lines.append(f"    http-request set-var(txn.m{i}) str(1) if {c}")
     fmt = " ".join(f"%[var(txn.m{i})]" for i in range(len(CONDITIONS)))
     lines.append(f"    http-request return status 200 content-type text/plain lf-string \"{fmt}\"")
     lines += ["backend t", "    stick-table type ip size 1k expire 1m store http_req_cnt,"
               "http_req_rate(10s),conn_cur,conn_cnt,http_err_cnt",
-              "backend t2", "    stick-table type ip size 1k store http_req_cnt"]
+              "backend t2", "    stick-table type ip size 1k store http_req_cnt",
+              "backend tv", "    stick-table type ip size 1k store http_req_cnt,http_req_rate(10s)"]
     return "\n".join(lines) + "\n"
 
 
@@ -194,6 +212,53 @@ def haproxy(haproxy_bin, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def render(v) -> str:
+    """A value as haproxy's log-format prints it."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return str(v)
+
+
+def test_sample_values_agree_with_haproxy(haproxy):
+    (port, port6), _ = haproxy
+    exprs = [compile_expr(e) for e in EXPRESSIONS]
+    decl = "type ip size 1k expire 1m store http_req_cnt,http_req_rate(10s),conn_cur,conn_cnt," \
+           "http_err_cnt".split()
+    tables = {"f": StickTable.from_words("f", decl),
+              "t2": StickTable.from_words("t2", "type ip size 1k store http_req_cnt".split()),
+              "tv": StickTable.from_words(
+                  "tv", "type ip size 1k store http_req_cnt,http_req_rate(10s)".split())}
+    mismatches = []
+    for host, dport in (("127.0.0.1", port), ("::1", port6)):
+        for raw in REQUESTS:
+            raw = raw.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nX-Values: 1\r\n", 1)
+            sent = with_close(raw)
+            with socket.create_connection((host, dport), timeout=5) as s:
+                s.sendall(sent.encode())
+                src, src_port = s.getsockname()[:2]
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            theirs = data.partition(b"\r\n\r\n")[2].decode("latin-1").split("|")
+            req = http1.parse_request(sent.encode())
+            path, _, query = req.target.partition("?")
+            row = tables["tv"].track(src, http_req=True)
+            ctx = Context(src, src_port, host, dport, False, req.method, path,
+                          query if "?" in req.target else None, req.target, req.headers,
+                          [None, None, None if row is None else (tables["tv"], row)],
+                          tables["f"], tables)
+            ours = [render(e(ctx)) for e in exprs]
+            if row is not None:
+                tables["tv"].release(row)
+            for e, a, b in zip(EXPRESSIONS, theirs, ours):
+                if a != b:
+                    mismatches.append(f"{host} {raw.split(chr(13))[0]!r}: {e}: haproxy={a!r} "
+                                      f"edgestick={b!r}")
+    assert not mismatches, "\n".join(mismatches)
 
 
 def test_conditions_agree_with_haproxy(haproxy):
