@@ -200,11 +200,9 @@ def split_args(cmd: str) -> list[str]:
         word, k = [], 0
         while k < len(raw):
             if raw[k] == "\\":
-                if k + 1 < len(raw) and raw[k + 1] == "\\":
-                    k += 1
-                else:
-                    k += 1
-                    continue
+                k += 1                             # drop the backslash...
+                if k >= len(raw) or raw[k] != "\\":
+                    continue                       # ...a doubled one keeps one
             word.append(raw[k])
             k += 1
         args.append("".join(word))
@@ -245,7 +243,7 @@ class CliSession:
         args = split_args(cmd)
         if args and args[0] == "help":
             return self.api.commands.usage_message(args[1:], True)
-        if args == ["prompt"] or (args and args[0] == "prompt"):
+        if args and args[0] == "prompt":
             self.interactive = not self.interactive
             return ""
         if args and args[0] == "quit":
