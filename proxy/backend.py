@@ -264,6 +264,7 @@ class Backend:
         self._active: list[ServerState] = []
         self._map: list[ServerState] = []
         self._rr_map: list[ServerState] = []
+        self._fwrr: Fwrr | None = None
         # counters (show stat / metrics)
         self.cur = self.smax = self.stot = self.bin = self.bout = 0
         self.hrsp = [0, 0, 0, 0, 0, 0]
@@ -278,16 +279,21 @@ class Backend:
     def recalc(self):
         """Rebuild the server lists after a state change (HAProxy recounts too)."""
         active = [s for s in self.servers if s.usable and not s.backup]
-        if not active:
+        backup_mode = not active
+        if backup_mode:
             backups = [s for s in self.servers if s.usable and s.backup]
             # without `option allbackups` only the first usable backup serves
             active = backups[:1] if not getattr(self.model.options, "other", {}).get("allbackups") else backups
         self._active = active
         self._map = _weighted_map(active)
-        # roundrobin turns over every normal server, skipping unusable ones, so the
-        # turn goes on where it was when a server goes down (as HAProxy's observed)
+        # static-rr turns over every normal server, skipping unusable ones
         normal = [s for s in self.servers if not s.backup and s.weight > 0]
         self._rr_map = _weighted_map(normal) if any(s.usable for s in normal) else self._map
+        # roundrobin keeps its positions across state changes, as HAProxy's fwrr does
+        group = [s for s in self.servers if s.backup == backup_mode and s.weight > 0]
+        if self._fwrr is None or self._fwrr.members != group:
+            self._fwrr = Fwrr(group)
+        self._fwrr.set_usable(set(active))
 
     @property
     def up(self) -> bool:
@@ -314,14 +320,19 @@ class Backend:
                 if not s.maxconn or s.cur < s.maxconn:
                     return s
             return None
-        table = self._rr_map
-        n = len(table)
-        for _ in range(n):
-            srv = table[self._rr % n]
-            self._rr += 1
-            if srv in servers:
-                return srv
-        return servers[0]
+        if algo == "static-rr":
+            table = self._rr_map
+            n = len(table)
+            for _ in range(n):
+                srv = table[self._rr % n]
+                self._rr += 1
+                if srv in servers:
+                    return srv
+            return servers[0]
+        srv = self._fwrr.next()
+        if srv is avoid and len(servers) > 1:
+            srv = self._fwrr.next()
+        return srv if srv is not None else servers[0]
 
     # ---- persistence helpers
 
@@ -356,6 +367,121 @@ class Backend:
     def close_idle(self):
         for s in self.servers:
             s.drop_idle()
+
+
+class Fwrr:
+    """HAProxy's weighted round robin (lb_fwrr.c) for one group of servers: servers wait
+    in an "init", a "current" and a "next" tree ordered by their next position in the
+    weight window; each pick advances the chosen server by total weight / its weight.
+    Reproduces HAProxy's order (weights 3,1,2 give s1 s3 s1 s2 s1 s3) and keeps the
+    positions when servers go down and come back."""
+    SCALE = 16                      # BE_WEIGHT_SCALE
+    EWGHT_MAX = 256 * SCALE         # SRV_EWGHT_MAX
+    UWGHT_RANGE = 256
+
+    class _Pos:
+        __slots__ = ("npos", "rweight", "key", "seq", "tree", "ew")
+
+        def __init__(self, ew):
+            self.npos = self.rweight = self.key = self.seq = 0
+            self.tree = None
+            self.ew = ew
+
+    def __init__(self, servers: list):
+        self.members = list(servers)
+        self.pos = {s: Fwrr._Pos(s.weight * self.SCALE) for s in servers}
+        self.trees = {"init": [], "curr": [], "next": []}
+        self.usable: set = set()
+        self.next_weight = self.curr_weight = self.curr_pos = 0
+        self.seq = 0
+
+    def _insert(self, tree: str, s, key: int):
+        p = self.pos[s]
+        self.seq += 1
+        p.key, p.seq, p.tree = key, self.seq, tree
+        self.trees[tree].append(s)
+
+    def _remove(self, s):
+        p = self.pos[s]
+        if p.tree is not None:
+            self.trees[p.tree].remove(s)
+            p.tree = None
+
+    def _first(self, tree: str):
+        t = self.trees[tree]
+        if not t:
+            return None
+        pos = self.pos
+        return min(t, key=lambda s: (pos[s].key, pos[s].seq))
+
+    def _queue_by_weight(self, tree: str, s):
+        self._insert(tree, s, self.EWGHT_MAX - self.pos[s].ew)
+
+    def set_usable(self, usable: set):
+        for s in self.members:
+            now, before = s in usable, s in self.usable
+            if now and not before:
+                self.next_weight += self.pos[s].ew
+                if self.curr_weight:        # back in the running: from where we are
+                    self.pos[s].npos = self.curr_pos
+                    self._queue(s)
+                else:
+                    self._queue_by_weight("init", s)
+            elif before and not now:
+                self.next_weight -= self.pos[s].ew
+                self._remove(s)
+        self.usable = {s for s in self.members if s in usable}
+
+    def _queue(self, s):
+        p = self.pos[s]
+        if p.npos >= 2 * self.curr_weight or p.npos >= self.curr_weight + self.next_weight:
+            p.npos -= self.curr_weight
+            self._queue_by_weight("next", s)
+        else:
+            self._insert("curr", s, self.UWGHT_RANGE * p.npos +
+                         (self.EWGHT_MAX + p.rweight - p.ew) // self.SCALE)
+
+    def _from_group(self):
+        s1 = self._first("curr")
+        if s1 is not None and self.pos[s1].npos <= self.curr_pos:
+            return s1
+        s2 = self._first("init")
+        if s2 is not None:
+            p = self.pos[s2]
+            p.npos = p.rweight = 0
+            return s2
+        return s1
+
+    def next(self):
+        if not self.usable:
+            return None
+        if not self.curr_weight:
+            self.curr_pos = self.curr_weight = self.next_weight
+        switched = False
+        while True:
+            s = self._from_group()
+            if s is not None:
+                break
+            if switched:
+                return None
+            switched = True
+            self.trees["init"], self.trees["next"] = self.trees["next"], self.trees["init"]
+            for x in self.trees["init"]:
+                self.pos[x].tree = "init"
+            self.curr_weight = self.next_weight
+            self.curr_pos = self.curr_weight
+        p = self.pos[s]
+        if not p.npos:
+            p.npos = self.curr_pos
+        p.npos += self.next_weight // p.ew
+        p.rweight += self.next_weight % p.ew
+        if p.rweight >= p.ew:
+            p.rweight -= p.ew
+            p.npos += 1
+        self._remove(s)
+        self.curr_pos += 1
+        self._queue(s)
+        return s
 
 
 def _weighted_map(servers: list[ServerState]) -> list[ServerState]:

@@ -87,6 +87,7 @@ def test_killed_server_goes_down_and_persistence_moves(setup):
     wait_status((h, e), "app_servers", "app1", "UP")
     group.members["app1"].kill()
     wait_status((h, e), "app_servers", "app1", "DOWN")
+    wait_status((h, e), "app_servers_cookie", "app1", "DOWN")
     moved = []
     for p in (h, e):
         moved.append([one_request(p.port, "/", "127.0.0.1").server for _ in range(3)])
@@ -100,5 +101,6 @@ def test_killed_server_goes_down_and_persistence_moves(setup):
     assert r[1].header("set-cookie") == "SERVERID=s2; path=/"
     group.members["app1"].start()
     wait_status((h, e), "app_servers", "app1", "UP")
+    wait_status((h, e), "app_servers_cookie", "app1", "UP")
     back = [one_request(p.port, "/", "127.0.0.1").server for p in (h, e)]
     assert back[1] == back[0] == moved[0][0]       # the client stays on its new server

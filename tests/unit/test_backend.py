@@ -44,6 +44,18 @@ def test_weighted_map_and_round_robin():
     assert [s.name for s in m] == ["s1", "s1", "s2"]          # as HAProxy's static-rr
 
 
+def test_fwrr_order_like_haproxy():
+    """Sequences observed on HAProxy 2.6 for these weights."""
+    for weights, expected in (
+            ((3, 1, 2), "s1 s3 s1 s2 s1 s3 s1 s3 s1 s2 s1 s3"),
+            ((2, 1), "s1 s1 s2 s1 s1 s2"),
+            ((5, 3, 1), "s1 s1 s2 s1 s3 s2 s1 s1 s2 s1 s1 s2 s1 s3 s2 s1 s1 s2"),
+            ((1, 1, 1), "s1 s2 s3 s1 s2 s3")):
+        b = _backend(*[_srv(f"s{i + 1}", w) for i, w in enumerate(weights)])
+        got = [b.pick(None).name for _ in range(len(expected.split()))]
+        assert got == expected.split()
+
+
 def test_source_hash_is_the_address_xor():
     assert backend._source_hash("127.0.0.1", 3) == 0x7F000001
     assert backend._source_hash("127.0.0.1", 1) == 0
