@@ -14,7 +14,7 @@ import socket
 from typing import Callable, Optional, Sequence
 
 from .sample import (_DEFAULT_MATCH, ACL_ALIASES, FETCHES, SampleError, _split_chain,
-                     fetch_values_fn, split_call)
+                     fetch_values_fn, split_call, value_cast)
 
 
 class AclError(ValueError):
@@ -69,23 +69,6 @@ def _int_matcher(values: Sequence[str]) -> Callable[[int], bool]:
             return lambda x: x == lo
         return lambda x: lo <= x <= hi
     return lambda x: any(lo <= x <= hi for lo, hi in tests)
-
-
-_LEADING_INT = re.compile(r"[+-]?\d*")
-
-
-def _to_int(v):
-    """HAProxy's string-to-integer cast: leading sign and digits, 0 when there are none;
-    an empty string does not convert."""
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, int):
-        return v
-    s = str(v)
-    if not s:
-        return None
-    digits = _LEADING_INT.match(s).group(0)
-    return int(digits) if digits.lstrip("+-") else 0
 
 
 def parse_net(text: str) -> tuple[int, int, int]:
@@ -244,21 +227,15 @@ MATCH_METHODS = ("found", "bool", "int", "ip", "bin", "len", "str", "sub", "reg"
                  "end", "dir", "dom", "meth")
 
 
-def _ip_to_int(v):
-    """HAProxy casts an IPv4 address to its 32-bit value; IPv6 does not convert."""
-    try:
-        return int.from_bytes(socket.inet_pton(socket.AF_INET, v), "big")
-    except OSError:
-        return None
+def _through(cast: Optional[Callable], match: Callable) -> Callable:
+    """Apply `match` to the cast value; a value that does not cast never matches."""
+    if cast is None:
+        return match
 
-
-def _int_cast(out: str) -> Callable:
-    """Sample value -> integer as HAProxy's casts do for `-m int` / `-m bool`."""
-    if out == "ip":
-        return _ip_to_int
-    if out in ("int", "bool"):
-        return int
-    return _to_int
+    def casted(v):
+        c = cast(v)
+        return c is not None and match(c)
+    return casted
 
 
 def build_matcher(method: str, values: Sequence[str], icase: bool,
@@ -268,32 +245,14 @@ def build_matcher(method: str, values: Sequence[str], icase: bool,
     if method == "found":            # values are ignored, as HAProxy does
         return lambda v: True
     if method == "bool":
-        cast = _int_cast(out)
-
-        def bool_match(v):
-            n = cast(v)
-            return n is not None and n != 0
-        return bool_match
+        return _through(value_cast(out, "bool"), bool)
     if method == "int":
-        m = _int_matcher(values)
-        if out == "int":             # the common case (stick counters): no cast
-            return m
-        cast = _int_cast(out)
-
-        def int_match(v):
-            n = cast(v)
-            return n is not None and m(n)
-        return int_match
+        return _through(value_cast(out, "int"), _int_matcher(values))
     if method == "len":
         m = _int_matcher(values)
-        if out == "bool":            # "1" or "0"
-            return lambda v: m(1)
-        return lambda v: m(len(v) if isinstance(v, (str, bytes)) else len(str(v)))
+        return _through(value_cast(out, "str"), lambda v: m(len(v)))
     if method == "ip":
-        im = _ip_matcher(values)
-        if out == "int":             # an integer reads as the IPv4 address of that value
-            return lambda v: im(socket.inet_ntoa((v & 0xFFFFFFFF).to_bytes(4, "big")))
-        return im
+        return _through(value_cast(out, "ip"), _ip_matcher(values))
     if method == "bin":
         try:
             pats = {bytes.fromhex(v) for v in values}
@@ -303,12 +262,8 @@ def build_matcher(method: str, values: Sequence[str], icase: bool,
     if method == "meth":
         if not values:
             raise AclError("no value to match against")
-        mm = _meth_matcher(values, icase)
-        return lambda v: mm(v if isinstance(v, str) else str(v))
-    sm = _str_matcher(method, values, icase)
-    if out == "bool":                # booleans read as "1"/"0" in text
-        return lambda v: sm("1" if v else "0")
-    return lambda v: sm(v if isinstance(v, str) else str(v))
+        return _through(value_cast(out, "str"), _meth_matcher(values, icase))
+    return _through(value_cast(out, "str"), _str_matcher(method, values, icase))
 
 
 # ---------------------------------------------------------------------------- ACL expressions

@@ -144,7 +144,8 @@ def _fetch(name: str, out: str, match: Optional[str] = None, multi=None):
     return deco
 
 
-_DEFAULT_MATCH = {"ip": "ip", "int": "int", "str": "str", "bool": "bool", "bin": "bin"}
+_DEFAULT_MATCH = {"ip": "ip", "int": "int", "str": "str", "bool": "bool", "bin": "bin",
+                  "meth": "meth"}
 
 
 def _no_args(name, args):
@@ -173,7 +174,7 @@ _simple("dst_port", "int", lambda ctx: ctx.dst_port)
 _simple("path", "str", lambda ctx: ctx.path)
 _simple("url", "str", lambda ctx: ctx.url)
 _simple("query", "str", lambda ctx: ctx.query)
-_simple("method", "str", lambda ctx: ctx.method, "meth")
+_simple("method", "meth", lambda ctx: ctx.method)
 _simple("ssl_fc", "bool", lambda ctx: bool(ctx.ssl))
 _simple("always_true", "bool", lambda ctx: True)
 _simple("always_false", "bool", lambda ctx: False)
@@ -637,7 +638,40 @@ def _sc_reader(slot: int, table_name: Optional[str], dtype: str, kind: str, idx:
     return fetch_other
 
 
-def _keyed_reader(key_fn, table_name: Optional[str], dtype: str, kind: str, idx: int):
+def _table_key(table, value, vtype: str):
+    """The key of `table` for a sample of type `vtype`, cast as HAProxy casts samples to
+    a table's key type; None when it does not convert (the fetch then gives no sample)."""
+    t = table.type
+    if vtype in ("ip", "any"):
+        if t == "integer":
+            value = _ipv4_to_int(value) if vtype == "ip" else value
+            return None if value is None else table.key_of(value)
+        if t in ("ip", "ipv6"):
+            return table.key_of(value)
+    if t in ("ip", "ipv6") and vtype == "int":       # an integer reads as an IPv4 address
+        return table.key_of(_CASTS[("int", "ip")](value))
+    if t == "ip":
+        return table.key_of(value) if vtype == "str" and ":" not in value and _ip_text(value) \
+            else None
+    if t == "ipv6":
+        return table.key_of(value) if vtype == "str" and ":" in value and _ip_text(value) \
+            else None
+    if t == "integer":
+        if vtype in ("int", "bool"):
+            return table.key_of(int(value))
+        n = _str_to_int(value) if vtype == "str" else None
+        return None if n is None else table.key_of(n)
+    try:
+        cast = value_cast(vtype, "str" if t == "string" else "bin")
+    except SampleError:
+        return None
+    if cast is not None:
+        value = cast(value)
+    return None if value is None else table.key_of(value)
+
+
+def _keyed_reader(key_fn, table_name: Optional[str], dtype: str, kind: str, idx: int,
+                  vtype: str = "ip"):
     """src_X / table_X: look a key up without tracking; absent key reads 0."""
     creates = kind in ("inc", "clr")
     if kind == "read":
@@ -651,7 +685,7 @@ def _keyed_reader(key_fn, table_name: Optional[str], dtype: str, kind: str, idx:
             value = key_fn(ctx)
             if value is None:
                 return None
-            key = table.key_of(value)
+            key = table.key_of(value) if vtype == "ip" else _table_key(table, value, vtype)
             if key is None:              # not convertible to the table's key type
                 return None
             entry = table.lookup_key(key)
@@ -669,7 +703,7 @@ def _keyed_reader(key_fn, table_name: Optional[str], dtype: str, kind: str, idx:
         value = key_fn(ctx)
         if value is None:
             return None
-        key = table.key_of(value)
+        key = _table_key(table, value, vtype)
         if key is None:
             return None
         entry = table.get_or_create_key(key) if creates else table.lookup_key(key)
@@ -825,21 +859,115 @@ FETCHES["table_avl"] = FetchDef("table_avl", "int", _table_stat_build(
 @dataclass(frozen=True)
 class ConvDef:
     name: str
-    build: Callable      # build(args, cfg, fn) -> fn'(ctx)
+    build: Callable      # build(args, cfg, fn) -> fn'(ctx); fn gives values of type `takes`
     out: Optional[str]   # output type, None = same as input
+    takes: str = "any"   # input type; the previous value is cast to it (see _cast)
 
 
 CONVERTERS: dict[str, ConvDef] = {}
 
 
-def _conv(name: str, out: Optional[str]):
+def _conv(name: str, out: Optional[str], takes: str = "any"):
     def deco(build):
-        CONVERTERS[name] = ConvDef(name, build, out)
+        CONVERTERS[name] = ConvDef(name, build, out, takes)
         return build
     return deco
 
 
-def _map_conv(name: str, out: Optional[str], f: Callable):
+# ---- casts between sample types, as HAProxy's sample_casts matrix allows them
+# types: bool, int, ip (IPv4 or IPv6 text), str, bin (bytes), meth (method text)
+
+_NO_CAST = {("bool", "ip"), ("bin", "int"), ("bin", "ip"), ("bin", "bool"), ("meth", "int"),
+            ("meth", "ip"), ("meth", "bool")}
+
+
+def _ip_text(v: str):
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(fam, v)
+            return v
+        except OSError:
+            pass
+    return None
+
+
+def _to_bin_ip(v: str):
+    fam = socket.AF_INET6 if ":" in v else socket.AF_INET
+    return socket.inet_pton(fam, v)
+
+
+def _str_to_int(s: str):
+    """HAProxy's string-to-integer cast: leading sign and digits, 0 when there are none;
+    an empty string does not convert."""
+    if not s:
+        return None
+    m = re.match(r"[+-]?\d+", s)
+    return int(m.group(0)) if m else 0
+
+
+def _ipv4_to_int(v: str):
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, v), "big")
+    except OSError:
+        return None                  # IPv6 does not convert
+
+
+_CASTS: dict[tuple[str, str], Callable] = {
+    ("bool", "str"): lambda v: "1" if v else "0",
+    ("bool", "int"): int,
+    ("bool", "bin"): lambda v: int(v).to_bytes(8, "big"),
+    ("int", "str"): str,
+    ("int", "bool"): bool,
+    ("int", "ip"): lambda v: socket.inet_ntoa((v & 0xFFFFFFFF).to_bytes(4, "big")),
+    ("int", "bin"): lambda v: (v & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big"),
+    ("ip", "str"): lambda v: v,
+    ("ip", "int"): _ipv4_to_int,
+    ("ip", "bool"): lambda v: None if (n := _ipv4_to_int(v)) is None else n != 0,
+    ("ip", "bin"): _to_bin_ip,
+    ("str", "int"): _str_to_int,
+    ("str", "bool"): lambda v: None if (n := _str_to_int(v)) is None else n != 0,
+    ("str", "ip"): _ip_text,
+    ("str", "bin"): lambda v: v.encode("latin-1"),
+    ("str", "meth"): lambda v: v,
+    ("bin", "str"): lambda v: v.split(b"\0", 1)[0].decode("latin-1"),   # C string: up to NUL
+    ("meth", "str"): lambda v: v,
+    ("meth", "bin"): lambda v: v.encode("latin-1"),
+}
+
+
+def value_cast(frm: str, to: str) -> Optional[Callable]:
+    """The function casting one value of type `frm` to type `to` (returning None when that
+    value does not convert), or None when no change is needed."""
+    if to in ("any", frm):
+        return None
+    if (frm, to) in _NO_CAST:
+        raise SampleError(f"a {frm} sample cannot be used as {to}")
+    return _CASTS.get((frm, to))
+
+
+def _cast(fn: Callable, declared: str, actual: str, to: str, what: str) -> Callable:
+    """Wrap `fn` so its values reach a converter as type `to`. The check against the
+    declared type is HAProxy's configuration-time one (error); the cast itself follows the
+    actual type, which can differ: integer converters keep a boolean sample boolean (HAProxy
+    casts bool to int without retyping), so `always_true,add(1)` still refuses to become an
+    address. A value that does not convert gives no sample."""
+    if to != "any" and (declared, to) in _NO_CAST:
+        raise SampleError(f"converter '{what}' cannot be applied.")
+    if to in ("any", actual):
+        return fn
+    if (actual, to) in _NO_CAST:
+        return lambda ctx: None
+    cast = _CASTS.get((actual, to))
+    if cast is None:
+        return fn
+
+    def casted(ctx):
+        v = fn(ctx)
+        return None if v is None else cast(v)
+    return casted
+
+
+def _map_conv(name: str, out: Optional[str], takes: str, f: Callable):
     def build(args, cfg, inner):
         if args:
             raise SampleError(f"converter '{name}' does not take any argument")
@@ -848,17 +976,16 @@ def _map_conv(name: str, out: Optional[str], f: Callable):
             v = inner(ctx)
             return None if v is None else f(v)
         return conv
-    CONVERTERS[name] = ConvDef(name, build, out)
+    CONVERTERS[name] = ConvDef(name, build, out, takes)
 
 
-_map_conv("lower", "str", lambda v: str(v).lower())
-_map_conv("hex", "str", lambda v: (v if isinstance(v, bytes) else str(v).encode("latin-1"))
-          .hex().upper())
-_map_conv("upper", "str", lambda v: str(v).upper())
-_map_conv("length", "int", lambda v: len(v) if isinstance(v, (str, bytes)) else len(str(v)))
-_map_conv("bool", "bool", lambda v: bool(v))
-_map_conv("not", "bool", lambda v: not v)
-_map_conv("neg", "int", lambda v: -int(v))
+_map_conv("lower", "str", "str", str.lower)
+_map_conv("upper", "str", "str", str.upper)
+_map_conv("length", "int", "str", len)
+_map_conv("hex", "str", "bin", lambda v: v.hex().upper())
+_map_conv("bool", "bool", "int", lambda v: v != 0)
+_map_conv("not", "bool", "int", lambda v: v == 0)
+_map_conv("neg", "int", "int", lambda v: -v)
 
 
 def _arith(name, op):
@@ -869,20 +996,52 @@ def _arith(name, op):
 
         def conv(ctx):
             v = inner(ctx)
-            return None if v is None else op(int(v), n)
+            return None if v is None else op(v, n)
         return conv
-    CONVERTERS[name] = ConvDef(name, build, "int")
+    CONVERTERS[name] = ConvDef(name, build, "int", "int")
 
 
-_arith("add", lambda a, b: a + b)
-_arith("sub", lambda a, b: a - b)
-_arith("mul", lambda a, b: a * b)
-_arith("div", lambda a, b: a // b if b else 0)
-_arith("mod", lambda a, b: a % b if b else 0)
+_LLONG_MAX, _LLONG_MIN = 2**63 - 1, -2**63
+
+
+def _wrap64(n: int) -> int:
+    return (n + 2**63) % 2**64 - 2**63
+
+
+def _arith_add(a: int, b: int) -> int:
+    """HAProxy 2.6's capped addition, including its signed-overflow behaviour: when both
+    operands are negative the LLONG_MAX check wraps and the result is LLONG_MAX
+    (`int(-3),sub(2)` gives 9223372036854775807 on haproxy 2.6.12)."""
+    if (a ^ b) >= 0:
+        if a < 0 and _wrap64(_LLONG_MIN - a) > b:
+            return _LLONG_MIN
+        if _wrap64(_LLONG_MAX - a) < b:
+            return _LLONG_MAX
+    return _wrap64(a + b)
+
+
+def _arith_mul(a: int, b: int) -> int:
+    return max(_LLONG_MIN, min(_LLONG_MAX, a * b))     # capped like HAProxy's
+
+
+_arith("add", _arith_add)
+_arith("sub", lambda a, b: _arith_add(a, -b) if b != _LLONG_MIN else
+       min(_LLONG_MAX, _arith_add(a, _LLONG_MAX) + 1))
+_arith("mul", _arith_mul)
+def _c_div(a: int, b: int) -> int:
+    """Integer division truncating toward zero, as C (and HAProxy) does; 0 by 0."""
+    if not b:
+        return 0
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
+_arith("div", _c_div)
+_arith("mod", lambda a, b: a - b * _c_div(a, b) if b else 0)
 _arith("and", lambda a, b: a & b)
 
 
-@_conv("ipmask", "ip")
+@_conv("ipmask", "ip", "ip")
 def _ipmask(args, cfg, inner):
     if not 1 <= len(args) <= 2:
         raise SampleError("converter 'ipmask' expects 1 or 2 arguments")
@@ -895,12 +1054,16 @@ def _ipmask(args, cfg, inner):
         if v is None:
             return None
         if ":" in v:
-            if m6 is None:           # no IPv6 mask given: IPv6 input gives no sample
-                return None
             try:
-                n = int.from_bytes(inet_pton(socket.AF_INET6, v), "big") & m6
+                raw = inet_pton(socket.AF_INET6, v)
             except OSError:
                 return None
+            if raw[:12] == _V4_MAPPED:   # ::ffff:a.b.c.d is masked as the IPv4 it holds
+                return inet_ntop(socket.AF_INET, (int.from_bytes(raw[12:], "big") & m4)
+                                 .to_bytes(4, "big"))
+            if m6 is None:           # no IPv6 mask given: IPv6 input gives no sample
+                return None
+            n = int.from_bytes(raw, "big") & m6
             return inet_ntop(socket.AF_INET6, n.to_bytes(16, "big"))
         try:
             n = int.from_bytes(inet_pton(socket.AF_INET, v), "big") & m4
@@ -908,6 +1071,9 @@ def _ipmask(args, cfg, inner):
             return None
         return inet_ntop(socket.AF_INET, n.to_bytes(4, "big"))
     return conv
+
+
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 
 
 def _mask_arg(text: str, bits: int, family: int) -> int:
@@ -938,7 +1104,7 @@ def _table_conv(suffix: str, array: bool):
         if len(args) > 1:
             raise SampleError(f"converter '{name}' : too many arguments")
         tname = _table_ref(cfg, args[0] if args else None, name)
-        return _keyed_reader(inner, tname, dtype, kind, idx)
+        return _keyed_reader(inner, tname, dtype, kind, idx, getattr(inner, "out", "any"))
     return name, build
 
 
@@ -957,13 +1123,14 @@ def _table_trackers(args, cfg, inner):
     if len(args) > 1:
         raise SampleError("converter 'table_trackers' : too many arguments")
     tname = _table_ref(cfg, args[0] if args else None, "table_trackers")
+    vtype = getattr(inner, "out", "any")
 
     def conv(ctx):
         table = ctx.table if tname is None else ctx.tables.get(tname)
         value = inner(ctx)
         if table is None or value is None:
             return None
-        key = table.key_of(value)
+        key = _table_key(table, value, vtype)
         if key is None:
             return None
         entry = table.lookup_key(key)
@@ -979,13 +1146,14 @@ def _in_table(args, cfg, inner):
     if len(args) > 1:
         raise SampleError("converter 'in_table' : too many arguments")
     tname = _table_ref(cfg, args[0] if args else None, "in_table")
+    vtype = getattr(inner, "out", "any")
 
     def conv(ctx):
         table = ctx.table if tname is None else ctx.tables.get(tname)
         value = inner(ctx)
         if table is None or value is None:
             return None
-        key = table.key_of(value)
+        key = _table_key(table, value, vtype)
         if key is None:
             return None
         return table.lookup_key(key) is not None
@@ -1051,14 +1219,21 @@ def compile_expr(text: str, refs: Optional[Refs] = None) -> Expr:
         raise SampleError(f"unknown fetch method '{name}'")
     fn = fd.build(args, refs)
     out = fd.out
+    actual = out                     # the runtime type (see _cast)
     for part in parts[1:]:
         cname, cargs = split_call(part)
         cd = CONVERTERS.get(cname)
         if cd is None:
             raise SampleError(f"unknown converter '{cname}'")
+        fn = _cast(fn, out, actual, cd.takes, cname)
+        fn.out = actual if cd.takes == "any" else cd.takes   # what the converter receives
         fn = cd.build(cargs, refs, fn)
-        out = cd.out or out
-    fn.text, fn.out, fn.fetch = text, out, fd
+        if cd.takes == "int" and cd.out == "int" and actual == "bool":
+            actual = "bool"          # arithmetic keeps a boolean sample boolean
+        else:
+            actual = cd.out or (actual if cd.takes == "any" else cd.takes)
+        out = cd.out or (out if cd.takes == "any" else cd.takes)
+    fn.text, fn.out, fn.fetch = text, actual, fd
     return fn
 
 

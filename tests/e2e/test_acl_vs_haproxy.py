@@ -112,7 +112,41 @@ EXPRESSIONS = [
     "src_http_req_cnt(tv)", "src,table_http_req_cnt(tv)", "table_cnt(tv)", "table_avl(t2)",
     "sc1_tracked", "sc2_tracked", "sc_trackers(2)", "int(7),add(3)", "sc2_conn_cnt",
     "hdr(connection)", "path,upper", "src,in_table(tv)", "ssl_fc",
+    "hdr_ip(x-ip),ipmask(24,64)", "hdr_ip(x-ip),ipmask(24)", "sc2_http_req_cnt,sub(4),div(3)",
+    "sc2_http_req_cnt,sub(4),mod(3)", "int(5),hex", "src,hex", "path,add(3)", "src,add(3)",
+    "int(5),ipmask(16)", "hdr(x-ip),ipmask(16)", "ssl_fc,lower", "src,bool", "hdr(x-num),neg",
+    "hdr(x-ip),table_http_req_cnt(tv)", "ssl_fc,add(3),in_table(tv)", "str(12),in_table(tv)",
+    "method,lower", "method,hex", "base32+src,length", "src,length", "hdr_cnt,not",
+    "hdr(x-num),sub(2)", "hdr(x-num),add(1)", "int(5),sub(7),sub(1)", "hdr(x-num),neg,add(-2)",
+    "always_true,add(1),in_table(tv)", "always_true,mod(3),ipmask(16)", "int(3),in_table(tv)",
 ]
+
+_V_FETCHES = ["path", "url", "query", "method", "src", "src_port", "hdr(host)", "hdr(x-num)",
+              "hdr(x-list)", "cook(sid)", "base", "base32", "url32", "hdr_cnt", "hdr_val(x-num)",
+              "hdr_ip(x-ip)", "int(5)", "str(AbC)", "ssl_fc", "always_true", "sc2_http_req_cnt",
+              "src_http_req_cnt(tv)", "url_param(x)", "hdr(x-ip)", "req.fhdr(x-list)"]
+_V_CONVERTERS = ["lower", "upper", "length", "hex", "ipmask(16)", "ipmask(24,64)", "add(3)",
+                 "sub(2)", "mul(2)", "div(2)", "mod(3)", "and(7)", "neg", "not", "bool",
+                 "table_http_req_cnt(tv)", "in_table(tv)"]
+
+
+def random_expressions(n: int, seed: int = 2026) -> list[str]:
+    """Fetch + up to two converters, kept when our compiler accepts them (haproxy must
+    accept them too, or it does not start)."""
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        e = rng.choice(_V_FETCHES) + "".join("," + rng.choice(_V_CONVERTERS)
+                                             for _ in range(rng.randint(0, 2)))
+        try:
+            compile_expr(e)
+        except SampleError:
+            continue
+        out.append(e)
+    return out
+
+
+EXPRESSIONS += random_expressions(80)
 
 REQUESTS = [
     "GET /a/b.html?x=1 HTTP/1.1\r\nHost: www.example.com\r\nX-List: a, b\r\nX-List: c\r\n"
