@@ -154,3 +154,23 @@ def test_handshake_of_the_capture():
     assert check_hello(["HAProxyS 2.1", "hapC", "hapB 1 1"], "hapA", peers)[0] == 503
     assert check_hello(["HAProxyS 2.1", "hapA", "hapB"], "hapA", peers)[0] == 501
     assert check_hello(["HAProxyS 2.1", "hapA", "eve 1 1"], "hapA", peers)[0] == 504
+
+
+def test_random_garbage_only_raises_protocol_errors():
+    """Whatever bytes arrive, the decoder yields messages or PeerProtocolError, nothing
+    else (so a hostile peer can only get its own session closed)."""
+    import random
+    rnd = random.Random(7)
+    prefix = bytes.fromhex("0a 82 16 02 08 74 62 6c 5f 72 61 74 65 04 04 f4 55 f0 ed a3 01 0a "
+                           "f0 e2 03")
+    for i in range(3000):
+        d = StreamDecoder()
+        head = prefix if i % 2 else b""
+        body = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 40)))
+        if i % 3 == 0:                               # well-framed table messages, random payload
+            body = bytes((10, rnd.choice((0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86)),
+                          len(body))) + body
+        try:
+            d.feed(head + body)
+        except PeerProtocolError:
+            pass
