@@ -1062,7 +1062,9 @@ class Peers:
                     e = None if e is None else e.value
                 conv.append(e)
             values[dt] = conv
-        t.apply_remote(u.key, values, u.expire, now)
+        key = t.key_of(u.key)                       # normalised like local keys
+        if key is not None:
+            t.apply_remote(key, values, u.expire, now)
 
     def lesson_done(self, s: Session, finished: bool) -> None:
         if finished or s.peer is self.resync_from:
