@@ -17,6 +17,9 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 
 # --------------------------------------------------------------------------- server connections
 
+READ_HIGH_WATER = 1 << 20          # bytes buffered from a peer before reading pauses
+READ_LOW_WATER = 256 << 10
+
 # Connections waiting for data with a deadline; one reaper task expires them, so a wait
 # costs a set insertion instead of a timer (the per-request path waits twice).
 WAITING: set = set()
@@ -40,9 +43,10 @@ class Endpoint(asyncio.Protocol):
     """One side of a proxied exchange: a byte buffer filled by the loop, one waiter,
     write flow control."""
     __slots__ = ("transport", "buf", "waiter", "eof", "closed", "paused", "drain_waiter",
-                 "deadline", "loop")
+                 "deadline", "loop", "reading_paused")
 
     def __init__(self):
+        self.reading_paused = False
         self.transport = None
         self.buf = bytearray()
         self.waiter: asyncio.Future | None = None
@@ -57,12 +61,23 @@ class Endpoint(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
 
     def data_received(self, data):
-        self.buf += data
+        buf = self.buf
+        buf += data
+        if len(buf) > READ_HIGH_WATER and not self.reading_paused:
+            # the other side is not keeping up: stop reading until it does
+            self.reading_paused = True
+            self.transport.pause_reading()
         w = self.waiter
         if w is not None:
             self.waiter = None
             if not w.done():
                 w.set_result(None)
+
+    def consumed(self):
+        """Call after taking bytes out of `buf`: reading resumes below the low mark."""
+        if self.reading_paused and len(self.buf) < READ_LOW_WATER and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def eof_received(self):
         self.eof = True

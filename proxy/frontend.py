@@ -482,6 +482,7 @@ class Frontend:
         if req is None:
             return False
         del c.buf[:req.head_len]
+        c.consumed()
         proc = self.proc
         st = self.stats
         st.req_tot += 1
@@ -771,6 +772,7 @@ class Frontend:
             n = req.length               # the whole body is here: one write
             head += bytes(c.buf[:n])
             del c.buf[:n]
+            c.consumed()
             stream.bytes_in += n
             body_state[0] = True
         conn.transport.write(head)
@@ -845,6 +847,7 @@ class Frontend:
             else:
                 body = bytes(conn.buf[:n])
                 del conn.buf[:n]
+            conn.consumed()
             c.write(head + body)
             stream.bytes_out += len(head) + n
             server_reusable = True
@@ -904,6 +907,7 @@ class Frontend:
                     take = min(left, len(c.buf))
                     conn.transport.write(bytes(c.buf[:take]))
                     del c.buf[:take]
+                    c.consumed()
                     left -= take
                     stream.bytes_in += take
                     if conn.paused:
@@ -925,6 +929,7 @@ class Frontend:
                         return
                     conn.transport.write(scanner.take())
                     del c.buf[:used]
+                    c.consumed()
                     stream.bytes_in += used
                     if conn.paused:
                         await conn.drain()
@@ -950,6 +955,7 @@ class Frontend:
                     else:
                         data = bytes(conn.buf[:take])
                         del conn.buf[:take]
+                    conn.consumed()
                     c.write(data)
                     left -= take
                     stream.bytes_out += take
@@ -966,6 +972,7 @@ class Frontend:
                 if conn.buf:
                     used = scanner.feed(conn.buf)
                     del conn.buf[:used]
+                    conn.consumed()
                     data = scanner.take()
                     c.write(data)
                     stream.bytes_out += len(data)
@@ -981,6 +988,7 @@ class Frontend:
             if conn.buf:
                 data = bytes(conn.buf)
                 conn.buf.clear()
+                conn.consumed()
                 out = (b"%x\r\n%s\r\n" % (len(data), data)) if chunk_out else data
                 c.write(out)
                 stream.bytes_out += len(out)
