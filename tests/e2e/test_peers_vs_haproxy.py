@@ -388,3 +388,44 @@ backend tbl_rate
         loop.close()
         hap.terminate()
         hap.wait(5)
+
+
+def test_edgestick_proxy_process_replicates_with_haproxy(tmp_path, haproxy_bin):
+    """The whole chain: `edgestick proxy -f cfg -L es1` with a peers section, next to
+    HAProxy with the same section; both stats sockets show the same entries."""
+    import sys
+    hport, eport = free_port(), free_port()
+    peers = f"peers mypeers\n    peer hapA 127.0.0.1:{hport}\n    peer es1 127.0.0.1:{eport}\n"
+    body = ("defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n"
+            "    timeout server 5s\n" + peers +
+            f"backend tbl_rate\n    stick-table {TABLES['tbl_rate']}\n")
+    hsock, esock = tmp_path / "hap.sock", tmp_path / "es.sock"
+    (tmp_path / "hap.cfg").write_text(f"global\n    stats socket {hsock} level admin\n" + body)
+    (tmp_path / "es.cfg").write_text(f"global\n    stats socket {esock} level admin\n" + body)
+    procs = [subprocess.Popen([haproxy_bin, "-db", "-f", str(tmp_path / "hap.cfg"), "-L", "hapA"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+             subprocess.Popen([sys.executable, "-m", "edgestick", "proxy", "-f",
+                               str(tmp_path / "es.cfg"), "-L", "es1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        wait_for(lambda: hsock.exists() and esock.exists(), timeout=15, what="both processes")
+        wait_for(lambda: "id=hapA(remote,active)" in cli(esock, "show peers"), timeout=15,
+                 what="the session")
+
+        def row(sock, key):
+            lines = cli(sock, f"show table tbl_rate key {key}").splitlines()
+            return lines[1] + "\n" if len(lines) > 1 else None
+        cli(hsock, "set table tbl_rate key 10.1.1.1 data.gpc0 5 data.http_req_rate 9")
+        cli(esock, "set table tbl_rate key 10.2.2.2 data.gpc0 6 data.http_req_cnt 3")
+        for key in ("10.1.1.1", "10.2.2.2"):
+            theirs = wait_for(lambda: row(hsock, key), what=f"{key} on HAProxy")
+            ours = wait_for(lambda: row(esock, key), what=f"{key} on edgestick")
+            same_entry(ours, theirs)
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
