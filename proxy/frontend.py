@@ -826,6 +826,12 @@ class Frontend:
                 return False
         self._count_status(backend, srv, status)
         stream.status = status
+        if status == 101 and req.upgrade:
+            head = http1.serialize_response(resp, None)
+            c.write(head)
+            stream.bytes_out += len(head)
+            await self._tunnel(c, conn, stream, bm)
+            return False
         closing = (not req.keep_alive or proc.stopping or c.eof)
         chunk_out = False
         if resp.framing == http1.UNTIL_CLOSE:
@@ -872,6 +878,40 @@ class Frontend:
         if c.paused:
             await c.drain()
         return not closing and not c.closed
+
+    async def _tunnel(self, c, conn, stream, bm):
+        """After `101 Switching Protocols`: bytes both ways until one side closes
+        (`timeout tunnel`, else client/server timeouts, bound the silence)."""
+        t = _sec(bm.timeouts.get("tunnel") or self.model.timeouts.get("tunnel"))
+
+        async def pump(src, dst, to_server: bool):
+            timeout = t or (_sec(bm.timeouts.get("server")) if not to_server else self.t_client)
+            while True:
+                if src.buf:
+                    data = bytes(src.buf)
+                    src.buf.clear()
+                    src.consumed()
+                    dst.transport.write(data)
+                    if to_server:
+                        stream.bytes_in += len(data)
+                    else:
+                        stream.bytes_out += len(data)
+                    if dst.paused:
+                        await dst.drain()
+                    continue
+                if src.eof or dst.closed:
+                    return
+                await src.wait_data(timeout)
+
+        up = asyncio.ensure_future(pump(c, conn, True))
+        down = asyncio.ensure_future(pump(conn, c, False))
+        try:
+            await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (up, down):
+                task.cancel()
+            conn.close()
+            c.close()
 
     def _count_status(self, backend, srv, status):
         k = status_class(status)

@@ -45,7 +45,7 @@ class Message:
     """A parsed head, as text (latin-1, byte for byte). `headers` is a list of
     [lower-case name, value] pairs in arrival order."""
     __slots__ = ("method", "target", "version", "status", "reason", "headers",
-                 "head_len", "framing", "length", "keep_alive")
+                 "head_len", "framing", "length", "keep_alive", "upgrade")
 
     def __init__(self):
         self.method = self.target = ""
@@ -57,6 +57,7 @@ class Message:
         self.framing = NO_BODY
         self.length = 0
         self.keep_alive = True
+        self.upgrade = False
 
     def get(self, name: str, default: str | None = None) -> str | None:
         for h in self.headers:
@@ -159,7 +160,7 @@ def _parse_fields(lines: list[str], msg: Message) -> dict:
     return special
 
 
-def _conn_tokens(special: dict) -> tuple[bool, bool]:
+def _conn_tokens(special: dict, msg: Message | None = None) -> tuple[bool, bool]:
     close = ka = False
     for v in special.get("connection", ()):
         for tok in v.split(","):
@@ -168,6 +169,8 @@ def _conn_tokens(special: dict) -> tuple[bool, bool]:
                 close = True
             elif tok == "keep-alive":
                 ka = True
+            elif tok == "upgrade" and msg is not None and msg.get("upgrade") is not None:
+                msg.upgrade = True
     return close, ka
 
 
@@ -240,7 +243,7 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
     if len(special.get("host", ())) > 1:
         raise BadMessage("Host given more than once")
     _body_framing(msg, special, True)
-    close, ka = _conn_tokens(special)
+    close, ka = _conn_tokens(special, msg)
     msg.keep_alive = (not close) if msg.version >= 11 else (ka and not close)
     msg.head_len = end - start
     return msg
@@ -355,14 +358,18 @@ def serialize_request(msg: Message, extra: list[tuple[str, str]] | None = None) 
     dropped (keep-alive is HTTP/1.1's default towards servers; an HTTP/1.0 request
     says `connection: keep-alive`, as HAProxy does)."""
     parts = [msg.method, " ", msg.target, " HTTP/1.0\r\n" if msg.version == 10 else " HTTP/1.1\r\n"]
+    upgrade = msg.upgrade
     for name, value in msg.headers:
         if name == "connection":
+            if upgrade:                 # a protocol upgrade: `connection: Upgrade`, once
+                parts.append("connection: Upgrade\r\n")
+                upgrade = False
             continue
         parts += (name, ": ", value, "\r\n")
     if extra:
         for name, value in extra:
             parts += (name, ": ", value, "\r\n")
-    if msg.version == 10:
+    if msg.version == 10 and not msg.upgrade:
         parts.append("connection: keep-alive\r\n")
     parts.append("\r\n")
     return "".join(parts).encode("latin-1")
@@ -371,8 +378,9 @@ def serialize_request(msg: Message, extra: list[tuple[str, str]] | None = None) 
 def serialize_response(msg: Message, conn_header: str | None) -> bytes:
     """Response head for the client. conn_header: "close", "keep-alive" or None."""
     parts = ["HTTP/1.1 %d " % msg.status, msg.reason, "\r\n"]
+    keep_connection = msg.status == 101
     for name, value in msg.headers:
-        if name == "connection":
+        if name == "connection" and not keep_connection:
             continue
         parts += (name, ": ", value, "\r\n")
     if conn_header is not None:

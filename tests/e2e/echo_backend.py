@@ -6,9 +6,12 @@ Each answers HTTP/1.1 with keep-alive; the body says which server answered, the 
 line and the headers it received (lower-cased names, in order), so tests see what the
 proxy forwarded. Query parameters: status=N (answer N), setcookie=V (add Set-Cookie: V),
 hdr=Name: value (add that header), sleep=S (wait S seconds), size=N (N-byte body),
-chunked=1 (chunked response). Prints "ready" once every port listens.
+chunked=1 (chunked response), upgrade=1 with an Upgrade header (101, the request headers it
+received after "seen:", then every byte echoed back after "echo:"). Prints "ready" once every port listens.
 """
 import asyncio
+import base64
+import hashlib
 import sys
 from urllib.parse import parse_qsl, unquote
 
@@ -25,11 +28,15 @@ class Echo(asyncio.Protocol):
         self.need_body = None
         self.head = None
         self.transport = None
+        self.tunnel = False
 
     def connection_made(self, transport):
         self.transport = transport
 
     def data_received(self, data):
+        if self.tunnel:                 # after a 101: echo every byte back
+            self.transport.write(b"echo:" + data)
+            return
         self.buf += data
         while True:
             if self.head is None:
@@ -56,6 +63,19 @@ class Echo(asyncio.Protocol):
                 body, self.buf = self.buf[:end + 5], self.buf[end + 5:]
             head, headers = self.head, self.headers
             self.head = None
+            if any(k == "upgrade" for k, _ in headers) and "upgrade=1" in head.split("\r\n", 1)[0]:
+                key = dict(headers).get("sec-websocket-key", "")
+                accept = base64.b64encode(hashlib.sha1(
+                    (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+                self.transport.write(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: " + dict(headers)["upgrade"].encode() + b"\r\n"
+                    b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" +
+                    b"seen:" + "".join(f"{k}: {v}\n" for k, v in headers).encode())
+                self.tunnel = True
+                if self.buf:
+                    self.transport.write(b"echo:" + self.buf)
+                return
             asyncio.get_running_loop().create_task(self.answer(head, headers, body))
 
     async def answer(self, head, headers, body):

@@ -118,3 +118,33 @@ def test_head_and_keep_alive(pair):
         assert r.status == 200 and r.body == b"" and r.header("content-length") is not None
         assert c.request("/after").status == 200
         c.close()
+
+
+@pytest.mark.parametrize("req", [
+    b"GET /ws?upgrade=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n"
+    b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n",
+    b"GET /ws?upgrade=1 HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n",
+])
+def test_upgrade_tunnel(pair, req):
+    """101 Switching Protocols, then a two-way tunnel (WebSocket and others)."""
+    import time
+    out = []
+    for p in pair:
+        s = socket.create_connection(("127.0.0.1", p.port), 3)
+        s.sendall(req)
+        got = b""
+        while b"seen:" not in got or not got.endswith(b"\n"):
+            got += s.recv(4096)
+        for word in (b"ping", b"pong"):
+            s.sendall(word)
+            want = b"echo:" + word
+            data = b""
+            deadline = time.monotonic() + 3
+            while want not in data and time.monotonic() < deadline:
+                data += s.recv(4096)
+            got += data
+        s.close()
+        out.append(got)
+    assert out[1] == out[0]
+    assert out[1].startswith(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\n")
