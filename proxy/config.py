@@ -848,14 +848,18 @@ class Parser:
             raise line.error("expects an option name")
         name = w[0]
         o = p.options
+        if name in ("ssl-hello-chk", "smtpchk", "pgsql-check", "mysql-check", "ldap-check",
+                    "redis-check", "spop-check", "external-check"):
+            raise line.error(f"'option {name}' (a non-HTTP health check) is not supported by "
+                             "edgestick: use plain 'check' or 'option httpchk'", "option")
         be = ("redispatch", "httpchk", "persist", "abortonclose", "allbackups", "tcp-check",
-              "ssl-hello-chk", "smtpchk", "pgsql-check", "mysql-check", "ldap-check",
-              "redis-check", "spop-check", "external-check", "log-health-checks", "checkcache",
-              "http-pretend-keepalive", "prefer-last-server", "srvtcpka", "http-restrict-req-hdr-names")
+              "log-health-checks", "checkcache", "http-pretend-keepalive", "prefer-last-server",
+              "srvtcpka", "tcp-smart-connect")
         fe = ("http-ignore-probes", "dontlognull", "httplog", "tcplog", "clitcpka",
               "dontlog-normal", "log-separate-errors", "logasap", "accept-invalid-http-request",
               "http-use-proxy-header", "socket-stats", "contstats", "http-buffer-request",
-              "idle-close-on-response", "nolinger", "splice-auto")
+              "idle-close-on-response", "nolinger", "splice-auto", "tcp-smart-accept",
+              "http-restrict-req-hdr-names")
         known = be + fe + ("forwardfor", "http-server-close", "httpclose", "http-keep-alive",
                            "tcpka", "originalto", "http-no-delay", "independent-streams",
                            "splice-request", "splice-response", "transparent",
@@ -916,6 +920,14 @@ class Parser:
                 if len(args) == 3:
                     # may hold extra header lines the old way: "HTTP/1.1\r\nHost:\ x"
                     hc.version = args[2]
+            return
+        if name == "httplog" and tuple(args) == ("clf",):
+            args = []
+        if name == "http-restrict-req-hdr-names":
+            if len(args) != 1 or args[0] not in ("preserve", "delete", "reject"):
+                raise line.error("'option http-restrict-req-hdr-names' expects 'preserve', "
+                                 "'delete' or 'reject'", "option")
+            o.other[name] = args[0]
             return
         if args:
             raise line.error(f"'option {name}' does not take any argument")

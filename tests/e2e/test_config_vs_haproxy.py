@@ -275,6 +275,10 @@ defaults
     ("http-check send after expect", INVALID, D + BE + "    option httpchk\n    http-check expect status 200\n"
      "    http-check send meth GET\n"),
     ("prometheus service", VALID, D + FE + "    http-request use-service prometheus-exporter if { path /metrics }\n"),
+    ("more options", VALID, D + "listen l\n    bind :20990\n    option httplog clf\n"
+     "    option http-restrict-req-hdr-names delete\n    option tcp-smart-accept\n"
+     "    option tcp-smart-connect\n    option tcp-check\n    option abortonclose\n"),
+    ("no option forwardfor", INVALID, D + FE + "    no option forwardfor\n"),
     ("forwardfor options", VALID, D + FE + "    option forwardfor except 127.0.0.0/8 header X-Real-IP if-none\n"
      "    option http-ignore-probes\n    option http-server-close\n    no option http-keep-alive\n"),
     ("listen everything", VALID, D + "listen l\n    bind :20990\n    balance source\n"

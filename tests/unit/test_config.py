@@ -211,6 +211,7 @@ ERRORS = [
     ("backend b\n    cookie S prefix indirect\n", 2, "cookie", "mutually exclusive"),
     ("backend b\n    cookie S insert maxidle 1x\n", 2, "cookie", "unexpected character"),
     ("backend b\n    option frob\n", 2, "option", "unknown option 'frob'"),
+    ("backend b\n    option mysql-check user x\n", 2, "option", "non-HTTP health check"),
     ("backend b\n    option redispatch now\n", 2, "option", "does not take any argument"),
     ("frontend f\n    bind :80\n    option forwardfor frob\n", 3, "option", "only supports"),
     ("frontend f\n    bind :80\n    option forwardfor except 1.2.3.999\n", 3, "option", "valid"),
