@@ -641,14 +641,41 @@ class Frontend:
         return self._finish_local(c, req, stream, status, http1.error_response(status, closing))
 
     def _redirect(self, c, req, ctx, stream, rule) -> bool:
-        r = rule.redirect or {}
-        code = int(r.get("code", 302))
-        target = log_format(r.get("location", "/"), ctx)
-        closing = not req.keep_alive or self.proc.stopping
-        data = http1.simple_response(code, [("location", target)], b"", None,
-                                     "close" if closing else None)
+        """http-request redirect location|prefix|scheme, bytes as HAProxy 2.6 writes them."""
+        r = rule.redirect
+        code = r["code"]
+        value = log_format(r["value"], ctx)
+        kind = r["type"]
+        if kind == "location":
+            location = value
+        else:
+            path, query = ctx.path or "/", ctx.query
+            if r["drop_query"]:
+                query = None
+            if r["append_slash"] and not path.endswith("/"):
+                path += "/"
+            rest = path + ("?" + query if query is not None else "")
+            if kind == "prefix":
+                location = rest if value == "/" else value + rest
+            else:
+                host = req.get("host")
+                location = f"{value}://{host}{rest}" if host else f"{value}://{rest}"
+        closing = not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
+        head = [f"HTTP/1.1 {code} {http1.reason_for(code).decode()}\r\n",
+                "content-length: 0\r\n", f"location: {location}\r\n"]
+        if code in (302, 303, 307):
+            head.append("cache-control: no-cache\r\n")
+        if r["set_cookie"]:
+            head.append(f"set-cookie: {r['set_cookie']}; path=/;\r\n")
+        if r["clear_cookie"]:
+            head.append(f"set-cookie: {r['clear_cookie']}; path=/; Max-Age=0;\r\n")
+        if closing:
+            head.append("connection: close\r\n")
+        elif req.version < 11:
+            head.append("connection: keep-alive\r\n")
+        head.append("\r\n")
         self.stats.intercepted += 1
-        return self._finish_local(c, req, stream, code, data)
+        return self._finish_local(c, req, stream, code, "".join(head).encode("latin-1"))
 
     async def _service(self, c, req, ctx, stream, service) -> bool:
         if service == "prometheus-exporter" and self.proc.metrics is not None:
@@ -819,11 +846,18 @@ class Frontend:
         if cookie is not None:
             be_mod.cookie_response(backend, cookie, srv, direct, req, resp, time.time())
         if bm.http_response or self.model.http_response:
-            if await self._response_rules(c, req, resp, ctx, stream, backend):
+            if self._response_rules(c, req, resp, ctx, stream, backend):
+                # denied: HAProxy's 502 instead; the server's body is not read
                 conn.close()
                 if body_task is not None:
                     body_task.cancel()
-                return False
+                    return False
+                closing = not req.keep_alive or proc.stopping or c.eof
+                data = http1.error_response(502, closing)
+                stream.bytes_out += len(data)
+                stream.status = 502
+                c.write(data)
+                return not closing
         self._count_status(backend, srv, status)
         stream.status = status
         if status == 101 and req.upgrade:
@@ -1043,7 +1077,7 @@ class Frontend:
             stream.bytes_out += 5
         return False
 
-    async def _response_rules(self, c, req, resp, ctx, stream, backend) -> bool:
+    def _response_rules(self, c, req, resp, ctx, stream, backend) -> bool:
         """http-response rules (backend's first, then the frontend's); True = denied."""
         groups = [backend.model.http_response]
         if self.model is not backend.model:
@@ -1066,9 +1100,6 @@ class Frontend:
                     elif act == "deny":
                         self.stats.dresp += 1
                         self._count_status(backend, _NullServer, 502)
-                        data = http1.error_response(502, True)
-                        stream.bytes_out += len(data)
-                        c.write(data)
                         return True
                     elif act == "allow":
                         return False

@@ -188,3 +188,53 @@ def test_counter_increment_points_like_haproxy(private_tmp, haproxy_bin):
                 assert mask_table(e.cli(f"show table {t}")) == mask_table(h.cli(f"show table {t}"))
     finally:
         b.kill()
+
+
+REDIRECTS = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend f1
+    bind 127.0.0.1:{FE}
+    http-request redirect location /new if { path /loc }
+    http-request redirect location https://%[hdr(host)]%[path] code 301 if { path /lf }
+    http-request redirect prefix /pre if { path_beg /p }
+    http-request redirect prefix /pre2 drop-query append-slash if { path_beg /q }
+    http-request redirect scheme https code 308 if { path /s }
+    http-request redirect location /c set-cookie A=1 if { path /ck }
+    http-request redirect location /d clear-cookie B= if { path /clr }
+    http-response set-header X-Resp yes
+    http-response del-header X-Server
+    http-response deny if { status 404 }
+    default_backend b1
+backend b1
+    server s1 127.0.0.1:{S1}
+"""
+
+
+@pytest.fixture(scope="module")
+def redirect_pair(haproxy_bin):
+    b = Backends(["s1"]).start()
+    try:
+        with workdir() as wd, both(REDIRECTS, b, wd, haproxy_bin) as p:
+            yield p
+    finally:
+        b.kill()
+
+
+@pytest.mark.parametrize("path", ["/loc", "/lf?x=1", "/p/x?y=1", "/q/a?y=1", "/s?z", "/ck",
+                                  "/clr", "/", "/?status=404"])
+def test_redirects_and_response_rules(redirect_pair, path):
+    out = []
+    for p in redirect_pair:
+        c = Client(p.port)
+        c.send(f"GET {path} HTTP/1.1\r\nHost: ex.com\r\n\r\n".encode())
+        r = c.read_response()
+        out.append((r.raw_head, r.body, c.request("/again").status))
+        c.close()
+    assert out[1] == out[0]
