@@ -603,6 +603,11 @@ class Parser:
         opts: dict = {"crt": []}
         while i < len(w):
             opt = w[i]
+            if opt in BIND_UNSUPPORTED:
+                raise line.error(f"bind option '{opt}' is not supported by edgestick", "bind")
+            if opt in BIND_NO_EFFECT:
+                self.warn(line, f"bind option '{opt}' has no effect in edgestick (ignored)",
+                          "bind")
             if opt in BIND_FLAGS:
                 opts[opt] = True
                 i += 1
@@ -668,6 +673,13 @@ class Parser:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         if opts.get("no-tls-tickets"):
             ctx.options |= ssl.OP_NO_TICKET
+        for flag, option in (("no-tlsv12", ssl.OP_NO_TLSv1_2), ("no-tlsv13", ssl.OP_NO_TLSv1_3)):
+            if opts.get(flag):
+                ctx.options |= option
+        for flag, version in (("force-tlsv12", ssl.TLSVersion.TLSv1_2),
+                              ("force-tlsv13", ssl.TLSVersion.TLSv1_3)):
+            if opts.get(flag):
+                ctx.minimum_version = ctx.maximum_version = version
         base = self.cfg.global_.ignored.get("crt-base")
         crts = list(opts["crt"])
         if "crt-list" in opts:
@@ -1099,6 +1111,12 @@ class Parser:
         i = 0
         while i < len(words):
             opt = words[i]
+            if opt in SERVER_UNSUPPORTED:
+                # they change what goes on the wire: running without them would be wrong
+                raise line.error(f"server option '{opt}' is not supported by edgestick", kw)
+            if opt in SERVER_NO_EFFECT:
+                self.warn(line, f"server option '{opt}' has no effect in edgestick (ignored)",
+                          kw)
             if opt in ("check", "backup", "disabled", "enabled", "non-stick", "send-proxy",
                        "send-proxy-v2", "ssl", "no-check", "no-backup", "stick",
                        "check-send-proxy", "check-ssl", "no-ssl", "agent-check", "no-agent-check",
@@ -1778,6 +1796,19 @@ BIND_VALUED = {"crt", "crt-list", "alpn", "name", "maxconn", "backlog", "mode", 
                "ciphers", "ciphersuites", "ca-file", "verify", "curves", "ecdhe", "ssl-min-ver",
                "ssl-max-ver", "npn", "crl-file", "namespace", "severity-output", "tcp-ut",
                "accept-netscaler-cip", "sigalgs", "client-sigalgs", "ca-verify-file"}
+# bind options edgestick cannot honour (PROXY protocol, on-the-fly certificates, CRLs...)
+BIND_UNSUPPORTED = {"accept-proxy", "accept-netscaler-cip", "generate-certificates", "npn",
+                    "quic-force-retry", "ca-verify-file", "crl-file", "ca-sign-file",
+                    "ca-sign-pass", "ca-ignore-err", "crt-ignore-err"}
+# bind options without effect here (socket tuning, names, unix socket owners, old TLS
+# versions Python's ssl refuses anyway): accepted with a warning
+BIND_NO_EFFECT = {"name", "id", "nice", "process", "thread", "interface", "mss", "tfo",
+                  "defer-accept", "transparent", "namespace", "maxconn", "mode", "level",
+                  "uid", "gid", "user", "group", "severity-output", "tcp-ut", "no-ca-names",
+                  "prefer-client-ciphers", "ssl-reuse", "tls-tickets", "allow-0rtt",
+                  "strict-sni", "expose-fd", "curves", "ecdhe", "sigalgs", "client-sigalgs",
+                  "ciphersuites"}
+
 SERVER_VALUED = {"inter", "fastinter", "downinter", "rise", "fall", "weight", "cookie", "id",
                  "maxconn", "maxqueue", "minconn", "port", "addr", "slowstart", "sni", "verify",
                  "ca-file", "crt", "alpn", "check-sni", "check-alpn", "resolvers",
@@ -1788,6 +1819,23 @@ SERVER_VALUED = {"inter", "fastinter", "downinter", "rise", "fall", "weight", "c
                  "proto", "namespace", "tcp-ut", "socks4", "shard", "log-proto",
                  "resolve-net", "resolve-opts", "check-proto", "proxy-v2-options",
                  "ws", "usesrc", "verifyhost", "crl-file", "curves", "sigalgs"}
+
+# server options that change the wire protocol (TLS, PROXY protocol, h2, tracking another
+# server, redirects, agents): refused rather than silently dropped
+SERVER_UNSUPPORTED = {"ssl", "check-ssl", "verify", "sni", "crt", "ca-file", "crl-file",
+                      "alpn", "check-sni", "check-alpn", "send-proxy", "send-proxy-v2",
+                      "check-send-proxy", "proxy-v2-options", "proto", "ws", "socks4",
+                      "check-via-socks4", "redir", "track", "agent-check", "agent-port",
+                      "agent-inter", "agent-addr", "agent-send", "usesrc", "source",
+                      "verifyhost", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver",
+                      "allow-0rtt", "force-sslv3", "force-tlsv10", "force-tlsv11",
+                      "force-tlsv12", "force-tlsv13", "curves", "sigalgs", "check-proto"}
+# options that only tune load, queues, DNS or logs: accepted with a warning
+SERVER_NO_EFFECT = {"maxqueue", "minconn", "slowstart", "non-stick", "observe", "error-limit",
+                    "on-error", "on-marked-down", "on-marked-up", "init-addr", "resolvers",
+                    "resolve-prefer", "resolve-net", "resolve-opts", "pool-max-conn",
+                    "pool-purge-delay", "max-reuse", "tfo", "namespace", "tcp-ut", "shard",
+                    "log-proto"}
 
 HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-spoe-group",
                       "cache-use", "auth", "disable-l7-retry", "early-hint",
