@@ -861,9 +861,11 @@ class Parser:
         name = w[0]
         o = p.options
         if name in ("ssl-hello-chk", "smtpchk", "pgsql-check", "mysql-check", "ldap-check",
-                    "redis-check", "spop-check", "external-check"):
-            raise line.error(f"'option {name}' (a non-HTTP health check) is not supported by "
-                             "edgestick: use plain 'check' or 'option httpchk'", "option")
+                    "redis-check", "spop-check", "external-check", "originalto"):
+            what = ("adds X-Original-To" if name == "originalto" else
+                    "a non-HTTP health check; use plain 'check' or 'option httpchk'")
+            raise line.error(f"'option {name}' ({what}) is not supported by edgestick",
+                             "option")
         be = ("redispatch", "httpchk", "persist", "abortonclose", "allbackups", "tcp-check",
               "log-health-checks", "checkcache", "http-pretend-keepalive", "prefer-last-server",
               "srvtcpka", "tcp-smart-connect")
@@ -889,6 +891,8 @@ class Parser:
             return
         args = w[1:]
         value = not negate
+        if value and name in OPTIONS_NO_EFFECT:
+            self.warn(line, f"'option {name}' has no effect in edgestick (ignored)", "option")
         if name == "forwardfor":
             if negate:
                 raise line.error("'no option forwardfor' is not supported")
@@ -1796,6 +1800,17 @@ BIND_VALUED = {"crt", "crt-list", "alpn", "name", "maxconn", "backlog", "mode", 
                "ciphers", "ciphersuites", "ca-file", "verify", "curves", "ecdhe", "ssl-min-ver",
                "ssl-max-ver", "npn", "crl-file", "namespace", "severity-output", "tcp-ut",
                "accept-netscaler-cip", "sigalgs", "client-sigalgs", "ca-verify-file"}
+# `option` words accepted, but the engine does not change its behaviour for them: warned
+OPTIONS_NO_EFFECT = {"http-server-close", "httpclose", "abortonclose", "allbackups",
+                     "checkcache", "http-pretend-keepalive", "prefer-last-server", "srvtcpka",
+                     "clitcpka", "tcpka", "tcp-smart-accept", "tcp-smart-connect",
+                     "http-buffer-request", "idle-close-on-response", "nolinger", "splice-auto",
+                     "splice-request", "splice-response", "independent-streams",
+                     "http-no-delay", "transparent", "disable-h2-upgrade",
+                     "h1-case-adjust-bogus-client", "h1-case-adjust-bogus-server",
+                     "http-restrict-req-hdr-names", "accept-invalid-http-request",
+                     "accept-invalid-http-response", "http-use-proxy-header"}
+
 # bind options edgestick cannot honour (PROXY protocol, on-the-fly certificates, CRLs...)
 BIND_UNSUPPORTED = {"accept-proxy", "accept-netscaler-cip", "generate-certificates", "npn",
                     "quic-force-retry", "ca-verify-file", "crl-file", "ca-sign-file",
