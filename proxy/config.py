@@ -852,6 +852,9 @@ class Parser:
         ht = _arg(line, 1, "map-based|consistent")
         if ht not in ("map-based", "consistent"):
             raise line.error(f"'hash-type' expects 'map-based' or 'consistent' (got '{ht}')")
+        if ht == "consistent":
+            self.warn(line, "'hash-type consistent' has no effect in edgestick: hash-based "
+                            "balancing is map-based")
         p.hash_type = " ".join(line.words[1:])
 
     def kw_option(self, p, line, negate: bool = False):
