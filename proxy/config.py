@@ -1372,7 +1372,7 @@ class Parser:
             rule.track = m.Track(slot, expr, args[0], table)
             self.table_refs.append((p, _where(line), table or p.name, f"track-sc{slot}",
                                     line.keyword))
-        elif action in ("accept", "reject", "allow") or (tcp and action == "silent-drop"):
+        elif action in ("accept", "reject", "allow"):
             if action == "allow" and tcp:
                 raise line.error(f"'{where}': unknown action 'allow'")
             if action == "accept" and not tcp:
@@ -1864,7 +1864,7 @@ HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-s
                       "set-tos", "silent-drop", "set-priority-class", "set-priority-offset",
                       "set-status", "cache-store", "set-var", "unset-var", "set-var-fmt",
                       "add-acl", "del-acl", "set-map", "del-map", "do-resolve"}
-TCP_ACTIONS_KNOWN = {"expect-proxy", "expect-netscaler-cip", "capture", "set-var", "unset-var",
+TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "capture", "set-var", "unset-var",
                      "set-src", "set-dst", "set-mark", "set-tos", "set-log-level",
                      "switch-mode", "use-service", "do-resolve", "set-priority-class",
                      "set-priority-offset", "send-spoe-group", "set-var-fmt", "set-src-port",
