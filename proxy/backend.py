@@ -192,6 +192,8 @@ class ServerState:
         self.econ = self.eresp = self.wretr = self.wredis = 0
         self.chkfail = self.chkdown = 0
         self.lbtot = 0
+        self.lc_key = 0                    # leastconn position (see Backend.reposition)
+        self.lc_seq = model.id
 
     @property
     def state(self) -> str:
@@ -280,6 +282,7 @@ class Backend:
         self._map: list[ServerState] = []
         self._rr_map: list[ServerState] = []
         self._fwrr: Fwrr | None = None
+        self._lc_seq = len(self.servers)
         # counters (show stat / metrics)
         self.cur = self.smax = self.stot = self.bin = self.bout = 0
         self.hrsp = [0, 0, 0, 0, 0, 0]
@@ -326,10 +329,9 @@ class Backend:
             table = self._map if avoid is None else _weighted_map(servers)
             return table[_source_hash(src, len(servers)) % len(table)]
         if algo == "leastconn":
-            low = min(s.cur for s in servers)
-            cands = [s for s in servers if s.cur == low]
-            self._rr += 1
-            return cands[self._rr % len(cands)]
+            # HAProxy's fwlc tree: lowest (in-flight + 1) / weight; equal keys in the
+            # order the servers were (re)queued
+            return min(servers, key=lambda s: (s.lc_key, s.lc_seq))
         if algo == "first":
             for s in sorted(servers, key=lambda s: s.id):
                 if not s.maxconn or s.cur < s.maxconn:
@@ -348,6 +350,14 @@ class Backend:
         if srv is avoid and len(servers) > 1:
             srv = self._fwrr.next()
         return srv if srv is not None else servers[0]
+
+    def reposition(self, srv: ServerState):
+        """A server's load changed (leastconn): requeue it if its key moved."""
+        inflight = srv.cur
+        key = (inflight + 1) * 4096 // (srv.weight * 16) if inflight and srv.weight else 0
+        if key != srv.lc_key:
+            self._lc_seq += 1
+            srv.lc_key, srv.lc_seq = key, self._lc_seq
 
     # ---- persistence helpers
 

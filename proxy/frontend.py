@@ -744,6 +744,7 @@ class Frontend:
         if srv is not cookie_server(cookie):
             direct = False
         srv.cur += 1
+        backend.reposition(srv)
         backend.cur += 1
         srv.stot += 1
         srv.lbtot += 0 if persisted else 1
@@ -753,6 +754,7 @@ class Frontend:
             return await self._exchange(c, req, ctx, stream, backend, srv, conn, stores, cookie, direct)
         finally:
             srv.cur -= 1
+            backend.reposition(srv)
             backend.cur -= 1
 
     async def _connect(self, backend: Backend, srv: ServerState, persisted: bool, src):

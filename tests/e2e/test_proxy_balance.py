@@ -35,6 +35,9 @@ frontend fe_first
 frontend fe_backup
     bind 127.0.0.1:{FE6}
     default_backend bk_backup
+frontend fe_leastconn
+    bind 127.0.0.1:{FE7}
+    default_backend bk_leastconn
 
 backend bk_rr
     balance roundrobin
@@ -59,6 +62,11 @@ backend bk_first
     balance first
     server s1 127.0.0.1:{S1}
     server s2 127.0.0.1:{S2}
+backend bk_leastconn
+    balance leastconn
+    server s1 127.0.0.1:{S1}
+    server s2 127.0.0.1:{S2}
+    server s3 127.0.0.1:{S3} weight 2
 backend bk_backup
     server s1 127.0.0.1:{DEAD} check inter 200ms fall 1 rise 1
     server b1 127.0.0.1:{S2} backup
@@ -71,7 +79,7 @@ def pair(haproxy_bin):
     b = Backends(["s1", "s2", "s3"]).start()
     b.ports["dead"] = Backends(["dead"]).ports["dead"]          # nothing listens there
     try:
-        with workdir() as wd, both(TEMPLATE, b, wd, haproxy_bin, n_frontends=6) as p:
+        with workdir() as wd, both(TEMPLATE, b, wd, haproxy_bin, n_frontends=7) as p:
             yield p
     finally:
         b.kill()
@@ -116,3 +124,27 @@ def test_first_backup_serves_when_the_active_server_is_down(pair):
     import time
     time.sleep(0.6)                                   # s1 (nothing listening) is DOWN
     assert servers(e.ports[5], 4) == servers(h.ports[5], 4) == ["s2"] * 4
+
+
+def test_leastconn_order_and_load(pair):
+    """Idle servers in turn; with two slow requests in flight, the idle one serves."""
+    import threading
+    import time
+    out = []
+    for p in pair:
+        seq = servers(p.ports[6], 7)
+        slow = []
+
+        def hold():
+            slow.append(one_request(p.ports[6], "/?sleep=0.6").server)
+        threads = [threading.Thread(target=hold) for _ in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        time.sleep(0.2)
+        during = servers(p.ports[6], 3)
+        for t in threads:
+            t.join()
+        out.append((seq, during, sorted(slow)))
+    assert out[1] == out[0]
+    assert out[1][0] == ["s1", "s2", "s3", "s1", "s2", "s3", "s1"]
