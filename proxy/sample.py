@@ -26,6 +26,9 @@ expressions. Fields, all plain attributes:
   status              response status for http-response rules (int or None)
   res_headers         the response's (lowercase name, value) pairs, for http-response
                       rules and `stick store-response` (res.hdr, res.cook...); () before
+  response            True while response rules run: `hdr()`, `cook()`... then read the
+                      response (as HAProxy's direction-aware fetches); `req.*` still read
+                      `headers`, which stays the request's
   now                 optional: the request's `freq_ctr.now_ms()`, read once; rate reads
                       then skip the clock (None: each read takes the clock itself)
 
@@ -47,8 +50,8 @@ from typing import Any, Callable, Optional
 
 class Context:
     __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "method", "path", "query",
-                 "url", "headers", "sc", "table", "tables", "status", "res_headers", "now",
-                 "vars")
+                 "url", "headers", "sc", "table", "tables", "status", "res_headers",
+                 "response", "now", "vars")
 
     def __init__(self, src: Optional[str] = None, src_port: int = 0, dst: Optional[str] = None,
                  dst_port: int = 0, ssl: bool = False, method: Optional[str] = None,
@@ -63,6 +66,7 @@ class Context:
         self.tables = tables if tables is not None else {}
         self.status = status
         self.res_headers = ()
+        self.response = False
         self.now = None
         self.vars = None
 
@@ -192,7 +196,13 @@ def _clean_connection(value: str):
 
 # Header helpers work on a list of (lowercase name, value) pairs: the request's
 # (ctx.headers) or the response's (ctx.res_headers).
+# Plain `hdr`, `fhdr`, `hdr_cnt`, `hdr_ip`, `hdr_val`, `cook` follow the direction (request
+# headers, or the response's while `ctx.response` is set), as HAProxy's do.
 REQ, RES = operator.attrgetter("headers"), operator.attrgetter("res_headers")
+
+
+def _dir_headers(ctx):
+    return ctx.res_headers if ctx.response else ctx.headers
 
 
 def _headers(headers):
@@ -353,7 +363,7 @@ def _make_hdr(name: str, split: bool, side):
     return FetchDef(name, "str", build, "str", multi)
 
 
-for _n, _split, _side in (("hdr", True, REQ), ("req.hdr", True, REQ), ("fhdr", False, REQ),
+for _n, _split, _side in (("hdr", True, _dir_headers), ("req.hdr", True, REQ), ("fhdr", False, _dir_headers),
                           ("req.fhdr", False, REQ), ("res.hdr", True, RES),
                           ("shdr", True, RES), ("res.fhdr", False, RES)):
     FETCHES[_n] = _make_hdr(_n, _split, _side)
@@ -399,9 +409,9 @@ def _as_int(text: str):
     return int(m.group(0)) if m else 0
 
 
-for _n, _side in (("hdr_ip", REQ), ("req.hdr_ip", REQ), ("res.hdr_ip", RES)):
+for _n, _side in (("hdr_ip", _dir_headers), ("req.hdr_ip", REQ), ("res.hdr_ip", RES)):
     FETCHES[_n] = _hdr_typed(_n, _as_ip, "ip", _side)
-for _n, _side in (("hdr_val", REQ), ("req.hdr_val", REQ), ("res.hdr_val", RES)):
+for _n, _side in (("hdr_val", _dir_headers), ("req.hdr_val", REQ), ("res.hdr_val", RES)):
     FETCHES[_n] = _hdr_typed(_n, _as_int, "int", _side)
 
 
@@ -465,7 +475,7 @@ def _hdr_cnt(name: str, side):
     return FetchDef(name, "int", build, "int")
 
 
-for _n, _side in (("hdr_cnt", REQ), ("req.hdr_cnt", REQ), ("res.hdr_cnt", RES)):
+for _n, _side in (("hdr_cnt", _dir_headers), ("req.hdr_cnt", REQ), ("res.hdr_cnt", RES)):
     FETCHES[_n] = _hdr_cnt(_n, _side)
 
 
@@ -514,8 +524,12 @@ def _make_cook(fname: str, side, reader):
             FetchDef(fname + "_cnt", "int", count, "int"))
 
 
-for _n, _side, _reader in (("cook", REQ, _cookies), ("req.cook", REQ, _cookies),
-                           ("res.cook", RES, _set_cookies), ("scook", RES, _set_cookies)):
+def _dir_cookies(ctx, name):
+    return _set_cookies(ctx.res_headers, name) if ctx.response else _cookies(ctx.headers, name)
+
+
+for _n, _side, _reader in (("req.cook", REQ, _cookies), ("res.cook", RES, _set_cookies),
+                           ("scook", RES, _set_cookies), ("cook", lambda ctx: ctx, _dir_cookies)):
     FETCHES[_n], FETCHES[_n + "_cnt"] = _make_cook(_n, _side, _reader)
 
 

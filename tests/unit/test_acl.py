@@ -516,3 +516,17 @@ def test_rate_reads_use_the_context_clock_when_given(clock):
     assert expr("src_http_req_rate(fe)", c) == 50
     c.now = None
     assert expr("sc0_http_req_rate", c) == 100
+
+
+def test_direction_aware_header_fetches():
+    c = ctx()
+    c.res_headers = [["set-cookie", "sid=new; Path=/"], ["x-up", "1"]]
+    assert compile_expr("hdr(host)")(c) == "www.Example.com"       # request side
+    assert compile_expr("cook(sid)")(c) is None
+    c.response = True                                                 # response rules
+    assert compile_expr("hdr(x-up)")(c) == "1"
+    assert compile_expr("hdr(host)")(c) is None
+    assert compile_expr("req.hdr(host)")(c) == "www.Example.com"
+    assert compile_expr("cook(sid)")(c) == "new"
+    assert compile_expr("req.cook(SERVERID)")(c) == "s2"
+    assert compile_expr("hdr_cnt")(c) == 2
