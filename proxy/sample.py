@@ -363,9 +363,9 @@ def _make_hdr(name: str, split: bool, side):
     return FetchDef(name, "str", build, "str", multi)
 
 
-for _n, _split, _side in (("hdr", True, _dir_headers), ("req.hdr", True, REQ), ("fhdr", False, _dir_headers),
-                          ("req.fhdr", False, REQ), ("res.hdr", True, RES),
-                          ("shdr", True, RES), ("res.fhdr", False, RES)):
+for _n, _split, _side in (("hdr", True, _dir_headers), ("req.hdr", True, REQ),
+                          ("fhdr", False, _dir_headers), ("req.fhdr", False, REQ),
+                          ("res.hdr", True, RES), ("shdr", True, RES), ("res.fhdr", False, RES)):
     FETCHES[_n] = _make_hdr(_n, _split, _side)
 
 
