@@ -294,8 +294,8 @@ class Parser:
                 raise line.error(f"unexpected argument '{args[0]}' (expects [from <defaults>])")
             from_name = args[1]
         if kw != "defaults" and name and not all(c.isalnum() or c in "-_.:" for c in name):
-            raise line.error(f"character '{next(c for c in name if not (c.isalnum() or c in '-_.:'))}'"
-                             f" is not permitted in {kw} name '{name}'")
+            bad = next(c for c in name if not (c.isalnum() or c in "-_.:"))
+            raise line.error(f"character '{bad}' is not permitted in {kw} name '{name}'")
         if from_name is not None:
             base = self.cfg.defaults.get(from_name)
             if base is None:
@@ -449,8 +449,8 @@ class Parser:
         elif kw == "hard-stop-after":
             g.hard_stop_after_ms = _time(line, _arg(line, 1, "time"), "hard-stop-after",
                                          self.warnings)
-        elif (kw in self.GLOBAL_IGNORED or kw.startswith("tune.") or kw.startswith("ssl-default-")
-              or kw.startswith("ssl-engine") or kw.startswith("51degrees") or kw.startswith("wurfl")):
+        elif kw in self.GLOBAL_IGNORED or kw.startswith(("tune.", "ssl-default-", "ssl-engine",
+                                                          "51degrees", "wurfl")):
             g.ignored[kw] = w[1:]
         else:
             raise line.error(f"unknown keyword '{kw}' in 'global' section")
@@ -1546,7 +1546,8 @@ class Parser:
                         with open(v, encoding="latin-1") as f:
                             reply.body = f.read()
                     except OSError as e:
-                        raise line.error(f"'{what}' : cannot read file '{v}': {e.strerror}") from None
+                        raise line.error(f"'{what}' : cannot read file '{v}': "
+                                         f"{e.strerror}") from None
                 elif a == "errorfiles":
                     raise line.error(f"'{what}' : 'errorfiles' (http-errors sections) is not "
                                      "supported by edgestick")
@@ -1864,7 +1865,8 @@ HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-s
                       "set-tos", "silent-drop", "set-priority-class", "set-priority-offset",
                       "set-status", "cache-store", "set-var", "unset-var", "set-var-fmt",
                       "add-acl", "del-acl", "set-map", "del-map", "do-resolve"}
-TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "capture", "set-var", "unset-var",
+TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "capture", "set-var",
+                     "unset-var",
                      "set-src", "set-dst", "set-mark", "set-tos", "set-log-level",
                      "switch-mode", "use-service", "do-resolve", "set-priority-class",
                      "set-priority-offset", "send-spoe-group", "set-var-fmt", "set-src-port",

@@ -162,7 +162,9 @@ class Reply:
     """What deny / return / tarpit answer: status, headers, body source."""
     status: int
     content_type: Optional[str] = None
-    body_kind: Optional[str] = None      # None (default error page) | string | lf-string | file | lf-file | errorfile | errorfiles | default-errorfiles
+    # None (the built-in error page) | string | lf-string | file | lf-file | errorfile |
+    # default-errorfiles
+    body_kind: Optional[str] = None
     body: Optional[str] = None           # the string/format, or the file contents for file kinds
     headers: list[tuple[str, str]] = field(default_factory=list)   # (name, log-format text)
 
@@ -259,7 +261,7 @@ class Proxy:
     options: Options = field(default_factory=Options)
     http_check: HttpCheck = field(default_factory=HttpCheck)
     retries: int = 3
-    balance: str = "roundrobin"          # roundrobin | static-rr | leastconn | source | first | uri | hdr ...
+    balance: str = "roundrobin"          # roundrobin | static-rr | leastconn | source | first
     balance_args: tuple[str, ...] = ()
     hash_type: Optional[str] = None
     servers: list[Server] = field(default_factory=list)
@@ -301,7 +303,7 @@ class Proxy:
 @dataclass
 class Peer:
     name: str
-    host: Optional[str]                  # None when given without address (`server NAME`, `peer NAME`)
+    host: Optional[str]                  # None without address (`server NAME`, `peer NAME`)
     port: Optional[int]
     family: str = "ipv4"
     where: Where = field(default_factory=Where)
@@ -313,7 +315,7 @@ class PeersSection:
     peers: list[Peer] = field(default_factory=list)
     bind: Optional[Bind] = None          # 2.x form: `bind ADDR:PORT` + `server NAME [ADDR:PORT]`
     tables: list[StickTableWords] = field(default_factory=list)   # `table NAME type ...` lines
-    table_decls: dict[str, Any] = field(default_factory=dict)     # "<section>/<name>" -> parsed decl
+    table_decls: dict[str, Any] = field(default_factory=dict)     # "<section>/<name>" -> decl
     disabled: bool = False
     where: Where = field(default_factory=Where)
 
@@ -333,7 +335,7 @@ class Config:
     defaults: dict[str, Proxy] = field(default_factory=dict)      # named defaults sections
     frontends: dict[str, Proxy] = field(default_factory=dict)     # frontend + listen
     backends: dict[str, Proxy] = field(default_factory=dict)      # backend + listen
-    proxies: list[Proxy] = field(default_factory=list)            # every non-defaults proxy, in file order
+    proxies: list[Proxy] = field(default_factory=list)            # non-defaults, in file order
     peers: dict[str, PeersSection] = field(default_factory=dict)
     # sections owned by other components (`shield`): their lines, for them to parse
     foreign_sections: list[tuple[str, tuple[str, ...], list]] = field(default_factory=list)

@@ -783,7 +783,8 @@ for _suffix in _ARRAY_SUFFIXES:
     _n, _b = _src_fetch(_suffix, True)
     FETCHES[_n] = FetchDef(_n, "int", _b, "int")
 # the "src_get_gpc0"-style names are the documented ones; src_get_gpt0 exists too.
-del FETCHES["sc_server_id"], FETCHES["sc0_server_id"], FETCHES["sc1_server_id"], FETCHES["sc2_server_id"]
+for _n in ("sc_server_id", "sc0_server_id", "sc1_server_id", "sc2_server_id"):
+    del FETCHES[_n]
 
 
 def _tracked_build(slot: Optional[int]):
@@ -845,8 +846,10 @@ FETCHES["src_updt_conn_cnt"] = FetchDef("src_updt_conn_cnt", "int", _updt_conn_c
 FETCHES["sc_tracked"] = FetchDef("sc_tracked", "bool", _tracked_build(None), "bool")
 FETCHES["sc_trackers"] = FetchDef("sc_trackers", "int", _trackers_build(None), "int")
 for _slot in (0, 1, 2):
-    FETCHES[f"sc{_slot}_tracked"] = FetchDef(f"sc{_slot}_tracked", "bool", _tracked_build(_slot), "bool")
-    FETCHES[f"sc{_slot}_trackers"] = FetchDef(f"sc{_slot}_trackers", "int", _trackers_build(_slot), "int")
+    FETCHES[f"sc{_slot}_tracked"] = FetchDef(f"sc{_slot}_tracked", "bool",
+                                             _tracked_build(_slot), "bool")
+    FETCHES[f"sc{_slot}_trackers"] = FetchDef(f"sc{_slot}_trackers", "int",
+                                              _trackers_build(_slot), "int")
 
 
 def _table_stat_build(name: str, fn):
