@@ -295,6 +295,31 @@ defaults
      + "    maxconn 100\n    default_backend b\n" + BE + "    fullconn 50\n"),
     ("server ids duplicate", INVALID, D + BE + "    server s2 127.0.0.1:2 id 1\n    server s3 127.0.0.1:3 id 1\n"),
     ("unknown section", INVALID, D + FE + "frobsection x\n"),
+    # --- stick-table patterns users bring
+    ("per url and source rates", VALID, D + "frontend f\n    bind :20990\n"
+     "    http-request track-sc0 src table per_ip_rates\n"
+     "    http-request track-sc1 url32+src table per_ip_and_url_rates unless { path_end .css .js .png .jpeg .gif }\n"
+     "    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100 }\n"
+     "    http-request deny deny_status 429 if { sc_http_req_rate(1) gt 10 }\n"
+     "    http-request track-sc2 req.hdr(User-Agent) table per_user_agent\n"
+     "    acl too_many_errors src_http_err_rate(per_ip_rates) gt 10\n"
+     "    tcp-request content reject if too_many_errors\n"
+     "    default_backend b\n" + BE
+     + "backend per_ip_rates\n    stick-table type ip size 1m expire 10m store http_req_rate(10s),http_err_rate(10s)\n"
+     "backend per_ip_and_url_rates\n    stick-table type binary len 8 size 1m expire 24h store http_req_rate(24h)\n"
+     "backend per_user_agent\n    stick-table type string len 128 size 100k expire 1h store http_req_rate(1m)\n"),
+    ("connection limits and abuse flag", VALID, D + "frontend f\n    bind :20990\n"
+     "    stick-table type ip size 100k expire 30s store conn_cur,conn_rate(3s),gpc0,gpc0_rate(30s),http_req_rate(10s)\n"
+     "    tcp-request connection track-sc0 src\n"
+     "    tcp-request connection reject if { sc_conn_rate(0) gt 20 }\n"
+     "    tcp-request connection reject if { sc_conn_cur(0) gt 10 }\n"
+     "    acl abuse sc0_http_req_rate gt 50\n    acl flag_abuser sc0_inc_gpc0 gt 0\n"
+     "    http-request deny if abuse flag_abuser\n    http-request deny if { sc0_gpc0_rate gt 100 }\n"
+     "    http-request sc-inc-gpc0(0) if { path_beg /login } METH_POST\n"
+     "    default_backend b\n" + BE),
+    ("shared table across backends", VALID, D + FE + "    use_backend b2 if { path_beg /b2 }\n"
+     "    default_backend b\n" + BE + "    stick-table type ip size 1m expire 30m\n    stick on src\n"
+     "backend b2\n    stick on src table b\n    server s1 127.0.0.1:20998 id 1\n"),
     # --- defaults
     ("named defaults with rules", VALID, "defaults d\n    mode http\n    timeout client 5s\n"
      "    timeout connect 5s\n    timeout server 5s\n    http-request deny if { path /x }\n"
