@@ -15,6 +15,15 @@ both. Against edgestick the values land in native data types (`xdp_conn_rate`,
 `show table <t> data.<type> <op> <v>` each cycle and bans every source listed at XDP for
 the TTL (logged once per ban; the ban ends by expiry; an active ban is left alone).
 
+**Fleet bans** (`share-bans <table>`) spread the shield's bans to every edge through a
+stick table the proxies replicate with the peers protocol (`table bans type ip size 1m
+expire 10m store gpt0` in a `peers` section): each cycle the bridge writes every new
+local ban into it (`set table <t> key <src> data.gpt0 <ttl in s>`, 0 = no limit of its
+own) and bans at XDP the entries it has not seen yet, for the entry's remaining `exp`
+(capped by gpt0), so the table's expire is the fleet's. A ban learned from the table is
+never written back (that would refresh the entry for ever); an entry whose expiry moves
+forward was written again by some edge (a new ban there) and is learned again.
+
 How a cycle scales to a million tracked sources
 -----------------------------------------------
 Sending every source every second would be a million `set table` lines a second, and
@@ -102,6 +111,8 @@ class CycleReport:
     written: int = 0            # `set table` commands sent
     new: int = 0                # of which created entries
     banned: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)   # local bans written to the fleet table
+    learned: list[str] = field(default_factory=list)     # fleet bans installed at XDP
     errors: list[str] = field(default_factory=list)
     scan_s: float = 0.0
     dump_s: float = 0.0
@@ -255,8 +266,9 @@ class Bridge:
         self.shield = shield
         address = proxy_socket or config.proxy_socket \
             or (proxy_socket_from_global(config.file) if os.path.isfile(config.file) else None)
-        if not address and (config.mirrors or config.escalations):
-            raise ValueError(f"shield '{config.name}': mirror/escalate need the proxy's runtime socket: "
+        share = getattr(config, "share_bans", None)
+        if not address and (config.mirrors or config.escalations or share):
+            raise ValueError(f"shield '{config.name}': mirror/escalate/share-bans need the proxy's runtime socket: "
                              "add 'proxy-socket <path>' to the shield section or an admin "
                              "'stats socket' to the global section")
         self.client = RuntimeClient(address, timeout=timeout) if address else None
@@ -280,6 +292,8 @@ class Bridge:
         self._sweep_dumps = None              # the mirrored tables as dumped at sweep start
         self._down: str | None = None         # the proxy error being reported, once
         self._reported: set[str] = set()
+        self.share = share
+        self.fleet = _FleetState()
         self.totals = {"cycles": 0, "written": 0, "bans": 0, "errors": 0}
         self.last: CycleReport | None = None
 
@@ -289,12 +303,14 @@ class Bridge:
         report = CycleReport()
         t0 = time.perf_counter()
         try:
-            if self.mirrors or self.config.escalations:
+            if self.mirrors or self.config.escalations or self.share:
                 with self.client.session() as session:
                     if self.mirrors:
                         self._mirror(session, report)
                     for rule in self.config.escalations:
                         self._escalate(session, rule, report)
+                    if self.share:
+                        self._share_bans(session, report)
             if self._down:
                 log.warning("proxy runtime API %s is back", self.client.address)
                 self._down = None
@@ -600,6 +616,84 @@ class Bridge:
         self.bans[key] = now + left_ns / 1e9
         return True
 
+    # -- fleet bans --
+
+    def _share_bans(self, session: Session, report: CycleReport) -> None:
+        """Learn the table's new entries as XDP bans, then publish the new local bans."""
+        table, st = self.share, self.fleet
+        header, entries = self._dump(session, table, report)
+        if header is None:
+            return
+        if header.type not in ("ip", "ipv6"):
+            self._report_once(f"type:{table}", f"share-bans {table}: the table's type is "
+                              f"{header.type}; bans need an ip or ipv6 table", report)
+            return
+        now = time.monotonic()
+        prefix = self.shield.get_config().ipv6_prefix
+        listed: dict[str, float] = {}
+        for e in entries:
+            source = _fleet_source(e.key, prefix)
+            if source is None:
+                continue
+            end = now + e.exp / 1000
+            listed[source] = end
+            seen = st.entry_end.get(source, _ABSENT)
+            st.entry_end[source] = end
+            if seen is None or (seen is not _ABSENT and end <= seen + REFRESH_SLACK_S):
+                continue                      # ours just written, or nothing new
+            ttl_ms = e.exp
+            cap = e.get("gpt0") or 0
+            if isinstance(cap, int) and cap > 0:
+                ttl_ms = min(ttl_ms, cap * 1000) if ttl_ms > 0 else cap * 1000
+            if ttl_ms <= 0 or self._active_ban(source) is not None:
+                continue
+            try:
+                listed_as = self.shield.add_ban(source, ttl_ms)
+            except (ValueError, OSError) as err:
+                self._report_once(f"fleet:{source}", f"share-bans {table}: cannot ban {source}: {err}", report)
+                continue
+            ban = self._active_ban(listed_as)
+            st.ban_seen[listed_as] = ban.expires_ns if ban is not None else None
+            report.learned.append(listed_as)
+            log.warning("share-bans: banned %s at XDP for %s (learned from table %s)",
+                        listed_as, _fmt_ms(ttl_ms), table)
+        for source in [s for s in st.entry_end if s not in listed]:
+            del st.entry_end[source]          # expired (or cleared): a later entry is news
+        commands, sources = [], []
+        bans = self.shield.bans()
+        for b in bans:
+            if st.ban_seen.get(b.source, _ABSENT) == b.expires_ns:
+                continue
+            st.ban_seen[b.source] = b.expires_ns
+            if not st.started and b.source in listed:
+                continue                      # after a restart: the fleet has it already
+            key = _fleet_key(b.source, header.type)
+            if key is None:
+                continue
+            ttl_s = 0 if b.remaining_ms is None else max(1, -(-b.remaining_ms // 1000))
+            commands.append(f"set table {table} key {key} data.gpt0 {ttl_s}")
+            sources.append(b.source)
+        active = {b.source for b in bans}
+        for source in [s for s in st.ban_seen if s not in active]:
+            del st.ban_seen[source]
+        st.started = True
+        for source, cmd, reply in zip(sources, commands, session.pipeline(commands) if commands else []):
+            if reply.strip():
+                self._report_once(f"set:{table}:{reply.strip()}", f"share-bans: '{cmd}': {reply.strip()}", report)
+                continue
+            st.entry_end[source] = None       # ours: its entry is not news next cycle
+            report.published.append(source)
+            log.info("share-bans: published the ban of %s in table %s", source, table)
+
+    def _active_ban(self, source: str):
+        try:
+            ban = self.shield.maps["bans"].lookup(self.xdp.source_key(source, self.config.ipv6_prefix))
+        except ValueError:
+            return None
+        if ban is None or ban.expires_ns <= time.monotonic_ns():
+            return None
+        return ban
+
     # -- running --
 
     def _cycle_guarded(self) -> None:
@@ -628,6 +722,44 @@ class Bridge:
                 await asyncio.wait_for(stop.wait(), max(0.0, self.period_s - (time.monotonic() - started)))
             except asyncio.TimeoutError:
                 pass
+
+
+REFRESH_SLACK_S = 2.0     # an entry whose end moves later than this was written again
+_ABSENT = object()
+
+
+@dataclass
+class _FleetState:
+    started: bool = False
+    # source -> monotonic end of its table entry as last dumped (None: written by us, not
+    # dumped since); sources whose entry has gone are forgotten
+    entry_end: dict = field(default_factory=dict)
+    # source as the bans map lists it -> expires_ns of the ban already handled
+    # (published, or learned from the table): anything else in the map is a new ban
+    ban_seen: dict = field(default_factory=dict)
+
+
+def _fleet_key(source: str, table_type: str) -> str | None:
+    """The fleet table's key for a shield source: IPv4 in an ip table; in an ipv6 table
+    IPv4 as ::ffff:a.b.c.d and an IPv6 /prefix as its network address."""
+    if table_type == "ip":
+        return None if ":" in source else source
+    if ":" not in source:
+        return f"::ffff:{source}"
+    return source.split("/")[0]
+
+
+def _fleet_source(key: str, ipv6_prefix: int) -> str | None:
+    """The shield source a fleet table key bans (inverse of _fleet_key)."""
+    try:
+        addr = ipaddress.ip_address(key)
+    except ValueError:
+        return None
+    if addr.version == 4:
+        return str(addr)
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(ipaddress.ip_network((addr, ipv6_prefix), strict=False))
 
 
 def _fmt_ms(ms: int) -> str:

@@ -115,6 +115,9 @@ class ShieldConfig:
     # type -> XDP counter (empty: the native xdp_* types); the proxy's runtime socket.
     mirror_store: dict[str, dict[str, str]] = field(default_factory=dict)
     proxy_socket: str | None = None
+    # fleet bans (control/bridge.py, docs/bridge.md): the peers-replicated proxy table
+    # every local ban is published into and learned from
+    share_bans: str | None = None
 
     def __post_init__(self) -> None:
         if not self.pin_dir:
@@ -460,6 +463,20 @@ def _kw_escalate(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
     cfg.escalations.append(Escalate(table, ttl, cond))
 
 
+_SHARED_TABLE = re.compile(r"^[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)?$")
+
+
+def _kw_share_bans(cfg: ShieldConfig, line: Line, args: list[str]) -> None:
+    # a `table` line of a peers section is addressed as <section>/<table>
+    if len(args) != 1:
+        raise line.error("expects 'share-bans <table>' (a table replicated by a peers section)")
+    if not _SHARED_TABLE.match(args[0]):
+        raise line.error(f"invalid table name '{args[0]}'")
+    if cfg.share_bans is not None:
+        raise line.error("'share-bans' is set twice")
+    cfg.share_bans = args[0]
+
+
 KEYWORDS = {
     "interface": _kw_interface,
     "table": _kw_table,
@@ -477,6 +494,7 @@ KEYWORDS = {
     "mirror": _kw_mirror,
     "proxy-socket": _kw_proxy_socket,
     "escalate": _kw_escalate,
+    "share-bans": _kw_share_bans,
 }
 
 # Keywords that depend on the table's stored metrics are applied after the `table` line,

@@ -41,7 +41,7 @@ THRESHOLD_FIELDS = {
 }
 # What a reload (SIGHUP) cannot change in a running daemon: it takes a restart.
 RESTART_FIELDS = ("name", "interfaces", "pin_dir", "table_size", "stats_socket", "metrics_bind",
-                  "mirrors", "mirror_store", "escalations", "proxy_socket")
+                  "mirrors", "mirror_store", "escalations", "proxy_socket", "share_bans")
 MAX_BAN_EXPANSION = 256        # `add ban <cidr>` bans each source of a range up to this many
 BAN_SWEEP_S = 5.0              # how often expired bans are removed from the map
 
@@ -359,7 +359,7 @@ async def _serve(daemon: ShieldDaemon) -> None:
     metrics_server = None
     bridge = bridge_task = None
     try:
-        if cfg.mirrors or cfg.escalations:     # mirror/escalation: control/bridge.py
+        if cfg.mirrors or cfg.escalations or cfg.share_bans:   # control/bridge.py
             from edgestick.control.bridge import Bridge
             bridge = Bridge(cfg, daemon.xdp)
         if cfg.stats_socket is not None:
