@@ -414,6 +414,8 @@ class Parser:
             elif sub == "timeout":
                 g.stats_timeout_ms = _time(line, _arg(line, 2, "timeout value"),
                                            "stats timeout", self.warnings)
+                if not g.stats_timeout_ms:
+                    raise line.error("'stats timeout' expects a positive value")
             elif sub == "maxconn":
                 g.stats_maxconn = _int(line, _arg(line, 2, "value"), "stats maxconn", 1)
             elif sub == "bind-process":

@@ -278,6 +278,7 @@ ERRORS = [
     ("global\n    stats socket /tmp/x.sock mode 9x\n", 2, "stats socket", "invalid mode"),
     ("global\n    stats socket /tmp/x.sock frob\n", 2, "stats socket", "unknown keyword 'frob'"),
     ("global\n    stats frob\n", 2, "stats", "got 'frob'"),
+    ("global\n    stats timeout 0\n", 2, "stats", "positive"),
     ("global\n    foo\n", 2, "foo", "unknown keyword 'foo' in 'global'"),
     ("global\n    log /dev/log notice\n", 2, "log", "unknown log facility 'notice'"),
     ("frontend f\n    bind :80\n    log 127.0.0.1 local0 loud\n", 3, "log", "unknown optional log level"),
