@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import socket
 import ssl
 from typing import Callable, Optional, Sequence
@@ -24,6 +25,7 @@ from .sample import RESPONSE_FETCHES, Refs, SampleError, compile_expr
 from .stick_table import parse_table_args, parse_time_err
 
 SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
+HAPROXY_VERSION = (2, 6, 12)       # the version edgestick behaves as (.if version_* tests)
 FOREIGN_SECTIONS = ("shield",)            # parsed by control/
 # HAProxy sections edgestick does not implement: a clear error rather than "unknown"
 UNSUPPORTED_SECTIONS = ("userlist", "resolvers", "cache", "program", "http-errors", "ring",
@@ -237,8 +239,14 @@ class Parser:
         # a new file closes the section in progress (HAProxy: each file starts outside)
         self.section = None
         self.proxy = self.peers = self.foreign = None
+        blocks: list[tuple[Line, bool, bool]] = []      # .if nesting: (line, active, taken)
         for line in lines:
             kw = line.keyword
+            if kw.startswith("."):
+                self.directive(line, blocks)
+                continue
+            if blocks and not blocks[-1][1]:
+                continue                                 # inside a false .if branch
             if kw in SECTIONS or kw in FOREIGN_SECTIONS:
                 self.open_section(line)
             elif kw in UNSUPPORTED_SECTIONS:
@@ -253,6 +261,75 @@ class Parser:
                 self.foreign.append(line)
             else:
                 self.parse_proxy_line(line)
+        if blocks:
+            raise blocks[0][0].error("non-terminated '.if' block.")
+
+    def directive(self, line: Line, blocks: list):
+        """HAProxy 2.6's conditional blocks and messages: .if/.elif/.else/.endif,
+        .notice/.diag (ignored), .warning (a warning), .alert (an error)."""
+        kw, w = line.keyword, line.words
+        outer = all(active for _, active, _ in blocks)
+        if kw == ".if":
+            ok = outer and self.condition_true(line, w[1:])
+            blocks.append((line, ok, ok))
+        elif kw in (".elif", ".else"):
+            if not blocks:
+                raise line.error(f"lone '{kw}' with no matching '.if'.")
+            start, _, taken = blocks.pop()
+            outer = all(active for _, active, _ in blocks)
+            ok = outer and not taken and (kw == ".else" or self.condition_true(line, w[1:]))
+            blocks.append((start, ok, taken or ok))
+        elif kw == ".endif":
+            if not blocks:
+                raise line.error("lone '.endif' with no matching '.if'.")
+            blocks.pop()
+        elif kw in (".notice", ".diag", ".warning", ".alert"):
+            if not outer:
+                return
+            message = " ".join(w[1:])
+            if kw == ".warning":
+                self.warn(line, message)
+            elif kw == ".alert":
+                raise line.error(message)
+        else:
+            raise line.error(f"unknown directive '{kw}'.")
+
+    def condition_true(self, line: Line, words) -> bool:
+        """A .if condition: terms joined by && / ||, each `[!]predicate`: a number,
+        defined(VAR), feature(NAME), streq(a,b), strneq(a,b), version_atleast(v),
+        version_before(v)."""
+        result, op = None, None
+        for word in words:
+            if word in ("&&", "||"):
+                op = word
+                continue
+            value = self.predicate(line, word)
+            result = value if result is None else (result and value if op == "&&"
+                                                   else result or value)
+        return bool(result)
+
+    def predicate(self, line: Line, word: str) -> bool:
+        negate = word.startswith("!")
+        word = word.lstrip("!")
+        name, _, rest = word.partition("(")
+        args = [a.strip() for a in rest.rstrip(")").split(",")] if rest else []
+        if not rest:
+            value = word.lstrip("-").isdigit() and int(word) != 0
+        elif name == "defined":
+            value = args[0] in os.environ
+        elif name == "feature":
+            value = args[0] in ("OPENSSL", "LINUX_SPLICE", "TPROXY", "GETADDRINFO")
+        elif name in ("streq", "strneq"):
+            if len(args) != 2:
+                raise line.error(f"'{name}' expects 2 arguments")
+            value = (args[0] == args[1]) == (name == "streq")
+        elif name in ("version_atleast", "version_before"):
+            mine = HAPROXY_VERSION
+            theirs = tuple(int(x) for x in re.findall(r"\d+", args[0]))
+            value = (mine >= theirs) == (name == "version_atleast")
+        else:
+            raise line.error(f"unknown conditional expression predicate '{name}'")
+        return value != negate
 
     def open_section(self, line: Line):
         kw = line.keyword

@@ -320,6 +320,17 @@ defaults
     ("shared table across backends", VALID, D + FE + "    use_backend b2 if { path_beg /b2 }\n"
      "    default_backend b\n" + BE + "    stick-table type ip size 1m expire 30m\n    stick on src\n"
      "backend b2\n    stick on src table b\n    server s1 127.0.0.1:20998 id 1\n"),
+    # --- conditional blocks
+    ("if blocks", VALID, ".if defined(HOME)\n.notice \"home is set\"\n.endif\n"
+     ".if !defined(EDGESTICK_NEVER_SET)\n.warning \"not set\"\n.endif\n"
+     ".if version_atleast(2.6)\n" + D + ".elif 1\n    frob\n.else\n    frob2\n.endif\n"
+     ".if streq(a,b)\n    frob\n.endif\n.if strneq(a,b)\n" + FE + ".endif\n"
+     ".if 0\n    anything\n.endif\n.if version_before(2.5)\n    frob\n.endif\n"),
+    ("lone endif", INVALID, D + FE + ".endif\n"),
+    ("unterminated if", INVALID, D + FE + ".if 1\n"),
+    ("unknown directive", INVALID, D + FE + ".frob\n"),
+    ("alert directive", INVALID, D + FE + ".alert \"stop here\"\n"),
+    ("alert in a false block", VALID, D + FE + ".if 0\n.alert \"not reached\"\n.endif\n"),
     # --- defaults
     ("named defaults with rules", VALID, "defaults d\n    mode http\n    timeout client 5s\n"
      "    timeout connect 5s\n    timeout server 5s\n    http-request deny if { path /x }\n"

@@ -297,6 +297,9 @@ ERRORS = [
     ("peers p\n    foo\n", 2, "foo", "unknown keyword 'foo' in 'peers'"),
     ("peers p\npeers p\n", 2, "peers", "same name"),
     ("userlist u\n", 1, "userlist", "not supported by edgestick"),
+    (".if 1\nbackend b\n", 1, ".if", "non-terminated '.if' block"),
+    (".else\n", 1, ".else", "lone '.else'"),
+    (".if frob(1)\n.endif\n", 1, ".if", "unknown conditional expression predicate"),
     ("backend b\n    stick-table type ip\n", 2, "stick-table", "missing size"),
     ("backend b\n    stick-table size 1k\n", 2, "stick-table", "missing type"),
     ("backend b\n    stick-table type ip size 1k store frob\n", 2, "stick-table", "frob"),
@@ -314,7 +317,7 @@ ERRORS = [
                          ids=[f"{i}-{e[2]}" for i, e in enumerate(ERRORS)])
 def test_errors_name_file_line_and_keyword(tail, line, keyword, message):
     offset = SEED_DEFAULTS.count("\n")
-    text = tail if tail.startswith(("global", "peers")) else SEED_DEFAULTS + tail
+    text = tail if tail.startswith(("global", "peers", ".")) else SEED_DEFAULTS + tail
     if text is tail:
         offset = 0
     with pytest.raises(ConfigError) as ei:
