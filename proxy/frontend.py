@@ -25,7 +25,6 @@ from .backend import Backend, ServerState
 from .sample import Context, compile_expr
 
 _LINGER_RST = be_mod._LINGER_RST
-_HIGH_WATER = 256 * 1024
 
 
 class ClientConn(be_mod.Endpoint):
