@@ -793,7 +793,9 @@ class Frontend:
                    bm.options.forwardfor_header).lower()
             if not (self.model.options.forwardfor_if_none and req.get(hdr) is not None):
                 extra = [(hdr, c.src)]
-        head = http1.serialize_request(req, extra)
+        fo, bo = self.model.options, bm.options
+        server_close = fo.httpclose or fo.http_server_close or bo.httpclose or bo.http_server_close
+        head = http1.serialize_request(req, extra, server_close)
         body_task = None
         body_state = [req.framing == http1.NO_BODY]
         if req.framing == http1.LENGTH and len(c.buf) >= req.length:
@@ -867,7 +869,7 @@ class Frontend:
             stream.bytes_out += len(head)
             await self._tunnel(c, conn, stream, bm)
             return False
-        closing = (not req.keep_alive or proc.stopping or c.eof)
+        closing = not req.keep_alive or proc.stopping or c.eof or self.model.options.httpclose
         chunk_out = False
         if resp.framing == http1.UNTIL_CLOSE:
             if req.version >= 11 and not closing:
@@ -906,7 +908,7 @@ class Frontend:
             if not body_state[0]:
                 closing = True
                 server_reusable = False
-        if server_reusable and resp.keep_alive and not server_broken:
+        if server_reusable and resp.keep_alive and not server_broken and not server_close:
             srv.give_back(conn)
         else:
             conn.close()

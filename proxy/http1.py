@@ -396,7 +396,8 @@ class ChunkedScanner:
         return out
 
 
-def serialize_request(msg: Message, extra: list[tuple[str, str]] | None = None) -> bytes:
+def serialize_request(msg: Message, extra: list[tuple[str, str]] | None = None,
+                      close: bool = False) -> bytes:
     """Request head for a server: lower-case names, the client's Connection header
     dropped (keep-alive is HTTP/1.1's default towards servers; an HTTP/1.0 request
     says `connection: keep-alive`, as HAProxy does)."""
@@ -412,7 +413,9 @@ def serialize_request(msg: Message, extra: list[tuple[str, str]] | None = None) 
     if extra:
         for name, value in extra:
             parts += (name, ": ", value, "\r\n")
-    if msg.version == 10 and not msg.upgrade:
+    if close and not msg.upgrade:       # option httpclose / http-server-close
+        parts.append("connection: close\r\n")
+    elif msg.version == 10 and not msg.upgrade:
         parts.append("connection: keep-alive\r\n")
     parts.append("\r\n")
     return "".join(parts).encode("latin-1")

@@ -172,3 +172,42 @@ def test_keep_alive_many_requests_one_connection(pair):
             assert r.status == 200 and f"GET /{i}\n" in r.body.decode()
         assert not c.closed_by_peer(0.2)
         c.close()
+
+
+CLOSE_MODES = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend f1
+    bind 127.0.0.1:{FE}
+    option httpclose
+    default_backend b1
+frontend f2
+    bind 127.0.0.1:{FE2}
+    option http-server-close
+    default_backend b1
+frontend f3
+    bind 127.0.0.1:{FE3}
+    default_backend b2
+backend b1
+    server s1 127.0.0.1:{S1}
+backend b2
+    option httpclose
+    server s1 127.0.0.1:{S1}
+"""
+
+
+def test_httpclose_and_http_server_close(haproxy_bin):
+    b = Backends(["s1"]).start()
+    raw = R("GET / HTTP/1.1", "Host: a") + R("GET /2 HTTP/1.1", "Host: a")
+    try:
+        with workdir() as wd, both(CLOSE_MODES, b, wd, haproxy_bin, n_frontends=3) as (h, e):
+            for i in range(3):
+                assert raw_exchange(e.ports[i], raw, 1.0) == raw_exchange(h.ports[i], raw, 1.0)
+    finally:
+        b.kill()
