@@ -47,9 +47,11 @@ scenario() {   # scenario HOST NAME ARGS...: run one, keep its JSON result
     on "$host" "${SCENARIO[@]}" "$name" --target "$EDGE" "$@" > "$RESULTS/$name.json"
 }
 
+set -m     # the background client gets its own process group: a failure below stops it all
 scenario client legit --rate "$LEGIT_RATE" --count $(( LEGIT_RATE * LEGIT_SECONDS )) \
     --duration "$LEGIT_SECONDS" 2> "$RESULTS/legit.txt" &
 legit=$!
+trap 'kill -- -"$legit" 2>/dev/null || true' EXIT
 sleep 2
 scenario attacker syn-flood --count "$FLOOD_FRAMES" --sources "$FLOOD_SOURCES" --duration "$FLOOD_SECONDS"
 scenario attacker udp-flood --count "$FLOOD_FRAMES" --sources "$FLOOD_SOURCES" --duration "$FLOOD_SECONDS"

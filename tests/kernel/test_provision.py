@@ -226,3 +226,17 @@ def test_provision_command_on_a_lab_by_prefix(lab):
     bad = subprocess.run([sys.executable, "-m", "edgestick.lab.provision", "--lab", "nolab"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no lab 'nolab'" in bad.stderr
+
+
+def test_run_scenarios_script_stops_its_client_when_a_scenario_fails(lab, tmp_path):
+    # Nothing answers at .99: the SYN flood cannot resolve its next hop and fails.
+    env = dict(os.environ, EDGESTICK_LAB=lab.prefix, EDGESTICK_VENV=sys.prefix, EDGE="198.18.0.99",
+               RESULTS=str(tmp_path), LEGIT_SECONDS="60", FLOOD_SECONDS="1")
+    done = subprocess.run(["bash", str(provision.REPO / "vagrant" / "run-scenarios.sh")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "no link-layer address for 198.18.0.99" in done.stderr
+    deadline = time.monotonic() + 5
+    while subprocess.run(["ip", "netns", "pids", lab.ns("client")], capture_output=True,
+                         text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the legitimate client outlived the script"
+        time.sleep(0.1)
