@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 
 from edgestick.cfgsyntax import ConfigError, Line, read_file
 
+from . import http1
 from . import model as m
 from .acl import Acl, AclError, compile_condition, parse_acl_expr, parse_net, split_condition
 from .sample import RESPONSE_FETCHES, Refs, SampleError, compile_expr
@@ -127,6 +128,22 @@ def check_log_line(line: Line) -> None:
             raise line.error(f"log : unknown optional log level '{lvl}'")
     if len(w) > i + 3:
         raise line.error(f"log : unexpected argument '{w[i + 3]}'")
+
+
+def read_errorfile(line: Line, path: str, keyword: Optional[str] = None) -> str:
+    """An errorfile: a whole HTTP response (status line, headers, body), as text."""
+    try:
+        with open(path, encoding="latin-1") as f:
+            text = f.read()
+    except OSError as e:
+        raise line.error(f"error reading file '{path}': {e.strerror}", keyword) from None
+    try:
+        head = http1.parse_response(text.encode("latin-1"), 0, "GET")
+    except http1.BadMessage:
+        head = None
+    if head is None:
+        raise line.error(f"'{path}': unable to parse headers (not an HTTP response)", keyword)
+    return text
 
 
 def _one_arg(line: Line) -> None:
@@ -1620,7 +1637,9 @@ class Parser:
                     raise line.error(f"'{what}' : only one payload option may be set")
                 v = val()
                 reply.body_kind = a
-                if a in ("errorfile", "file", "lf-file"):
+                if a == "errorfile":
+                    reply.body = read_errorfile(line, v)
+                elif a in ("file", "lf-file"):
                     try:
                         with open(v, encoding="latin-1") as f:
                             reply.body = f.read()
@@ -1747,11 +1766,7 @@ class Parser:
         path = _arg(line, 2, "file")
         if not code.isdigit() or int(code) not in DEFAULT_ERROR_STATUSES:
             raise line.error(f"status code '{code}' cannot be customized")
-        try:
-            with open(path, encoding="latin-1") as f:
-                p.errorfiles[int(code)] = f.read()
-        except OSError as e:
-            raise line.error(f"error reading file '{path}': {e.strerror}") from None
+        p.errorfiles[int(code)] = read_errorfile(line, path)
 
     # ------------------------------------------------------------------ checks
     def finish(self):

@@ -120,6 +120,11 @@ CASES = [
     ("capture in backend warns", VALID, D + FE + "    default_backend b\n" + BE
      + "    capture request header Host len 4\n"),
     ("http-request capture bad fetch", INVALID, D + FE + "    http-request capture frob len 10\n"),
+    ("errorfile", VALID, D + "    errorfile 503 {errorfile}\n" + FE),
+    ("errorfile not a response", INVALID, D + "    errorfile 503 {garbage}\n" + FE),
+    ("deny errorfile", VALID, D + FE + "    http-request deny errorfile {errorfile}\n"),
+    ("deny errorfile not a response", INVALID, D + FE + "    http-request deny errorfile {garbage}\n"),
+    ("errorfile status 418", INVALID, D + "    errorfile 418 {errorfile}\n" + FE),
     ("log lines", VALID, "global\n    log /dev/log local0\n    log 127.0.0.1:514 len 1024 local1 notice info\n"
      "    log stdout format raw daemon\n" + D + "    log global\n" + FE + "    log /dev/log local2 err\n"),
     ("log unknown facility", INVALID, "global\n    log /dev/log notice\n" + D + FE),
@@ -361,10 +366,13 @@ def files(tmp_path_factory):
     cert.write_text(crt.read_text() + key.read_text())
     garbage = d / "garbage.pem"
     garbage.write_text("not a certificate\n")
+    errorfile = d / "503.http"
+    errorfile.write_bytes(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
+                          b"\r\nsorry\n")
     patterns = d / "patterns.lst"
     patterns.write_text("# blocked\n198.18.0.0/24\nfd00::/8\n")
     return d, {"cert": str(cert), "garbage": str(garbage), "patterns": str(patterns),
-               "ca": str(crt)}
+               "ca": str(crt), "errorfile": str(errorfile)}
 
 
 @pytest.mark.parametrize("name,expected,text", CASES, ids=[c[0] for c in CASES])
