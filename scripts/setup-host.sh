@@ -11,8 +11,10 @@ export DEBIAN_FRONTEND=noninteractive
 
 # vagrant: CI runs `vagrant validate --ignore-provider` on vagrant/Vagrantfile (no provider needed).
 # wrk: the load generator of bench/proxy.py (C, so the client is not the bottleneck).
+# openssl: tests make throw-away certificates for `bind ... ssl crt` with the openssl CLI.
 APT_PACKAGES="python3-bpfcc linux-headers-amd64 bpftool iproute2 ethtool python3-venv
-    tcpreplay haproxy socat iptables nftables procps psmisc util-linux iputils-ping vagrant wrk"
+    tcpreplay haproxy socat iptables nftables procps psmisc util-linux iputils-ping vagrant wrk
+    openssl"
 
 missing=""
 for p in $APT_PACKAGES; do
