@@ -4,6 +4,7 @@ rules) with HAProxy 2.6's rules (reference §9, §10)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import socket
 import struct
@@ -192,6 +193,7 @@ class ServerState:
         self.econ = self.eresp = self.wretr = self.wredis = 0
         self.chkfail = self.chkdown = 0
         self.lbtot = 0
+        self.queue: collections.deque = collections.deque()   # requests waiting for a slot
         self.lc_key = 0                    # leastconn position (see Backend.reposition)
         self.lc_seq = model.id
 
@@ -283,6 +285,8 @@ class Backend:
         self._rr_map: list[ServerState] = []
         self._fwrr: Fwrr | None = None
         self._lc_seq = len(self.servers)
+        self.queue: collections.deque = collections.deque()
+        self._limited = any(s.maxconn for s in self.servers)
         # counters (show stat / metrics)
         self.cur = self.smax = self.stot = self.bin = self.bout = 0
         self.hrsp = [0, 0, 0, 0, 0, 0]
@@ -318,10 +322,13 @@ class Backend:
         return bool(self._active)
 
     def pick(self, src: str | None, avoid: ServerState | None = None) -> ServerState | None:
-        """Load-balancing choice among usable servers (no persistence)."""
+        """Load-balancing choice among usable servers with a free slot (no persistence);
+        None when there is none."""
         servers = self._active
         if avoid is not None and len(servers) > 1:
             servers = [s for s in servers if s is not avoid]
+        if self._limited:
+            servers = [s for s in servers if not s.maxconn or s.cur < s.maxconn]
         if not servers:
             return None
         algo = self.algo
@@ -346,10 +353,38 @@ class Backend:
                 if srv in servers:
                     return srv
             return servers[0]
-        srv = self._fwrr.next()
-        if srv is avoid and len(servers) > 1:
+        for _ in range(len(self._fwrr.members)):
             srv = self._fwrr.next()
-        return srv if srv is not None else servers[0]
+            if srv is None or srv in servers:
+                break
+        return srv if srv in servers else servers[0]
+
+    async def wait_slot(self, srv: ServerState | None, timeout_s: float | None):
+        """Queue until a server (this one, or any for None) has a free slot; the slot
+        comes reserved. None after `timeout queue`."""
+        fut = asyncio.get_running_loop().create_future()
+        queue = srv.queue if srv is not None else self.queue
+        queue.append(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            return None
+        finally:
+            if fut in queue:
+                queue.remove(fut)
+
+    def release_slot(self, srv: ServerState):
+        """A request left `srv`: hand its slot to the oldest waiter for it (or for the
+        backend), else free it."""
+        for queue in (srv.queue, self.queue):
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_result(srv)          # srv.cur unchanged: the slot moves on
+                    self.reposition(srv)
+                    return
+        srv.cur -= 1
+        self.reposition(srv)
 
     def reposition(self, srv: ServerState):
         """A server's load changed (leastconn): requeue it if its key moved."""

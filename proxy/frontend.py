@@ -730,31 +730,50 @@ class Frontend:
                         if key is not None:
                             stores.append((table, key))
         persisted = srv is not None
+        reserved = False
         if srv is None:
             srv = backend.pick(c.src)
+            if srv is None and backend.up:          # every server at its maxconn: queue
+                srv = await backend.wait_slot(None, _sec(bm.timeouts.get("queue") or
+                                                         bm.timeouts.get("connect")))
+                reserved = srv is not None
             if srv is None:
                 return self._local_error(c, req, stream, 503)
-        # connect, with retries and redispatch (an idle keep-alive connection first)
-        conn = srv.take_idle()
-        if conn is None:
-            conn, srv = await self._connect(backend, srv, persisted, c.src)
-        if conn is None:
-            return self._local_error(c, req, stream, 503)
-        if srv is not cookie_server(cookie):
-            direct = False
-        srv.cur += 1
+        elif srv.maxconn and srv.cur >= srv.maxconn:
+            srv = await backend.wait_slot(srv, _sec(bm.timeouts.get("queue") or
+                                                    bm.timeouts.get("connect")))
+            if srv is None:
+                return self._local_error(c, req, stream, 503)
+            reserved = True
+        if not reserved:                            # the slot is taken at assignment
+            srv.cur += 1
         backend.reposition(srv)
-        backend.cur += 1
-        srv.stot += 1
-        srv.lbtot += 0 if persisted else 1
-        if srv.cur > srv.smax:
-            srv.smax = srv.cur
         try:
-            return await self._exchange(c, req, ctx, stream, backend, srv, conn, stores, cookie, direct)
+            # connect, with retries and redispatch (an idle keep-alive connection first)
+            conn = srv.take_idle()
+            if conn is None:
+                conn, other = await self._connect(backend, srv, persisted, c.src)
+                if other is not srv:                # redispatched: the slot moves too
+                    backend.release_slot(srv)
+                    srv = other
+                    srv.cur += 1
+                    backend.reposition(srv)
+            if conn is None:
+                return self._local_error(c, req, stream, 503)
+            if srv is not cookie_server(cookie):
+                direct = False
+            backend.cur += 1
+            srv.stot += 1
+            srv.lbtot += 0 if persisted else 1
+            if srv.cur > srv.smax:
+                srv.smax = srv.cur
+            try:
+                return await self._exchange(c, req, ctx, stream, backend, srv, conn, stores,
+                                            cookie, direct)
+            finally:
+                backend.cur -= 1
         finally:
-            srv.cur -= 1
-            backend.reposition(srv)
-            backend.cur -= 1
+            backend.release_slot(srv)
 
     async def _connect(self, backend: Backend, srv: ServerState, persisted: bool, src):
         bm = backend.model

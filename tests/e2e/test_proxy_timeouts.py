@@ -98,3 +98,58 @@ def test_persist_retries_then_503_or_redispatch(pair):
         assert abs(took[1] - took[0]) < 0.3, took
         assert out[1].status == status
         assert out[1].body == out[0].body
+
+
+QUEUE = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend fe_wait
+    bind 127.0.0.1:{FE}
+    default_backend bk_wait
+frontend fe_short
+    bind 127.0.0.1:{FE2}
+    default_backend bk_short
+backend bk_wait
+    timeout queue 3s
+    server s1 127.0.0.1:{S1} maxconn 1
+backend bk_short
+    timeout queue 200ms
+    server s1 127.0.0.1:{S1} maxconn 1
+"""
+
+
+def test_server_maxconn_queues_then_503(haproxy_bin):
+    """maxconn 1: a second concurrent request waits for the slot, or gets 503 once
+    `timeout queue` is over."""
+    import threading
+    b = Backends(["s1"]).start()
+    try:
+        with workdir() as wd, both(QUEUE, b, wd, haproxy_bin, n_frontends=2) as (h, e):
+            results = {}
+            for p in (h, e):
+                for idx in (0, 1):
+                    got = []
+
+                    def slow(port=p.ports[idx]):
+                        t0 = time.monotonic()
+                        r = one_request(port, "/?sleep=0.5")
+                        got.append((r.status, round(time.monotonic() - t0, 1)))
+                    threads = [threading.Thread(target=slow) for _ in range(2)]
+                    for t in threads:
+                        t.start()
+                        time.sleep(0.05)
+                    for t in threads:
+                        t.join()
+                    results[(p.kind, idx)] = sorted(s for s, _ in got)
+                    if idx == 0:
+                        assert max(d for _, d in got) >= 0.9      # served one after the other
+            assert results[("edgestick", 0)] == results[("haproxy", 0)] == [200, 200]
+            assert results[("edgestick", 1)] == results[("haproxy", 1)] == [200, 503]
+    finally:
+        b.kill()
