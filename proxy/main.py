@@ -1,10 +1,16 @@
-"""`edgestick proxy -f FILE [-f FILE ...] [-c] [-L peername] [--metrics [ADDR:]PORT]`
+"""`edgestick proxy -f FILE [-f FILE ...] [-c] [-L peername] [--metrics [ADDR:]PORT] [-sf PID ...]`
 
 Runs a HAProxy 2.6 configuration: builds the stick tables, backends and frontends,
 serves the runtime API on each `stats socket`, and (with --metrics) Prometheus on a
 loopback address. SIGTERM/SIGINT: stop accepting, let in-flight requests finish within
 a grace period, exit. SIGUSR2 or the runtime command `reload`: re-read the
 configuration; tables whose declaration did not change keep their contents.
+
+Reload by a new process, as HAProxy's `-sf`: `edgestick proxy -f FILE -L NAME -sf OLDPID`
+binds next to the old process (SO_REUSEPORT, new connections steered to the newest
+listener), then sends it SIGUSR1 (soft stop): the old process stops accepting, teaches
+its replicated tables to the new one over the local peer address (proxy/peers.py
+hand_over), lets its in-flight requests finish and exits.
 
 The event loop is uvloop (libuv): bench/proxy.py measured it well ahead of the default
 asyncio loop on the per-request path.
@@ -26,6 +32,8 @@ from .backend import Backend
 from .frontend import Frontend
 
 GRACE_S = 5.0
+DRAIN_S = 0.2      # soft stop: accept what is already queued before closing the listeners
+SO_ATTACH_REUSEPORT_CBPF = 51
 
 
 def _log(msg: str):
@@ -37,8 +45,9 @@ class ProxyProcess:
     """Everything one `edgestick proxy` process runs."""
 
     def __init__(self, paths: list[str], local_peer: str | None = None,
-                 metrics_addr: tuple[str, int] | None = None):
+                 metrics_addr: tuple[str, int] | None = None, takes_over: bool = False):
         self.paths = paths
+        self.takes_over = takes_over        # -sf: an old process hands its tables over
         self.local_peer = local_peer
         self.metrics_addr = metrics_addr
         self.cfg = None
@@ -107,7 +116,7 @@ class ProxyProcess:
         return tables, decls, backends, frontends
 
     async def start(self):
-        cfg, warnings = config_mod.load_config(self.paths)
+        cfg, warnings = config_mod.load_config(self.paths, self.local_peer)
         for w in warnings:
             _log(f"[WARNING] {w}")
         self.cfg = cfg
@@ -145,7 +154,8 @@ class ProxyProcess:
             return
         from . import peers
         commands = self.runtime.commands if (self.runtime is not None and not reload) else None
-        sections = await peers.start_peers(cfg, self.tables, self.local_peer, commands)
+        sections = await peers.start_peers(cfg, self.tables, self.local_peer, commands,
+                                           expect_local=self.takes_over and not reload)
         if reload and self.peers is not None:
             self.peers[:] = sections        # `show peers` keeps reading the same list
         else:
@@ -173,7 +183,7 @@ class ProxyProcess:
     async def reload(self) -> str:
         """Re-read the configuration; on error keep running the old one."""
         try:
-            cfg, warnings = config_mod.load_config(self.paths)
+            cfg, warnings = config_mod.load_config(self.paths, self.local_peer)
             tables, decls, backends, frontends = self._build(cfg)
         except (ConfigError, OSError) as e:
             _log(f"reload failed, keeping the running configuration: {e}")
@@ -232,16 +242,23 @@ class ProxyProcess:
         _log("configuration reloaded")
         return "Success=1\n--\n"
 
-    async def stop(self, grace_s: float = GRACE_S):
-        """Stop accepting; in-flight requests get `grace_s` to finish."""
+    async def stop(self, grace_s: float = GRACE_S, hand_over: bool = False):
+        """Stop accepting; in-flight requests get `grace_s` to finish. `hand_over` (soft
+        stop of a reload): a new process listens beside this one; the connections already
+        queued here are accepted first, and the replicated tables are taught to it."""
         if self.stopping:
             return
         self.stopping = True
         all_fe = self.frontends + self.old_frontends
+        if hand_over:
+            await asyncio.sleep(DRAIN_S)
         for fe in all_fe:
             fe.stop_listening()
         for b in self.backends.values():
             b.stop_checks()
+        if hand_over and self.peers:
+            from . import peers
+            await peers.hand_over(list(self.peers))
         if self.metrics_server is not None:
             self.metrics_server.close()
         for fe in all_fe:
@@ -262,14 +279,42 @@ class ProxyProcess:
             self.reaper.cancel()
 
 
+def steer_to_newest(frontends) -> None:
+    """Send every new connection to this process's listeners rather than to those of the
+    old process sharing the ports (SO_REUSEPORT): a classic BPF program on the port's
+    reuseport group picks socket 1, the newest of the two; with one socket left (the old
+    one closed) the index is out of range and the kernel falls back to its hash."""
+    import ctypes
+    import socket
+    import struct
+    insn = (ctypes.c_uint8 * 8)(*struct.pack("=HBBI", 0x06, 0, 0, 1))    # BPF_RET|BPF_K 1
+    prog = struct.pack("=H6xQ", 1, ctypes.addressof(insn))
+    for fe in frontends:
+        for lst in fe.listeners:
+            for sock in getattr(lst.server, "sockets", None) or ():
+                if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                dup = socket.socket(fileno=os.dup(sock.fileno()))
+                try:
+                    dup.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog)
+                except OSError as e:
+                    _log(f"[WARNING] cannot steer new connections to the new process: {e}")
+                finally:
+                    dup.close()
+
+
 def _parse_metrics(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
 async def _run(args) -> int:
+    import logging
+    # peers (proxy/peers.py) report sessions, hand-overs and errors through logging
+    logging.basicConfig(level=logging.INFO, format="[edgestick proxy] %(message)s", stream=sys.stderr)
     proc = ProxyProcess(args.file, args.local_peer,
-                        _parse_metrics(args.metrics) if args.metrics else None)
+                        _parse_metrics(args.metrics) if args.metrics else None,
+                        takes_over=bool(args.soft_finish))
     try:
         await proc.start()
     except ConfigError as e:
@@ -281,9 +326,9 @@ async def _run(args) -> int:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
 
-    def on_stop():
+    def on_stop(hand_over: bool = False):
         async def go():
-            await proc.stop()
+            await proc.stop(hand_over=hand_over)
             done.set()
         loop.create_task(go())
 
@@ -293,7 +338,15 @@ async def _run(args) -> int:
     loop.add_signal_handler(signal.SIGTERM, on_stop)
     loop.add_signal_handler(signal.SIGINT, on_stop)
     loop.add_signal_handler(signal.SIGUSR2, on_reload)
+    loop.add_signal_handler(signal.SIGUSR1, on_stop, True)     # soft stop (a reload's -sf)
     _log(f"started, pid {os.getpid()}")
+    if args.soft_finish:
+        steer_to_newest(proc.frontends)
+        for pid in args.soft_finish:
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                _log(f"[WARNING] -sf: no process {pid}")
     await done.wait()
     return 0
 
@@ -306,12 +359,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("-c", dest="check", action="store_true",
                     help="check the configuration and exit (0 valid, 1 invalid)")
     ap.add_argument("-L", dest="local_peer", help="local peer name (peers sections)")
+    ap.add_argument("-sf", dest="soft_finish", metavar="PID", type=int, nargs="+",
+                    help="reload: take over from these processes (soft stop, tables handed over)")
     ap.add_argument("--metrics", metavar="[ADDR:]PORT",
                     help="serve Prometheus /metrics there (loopback when ADDR is omitted)")
     args = ap.parse_args(argv)
     if args.check:
         try:
-            _, warnings = config_mod.load_config(args.file)
+            _, warnings = config_mod.load_config(args.file, args.local_peer)
         except ConfigError as e:
             print(f"[ALERT] {e}", file=sys.stderr)
             print("Fatal errors found in configuration.", file=sys.stderr)

@@ -241,4 +241,4 @@ class Metrics:
                 pass
             finally:
                 writer.close()
-        return await asyncio.start_server(handle, host, port)
+        return await asyncio.start_server(handle, host, port, reuse_port=True)   # beside a reload's old process

@@ -551,6 +551,7 @@ WATCHDOG_S = 5.0                # close a session that received nothing for this
 HANDSHAKE_TIMEOUT_S = 5.0
 RECONNECT_S = 1.0               # retry period of a connector (HAProxy retries a failed connect 1 s later)
 RESYNC_TIMEOUT_S = 5.0          # give up waiting for a lesson after this
+LOCAL_WAIT_S = 5.0              # after a reload, wait this long for the old process's lesson
 
 
 class PeerTable:
@@ -696,8 +697,8 @@ class Session:
 
     def push(self) -> None:
         """Send every local change past this session's cursors (normal push)."""
-        if self.closed or self.teaching:
-            return
+        if self.closed or self.teaching or (self.peer.local and not self.owner.handing_over):
+            return                              # the new process of a reload only learns
         transport = self.writer.transport
         if transport is not None and transport.get_write_buffer_size() > 4 << 20:
             # the peer reads slowly: try again later, cursors only move as we send
@@ -851,7 +852,8 @@ class Peers:
     <section>` and the section's own `table` lines), in declaration order."""
 
     def __init__(self, name: str, local_name: str, peers: Sequence[tuple],
-                 tables: Sequence[StickTable], bind: Optional[tuple] = None):
+                 tables: Sequence[StickTable], bind: Optional[tuple] = None,
+                 expect_local: bool = False):
         self.name = name
         self.local_name = local_name
         self.peers: list[RemotePeer] = []
@@ -861,6 +863,12 @@ class Peers:
         self.tables = [PeerTable(self, t, i + 1) for i, t in enumerate(tables)]
         self.synced = False
         self.resync_from: Optional[RemotePeer] = None
+        # reload hand-over (HAProxy's -sf): the new process waits up to LOCAL_WAIT_S for
+        # the old one's lesson over the local peer before asking a remote peer; the old
+        # one, soft-stopping, is `handing_over` (see hand_over())
+        self.expect_local = expect_local
+        self.local_lesson_done = False
+        self.handing_over = False
         self.started_at = time.monotonic()
         self.server: Optional[asyncio.AbstractServer] = None
         self.tasks: list[asyncio.Task] = []
@@ -881,8 +889,9 @@ class Peers:
             return
         addr = self.bind or ((local.host, local.port) if local and local.host else None)
         if addr is not None:
+            # SO_REUSEPORT: the new process of a reload listens before the old one stops
             self.server = await asyncio.start_server(self._accept, addr[0], addr[1],
-                                                     reuse_address=True)
+                                                     reuse_address=True, reuse_port=True)
         if not any(not p.local for p in self.peers):
             self.synced = True
         self.tasks.append(self._loop.create_task(self._maintain()))
@@ -927,13 +936,22 @@ class Peers:
         """Connectors, heartbeats and the resync timeout, checked every 100 ms."""
         while True:
             now = time.monotonic()
-            if not self.synced and now - self.started_at > RESYNC_TIMEOUT_S:
+            wait = RESYNC_TIMEOUT_S + (LOCAL_WAIT_S if self.expect_local else 0)
+            if not self.synced and now - self.started_at > wait:
                 self.synced = True
+            if not self.synced and self.resync_from is None and not self._waiting_local(now):
+                for p in self.peers:                  # ask a remote peer already connected
+                    if not p.local and p.session is not None and not p.session.closed:
+                        self.resync_from = p
+                        p.session.send(frame(CLASS_CONTROL, RESYNC_REQUEST))
+                        break
             for p in self.peers:
-                if p.local:
-                    continue
                 s = p.session
+                if p.local and s is None:
+                    continue                          # only the old process calls its local peer
                 if s is None:
+                    if self.handing_over:
+                        continue
                     if now >= p.reconnect_at and p.host:
                         p.reconnect_at = now + RECONNECT_S
                         self.tasks.append(self._loop.create_task(self._connect(p)))
@@ -971,7 +989,7 @@ class Peers:
             log.warning("peers %s: %s refused the session (status %r)", self.name, p.name, status)
             writer.close()
             return
-        if p.session is not None:                      # an inbound session won the race
+        if p.session is not None or self.handing_over:  # an inbound session won the race
             writer.close()
             return
         self._establish(p, reader, writer)
@@ -1010,9 +1028,14 @@ class Peers:
         if status != 200:
             return status, None, False
         p = next(x for x in self.peers if x.name == caller)
-        if p.local:
-            return 300, None, False                    # reload hand-over is not used here
+        if p.local and (p.session is not None or self.handing_over):
+            return 300, None, False                    # one hand-over at a time
         return 200, p, downgraded
+
+    def _waiting_local(self, now: float) -> bool:
+        """True while the new process of a reload still expects the old one's lesson."""
+        return (self.expect_local and not self.local_lesson_done
+                and now - self.started_at < LOCAL_WAIT_S)
 
     def _establish(self, p: RemotePeer, reader, writer, downgraded: bool = False) -> None:
         s = Session(self, p, reader, writer, downgraded)
@@ -1025,7 +1048,11 @@ class Peers:
         p.session = s
         p.last_status = "ESTA"
         p.new_conn += 1
-        if not self.synced and self.resync_from is None:
+        if p.local:
+            if self.handing_over:
+                s.teach()                              # the old process teaches unasked
+        elif not self.synced and self.resync_from is None \
+                and not self._waiting_local(time.monotonic()):
             self.resync_from = p
             s.send(frame(CLASS_CONTROL, RESYNC_REQUEST))
         s.push()
@@ -1067,26 +1094,82 @@ class Peers:
             t.apply_remote(key, values, u.expire, now)
 
     def lesson_done(self, s: Session, finished: bool) -> None:
+        if s.peer.local:
+            self.local_lesson_done = True
+            log.info("peers %s: learned the tables from the old process (%s)", self.name,
+                     "complete" if finished else "partial")
         if finished or s.peer is self.resync_from:
             self.synced = True
 
     def session_closed(self, s: Session) -> None:
         if self.resync_from is s.peer and not self.synced:
             self.resync_from = None
+        if s.peer.local:
+            self.local_lesson_done = True              # whatever came, stop waiting
+
+    async def hand_over(self, timeout: float = LOCAL_WAIT_S) -> bool:
+        """Soft stop of the old process of a reload (HAProxy's -sf): stop listening and
+        close the remote sessions, call the local peer's address (where the new process
+        listens now), teach it every shared table with timed updates, and wait for its
+        confirmation. The session stays up to push what in-flight requests still change
+        until stop(). Returns True when the lesson was confirmed."""
+        local = next((p for p in self.peers if p.local), None)
+        if local is None or self._loop is None:
+            return False
+        self.handing_over = True
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        for p in self.peers:
+            if not p.local and p.session is not None:
+                p.session.close()
+        addr = self.bind or ((local.host, local.port) if local.host else None)
+        if addr is None:
+            return False
+        deadline = time.monotonic() + timeout
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), timeout)
+            writer.write(encode_hello(self.local_name, self.local_name, os.getpid()))
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            log.warning("peers %s: no new process at the local peer address %s:%s (%s): "
+                        "tables not handed over", self.name, addr[0], addr[1], e)
+            return False
+        if line.strip() != b"200":
+            log.warning("peers %s: the local peer refused the hand-over (status %r)",
+                        self.name, line.strip().decode("latin-1", "replace"))
+            writer.close()
+            return False
+        local.last_hdshk = time.monotonic()
+        self._establish(local, reader, writer)
+        s = local.session
+        while s is not None and not s.closed and s.teaching and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        done = s is not None and not s.closed and not s.teaching
+        log.info("peers %s: tables handed over to the new process: %s", self.name,
+                 "confirmed" if done else "no confirmation")
+        return done
 
 
 async def start_peers(cfg, tables: dict, cli_local_name: Optional[str] = None,
-                      commands=None) -> list[Peers]:
+                      commands=None, expect_local: bool = False) -> list[Peers]:
     """Start replication for a parsed configuration: one `Peers` per enabled peers
     section, over the proxy's tables (name -> StickTable); registers `show peers` in a
     runtime API registry when given. Stop them with `stop_peers()` (and start again with
     the new tables after a reload)."""
     sections = peers_for_config(cfg, tables, local_peer_name(cfg, cli_local_name))
     for sec in sections:
+        sec.expect_local = expect_local
         await sec.start()
     if commands is not None:
         register_commands(lambda: sections, commands)
     return sections
+
+
+async def hand_over(sections: Sequence[Peers]) -> None:
+    """The old process of a reload teaches its tables to the new one (Peers.hand_over)."""
+    await asyncio.gather(*(sec.hand_over() for sec in sections))
 
 
 async def stop_peers(sections: Sequence[Peers]) -> None:

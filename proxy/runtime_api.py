@@ -294,7 +294,8 @@ class RuntimeAPI:
         self.tables = tables
         self.context = context
         self.commands = CommandRegistry()
-        self._servers: list[tuple[asyncio.AbstractServer, Optional[str]]] = []
+        # (server, socket file, its inode): a reload's new process may have replaced the file
+        self._servers: list[tuple[asyncio.AbstractServer, Optional[str], int]] = []
         self._conns: set[asyncio.Task] = set()
         register_core_commands(self.commands)
         register_table_commands(self.commands)
@@ -333,26 +334,27 @@ class RuntimeAPI:
                 os.chmod(path, mode)
             if uid is not None or gid is not None:
                 os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
-            self._servers.append((server, path))
+            self._servers.append((server, path, os.stat(path).st_ino))
         else:
             fam, host, port = target
             server = await asyncio.start_server(handler, host=host, port=port, family=fam,
-                                                reuse_address=True)
-            self._servers.append((server, None))
+                                                reuse_address=True, reuse_port=True)
+            self._servers.append((server, None, 0))
         return server
 
     async def close(self) -> None:
         """Stop listening, close open connections, remove the socket files."""
-        for server, path in self._servers:
+        for server, path, ino in self._servers:
             server.close()
             if path:
                 try:
-                    os.unlink(path)
+                    if os.stat(path).st_ino == ino:    # not the file of a newer process
+                        os.unlink(path)
                 except FileNotFoundError:
                     pass
         for task in list(self._conns):
             task.cancel()
-        for server, _ in self._servers:
+        for server, _, _ in self._servers:
             try:
                 await server.wait_closed()
             except Exception:
