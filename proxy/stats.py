@@ -54,7 +54,7 @@ def show_stat(proc) -> str:
             status = {"UP": "UP", "DOWN": "DOWN", "MAINT": "MAINT"}[srv.state]
             if not checked and status == "UP":
                 status = "no check"
-            v = {"pxname": b.name, "svname": srv.name, "qcur": 0, "qmax": 0, "scur": srv.cur,
+            v = {"pxname": b.name, "svname": srv.name, "qcur": len(srv.queue), "qmax": 0, "scur": srv.cur,
                  "smax": srv.smax, "slim": srv.maxconn or "", "stot": srv.stot,
                  "econ": srv.econ, "eresp": srv.eresp, "wretr": srv.wretr,
                  "wredis": srv.wredis, "status": status, "weight": srv.weight,
@@ -70,7 +70,7 @@ def show_stat(proc) -> str:
             for i, f in enumerate(_HRSP):
                 v[f] = srv.hrsp[i]
             lines.append(_row(v) + "\n")
-        v = {"pxname": b.name, "svname": "BACKEND", "qcur": 0, "qmax": 0, "scur": b.cur,
+        v = {"pxname": b.name, "svname": "BACKEND", "qcur": len(b.queue), "qmax": 0, "scur": b.cur,
              "smax": b.smax, "stot": b.stot, "dreq": b.dreq, "econ": b.econ,
              "eresp": b.eresp, "wretr": b.wretr, "wredis": b.wredis,
              "status": "UP" if b.up else "DOWN",

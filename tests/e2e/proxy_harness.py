@@ -45,10 +45,12 @@ def private_tmp():
 
 
 def free_ports(n: int) -> list[int]:
+    """Ports free on every address, IPv4 and IPv6 (a dual-stack wildcard bind)."""
     socks, ports = [], []
     for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
         socks.append(s)
         ports.append(s.getsockname()[1])
     for s in socks:
