@@ -10,8 +10,8 @@ the local peer address and exits.
 * with a real HAProxy 2.6 as the other peer, the new process replicates to it as the old
   one did."""
 import re
+import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -49,7 +49,6 @@ ENTRY = re.compile(r"key=(\S+) use=\d+ exp=(\d+) (.*)")
 
 
 def cli(sock, cmd: str) -> str:
-    import socket
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(5)
         s.connect(str(sock))

@@ -7,13 +7,16 @@ A ban made on edge A, by hand (`add ban` on its shield socket) and by escalation
 source whose logins fail), becomes an XDP ban on edge B: B's XDP drops that source's
 packets (counted with reason ban), B never writes it back, and expiry ends it on both.
 Both labs use the same address plan, so lab B's client/attacker carry the very source
-addresses banned on A."""
+addresses banned on A.
+
+A real HAProxy 2.6 is the third peer of the section (in edge A's namespace): it gets
+the bans in its table (it relays nothing: HAProxy never pushes learned entries, which
+is why every edge peers with every other)."""
 import contextlib
 import re
 import secrets
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -25,18 +28,23 @@ from test_bridge import drops_by, http, wait_for
 EDGESTICK = [sys.executable, "-m", "edgestick"]
 PEER_ADDR = {"A": "198.18.200.1", "B": "198.18.200.2"}   # the veth between the two edges
 PEER_PORT = 10400
+HAPROXY_PEER_PORT = 10401
 TABLE_EXPIRE_S = 8          # the fleet's ban duration
 MANUAL_TTL_S = 6
 ESCALATE_TTL_S = 5          # longer than http_err_rate's period: no re-escalation
 
+PEERS = """\
+peers fleet
+    peer edgeA {peer_a}:{port}
+    peer edgeB {peer_b}:{port}
+    peer hap {peer_a}:{hap_port}
+    table bans type ip size 10k expire {expire}s store gpt0
+"""
 CONFIG = """\
 global
     stats socket {tmp}/proxy.sock mode 600 level admin
     localpeer edge{me}
-peers fleet
-    peer edgeA {peer_a}:{port}
-    peer edgeB {peer_b}:{port}
-    table bans type ip size 10k expire {expire}s store gpt0
+""" + PEERS + """\
 defaults
     mode http
     timeout connect 2s
@@ -68,12 +76,18 @@ def shield(tmp, line: str) -> str:
     return RuntimeClient(str(tmp / "shield.sock"), timeout=5).command(line)
 
 
-def fleet_table(tmp) -> dict:
-    return {e.key: e for e in show_table(RuntimeClient(str(tmp / "proxy.sock"), timeout=5), "fleet/bans")}
+def fleet_table(tmp, sock: str = "proxy.sock") -> dict:
+    return {e.key: e for e in show_table(RuntimeClient(str(tmp / sock), timeout=5), "fleet/bans")}
+
+
+HAPROXY_CONFIG = """\
+global
+    stats socket {tmp}/haproxy.sock mode 600 level admin
+""" + PEERS
 
 
 @pytest.fixture(scope="module")
-def edges(tmp_path_factory):
+def edges(tmp_path_factory, haproxy_bin):
     labs = {}
     veth = "fl" + secrets.token_hex(3)
     try:
@@ -87,17 +101,23 @@ def edges(tmp_path_factory):
             _ip("-n", ns, "addr", "add", f"{PEER_ADDR[me]}/30", "dev", end)
             _ip("-n", ns, "link", "set", end, "up")
         out = {}
+        ports = dict(peer_a=PEER_ADDR["A"], peer_b=PEER_ADDR["B"], port=PEER_PORT,
+                     hap_port=HAPROXY_PEER_PORT, expire=TABLE_EXPIRE_S)
         for me, lab in labs.items():
             tmp = tmp_path_factory.mktemp(f"fleet-{me}")
             lab.popen("backend", [sys.executable, "-m", "edgestick.lab.backend", "--bind",
                                   f"{lab.addr4('backend')}:8080"], stdout=subprocess.DEVNULL)
             (tmp / "edge.cfg").write_text(CONFIG.format(
-                tmp=tmp, me=me, peer_a=PEER_ADDR["A"], peer_b=PEER_ADDR["B"], port=PEER_PORT,
-                expire=TABLE_EXPIRE_S, edge=lab.addr4("edge"), backend=lab.addr4("backend"),
-                ifname=lab.edge_if, pin_dir=lab.pin_dir, escalate_ttl=ESCALATE_TTL_S))
+                tmp=tmp, me=me, edge=lab.addr4("edge"), backend=lab.addr4("backend"),
+                ifname=lab.edge_if, pin_dir=lab.pin_dir, escalate_ttl=ESCALATE_TTL_S, **ports))
             log = open(tmp / "edge.log", "wb")
             proc = lab.popen("edge", [*EDGESTICK, "run", "-f", str(tmp / "edge.cfg")], stdout=log, stderr=log)
             out[me] = (lab, tmp, proc)
+        hap_tmp = tmp_path_factory.mktemp("fleet-haproxy")
+        (hap_tmp / "haproxy.cfg").write_text(HAPROXY_CONFIG.format(tmp=hap_tmp, **ports))
+        hap_log = open(hap_tmp / "haproxy.log", "wb")
+        hap = labs["A"].popen("edge", [haproxy_bin, "-db", "-f", str(hap_tmp / "haproxy.cfg"), "-L", "hap"],
+                              stdout=hap_log, stderr=hap_log)
         for me, (lab, tmp, proc) in out.items():
             def up():
                 if proc.poll() is not None:
@@ -109,6 +129,8 @@ def edges(tmp_path_factory):
         for me, (lab, tmp, _) in out.items():
             wait_for(lambda: "state=EST" in RuntimeClient(str(tmp / "proxy.sock")).command("show peers"),
                      10, f"edge {me}'s peers session")
+        wait_for(lambda: hap.poll() is None and (hap_tmp / "haproxy.sock").exists(), 10, "HAProxy")
+        out["haproxy"] = (labs["A"], hap_tmp, hap)
         yield out
     finally:
         for lab in labs.values():
@@ -124,6 +146,7 @@ def banned(tmp, source: str) -> bool:
 def test_bans_made_on_edge_a_are_dropped_on_edge_b_until_they_expire(edges):
     lab_a, tmp_a, _ = edges["A"]
     lab_b, tmp_b, _ = edges["B"]
+    _, tmp_hap, _ = edges["haproxy"]
     client, attacker = lab_a.addr4("client"), lab_a.addr4("attacker")
     assert http(lab_b, "client", "/") == [200] and http(lab_b, "attacker", "/") == [200]
     drops_before = drops_by(shield(tmp_b, "show shield"), "ban")
@@ -138,6 +161,10 @@ def test_bans_made_on_edge_a_are_dropped_on_edge_b_until_they_expire(edges):
     table_b = fleet_table(tmp_b)
     assert table_b[client].get("gpt0") in (MANUAL_TTL_S, MANUAL_TTL_S - 1)
     assert table_b[attacker].get("gpt0") in (ESCALATE_TTL_S, ESCALATE_TTL_S - 1)
+    table_hap = wait_for(lambda: (lambda t: t if {client, attacker} <= set(t) else None)(
+        fleet_table(tmp_hap, "haproxy.sock")), 5, "the bans in HAProxy's table")
+    assert table_hap[client].get("gpt0") == table_b[client].get("gpt0")
+    assert table_hap[attacker].get("gpt0") == table_b[attacker].get("gpt0")
     for host in ("client", "attacker"):          # B drops them at the NIC, reason ban
         assert http(lab_b, host, "/", 1, timeout=1.0) == [0]
     assert drops_by(shield(tmp_b, "show shield"), "ban") > drops_before
@@ -152,7 +179,8 @@ def test_bans_made_on_edge_a_are_dropped_on_edge_b_until_they_expire(edges):
     # expiry ends them on both edges, and the table entries go too (not kept alive by a loop)
     def all_gone():
         return not any(banned(tmp, s) for tmp in (tmp_a, tmp_b) for s in (client, attacker)) \
-            and not fleet_table(tmp_a) and not fleet_table(tmp_b)
+            and not fleet_table(tmp_a) and not fleet_table(tmp_b) \
+            and not fleet_table(tmp_hap, "haproxy.sock")
     wait_for(all_gone, TABLE_EXPIRE_S + 6, "the bans' and entries' expiry on both edges", step=0.5)
     assert http(lab_b, "client", "/") == [200] and http(lab_b, "attacker", "/") == [200]
     log_a = (tmp_a / "edge.log").read_text()
