@@ -18,6 +18,7 @@ demo: setup
 bench: setup
 	$(PY) -m bench.proxy
 	$(PY) -m bench.xdp
+	$(PY) -m bench.flood
 
 lab-up: setup
 	$(VENV)/bin/edgestick lab up

@@ -57,6 +57,19 @@ int gen(struct xdp_md *ctx)
 #else
     u16 *ip = data + 14;
     u32 addr = bpf_htonl(0xC6124000 + idx);          /* 198.18.64.0 + idx */
+#ifdef L4_CSUM_AT
+    /* keep the TCP/UDP checksum valid (its pseudo-header holds the source): RFC 1624
+       update from the source the frame holds now, whatever an earlier run left there */
+    u16 *l4sum = (void *)ip + 20 + L4_CSUM_AT;
+    u32 old;
+    if ((void *)(l4sum + 1) > end)
+        return XDP_ABORTED;
+    __builtin_memcpy(&old, (void *)ip + 12, 4);
+    s64 s = bpf_csum_diff(&old, 4, &addr, 4, (u16)~*l4sum);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    *l4sum = ~s;
+#endif
     __builtin_memcpy((void *)ip + 12, &addr, 4);
     ip[5] = 0;
     u32 sum = 0;
@@ -72,6 +85,18 @@ int gen(struct xdp_md *ctx)
 int pass(struct xdp_md *ctx) { return XDP_PASS; }
 int drop(struct xdp_md *ctx) { return XDP_DROP; }
 """
+
+
+def build_generator(v6: bool, bits: int, action: str = "XDP_TX", l4_csum_at: int | None = None):
+    """Compile the generator: (BPF, gen, pass, drop). `l4_csum_at`: offset of the TCP (16)
+    or UDP (6) checksum after a 20-byte IPv4 header, kept valid as the source changes
+    (a stack behind the target verifies it); None leaves it stale, as bench.xdp does."""
+    from bcc import BPF
+    cflags = [f"-DV6={int(v6)}", f"-DSRC_BITS={bits}", f"-DGEN_ACTION={action}"]
+    if l4_csum_at is not None:
+        cflags.append(f"-DL4_CSUM_AT={l4_csum_at}")
+    b = BPF(text=GEN_SOURCE, cflags=cflags)
+    return b, b.load_func("gen", BPF.XDP), b.load_func("pass", BPF.XDP), b.load_func("drop", BPF.XDP)
 
 
 def cpu_softirq_ticks(cpu: int) -> int:
@@ -126,11 +151,7 @@ class Bench:
     def generator(self, v6: bool, bits: int, action: str = "XDP_TX"):
         key = (v6, bits, action)
         if key not in self.generators:
-            from bcc import BPF
-            b = BPF(text=GEN_SOURCE, cflags=[f"-DV6={int(v6)}", f"-DSRC_BITS={bits}",
-                                             f"-DGEN_ACTION={action}"])
-            self.generators[key] = (b, b.load_func("gen", BPF.XDP), b.load_func("pass", BPF.XDP),
-                                    b.load_func("drop", BPF.XDP))
+            self.generators[key] = build_generator(v6, bits, action)
         return self.generators[key]
 
     def frame(self, v6: bool) -> bytes:
