@@ -58,6 +58,7 @@ class ProxyProcess:
         self.old_frontends: list[Frontend] = []
         self.sweeper = None
         self.peers = None
+        self.counts_bytes = False      # some table stores bytes_* (see Stream.table_bytes)
         self.stopping = False
         self.cur_conns = 0
         self.maxconn = 0
@@ -99,6 +100,8 @@ class ProxyProcess:
 
     def _build(self, cfg):
         tables, decls = self._build_tables(cfg)
+        self.counts_bytes = any(t.stores(n) for t in tables.values() for n in (
+            "bytes_in_cnt", "bytes_in_rate", "bytes_out_cnt", "bytes_out_rate"))
         backends = {}
         for name, model in cfg.backends.items():
             backends[name] = Backend(model, tables.get(name))
@@ -339,9 +342,10 @@ async def _run(args) -> int:
     loop.add_signal_handler(signal.SIGINT, on_stop)
     loop.add_signal_handler(signal.SIGUSR2, on_reload)
     loop.add_signal_handler(signal.SIGUSR1, on_stop, True)     # soft stop (a reload's -sf)
-    _log(f"started, pid {os.getpid()}")
     if args.soft_finish:
         steer_to_newest(proc.frontends)
+    _log(f"started, pid {os.getpid()}")
+    if args.soft_finish:
         for pid in args.soft_finish:
             try:
                 os.kill(pid, signal.SIGUSR1)

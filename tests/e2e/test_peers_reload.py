@@ -176,3 +176,42 @@ def test_reload_hands_the_tables_over_and_loses_no_request(with_haproxy, haproxy
                         p.kill()
                         p.wait()
             backends.kill()
+
+
+def test_new_connections_go_to_the_new_process_while_the_old_one_still_listens():
+    """The steering alone: the old process is not told to stop (-sf names no process), so
+    both listen on the port; every new connection still reaches the new one (without the
+    reuseport program the kernel would spread them over both)."""
+    procs = []
+    with workdir() as tmp:
+        try:
+            (fport,) = free_ports(1)
+            cfg = tmp / "p.cfg"
+            cfg.write_text(f"""global
+    stats socket {tmp}/p.sock mode 600 level admin
+defaults
+    mode http
+    timeout client 5s
+frontend fe
+    bind 127.0.0.1:{fport}
+    http-request track-sc0 src table t
+    http-request return status 200
+backend t
+    stick-table type ip size 1k expire 10m store http_req_cnt
+""")
+            procs.append(edgestick(cfg, log=subprocess.DEVNULL))
+            wait_port(fport, procs[0])
+            gone = subprocess.Popen([PYTHON, "-c", "pass"])
+            gone.wait()                                # a pid with no process behind it
+            log = open(tmp / "new.log", "wb")
+            procs.append(edgestick(cfg, "-sf", str(gone.pid), log=log))
+            wait_for(lambda: b"started" in (tmp / "new.log").read_bytes(), 10, "the new process")
+            for _ in range(40):
+                assert one_request(fport, "/", src="127.0.0.7").status == 200
+            assert procs[0].poll() is None             # the old one still runs and listens
+            assert "http_req_cnt=40" in cli(tmp / "p.sock", "show table t")   # the new one's table
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(8)
