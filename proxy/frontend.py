@@ -204,13 +204,22 @@ def status_class(status: int) -> int:
 
 class Stream:
     """Per-request state: the stream's trackers and what must be undone at its end."""
-    __slots__ = ("sc", "own", "bytes_in", "bytes_out", "status")
+    __slots__ = ("sc", "own", "bytes_in", "bytes_out", "status", "htx_in", "htx_out",
+                 "head_in", "head_out", "frame_in", "frame_out")
 
     def __init__(self, sess_sc):
         self.sc = list(sess_sc)
         self.own: list = []           # (table, entry) started by this stream
-        self.bytes_in = self.bytes_out = 0
+        self.bytes_in = self.bytes_out = 0          # on the wire (show stat bin/bout)
         self.status = 0
+        # for bytes_in/out_cnt, counted like HAProxy: heads in their HTX size, bodies
+        # without chunk framing (filled only when some table stores bytes)
+        self.htx_in = self.htx_out = 0
+        self.head_in = self.head_out = self.frame_in = self.frame_out = 0
+
+    def table_bytes(self) -> tuple[int, int]:
+        return (self.htx_in + self.bytes_in - self.head_in - self.frame_in,
+                self.htx_out + self.bytes_out - self.head_out - self.frame_out)
 
 
 class Frontend:
@@ -487,16 +496,21 @@ class Frontend:
         st.req_tot += 1
         stream = Stream(sess_sc)
         stream.bytes_in = req.head_len
+        if proc.counts_bytes:
+            stream.htx_in = http1.htx_size(req, True)
+            stream.head_in = req.head_len
         path, query = _split_target(req.target)
         ctx = Context(c.src, c.src_port, c.dst, c.dst_port, c.ssl, req.method, path, query,
                       req.target, req.headers, stream.sc, self.table, proc.tables)
         try:
             return await self._process(c, req, ctx, stream)
         finally:
-            for t in stream.sc:
-                if t is not None and _counts_bytes(t[0]):
-                    t[0].add_bytes_in(t[1], stream.bytes_in)
-                    t[0].add_bytes_out(t[1], stream.bytes_out)
+            if proc.counts_bytes:
+                b_in, b_out = stream.table_bytes()
+                for t in stream.sc:
+                    if t is not None and _counts_bytes(t[0]):
+                        t[0].add_bytes_in(t[1], b_in)
+                        t[0].add_bytes_out(t[1], b_out)
             for table, entry in stream.own:
                 table.release(entry)
             st.bin += stream.bytes_in
@@ -606,6 +620,8 @@ class Frontend:
         st = self.stats
         st.hrsp[status_class(status)] += 1
         stream.status = status
+        if self.proc.counts_bytes:
+            stream.htx_out, stream.head_out = _local_htx(data)
         stream.bytes_out += len(data)
         c.write(data)
         closing = not req.keep_alive or status in http1.CLOSING_STATUSES or self.proc.stopping
@@ -886,6 +902,7 @@ class Frontend:
             head = http1.serialize_response(resp, None)
             c.write(head)
             stream.bytes_out += len(head)
+            stream.head_out = len(head)
             await self._tunnel(c, conn, stream, bm)
             return False
         closing = not req.keep_alive or proc.stopping or c.eof or self.model.options.httpclose
@@ -897,6 +914,7 @@ class Frontend:
             else:
                 closing = True
         head = http1.serialize_response(resp, http1.connection_header(req, closing))
+        stream.head_out = len(head)
         if resp.framing == http1.NO_BODY:
             c.write(head)
             stream.bytes_out += len(head)
@@ -987,7 +1005,10 @@ class Frontend:
                     if 100 <= resp.status < 200 and resp.status != 101:
                         c.write(raw)
                         stream.bytes_out += len(raw)
+                        stream.frame_out += len(raw)
                         continue
+                    if self.proc.counts_bytes:
+                        stream.htx_out = http1.htx_size(resp, False)
                     return resp
             if conn.closed:
                 return None
@@ -1023,10 +1044,12 @@ class Frontend:
                         conn.close()
                         c.buf.clear()
                         return
+                    payload = sum(map(len, scanner.payload))
                     conn.transport.write(scanner.take())
                     del c.buf[:used]
                     c.consumed()
                     stream.bytes_in += used
+                    stream.frame_in += used - payload
                     if conn.paused:
                         await conn.drain()
                     continue
@@ -1069,9 +1092,11 @@ class Frontend:
                     used = scanner.feed(conn.buf)
                     del conn.buf[:used]
                     conn.consumed()
+                    payload = sum(map(len, scanner.payload))
                     data = scanner.take()
                     c.write(data)
                     stream.bytes_out += len(data)
+                    stream.frame_out += len(data) - payload
                     if c.paused:
                         await c.drain()
                     continue
@@ -1088,6 +1113,7 @@ class Frontend:
                 out = (b"%x\r\n%s\r\n" % (len(data), data)) if chunk_out else data
                 c.write(out)
                 stream.bytes_out += len(out)
+                stream.frame_out += len(out) - len(data)
                 if c.paused:
                     await c.drain()
                 continue
@@ -1097,6 +1123,7 @@ class Frontend:
         if chunk_out:
             c.write(b"0\r\n\r\n")
             stream.bytes_out += 5
+            stream.frame_out += 5
         return False
 
     def _response_rules(self, c, req, resp, ctx, stream, backend) -> bool:
@@ -1156,6 +1183,20 @@ def _counts_bytes(table) -> bool:
     r = _COUNTS_BYTES.get(table)
     if r is None:
         r = _COUNTS_BYTES[table] = any(table.stores(n) for n in _BYTES_TYPES)
+    return r
+
+
+_LOCAL_HTX: dict = {}
+
+
+def _local_htx(data: bytes) -> tuple[int, int]:
+    """(HTX size of the head, raw head length) of a reply built here (few distinct)."""
+    r = _LOCAL_HTX.get(data)
+    if r is None:
+        msg = http1.parse_response(data, 0, "GET")
+        r = (http1.htx_size(msg, False), msg.head_len)
+        if len(_LOCAL_HTX) < 256:
+            _LOCAL_HTX[data] = r
     return r
 
 

@@ -85,6 +85,24 @@ class Message:
         self.headers.append([name, value])
 
 
+HTX_OVERHEAD = 21      # what HAProxy's internal message adds to its start line parts
+
+
+def htx_size(msg: Message, is_request: bool) -> int:
+    """Size of a head as HAProxy counts it in bytes_in/bytes_out: its internal (HTX)
+    form — start-line parts and header names and values, no separators, no Connection
+    header — plus a fixed overhead (checked against HAProxy 2.6.12)."""
+    n = HTX_OVERHEAD + 8 + (len(msg.method) + len(msg.target) if is_request
+                            else 3 + len(msg.reason))
+    keep_connection = msg.upgrade or msg.status == 101
+    for name, value in msg.headers:
+        if name != "connection" or keep_connection:     # HAProxy's parser consumes it
+            n += len(name) + len(value)
+    if msg.framing == CHUNKED:
+        n += 1                          # the end-of-trailers block
+    return n
+
+
 def find_head_end(buf: bytearray | bytes, start: int = 0) -> int:
     """Offset just past the empty line ending the head, or -1."""
     i = buf.find(b"\r\n\r\n", start)

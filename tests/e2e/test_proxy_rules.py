@@ -1,7 +1,7 @@
 """http-request rules and counter increment points compared with HAProxy 2.6: the
 deny/return/tarpit/reject frontends of the deny-responses transcript, and the
 counters-semantics configuration (tcp-request connection vs content vs http-request
-tracking, gpc0, http_err/http_fail, bytes)."""
+tracking, gpc0, http_err/http_fail, bytes in HAProxy's own accounting)."""
 import socket
 import time
 
@@ -129,11 +129,11 @@ defaults
     timeout http-keep-alive 30s
 
 backend t_conn
-    stick-table type ip size 1k expire 60s store conn_cnt,conn_cur,conn_rate(60s),sess_cnt,sess_rate(60s),http_req_cnt,http_req_rate(60s),http_err_cnt,http_err_rate(60s),http_fail_cnt,http_fail_rate(60s),gpc0
+    stick-table type ip size 1k expire 60s store conn_cnt,conn_cur,conn_rate(60s),sess_cnt,sess_rate(60s),http_req_cnt,http_req_rate(60s),http_err_cnt,http_err_rate(60s),http_fail_cnt,http_fail_rate(60s),bytes_in_cnt,bytes_out_cnt,gpc0
 backend t_content
     stick-table type ip size 1k expire 60s store conn_cnt,conn_cur,conn_rate(60s),sess_cnt,sess_rate(60s),http_req_cnt,http_req_rate(60s),http_err_cnt,http_err_rate(60s),http_fail_cnt,http_fail_rate(60s),gpc0
 backend t_http
-    stick-table type ip size 1k expire 60s store conn_cnt,conn_cur,conn_rate(60s),sess_cnt,sess_rate(60s),http_req_cnt,http_req_rate(60s),http_err_cnt,http_err_rate(60s),http_fail_cnt,http_fail_rate(60s),gpc0
+    stick-table type ip size 1k expire 60s store conn_cnt,conn_cur,conn_rate(60s),sess_cnt,sess_rate(60s),http_req_cnt,http_req_rate(60s),http_err_cnt,http_err_rate(60s),http_fail_cnt,http_fail_rate(60s),bytes_in_cnt,bytes_out_cnt,bytes_in_rate(60s),bytes_out_rate(60s),gpc0
 
 frontend fe_cnt
     bind 127.0.0.1:{FE}
@@ -172,8 +172,12 @@ def test_counter_increment_points_like_haproxy(private_tmp, haproxy_bin):
                 clients.append(c)
                 statuses = [c.request(path).status for path in (
                     "/", "/?status=404", "/?status=500", "/?status=501", "/?status=503",
-                    "/deny", "/inc")]
-                assert statuses == [200, 404, 500, 501, 503, 403, 200]
+                    "/deny", "/inc", "/?size=700&chunked=1")]
+                statuses.append(c.request("/post", "POST", body=b"x" * 300).status)
+                c.send(b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n")
+                statuses.append(c.read_response().status)
+                assert statuses == [200, 404, 500, 501, 503, 403, 200, 200, 200, 200]
             for t in tables:        # connection A still open: conn_cur/use of t_conn = 1
                 assert mask_table(e.cli(f"show table {t}")) == mask_table(h.cli(f"show table {t}"))
             for p in (h, e):
