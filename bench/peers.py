@@ -3,6 +3,10 @@ HAProxy -> edgestick, on loopback, in one run.
 
     .venv/bin/python bench/peers.py [N]
 
+Reload hand-over: the old process of a reload (a Peers holding N entries) teaches the new
+one (same local peer name and address, both listening with SO_REUSEPORT) over the local
+peer, as `edgestick proxy -sf` does; timed from the hand-over call to the confirmation.
+
 Throughput: N distinct entries written on one node (edgestick: track+release of one
 request each; HAProxy: `set table` commands pipelined on one interactive CLI session),
 timed until the other node holds all of them. Lag: one write, then the time until the
@@ -82,6 +86,28 @@ async def edgestick_pair(n: int) -> None:
     finally:
         await na.stop()
         await nb.stop()
+
+
+async def reload_handover(n: int) -> None:
+    port = free_port()
+    names = [("a", "127.0.0.1", port)]
+    told, tnew = table(), table()
+    old = Peers("p", "a", names, [told])
+    await old.start()
+    for i in range(n):
+        write(told, 0xC6140000 + i)
+    new = Peers("p", "a", names, [tnew], expect_local=True)
+    await new.start()
+    try:
+        t0 = time.perf_counter()
+        confirmed = await old.hand_over(timeout=60)
+        dt = time.perf_counter() - t0
+        assert confirmed and len(tnew) == n, (confirmed, len(tnew))
+        print(f"reload hand-over (old -> new over the local peer): {n} entries in {dt:.2f} s "
+              f"= {n / dt:,.0f} entries/s")
+    finally:
+        await old.stop()
+        await new.stop()
 
 
 class HaproxyCli:
@@ -186,6 +212,7 @@ async def with_haproxy(n: int, haproxy: str) -> None:
 async def main(argv) -> int:
     n = int(argv[0]) if argv else 20000
     await edgestick_pair(n)
+    await reload_handover(n)
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if os.path.exists(haproxy):
         await with_haproxy(n, haproxy)
