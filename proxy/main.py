@@ -331,7 +331,8 @@ async def _run(args) -> int:
 
     def on_stop(hand_over: bool = False):
         async def go():
-            await proc.stop(hand_over=hand_over)
+            hard = proc.cfg.global_.hard_stop_after_ms if proc.cfg is not None else None
+            await proc.stop(hard / 1000.0 if hard else GRACE_S, hand_over=hand_over)
             done.set()
         loop.create_task(go())
 
