@@ -215,3 +215,46 @@ backend t
                 if p.poll() is None:
                     p.terminate()
                     p.wait(8)
+
+
+def test_one_hand_over_at_a_time_and_remote_resync_waits_for_it():
+    """The new process accepts one session from its own peer name (a second one gets
+    300, HAProxy's "try again later"), and asks no remote peer for a lesson while it
+    waits for the old process's."""
+    import asyncio
+
+    from edgestick.proxy.peers import Peers, encode_hello
+    from edgestick.proxy.stick_table import StickTable, parse_table_args
+
+    async def scenario():
+        lport, rport = free_ports(2)
+        t = StickTable("t", parse_table_args("type ip size 1k expire 1m peers p store gpc0".split())[0])
+        new = Peers("p", "es1", [("es1", "127.0.0.1", lport), ("remote", "127.0.0.1", rport)], [t],
+                    expect_local=True)
+        remote_got = []
+
+        async def remote(reader, writer):            # a remote peer that records what it is sent
+            await reader.readline()
+            await reader.readline()
+            await reader.readline()
+            writer.write(b"200\n")
+            remote_got.append(await reader.read(2))
+        server = await asyncio.start_server(remote, "127.0.0.1", rport)
+        await new.start()
+        try:
+            statuses = []
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", lport)
+                writer.write(encode_hello("es1", "es1", 4242))
+                statuses.append(await reader.readline())
+            # the remote session comes up (the connector calls it) but gets no RESYNC REQUEST
+            await asyncio.sleep(1.5)
+            assert new.peers[1].session is not None and not new.synced
+            return statuses, remote_got
+        finally:
+            await new.stop()
+            server.close()
+
+    statuses, remote_got = asyncio.run(scenario())
+    assert statuses == [b"200\n", b"300\n"]
+    assert b"\x00\x00" not in b"".join(remote_got)       # no RESYNC REQUEST while waiting
