@@ -353,8 +353,11 @@ class Backend:
                 if srv in servers:
                     return srv
             return servers[0]
-        for _ in range(len(self._fwrr.members)):
-            srv = self._fwrr.next()
+        fwrr = self._fwrr
+        if len(fwrr.members) == 1:              # a single server: nothing to turn
+            return servers[0]
+        for _ in range(len(fwrr.members)):
+            srv = fwrr.next()
             if srv is None or srv in servers:
                 break
         return srv if srv in servers else servers[0]

@@ -712,12 +712,11 @@ class Frontend:
         backend.req_tot += 1
         backend.stot += 1
         persist = bm.options.persist
-        now_s = time.time()
         srv: ServerState | None = None
         direct = False
         cookie = None
         if bm.cookie is not None:
-            cookie = be_mod.cookie_request(backend, req, now_s)
+            cookie = be_mod.cookie_request(backend, req, time.time())
             if cookie.server is not None and (cookie.server.usable or (persist and not cookie.server.admin_maint)):
                 srv = cookie.server
                 direct = True
