@@ -18,9 +18,9 @@ the TTL (logged once per ban; the ban ends by expiry; an active ban is left alon
 **Fleet bans** (`share-bans <table>`) spread the shield's bans to every edge through a
 stick table the proxies replicate with the peers protocol (`table bans type ip size 1m
 expire 10m store gpt0` in a `peers` section): each cycle the bridge writes every new
-local ban into it (`set table <t> key <src> data.gpt0 <ttl in s>`, 0 = no limit of its
-own) and bans at XDP the entries it has not seen yet, for the entry's remaining `exp`
-(capped by gpt0), so the table's expire is the fleet's. A ban learned from the table is
+local ban into it (`set table <t> key <src> data.gpt0 <end of the ban, unix time in s>`,
+0 = no end of its own) and bans at XDP the entries it has not seen yet, until the
+entry's expiry or gpt0's end, whichever comes first (edges need synchronised clocks). A ban learned from the table is
 never written back (that would refresh the entry for ever); an entry whose expiry moves
 forward was written again by some edge (a new ban there) and is learned again.
 
@@ -628,23 +628,26 @@ class Bridge:
             self._report_once(f"type:{table}", f"share-bans {table}: the table's type is "
                               f"{header.type}; bans need an ip or ipv6 table", report)
             return
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
+        if st.started_at is None:
+            st.started_at = now
         prefix = self.shield.get_config().ipv6_prefix
-        listed: dict[str, float] = {}
+        listed: set[str] = set()
         for e in entries:
             source = _fleet_source(e.key, prefix)
             if source is None:
                 continue
+            listed.add(source)
             end = now + e.exp / 1000
-            listed[source] = end
             seen = st.entry_end.get(source, _ABSENT)
             st.entry_end[source] = end
             if seen is None or (seen is not _ABSENT and end <= seen + REFRESH_SLACK_S):
                 continue                      # ours just written, or nothing new
             ttl_ms = e.exp
-            cap = e.get("gpt0") or 0
-            if isinstance(cap, int) and cap > 0:
-                ttl_ms = min(ttl_ms, cap * 1000) if ttl_ms > 0 else cap * 1000
+            until = e.get("gpt0") or 0
+            if isinstance(until, int) and until > 0:   # the origin's end of the ban
+                left = int((until - wall) * 1000)
+                ttl_ms = min(ttl_ms, left) if ttl_ms > 0 else left
             if ttl_ms <= 0 or self._active_ban(source) is not None:
                 continue
             try:
@@ -661,22 +664,30 @@ class Bridge:
             del st.entry_end[source]          # expired (or cleared): a later entry is news
         commands, sources = [], []
         bans = self.shield.bans()
+        if st.startup is None:                # bans older than this daemon: maybe published
+            st.startup = {b.source: b.expires_ns for b in bans}
         for b in bans:
             if st.ban_seen.get(b.source, _ABSENT) == b.expires_ns:
                 continue
+            if st.startup.get(b.source) == b.expires_ns:
+                # listed: the fleet has it. Not listed: the proxy may still be learning
+                # the table (its resync takes up to 5 s); publish only after that.
+                if b.source not in listed and now - st.started_at < STARTUP_GRACE_S:
+                    continue
+                del st.startup[b.source]
+                if b.source in listed:
+                    st.ban_seen[b.source] = b.expires_ns
+                    continue
             st.ban_seen[b.source] = b.expires_ns
-            if not st.started and b.source in listed:
-                continue                      # after a restart: the fleet has it already
             key = _fleet_key(b.source, header.type)
             if key is None:
                 continue
-            ttl_s = 0 if b.remaining_ms is None else max(1, -(-b.remaining_ms // 1000))
-            commands.append(f"set table {table} key {key} data.gpt0 {ttl_s}")
+            until = 0 if b.remaining_ms is None else int(wall + b.remaining_ms / 1000) + 1
+            commands.append(f"set table {table} key {key} data.gpt0 {until}")
             sources.append(b.source)
         active = {b.source for b in bans}
         for source in [s for s in st.ban_seen if s not in active]:
             del st.ban_seen[source]
-        st.started = True
         for source, cmd, reply in zip(sources, commands, session.pipeline(commands) if commands else []):
             if reply.strip():
                 self._report_once(f"set:{table}:{reply.strip()}", f"share-bans: '{cmd}': {reply.strip()}", report)
@@ -725,12 +736,16 @@ class Bridge:
 
 
 REFRESH_SLACK_S = 2.0     # an entry whose end moves later than this was written again
+STARTUP_GRACE_S = 8.0     # a restarted proxy relearns its tables within 5 s (peers resync)
 _ABSENT = object()
 
 
 @dataclass
 class _FleetState:
-    started: bool = False
+    started_at: float | None = None       # monotonic time of the first cycle
+    # bans already in the map at the first cycle (source -> expires_ns), not yet known to
+    # be in the table: published after STARTUP_GRACE_S unless the table lists them by then
+    startup: dict | None = None
     # source -> monotonic end of its table entry as last dumped (None: written by us, not
     # dumped since); sources whose entry has gone are forgotten
     entry_end: dict = field(default_factory=dict)

@@ -5,7 +5,8 @@ proxies, and whose shield section says `share-bans fleet/bans`.
 
 A ban made on edge A, by hand (`add ban` on its shield socket) and by escalation (a
 source whose logins fail), becomes an XDP ban on edge B: B's XDP drops that source's
-packets (counted with reason ban), B never writes it back, and expiry ends it on both.
+packets (counted with reason ban), B never writes it back, and expiry ends it on both
+(the origin's TTL travels in gpt0; no edge ever renews the table entry).
 Both labs use the same address plan, so lab B's client/attacker carry the very source
 addresses banned on A.
 
@@ -16,6 +17,7 @@ import contextlib
 import re
 import secrets
 import subprocess
+import time
 import sys
 
 import pytest
@@ -29,7 +31,7 @@ EDGESTICK = [sys.executable, "-m", "edgestick"]
 PEER_ADDR = {"A": "198.18.200.1", "B": "198.18.200.2"}   # the veth between the two edges
 PEER_PORT = 10400
 HAPROXY_PEER_PORT = 10401
-TABLE_EXPIRE_S = 8          # the fleet's ban duration
+TABLE_EXPIRE_S = 20         # the fleet's ban duration, here capped by each ban's own TTL (gpt0)
 MANUAL_TTL_S = 6
 ESCALATE_TTL_S = 5          # longer than http_err_rate's period: no re-escalation
 
@@ -152,6 +154,7 @@ def test_bans_made_on_edge_a_are_dropped_on_edge_b_until_they_expire(edges):
     drops_before = drops_by(shield(tmp_b, "show shield"), "ban")
 
     # on A: the client banned by hand, the attacker by escalation (failing logins)
+    t0 = time.time()
     assert shield(tmp_a, f"add ban {client} {MANUAL_TTL_S}s").strip() == ""
     assert http(lab_a, "attacker", "/login", 30) == [401] * 30
     wait_for(lambda: banned(tmp_a, attacker), 8, "the escalation on A")
@@ -159,9 +162,9 @@ def test_bans_made_on_edge_a_are_dropped_on_edge_b_until_they_expire(edges):
     # both reach B's XDP through the replicated table
     wait_for(lambda: banned(tmp_b, client) and banned(tmp_b, attacker), 8, "the bans on B")
     table_b = fleet_table(tmp_b)
-    # gpt0: the ban's TTL left when published (s), within a cycle or two of its start
-    assert MANUAL_TTL_S - 3 <= table_b[client].get("gpt0") <= MANUAL_TTL_S
-    assert ESCALATE_TTL_S - 3 <= table_b[attacker].get("gpt0") <= ESCALATE_TTL_S
+    # gpt0: when the origin's ban ends (unix time, s)
+    assert t0 + MANUAL_TTL_S - 1 <= table_b[client].get("gpt0") <= t0 + MANUAL_TTL_S + 2
+    assert t0 + ESCALATE_TTL_S - 1 <= table_b[attacker].get("gpt0") <= time.time() + ESCALATE_TTL_S + 2
     table_hap = wait_for(lambda: (lambda t: t if {client, attacker} <= set(t) else None)(
         fleet_table(tmp_hap, "haproxy.sock")), 5, "the bans in HAProxy's table")
     assert table_hap[client].get("gpt0") == table_b[client].get("gpt0")
@@ -177,12 +180,48 @@ def test_bans_made_on_edge_a_are_dropped_on_edge_b_until_they_expire(edges):
                               log_b)) == 1
         assert f"published the ban of {source}" not in log_b     # learned bans are not written back
 
-    # expiry ends them on both edges, and the table entries go too (not kept alive by a loop)
+    # expiry ends them on both edges; no node renewed the table entries meanwhile (no loop)
+    socks = ((tmp_a, "proxy.sock"), (tmp_b, "proxy.sock"), (tmp_hap, "haproxy.sock"))
+    exps = [{k: e.exp for k, e in fleet_table(tmp, sock).items()} for tmp, sock in socks]
     def all_gone():
-        return not any(banned(tmp, s) for tmp in (tmp_a, tmp_b) for s in (client, attacker)) \
-            and not fleet_table(tmp_a) and not fleet_table(tmp_b) \
-            and not fleet_table(tmp_hap, "haproxy.sock")
-    wait_for(all_gone, TABLE_EXPIRE_S + 6, "the bans' and entries' expiry on both edges", step=0.5)
+        return not any(banned(tmp, s) for tmp in (tmp_a, tmp_b) for s in (client, attacker))
+    wait_for(all_gone, MANUAL_TTL_S + 6, "the bans' expiry on both edges", step=0.5)
+    for (tmp, sock), before in zip(socks, exps):
+        now = fleet_table(tmp, sock)
+        for source in (client, attacker):
+            assert now[source].exp < before[source] - 2000, (tmp, source)
     assert http(lab_b, "client", "/") == [200] and http(lab_b, "attacker", "/") == [200]
     log_a = (tmp_a / "edge.log").read_text()
     assert "learned from table" not in log_a                      # A never learns its own bans
+
+
+def test_a_restarted_edge_keeps_the_fleet_bans_and_writes_none_back(edges):
+    """Edge B restarts (proxy and shield) while a fleet ban is active: its proxy gets the
+    table back from A (resync), its shield keeps the pinned ban and does not publish it
+    again (which would renew the entry on every edge), and an entry whose ban has ended
+    (the attacker's, from the test before) is not banned again."""
+    lab_a, tmp_a, _ = edges["A"]
+    lab_b, tmp_b, proc_b = edges["B"]
+    client = lab_a.addr4("client")
+    assert shield(tmp_a, f"add ban {client} {TABLE_EXPIRE_S + 10}s").strip() == ""
+    wait_for(lambda: banned(tmp_b, client), 8, "the ban on B")
+    exp_before = fleet_table(tmp_a)[client].exp
+
+    proc_b.terminate()
+    proc_b.wait(20)
+    log = open(tmp_b / "restart.log", "wb")
+    proc = lab_b.popen("edge", [*EDGESTICK, "run", "-f", str(tmp_b / "edge.cfg")], stdout=log, stderr=log)
+    edges["B"] = (lab_b, tmp_b, proc)
+
+    def up():
+        assert proc.poll() is None, (tmp_b / "restart.log").read_text()
+        with contextlib.suppress(OSError):
+            return "attach=native" in shield(tmp_b, "show shield") and client in fleet_table(tmp_b)
+    wait_for(up, 40, "edge B back, with the table learned from A")
+    assert banned(tmp_b, client)                               # pinned: survived the restart
+    time.sleep(2.5)                                            # two bridge cycles of the new B
+    text = (tmp_b / "restart.log").read_text()
+    assert f"published the ban of {client}" not in text and "learned from table" not in text
+    exp_after = fleet_table(tmp_a)[client].exp                 # A's entry was not renewed
+    assert exp_after < exp_before
+    assert http(lab_b, "client", "/", 1, timeout=1.0) == [0]
