@@ -133,11 +133,12 @@ class Endpoint(asyncio.Protocol):
 
 class ServerConn(Endpoint):
     """A connection to a server."""
-    __slots__ = ("server",)
+    __slots__ = ("server", "reused")
 
     def __init__(self, server: "ServerState"):
         super().__init__()
         self.server = server
+        self.reused = False          # taken from the idle pool (may have been closed)
 
     def eof_received(self):
         self.eof = self.closed = True
@@ -248,6 +249,7 @@ class ServerState:
         while idle:
             c = idle.pop()
             if not c.closed and not c.buf:
+                c.reused = True
                 return c
             c.close()
         return None

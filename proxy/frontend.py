@@ -847,6 +847,23 @@ class Frontend:
         server_broken = False
         try:
             resp = await self._read_response(c, conn, req, t_server, stream)
+            if resp is None and conn.reused and not conn.buf:
+                # the server closed this idle connection as the request left: an
+                # idempotent request goes once more on a new connection; otherwise the
+                # client connection closes without an answer (as HAProxy does), so the
+                # client may decide
+                conn.close()
+                if body_task is not None or req.method not in _IDEMPOTENT:
+                    c.close()
+                    return False
+                try:
+                    conn = await srv.connect(_sec(bm.timeouts.get("connect")))
+                except (OSError, TimeoutError, asyncio.TimeoutError):
+                    srv.econ += 1
+                    backend.econ += 1
+                else:
+                    conn.transport.write(head)
+                    resp = await self._read_response(c, conn, req, t_server, stream)
         except TimeoutError:
             resp, server_broken = 504, True
         except http1.BadMessage:
@@ -1185,6 +1202,7 @@ def _counts_bytes(table) -> bool:
     return r
 
 
+_IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 _LOCAL_HTX: dict = {}
 
 

@@ -6,7 +6,9 @@ Each answers HTTP/1.1 with keep-alive; the body says which server answered, the 
 line and the headers it received (lower-cased names, in order), so tests see what the
 proxy forwarded. Query parameters: status=N (answer N), setcookie=V (add Set-Cookie: V),
 hdr=Name: value (add that header), sleep=S (wait S seconds), size=N (N-byte body),
-chunked=1 (chunked response), upgrade=1 with an Upgrade header (101, the request headers it
+chunked=1 (chunked response), idle_close=S (close the connection S seconds after the
+response, as servers with a short keep-alive timeout do), drop_next=1 (close the connection
+when the next request arrives on it, unanswered), upgrade=1 with an Upgrade header (101, the request headers it
 received after "seen:", then every byte echoed back after "echo:"). Prints "ready" once every port listens.
 """
 import asyncio
@@ -29,6 +31,7 @@ class Echo(asyncio.Protocol):
         self.head = None
         self.transport = None
         self.tunnel = False
+        self.drop_next = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -63,6 +66,11 @@ class Echo(asyncio.Protocol):
                 body, self.buf = self.buf[:end + 5], self.buf[end + 5:]
             head, headers = self.head, self.headers
             self.head = None
+            if self.drop_next:          # the race of a server closing an idle connection
+                self.transport.close()
+                return
+            if "drop_next=1" in head.split("\r\n", 1)[0]:
+                self.drop_next = True
             if any(k == "upgrade" for k, _ in headers) and "upgrade=1" in head.split("\r\n", 1)[0]:
                 key = dict(headers).get("sec-websocket-key", "")
                 accept = base64.b64encode(hashlib.sha1(
@@ -111,6 +119,9 @@ class Echo(asyncio.Protocol):
             data = head_out.encode() + payload_out
         if not self.transport.is_closing():
             self.transport.write(data)
+            if "idle_close" in q:       # then drop the idle keep-alive connection
+                asyncio.get_running_loop().call_later(float(q["idle_close"]),
+                                                      self.transport.close)
 
 
 async def main(specs):

@@ -153,3 +153,33 @@ def test_server_maxconn_queues_then_503(haproxy_bin):
             assert results[("edgestick", 1)] == results[("haproxy", 1)] == [200, 503]
     finally:
         b.kill()
+
+
+def test_server_closing_an_idle_connection_is_not_an_error(pair):
+    """The server drops a keep-alive connection while it sits idle in the pool: the next
+    request goes through (on a new connection), as with HAProxy."""
+    for p in pair:
+        c = Client(p.port)
+        assert c.request("/?idle_close=0.05").status == 200
+        time.sleep(0.2)                 # (the client side's keep-alive timeout is 300 ms)
+        assert c.request("/next").status == 200
+        c.close()
+
+
+def test_server_closing_a_reused_connection_as_the_request_arrives(pair):
+    """The server drops a pooled connection just as the next request arrives: an
+    idempotent request is sent again on a new connection (HAProxy closes the client
+    connection instead, leaving the retry to the client); a POST closes the client
+    connection unanswered, as HAProxy does."""
+    h, e = pair
+    c = Client(e.port)
+    assert c.request("/?drop_next=1").status == 200
+    r = c.request("/next")
+    assert r.status == 200 and b"GET /next\n" in r.body
+    c.close()
+    # (HAProxy may pick another pooled connection here, so only edgestick is checked)
+    c = Client(e.port)
+    assert c.request("/?drop_next=1").status == 200
+    c.send(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+    assert c.read_response() is None and c.closed_by_peer(1.0)
+    c.close()
