@@ -1,6 +1,7 @@
 """A legitimate client's goodput through the edge while a spoofed flood hits it.
 
-    python -m bench.flood [--seconds S] [--pps N] [--concurrency C] [--json]   (root, ~3 min)
+    python -m bench.flood [--seconds S] [--pps N] [--concurrency C] [--targets ...] [--json]
+    (root; ~2-3 minutes with the defaults: 4 s phases, 1 Mpps, 16 client connections)
 
 One lab (`edgestick.lab`: attacker, client, edge, backend namespaces around a bridge), one
 backend (`edgestick.lab.backend`), three edges measured one after the other in the same run:
@@ -11,36 +12,51 @@ backend (`edgestick.lab.backend`), three edges measured one after the other in t
   (c) edgestick+shield the same proxy plus `edgestick shield` on the outside interface
                        (flood guard and per-source drop thresholds)
 
-For each edge, six phases of a few seconds: the legitimate client (`lab.scenarios.legit`,
-unpaced, from the client namespace) with keep-alive and with a new connection per request,
-each with no attack, under a spoofed SYN flood and under a spoofed UDP flood. Each edge's
-no-attack goodput is its own base.
+For each edge, six phases: the legitimate client (`lab.scenarios.legit`, unpaced, from the
+client namespace) with keep-alive and with a new connection per request, with no attack,
+under a spoofed SYN flood and under a spoofed UDP flood. Each edge's no-attack goodput is
+its own base.
 
 The flood is bench/xdp.py's generator (an XDP program replayed through BPF_PROG_RUN in
 live-frames mode on the attacker's interface, rewriting the source of one frame per packet
 over the lab's 16,384 spoofing addresses 198.18.64.0/18, TCP/UDP checksums kept valid),
 paced to --pps in calls of 262,144 frames (a call has a fixed ~25 ms set-up, so the flood
-comes in ~0.2 s bursts). The switch port forwards the frames at XDP straight to the edge's
-port (the bridge's skb path would cost the shared CPUs more than the edge's own work); the
-client's traffic still crosses the bridge. All of the flood's receive work runs in NET_RX
-softirq on the CPU of the generating thread, which the scheduler places like any other.
-Offered = frames generated / time; reaching the edge = the outside interface's rx counter,
-and what its 256-slot veth ring dropped (flood and client packets alike); for (c), what
-the XDP program counted by verdict and reason (the shield's counters).
+comes in ~0.2 s bursts). Its receive work runs in NET_RX softirq on the CPU of the
+generating thread, which the scheduler places like any other thread.
 
-Where the CPU goes, per phase: CPU seconds (user + system from /proc) of the proxy, the
-shield daemon, the backend, the client and the generating thread, and the machine's
-softirq / user / system / idle seconds from /proc/stat.
+Three adjustments make the lab behave like an edge host on a real network:
+- the switch port forwards the flood at XDP straight to the edge's port (a real switch
+  costs the edge nothing; the bridge's skb path would eat more of the two CPUs than the
+  edge's own work); the client's traffic still crosses the bridge;
+- the client's packets and the flood share the edge interface's one receive ring (256
+  frames on veth), as on a NIC, for every target (GRO on the edge interface, no TSO on
+  the switch port: otherwise veth hands the client's packets to the backlog queue unless
+  an XDP program is attached, and only (c) would share the ring);
+- the edge has a route back to the spoofed sources, so it answers them as an edge on the
+  internet does (SYN-ACKs, SYN cookies once the queue is full, rate-limited ICMP); the
+  answers are dropped on the way out (netfilter OUTPUT). Without a route the kernel would
+  drop each spoofed SYN at the route lookup, far cheaper than the real thing.
 
-Results: a table on stdout and bench/results/flood.json. Everything (processes, lab,
-XDP programs) is removed in `finally`.
+Reported per phase: offered = frames/s the generator put on the attacker's wire; edge rx
+= packets/s the edge interface received and what its ring dropped; for (c) what the XDP
+program counted by verdict and reason (the shield's counters); the client's TCP
+retransmissions and the SYN cookies the edge sent; where the CPU went: CPU seconds (user
++ system, /proc/<pid>) of the proxy, the shield daemon, the backend, the client (wait4)
+and the generating thread, and the machine's softirq / user / system / idle seconds
+(/proc/stat). The machine is shared: other work shows as user time no process here owns.
+
+Results: a table on stdout and bench/results/flood.json. Processes, namespaces and XDP
+programs are removed in `finally`; the temporary folder of configurations and logs too,
+unless a step failed (its path is in the error).
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,6 +82,7 @@ PY = sys.executable
 
 EDGE_ADDR = Lab.addr4("edge")
 BACKEND_BIND = "198.19.0.2:8080"
+SPOOF_GATEWAY = "198.18.0.254"       # the edge's route back to the spoofed sources
 SPOOF_BITS = 14                      # 2^14 sources: the whole of SPOOF_NET4 (a /18)
 # The generator writes 198.18.64.0 + n; that base must be the lab's spoofing range.
 assert str(SPOOF_NET4.network_address) == "198.18.64.0" and SPOOF_NET4.prefixlen == 32 - SPOOF_BITS
@@ -73,7 +90,7 @@ BATCH = 262144                       # frames per BPF_PROG_RUN call (a call cost
 # frames per flush inside one call (kernel default 64): smaller bursts overflow the edge's
 # 256-slot veth ring less often (measured: 25k instead of 186k ring drops in a phase)
 KERNEL_BATCH = 16
-CONN_RATE_LIMIT = 10_000             # (a)/(b)/(c): one client's new connections/s stay under it
+CONN_RATE_LIMIT = 50_000             # above what the one benchmark client opens per second
 
 PROXY_CFG = """\
 global
@@ -167,7 +184,23 @@ def if_counters(ns: str, ifname: str) -> dict[str, int]:
     with IPRoute(netns=ns, flags=0) as ipr:
         link = ipr.link("get", index=ipr.link_lookup(ifname=ifname)[0])[0]
         s = link.get("IFLA_STATS64")
-        return {"rx_packets": s["rx_packets"], "rx_dropped": s["rx_dropped"]}
+        return {k: s[k] for k in ("rx_packets", "rx_dropped", "tx_packets", "tx_dropped")}
+
+
+NETSTAT_KEYS = {"client": ("Tcp:RetransSegs", "TcpExt:TCPSynRetrans"),
+                "edge": ("TcpExt:SyncookiesSent", "TcpExt:ListenDrops", "TcpExt:TCPReqQFullDoCookies",
+                         "Tcp:RetransSegs")}
+
+
+def netstat(lab: Lab, host: str) -> dict[str, int]:
+    """The TCP counters of NETSTAT_KEYS[host] in that namespace (/proc/net/snmp, netstat)."""
+    text = lab.run(host, ["cat", "/proc/net/snmp", "/proc/net/netstat"]).stdout.splitlines()
+    values = {}
+    for names, nums in zip(text[::2], text[1::2]):
+        proto = names.split(":")[0]
+        values.update({f"{proto}:{k}": int(v) for k, v in zip(names.split()[1:], nums.split()[1:])
+                       if v.lstrip("-").isdigit()})
+    return {k: values.get(k, 0) for k in NETSTAT_KEYS[host]}
 
 
 def shield_counters(sock: str) -> dict[str, int]:
@@ -230,6 +263,11 @@ class Flood:
         self.switch = BPF(text=SWITCH_PORT, cflags=[f"-DEDGE_PORT={edge_port}"])
         self._switch_port_xdp(self.switch.load_func("forward", BPF.XDP).fd)
         lab.run("edge", ["ethtool", "-K", lab.edge_if, "gro", "on"])
+        # The client's packets must share that receive ring with the flood, as on a real
+        # NIC, whatever the target: veth queues a forwarded skb on the ring only when XDP
+        # is attached or the sender does no TSO; otherwise they would take the backlog
+        # queue when no XDP program is on the edge, and only (c) would share the ring.
+        lab.run("switch", ["ethtool", "-K", "p-edge", "tso", "off"])
 
     def _switch_port_xdp(self, fd: int) -> None:
         with IPRoute(netns=self.lab.ns("switch"), flags=0) as ipr:
@@ -295,8 +333,12 @@ class _GenThread(threading.Thread):
                 if ahead > 0:
                     time.sleep(min(ahead, deadline - now))
                     continue
-                xdp.prog_test_run(gen_fn.fd, frame, repeat=BATCH, batch_size=KERNEL_BATCH,
-                                  flags=xdp.BPF_F_TEST_XDP_LIVE_FRAMES, ctx=ctx)
+                try:
+                    xdp.prog_test_run(gen_fn.fd, frame, repeat=BATCH, batch_size=KERNEL_BATCH,
+                                      flags=xdp.BPF_F_TEST_XDP_LIVE_FRAMES, ctx=ctx)
+                except OSError as e:
+                    if e.errno != errno.EINTR:  # a signal cut the run short: pace as if
+                        raise                   # it ran, the wire counters tell the truth
                 self.sent += BATCH
         except BaseException as e:                     # reported by Flood.stop()
             self.error = e
@@ -386,32 +428,42 @@ def run_client(lab: Lab, keepalive_new: bool, seconds: float, concurrency: int) 
     """The legitimate client for `seconds`; (its result, its CPU seconds from wait4)."""
     argv = scenario_argv("legit", f"{EDGE_ADDR}:80", count=10_000_000, duration=seconds,
                          rate=0, concurrency=concurrency, new_connections=keepalive_new)
-    proc = lab.popen("client", argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
-    out = proc.stdout.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    result = parse_result(out).to_dict()
+    with tempfile.TemporaryFile() as err:
+        proc = lab.popen("client", argv, stdout=subprocess.PIPE, stderr=err, cwd=ROOT)
+        out = proc.stdout.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)      # wait4: the client's own CPU time
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        try:
+            result = parse_result(out).to_dict()
+        except ValueError:
+            err.seek(0)
+            raise RuntimeError(f"client failed ({proc.returncode}): {err.read().decode()[-2000:]}")
     return result, usage.ru_utime + usage.ru_stime
 
 
 def phase(lab: Lab, edge: Edge, flood: Flood, backend_pid: int, kind: str, new_conn: bool,
           args) -> dict:
     if kind != "none":
-        flood.start(kind, args.pps, args.seconds + 1.5, args.gen_threads)
+        flood.start(kind, args.pps, args.seconds + 5, args.gen_threads)   # stopped when the client ends
         time.sleep(0.5)                            # the flood at its rate (guard engaged)
     pids = edge.pids()
     before = {"cpu": machine_cpu(), "procs": {n: tree_cpu(p) for n, p in pids.items()},
               "backend": tree_cpu(backend_pid), "gen": flood.cpu() if kind != "none" else 0.0,
               "sent": flood.sent if kind != "none" else 0, "t": time.monotonic(),
               "edge_if": if_counters(lab.ns("edge"), lab.edge_if),
-              "xdp": shield_counters(edge.shield_sock) if "shield" in pids else {}}
+              "attacker_if": if_counters(lab.ns("attacker"), lab.ifname("attacker")),
+              "xdp": shield_counters(edge.shield_sock) if "shield" in pids else {},
+              "tcp": {h: netstat(lab, h) for h in NETSTAT_KEYS}}
     try:
         client, client_cpu = run_client(lab, new_conn, args.seconds, args.concurrency)
         after = {"cpu": machine_cpu(), "procs": {n: tree_cpu(p) for n, p in pids.items()},
                  "backend": tree_cpu(backend_pid), "gen": flood.cpu() if kind != "none" else 0.0,
                  "sent": flood.sent if kind != "none" else 0, "t": time.monotonic(),
                  "edge_if": if_counters(lab.ns("edge"), lab.edge_if),
-                 "xdp": shield_counters(edge.shield_sock) if "shield" in pids else {}}
+                 "attacker_if": if_counters(lab.ns("attacker"), lab.ifname("attacker")),
+              "attacker_if": if_counters(lab.ns("attacker"), lab.ifname("attacker")),
+                 "xdp": shield_counters(edge.shield_sock) if "shield" in pids else {},
+                 "tcp": {h: netstat(lab, h) for h in NETSTAT_KEYS}}
     finally:
         if kind != "none":
             flood.stop()
@@ -430,11 +482,15 @@ def phase(lab: Lab, edge: Edge, flood: Flood, backend_pid: int, kind: str, new_c
         "goodput": round(ok / client["seconds"], 1) if client["seconds"] else 0.0,
         "success_rate": client.get("success_rate", 0.0), "errors": client.get("errors", {}),
         "p50_ms": client["latency_ms"].get("p50"), "p99_ms": client["latency_ms"].get("p99"),
-        "offered_pps": round((after["sent"] - before["sent"]) / wall) if kind != "none" else 0,
+        # what the generator put on the attacker's wire (sent + refused by a full ring)
+        "offered_pps": round(sum(after["attacker_if"][k] - before["attacker_if"][k]
+                                 for k in ("tx_packets", "tx_dropped")) / wall),
+        "generator_pps": round((after["sent"] - before["sent"]) / wall) if kind != "none" else 0,
         "edge_rx_pps": round((after["edge_if"]["rx_packets"] - before["edge_if"]["rx_packets"]) / wall),
         "edge_rx_dropped": after["edge_if"]["rx_dropped"] - before["edge_if"]["rx_dropped"],
         "max_ms": client["latency_ms"].get("max"),
-        "xdp_counted": xdp_counted, "cpu_s": cpu, "proc_cpu_s": procs, "wall_s": round(wall, 2),
+        "xdp_counted": xdp_counted,
+        "tcp": {h: {k: v - before["tcp"][h][k] for k, v in after["tcp"][h].items()} for h in NETSTAT_KEYS}, "cpu_s": cpu, "proc_cpu_s": procs, "wall_s": round(wall, 2),
     }
 
 
@@ -455,6 +511,16 @@ def bench(args) -> dict:
         for host in ("client", "edge"):
             lab.run(host, ["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1",
                            "net.ipv4.ip_local_port_range=1024 65000"])
+        # An edge on the internet has a route back to every source, so it answers spoofed
+        # SYNs (SYN-ACKs, cookies once the SYN queue is full) and UDP (ICMP, rate-limited).
+        # The lab's edge has none and would drop each spoofed SYN at the route lookup, far
+        # cheaper than the real thing. So: a route to the spoofing range through a gateway
+        # on the outside LAN, and the answers dropped on the way out (netfilter OUTPUT)
+        # once the edge has done the work of making them.
+        lab.run("edge", ["ip", "route", "add", str(SPOOF_NET4), "via", SPOOF_GATEWAY])
+        lab.run("edge", ["ip", "neigh", "add", SPOOF_GATEWAY, "lladdr", "02:00:00:00:00:fe",
+                         "dev", lab.edge_if, "nud", "permanent"])
+        lab.run("edge", ["iptables", "-A", "OUTPUT", "-d", str(SPOOF_NET4), "-j", "DROP"])
         flood = Flood(lab)
         for target in args.targets:
             edge = Edge(lab, target, workdir)
@@ -474,11 +540,12 @@ def bench(args) -> dict:
         if edge is not None:
             edge.stop()
         lab.destroy()
+    shutil.rmtree(workdir, ignore_errors=True)      # kept (its logs) only when a step failed
     summary = summarize(rows)
     return {"params": {"seconds": args.seconds, "pps": args.pps, "concurrency": args.concurrency,
                        "spoofed_sources": 1 << SPOOF_BITS, "conn_rate_limit": CONN_RATE_LIMIT,
                        "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-            "phases": rows, "summary": summary, "workdir": str(workdir)}
+            "phases": rows, "summary": summary}
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -532,18 +599,22 @@ def print_table(res: dict) -> None:
               f"{fmt(s.get('syn_vs_haproxy'), 6, 2)}"
               f"{fmt(s.get('udp'), 9)}{fmt(s.get('udp_p99'), 7, 1)}{fmt(s.get('udp_vs_base'), 6, 2)}"
               f"{fmt(s.get('udp_vs_haproxy'), 6, 2)}")
-    print("\nper phase: flood frames generated and packets reaching the edge's outside interface (pps),"
-          " packets its ring dropped, CPU seconds (machine: /proc/stat; processes: /proc/<pid>), "
-          "XDP counters of (c)")
-    hdr = (f"{'target':<17}{'conn':<11}{'flood':<6}{'offered':>10}{'edge rx':>10}{'ring drop':>10}{'softirq':>8}"
-           f"{'user':>6}{'sys':>6}{'idle':>6}  {'proxy':>6}{'shield':>7}{'backend':>8}{'client':>7}{'gen':>6}"
-           f"  XDP counted")
+    print("\nper phase: offered = flood frames/s put on the attacker's wire; edge rx = packets/s "
+          "the edge's outside interface received, ring drop = packets its receive ring dropped "
+          "(flood and client alike); retx = the client's TCP retransmissions, cookies = SYN "
+          "cookies the edge sent; CPU seconds over the phase: the machine's (/proc/stat, all "
+          "CPUs) and each process's (/proc/<pid>: user + system; gen = the generating thread, "
+          "which also runs the flood's softirq work); XDP counted = the shield's counters")
+    hdr = (f"{'target':<17}{'conn':<11}{'flood':<6}{'offered':>10}{'edge rx':>10}{'ring drop':>10}"
+           f"{'retx':>6}{'cookies':>11}{'softirq':>8}{'user':>6}{'sys':>6}{'idle':>6}  {'proxy':>6}"
+           f"{'shield':>7}{'backend':>8}{'client':>7}{'gen':>6}  XDP counted")
     print(hdr)
     print("-" * len(hdr))
     for r in res["phases"]:
         c, pc = r["cpu_s"], r["proc_cpu_s"]
         print(f"{r['target']:<17}{r['mode']:<11}{r['flood']:<6}{r['offered_pps']:>10,}{r['edge_rx_pps']:>10,}"
-              f"{r['edge_rx_dropped']:>10,}"
+              f"{r['edge_rx_dropped']:>10,}{r['tcp']['client']['Tcp:RetransSegs']:>6}"
+              f"{r['tcp']['edge']['TcpExt:SyncookiesSent']:>11,}"
               f"{c['softirq']:>8.2f}{c['user']:>6.2f}{c['system']:>6.2f}{c['idle']:>6.2f}  "
               f"{pc.get('proxy', 0):>6.2f}{fmt(pc.get('shield'), 7, 2)}{pc['backend']:>8.2f}"
               f"{pc['client']:>7.2f}{pc['generator']:>6.2f}  "
@@ -565,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="client time per phase")
     ap.add_argument("--pps", type=float, default=1_000_000, help="flood rate asked of the generator")
     ap.add_argument("--gen-threads", type=int, default=1, help="flood generator threads")
-    ap.add_argument("--concurrency", type=int, default=4, help="client connections in parallel")
+    ap.add_argument("--concurrency", type=int, default=16, help="client connections in parallel")
     ap.add_argument("--targets", default=",".join(TARGETS),
                     help=f"comma-separated subset of {','.join(TARGETS)}")
     ap.add_argument("--json", action="store_true", help="print the JSON instead of the table")
