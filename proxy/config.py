@@ -1909,8 +1909,8 @@ OPTIONS_NO_EFFECT = {"http-server-close", "httpclose", "abortonclose", "allbacku
                      "http-restrict-req-hdr-names", "accept-invalid-http-request",
                      "accept-invalid-http-response", "http-use-proxy-header"}
 
-# bind options edgestick cannot honour (PROXY protocol, on-the-fly certificates, CRLs...)
-BIND_UNSUPPORTED = {"accept-proxy", "accept-netscaler-cip", "generate-certificates", "npn",
+# bind options edgestick cannot honour (on-the-fly certificates, CRLs...)
+BIND_UNSUPPORTED = {"accept-netscaler-cip", "generate-certificates", "npn",
                     "quic-force-retry", "ca-verify-file", "crl-file", "ca-sign-file",
                     "ca-sign-pass", "ca-ignore-err", "crt-ignore-err"}
 # bind options without effect here (socket tuning, names, unix socket owners, old TLS

@@ -30,12 +30,13 @@ _LINGER_RST = be_mod._LINGER_RST
 class ClientConn(be_mod.Endpoint):
     """The client side of one connection."""
     __slots__ = ("fe", "task", "src", "src_port", "dst", "dst_port", "ssl", "received_any",
-                 "busy")
+                 "busy", "expect_proxy")
 
-    def __init__(self, fe: "Frontend", ssl: bool = False):
+    def __init__(self, fe: "Frontend", ssl: bool = False, expect_proxy: bool = False):
         super().__init__()
         self.fe = fe
         self.ssl = ssl
+        self.expect_proxy = expect_proxy     # `accept-proxy`: a PROXY header comes first
         self.task = None
         self.received_any = False
         self.busy = False
@@ -96,6 +97,58 @@ def _listen_socket(bind, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+_PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def parse_proxy_header(buf: bytearray):
+    """PROXY protocol header at the start of buf: None = incomplete; (-1, None) =
+    invalid; (length, None) = LOCAL/UNKNOWN (keep the real addresses); (length,
+    (src, src_port, dst, dst_port))."""
+    if buf[:6] == b"PROXY ":
+        end = buf.find(b"\r\n", 0, 108)
+        if end < 0:
+            return None if len(buf) < 108 else (-1, None)
+        words = bytes(buf[:end]).decode("latin-1").split(" ")
+        if len(words) >= 2 and words[1] == "UNKNOWN":
+            return end + 2, None
+        if len(words) != 6 or words[1] not in ("TCP4", "TCP6"):
+            return -1, None
+        try:
+            fam = socket.AF_INET if words[1] == "TCP4" else socket.AF_INET6
+            socket.inet_pton(fam, words[2])
+            socket.inet_pton(fam, words[3])
+            sport, dport = int(words[4]), int(words[5])
+        except (OSError, ValueError):
+            return -1, None
+        if not (0 <= sport < 65536 and 0 <= dport < 65536):
+            return -1, None
+        return end + 2, (words[2], sport, words[3], dport)
+    if len(buf) < 16:
+        return None if _PP2_SIG.startswith(bytes(buf[:12])) or b"PROXY ".startswith(bytes(buf[:6])) else (-1, None)
+    if buf[:12] != _PP2_SIG:
+        return -1, None
+    ver_cmd, fam, length = buf[12], buf[13], int.from_bytes(buf[14:16], "big")
+    if ver_cmd >> 4 != 2:
+        return -1, None
+    if len(buf) < 16 + length:
+        return None
+    total = 16 + length
+    if ver_cmd & 0xF == 0:                      # LOCAL: health check of the sender
+        return total, None
+    body = bytes(buf[16:total])
+    if fam == 0x11 and length >= 12:            # TCP over IPv4
+        return total, (socket.inet_ntop(socket.AF_INET, body[0:4]),
+                       int.from_bytes(body[8:10], "big"),
+                       socket.inet_ntop(socket.AF_INET, body[4:8]),
+                       int.from_bytes(body[10:12], "big"))
+    if fam == 0x21 and length >= 36:            # TCP over IPv6
+        return total, (_plain_addr(socket.inet_ntop(socket.AF_INET6, body[0:16])),
+                       int.from_bytes(body[32:34], "big"),
+                       _plain_addr(socket.inet_ntop(socket.AF_INET6, body[16:32])),
+                       int.from_bytes(body[34:36], "big"))
+    return total, None                          # UNSPEC / other families
 
 
 def _plain_addr(a: str) -> str:
@@ -261,7 +314,8 @@ class Frontend:
                     continue
                 lst = Listener(key, self)
                 ssl_ctx = bind.ssl_context
-                factory = (lambda lst=lst, tls=bool(ssl_ctx): ClientConn(lst.fe, tls))
+                factory = (lambda lst=lst, tls=bool(ssl_ctx), pp=bool(bind.accept_proxy):
+                           ClientConn(lst.fe, tls, pp))
                 if bind.family == "unix":
                     lst.server = await loop.create_unix_server(factory, bind.host, ssl=ssl_ctx)
                 else:
@@ -327,6 +381,12 @@ class Frontend:
         sess_sc = [None, None, None]
         try:
             model = self.model
+            if model.tcp_request_connection:
+                if not self._connection_rules(c, sess_sc):
+                    return
+            if c.expect_proxy and not await self._proxy_header(c):
+                c.reset()                   # HAProxy aborts such connections
+                return
             if model.tcp_request_connection or model.tcp_request_session:
                 if not self._session_rules(c, sess_sc):
                     return
@@ -345,8 +405,32 @@ class Frontend:
             if not c.closed:
                 c.close()
 
-    def _session_rules(self, c: ClientConn, sess_sc) -> bool:
-        """tcp-request connection then session rules; False when the connection ends."""
+    async def _proxy_header(self, c: ClientConn) -> bool:
+        """`accept-proxy`: read the PROXY protocol header (v1 text or v2 binary); the
+        addresses it carries replace the connection's for everything after
+        `tcp-request connection` rules. False: missing or malformed (HAProxy closes)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.t_client or 10.0)
+        while True:
+            got = parse_proxy_header(c.buf)
+            if got is not None:
+                used, addrs = got
+                if used < 0:
+                    return False
+                del c.buf[:used]
+                c.consumed()
+                if addrs is not None:
+                    c.src, c.src_port, c.dst, c.dst_port = addrs
+                return True
+            if c.eof:
+                return False
+            try:
+                await c.wait_data(deadline - loop.time())
+            except TimeoutError:
+                return False
+
+    def _connection_rules(self, c: ClientConn, sess_sc) -> bool:
+        """tcp-request connection rules (on the real addresses); False: rejected."""
         ctx = self._ctx(c, sess_sc)
         for rule in self.model.tcp_request_connection:
             if rule.cond is not None and not rule.cond(ctx):
@@ -362,6 +446,11 @@ class Frontend:
                 self._track(rule, ctx, sess_sc, None)
             else:
                 self._counter_action(rule, ctx)
+        return True
+
+    def _session_rules(self, c: ClientConn, sess_sc) -> bool:
+        """The session is accepted (sess_cnt), then tcp-request session rules."""
+        ctx = self._ctx(c, sess_sc)
         for t in sess_sc:
             if t is not None:
                 t[0].count_session(t[1])
