@@ -20,8 +20,8 @@ its own base.
 The flood is bench/xdp.py's generator (an XDP program replayed through BPF_PROG_RUN in
 live-frames mode on the attacker's interface, rewriting the source of one frame per packet
 over the lab's 16,384 spoofing addresses 198.18.64.0/18, TCP/UDP checksums kept valid),
-paced to --pps in calls of 262,144 frames (a call has a fixed ~25 ms set-up, so the flood
-comes in ~0.2 s bursts). Its receive work runs in NET_RX softirq on the CPU of the
+paced to --pps in calls of a quarter second's frames, at most 262,144 (a call has a fixed
+~25 ms set-up, so the flood comes in ~0.2 s bursts at 1 Mpps). Its receive work runs in NET_RX softirq on the CPU of the
 generating thread, which the scheduler places like any other thread.
 
 Three adjustments make the lab behave like an edge host on a real network:
@@ -57,6 +57,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,7 @@ from edgestick.control import xdp
 from edgestick.control.kernel_headers import ensure_bcc_kernel_source
 from edgestick.control.runtime_client import RuntimeApiError, RuntimeClient
 from edgestick.lab import traffic
-from edgestick.lab.scenarios import parse_result, scenario_argv
+from edgestick.lab.scenarios import in_netns, parse_result, scenario_argv
 from edgestick.lab.topology import SPOOF_NET4, Lab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ SPOOF_GATEWAY = "198.18.0.254"       # the edge's route back to the spoofed sour
 SPOOF_BITS = 14                      # 2^14 sources: the whole of SPOOF_NET4 (a /18)
 # The generator writes 198.18.64.0 + n; that base must be the lab's spoofing range.
 assert str(SPOOF_NET4.network_address) == "198.18.64.0" and SPOOF_NET4.prefixlen == 32 - SPOOF_BITS
-BATCH = 262144                       # frames per BPF_PROG_RUN call (a call costs ~25 ms + the frames)
+BATCH = 262144                       # frames per BPF_PROG_RUN call at most (a call costs ~25 ms + the frames)
 # frames per flush inside one call (kernel default 64): smaller bursts overflow the edge's
 # 256-slot veth ring less often (measured: 25k instead of 186k ring drops in a phase)
 KERNEL_BATCH = 16
@@ -321,7 +322,8 @@ class _GenThread(threading.Thread):
             _, gen_fn, _, _ = f.programs[self.kind]
             frame = f.frames[self.kind]
             ctx = xdp.XdpMd(data=0, data_end=len(frame), ingress_ifindex=f.ifindex)
-            limit = int(self.pps * self.seconds * 1.1) + BATCH   # bounded by count and by time
+            batch = max(4096, min(BATCH, int(self.pps / 4)))   # at most 1/4 s of frames a call
+            limit = int(self.pps * self.seconds * 1.1) + batch   # bounded by count and by time
             t0 = time.monotonic()
             deadline = t0 + self.seconds
             self.ready.set()
@@ -334,12 +336,12 @@ class _GenThread(threading.Thread):
                     time.sleep(min(ahead, deadline - now))
                     continue
                 try:
-                    xdp.prog_test_run(gen_fn.fd, frame, repeat=BATCH, batch_size=KERNEL_BATCH,
+                    xdp.prog_test_run(gen_fn.fd, frame, repeat=batch, batch_size=KERNEL_BATCH,
                                       flags=xdp.BPF_F_TEST_XDP_LIVE_FRAMES, ctx=ctx)
                 except OSError as e:
                     if e.errno != errno.EINTR:  # a signal cut the run short: pace as if
                         raise                   # it ran, the wire counters tell the truth
-                self.sent += BATCH
+                self.sent += batch
         except BaseException as e:                     # reported by Flood.stop()
             self.error = e
         finally:
@@ -353,36 +355,45 @@ class Edge:
 
     def __init__(self, lab: Lab, target: str, workdir: Path):
         self.lab, self.target, self.workdir = lab, target, workdir
-        self.procs: dict[str, object] = {}
+        self.procs: dict[str, subprocess.Popen] = {}
         self.shield_sock = str(workdir / "shield.sock")
         self.shield_cfg = workdir / "shield.cfg"
 
     def start(self) -> None:
         cfg = self.workdir / f"{self.target}.cfg"
         cfg.write_text(PROXY_CFG.format(addr=EDGE_ADDR, limit=CONN_RATE_LIMIT, backend=BACKEND_BIND))
-        log = open(self.workdir / f"{self.target}.log", "wb")
         if self.target == "haproxy":
             argv = [HAPROXY, "-db", "-f", str(cfg)]
         else:
             argv = [PY, "-m", "edgestick", "proxy", "-f", str(cfg)]
-        self.procs["proxy"] = self.lab.popen("edge", argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.procs["proxy"] = self._popen(argv, f"{self.target}.log")
         if self.target == "edgestick+shield":
             self.shield_cfg.write_text(SHIELD_CFG.format(
                 ifname=self.lab.edge_if, limit=CONN_RATE_LIMIT,
                 pin_dir=self.lab.pin_dir / "shield", sock=self.shield_sock))
-            slog = open(self.workdir / "shield.log", "wb")
-            self.procs["shield"] = self.lab.popen(
-                "edge", [PY, "-m", "edgestick", "shield", "-f", str(self.shield_cfg)],
-                stdout=slog, stderr=subprocess.STDOUT, cwd=ROOT)
+            self.procs["shield"] = self._popen(
+                [PY, "-m", "edgestick", "shield", "-f", str(self.shield_cfg)], "shield.log")
             self._wait(lambda: "interface: " in _show_shield(self.shield_sock), "the shield to attach")
         self._wait(self._answers, f"{self.target} to listen on {EDGE_ADDR}:80")
 
+    def _popen(self, argv: list[str], log: str) -> subprocess.Popen:
+        with open(self.workdir / log, "wb") as out:
+            return self.lab.popen("edge", argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
     def _answers(self) -> bool:
-        done = self.lab.run("client", [PY, "-c", (
-            "import socket; s = socket.create_connection((%r, 80), 0.5); "
-            "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print(s.recv(100)[:12])") % EDGE_ADDR],
-            check=False, timeout=10)
-        return "200" in done.stdout
+        """One request from the client namespace gets a 200."""
+        with in_netns(self.lab.ns("client")):
+            try:
+                s = socket.create_connection((EDGE_ADDR, 80), 0.5)
+            except OSError:
+                return False
+        with s:
+            s.settimeout(2)
+            try:
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                return s.recv(100).startswith(b"HTTP/1.1 200")
+            except OSError:
+                return False
 
     def _wait(self, ready, what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -406,7 +417,7 @@ class Edge:
         for p in self.procs.values():
             try:
                 p.wait(10)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
         if "shield" in self.procs:              # SIGTERM leaves XDP attached on purpose
@@ -443,54 +454,53 @@ def run_client(lab: Lab, keepalive_new: bool, seconds: float, concurrency: int) 
 
 def phase(lab: Lab, edge: Edge, flood: Flood, backend_pid: int, kind: str, new_conn: bool,
           args) -> dict:
-    if kind != "none":
-        flood.start(kind, args.pps, args.seconds + 5, args.gen_threads)   # stopped when the client ends
-        time.sleep(0.5)                            # the flood at its rate (guard engaged)
+    flooding = kind != "none"
     pids = edge.pids()
-    before = {"cpu": machine_cpu(), "procs": {n: tree_cpu(p) for n, p in pids.items()},
-              "backend": tree_cpu(backend_pid), "gen": flood.cpu() if kind != "none" else 0.0,
-              "sent": flood.sent if kind != "none" else 0, "t": time.monotonic(),
-              "edge_if": if_counters(lab.ns("edge"), lab.edge_if),
-              "attacker_if": if_counters(lab.ns("attacker"), lab.ifname("attacker")),
-              "xdp": shield_counters(edge.shield_sock) if "shield" in pids else {},
-              "tcp": {h: netstat(lab, h) for h in NETSTAT_KEYS}}
+
+    def snapshot() -> dict:
+        return {"t": time.monotonic(), "cpu": machine_cpu(),
+                "procs": {n: tree_cpu(p) for n, p in pids.items()}, "backend": tree_cpu(backend_pid),
+                "gen": flood.cpu() if flooding else 0.0, "sent": flood.sent if flooding else 0,
+                "edge_if": if_counters(lab.ns("edge"), lab.edge_if),
+                "attacker_if": if_counters(lab.ns("attacker"), lab.ifname("attacker")),
+                "xdp": shield_counters(edge.shield_sock) if "shield" in pids else {},
+                "tcp": {h: netstat(lab, h) for h in NETSTAT_KEYS}}
+
+    if flooding:       # bounded at the client's time + its worst case; stopped when it ends
+        flood.start(kind, args.pps, args.seconds + 5, args.gen_threads)
+        time.sleep(0.5)                            # the flood at its rate (guard engaged)
     try:
+        before = snapshot()
         client, client_cpu = run_client(lab, new_conn, args.seconds, args.concurrency)
-        after = {"cpu": machine_cpu(), "procs": {n: tree_cpu(p) for n, p in pids.items()},
-                 "backend": tree_cpu(backend_pid), "gen": flood.cpu() if kind != "none" else 0.0,
-                 "sent": flood.sent if kind != "none" else 0, "t": time.monotonic(),
-                 "edge_if": if_counters(lab.ns("edge"), lab.edge_if),
-                 "attacker_if": if_counters(lab.ns("attacker"), lab.ifname("attacker")),
-              "attacker_if": if_counters(lab.ns("attacker"), lab.ifname("attacker")),
-                 "xdp": shield_counters(edge.shield_sock) if "shield" in pids else {},
-                 "tcp": {h: netstat(lab, h) for h in NETSTAT_KEYS}}
+        after = snapshot()
     finally:
-        if kind != "none":
+        if flooding:
             flood.stop()
+    time.sleep(0.5)                                # the edge's queues drain between phases
+
     wall = after["t"] - before["t"]
-    cpu = {k: round(after["cpu"][k] - before["cpu"][k], 2) for k in ("user", "system", "softirq", "idle")}
-    procs = {n: round(after["procs"][n] - before["procs"][n], 2) for n in pids}
+    delta = lambda key, k: after[key][k] - before[key][k]  # noqa: E731
+    procs = {n: round(delta("procs", n), 2) for n in pids}
     procs.update(backend=round(after["backend"] - before["backend"], 2), client=round(client_cpu, 2),
                  generator=round(after["gen"] - before["gen"], 2))
-    xdp_counted = {k: v - before["xdp"].get(k, 0) for k, v in after["xdp"].items()
-                   if v - before["xdp"].get(k, 0)}
-    ok = client.get("ok", 0)
-    time.sleep(0.5)                                # the edge's queues drain between phases
+    ok, seconds = client.get("ok", 0), client["seconds"]
     return {
         "target": edge.target, "mode": "new-conn" if new_conn else "keep-alive", "flood": kind,
-        "seconds": round(client["seconds"], 2), "ok": ok, "sent": client["sent"],
-        "goodput": round(ok / client["seconds"], 1) if client["seconds"] else 0.0,
+        "seconds": round(seconds, 2), "ok": ok, "sent": client["sent"],
+        "goodput": round(ok / seconds, 1) if seconds else 0.0,
         "success_rate": client.get("success_rate", 0.0), "errors": client.get("errors", {}),
         "p50_ms": client["latency_ms"].get("p50"), "p99_ms": client["latency_ms"].get("p99"),
-        # what the generator put on the attacker's wire (sent + refused by a full ring)
-        "offered_pps": round(sum(after["attacker_if"][k] - before["attacker_if"][k]
-                                 for k in ("tx_packets", "tx_dropped")) / wall),
-        "generator_pps": round((after["sent"] - before["sent"]) / wall) if kind != "none" else 0,
-        "edge_rx_pps": round((after["edge_if"]["rx_packets"] - before["edge_if"]["rx_packets"]) / wall),
-        "edge_rx_dropped": after["edge_if"]["rx_dropped"] - before["edge_if"]["rx_dropped"],
         "max_ms": client["latency_ms"].get("max"),
-        "xdp_counted": xdp_counted,
-        "tcp": {h: {k: v - before["tcp"][h][k] for k, v in after["tcp"][h].items()} for h in NETSTAT_KEYS}, "cpu_s": cpu, "proc_cpu_s": procs, "wall_s": round(wall, 2),
+        # what the generator put on the attacker's wire (sent + refused by a full ring)
+        "offered_pps": round((delta("attacker_if", "tx_packets") + delta("attacker_if", "tx_dropped")) / wall),
+        "generator_pps": round((after["sent"] - before["sent"]) / wall),
+        "edge_rx_pps": round(delta("edge_if", "rx_packets") / wall),
+        "edge_rx_dropped": delta("edge_if", "rx_dropped"),
+        "xdp_counted": {k: v - before["xdp"].get(k, 0) for k, v in after["xdp"].items()
+                        if v != before["xdp"].get(k, 0)},
+        "tcp": {h: {k: v - before["tcp"][h][k] for k, v in after["tcp"][h].items()} for h in NETSTAT_KEYS},
+        "cpu_s": {k: round(delta("cpu", k), 2) for k in ("user", "system", "softirq", "idle")},
+        "proc_cpu_s": procs, "wall_s": round(wall, 2),
     }
 
 
@@ -503,9 +513,9 @@ def bench(args) -> dict:
     edge = flood = None
     rows: list[dict] = []
     try:
-        blog = open(workdir / "backend.log", "wb")
-        backend = lab.popen("backend", [PY, "-m", "edgestick.lab.backend", "--bind", BACKEND_BIND],
-                            stdout=blog, stderr=subprocess.STDOUT, cwd=ROOT)
+        with open(workdir / "backend.log", "wb") as log:
+            backend = lab.popen("backend", [PY, "-m", "edgestick.lab.backend", "--bind", BACKEND_BIND],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         # The client opens thousands of connections a second and closes first: let it
         # reuse its TIME_WAIT ports, as the edge towards the backend (per namespace).
         for host in ("client", "edge"):
