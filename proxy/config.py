@@ -542,6 +542,14 @@ class Parser:
         elif kw == "log":
             check_log_line(line)
             g.ignored.setdefault(kw, w[1:])
+        elif kw == "metrics":
+            # edgestick's own: Prometheus /metrics of the proxy (like the shield's)
+            if len(w) != 3 or w[1] != "bind":
+                raise line.error("expects 'bind <address>:<port>'")
+            host, _, port = w[2].rpartition(":")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise line.error(f"'bind' expects <address>:<port> (got '{w[2]}')")
+            g.metrics_bind = (host.strip("[]") or "127.0.0.1", int(port))
         elif kw == "hard-stop-after":
             g.hard_stop_after_ms = _time(line, _arg(line, 1, "time"), "hard-stop-after",
                                          self.warnings)

@@ -130,6 +130,8 @@ class ProxyProcess:
         # the runtime API and metrics are up before traffic is accepted
         await self._start_runtime(cfg)
         await self._start_peers(cfg)
+        if self.metrics_addr is None:
+            self.metrics_addr = cfg.global_.metrics_bind
         if self.metrics_addr is not None:
             self.metrics_server = await self.metrics.serve(*self.metrics_addr)
         for fe in self.frontends:

@@ -52,6 +52,7 @@ class Global:
     group: Optional[str] = None
     chroot: Optional[str] = None
     hard_stop_after_ms: Optional[int] = None
+    metrics_bind: Optional[tuple[str, int]] = None   # edgestick: `metrics bind ADDR:PORT`
     # keywords accepted for compatibility that change nothing here (log, tune.*, ssl-default-*…)
     ignored: dict[str, tuple[str, ...]] = field(default_factory=dict)
 

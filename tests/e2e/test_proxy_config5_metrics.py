@@ -162,3 +162,27 @@ backend empty
             out.append((r1.raw_head, r1.body, r2.raw_head, c.closed_by_peer(1.0)))
             c.close()
         assert out[1] == out[0]
+
+
+def test_metrics_from_the_global_section(private_tmp):
+    """`metrics bind ADDR:PORT` in `global` (edgestick's own keyword) opens the listener."""
+    from proxy_harness import free_ports, start_proxy, wait_port
+    mport = free_ports(1)[0]
+    text = PROMEX.replace("    nbthread 1\n", f"    nbthread 1\n    metrics bind 127.0.0.1:{mport}\n")
+    b = Backends(["s1", "s2"]).start()
+    p = start_proxy("edgestick", text, b, private_tmp, 2)
+    try:
+        wait_port(mport)
+        s = socket.create_connection(("127.0.0.1", mport))
+        s.sendall(b"GET /metrics?scope=sticktable HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+        s.close()
+        assert b'haproxy_sticktable_size{name="fe_c",type="ip"} 102400.0' in out
+    finally:
+        p.stop()
+        b.kill()
