@@ -30,13 +30,16 @@ _LINGER_RST = be_mod._LINGER_RST
 class ClientConn(be_mod.Endpoint):
     """The client side of one connection."""
     __slots__ = ("fe", "task", "src", "src_port", "dst", "dst_port", "ssl", "received_any",
-                 "busy", "expect_proxy")
+                 "busy", "expect_proxy", "fast", "sess_sc", "pending")
 
     def __init__(self, fe: "Frontend", ssl: bool = False, expect_proxy: bool = False):
         super().__init__()
         self.fe = fe
         self.ssl = ssl
         self.expect_proxy = expect_proxy     # `accept-proxy`: a PROXY header comes first
+        self.fast = None         # Frontend.fast while the coroutine waits between requests
+        self.sess_sc = None
+        self.pending = None      # a request the fast path passed on to the coroutine
         self.task = None
         self.received_any = False
         self.busy = False
@@ -51,6 +54,12 @@ class ClientConn(be_mod.Endpoint):
 
     def data_received(self, data):
         self.received_any = True
+        fast = self.fast
+        if fast is not None and self.waiter is not None and len(self.buf) < 65536:
+            self.buf += data
+            if not fast(self):
+                self._wake()
+            return
         super().data_received(data)
 
     def connection_lost(self, exc):
@@ -295,6 +304,10 @@ class Frontend:
         self.maxconn = model.maxconn or 0
         self.own_backend: Backend | None = None
         self._replies: dict = {}
+        # requests answered by the frontend's own rules may be served without waking the
+        # connection's coroutine (Frontend.fast) unless a rule has to wait
+        self.fast_ok = not model.tcp_request_content and all(
+            r.action not in ("tarpit", "use-service") for r in model.http_request)
         self.forwardfor = model.options.forwardfor
 
     # ---- listeners
@@ -547,12 +560,23 @@ class Frontend:
                 return None
             timeout = self.t_http_request if (first or partial) else self.t_keep_alive
             remaining = None if timeout is None else timeout - (loop.time() - start)
+            parked = not (first or partial or c.buf) and self.fast_ok
+            if parked:
+                c.fast, c.sess_sc = self.fast, sess_sc
             try:
                 await c.wait_data(remaining)
             except TimeoutError:
                 if first or partial:
                     self._bad_request(c, sess_sc, 408)
                 return None
+            finally:
+                if parked:
+                    c.fast = None
+            if c.pending is not None:
+                got, c.pending = c.pending, None
+                return got
+            if parked:                  # requests served meanwhile: a new wait starts
+                start = loop.time()
 
     def _count_probe(self, sess_sc):
         for t in sess_sc:
@@ -575,14 +599,28 @@ class Frontend:
         c.buf.clear()
 
     async def _one_request(self, c: ClientConn, sess_sc, first: bool) -> bool:
-        req = await self._read_head(c, sess_sc, first)
-        if req is None:
+        got = await self._read_head(c, sess_sc, first)
+        if got is None:
             return False
+        if type(got) is tuple:          # the fast path ran the frontend rules already
+            req, ctx, stream = got
+            try:
+                return await self._to_backend(c, req, ctx, stream)
+            finally:
+                self._end(stream)
+        req = got
+        ctx, stream = self._begin(c, req, sess_sc)
+        try:
+            return await self._process(c, req, ctx, stream)
+        finally:
+            self._end(stream)
+
+    def _begin(self, c: ClientConn, req: http1.Message, sess_sc):
+        """A stream starts: the head leaves the buffer, trackers are copied."""
         del c.buf[:req.head_len]
         c.consumed()
         proc = self.proc
-        st = self.stats
-        st.req_tot += 1
+        self.stats.req_tot += 1
         stream = Stream(sess_sc)
         stream.bytes_in = req.head_len
         if proc.counts_bytes:
@@ -591,19 +629,51 @@ class Frontend:
         path, query = _split_target(req.target)
         ctx = Context(c.src, c.src_port, c.dst, c.dst_port, c.ssl, req.method, path, query,
                       req.target, req.headers, stream.sc, self.table, proc.tables)
-        try:
-            return await self._process(c, req, ctx, stream)
-        finally:
-            if proc.counts_bytes:
-                b_in, b_out = stream.table_bytes()
-                for t in stream.sc:
-                    if t is not None and _counts_bytes(t[0]):
-                        t[0].add_bytes_in(t[1], b_in)
-                        t[0].add_bytes_out(t[1], b_out)
-            for table, entry in stream.own:
-                table.release(entry)
-            st.bin += stream.bytes_in
-            st.bout += stream.bytes_out
+        return ctx, stream
+
+    def _end(self, stream: Stream):
+        """A stream ends: bytes counted, its own trackers released (conn_cur -1)."""
+        if self.proc.counts_bytes:
+            b_in, b_out = stream.table_bytes()
+            for t in stream.sc:
+                if t is not None and _counts_bytes(t[0]):
+                    t[0].add_bytes_in(t[1], b_in)
+                    t[0].add_bytes_out(t[1], b_out)
+        for table, entry in stream.own:
+            table.release(entry)
+        st = self.stats
+        st.bin += stream.bytes_in
+        st.bout += stream.bytes_out
+
+    def fast(self, c: ClientConn) -> bool:
+        """Called from data_received while the connection's coroutine waits between
+        keep-alive requests: requests answered by the frontend's own rules (deny,
+        return, redirect) are served right here, without waking the coroutine. True when
+        everything received was dealt with; False wakes the coroutine (for the rest, or
+        with a request whose frontend rules passed, to take it to a backend)."""
+        handled = False
+        while c.buf and not c.closed:
+            try:
+                req = http1.parse_request(c.buf)
+            except http1.BadMessage:
+                return False
+            if req is None or req.framing != http1.NO_BODY:
+                return False
+            ctx, stream = self._begin(c, req, c.sess_sc)
+            for t in stream.sc:
+                if t is not None:
+                    t[0].inc_http_req(t[1])
+            verdict = self._http_rules_sync(c, req, ctx, stream, self.model.http_request)
+            if verdict is None:
+                c.pending = (req, ctx, stream)
+                return False
+            self._end(stream)
+            handled = True
+            if not verdict:
+                c.close()
+                return True
+            c.deadline = c.loop.time() + (self.t_keep_alive or 0)
+        return handled
 
     async def _process(self, c: ClientConn, req: http1.Message, ctx: Context, stream: Stream) -> bool:
         proc = self.proc
@@ -631,6 +701,11 @@ class Frontend:
         verdict = await self._http_rules(c, req, ctx, stream, model.http_request, self.table)
         if verdict is not None:
             return verdict
+        return await self._to_backend(c, req, ctx, stream)
+
+    async def _to_backend(self, c, req, ctx, stream) -> bool:
+        proc = self.proc
+        model = self.model
         # backend choice
         backend = self.own_backend
         if backend is None:
@@ -653,6 +728,19 @@ class Frontend:
 
     async def _http_rules(self, c, req, ctx, stream, rules, table, backend=None):
         """http-request rules in order; returns None to go on, or keep-alive verdict."""
+        verdict = self._http_rules_sync(c, req, ctx, stream, rules, backend)
+        if type(verdict) is not tuple:
+            return verdict
+        kind, rule = verdict
+        if kind == "tarpit":
+            if self.t_tarpit:
+                await asyncio.sleep(self.t_tarpit)
+            return self._reply(c, req, ctx, stream, rule.reply, 500)
+        return await self._service(c, req, ctx, stream, rule.service)
+
+    def _http_rules_sync(self, c, req, ctx, stream, rules, backend=None):
+        """The rules up to a verdict: None (go on), a keep-alive bool (answered here), or
+        ("tarpit" | "service", rule) for the two actions that must wait."""
         sc = stream.sc
         for rule in rules:
             if rule.cond is not None and not rule.cond(ctx):
@@ -673,9 +761,7 @@ class Frontend:
                 for t in sc:
                     if t is not None:
                         t[0].inc_http_err(t[1])
-                if self.t_tarpit:
-                    await asyncio.sleep(self.t_tarpit)
-                return self._reply(c, req, ctx, stream, rule.reply, 500)
+                return ("tarpit", rule)
             elif act == "return":
                 self.stats.intercepted += 1
                 return self._reply(c, req, ctx, stream, rule.reply, 200, True)
@@ -687,7 +773,7 @@ class Frontend:
                 return False
             elif act == "use-service":
                 self.stats.intercepted += 1
-                return await self._service(c, req, ctx, stream, rule.service)
+                return ("service", rule)
             elif act in ("set-header", "add-header"):
                 value = log_format(rule.fmt or "", ctx)
                 name = rule.header.lower()

@@ -242,3 +242,27 @@ def test_redirects_and_response_rules(redirect_pair, path):
         out.append((r.raw_head, r.body, c.request("/again").status))
         c.close()
     assert out[1] == out[0]
+
+
+def test_pipelined_rules_on_a_keep_alive_connection(deny_pair):
+    """After a first request, several requests in one packet: denied, returned,
+    redirected to the server, denied again, on one connection (edgestick answers the
+    frontend's own replies without waking the connection's coroutine)."""
+    h, e = deny_pair
+    burst = b"".join(f"GET {p} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+                     for p in ("/429", "/hello", "/", "/custom", "/429")) + \
+        b"GET /empty HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    out = []
+    for p in (h, e):
+        c = Client(p.port)
+        first = c.request("/hello")
+        c.send(burst)
+        got = [c.read_response() for _ in range(6)]
+        out.append([(first.raw_head, first.body)] + [(r.raw_head, r.body) for r in got]
+                   + [c.closed_by_peer(1.0)])
+        c.close()
+    assert out[1] == out[0]
+    assert [r[0].split(b"\r\n")[0] for r in out[1][1:7]] == [
+        b"HTTP/1.1 429 Too Many Requests", b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 429 Too Many Requests", b"HTTP/1.1 429 Too Many Requests",
+        b"HTTP/1.1 503 Service Unavailable"]
