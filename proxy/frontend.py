@@ -57,8 +57,13 @@ class ClientConn(be_mod.Endpoint):
         fast = self.fast
         if fast is not None and self.waiter is not None and len(self.buf) < 65536:
             self.buf += data
-            if not fast(self):
-                self._wake()
+            try:
+                if fast(self):
+                    return
+            except Exception as e:      # as in Frontend.serve: only this connection ends
+                self.fe.proc.log(f"{self.fe.name}: connection from {self.src} aborted: {e!r}")
+                self.close()
+            self._wake()
             return
         super().data_received(data)
 
