@@ -665,14 +665,18 @@ class Frontend:
             if req is None or req.framing != http1.NO_BODY:
                 return False
             ctx, stream = self._begin(c, req, c.sess_sc)
-            for t in stream.sc:
-                if t is not None:
-                    t[0].inc_http_req(t[1])
-            verdict = self._http_rules_sync(c, req, ctx, stream, self.model.http_request)
-            if verdict is None:
-                c.pending = (req, ctx, stream)
-                return False
-            self._end(stream)
+            try:
+                for t in stream.sc:
+                    if t is not None:
+                        t[0].inc_http_req(t[1])
+                verdict = self._http_rules_sync(c, req, ctx, stream, self.model.http_request)
+                if verdict is None:
+                    c.pending = (req, ctx, stream)
+                    stream = None               # the coroutine ends it
+                    return False
+            finally:
+                if stream is not None:
+                    self._end(stream)
             handled = True
             if not verdict:
                 c.close()
