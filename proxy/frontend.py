@@ -1331,7 +1331,7 @@ class Frontend:
         groups = [backend.model.http_response]
         if self.model is not backend.model:
             groups.append(self.model.http_response)
-        ctx.headers = resp.headers
+        ctx.response, ctx.res_headers = True, resp.headers   # fetches read the response
         try:
             for rules in groups:
                 for rule in rules:
@@ -1344,8 +1344,10 @@ class Frontend:
                         if act == "set-header":
                             resp.remove(name)
                         resp.add(name, value)
+                        ctx.res_headers = resp.headers
                     elif act == "del-header":
                         resp.remove(rule.header.lower())
+                        ctx.res_headers = resp.headers
                     elif act == "deny":
                         self.stats.dresp += 1
                         self._count_status(backend, _NullServer, 502)
@@ -1353,12 +1355,20 @@ class Frontend:
                     elif act == "allow":
                         return False
                     elif act == "track-sc":
-                        self._track(rule, ctx, stream.sc, stream)
+                        if self._track(rule, ctx, stream.sc, stream, True):
+                            # tracking at response time counts this request and its
+                            # response too (as HAProxy 2.6 does)
+                            table, row = stream.sc[rule.track.slot]
+                            status = resp.status
+                            if 400 <= status < 500:
+                                table.inc_http_err(row)
+                            elif status >= 500 and status not in (501, 505):
+                                table.inc_http_fail(row)
                     else:
                         self._counter_action(rule, ctx)
             return False
         finally:
-            ctx.headers = req.headers
+            ctx.response = False
 
     async def close_idle(self):
         """Graceful stop: close connections that sit between requests."""

@@ -266,3 +266,44 @@ def test_pipelined_rules_on_a_keep_alive_connection(deny_pair):
         b"HTTP/1.1 429 Too Many Requests", b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK",
         b"HTTP/1.1 429 Too Many Requests", b"HTTP/1.1 429 Too Many Requests",
         b"HTTP/1.1 503 Service Unavailable"]
+
+
+RESPONSE_RULES = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+backend t_res
+    stick-table type ip size 1k expire 60s store conn_cnt,http_req_cnt,http_err_cnt,http_fail_cnt
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-response track-sc1 src table t_res
+    http-response set-header X-Was %[res.hdr(x-server)]-%[status] if { status 200 }
+    http-response del-header X-Server if { res.hdr(x-server) s1 }
+    http-response add-header X-Status %[status]
+    default_backend bk
+backend bk
+    server s1 127.0.0.1:{S1}
+"""
+
+
+def test_http_response_rules_and_tracking(haproxy_bin):
+    b = Backends(["s1"]).start()
+    try:
+        with workdir() as wd, both(RESPONSE_RULES, b, wd, haproxy_bin) as (h, e):
+            out = []
+            for p in (h, e):
+                c = Client(p.port, "127.0.0.1")
+                got = [c.request(path) for path in ("/", "/?status=404", "/?status=503")]
+                c.close()
+                out.append([(r.raw_head, r.body) for r in got])
+            assert out[1] == out[0]
+            import time
+            time.sleep(0.1)
+            assert mask_table(e.cli("show table t_res")) == mask_table(h.cli("show table t_res"))
+    finally:
+        b.kill()
