@@ -202,6 +202,8 @@ async def _http_run(result: ScenarioResult, host: str, port: int, request: bytes
         while (number := await budget.take()) is not None:
             t0 = time.monotonic()
             try:
+                if writer is not None and writer.is_closing():
+                    writer = _drop(writer)      # the server closed it while we were idle
                 if writer is None:
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_connection(host, port, local_addr=local), timeout)
@@ -222,7 +224,8 @@ async def _http_run(result: ScenarioResult, host: str, port: int, request: bytes
             except ConnectionResetError:
                 error("reset")
                 writer = _drop(writer)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                    RuntimeError):         # uvloop: a write on a transport closed under us
                 error("closed")            # closed mid-response, or not HTTP
                 writer = _drop(writer)
             except OSError as e:

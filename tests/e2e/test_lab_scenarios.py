@@ -69,7 +69,7 @@ def test_legit_counts_successes_and_latencies(backends, keepalive):
 
 def test_legit_is_paced_and_bounded_by_duration(backends):
     r = scenarios.legit(f"127.0.0.1:{backends[0]}", count=1000, duration=1.0, rate=10)
-    assert 3 <= r.sent <= 11 and r.ok == r.sent     # paced: at most 10 in one second
+    assert 1 <= r.sent <= 11 and r.ok == r.sent     # paced: at most 10 in one second
     assert r.seconds < 3.5
 
 
@@ -116,3 +116,44 @@ def test_backend_reports_what_it_answered_when_stopped():
     bad = subprocess.run([sys.executable, "-m", "edgestick.lab.backend", "--bind", "nope"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "bad bind 'nope'" in bad.stderr
+
+
+def test_a_server_closing_idle_keepalive_connections_is_counted_not_raised():
+    """The server answers keep-alive but closes right after (as a proxy's `tcp-request
+    connection reject` or an idle timeout does): the client reconnects or counts it."""
+    import socket
+    import struct
+    import threading
+    import time
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    time.sleep(0.005)
+                    # abortive close (RST), as `tcp-request connection reject` does
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                except OSError:
+                    pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        r = scenarios.legit(f"127.0.0.1:{port}", count=20, duration=10, rate=50, keepalive=True)
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
+    assert r.sent == 20 and r.ok + sum(r.errors.values()) == 20 and r.ok >= 10
