@@ -30,7 +30,7 @@ _LINGER_RST = be_mod._LINGER_RST
 class ClientConn(be_mod.Endpoint):
     """The client side of one connection."""
     __slots__ = ("fe", "task", "src", "src_port", "dst", "dst_port", "ssl", "received_any",
-                 "busy", "expect_proxy", "fast", "sess_sc", "pending")
+                 "busy", "expect_proxy", "fast", "sess_sc", "pending", "inflight")
 
     def __init__(self, fe: "Frontend", ssl: bool = False, expect_proxy: bool = False):
         super().__init__()
@@ -40,6 +40,7 @@ class ClientConn(be_mod.Endpoint):
         self.fast = None         # Frontend.fast while the coroutine waits between requests
         self.sess_sc = None
         self.pending = None      # a request the fast path passed on to the coroutine
+        self.inflight = False    # a request the fast path forwards is at a server
         self.task = None
         self.received_any = False
         self.busy = False
@@ -54,6 +55,14 @@ class ClientConn(be_mod.Endpoint):
 
     def data_received(self, data):
         self.received_any = True
+        if self.inflight:
+            # the fast path owns the connection until its response is written: bytes wait
+            buf = self.buf
+            buf += data
+            if len(buf) > be_mod.READ_HIGH_WATER and not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()
+            return
         fast = self.fast
         if fast is not None and self.waiter is not None and len(self.buf) < 65536:
             self.buf += data
@@ -67,8 +76,20 @@ class ClientConn(be_mod.Endpoint):
             return
         super().data_received(data)
 
+    def eof_received(self):
+        self.eof = True
+        if not self.inflight:           # else the fast path's completion wakes it
+            self._wake()
+        return True
+
     def connection_lost(self, exc):
-        super().connection_lost(exc)
+        if self.inflight:
+            self.closed = self.eof = True
+            d = self.drain_waiter
+            if d is not None and not d.done():
+                d.set_result(None)
+        else:
+            super().connection_lost(exc)
         self.fe.connection_gone(self)
 
     def write(self, data: bytes):
@@ -605,12 +626,12 @@ class Frontend:
 
     async def _one_request(self, c: ClientConn, sess_sc, first: bool) -> bool:
         got = await self._read_head(c, sess_sc, first)
-        if got is None:
+        if got is None or got is False:     # False: the fast path ended the connection
             return False
         if type(got) is tuple:          # the fast path ran the frontend rules already
-            req, ctx, stream = got
+            req, ctx, stream, backend = got
             try:
-                return await self._to_backend(c, req, ctx, stream)
+                return await self._to_backend(c, req, ctx, stream, backend)
             finally:
                 self._end(stream)
         req = got
@@ -671,7 +692,11 @@ class Frontend:
                         t[0].inc_http_req(t[1])
                 verdict = self._http_rules_sync(c, req, ctx, stream, self.model.http_request)
                 if verdict is None:
-                    c.pending = (req, ctx, stream)
+                    backend = self._choose_backend(ctx)
+                    if backend is not None and self._fast_forward(c, req, ctx, stream, backend):
+                        stream = None           # its completion ends it
+                        return True
+                    c.pending = (req, ctx, stream, backend)
                     stream = None               # the coroutine ends it
                     return False
             finally:
@@ -683,6 +708,85 @@ class Frontend:
                 return True
             c.deadline = c.loop.time() + (self.t_keep_alive or 0)
         return handled
+
+    # ---- forwarding from the data callback (keep-alive requests, common shapes)
+
+    def _fast_forward(self, c: ClientConn, req, ctx, stream, backend) -> bool:
+        """Send a body-less request on an idle server connection straight from the data
+        callback; the response is taken from the server's data callback too (see
+        _Relay). False (nothing done) for anything this does not cover: the coroutine
+        takes the request then, with the same backend."""
+        bm = backend.model
+        if (req.upgrade or bm.cookie is not None or bm.stick_rules or bm.http_response
+                or self.model.http_response or backend._limited
+                or (backend.model is not self.model and bm.http_request)):
+            return False
+        active = backend._active
+        if not active:
+            return False
+        for s in active:                # whichever server the balancing picks has one
+            idle = s.idle
+            if not idle or idle[-1].closed or idle[-1].buf:
+                return False
+        backend.req_tot += 1
+        backend.stot += 1
+        srv = backend.pick(c.src)
+        srv.cur += 1
+        backend.reposition(srv)
+        conn = srv.take_idle()
+        backend.cur += 1
+        srv.stot += 1
+        srv.lbtot += 1
+        if srv.cur > srv.smax:
+            srv.smax = srv.cur
+        head = self._request_head(c, req, bm)[0]
+        conn.transport.write(head)
+        c.inflight = True
+        c.deadline = float("inf")       # the keep-alive timeout starts after the response
+        relay = _Relay(self, c, req, ctx, stream, backend, srv, conn, head)
+        relay.arm()
+        return True
+
+    def _relay_done(self, relay, keep: bool):
+        """A fast-path forward ended: stream and slot released, the client connection
+        goes on with the next request (or ends)."""
+        c, backend, srv = relay.c, relay.backend, relay.srv
+        backend.cur -= 1
+        backend.release_slot(srv)
+        self._end(relay.stream)
+        c.inflight = False
+        if not keep or c.closed:
+            c.pending = False            # the coroutine ends the connection
+            c.close()
+            c._wake()
+            return
+        if c.eof:
+            c._wake()
+            return
+        c.deadline = c.loop.time() + (self.t_keep_alive or 0)
+        if c.reading_paused:
+            c.consumed()
+        if c.buf:
+            try:
+                if c.fast is not None and c.waiter is not None and self.fast(c):
+                    return
+            except Exception as e:      # as in Frontend.serve: only this connection ends
+                self.proc.log(f"{self.name}: connection from {c.src} aborted: {e!r}")
+                c.close()
+            c._wake()
+
+    async def _relay_tail(self, relay, exc):
+        """The rest of a fast-path forward in the coroutine's code (1xx, bodies still
+        arriving, a closed or slow server...)."""
+        keep = False
+        try:
+            keep = await self._exchange(relay.c, relay.req, relay.ctx, relay.stream,
+                                        relay.backend, relay.srv, relay.conn, [], None, False,
+                                        relay.head, exc)
+        except Exception as e:
+            self.proc.log(f"{self.name}: connection from {relay.c.src} aborted: {e!r}")
+        finally:
+            self._relay_done(relay, keep)
 
     async def _process(self, c: ClientConn, req: http1.Message, ctx: Context, stream: Stream) -> bool:
         proc = self.proc
@@ -710,21 +814,23 @@ class Frontend:
         verdict = await self._http_rules(c, req, ctx, stream, model.http_request, self.table)
         if verdict is not None:
             return verdict
-        return await self._to_backend(c, req, ctx, stream)
+        return await self._to_backend(c, req, ctx, stream, self._choose_backend(ctx))
 
-    async def _to_backend(self, c, req, ctx, stream) -> bool:
-        proc = self.proc
-        model = self.model
-        # backend choice
+    def _choose_backend(self, ctx):
+        """use_backend rules, else default_backend (None: no backend, a 503)."""
         backend = self.own_backend
         if backend is None:
+            model = self.model
+            backends = self.proc.backends
             for ub in model.use_backends:
                 if ub.cond is None or ub.cond(ctx):
-                    backend = proc.backends.get(ub.backend)
-                    break
-            else:
-                if model.default_backend:
-                    backend = proc.backends.get(model.default_backend)
+                    return backends.get(ub.backend)
+            if model.default_backend:
+                backend = backends.get(model.default_backend)
+        return backend
+
+    async def _to_backend(self, c, req, ctx, stream, backend) -> bool:
+        model = self.model
         if backend is None:
             return self._local_error(c, req, stream, 503)
         if backend.model is not model and backend.model.http_request:
@@ -1001,10 +1107,9 @@ class Frontend:
             # `timeout connect` when shorter
             await asyncio.sleep(min(1.0, t_connect or 1.0))
 
-    async def _exchange(self, c, req, ctx, stream, backend, srv, conn, stores, cookie, direct) -> bool:
-        proc = self.proc
-        st = self.stats
-        bm = backend.model
+    def _request_head(self, c, req, bm) -> tuple[bytes, bool]:
+        """The request head for the server, and whether the server connection closes
+        after this exchange (httpclose / http-server-close)."""
         extra = None
         if self.forwardfor or bm.options.forwardfor:
             hdr = (self.model.options.forwardfor_header if self.forwardfor else
@@ -1013,23 +1118,38 @@ class Frontend:
                 extra = [(hdr, c.src)]
         fo, bo = self.model.options, bm.options
         server_close = fo.httpclose or fo.http_server_close or bo.httpclose or bo.http_server_close
-        head = http1.serialize_request(req, extra, server_close)
+        return http1.serialize_request(req, extra, server_close), server_close
+
+    async def _exchange(self, c, req, ctx, stream, backend, srv, conn, stores, cookie, direct,
+                        sent: bytes | None = None, exc: BaseException | None = None) -> bool:
+        """Request to the server, response to the client. `sent`: the fast path wrote
+        this head (a body-less request) already; `exc`: what ended its wait."""
+        proc = self.proc
+        st = self.stats
+        bm = backend.model
         body_task = None
         body_state = [req.framing == http1.NO_BODY]
-        if req.framing == http1.LENGTH and len(c.buf) >= req.length:
-            n = req.length               # the whole body is here: one write
-            head += bytes(c.buf[:n])
-            del c.buf[:n]
-            c.consumed()
-            stream.bytes_in += n
-            body_state[0] = True
-        conn.transport.write(head)
-        if not body_state[0]:
-            body_task = asyncio.get_running_loop().create_task(
-                self._send_body(c, req, conn, stream, body_state))
+        if sent is not None:
+            head = sent
+            server_close = self._request_head(c, req, bm)[1]
+        else:
+            head, server_close = self._request_head(c, req, bm)
+            if req.framing == http1.LENGTH and len(c.buf) >= req.length:
+                n = req.length               # the whole body is here: one write
+                head += bytes(c.buf[:n])
+                del c.buf[:n]
+                c.consumed()
+                stream.bytes_in += n
+                body_state[0] = True
+            conn.transport.write(head)
+            if not body_state[0]:
+                body_task = asyncio.get_running_loop().create_task(
+                    self._send_body(c, req, conn, stream, body_state))
         t_server = _sec(bm.timeouts.get("server"))
         server_broken = False
         try:
+            if exc is not None:
+                raise exc
             resp = await self._read_response(c, conn, req, t_server, stream)
             if resp is None and conn.reused and not conn.buf:
                 # the server closed this idle connection as the request left: an
@@ -1373,9 +1493,107 @@ class Frontend:
     async def close_idle(self):
         """Graceful stop: close connections that sit between requests."""
         for c in list(self.conns):
-            if not c.buf and not c.closed:
+            if c.inflight:
+                c.eof = True            # closes after the response in flight
+            elif not c.buf and not c.closed:
                 c.eof = True
                 c._wake()
+
+
+class _Relay:
+    """A request the fast path forwarded: it stands in the server connection's waiter
+    slot, so the server's data callback (or EOF, or the reaper's timeout) calls it."""
+    __slots__ = ("fe", "c", "req", "ctx", "stream", "backend", "srv", "conn", "head")
+
+    def __init__(self, fe, c, req, ctx, stream, backend, srv, conn, head):
+        self.fe, self.c, self.req, self.ctx, self.stream = fe, c, req, ctx, stream
+        self.backend, self.srv, self.conn, self.head = backend, srv, conn, head
+
+    def arm(self):
+        conn = self.conn
+        conn.waiter = self
+        t_server = _sec(self.backend.model.timeouts.get("server"))
+        if t_server is not None:
+            conn.deadline = conn.loop.time() + t_server
+            be_mod.WAITING.add(conn)
+
+    # the future protocol Endpoint and the reaper use
+    def done(self):
+        return False
+
+    def set_result(self, _):
+        try:
+            if self.respond():
+                return
+        except Exception as e:
+            self.fe.proc.log(f"{self.fe.name}: connection from {self.c.src} aborted: {e!r}")
+            be_mod.WAITING.discard(self.conn)
+            self.conn.close()
+            self.fe._relay_done(self, False)
+            return
+        self.conn.waiter = self         # incomplete head: wait on
+
+    def set_exception(self, exc):
+        be_mod.WAITING.discard(self.conn)
+        asyncio.get_running_loop().create_task(self.fe._relay_tail(self, exc))
+
+    def respond(self) -> bool:
+        """The response, when it is complete and plain; False: wait for more bytes.
+        Anything else goes on in the coroutine's code (_Frontend._exchange)."""
+        conn, fe = self.conn, self.fe
+        resp = None
+        buf = conn.buf
+        if buf:
+            try:
+                resp = http1.parse_response(buf, 0, self.req.method)
+            except http1.BadMessage:
+                resp = -1
+        if resp is None and not conn.closed:
+            return False
+        be_mod.WAITING.discard(conn)
+        if (resp is None or resp == -1 or resp.status < 200 or resp.status == 101
+                or resp.framing == http1.UNTIL_CLOSE
+                or (resp.framing == http1.LENGTH and len(buf) - resp.head_len < resp.length)):
+            asyncio.get_running_loop().create_task(fe._relay_tail(self, None))
+            return True
+        c, req, stream, srv, backend = self.c, self.req, self.stream, self.srv, self.backend
+        proc = fe.proc
+        if proc.counts_bytes:
+            stream.htx_out = http1.htx_size(resp, False)
+        status = resp.status
+        self.ctx.status = status
+        if 400 <= status < 500:
+            for t in stream.sc:
+                if t is not None:
+                    t[0].inc_http_err(t[1])
+        elif status >= 500 and status not in (501, 505):
+            for t in stream.sc:
+                if t is not None:
+                    t[0].inc_http_fail(t[1])
+        fe._count_status(backend, srv, status)
+        stream.status = status
+        closing = not req.keep_alive or proc.stopping or c.eof or fe.model.options.httpclose
+        head = http1.serialize_response(resp, http1.connection_header(req, closing))
+        stream.head_out = len(head)
+        end = resp.head_len + resp.length if resp.framing == http1.LENGTH else resp.head_len
+        if len(buf) == end:
+            data = head + bytes(buf[resp.head_len:]) if end > resp.head_len else head
+            buf.clear()
+        else:
+            data = head + bytes(buf[resp.head_len:end])
+            del buf[:end]
+        conn.consumed()
+        c.write(data)
+        stream.bytes_out += len(data)
+        bo = backend.model.options
+        fo = fe.model.options
+        server_close = fo.httpclose or fo.http_server_close or bo.httpclose or bo.http_server_close
+        if resp.keep_alive and not server_close:
+            srv.give_back(conn)
+        else:
+            conn.close()
+        fe._relay_done(self, not closing and not c.closed)
+        return True
 
 
 class _NullServerType:
