@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -123,8 +124,8 @@ def run_demo(flood_seconds: float = 8.0) -> int:
                 _say(f"live ({stage[-1][3:] if stage else 'starting'})")
                 print(_top_frame(run_dir), flush=True)
         finally:
-            if scenarios.poll() is None:
-                scenarios.kill()
+            if scenarios.poll() is None:      # the script and its scenario children
+                os.killpg(scenarios.pid, signal.SIGKILL)
                 status = 1
                 print("scenarios did not finish in time", file=sys.stderr)
             scenarios.wait()
