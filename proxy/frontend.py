@@ -23,6 +23,7 @@ from . import backend as be_mod
 from . import http1
 from .backend import Backend, ServerState
 from .sample import Context, compile_expr
+from edgestick.freq_ctr import now_ms
 
 _LINGER_RST = be_mod._LINGER_RST
 
@@ -523,7 +524,7 @@ class Frontend:
         table = self.proc.tables.get(tr.table) if tr.table else ctx.table
         if table is None:
             return False
-        entry = table.track(key, http_req)
+        entry = table.track(key, http_req, ctx.now)
         if entry is None:
             return False
         slots[tr.slot] = (table, entry)
@@ -655,6 +656,9 @@ class Frontend:
         path, query = _split_target(req.target)
         ctx = Context(c.src, c.src_port, c.dst, c.dst_port, c.ssl, req.method, path, query,
                       req.target, req.headers, stream.sc, self.table, proc.tables)
+        # one clock read for the request's own rules (HAProxy's now_ms is per loop turn
+        # too); whatever runs after a wait sets it back to None and reads the clock again
+        ctx.now = now_ms()
         return ctx, stream
 
     def _end(self, stream: Stream):
@@ -687,15 +691,17 @@ class Frontend:
                 return False
             ctx, stream = self._begin(c, req, c.sess_sc)
             try:
+                now = ctx.now
                 for t in stream.sc:
                     if t is not None:
-                        t[0].inc_http_req(t[1])
+                        t[0].inc_http_req(t[1], now)
                 verdict = self._http_rules_sync(c, req, ctx, stream, self.model.http_request)
                 if verdict is None:
                     backend = self._choose_backend(ctx)
                     if backend is not None and self._fast_forward(c, req, ctx, stream, backend):
                         stream = None           # its completion ends it
                         return True
+                    ctx.now = None              # the coroutine reads the clock afresh
                     c.pending = (req, ctx, stream, backend)
                     stream = None               # the coroutine ends it
                     return False
@@ -808,9 +814,10 @@ class Frontend:
                 self._track(rule, ctx, sc, stream)
             else:
                 self._counter_action(rule, ctx)
+        now = ctx.now
         for t in sc:
             if t is not None:
-                t[0].inc_http_req(t[1])
+                t[0].inc_http_req(t[1], now)
         verdict = await self._http_rules(c, req, ctx, stream, model.http_request, self.table)
         if verdict is not None:
             return verdict
@@ -850,6 +857,7 @@ class Frontend:
         if kind == "tarpit":
             if self.t_tarpit:
                 await asyncio.sleep(self.t_tarpit)
+                ctx.now = None
             return self._reply(c, req, ctx, stream, rule.reply, 500)
         return await self._service(c, req, ctx, stream, rule.service)
 
@@ -869,7 +877,7 @@ class Frontend:
                     backend.dreq += 1
                 for t in sc:
                     if t is not None:
-                        t[0].inc_http_err(t[1])
+                        t[0].inc_http_err(t[1], ctx.now)
                 return self._reply(c, req, ctx, stream, rule.reply, 403)
             elif act == "tarpit":
                 self.stats.dreq += 1
@@ -1127,6 +1135,7 @@ class Frontend:
         proc = self.proc
         st = self.stats
         bm = backend.model
+        ctx.now = None
         body_task = None
         body_state = [req.framing == http1.NO_BODY]
         if sent is not None:
