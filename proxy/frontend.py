@@ -31,7 +31,7 @@ _LINGER_RST = be_mod._LINGER_RST
 class ClientConn(be_mod.Endpoint):
     """The client side of one connection."""
     __slots__ = ("fe", "task", "src", "src_port", "dst", "dst_port", "ssl", "received_any",
-                 "busy", "expect_proxy", "fast", "sess_sc", "pending", "inflight")
+                 "busy", "expect_proxy", "fast", "sess_sc", "pending", "inflight", "served")
 
     def __init__(self, fe: "Frontend", ssl: bool = False, expect_proxy: bool = False):
         super().__init__()
@@ -42,6 +42,7 @@ class ClientConn(be_mod.Endpoint):
         self.sess_sc = None
         self.pending = None      # a request the fast path passed on to the coroutine
         self.inflight = False    # a request the fast path forwards is at a server
+        self.served = False      # the fast path answered a request (the next is not the first)
         self.task = None
         self.received_any = False
         self.busy = False
@@ -390,7 +391,40 @@ class Frontend:
             st.smax = st.scur
         self.proc.cur_conns += 1
         c.busy = True
+        if (self.fast_ok and not c.expect_proxy and not self.model.tcp_request_connection
+                and not self.model.tcp_request_session and not c.buf and not c.eof):
+            # no connection-level rules: the coroutine starts only if the data callback
+            # cannot serve the connection on its own (_LateStart)
+            c.fast, c.sess_sc = self.fast, [None, None, None]
+            c.waiter = _LateStart(self, c)
+            if self.t_http_request is not None:
+                c.deadline = c.loop.time() + self.t_http_request
+                be_mod.WAITING.add(c)
+            return
         c.task = asyncio.get_running_loop().create_task(self.serve(c))
+
+    def start_late(self, c: ClientConn):
+        """The connection needs its coroutine (see _LateStart): it starts where the data
+        callback left off, the current wait's deadline included."""
+        be_mod.WAITING.discard(c)
+        c.fast = None
+        c.task = asyncio.get_running_loop().create_task(
+            self.serve(c, c.sess_sc, not c.served, True))
+
+    def end_early(self, c: ClientConn):
+        """The data callback ended a connection that never needed its coroutine."""
+        be_mod.WAITING.discard(c)
+        c.waiter = c.fast = None
+        c.close()
+
+    def late_timeout(self, c: ClientConn):
+        """`timeout http-request` / `http-keep-alive` of a connection without coroutine,
+        handled as _read_head does."""
+        c.fast = None
+        partial = any(b not in (10, 13) for b in c.buf[:64])
+        if not c.served or partial:
+            self._bad_request(c, c.sess_sc, 408)
+        c.close()
 
     def connection_gone(self, c: ClientConn):
         self.conns.discard(c)
@@ -416,12 +450,18 @@ class Frontend:
         return Context(c.src, c.src_port, c.dst, c.dst_port, c.ssl, sc=sc, table=self.table,
                        tables=self.proc.tables)
 
-    async def serve(self, c: ClientConn):
+    async def serve(self, c: ClientConn, sess_sc=None, first: bool = True, late: bool = False):
         proc = self.proc
-        sess_sc = [None, None, None]
+        if sess_sc is None:
+            sess_sc = [None, None, None]
         try:
             model = self.model
-            if model.tcp_request_connection:
+            if late:                        # started by start_late: no connection rules
+                keep = await self._one_request(c, sess_sc, first, True)
+                first = False
+                if not keep:
+                    return
+            elif model.tcp_request_connection:
                 if not self._connection_rules(c, sess_sc):
                     return
             if c.expect_proxy and not await self._proxy_header(c):
@@ -430,7 +470,6 @@ class Frontend:
             if model.tcp_request_connection or model.tcp_request_session:
                 if not self._session_rules(c, sess_sc):
                     return
-            first = True
             while not c.closed:
                 keep = await self._one_request(c, sess_sc, first)
                 first = False
@@ -556,11 +595,15 @@ class Frontend:
 
     # ---- per request
 
-    async def _read_head(self, c: ClientConn, sess_sc, first: bool):
-        """The next request head, or None when the connection must end."""
+    async def _read_head(self, c: ClientConn, sess_sc, first: bool, resume: bool = False):
+        """The next request head, or None when the connection must end. `resume`: the
+        data callback waited so far (its deadline, c.deadline, still holds)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         partial = False
+        if c.pending is not None:
+            got, c.pending = c.pending, None
+            return got
         while True:
             if c.buf:
                 try:
@@ -586,7 +629,11 @@ class Frontend:
                     self._count_bad(sess_sc)
                 return None
             timeout = self.t_http_request if (first or partial) else self.t_keep_alive
-            remaining = None if timeout is None else timeout - (loop.time() - start)
+            if resume and timeout is not None:
+                remaining = c.deadline - loop.time()
+                resume = False
+            else:
+                remaining = None if timeout is None else timeout - (loop.time() - start)
             parked = not (first or partial or c.buf) and self.fast_ok
             if parked:
                 c.fast, c.sess_sc = self.fast, sess_sc
@@ -625,8 +672,8 @@ class Frontend:
         self.stats.bout += len(data)
         c.buf.clear()
 
-    async def _one_request(self, c: ClientConn, sess_sc, first: bool) -> bool:
-        got = await self._read_head(c, sess_sc, first)
+    async def _one_request(self, c: ClientConn, sess_sc, first: bool, resume: bool = False) -> bool:
+        got = await self._read_head(c, sess_sc, first, resume)
         if got is None or got is False:     # False: the fast path ended the connection
             return False
         if type(got) is tuple:          # the fast path ran the frontend rules already
@@ -709,8 +756,12 @@ class Frontend:
                 if stream is not None:
                     self._end(stream)
             handled = True
+            c.served = True
             if not verdict:
-                c.close()
+                if c.task is None:
+                    self.end_early(c)
+                else:
+                    c.close()
                 return True
             c.deadline = c.loop.time() + (self.t_keep_alive or 0)
         return handled
@@ -761,7 +812,11 @@ class Frontend:
         backend.release_slot(srv)
         self._end(relay.stream)
         c.inflight = False
+        c.served = True
         if not keep or c.closed:
+            if c.task is None:
+                self.end_early(c)
+                return
             c.pending = False            # the coroutine ends the connection
             c.close()
             c._wake()
@@ -1509,6 +1564,25 @@ class Frontend:
                 c._wake()
 
 
+class _LateStart:
+    """Stands in a new connection's waiter slot until its coroutine is needed: a wake-up
+    (bytes the data callback left, EOF, close) starts it; the reaper's timeout is handled
+    here."""
+    __slots__ = ("fe", "c")
+
+    def __init__(self, fe, c):
+        self.fe, self.c = fe, c
+
+    def done(self):
+        return False
+
+    def set_result(self, _):
+        self.fe.start_late(self.c)
+
+    def set_exception(self, exc):
+        self.fe.late_timeout(self.c)
+
+
 class _Relay:
     """A request the fast path forwarded: it stands in the server connection's waiter
     slot, so the server's data callback (or EOF, or the reaper's timeout) calls it."""
@@ -1561,8 +1635,8 @@ class _Relay:
             return False
         be_mod.WAITING.discard(conn)
         if (resp is None or resp == -1 or resp.status < 200 or resp.status == 101
-                or resp.framing == http1.UNTIL_CLOSE
-                or (resp.framing == http1.LENGTH and len(buf) - resp.head_len < resp.length)):
+                or (resp.framing != http1.NO_BODY and (resp.framing != http1.LENGTH or
+                                                        len(buf) - resp.head_len < resp.length))):
             asyncio.get_running_loop().create_task(fe._relay_tail(self, None))
             return True
         c, req, stream, srv, backend = self.c, self.req, self.stream, self.srv, self.backend

@@ -148,3 +148,22 @@ def test_upgrade_tunnel(pair, req):
         out.append(got)
     assert out[1] == out[0]
     assert out[1].startswith(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\n")
+
+
+def test_keep_alive_sequence_of_body_shapes(pair):
+    """One keep-alive connection, responses of every framing one after the other (the
+    data-callback forwarding hands chunked and large bodies to the coroutine's code)."""
+    queries = ["size=10", "size=300000&chunked=1", "size=0", "size=3000000", "size=5&chunked=1",
+               "size=10"]
+    outs = []
+    for p in pair:
+        c = Client(p.port, timeout=10)
+        got = []
+        for q in queries:
+            c.send(f"GET /?{q} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+            r = c.read_response()
+            got.append((r.normalised(), r.body))
+        c.close()
+        outs.append(got)
+    assert outs[1] == outs[0]
+    assert [len(b) for _, b in outs[1]] == [10, 300000, 0, 3000000, 5, 10]
