@@ -708,8 +708,9 @@ class Frontend:
         ctx.now = now_ms()
         return ctx, stream
 
-    def _end(self, stream: Stream):
-        """A stream ends: bytes counted, its own trackers released (conn_cur -1)."""
+    def _end(self, stream: Stream, now: int | None = None):
+        """A stream ends: bytes counted, its own trackers released (conn_cur -1). `now`:
+        the request's clock read, when it ends without having waited."""
         if self.proc.counts_bytes:
             b_in, b_out = stream.table_bytes()
             for t in stream.sc:
@@ -717,7 +718,7 @@ class Frontend:
                     t[0].add_bytes_in(t[1], b_in)
                     t[0].add_bytes_out(t[1], b_out)
         for table, entry in stream.own:
-            table.release(entry)
+            table.release(entry, now)
         st = self.stats
         st.bin += stream.bytes_in
         st.bout += stream.bytes_out
@@ -754,7 +755,7 @@ class Frontend:
                     return False
             finally:
                 if stream is not None:
-                    self._end(stream)
+                    self._end(stream, ctx.now)
             handled = True
             c.served = True
             if not verdict:
