@@ -10,6 +10,13 @@ Order of events follows HAProxy 2.6 (reference §3, §4, §8):
   persistence, load balancing, connect with retries/redispatch → response: http_err for
   4xx, http_fail for 5xx other than 501/505, stick store commit, Set-Cookie →
   stream ends: bytes counted, stream trackers released (conn_cur -1).
+
+Two ways through that flow, same decisions: the connection's coroutine (serve), and the
+data callbacks (Frontend.fast), which serve body-less requests that the frontend's rules
+answer, or that go on an idle server connection and get a complete plain response
+(_Relay), without any coroutine wake-up. A connection without connection-level rules
+gets its coroutine only when the callbacks hand something over (_LateStart): a partial
+head, a body, a chunked/1xx/long response, a server that closes or is slow, EOF.
 """
 from __future__ import annotations
 
