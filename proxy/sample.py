@@ -1136,45 +1136,31 @@ for _suffix in ("get_gpc", "gpc_rate", "get_gpt"):
     CONVERTERS[f"table_{_name}"] = ConvDef(f"table_{_name}", _b, "int")
 
 
-def _table_trackers(args, cfg, inner):
-    if len(args) > 1:
-        raise SampleError("converter 'table_trackers' : too many arguments")
-    tname = _table_ref(cfg, args[0] if args else None, "table_trackers")
-    vtype = getattr(inner, "out", "any")
+def _entry_conv(name: str, answer):
+    """A converter looking its input up as a key: `answer(table, entry or None)`."""
+    def build(args, cfg, inner):
+        if len(args) > 1:
+            raise SampleError(f"converter '{name}' : too many arguments")
+        tname = _table_ref(cfg, args[0] if args else None, name)
+        vtype = getattr(inner, "out", "any")
 
-    def conv(ctx):
-        table = ctx.table if tname is None else ctx.tables.get(tname)
-        value = inner(ctx)
-        if table is None or value is None:
-            return None
-        key = _table_key(table, value, vtype)
-        if key is None:
-            return None
-        entry = table.lookup_key(key)
-        return 0 if entry is None else _trackers(table, entry)
-    return conv
+        def conv(ctx):
+            table = ctx.table if tname is None else ctx.tables.get(tname)
+            value = inner(ctx)
+            if table is None or value is None:
+                return None
+            key = _table_key(table, value, vtype)
+            if key is None:
+                return None
+            return answer(table, table.lookup_key(key))
+        return conv
+    return build
 
 
-CONVERTERS["table_trackers"] = ConvDef("table_trackers", _table_trackers, "int")
-
-
-@_conv("in_table", "bool")
-def _in_table(args, cfg, inner):
-    if len(args) > 1:
-        raise SampleError("converter 'in_table' : too many arguments")
-    tname = _table_ref(cfg, args[0] if args else None, "in_table")
-    vtype = getattr(inner, "out", "any")
-
-    def conv(ctx):
-        table = ctx.table if tname is None else ctx.tables.get(tname)
-        value = inner(ctx)
-        if table is None or value is None:
-            return None
-        key = _table_key(table, value, vtype)
-        if key is None:
-            return None
-        return table.lookup_key(key) is not None
-    return conv
+CONVERTERS["table_trackers"] = ConvDef(
+    "table_trackers", _entry_conv("table_trackers", lambda t, e: 0 if e is None else _trackers(t, e)), "int")
+CONVERTERS["in_table"] = ConvDef(
+    "in_table", _entry_conv("in_table", lambda t, e: e is not None), "bool")
 
 
 # ---------------------------------------------------------------------------- expressions
