@@ -381,6 +381,29 @@ def raw_exchange(port: int, raw: bytes, timeout: float = 3.0) -> bytes:
     return out
 
 
+def wait_socket(path: str, timeout: float = 10.0) -> None:
+    """A proxy's frontends listen a moment before its stats socket answers."""
+    from edgestick.control.runtime_client import RuntimeClient
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            RuntimeClient(path, timeout=1).command("show info")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def requests(port: int, src: str, path: str, count: int) -> list[int]:
+    """The statuses of `count` GETs of `path` on one keep-alive connection from `src`."""
+    client = Client(port, src)
+    try:
+        return [client.request(path).status for _ in range(count)]
+    finally:
+        client.close()
+
+
 def mask_table(dump: bytes) -> list[str]:
     """`show table` output with pointers and exp masked (they differ by nature)."""
     out = []

@@ -2,14 +2,13 @@
 xdp_pkt_rate, xdp_byte_rate and xdp_drops (stored, shown, filtered, written by the
 mirror) and the fetches that read them in ACLs (sc_/scN_/src_ forms). The ban side needs
 the kernel: tests/kernel/test_bridge.py."""
-import time
 
 import pytest
 
 from edgestick.control import config
 from edgestick.control.bridge import Bridge, SourceCounters
 from edgestick.control.runtime_client import RuntimeClient, show_table
-from proxy_harness import Backends, Client, start_proxy
+from proxy_harness import Backends, requests, start_proxy, wait_socket
 
 TEMPLATE = """\
 global
@@ -45,26 +44,6 @@ def edgestick(tmp_path):
     finally:
         backends.kill()
 
-
-def wait_socket(path: str, timeout: float = 10.0) -> None:
-    """The frontends listen a moment before the stats socket answers."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            RuntimeClient(path, timeout=1).command("show info")
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def requests(port: int, src: str, path: str, count: int) -> list[int]:
-    client = Client(port, src)
-    try:
-        return [client.request(path).status for _ in range(count)]
-    finally:
-        client.close()
 
 
 def bridge(sock: str, text: str) -> Bridge:

@@ -14,7 +14,7 @@ import pytest
 from edgestick.control import config
 from edgestick.control.bridge import Bridge, SourceCounters
 from edgestick.control.runtime_client import RuntimeClient, parse_table_dump, show_table
-from proxy_harness import Backends, Client, start_proxy
+from proxy_harness import Backends, requests, start_proxy, wait_socket
 
 # The application server is an HAProxy listener answering 404 on /login: a 404 from a
 # server counts in http_err_rate (an `http-request return` in the frontend itself would not).
@@ -58,26 +58,6 @@ def shield_config(sock: str, text: str) -> config.ShieldConfig:
     cfg.proxy_socket = sock
     return cfg
 
-
-def wait_socket(path: str, timeout: float = 10.0) -> None:
-    """The frontends listen a moment before the stats socket answers."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            RuntimeClient(path, timeout=1).command("show info")
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def requests(port: int, src: str, path: str, count: int) -> list[int]:
-    client = Client(port, src)
-    try:
-        return [client.request(path).status for _ in range(count)]
-    finally:
-        client.close()
 
 
 def test_escalation_query_finds_the_sources_producing_4xx(haproxy):
