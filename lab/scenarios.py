@@ -177,9 +177,10 @@ class _Budget:
         n = self.issued
         self.issued += 1
         if self.rate:
-            delay = self.t0 + n / self.rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(min(delay, max(0.0, self.deadline - time.monotonic())))
+            # Loop: the event loop's cached clock can fire a timer before its time.
+            while (delay := self.t0 + n / self.rate - time.monotonic()) > 0 \
+                    and time.monotonic() < self.deadline:
+                await asyncio.sleep(min(delay, self.deadline - time.monotonic()))
         if time.monotonic() >= self.deadline:
             self.issued -= 1
             self.count = self.issued       # nobody takes more
