@@ -43,14 +43,15 @@ shield edge
 """
 
 
-def wait_for(pred, timeout: float, what: str):
+def wait_for(pred, timeout: float, what: str, log_path=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()
         if value:
             return value
         time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
+    log = f"\n--- {log_path} ---\n{log_path.read_text()}" if log_path else ""
+    pytest.fail(f"timed out waiting for {what}{log}")
 
 
 def children(pid: int) -> dict[str, int]:
@@ -120,7 +121,7 @@ def test_run_restarts_crashed_children_with_protection_on_and_stops_cleanly(lab,
         if run.poll() is not None:
             pytest.fail(f"edgestick run exited with {run.returncode}: {(tmp_path / 'run.log').read_text()}")
         return shield_up(tmp_path) and proxy_up(tmp_path) and http_ok(lab)
-    wait_for(serving, 60, "edgestick run to serve")
+    wait_for(serving, 60, "edgestick run to serve", tmp_path / "run.log")
     first = children(run.pid)
     assert set(first) == {"shield", "proxy"}
     RuntimeClient(str(tmp_path / "shield.sock")).command(f"add ban {BANNED}")
@@ -144,7 +145,7 @@ def test_run_restarts_crashed_children_with_protection_on_and_stops_cleanly(lab,
             gap_modes.add(xdp.xdp_attached(lab.edge_if, lab.ns("edge"))[0])
             pid = children(run.pid).get("shield")
             return pid not in (None, first["shield"]) and shield_up(tmp_path) and pid
-        wait_for(restarted, 30, "the shield's restart")
+        wait_for(restarted, 30, "the shield's restart", tmp_path / "run.log")
     finally:
         flood.join()
         sock.close()
@@ -156,7 +157,7 @@ def test_run_restarts_crashed_children_with_protection_on_and_stops_cleanly(lab,
     # kill -9 the proxy: restarted, traffic flows again
     os.kill(first["proxy"], signal.SIGKILL)
     wait_for(lambda: children(run.pid).get("proxy") not in (None, first["proxy"]) and http_ok(lab),
-             30, "the proxy's restart")
+             30, "the proxy's restart", tmp_path / "run.log")
     text = (tmp_path / "run.log").read_text()
     assert re.search(r"edgestick run: shield \(pid \d+\) exited with status -9 .* restarting in", text)
     assert re.search(r"edgestick run: proxy \(pid \d+\) exited with status -9 .* restarting in", text)
