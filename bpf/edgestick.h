@@ -100,11 +100,21 @@ struct es_source {
     __u64 last_seen_ns;       /* bpf_ktime_get_coarse_ns(), CLOCK_MONOTONIC_COARSE */
 };
 
+/* Who made a ban. The program only ever writes ES_BO_RULE (0); the others are written by
+ * the control plane, so a ban made before origins existed (0, reason none) reads as manual. */
+enum es_ban_origin {
+    ES_BO_RULE = 0,       /* the program: a ban limit was crossed (reason says which) */
+    ES_BO_MANUAL = 1,     /* `add ban` on the runtime socket */
+    ES_BO_ESCALATE = 2,   /* the bridge: an `escalate` rule on a proxy table */
+    ES_BO_FLEET = 3,      /* the bridge: learned from another edge (`share-bans`) */
+    ES_BO_COUNT = 4,
+};
+
 /* Ban entry (hash, key struct es_addr). */
 struct es_ban {
     __u64 expires_ns;         /* CLOCK_MONOTONIC(_COARSE) ns; ES_BAN_FOREVER = never */
-    __u32 reason;             /* es_reason that triggered it; ES_R_NONE = added by hand */
-    __u32 pad;
+    __u32 reason;             /* es_reason of a rule ban; ES_R_NONE for the other origins */
+    __u32 origin;             /* es_ban_origin */
 };
 
 /* List entry value (allow / deny tries). */

@@ -590,7 +590,7 @@ class Bridge:
             if self.bans.get(e.key, 0) > now or self._banned_already(e.key, now):
                 continue
             try:
-                source = self.shield.add_ban(e.key, rule.ttl_ms)
+                source = self.shield.add_ban(e.key, rule.ttl_ms, origin="escalate")
             except (ValueError, OSError) as err:
                 self._report_once(f"ban:{e.key}", f"escalate {rule.table}: cannot ban {e.key}: {err}", report)
                 continue
@@ -651,7 +651,7 @@ class Bridge:
             if ttl_ms <= 0 or self._active_ban(source) is not None:
                 continue
             try:
-                listed_as = self.shield.add_ban(source, ttl_ms)
+                listed_as = self.shield.add_ban(source, ttl_ms, origin="fleet")
             except (ValueError, OSError) as err:
                 self._report_once(f"fleet:{source}", f"share-bans {table}: cannot ban {source}: {err}", report)
                 continue

@@ -247,8 +247,7 @@ class ShieldDaemon:
         lines = [f"# bans: active={len(bans)}\n"]
         for b in bans:
             exp = "-" if b.remaining_ms is None else str(b.remaining_ms)
-            reason = "manual" if b.reason == "none" else b.reason
-            lines.append(f"key={b.source} exp={exp} reason={reason}\n")
+            lines.append(f"key={b.source} exp={exp} reason={b.why}\n")
         return "".join(lines)
 
     def show_rules(self) -> str:

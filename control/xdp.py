@@ -120,6 +120,7 @@ def _enum_names(prefix: str, count_name: str) -> list[str]:
 
 REASONS = _enum_names("ES_R_", "ES_REASON_COUNT")      # "none", "allow", "deny", "ban", ...
 VERDICTS = _enum_names("ES_V_", "ES_VERDICT_COUNT")    # "pass", "drop", "would_drop"
+BAN_ORIGINS = _enum_names("ES_BO_", "ES_BO_COUNT")      # "rule", "manual", "escalate", "fleet"
 
 # map name -> (key type, value type, per-CPU)
 MAPS = {
@@ -426,7 +427,15 @@ class Ban:
     source: str
     expires_ns: int | None        # CLOCK_MONOTONIC ns; None = never
     remaining_ms: int | None
-    reason: str                   # "none" (added by hand) or the rate that triggered it
+    reason: str                   # the rate that made a rule ban; "none" for the other origins
+    origin: str = "manual"        # see BAN_ORIGINS
+
+    @property
+    def why(self) -> str:
+        """One word for `show bans`: the rate of a rule ban, else who made it."""
+        if self.origin == "rule":
+            return "manual" if self.reason == "none" else self.reason   # made before origins
+        return self.origin
 
 
 @dataclass(frozen=True)
@@ -656,15 +665,17 @@ class Shield:
 
     # -- bans --
 
-    def add_ban(self, source: str, ttl_ms: int | None = None, reason: str = "none") -> str:
+    def add_ban(self, source: str, ttl_ms: int | None = None, reason: str = "none",
+                origin: str = "manual") -> str:
         """Ban a source (IPv4 address, IPv6 address or /prefix) for ttl_ms (None: until
-        removed). Returns the source as listed."""
+        removed); `origin` records who asked (BAN_ORIGINS). Returns the source as listed."""
         if ttl_ms is not None and ttl_ms < 0:
             raise ValueError(f"ban ttl must be >= 0 ms, not {ttl_ms}")
         prefix = self.get_config().ipv6_prefix
         key = source_key(source, prefix)
         expires = C["ES_BAN_FOREVER"] if ttl_ms is None else kernel_now_ns() + ttl_ms * 1_000_000
-        self.maps["bans"].update(key, EsBan(expires_ns=expires, reason=REASONS.index(reason)))
+        self.maps["bans"].update(key, EsBan(expires_ns=expires, reason=REASONS.index(reason),
+                                            origin=BAN_ORIGINS.index(origin)))
         return source_str(key, prefix)
 
     def del_ban(self, source: str) -> bool:
@@ -682,7 +693,8 @@ class Shield:
             forever = ban.expires_ns == C["ES_BAN_FOREVER"]
             out.append(Ban(source_str(key, prefix), None if forever else ban.expires_ns,
                            None if forever else (ban.expires_ns - now) // 1_000_000,
-                           REASONS[ban.reason] if ban.reason < len(REASONS) else str(ban.reason)))
+                           REASONS[ban.reason] if ban.reason < len(REASONS) else str(ban.reason),
+                           BAN_ORIGINS[ban.origin] if ban.origin < len(BAN_ORIGINS) else str(ban.origin)))
         return out
 
     # -- sources and counters --

@@ -196,6 +196,7 @@ def test_client_with_failing_logins_is_banned_at_xdp_others_are_not(edge):
     client = lab.addr4("client")
     assert http(lab, "client", "/login", 30) == [401] * 30
     wait_for(lambda: f"key={client} " in shield_command(tmp, "show bans"), 8, f"a ban of {client}")
+    assert re.search(rf"^key={re.escape(client)} exp=\d+ reason=escalate$", shield_command(tmp, "show bans"), re.M)
     before = drops_by(shield_command(tmp, "show shield"), "ban")
     assert http(lab, "client", "/", 1, timeout=1.5) == [0]          # its SYNs are dropped at XDP
     assert drops_by(shield_command(tmp, "show shield"), "ban") > before

@@ -161,6 +161,11 @@ def test_bans_made_on_edge_a_are_dropped_on_edge_b_until_they_expire(edges):
 
     # both reach B's XDP through the replicated table
     wait_for(lambda: banned(tmp_b, client) and banned(tmp_b, attacker), 8, "the bans on B")
+    bans_a, bans_b = shield(tmp_a, "show bans"), shield(tmp_b, "show bans")
+    assert re.search(rf"^key={re.escape(client)} exp=\d+ reason=manual$", bans_a, re.M)
+    assert re.search(rf"^key={re.escape(attacker)} exp=\d+ reason=escalate$", bans_a, re.M)
+    for source in (client, attacker):                         # B learned both from the fleet
+        assert re.search(rf"^key={re.escape(source)} exp=\d+ reason=fleet$", bans_b, re.M)
     table_b = fleet_table(tmp_b)
     # gpt0: when the origin's ban ends (unix time, s)
     assert t0 + MANUAL_TTL_S - 1 <= table_b[client].get("gpt0") <= t0 + MANUAL_TTL_S + 2
