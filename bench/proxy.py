@@ -115,10 +115,12 @@ def run_wrk(port: int, duration: int, conns: int, close: bool) -> dict:
     return res
 
 
-def start(kind: str, cfg_text: str, tmp: Path, port: int) -> subprocess.Popen:
+def start(kind: str, cfg_text: str, tmp: Path, port: int, floor_args: list[str] = ()) -> subprocess.Popen:
     path = tmp / f"{kind}-{port}.cfg"
     path.write_text(cfg_text)
-    if kind == "edgestick":
+    if kind == "floor":
+        argv = [sys.executable, "-m", "bench.python_floor", "--port", str(port), *floor_args]
+    elif kind == "edgestick":
         argv = [sys.executable, "-m", "edgestick", "proxy", "-f", str(path)]
     else:
         argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(path)]
@@ -138,7 +140,9 @@ def stop(proc: subprocess.Popen):
 
 def measure(kind: str, limit: int, close: bool, args, tmp: Path, backend_port: int) -> dict:
     port = free_port()
-    proc = start(kind, CONFIG.format(port=port, limit=limit, backend=backend_port), tmp, port)
+    # the floor relays everything, or denies everything, as the scenario mostly does
+    floor_args = ["--deny"] if limit < 1000 else ["--relay", str(backend_port)]
+    proc = start(kind, CONFIG.format(port=port, limit=limit, backend=backend_port), tmp, port, floor_args)
     try:
         # warm-up (and, for "mostly denied", get past the first 100 requests)
         run_wrk(port, 1, 4, close)
@@ -155,6 +159,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=8, help="seconds per measurement")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections")
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure bench/python_floor.py (a bare uvloop relay / fixed 429)")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench/proxy.py needs wrk (scripts/setup-host.sh installs it)", file=sys.stderr)
@@ -168,7 +174,8 @@ def main(argv=None) -> int:
             for mode, close in (("keep-alive", False), ("close", True)):
                 h = measure("haproxy", limit, close, args, tmp, bport)
                 e = measure("edgestick", limit, close, args, tmp, bport)
-                rows.append((label, mode, h, e))
+                f = measure("floor", limit, close, args, tmp, bport) if args.floor else None
+                rows.append((label, mode, h, e, f))
     finally:
         stop(backend)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -178,13 +185,18 @@ def main(argv=None) -> int:
            f"{'CPU s':>7}{'req/CPU s':>11}{'non-2xx':>9}")
     print(hdr)
     print("-" * len(hdr))
-    for label, mode, h, e in rows:
-        for name, r in (("haproxy", h), ("edgestick", e)):
+    for label, mode, h, e, f in rows:
+        for name, r in (("haproxy", h), ("edgestick", e), ("floor", f)):
+            if r is None:
+                continue
             print(f"{label:<16}{mode:<11}{name:<10}{r['rps']:>9.0f}{r['p50']:>8.2f}"
                   f"{r['p99']:>8.2f}{r['cpu']:>7.2f}{r['per_cpu']:>11.0f}{r['non2xx']:>9}")
         print(f"{'':<27}ratio edgestick/haproxy: req/s {e['rps'] / h['rps']:.2f}, "
               f"req per CPU s {e['per_cpu'] / h['per_cpu']:.2f}, "
               f"p50 x{e['p50'] / h['p50']:.1f}, p99 x{e['p99'] / h['p99']:.1f}")
+        if f is not None:
+            print(f"{'':<27}ratio floor/haproxy: req per CPU s {f['per_cpu'] / h['per_cpu']:.2f}; "
+                  f"edgestick/floor {e['per_cpu'] / f['per_cpu']:.2f}")
     return 0
 
 
