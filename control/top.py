@@ -8,12 +8,14 @@ with the proxy's HTTP counters (`show table NAME`), marks banned sources (`show 
 and heads them with the shield's packets by verdict and drops by reason (`show shield`)
 and each frontend's responses and denials (`show stat`: 2xx, 4xx, and `dreq`, the
 requests the deny rules refused with their 403/429). Either socket alone is enough; the
-proxy socket may be a real HAProxy's. The screen is redrawn with ANSI escapes (no
+proxy socket may be a real HAProxy's. IPv6: the shield counts per prefix (/64 by
+default), so each proxy address shows its prefix's XDP counters and ban. The screen is redrawn with ANSI escapes (no
 curses); `--once` prints one plain frame for scripts and tests.
 """
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 import shutil
@@ -227,6 +229,47 @@ def _period(ms: int) -> str:
     return f"{ms // 1000}s" if ms and ms % 1000 == 0 else f"{ms}ms"
 
 
+def _ipv6_group(key: str, prefixes: set[int], groups) -> str | None:
+    """The shield's key ("fd00:18:1:5::/64") for a proxy entry's IPv6 address, if listed."""
+    if ":" not in key or "/" in key:
+        return None
+    for plen in prefixes:
+        try:
+            group = str(ipaddress.ip_network((key, plen), strict=False))
+        except ValueError:
+            return None
+        if group in groups:
+            return group
+    return None
+
+
+def join_sources(sh: ShieldView | None, px: ProxyView | None):
+    """Rows {source: (XDP counters, HTTP entry)} in the shield's order, then the proxy's,
+    and bans {source: "reason/left"}. The shield counts IPv6 per prefix: a proxy entry's
+    address takes its prefix's counters and ban, in the prefix's place."""
+    shield_rows = {s.key: s for s in (sh.sources if sh else ())}
+    bans = dict(sh.bans) if sh else {}
+    listed = shield_rows.keys() | bans.keys()
+    prefixes = {int(k.rsplit("/", 1)[1]) for k in listed if ":" in k and "/" in k}
+    members: dict[str, list[TableEntry]] = {}     # shield key -> the proxy entries it counts
+    for e in px.entries if px else ():
+        group = (_ipv6_group(e.key, prefixes, listed) if prefixes else None) or e.key
+        members.setdefault(group, []).append(e)
+    for group, entries in members.items():        # a prefix's ban shows on its members' rows
+        if group in bans and any(e.key != group for e in entries):
+            ban = bans.pop(group)
+            for e in entries:
+                bans[e.key] = ban
+    rows: dict[str, tuple[XdpSource | None, TableEntry | None]] = {}
+    for key, s in shield_rows.items():
+        for e in members.pop(key, None) or [None]:
+            rows[e.key if e else key] = (s, e)
+    for entries in members.values():              # sources the shield did not list
+        for e in entries:
+            rows[e.key] = (None, e)
+    return rows, bans
+
+
 def render(snap: Snapshot, by: str = "conn_rate", width: int = 120, color: bool = False) -> str:
     b, r = (BOLD, RESET) if color else ("", "")
     out = [f"{b}edgestick top{r}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(snap.at))}"]
@@ -250,11 +293,7 @@ def render(snap: Snapshot, by: str = "conn_rate", width: int = 120, color: bool 
     out += [f"! {p}" for p in snap.problems]
 
     # The joined rows: every source either side reports, the shield's order first.
-    rows: dict[str, tuple[XdpSource | None, TableEntry | None]] = {}
-    for s in sh.sources if sh else ():
-        rows[s.key] = (s, None)
-    for e in px.entries if px else ():
-        rows[e.key] = (rows.get(e.key, (None, None))[0], e)
+    rows, bans = join_sources(sh, px)
     http_cols: list[str] = []
     for _, e in rows.values():
         for name in e.data if e else ():
@@ -272,10 +311,10 @@ def render(snap: Snapshot, by: str = "conn_rate", width: int = 120, color: bool 
         if sh is not None:
             row += [_human(s.conn_rate), _human(s.pkt_rate), _human(s.byte_rate), _human(s.drops)] \
                 if s else ["-"] * 4
-            row.append(sh.bans.get(key, "-"))
+            row.append(bans.get(key, "-"))
         row += [str(e.data.get(c, "-")) if e else "-" for c in http_cols]
         table.append(row)
-    for key, ban in (sh.bans.items() if sh else ()):
+    for key, ban in bans.items():
         if key not in rows:                  # banned, quiet now: still worth a line
             table.append([key, *["-"] * len(xdp_cols), ban, *["-"] * len(http_cols)])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
