@@ -80,12 +80,19 @@ class ShieldDaemon:
         """Compile and adopt the pins, then apply the file's config and lists."""
         from edgestick.control import xdp
         cfg = self.cfg
-        self.xdp = xdp.Shield.build(cfg.pin_dir, xdp_config(cfg), sources_max=cfg.table_size)
+        # the pinned config stays until _set_config compares the IPv6 grouping
+        self.xdp = xdp.Shield.build(cfg.pin_dir, None, sources_max=cfg.table_size)
+        self._set_config(cfg)
         pinned = self.xdp.capacity()["sources"]
         if pinned != cfg.table_size:
             log(f"the pinned source table holds {pinned} entries, the file asks {cfg.table_size}: "
                 "kept (run --detach --purge to resize)")
         self._apply_lists(cfg)
+
+    def _set_config(self, cfg: shield_config.ShieldConfig) -> None:
+        """Write the program's config; a new IPv6 prefix regroups the IPv6 state first."""
+        for note in self.xdp.regroup_ipv6(xdp_config(cfg), MAX_BAN_EXPANSION):
+            log(f"ipv6-prefix {cfg.ipv6_prefix}: {note}")
 
     def _apply_lists(self, cfg: shield_config.ShieldConfig) -> None:
         """Add the file's allow/deny entries; one the other list holds from an earlier run
@@ -115,7 +122,7 @@ class ShieldDaemon:
             for net in set(getattr(self.cfg, kind)) - set(getattr(new, kind)):
                 self.xdp.list_del(kind, str(net))
         self._apply_lists(new)
-        self.xdp.set_config(xdp_config(new))
+        self._set_config(new)
         self.cfg = new
         log(f"reloaded shield '{new.name}'")
 

@@ -630,6 +630,62 @@ class Shield:
         """Write the whole config; the program sees it on its next packet."""
         self.maps["config"].update(ctypes.c_uint32(0), config.to_struct())
 
+    def regroup_ipv6(self, config: ShieldConfig, max_split: int) -> list[str]:
+        """Write `config` when its ipv6_prefix differs from the pinned one: IPv6 sources
+        are keyed per prefix, so the state keyed at the old grouping moves first. Bans go
+        to the new groups (a shorter prefix widens a ban to its enclosing group; a longer
+        one splits it into up to `max_split` bans, beyond that the range goes to the deny
+        list, which does not expire); per-source rates at the old grouping mean nothing at
+        the new one and are dropped. The new keys are written before the config switches
+        and the old ones removed after, so no banned source passes in between. Returns
+        what changed, one line each."""
+        old = self.get_config().ipv6_prefix
+        new = config.ipv6_prefix
+        notes: list[str] = []
+        if old == new:
+            self.set_config(config)
+            return notes
+        bans = self.maps["bans"]
+        stale = []
+        for key, ban in list(bans.items()):
+            raw = bytes(key.a)
+            if raw[:12] == _V4_MAPPED:
+                continue
+            group = ipaddress.ip_network((raw, old), strict=False)
+            if new < old:
+                targets = [group.supernet(new_prefix=new)]
+            elif 1 << (new - old) <= max_split:
+                targets = list(group.subnets(new_prefix=new))
+            else:
+                self.list_add("deny", str(group))
+                notes.append(f"ban of {group}: {1 << (new - old)} /{new} groups (at most {max_split}): "
+                             f"moved to the deny list, which does not expire ('del deny {group}' lifts it)")
+                stale.append(key)
+                continue
+            for target in targets:
+                new_key = EsAddr()
+                new_key.a[:] = target.network_address.packed
+                held = bans.lookup(new_key)
+                if held is None or (held.expires_ns < ban.expires_ns):
+                    bans.update(new_key, ban)
+            if len(targets) > 1:
+                notes.append(f"ban of {group} split into {len(targets)} bans, one per /{new}")
+            elif targets[0] != group:
+                notes.append(f"ban of {group} widened to {targets[0]}")
+            if targets[0].network_address.packed != raw:
+                stale.append(key)
+        self.set_config(config)
+        for key in stale:
+            bans.delete(key)
+        sources = self.maps["sources"]
+        dropped = 0
+        for key in list(sources.keys()):
+            if bytes(key.a)[:12] != _V4_MAPPED and sources.delete(key):
+                dropped += 1
+        if dropped:
+            notes.append(f"{dropped} IPv6 sources counted per /{old} dropped: counting restarts per /{new}")
+        return notes
+
     def update_config(self, **changes) -> ShieldConfig:
         """Change some fields (e.g. mode="dry-run", conn_rate_limit=None); returns the result.
         Unknown names or bad values raise ValueError and change nothing."""

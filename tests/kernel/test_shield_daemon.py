@@ -357,6 +357,7 @@ def test_banned_flood_across_kill9_and_restart(lab, tmp_path):
     assert command(tmp_path, f"add ban {BANNED}") == "\n"
     assert command(tmp_path, "add deny 198.18.99.0/24") == "\n"
     assert command(tmp_path, "add allow 198.18.98.0/24") == "\n"     # the next file denies it
+    assert command(tmp_path, "add ban fd00:18:1:5::9 60s") == "\n"   # the next file groups per /48
 
     receiver = lab.popen("edge", [sys.executable, "-c", RECEIVER, "60"], stdout=subprocess.PIPE, text=True)
     assert receiver.stdout.readline().strip() == "ready"
@@ -382,7 +383,7 @@ def test_banned_flood_across_kill9_and_restart(lab, tmp_path):
         # The new daemon runs outside the namespace (--netns): its netlink calls fork
         # (pyroute2), which must not stop it.
         outside = write_config(tmp_path, lab, name="outside.cfg", metrics=False,
-                               extra="    deny 198.18.98.0/24\n")
+                               extra="    deny 198.18.98.0/24\n    table-ipv6-prefix 48\n")
         second, second_prog = start_daemon(lab, tmp_path, outside, "second.log", from_outside=True)
         for _ in range(10):                        # each looks the interfaces up (a fork)
             assert f"interface: {lab.edge_if} attach=native" in command(tmp_path, "show shield")
@@ -397,7 +398,12 @@ def test_banned_flood_across_kill9_and_restart(lab, tmp_path):
 
     # The ban and the list entry survived, and every flood packet was dropped for the ban,
     # by either program: the pinned per-CPU counters carried over too.
-    assert f"key={BANNED} exp=- reason=manual\n" in command(tmp_path, "show bans")
+    bans = command(tmp_path, "show bans")
+    assert f"key={BANNED} exp=- reason=manual\n" in bans
+    # the IPv6 ban was regrouped to the new file's /48, and the daemon said so
+    assert re.search(r"^key=fd00:18:1::/48 exp=\d+ reason=manual$", bans, re.M) and "/64" not in bans
+    assert ("ipv6-prefix 48: ban of fd00:18:1:5::/64 widened to fd00:18:1::/48"
+            in (tmp_path / "second.log").read_text())
     rules = command(tmp_path, "show rules")
     assert "deny: 198.18.99.0/24\n" in rules
     # An entry the new file puts in the other list has moved there.
