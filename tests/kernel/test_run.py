@@ -142,10 +142,12 @@ def test_run_restarts_crashed_children_with_protection_on_and_stops_cleanly(lab,
         os.kill(first["shield"], signal.SIGKILL)
         gap_modes = set()
         def restarted():
+            if run.poll() is not None:
+                pytest.fail(f"edgestick run exited with {run.returncode}: {(tmp_path / 'run.log').read_text()}")
             gap_modes.add(xdp.xdp_attached(lab.edge_if, lab.ns("edge"))[0])
             pid = children(run.pid).get("shield")
             return pid not in (None, first["shield"]) and shield_up(tmp_path) and pid
-        wait_for(restarted, 30, "the shield's restart", tmp_path / "run.log")
+        wait_for(restarted, 60, "the shield's restart", tmp_path / "run.log")
     finally:
         flood.join()
         sock.close()
