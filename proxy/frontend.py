@@ -1632,26 +1632,39 @@ class _Relay:
         """The response, when it is complete and plain; False: wait for more bytes.
         Anything else goes on in the coroutine's code (_Frontend._exchange)."""
         conn, fe = self.conn, self.fe
-        resp = None
         buf = conn.buf
-        if buf:
-            try:
-                resp = http1.parse_response(buf, 0, self.req.method)
-            except http1.BadMessage:
-                resp = -1
-        if resp is None and not conn.closed:
-            return False
+        proc = fe.proc
+        req = self.req
+        # a head already in the form we would write goes out as it came (no parse)
+        plain = http1.canonical_response(buf, req.method) if buf and not proc.counts_bytes else None
+        if plain is not None:
+            status, head_len, length = plain
+            end = head_len + length
+            resp = None
+            server_keep = True
+        else:
+            resp = None
+            if buf:
+                try:
+                    resp = http1.parse_response(buf, 0, req.method)
+                except http1.BadMessage:
+                    resp = -1
+            if resp is None and not conn.closed:
+                return False
+            if (resp is None or resp == -1 or resp.status < 200 or resp.status == 101
+                    or resp.framing not in (http1.NO_BODY, http1.LENGTH)):
+                end = -1
+            else:
+                status, head_len = resp.status, resp.head_len
+                end = head_len + resp.length if resp.framing == http1.LENGTH else head_len
+                server_keep = resp.keep_alive
         be_mod.WAITING.discard(conn)
-        if (resp is None or resp == -1 or resp.status < 200 or resp.status == 101
-                or (resp.framing != http1.NO_BODY and (resp.framing != http1.LENGTH or
-                                                        len(buf) - resp.head_len < resp.length))):
+        if end < 0 or len(buf) < end:
             asyncio.get_running_loop().create_task(fe._relay_tail(self, None))
             return True
-        c, req, stream, srv, backend = self.c, self.req, self.stream, self.srv, self.backend
-        proc = fe.proc
+        c, stream, srv, backend = self.c, self.stream, self.srv, self.backend
         if proc.counts_bytes:
             stream.htx_out = http1.htx_size(resp, False)
-        status = resp.status
         self.ctx.status = status
         if 400 <= status < 500:
             for t in stream.sc:
@@ -1664,14 +1677,23 @@ class _Relay:
         fe._count_status(backend, srv, status)
         stream.status = status
         closing = not req.keep_alive or proc.stopping or c.eof or fe.model.options.httpclose
-        head = http1.serialize_response(resp, http1.connection_header(req, closing))
-        stream.head_out = len(head)
-        end = resp.head_len + resp.length if resp.framing == http1.LENGTH else resp.head_len
+        conn_header = http1.connection_header(req, closing)
+        if resp is None:
+            if conn_header is None:
+                data = bytes(buf[:end])
+                head_out = head_len
+            else:
+                extra = b"connection: %s\r\n\r\n" % conn_header.encode()
+                data = b"".join((buf[:head_len - 2], extra, buf[head_len:end]))
+                head_out = head_len - 2 + len(extra)
+        else:
+            head = http1.serialize_response(resp, conn_header)
+            head_out = len(head)
+            data = head + bytes(buf[head_len:end]) if end > head_len else head
+        stream.head_out = head_out
         if len(buf) == end:
-            data = head + bytes(buf[resp.head_len:]) if end > resp.head_len else head
             buf.clear()
         else:
-            data = head + bytes(buf[resp.head_len:end])
             del buf[:end]
         conn.consumed()
         c.write(data)
@@ -1679,7 +1701,7 @@ class _Relay:
         bo = backend.model.options
         fo = fe.model.options
         server_close = fo.httpclose or fo.http_server_close or bo.httpclose or bo.http_server_close
-        if resp.keep_alive and not server_close:
+        if server_keep and not server_close:
             srv.give_back(conn)
         else:
             conn.close()
