@@ -23,11 +23,10 @@ from typing import Callable
 U32 = 0xFFFFFFFF
 
 
-def _monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
+_monotonic_ns = time.monotonic_ns
 
 
-_clock: Callable[[], int] = _monotonic_ms
+_clock: Callable[[], int] | None = None      # set by tests (set_clock)
 
 
 def now_ms() -> int:
@@ -35,13 +34,15 @@ def now_ms() -> int:
 
     Rate counters only use its low 32 bits (HAProxy's `now_ms` tick); expiry dates in the
     stick tables use the full value so they never wrap."""
+    if _clock is None:              # (the proxy reads it per request: no extra call)
+        return _monotonic_ns() // 1_000_000
     return _clock()
 
 
 def set_clock(clock: Callable[[], int] | None) -> None:
     """Replace the millisecond clock (tests); `None` restores the monotonic clock."""
     global _clock
-    _clock = clock if clock is not None else _monotonic_ms
+    _clock = clock
 
 
 def update_freq(curr_tick: int, curr_ctr: int, prev_ctr: int, period_ms: int,

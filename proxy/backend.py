@@ -255,7 +255,8 @@ class ServerState:
         return None
 
     def give_back(self, conn: ServerConn):
-        if conn.closed or conn.buf or not self.usable:
+        # (self.usable spelt out: this runs once a request)
+        if conn.closed or conn.buf or not (self.op_up and not self.admin_maint and self.weight > 0):
             conn.close()
         elif len(self.idle) < 64:
             self.idle.append(conn)
@@ -281,6 +282,7 @@ class Backend:
         self.by_id = {s.id: s for s in self.servers}
         self.by_cookie = {s.cookie: s for s in self.servers if s.cookie}
         self.algo = model.balance
+        self.leastconn = model.balance == "leastconn"   # only leastconn reads lc_key
         self._rr = 0
         self._active: list[ServerState] = []
         self._map: list[ServerState] = []
@@ -381,6 +383,11 @@ class Backend:
     def release_slot(self, srv: ServerState):
         """A request left `srv`: hand its slot to the oldest waiter for it (or for the
         backend), else free it."""
+        if not srv.queue and not self.queue:
+            srv.cur -= 1
+            if self.leastconn:
+                self.reposition(srv)
+            return
         for queue in (srv.queue, self.queue):
             while queue:
                 fut = queue.popleft()
@@ -393,6 +400,8 @@ class Backend:
 
     def reposition(self, srv: ServerState):
         """A server's load changed (leastconn): requeue it if its key moved."""
+        if not self.leastconn:
+            return
         inflight = srv.cur
         key = (inflight + 1) * 4096 // (srv.weight * 16) if inflight and srv.weight else 0
         if key != srv.lc_key:

@@ -339,6 +339,10 @@ class Frontend:
         self.maxconn = model.maxconn or 0
         self.own_backend: Backend | None = None
         self._replies: dict = {}
+        # per backend, worked out on first use: how its requests are written
+        # (_head_options) and whether the data callback may forward them (_fast_forward)
+        self._head_opts: dict = {}
+        self._fast_ok: dict = {}
         # requests answered by the frontend's own rules may be served without waking the
         # connection's coroutine (Frontend.fast) unless a rule has to wait
         self.fast_ok = not model.tcp_request_content and all(
@@ -781,10 +785,14 @@ class Frontend:
         callback; the response is taken from the server's data callback too (see
         _Relay). False (nothing done) for anything this does not cover: the coroutine
         takes the request then, with the same backend."""
-        bm = backend.model
-        if (req.upgrade or bm.cookie is not None or bm.stick_rules or bm.http_response
-                or self.model.http_response or backend._limited
-                or (backend.model is not self.model and bm.http_request)):
+        plan = self._fast_ok.get(backend, _UNSET)       # False, or its `timeout server`
+        if plan is _UNSET:
+            bm = backend.model
+            ok = not (bm.cookie is not None or bm.stick_rules or bm.http_response
+                      or self.model.http_response or backend._limited
+                      or (bm is not self.model and bm.http_request))
+            plan = self._fast_ok[backend] = _sec(bm.timeouts.get("server")) if ok else False
+        if plan is False or req.upgrade:
             return False
         active = backend._active
         if not active:
@@ -797,19 +805,23 @@ class Frontend:
         backend.stot += 1
         srv = backend.pick(c.src)
         srv.cur += 1
-        backend.reposition(srv)
+        if backend.leastconn:
+            backend.reposition(srv)
         conn = srv.take_idle()
         backend.cur += 1
         srv.stot += 1
         srv.lbtot += 1
         if srv.cur > srv.smax:
             srv.smax = srv.cur
-        head = self._request_head(c, req, bm)[0]
+        head, server_close = self._request_head(c, req, backend)
         conn.transport.write(head)
         c.inflight = True
         c.deadline = float("inf")       # the keep-alive timeout starts after the response
-        relay = _Relay(self, c, req, ctx, stream, backend, srv, conn, head)
-        relay.arm()
+        # the relay stands in the server connection's waiter slot
+        conn.waiter = _Relay(self, c, req, ctx, stream, backend, srv, conn, head, server_close)
+        if plan is not None:
+            conn.deadline = conn.loop.time() + plan
+            be_mod.WAITING.add(conn)
         return True
 
     def _relay_done(self, relay, keep: bool):
@@ -1178,17 +1190,27 @@ class Frontend:
             # `timeout connect` when shorter
             await asyncio.sleep(min(1.0, t_connect or 1.0))
 
-    def _request_head(self, c, req, bm) -> tuple[bytes, bool]:
+    def _head_options(self, backend):
+        """(X-Forwarded-For header name or None, `if-none`, server connection closes
+        after the exchange: httpclose / http-server-close) for requests to `backend`."""
+        opts = self._head_opts.get(backend)
+        if opts is None:
+            fo, bo = self.model.options, backend.model.options
+            hdr = None
+            if self.forwardfor or bo.forwardfor:
+                hdr = (fo.forwardfor_header if self.forwardfor else bo.forwardfor_header).lower()
+            opts = self._head_opts[backend] = (
+                hdr, fo.forwardfor_if_none,
+                bool(fo.httpclose or fo.http_server_close or bo.httpclose or bo.http_server_close))
+        return opts
+
+    def _request_head(self, c, req, backend) -> tuple[bytes, bool]:
         """The request head for the server, and whether the server connection closes
         after this exchange (httpclose / http-server-close)."""
+        hdr, if_none, server_close = self._head_options(backend)
         extra = None
-        if self.forwardfor or bm.options.forwardfor:
-            hdr = (self.model.options.forwardfor_header if self.forwardfor else
-                   bm.options.forwardfor_header).lower()
-            if not (self.model.options.forwardfor_if_none and req.get(hdr) is not None):
-                extra = [(hdr, c.src)]
-        fo, bo = self.model.options, bm.options
-        server_close = fo.httpclose or fo.http_server_close or bo.httpclose or bo.http_server_close
+        if hdr is not None and not (if_none and req.get(hdr) is not None):
+            extra = [(hdr, c.src)]
         return http1.serialize_request(req, extra, server_close), server_close
 
     async def _exchange(self, c, req, ctx, stream, backend, srv, conn, stores, cookie, direct,
@@ -1203,9 +1225,9 @@ class Frontend:
         body_state = [req.framing == http1.NO_BODY]
         if sent is not None:
             head = sent
-            server_close = self._request_head(c, req, bm)[1]
+            server_close = self._head_options(backend)[2]
         else:
-            head, server_close = self._request_head(c, req, bm)
+            head, server_close = self._request_head(c, req, backend)
             if req.framing == http1.LENGTH and len(c.buf) >= req.length:
                 n = req.length               # the whole body is here: one write
                 head += bytes(c.buf[:n])
@@ -1380,7 +1402,9 @@ class Frontend:
             c.close()
 
     def _count_status(self, backend, srv, status):
-        k = status_class(status)
+        k = status // 100 - 1           # status_class
+        if not 0 <= k < 5:
+            k = 5
         self.stats.hrsp[k] += 1
         backend.hrsp[k] += 1
         srv.hrsp[k] += 1
@@ -1594,19 +1618,13 @@ class _LateStart:
 class _Relay:
     """A request the fast path forwarded: it stands in the server connection's waiter
     slot, so the server's data callback (or EOF, or the reaper's timeout) calls it."""
-    __slots__ = ("fe", "c", "req", "ctx", "stream", "backend", "srv", "conn", "head")
+    __slots__ = ("fe", "c", "req", "ctx", "stream", "backend", "srv", "conn", "head",
+                 "server_close")
 
-    def __init__(self, fe, c, req, ctx, stream, backend, srv, conn, head):
+    def __init__(self, fe, c, req, ctx, stream, backend, srv, conn, head, server_close):
         self.fe, self.c, self.req, self.ctx, self.stream = fe, c, req, ctx, stream
         self.backend, self.srv, self.conn, self.head = backend, srv, conn, head
-
-    def arm(self):
-        conn = self.conn
-        conn.waiter = self
-        t_server = _sec(self.backend.model.timeouts.get("server"))
-        if t_server is not None:
-            conn.deadline = conn.loop.time() + t_server
-            be_mod.WAITING.add(conn)
+        self.server_close = server_close
 
     # the future protocol Endpoint and the reaper use
     def done(self):
@@ -1695,13 +1713,12 @@ class _Relay:
             buf.clear()
         else:
             del buf[:end]
-        conn.consumed()
-        c.write(data)
+        if conn.reading_paused:
+            conn.consumed()
+        if not c.closed:
+            c.transport.write(data)
         stream.bytes_out += len(data)
-        bo = backend.model.options
-        fo = fe.model.options
-        server_close = fo.httpclose or fo.http_server_close or bo.httpclose or bo.http_server_close
-        if server_keep and not server_close:
+        if server_keep and not self.server_close:
             srv.give_back(conn)
         else:
             conn.close()
@@ -1727,6 +1744,7 @@ def _counts_bytes(table) -> bool:
     return r
 
 
+_UNSET = object()
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 _LOCAL_HTX: dict = {}
 

@@ -84,6 +84,14 @@ class Message:
     def add(self, name: str, value: str) -> None:
         self.headers.append([name, value])
 
+    def copy(self) -> "Message":
+        m = Message.__new__(Message)
+        m.method, m.target, m.version, m.status = self.method, self.target, self.version, self.status
+        m.reason, m.head_len, m.framing, m.length = self.reason, self.head_len, self.framing, self.length
+        m.keep_alive, m.upgrade = self.keep_alive, self.upgrade
+        m.headers = [[n, v] for n, v in self.headers]
+        return m
+
 
 HTX_OVERHEAD = 21      # what HAProxy's internal message adds to its start line parts
 
@@ -316,8 +324,22 @@ def _plain_fields(m, msg: Message, is_request: bool) -> bool:
     return True
 
 
+# Plain heads seen lately, byte for byte (a client's requests, a flood's, a server's
+# answers often repeat exactly): the result of the analysis above is reused. Bounded;
+# a head the memo does not hold costs one dictionary miss more.
+_MEMO_SIZE = 512
+_REQ_MEMO: dict[bytes, Message] = {}
+_RESP_MEMO: dict[bytes, tuple | None] = {}
+
+
 def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
     """Parse one request head from buf[start:]. None = incomplete. Raises BadMessage."""
+    end = buf.find(b"\r\n\r\n", start) + 4
+    if end > 3:
+        key = bytes(buf[start:end])
+        known = _REQ_MEMO.get(key)
+        if known is not None:
+            return known.copy()
     m = _PLAIN_REQ.match(buf, start)
     if m is not None and m.end() - start <= MAX_HEAD:
         msg = Message()
@@ -326,6 +348,10 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
             msg.method = m.group(1).decode("latin-1")
             msg.target = m.group(2).decode("latin-1")
             msg.head_len = m.end() - start
+            if m.end() == end:          # (always: a plain head ends at its first CRLFCRLF)
+                if len(_REQ_MEMO) >= _MEMO_SIZE:
+                    _REQ_MEMO.clear()
+                _REQ_MEMO[key] = msg.copy()
             return msg
     # Empty lines before the request line are skipped, as HAProxy does.
     s, n = start, len(buf)
@@ -430,11 +456,30 @@ def canonical_response(buf: bytearray, request_method: str) -> tuple[int, int, i
     """(status, head length, body length) of a final response whose head is already the
     bytes serialize_response would write for it (HTTP/1.1, lower-case `name: value`
     lines, no Connection, no Transfer-Encoding, one Content-Length): such a head can be
-    relayed as it arrived. None: parse it (parse_response) and serialise it."""
-    m = _CANONICAL_RESP.match(buf)
-    if m is None:
+    relayed as it came. None: parse it (parse_response) and serialise it."""
+    end = buf.find(b"\r\n\r\n") + 4
+    if end < 4:
         return None
-    end = m.end()
+    key = bytes(buf[:end])
+    known = _RESP_MEMO.get(key, False)
+    if known is False:
+        known = _canonical_head(buf, end)
+        if len(_RESP_MEMO) >= _MEMO_SIZE:
+            _RESP_MEMO.clear()
+        _RESP_MEMO[key] = known
+    if known is None:
+        return None
+    status, length = known
+    if request_method == "HEAD" or status in (204, 304):
+        return status, end, 0
+    return status, end, length
+
+
+def _canonical_head(buf, end: int) -> tuple[int, int] | None:
+    """(status, Content-Length) for canonical_response, from the head buf[:end]."""
+    m = _CANONICAL_RESP.match(buf)
+    if m is None or m.end() != end:
+        return None
     i = buf.find(b"\r\ncontent-length: ", 0, end)
     if (i < 0 or end > MAX_HEAD or buf.find(b"\r\nconnection:", 0, end) >= 0
             or buf.find(b"\r\ntransfer-encoding:", 0, end) >= 0):
@@ -447,9 +492,7 @@ def canonical_response(buf: bytearray, request_method: str) -> tuple[int, int, i
     status = int(m.group(1))
     if status < 200:
         return None
-    if request_method == "HEAD" or status in (204, 304):
-        return status, end, 0
-    return status, end, int(value)
+    return status, int(value)
 
 
 class ChunkedScanner:
