@@ -269,12 +269,14 @@ def build_matcher(method: str, values: Sequence[str], icase: bool,
 # ---------------------------------------------------------------------------- ACL expressions
 
 class AclExpr:
-    """One `fetch [flags] values...` test: `test(ctx) -> True/False/None` (None = no sample)."""
+    """One `fetch [flags] values...` test: `test(ctx) -> True/False/None` (None = no sample);
+    `term(ctx)`: the same as a condition term, `test(ctx) is True`."""
 
-    __slots__ = ("text", "test", "fetch")
+    __slots__ = ("text", "test", "fetch", "term")
 
-    def __init__(self, text: str, test: Callable, fetch: str = ""):
+    def __init__(self, text: str, test: Callable, fetch: str = "", term: Callable | None = None):
         self.text, self.test, self.fetch = text, test, fetch
+        self.term = term if term is not None else _term_fn(test, False)
 
 
 def _fetch_for_acl(word: str):
@@ -364,7 +366,11 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
         if v is None:
             return None
         return match(v)
-    return AclExpr(" ".join(words), test, fd.name)
+
+    def term(ctx):                  # test(ctx) is True, one call less (conditions)
+        v = fn(ctx)
+        return v is not None and match(v) is True
+    return AclExpr(" ".join(words), test, fd.name, term)
 
 
 def _pattern_file(path: str) -> list[str]:
@@ -500,7 +506,7 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
             if not inner:
                 raise AclError("empty anonymous ACL '{ }'")
             expr = parse_acl_expr(inner, refs)
-            groups[-1].append(_term_fn(expr.test, negate))
+            groups[-1].append(_term_fn(expr.test, True) if negate else expr.term)
             i = end + 1
             continue
         if w.startswith("{") or w == "}":

@@ -40,8 +40,9 @@ class ClientConn(be_mod.Endpoint):
     __slots__ = ("fe", "task", "src", "src_port", "dst", "dst_port", "ssl", "received_any",
                  "busy", "expect_proxy", "fast", "sess_sc", "pending", "inflight", "served")
 
-    def __init__(self, fe: "Frontend", ssl: bool = False, expect_proxy: bool = False):
+    def __init__(self, fe: "Frontend", ssl: bool = False, expect_proxy: bool = False, loop=None):
         super().__init__()
+        self.loop = loop         # the listener's (asyncio.get_running_loop() costs a getpid)
         self.fe = fe
         self.ssl = ssl
         self.expect_proxy = expect_proxy     # `accept-proxy`: a PROXY header comes first
@@ -55,11 +56,15 @@ class ClientConn(be_mod.Endpoint):
         self.busy = False
 
     def connection_made(self, transport):
-        super().connection_made(transport)
+        self.transport = transport
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
-        self.src, self.src_port = _plain_addr(peer[0]), peer[1]
-        self.dst, self.dst_port = _plain_addr(local[0]), local[1]
+        # IPv6 addresses (4-tuples) may be IPv4-mapped ones
+        self.src = _plain_addr(peer[0]) if len(peer) > 2 else peer[0]
+        self.dst = _plain_addr(local[0]) if len(local) > 2 else local[0]
+        self.src_port, self.dst_port = peer[1], local[1]
         self.fe.admit(self)
 
     def data_received(self, data):
@@ -304,10 +309,11 @@ class Stream:
     __slots__ = ("sc", "own", "bytes_in", "bytes_out", "status", "htx_in", "htx_out",
                  "head_in", "head_out", "frame_in", "frame_out")
 
-    def __init__(self, sess_sc):
+    def __init__(self, sess_sc, bytes_in: int = 0):
         self.sc = list(sess_sc)
         self.own: list = []           # (table, entry) started by this stream
-        self.bytes_in = self.bytes_out = 0          # on the wire (show stat bin/bout)
+        self.bytes_in = bytes_in      # on the wire (show stat bin/bout)
+        self.bytes_out = 0
         self.status = 0
         # for bytes_in/out_cnt, counted like HAProxy: heads in their HTX size, bodies
         # without chunk framing (filled only when some table stores bytes)
@@ -348,6 +354,10 @@ class Frontend:
         self.fast_ok = not model.tcp_request_content and all(
             r.action not in ("tarpit", "use-service") for r in model.http_request)
         self.forwardfor = model.options.forwardfor
+        # new connections without connection-level rules start without a coroutine
+        self.late_start = (self.fast_ok and not model.tcp_request_connection
+                           and not model.tcp_request_session)
+        self.fast_cb = self.fast        # (one bound method for every connection)
 
     # ---- listeners
 
@@ -367,7 +377,7 @@ class Frontend:
                 lst = Listener(key, self)
                 ssl_ctx = bind.ssl_context
                 factory = (lambda lst=lst, tls=bool(ssl_ctx), pp=bool(bind.accept_proxy):
-                           ClientConn(lst.fe, tls, pp))
+                           ClientConn(lst.fe, tls, pp, loop))
                 if bind.family == "unix":
                     lst.server = await loop.create_unix_server(factory, bind.host, ssl=ssl_ctx)
                 else:
@@ -402,11 +412,10 @@ class Frontend:
             st.smax = st.scur
         self.proc.cur_conns += 1
         c.busy = True
-        if (self.fast_ok and not c.expect_proxy and not self.model.tcp_request_connection
-                and not self.model.tcp_request_session and not c.buf and not c.eof):
+        if self.late_start and not c.expect_proxy and not c.buf and not c.eof:
             # no connection-level rules: the coroutine starts only if the data callback
             # cannot serve the connection on its own (_LateStart)
-            c.fast, c.sess_sc = self.fast, [None, None, None]
+            c.fast, c.sess_sc = self.fast_cb, [None, None, None]
             c.waiter = _LateStart(self, c)
             if self.t_http_request is not None:
                 c.deadline = c.loop.time() + self.t_http_request
@@ -647,7 +656,7 @@ class Frontend:
                 remaining = None if timeout is None else timeout - (loop.time() - start)
             parked = not (first or partial or c.buf) and self.fast_ok
             if parked:
-                c.fast, c.sess_sc = self.fast, sess_sc
+                c.fast, c.sess_sc = self.fast_cb, sess_sc
             try:
                 await c.wait_data(remaining)
             except TimeoutError:
@@ -702,16 +711,21 @@ class Frontend:
 
     def _begin(self, c: ClientConn, req: http1.Message, sess_sc):
         """A stream starts: the head leaves the buffer, trackers are copied."""
-        del c.buf[:req.head_len]
-        c.consumed()
+        head_len = req.head_len
+        del c.buf[:head_len]
+        if c.reading_paused:
+            c.consumed()
         proc = self.proc
         self.stats.req_tot += 1
-        stream = Stream(sess_sc)
-        stream.bytes_in = req.head_len
+        stream = Stream(sess_sc, head_len)
         if proc.counts_bytes:
             stream.htx_in = http1.htx_size(req, True)
-            stream.head_in = req.head_len
-        path, query = _split_target(req.target)
+            stream.head_in = head_len
+        target = req.target
+        if target[:1] == "/" and "?" not in target:     # (_split_target's common case)
+            path, query = target, None
+        else:
+            path, query = _split_target(target)
         ctx = Context(c.src, c.src_port, c.dst, c.dst_port, c.ssl, req.method, path, query,
                       req.target, req.headers, stream.sc, self.table, proc.tables)
         # one clock read for the request's own rules (HAProxy's now_ms is per loop turn
@@ -991,7 +1005,8 @@ class Frontend:
     def _finish_local(self, c, req, stream, status: int, data: bytes) -> bool:
         """Account and send a response produced here; returns keep-alive."""
         st = self.stats
-        st.hrsp[status_class(status)] += 1
+        k = status // 100 - 1           # status_class
+        st.hrsp[k if 0 <= k < 5 else 5] += 1
         stream.status = status
         if self.proc.counts_bytes:
             stream.htx_out, stream.head_out = _local_htx(data)

@@ -45,6 +45,8 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from edgestick.freq_ctr import now_ms, read_freq
+
 # ---------------------------------------------------------------------------- context
 
 
@@ -621,13 +623,22 @@ def _sc_reader(slot: int, table_name: Optional[str], dtype: str, kind: str, idx:
         if kind == "read":
             last_table = last_reader = None
 
+            last_rate = None
+
             def read(ctx):               # the hot one: sc_http_req_rate(0) and friends
-                nonlocal last_table, last_reader
+                nonlocal last_table, last_reader, last_rate
                 t = ctx.sc[slot]
                 if t is None:
                     return None
                 if t[0] is not last_table:       # tables change only on reload
                     last_table, last_reader = t[0], t[0].reader(dtype, idx)
+                    last_rate = t[0].rate_columns(dtype, idx)
+                if last_rate is not None:        # a rate: read here, one call less
+                    row = t[1]
+                    now = ctx.now
+                    tick, curr, prev, period = last_rate
+                    return read_freq(tick[row], curr[row], prev[row], period,
+                                     now_ms() if now is None else now)
                 return last_reader(t[1], ctx.now)
             return read
 

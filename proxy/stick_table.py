@@ -826,7 +826,13 @@ class StickTable:
         (no key, or table full with nopurge). Pair with `release(row)`."""
         if now is None:
             now = now_ms()
-        key = self.key_of(value)
+        if self.type == "ip" and type(value) is str:
+            try:                                  # key_of's per-request case, one call less
+                key = _from_bytes(_pton(_AF_INET, value), "big")
+            except OSError:
+                key = self.key_of(value)
+        else:
+            key = self.key_of(value)
         if key is None:
             return None
         row = self._index.get(key)
@@ -991,15 +997,10 @@ class StickTable:
     def stores(self, name: str) -> bool:
         return data_type_id(name) in self._fields
 
-    def reader(self, name: str, idx: int = 0) -> Callable[..., Optional[object]]:
-        """A function `f(row, now=None)` giving the value of data type `name` (rates read
-        at `now`), or None when the table does not store it. Legacy names gpc0/gpc1/gpt0
-        and their rates fall back on the gpc/gpt/gpc_rate arrays. Build it once at
-        configuration time for the per-request path."""
-        ck = (name, idx)
-        r = self._readers.get(ck)
-        if r is not None:
-            return r
+    def _element(self, name: str, idx: int):
+        """(data type id, stored element) that `name`[idx] reads, or None when not stored.
+        Legacy names gpc0/gpc1/gpt0 and their rates fall back on the gpc/gpt/gpc_rate
+        arrays."""
         f = self._fields
         dt = data_type_id(name)
         elems = f.get(dt) if dt >= 0 else None
@@ -1009,10 +1010,23 @@ class StickTable:
             elems = f.get(DT[arr])
             dt = DT[arr]
         if elems is None or idx >= len(elems):
+            return None
+        return dt, elems[idx]
+
+    def reader(self, name: str, idx: int = 0) -> Callable[..., Optional[object]]:
+        """A function `f(row, now=None)` giving the value of data type `name` (rates read
+        at `now`), or None when the table does not store it (see _element). Build it
+        once at configuration time for the per-request path."""
+        ck = (name, idx)
+        r = self._readers.get(ck)
+        if r is not None:
+            return r
+        found = self._element(name, idx)
+        if found is None:
             def r(row, now=None):
                 return None
         else:
-            e = elems[idx]
+            dt, e = found
             if DATA_TYPE_BY_ID[dt].std == FRQP:
                 tick, curr, prev, period = e
 
@@ -1024,6 +1038,15 @@ class StickTable:
                     return e[row]
         self._readers[ck] = r
         return r
+
+    def rate_columns(self, name: str, idx: int = 0):
+        """(tick, curr, prev, period) columns of the rate `name`[idx] as reader() reads
+        it, or None when it is not a stored rate (the per-request path reads them
+        directly)."""
+        found = self._element(name, idx)
+        if found is None or DATA_TYPE_BY_ID[found[0]].std != FRQP:
+            return None
+        return found[1]
 
     def read(self, row: int, name: str, idx: int = 0, now: Optional[int] = None):
         """Value of data type `name` for the entry, None when not stored (see reader)."""
