@@ -805,7 +805,8 @@ def cookie_request(backend: Backend, req: http1.Message, now_s: float) -> Cookie
             else:
                 kept.append(part.strip())
         if changed:
-            h[1] = "; ".join(kept) if kept else None
+            headers[i] = [h[0], "; ".join(kept) if kept else None]
+            req.origin = None
     if any(h[1] is None for h in headers):
         req.headers = [h for h in headers if h[1] is not None]
     return d

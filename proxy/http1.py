@@ -47,9 +47,13 @@ class IncompleteHead(Exception):
 
 class Message:
     """A parsed head, as text (latin-1, byte for byte). `headers` is a list of
-    [lower-case name, value] pairs in arrival order."""
+    [lower-case name, value] pairs in arrival order (tuples when they came from the
+    memo of parse_request: replace a pair rather than change it). `origin`: the memo's
+    template this message is an unchanged copy of (changing the headers through the
+    methods below, or replacing a pair, sets it to None); a template keeps the heads
+    serialize_request wrote for it in `wire`."""
     __slots__ = ("method", "target", "version", "status", "reason", "headers",
-                 "head_len", "framing", "length", "keep_alive", "upgrade")
+                 "head_len", "framing", "length", "keep_alive", "upgrade", "origin", "wire")
 
     def __init__(self):
         self.method = self.target = ""
@@ -62,6 +66,7 @@ class Message:
         self.length = 0
         self.keep_alive = True
         self.upgrade = False
+        self.origin = self.wire = None
 
     def get(self, name: str, default: str | None = None) -> str | None:
         for h in self.headers:
@@ -73,6 +78,7 @@ class Message:
         return [h[1] for h in self.headers if h[0] == name]
 
     def remove(self, name: str) -> int:
+        self.origin = None
         before = len(self.headers)
         self.headers = [h for h in self.headers if h[0] != name]
         return before - len(self.headers)
@@ -82,14 +88,18 @@ class Message:
         self.headers.append([name, value])
 
     def add(self, name: str, value: str) -> None:
+        self.origin = None
         self.headers.append([name, value])
 
-    def copy(self) -> "Message":
+    def copy(self, frozen: bool = False) -> "Message":
+        """A copy with its own header list; the header pairs themselves are shared when
+        they are tuples (`frozen=True` makes them so: a memo's template)."""
         m = Message.__new__(Message)
         m.method, m.target, m.version, m.status = self.method, self.target, self.version, self.status
         m.reason, m.head_len, m.framing, m.length = self.reason, self.head_len, self.framing, self.length
         m.keep_alive, m.upgrade = self.keep_alive, self.upgrade
-        m.headers = [[n, v] for n, v in self.headers]
+        m.headers = [tuple(h) for h in self.headers] if frozen else list(self.headers)
+        m.origin = m.wire = None
         return m
 
 
@@ -339,7 +349,9 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
         key = bytes(buf[start:end])
         known = _REQ_MEMO.get(key)
         if known is not None:
-            return known.copy()
+            msg = known.copy()
+            msg.origin = known
+            return msg
     m = _PLAIN_REQ.match(buf, start)
     if m is not None and m.end() - start <= MAX_HEAD:
         msg = Message()
@@ -351,7 +363,7 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
             if m.end() == end:          # (always: a plain head ends at its first CRLFCRLF)
                 if len(_REQ_MEMO) >= _MEMO_SIZE:
                     _REQ_MEMO.clear()
-                _REQ_MEMO[key] = msg.copy()
+                _REQ_MEMO[key] = msg.copy(frozen=True)
             return msg
     # Empty lines before the request line are skipped, as HAProxy does.
     s, n = start, len(buf)
@@ -567,6 +579,19 @@ def serialize_request(msg: Message, extra: list[tuple[str, str]] | None = None,
     """Request head for a server: lower-case names, the client's Connection header
     dropped (keep-alive is HTTP/1.1's default towards servers; an HTTP/1.0 request
     says `connection: keep-alive`, as HAProxy does)."""
+    origin = msg.origin
+    if origin is not None and not extra:        # an unchanged copy of a memo's head
+        wire = origin.wire
+        if wire is None:
+            wire = origin.wire = {}
+        head = wire.get(close)
+        if head is None:
+            head = wire[close] = _serialize_request(origin, None, close)
+        return head
+    return _serialize_request(msg, extra, close)
+
+
+def _serialize_request(msg: Message, extra, close: bool) -> bytes:
     parts = [msg.method, " ", msg.target, " HTTP/1.0\r\n" if msg.version == 10 else " HTTP/1.1\r\n"]
     upgrade = msg.upgrade
     for name, value in msg.headers:
