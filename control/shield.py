@@ -4,10 +4,11 @@
     edgestick shield -f FILE [--name NAME] [--netns NS] --detach [--purge]
     edgestick shield -f FILE [--name NAME] --check
 
-Start: compile bpf/ (control/xdp.py), adopt the maps pinned in the section's pin-dir (bans,
-lists, sources and counters survive a restart or a kill -9), write the file's thresholds
-and modes, add its allow/deny entries, bind the runtime socket and the metrics endpoint,
-then attach to every interface (an earlier edgestick program is replaced atomically).
+Start: compile bpf/ (control/xdp.py; a program of the same build pinned by an earlier run
+is adopted instead), adopt the maps pinned in the section's pin-dir (bans, lists, sources
+and counters survive a restart or a kill -9), write the file's thresholds and modes, add
+its allow/deny entries, bind the runtime socket and the metrics endpoint, then attach to
+every interface (an earlier edgestick program is replaced atomically).
 SIGTERM/SIGINT stop the daemon and leave the program attached and the maps pinned;
 SIGHUP re-reads the files and applies thresholds, modes and lists without a restart.
 `--detach` removes the program with the mode it was attached with; `--purge` also
@@ -136,7 +137,7 @@ class ShieldDaemon:
             mode, prog_id = xdp.xdp_attached(iface.name, self.netns)
             if mode is None:
                 continue
-            if ours is None or ours not in prog_info(prog_id)[1]:
+            if ours is None or ours not in xdp.prog_info(prog_id)[1]:
                 raise RuntimeError(f"{iface.name} already has XDP program {prog_id}, not this shield's: "
                                    "detach it first")
             if iface.mode != "auto" and mode != iface.mode:
@@ -439,29 +440,6 @@ def run(cfg: shield_config.ShieldConfig, netns: str | None, loader=None) -> int:
     return EXIT_OK
 
 
-def prog_info(prog_id: int) -> tuple[str, set[int]]:
-    """(name, ids of the maps it uses) of a loaded program; ("", set()) if it is gone."""
-    import ctypes
-    lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    lib.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
-    fd = lib.bpf_prog_get_fd_by_id(prog_id)
-    if fd < 0:
-        return "", set()
-    try:
-        # struct bpf_prog_info: nr_map_ids u32 @52, map_ids u64 pointer @56, name[16] @64
-        info = (ctypes.c_uint8 * 256)()
-        ids = (ctypes.c_uint32 * 64)()
-        ctypes.c_uint32.from_buffer(info, 52).value = len(ids)
-        ctypes.c_uint64.from_buffer(info, 56).value = ctypes.addressof(ids)
-        size = ctypes.c_uint32(ctypes.sizeof(info))
-        if lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) < 0:
-            return "", set()
-        count = min(ctypes.c_uint32.from_buffer(info, 52).value, len(ids))
-        return bytes(info[64:80]).split(b"\0")[0].decode(), set(ids[:count])
-    finally:
-        os.close(fd)
-
-
 def pinned_config_map_id(pin_dir: str) -> int | None:
     """Id of the shield's pinned config map, or None when nothing is pinned there. The
     program that uses this map is this shield's, whichever build of it is attached."""
@@ -491,7 +469,7 @@ def detach(cfg: shield_config.ShieldConfig, netns: str | None, purge: bool) -> i
             if mode is None:
                 log(f"{iface.name}: nothing attached")
                 continue
-            name, maps = prog_info(prog_id)
+            name, maps = xdp.prog_info(prog_id)
             if ours is not None and ours not in maps:
                 log(f"{iface.name}: program {prog_id} is not this shield's (it does not use "
                     f"{cfg.pin_dir}): left alone")

@@ -15,8 +15,9 @@ Typical use (root):
     shield.counters()                               # {("drop", "deny"): Counter(...), ...}
 
 A restarted control plane calls `Shield.build()` with the same pin folder: the pinned maps
-(config, lists, bans, sources, counters) are adopted as they are, and attaching with the
-same mode replaces the program atomically. `Shield.open()` adopts the pins without
+(config, lists, bans, sources, counters) are adopted as they are, and so is the pinned
+program when it was built from the same source and flags (no compile); a new build is
+compiled, and attaching with the same mode replaces the program atomically. `Shield.open()` adopts the pins without
 compiling (readers: metrics, ctl). Maps are read and written with libbpf through ctypes.
 
 Times: the program reads CLOCK_MONOTONIC_COARSE (`bpf_ktime_get_coarse_ns()`: the
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import ipaddress
 import os
 import re
@@ -166,6 +168,7 @@ def _libbpf() -> ctypes.CDLL:
                        ("bpf_map_get_next_key", [i, vp, vp]),
                        ("bpf_obj_get_info_by_fd", [i, vp, ctypes.POINTER(ctypes.c_uint32)]),
                        ("bpf_prog_test_run_opts", [i, ctypes.POINTER(BpfTestRunOpts)]),
+                       ("bpf_prog_get_fd_by_id", [ctypes.c_uint32]),
                        ("libbpf_num_possible_cpus", [])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
@@ -190,6 +193,33 @@ def obj_info(fd: int) -> tuple[int, int, int, int, int]:
     size = ctypes.c_uint32(ctypes.sizeof(buf))
     _check(LIBBPF.bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size)), "bpf_obj_get_info_by_fd")
     return tuple(ctypes.cast(buf, ctypes.POINTER(ctypes.c_uint32))[i] for i in range(5))
+
+
+def prog_info(prog_id: int) -> tuple[str, set[int]]:
+    """(name, ids of the maps it uses) of a loaded program; ("", set()) if it is gone."""
+    fd = LIBBPF.bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        return "", set()
+    try:
+        # struct bpf_prog_info: nr_map_ids u32 @52, map_ids u64 pointer @56, name[16] @64
+        info = (ctypes.c_uint8 * 256)()
+        ids = (ctypes.c_uint32 * 64)()
+        ctypes.c_uint32.from_buffer(info, 52).value = len(ids)
+        ctypes.c_uint64.from_buffer(info, 56).value = ctypes.addressof(ids)
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if LIBBPF.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) < 0:
+            return "", set()
+        count = min(ctypes.c_uint32.from_buffer(info, 52).value, len(ids))
+        return bytes(info[64:80]).split(b"\0")[0].decode(), set(ids[:count])
+    finally:
+        os.close(fd)
+
+
+def _build_id(cflags: list[str]) -> str:
+    """What a compiled program depends on: its source, the header and the flags."""
+    digest = hashlib.sha256(PROGRAM.read_bytes() + HEADER.read_bytes())
+    digest.update("\0".join(cflags).encode())
+    return digest.hexdigest()[:16]
 
 
 def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1, flags: int = 0,
@@ -533,14 +563,14 @@ class Shield:
     @classmethod
     def build(cls, pin_dir: str | os.PathLike = DEFAULT_PIN_DIR, config: ShieldConfig | None = None,
               *, sources_max: int | None = None, bans_max: int | None = None,
-              list_max: int | None = None, per_cpu_lru: bool = False) -> "Shield":
-        """Compile bpf/edgestick.c with bcc (once: ~1-3 s), pin or adopt its maps under
-        `pin_dir`, pin the program as `pin_dir/prog`. `config` is written if given, or if
+              list_max: int | None = None, per_cpu_lru: bool = False,
+              rebuild: bool = False) -> "Shield":
+        """Compile bpf/edgestick.c with bcc (~1-3 s), pin or adopt its maps under
+        `pin_dir`, pin the program as `pin_dir/prog`. A program pinned there by an earlier
+        build of the same source and flags (`prog_<build id>`, using those maps) is adopted
+        instead, without compiling, unless `rebuild`. `config` is written if given, or if
         the config map is fresh (a restart keeps the pinned config otherwise). Capacities
         and per_cpu_lru (BPF_F_NO_COMMON_LRU on sources) only apply to maps not yet pinned."""
-        from edgestick.control.kernel_headers import ensure_bcc_kernel_source
-        ensure_bcc_kernel_source()
-        from bcc import BPF
         pin_dir = Path(pin_dir)
         if not os.path.ismount("/sys/fs/bpf"):
             raise RuntimeError("bpffs is not mounted on /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)")
@@ -551,20 +581,55 @@ class Shield:
                             ("ES_LIST_MAX", list_max)):
             if value is not None:
                 cflags.append(f"-D{name}={int(value)}")
+        build_pin = pin_dir / f"{PROG_PIN}_{_build_id(cflags)}"   # bpffs refuses dots
+        shield = None if rebuild else cls._adopt_build(pin_dir, build_pin)
+        if shield is None:
+            shield = cls._compile(pin_dir, cflags, build_pin)
+        if config is not None or shield.maps["config"].lookup(ctypes.c_uint32(0)).period_ms == 0:
+            shield.set_config(config or ShieldConfig())
+        return shield
+
+    @classmethod
+    def _adopt_build(cls, pin_dir: Path, build_pin: Path) -> "Shield | None":
+        """The shield pinned in pin_dir if its program is `build_pin`'s and uses the pinned
+        maps, else None (compile)."""
+        if not build_pin.exists() or any(not (pin_dir / m).exists() for m in [*MAPS, PROG_PIN]):
+            return None
+        try:
+            shield = cls(pin_dir)
+        except OSError:
+            return None
+        try:
+            fd = _check(LIBBPF.bpf_obj_get(str(build_pin).encode()), f"bpf_obj_get {build_pin}")
+            try:
+                same = obj_info(fd)[1] == shield.prog_id
+            finally:
+                os.close(fd)
+            if same and {m.id for m in shield.maps.values()} <= prog_info(shield.prog_id)[1]:
+                return shield
+        except OSError:
+            pass
+        shield.close()
+        return None
+
+    @classmethod
+    def _compile(cls, pin_dir: Path, cflags: list[str], build_pin: Path) -> "Shield":
+        from edgestick.control.kernel_headers import ensure_bcc_kernel_source
+        ensure_bcc_kernel_source()
+        from bcc import BPF
         bpf = BPF(src_file=str(PROGRAM).encode(), cflags=cflags)
         fn = bpf.load_func(PROG_FUNC, BPF.XDP)
         missing = [m for m in MAPS if not (pin_dir / m).exists()]
         if missing:   # bcc only prints "failed to mkdir" and goes on with unpinned maps
             raise RuntimeError(f"maps were not pinned under {pin_dir}: {', '.join(missing)} "
                                "(is it on bpffs?)")
-        prog_pin = pin_dir / PROG_PIN
-        if prog_pin.exists():
-            prog_pin.unlink()
-        _check(LIBBPF.bpf_obj_pin(fn.fd, str(prog_pin).encode()), f"bpf_obj_pin {prog_pin}")
-        shield = cls(pin_dir, bpf)
-        if config is not None or shield.maps["config"].lookup(ctypes.c_uint32(0)).period_ms == 0:
-            shield.set_config(config or ShieldConfig())
-        return shield
+        for old in pin_dir.glob(f"{PROG_PIN}_*"):      # earlier builds' tags
+            old.unlink()
+        for pin in (pin_dir / PROG_PIN, build_pin):
+            if pin.exists():
+                pin.unlink()
+            _check(LIBBPF.bpf_obj_pin(fn.fd, str(pin).encode()), f"bpf_obj_pin {pin}")
+        return cls(pin_dir, bpf)
 
     @classmethod
     def open(cls, pin_dir: str | os.PathLike = DEFAULT_PIN_DIR) -> "Shield":
