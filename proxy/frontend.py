@@ -97,13 +97,16 @@ class ClientConn(be_mod.Endpoint):
         return True
 
     def connection_lost(self, exc):
-        if self.inflight:
-            self.closed = self.eof = True
-            d = self.drain_waiter
-            if d is not None and not d.done():
-                d.set_result(None)
-        else:
-            super().connection_lost(exc)
+        self.closed = self.eof = True
+        if not self.inflight:           # else the fast path's completion wakes it
+            w = self.waiter             # (Endpoint.connection_lost, spelt out)
+            if w is not None:
+                self.waiter = None
+                if not w.done():
+                    w.set_result(None)
+        d = self.drain_waiter
+        if d is not None and not d.done():
+            d.set_result(None)
         self.fe.connection_gone(self)
 
     def write(self, data: bytes):

@@ -340,15 +340,26 @@ def _plain_fields(m, msg: Message, is_request: bool) -> bool:
 _MEMO_SIZE = 512
 _REQ_MEMO: dict[bytes, Message] = {}
 _RESP_MEMO: dict[bytes, tuple | None] = {}
+# the last head found in each memo, compared in place first (no key to build): a head
+# ends at its first CRLFCRLF, so a buffer starting with it holds that very head
+_last_req: tuple = (None, None)
+_last_resp: tuple = (None, None)
 
 
 def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
     """Parse one request head from buf[start:]. None = incomplete. Raises BadMessage."""
+    global _last_req
+    last_key, known = _last_req
+    if last_key is not None and buf.startswith(last_key, start):
+        msg = known.copy()
+        msg.origin = known
+        return msg
     end = buf.find(b"\r\n\r\n", start) + 4
     if end > 3:
         key = bytes(buf[start:end])
         known = _REQ_MEMO.get(key)
         if known is not None:
+            _last_req = (key, known)
             msg = known.copy()
             msg.origin = known
             return msg
@@ -363,7 +374,8 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
             if m.end() == end:          # (always: a plain head ends at its first CRLFCRLF)
                 if len(_REQ_MEMO) >= _MEMO_SIZE:
                     _REQ_MEMO.clear()
-                _REQ_MEMO[key] = msg.copy(frozen=True)
+                _REQ_MEMO[key] = known = msg.copy(frozen=True)
+                _last_req = (key, known)
             return msg
     # Empty lines before the request line are skipped, as HAProxy does.
     s, n = start, len(buf)
@@ -469,16 +481,22 @@ def canonical_response(buf: bytearray, request_method: str) -> tuple[int, int, i
     bytes serialize_response would write for it (HTTP/1.1, lower-case `name: value`
     lines, no Connection, no Transfer-Encoding, one Content-Length): such a head can be
     relayed as it came. None: parse it (parse_response) and serialise it."""
-    end = buf.find(b"\r\n\r\n") + 4
-    if end < 4:
-        return None
-    key = bytes(buf[:end])
-    known = _RESP_MEMO.get(key, False)
-    if known is False:
-        known = _canonical_head(buf, end)
-        if len(_RESP_MEMO) >= _MEMO_SIZE:
-            _RESP_MEMO.clear()
-        _RESP_MEMO[key] = known
+    global _last_resp
+    key, known = _last_resp
+    if key is not None and buf.startswith(key):
+        end = len(key)
+    else:
+        end = buf.find(b"\r\n\r\n") + 4
+        if end < 4:
+            return None
+        key = bytes(buf[:end])
+        known = _RESP_MEMO.get(key, False)
+        if known is False:
+            known = _canonical_head(buf, end)
+            if len(_RESP_MEMO) >= _MEMO_SIZE:
+                _RESP_MEMO.clear()
+            _RESP_MEMO[key] = known
+        _last_resp = (key, known)
     if known is None:
         return None
     status, length = known

@@ -853,8 +853,15 @@ class StickTable:
             c = self._req_cnt
             if c is not None:
                 c[row] = (c[row] + 1) & U32
-            if self._req_rate is not None:
-                _bump(self._req_rate, row, 1, now)
+            rate = self._req_rate
+            if rate is not None:        # _bump, spelt out (once a request)
+                tick, curr, prev, period = rate
+                t = tick[row]
+                if ((now - t) & U32) < period:
+                    curr[row] = (curr[row] + 1) & U32
+                else:
+                    tick[row], curr[row], prev[row] = update_freq(t, curr[row], prev[row],
+                                                                  period, 1, now)
         self._exp[row] = now + self.expire_ms           # touch
         if self.on_local_update is not None:
             self.on_local_update(row)
