@@ -47,11 +47,11 @@ class IncompleteHead(Exception):
 
 class Message:
     """A parsed head, as text (latin-1, byte for byte). `headers` is a list of
-    [lower-case name, value] pairs in arrival order (tuples when they came from the
-    memo of parse_request: replace a pair rather than change it). `origin`: the memo's
-    template this message is an unchanged copy of (changing the headers through the
-    methods below, or replacing a pair, sets it to None); a template keeps the heads
-    serialize_request wrote for it in `wire`."""
+    [lower-case name, value] pairs in arrival order (tuples in requests parsed the plain
+    way, whose pairs a memo shares: replace a pair rather than change it). `origin`:
+    the memo's template this message is an unchanged copy of (changing the headers
+    through the methods below, or replacing a pair, sets it to None); a template keeps
+    the heads serialize_request wrote for it in `wire`."""
     __slots__ = ("method", "target", "version", "status", "reason", "headers",
                  "head_len", "framing", "length", "keep_alive", "upgrade", "origin", "wire")
 
@@ -91,14 +91,13 @@ class Message:
         self.origin = None
         self.headers.append([name, value])
 
-    def copy(self, frozen: bool = False) -> "Message":
-        """A copy with its own header list; the header pairs themselves are shared when
-        they are tuples (`frozen=True` makes them so: a memo's template)."""
+    def copy(self) -> "Message":
+        """A copy with its own header list (the pairs are shared: see above)."""
         m = Message.__new__(Message)
         m.method, m.target, m.version, m.status = self.method, self.target, self.version, self.status
         m.reason, m.head_len, m.framing, m.length = self.reason, self.head_len, self.framing, self.length
         m.keep_alive, m.upgrade = self.keep_alive, self.upgrade
-        m.headers = [tuple(h) for h in self.headers] if frozen else list(self.headers)
+        m.headers = list(self.headers)
         m.origin = m.wire = None
         return m
 
@@ -297,7 +296,13 @@ _PLAIN_FIELD = re.compile(r"([^:]+):[ \t]*([^\r]*)\r\n")
 def _plain_fields(m, msg: Message, is_request: bool) -> bool:
     """Headers of a plain head (see above) into msg, framing and connection handling
     included; False when the general way must decide (framing headers, Upgrade...)."""
-    headers = [[n.lower(), v] for n, v in _PLAIN_FIELD.findall(m.group(4).decode("latin-1"))]
+    found = _PLAIN_FIELD.findall(m.group(4).decode("latin-1"))
+    # request pairs are tuples, shared with the memo (see Message); a response's stay
+    # lists (the cookie code rewrites Set-Cookie values in place)
+    if is_request:
+        headers = [(n.lower(), v) for n, v in found]
+    else:
+        headers = [[n.lower(), v] for n, v in found]
     if len(headers) > MAX_HEADERS:
         return False
     msg.headers = headers
@@ -374,7 +379,7 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
             if m.end() == end:          # (always: a plain head ends at its first CRLFCRLF)
                 if len(_REQ_MEMO) >= _MEMO_SIZE:
                     _REQ_MEMO.clear()
-                _REQ_MEMO[key] = known = msg.copy(frozen=True)
+                _REQ_MEMO[key] = known = msg.copy()
                 _last_req = (key, known)
             return msg
     # Empty lines before the request line are skipped, as HAProxy does.
