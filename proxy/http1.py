@@ -344,6 +344,7 @@ def _plain_fields(m, msg: Message, is_request: bool) -> bool:
 # a head the memo does not hold costs one dictionary miss more.
 _MEMO_SIZE = 512
 _REQ_MEMO: dict[bytes, Message] = {}
+_REQ_SEEN: set[bytes] = set()
 _RESP_MEMO: dict[bytes, tuple | None] = {}
 # the last head found in each memo, compared in place first (no key to build): a head
 # ends at its first CRLFCRLF, so a buffer starting with it holds that very head
@@ -368,20 +369,38 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
             msg = known.copy()
             msg.origin = known
             return msg
-    m = _PLAIN_REQ.match(buf, start)
-    if m is not None and m.end() - start <= MAX_HEAD:
-        msg = Message()
-        msg.version = 10 if m.group(3) == b"0" else 11
-        if _plain_fields(m, msg, True):
-            msg.method = m.group(1).decode("latin-1")
-            msg.target = m.group(2).decode("latin-1")
-            msg.head_len = m.end() - start
-            if m.end() == end:          # (always: a plain head ends at its first CRLFCRLF)
-                if len(_REQ_MEMO) >= _MEMO_SIZE:
-                    _REQ_MEMO.clear()
-                _REQ_MEMO[key] = known = msg.copy()
-                _last_req = (key, known)
-            return msg
+    msg = _parse_request(buf, start, end)
+    if msg is not None and end > 3 and msg.head_len == end - start:
+        # the head ends at its first CRLFCRLF: the message depends on `key` alone; it
+        # is kept from its second sighting on (a head seen once costs a set insertion)
+        if key in _REQ_SEEN:
+            known = msg.copy()
+            known.headers = [tuple(h) for h in msg.headers]
+            if len(_REQ_MEMO) >= _MEMO_SIZE:
+                _REQ_MEMO.clear()
+            _REQ_MEMO[key] = known
+            _last_req = (key, known)
+        else:
+            if len(_REQ_SEEN) >= 4 * _MEMO_SIZE:
+                _REQ_SEEN.clear()
+            _REQ_SEEN.add(key)
+    return msg
+
+
+_PLAIN_MAX = 256        # longer heads: llhttp is the cheaper (they cost the same at ~270 bytes)
+
+
+def _parse_request(buf, start: int, end: int) -> Message | None:
+    if 0 < end - start <= _PLAIN_MAX:
+        m = _PLAIN_REQ.match(buf, start)
+        if m is not None:
+            msg = Message()
+            msg.version = 10 if m.group(3) == b"0" else 11
+            if _plain_fields(m, msg, True):
+                msg.method = m.group(1).decode("latin-1")
+                msg.target = m.group(2).decode("latin-1")
+                msg.head_len = m.end() - start
+                return msg
     # Empty lines before the request line are skipped, as HAProxy does.
     s, n = start, len(buf)
     while s < n and (buf[s] == 10 or (buf[s] == 13 and buf[s + 1:s + 2] == b"\n")):
