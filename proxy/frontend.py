@@ -302,9 +302,8 @@ class StatusCounters:
             self.req_rate_max = rate
 
 
-def status_class(status: int) -> int:
-    c = status // 100 - 1
-    return c if 0 <= c < 5 else 5
+# hrsp counters (show stat, metrics) by status // 100 (a three-digit status): 1xx..5xx, other
+_HRSP_SLOT = (5, 0, 1, 2, 3, 4, 5, 5, 5, 5)
 
 
 class Stream:
@@ -351,7 +350,7 @@ class Frontend:
         # per backend, worked out on first use: how its requests are written
         # (_head_options) and whether the data callback may forward them (_fast_forward)
         self._head_opts: dict = {}
-        self._fast_ok: dict = {}
+        self._forward_plans: dict = {}
         # requests answered by the frontend's own rules may be served without waking the
         # connection's coroutine (Frontend.fast) unless a rule has to wait
         self.fast_ok = not model.tcp_request_content and all(
@@ -802,13 +801,13 @@ class Frontend:
         callback; the response is taken from the server's data callback too (see
         _Relay). False (nothing done) for anything this does not cover: the coroutine
         takes the request then, with the same backend."""
-        plan = self._fast_ok.get(backend, _UNSET)       # False, or its `timeout server`
+        plan = self._forward_plans.get(backend, _UNSET)       # False, or its `timeout server`
         if plan is _UNSET:
             bm = backend.model
             ok = not (bm.cookie is not None or bm.stick_rules or bm.http_response
                       or self.model.http_response or backend._limited
                       or (bm is not self.model and bm.http_request))
-            plan = self._fast_ok[backend] = _sec(bm.timeouts.get("server")) if ok else False
+            plan = self._forward_plans[backend] = _sec(bm.timeouts.get("server")) if ok else False
         if plan is False or req.upgrade:
             return False
         active = backend._active
@@ -1008,8 +1007,7 @@ class Frontend:
     def _finish_local(self, c, req, stream, status: int, data: bytes) -> bool:
         """Account and send a response produced here; returns keep-alive."""
         st = self.stats
-        k = status // 100 - 1           # status_class
-        st.hrsp[k if 0 <= k < 5 else 5] += 1
+        st.hrsp[_HRSP_SLOT[status // 100]] += 1
         stream.status = status
         if self.proc.counts_bytes:
             stream.htx_out, stream.head_out = _local_htx(data)
@@ -1420,9 +1418,7 @@ class Frontend:
             c.close()
 
     def _count_status(self, backend, srv, status):
-        k = status // 100 - 1           # status_class
-        if not 0 <= k < 5:
-            k = 5
+        k = _HRSP_SLOT[status // 100]
         self.stats.hrsp[k] += 1
         backend.hrsp[k] += 1
         srv.hrsp[k] += 1
