@@ -281,14 +281,13 @@ def _version(text: str) -> int:
 
 # Heads in the plain shape most clients and servers send (CRLF lines, `name: value`
 # headers with printable values and no surrounding blanks, HTTP/1.0 or 1.1) are taken
-# apart with two regular expressions: about twice cheaper than llhttp's callbacks, and
-# llhttp and the parser below give exactly the same message for these. Anything else
-# (and any head with framing headers other than one plain Content-Length) goes the
-# general way.
+# apart without llhttp's callbacks: requests by splitting (_plain_request), responses
+# with two regular expressions; llhttp and the parser below give exactly the same
+# message for these. Anything else (and any head with framing headers other than one
+# plain Content-Length) goes the general way.
 _TOKEN_B = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _VALUE_B = rb"[!-~](?:[ -~]*[!-~])?"
 _PLAIN_FIELDS = rb"((?:" + _TOKEN_B + rb":[ \t]*" + _VALUE_B + rb"\r\n)*)\r\n"
-_PLAIN_REQ = re.compile(rb"(" + _TOKEN_B + rb") ([!-~]+) HTTP/1\.([01])\r\n" + _PLAIN_FIELDS)
 _PLAIN_RESP = re.compile(rb"HTTP/1\.([01]) ([1-9]\d\d) (" + _VALUE_B + rb")\r\n" + _PLAIN_FIELDS)
 _PLAIN_FIELD = re.compile(r"([^:]+):[ \t]*([^\r]*)\r\n")
 
@@ -297,12 +296,11 @@ def _plain_fields(m, msg: Message, is_request: bool) -> bool:
     """Headers of a plain head (see above) into msg, framing and connection handling
     included; False when the general way must decide (framing headers, Upgrade...)."""
     found = _PLAIN_FIELD.findall(m.group(4).decode("latin-1"))
-    # request pairs are tuples, shared with the memo (see Message); a response's stay
-    # lists (the cookie code rewrites Set-Cookie values in place)
-    if is_request:
-        headers = [(n.lower(), v) for n, v in found]
-    else:
-        headers = [[n.lower(), v] for n, v in found]
+    # (a response's pairs are lists: the cookie code rewrites Set-Cookie values in place)
+    return _plain_framing([[n.lower(), v] for n, v in found], msg, is_request)
+
+
+def _plain_framing(headers: list, msg: Message, is_request: bool) -> bool:
     if len(headers) > MAX_HEADERS:
         return False
     msg.headers = headers
@@ -369,7 +367,11 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
             msg = known.copy()
             msg.origin = known
             return msg
-    msg = _parse_request(buf, start, end)
+        msg = _plain_request(key) if end - start <= MAX_HEAD else None
+        if msg is None:
+            msg = _parse_request(buf, start)
+    else:
+        msg = _parse_request(buf, start)
     if msg is not None and end > 3 and msg.head_len == end - start:
         # the head ends at its first CRLFCRLF: the message depends on `key` alone; it
         # is kept from its second sighting on (a head seen once costs a set insertion)
@@ -387,20 +389,65 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
     return msg
 
 
-_PLAIN_MAX = 256        # longer heads: llhttp is the cheaper (they cost the same at ~270 bytes)
+_NOT_PLAIN = bytes(range(0x20, 0x7F)) + b"\r\n"      # translate() deletes these
+_TOKEN_NAMES: dict[str, str] = {}       # tokens seen as method or header name -> lower case
 
 
-def _parse_request(buf, start: int, end: int) -> Message | None:
-    if 0 < end - start <= _PLAIN_MAX:
-        m = _PLAIN_REQ.match(buf, start)
-        if m is not None:
-            msg = Message()
-            msg.version = 10 if m.group(3) == b"0" else 11
-            if _plain_fields(m, msg, True):
-                msg.method = m.group(1).decode("latin-1")
-                msg.target = m.group(2).decode("latin-1")
-                msg.head_len = m.end() - start
-                return msg
+def _plain_request(head: bytes) -> Message | None:
+    """The request head `head` (ending at its first CRLFCRLF) when it is plain (see
+    above; no tabs either), else None."""
+    if head.translate(None, _NOT_PLAIN):
+        return None                     # control characters, tabs, bytes above 0x7e
+    text = head.decode("ascii")
+    lines = text.split("\r\n")
+    n = len(lines)                      # the last two are the empty line's ""
+    if text.count("\n") != n - 1 or text.count("\r") != n - 1:
+        return None                     # a bare CR or LF
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        return None
+    method, target, version = parts
+    if version == "HTTP/1.1":
+        v = 11
+    elif version == "HTTP/1.0":
+        v = 10
+    else:
+        return None
+    tokens = _TOKEN_NAMES
+    if not target or (method not in tokens and not _token(method)):
+        return None
+    headers = []
+    for i in range(1, n - 2):
+        name, sep, value = lines[i].partition(":")
+        low = tokens.get(name)
+        if low is None:
+            if not _token(name):
+                return None
+            low = tokens[name]
+        value = value.lstrip(" ")
+        if not sep or not value or value[-1] == " ":
+            return None
+        headers.append((low, value))
+    msg = Message()
+    msg.version = v
+    if not _plain_framing(headers, msg, True):
+        return None
+    msg.method, msg.target, msg.head_len = method, target, len(head)
+    return msg
+
+
+def _token(name: str) -> bool:
+    """A valid method or header name: remembered in _TOKEN_NAMES (bounded)."""
+    if not _TOKEN.match(name):
+        return False
+    if len(_TOKEN_NAMES) >= 4096:
+        _TOKEN_NAMES.clear()
+    _TOKEN_NAMES[name] = name.lower()
+    return True
+
+
+def _parse_request(buf, start: int) -> Message | None:
+    """The general way: llhttp, then the parser above for what llhttp refuses."""
     # Empty lines before the request line are skipped, as HAProxy does.
     s, n = start, len(buf)
     while s < n and (buf[s] == 10 or (buf[s] == 13 and buf[s + 1:s + 2] == b"\n")):
