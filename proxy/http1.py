@@ -1,10 +1,14 @@
 """HTTP/1.1 messages: parsing, body framing and serialising, with HAProxy 2.6's rules.
 
-Heads go through httptools (llhttp, C) first: about 3x cheaper than parsing in Python
-(bench/http1_parse.py). Whatever llhttp refuses goes to the hand-written parser below,
-which decides as HAProxy does (llhttp refuses some things HAProxy accepts: folded lines,
-bare LF, NUL bytes, unknown methods...). HAProxy's own limits and framing rules are then
-applied to the result of either parser.
+Heads are taken in three ways, all giving the same message: a head seen lately, byte for
+byte, comes from a bounded memo (a client's or a flood's repeated requests, a server's
+repeated answers); a plain head (CRLF lines, printable `name: value` headers, HTTP/1.x)
+is split in Python (_plain_request; responses with regular expressions); anything else
+goes through httptools (llhttp, C) and, whatever llhttp refuses, the hand-written parser
+below, which decides as HAProxy does (llhttp refuses some things HAProxy accepts: folded
+lines, bare LF, NUL bytes, unknown methods...). HAProxy's own limits and framing rules
+are then applied to the result. A response head already in the form we would write is
+relayed as it came (canonical_response).
 
 What HAProxy 2.6 accepts or rejects with its 400 (checked against the real binary):
 invalid header names, whitespace before the colon or at the start of a line, lines
