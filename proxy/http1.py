@@ -341,10 +341,12 @@ def _plain_framing(headers: list, msg: Message, is_request: bool) -> bool:
     return True
 
 
-# Plain heads seen lately, byte for byte (a client's requests, a flood's, a server's
-# answers often repeat exactly): the result of the analysis above is reused. Bounded;
-# a head the memo does not hold costs one dictionary miss more.
+# Heads seen lately, byte for byte (a client's requests, a flood's, a server's answers
+# often repeat exactly): the result of the analysis is reused. Bounded in entries and in
+# head size (at most ~4 MB whatever the peers send); a head the memo does not hold costs
+# one dictionary miss more.
 _MEMO_SIZE = 512
+_MEMO_HEAD = 2048
 _REQ_MEMO: dict[bytes, Message] = {}
 _REQ_SEEN: set[bytes] = set()
 _RESP_MEMO: dict[bytes, tuple | None] = {}
@@ -376,7 +378,7 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
             msg = _parse_request(buf, start)
     else:
         msg = _parse_request(buf, start)
-    if msg is not None and end > 3 and msg.head_len == end - start:
+    if msg is not None and end > 3 and msg.head_len == end - start <= _MEMO_HEAD:
         # the head ends at its first CRLFCRLF: the message depends on `key` alone; it
         # is kept from its second sighting on (a head seen once costs a set insertion)
         if key in _REQ_SEEN:
@@ -387,7 +389,7 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
             _REQ_MEMO[key] = known
             _last_req = (key, known)
         else:
-            if len(_REQ_SEEN) >= 4 * _MEMO_SIZE:
+            if len(_REQ_SEEN) >= 2 * _MEMO_SIZE:
                 _REQ_SEEN.clear()
             _REQ_SEEN.add(key)
     return msg
@@ -418,16 +420,16 @@ def _plain_request(head: bytes) -> Message | None:
     else:
         return None
     tokens = _TOKEN_NAMES
-    if not target or (method not in tokens and not _token(method)):
+    if not target or (method not in tokens and _token(method) is None):
         return None
     headers = []
     for i in range(1, n - 2):
         name, sep, value = lines[i].partition(":")
         low = tokens.get(name)
         if low is None:
-            if not _token(name):
+            low = _token(name)
+            if low is None:
                 return None
-            low = tokens[name]
         value = value.lstrip(" ")
         if not sep or not value or value[-1] == " ":
             return None
@@ -440,14 +442,17 @@ def _plain_request(head: bytes) -> Message | None:
     return msg
 
 
-def _token(name: str) -> bool:
-    """A valid method or header name: remembered in _TOKEN_NAMES (bounded)."""
+def _token(name: str) -> str | None:
+    """`name` in lower case when it is a valid method or header name, else None; short
+    ones are remembered in _TOKEN_NAMES (bounded)."""
     if not _TOKEN.match(name):
-        return False
-    if len(_TOKEN_NAMES) >= 4096:
-        _TOKEN_NAMES.clear()
-    _TOKEN_NAMES[name] = name.lower()
-    return True
+        return None
+    low = name.lower()
+    if len(name) <= 64:
+        if len(_TOKEN_NAMES) >= 4096:
+            _TOKEN_NAMES.clear()
+        _TOKEN_NAMES[name] = low
+    return low
 
 
 def _parse_request(buf, start: int) -> Message | None:
@@ -568,9 +573,10 @@ def canonical_response(buf: bytearray, request_method: str) -> tuple[int, int, i
         known = _RESP_MEMO.get(key, False)
         if known is False:
             known = _canonical_head(buf, end)
-            if len(_RESP_MEMO) >= _MEMO_SIZE:
-                _RESP_MEMO.clear()
-            _RESP_MEMO[key] = known
+            if end <= _MEMO_HEAD:
+                if len(_RESP_MEMO) >= _MEMO_SIZE:
+                    _RESP_MEMO.clear()
+                _RESP_MEMO[key] = known
         _last_resp = (key, known)
     if known is None:
         return None
