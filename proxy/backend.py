@@ -839,6 +839,7 @@ def response_cacheable(req: http1.Message, resp: http1.Message) -> bool:
 def cookie_response(backend: Backend, d: CookieDecision, served: ServerState, direct: bool,
                     req: http1.Message, resp: http1.Message, now_s: float) -> None:
     """Set-Cookie handling on the response (insert / rewrite / prefix)."""
+    resp.origin = None                  # (its headers may change below)
     ck = backend.model.cookie
     name = ck.name
     prefix = name + "="
@@ -876,11 +877,12 @@ def cookie_response(backend: Backend, d: CookieDecision, served: ServerState, di
         return
     if not served.cookie:
         return
-    for h in resp.headers:
+    headers = resp.headers
+    for i, h in enumerate(headers):
         if h[0] == "set-cookie" and h[1].lstrip().startswith(prefix):
             value = h[1].lstrip()[len(prefix):]
             cval, sep, attrs = value.partition(";")
             if ck.mode == "rewrite":
-                h[1] = f"{prefix}{served.cookie}{sep}{attrs}"
+                headers[i] = [h[0], f"{prefix}{served.cookie}{sep}{attrs}"]
             else:
-                h[1] = f"{prefix}{served.cookie}~{cval}{sep}{attrs}"
+                headers[i] = [h[0], f"{prefix}{served.cookie}~{cval}{sep}{attrs}"]

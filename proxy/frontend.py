@@ -1339,7 +1339,7 @@ class Frontend:
         chunk_out = False
         if resp.framing == http1.UNTIL_CLOSE:
             if req.version >= 11 and not closing:
-                resp.headers.append(["transfer-encoding", "chunked"])
+                resp.add("transfer-encoding", "chunked")
                 chunk_out = True
             else:
                 closing = True

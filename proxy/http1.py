@@ -52,7 +52,9 @@ class IncompleteHead(Exception):
 class Message:
     """A parsed head, as text (latin-1, byte for byte). `headers` is a list of
     [lower-case name, value] pairs in arrival order (tuples in requests parsed the plain
-    way, whose pairs a memo shares: replace a pair rather than change it). `origin`:
+    way and in messages from a memo, whose pairs it shares: replace a pair rather than
+    change it, and clear `origin` when changing the list other than through the methods
+    below). `origin`:
     the memo's template this message is an unchanged copy of (changing the headers
     through the methods below, or replacing a pair, sets it to None); a template keeps
     the heads serialize_request wrote for it in `wire`."""
@@ -349,7 +351,8 @@ _MEMO_SIZE = 512
 _MEMO_HEAD = 2048
 _REQ_MEMO: dict[bytes, Message] = {}
 _REQ_SEEN: set[bytes] = set()
-_RESP_MEMO: dict[bytes, tuple | None] = {}
+_RESP_MEMO: dict[bytes, tuple | None] = {}         # canonical_response's
+_RESP_MSG_MEMO: dict[bytes, Message] = {}          # parse_response's
 # the last head found in each memo, compared in place first (no key to build): a head
 # ends at its first CRLFCRLF, so a buffer starting with it holds that very head
 _last_req: tuple = (None, None)
@@ -502,6 +505,30 @@ def _parse_request(buf, start: int) -> Message | None:
 
 def parse_response(buf: bytearray | bytes, start: int, request_method: str) -> Message | None:
     """Parse one response head from buf[start:]. None = incomplete. Raises BadMessage."""
+    if request_method == "HEAD":            # (the memo holds answers to other methods)
+        return _parse_response(buf, start, request_method)
+    end = buf.find(b"\r\n\r\n", start) + 4
+    if end < 4 or end - start > _MEMO_HEAD:
+        return _parse_response(buf, start, request_method)
+    key = bytes(buf[start:end])
+    known = _RESP_MSG_MEMO.get(key)
+    if known is None:
+        msg = _parse_response(buf, start, request_method)
+        if msg is None or msg.head_len != end - start:
+            return msg
+        # the head ends at its first CRLFCRLF: the message depends on `key` alone
+        known = msg.copy()
+        known.headers = [tuple(h) for h in msg.headers]
+        if len(_RESP_MSG_MEMO) >= _MEMO_SIZE:
+            _RESP_MSG_MEMO.clear()
+        _RESP_MSG_MEMO[key] = known
+        return msg
+    msg = known.copy()
+    msg.origin = known
+    return msg
+
+
+def _parse_response(buf, start: int, request_method: str) -> Message | None:
     m = _PLAIN_RESP.match(buf, start)
     if m is not None and m.end() - start <= MAX_HEAD:
         msg = Message()
@@ -713,6 +740,19 @@ def _serialize_request(msg: Message, extra, close: bool) -> bytes:
 
 def serialize_response(msg: Message, conn_header: str | None) -> bytes:
     """Response head for the client. conn_header: "close", "keep-alive" or None."""
+    origin = msg.origin
+    if origin is not None:                      # an unchanged copy of a memo's head
+        wire = origin.wire
+        if wire is None:
+            wire = origin.wire = {}
+        head = wire.get(conn_header)
+        if head is None:
+            head = wire[conn_header] = _serialize_response(origin, conn_header)
+        return head
+    return _serialize_response(msg, conn_header)
+
+
+def _serialize_response(msg: Message, conn_header: str | None) -> bytes:
     parts = ["HTTP/1.1 %d " % msg.status, msg.reason, "\r\n"]
     keep_connection = msg.status == 101
     for name, value in msg.headers:
