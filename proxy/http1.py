@@ -357,13 +357,26 @@ _RESP_MSG_MEMO: dict[bytes, Message] = {}          # parse_response's
 # ends at its first CRLFCRLF, so a buffer starting with it holds that very head
 _last_req: tuple = (None, None)
 _last_resp: tuple = (None, None)
+# when request heads do not repeat (256 misses in a row), the request memo is left aside
+# for the next 4096 heads: its look-ups would only cost
+_req_misses = 0
+_req_memo_off = 0
 
 
 def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
     """Parse one request head from buf[start:]. None = incomplete. Raises BadMessage."""
-    global _last_req
+    global _last_req, _req_misses, _req_memo_off
+    if _req_memo_off:
+        _req_memo_off -= 1
+        end = buf.find(b"\r\n\r\n", start) + 4
+        if 3 < end and end - start <= MAX_HEAD:
+            msg = _plain_request(bytes(buf[start:end]))
+            if msg is not None:
+                return msg
+        return _parse_request(buf, start)
     last_key, known = _last_req
     if last_key is not None and buf.startswith(last_key, start):
+        _req_misses = 0
         msg = known.copy()
         msg.origin = known
         return msg
@@ -372,10 +385,15 @@ def parse_request(buf: bytearray | bytes, start: int = 0) -> Message | None:
         key = bytes(buf[start:end])
         known = _REQ_MEMO.get(key)
         if known is not None:
+            _req_misses = 0
             _last_req = (key, known)
             msg = known.copy()
             msg.origin = known
             return msg
+        _req_misses += 1
+        if _req_misses >= 256:
+            _req_misses = 0
+            _req_memo_off = 4096
         msg = _plain_request(key) if end - start <= MAX_HEAD else None
         if msg is None:
             msg = _parse_request(buf, start)
