@@ -1,6 +1,6 @@
 """edgestick proxy vs HAProxy 2.6 on seed configuration 3, measured in the same run.
 
-    python -m bench.proxy [--duration S] [--connections N]
+    python -m bench.proxy [--duration S] [--connections N] [--floor] [--heads same|varied]
 
 Both proxies run the same configuration (seed 3: track-sc0 src, deny 429 over 100
 requests per 10 s) in front of the same backend (a HAProxy `http-request return`
@@ -11,6 +11,9 @@ threshold raised out of reach, so every request is tracked, evaluated and forwar
 each with keep-alive and with one connection per request. HAProxy runs with
 `nbthread 1`, so both proxies use at most one core: requests per CPU second (CPU time
 of the proxy process from /proc, user + system) is the fair comparison on a shared box.
+`--heads varied` sends every request with its own path and X-Request-Id
+(bench/wrk-varied.lua), as a stream of real clients would: nothing a proxy worked out for
+an earlier head can be reused (edgestick memoises repeated heads).
 """
 from __future__ import annotations
 
@@ -97,10 +100,15 @@ def _ms(text: str) -> float:
     return v / 1000 if unit == "us" else (v * 1000 if unit == "s" else v)
 
 
-def run_wrk(port: int, duration: int, conns: int, close: bool) -> dict:
+VARIED_SCRIPT = ROOT / "bench" / "wrk-varied.lua"
+
+
+def run_wrk(port: int, duration: int, conns: int, close: bool, varied: bool = False) -> dict:
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     if close:
         argv += ["-H", "Connection: close"]
+    if varied:
+        argv += ["-s", str(VARIED_SCRIPT)]
     argv.append(f"http://127.0.0.1:{port}/")
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
@@ -145,9 +153,10 @@ def measure(kind: str, limit: int, close: bool, args, tmp: Path, backend_port: i
     proc = start(kind, CONFIG.format(port=port, limit=limit, backend=backend_port), tmp, port, floor_args)
     try:
         # warm-up (and, for "mostly denied", get past the first 100 requests)
-        run_wrk(port, 1, 4, close)
+        varied = args.heads == "varied"
+        run_wrk(port, 1, 4, close, varied)
         cpu0 = cpu_seconds(proc.pid)
-        res = run_wrk(port, args.duration, args.connections, close)
+        res = run_wrk(port, args.duration, args.connections, close, varied)
         res["cpu"] = cpu_seconds(proc.pid) - cpu0
         res["per_cpu"] = res["requests"] / res["cpu"] if res["cpu"] > 0 else float("nan")
         return res
@@ -161,6 +170,8 @@ def main(argv=None) -> int:
     ap.add_argument("--connections", type=int, default=32, help="wrk connections")
     ap.add_argument("--floor", action="store_true",
                     help="also measure bench/python_floor.py (a bare uvloop relay / fixed 429)")
+    ap.add_argument("--heads", choices=("same", "varied"), default="same",
+                    help="varied: a new path and X-Request-Id on every request (bench/wrk-varied.lua)")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench/proxy.py needs wrk (scripts/setup-host.sh installs it)", file=sys.stderr)
@@ -180,7 +191,8 @@ def main(argv=None) -> int:
         stop(backend)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"edgestick proxy vs HAProxy 2.6 (nbthread 1), seed config 3, wrk -t1 "
-          f"-c{args.connections} -d{args.duration}s, backend: HAProxy 'return' listener")
+          f"-c{args.connections} -d{args.duration}s, backend: HAProxy 'return' listener, "
+          f"heads: {args.heads}")
     hdr = (f"{'scenario':<16}{'conn':<11}{'proxy':<10}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
            f"{'CPU s':>7}{'req/CPU s':>11}{'non-2xx':>9}")
     print(hdr)
