@@ -1,6 +1,7 @@
 """edgestick proxy vs HAProxy 2.6 on seed configuration 3, measured in the same run.
 
     python -m bench.proxy [--duration S] [--connections N] [--floor] [--heads same|varied]
+    python -m bench.proxy --in-process [--heads same|varied]
 
 Both proxies run the same configuration (seed 3: track-sc0 src, deny 429 over 100
 requests per 10 s) in front of the same backend (a HAProxy `http-request return`
@@ -14,6 +15,10 @@ of the proxy process from /proc, user + system) is the fair comparison on a shar
 `--heads varied` sends every request with its own path and X-Request-Id
 (bench/wrk-varied.lua), as a stream of real clients would: nothing a proxy worked out for
 an earlier head can be reused (edgestick memoises repeated heads).
+
+`--in-process`: edgestick's Python alone, µs per request: the frontend built from the
+same configuration, fake transports, the client's and the server's `data_received`
+called in a loop (the data-callback paths of proxy/frontend.py; no kernel, no loop turn).
 """
 from __future__ import annotations
 
@@ -164,6 +169,101 @@ def measure(kind: str, limit: int, close: bool, args, tmp: Path, backend_port: i
         stop(proc)
 
 
+# ---- --in-process: the proxy's Python per request, without sockets
+
+class _FakeTransport:
+    """Just what proxy/frontend.py and proxy/backend.py call on a transport."""
+
+    def __init__(self, proto, peer):
+        self.proto, self.peer, self.out, self.closed = proto, peer, [], False
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": self.peer, "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def write(self, data):
+        self.out.append(data)
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.proto.connection_lost(None)
+
+    abort = close
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+async def _in_process(limit: int, close: bool, varied: bool, n: int, tmp: Path) -> float:
+    import asyncio
+    from edgestick.proxy import backend as be_mod
+    from edgestick.proxy import config as config_mod
+    from edgestick.proxy import main as main_mod
+    from edgestick.proxy.frontend import ClientConn
+    path = tmp / "in-process.cfg"
+    path.write_text(CONFIG.format(port=8080, limit=limit, backend=8081))
+    proc = main_mod.ProxyProcess([str(path)])
+    proc.cfg, _ = config_mod.load_config(proc.paths, None)
+    proc.tables, proc.table_decls, proc.backends, proc.frontends = proc._build(proc.cfg)
+    fe, loop = proc.frontends[0], asyncio.get_running_loop()
+    srv = proc.backends["app_servers"].servers[0]
+    server = be_mod.ServerConn(srv)
+    server.connection_made(_FakeTransport(server, ("127.0.0.1", 8081)))
+    srv.all_conns.add(server)
+    srv.idle.append(server)
+    to_server = server.transport.out
+    response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
+    extra = b"Connection: close\r\n" if close else b""
+    count = 0
+
+    def request() -> bytes:
+        nonlocal count
+        count += 1
+        if varied:                      # as bench/wrk-varied.lua
+            return (b"GET /item/%d HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: edgestick-bench"
+                    b"\r\nX-Request-Id: %d\r\n%s\r\n" % (count, count, extra))
+        return b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n%s\r\n" % extra
+
+    client = None
+
+    def run(k: int):
+        nonlocal client
+        for i in range(k):
+            if close or client is None:
+                client = ClientConn(fe, False, False, loop)
+                client.connection_made(_FakeTransport(client, ("127.0.0.1", 40000 + i % 20000)))
+            client.data_received(request())
+            if to_server:               # forwarded: the server answers
+                to_server.clear()
+                server.data_received(response)
+            if not client.transport.out:
+                raise RuntimeError("no response")
+            client.transport.out.clear()
+
+    run(300)                            # warm-up (past the 100 requests of the limit)
+    t0 = time.perf_counter()
+    run(n)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def in_process(args) -> int:
+    import uvloop
+    tmp = Path(tempfile.mkdtemp(prefix="edgestick-bench-"))
+    print(f"edgestick proxy, Python per request in-process (best of 3 x 30000), heads: {args.heads}")
+    try:
+        for label, limit in (("nothing denied", 1_000_000_000), ("mostly denied", 100)):
+            for mode, close in (("keep-alive", False), ("close", True)):
+                us = min(uvloop.run(_in_process(limit, close, args.heads == "varied", 30000, tmp))
+                         for _ in range(3))
+                print(f"{label:<16}{mode:<11}{us:7.2f} us")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=8, help="seconds per measurement")
@@ -172,7 +272,11 @@ def main(argv=None) -> int:
                     help="also measure bench/python_floor.py (a bare uvloop relay / fixed 429)")
     ap.add_argument("--heads", choices=("same", "varied"), default="same",
                     help="varied: a new path and X-Request-Id on every request (bench/wrk-varied.lua)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="edgestick's Python per request only (fake transports, no wrk)")
     args = ap.parse_args(argv)
+    if args.in_process:
+        return in_process(args)
     if shutil.which("wrk") is None:
         print("bench/proxy.py needs wrk (scripts/setup-host.sh installs it)", file=sys.stderr)
         return 2
