@@ -798,16 +798,22 @@ for _n in ("sc_server_id", "sc0_server_id", "sc1_server_id", "sc2_server_id"):
     del FETCHES[_n]
 
 
+def _slot_args(slot: Optional[int], args, cfg, name: str) -> int:
+    """The counter number of sc_tracked/sc_trackers (sc_* forms take it as their first
+    argument) after checking the optional table argument."""
+    args = list(args)
+    if slot is None:
+        if not args:
+            raise SampleError(f"fetch method '{name}' : missing stick counter number")
+        slot = _parse_slot(args.pop(0), name)
+    if args:
+        _table_ref(cfg, args[0], name)
+    return slot
+
+
 def _tracked_build(slot: Optional[int]):
     def build(args, cfg):
-        args = list(args)
-        s = slot
-        if s is None:
-            if not args:
-                raise SampleError("fetch method 'sc_tracked' : missing stick counter number")
-            s = _parse_slot(args.pop(0), "sc_tracked")
-        if args:
-            _table_ref(cfg, args[0], "sc_tracked")
+        s = _slot_args(slot, args, cfg, "sc_tracked")
         if s > 2:
             return lambda ctx: False
         return lambda ctx: ctx.sc[s] is not None
@@ -816,15 +822,7 @@ def _tracked_build(slot: Optional[int]):
 
 def _trackers_build(slot: Optional[int]):
     def build(args, cfg):
-        args = list(args)
-        s = slot
-        if s is None:
-            if not args:
-                raise SampleError("fetch method 'sc_trackers' : missing stick counter number")
-            s = _parse_slot(args.pop(0), "sc_trackers")
-        if args:
-            _table_ref(cfg, args[0], "sc_trackers")
-
+        s = _slot_args(slot, args, cfg, "sc_trackers")
         if s > 2:
             return lambda ctx: None
 
