@@ -1228,34 +1228,9 @@ class Parser:
             if opt in SERVER_NO_EFFECT:
                 self.warn(line, f"server option '{opt}' has no effect in edgestick (ignored)",
                           kw)
-            if opt in ("check", "backup", "disabled", "enabled", "non-stick", "send-proxy",
-                       "send-proxy-v2", "ssl", "no-check", "no-backup", "stick",
-                       "check-send-proxy", "check-ssl", "no-ssl", "agent-check", "no-agent-check",
-                       "tfo", "allow-0rtt", "no-send-proxy", "no-tfo", "check-via-socks4",
-                       "no-check-ssl", "ssl-reuse", "no-ssl-reuse", "tls-tickets",
-                       "no-tls-tickets", "force-sslv3", "force-tlsv10", "force-tlsv11",
-                       "force-tlsv12", "force-tlsv13", "no-sslv3", "no-tlsv10", "no-tlsv11",
-                       "no-tlsv12", "no-tlsv13"):
-                if opt == "check":
-                    srv.check = True
-                elif opt == "no-check":
-                    srv.check = False
-                elif opt == "backup":
-                    srv.backup = True
-                elif opt == "no-backup":
-                    srv.backup = False
-                elif opt == "disabled":
-                    srv.disabled = True
-                elif opt == "enabled":
-                    srv.disabled = False
-                elif opt == "non-stick":
-                    srv.non_stick = True
-                elif opt == "stick":
-                    srv.non_stick = False
-                elif opt in ("send-proxy", "send-proxy-v2"):
-                    srv.send_proxy = True
-                elif opt == "ssl":
-                    srv.ssl = True
+            if opt in SERVER_SWITCHES:      # options without an argument
+                if opt in SERVER_FLAGS:
+                    setattr(srv, *SERVER_FLAGS[opt])
                 i += 1
                 continue
             if i + 1 >= len(words):
@@ -1930,6 +1905,18 @@ BIND_NO_EFFECT = {"name", "id", "nice", "process", "thread", "interface", "mss",
                   "strict-sni", "expose-fd", "curves", "ecdhe", "sigalgs", "client-sigalgs",
                   "ciphersuites"}
 
+# Server options without an argument; SERVER_FLAGS: the ones that set a Server attribute
+# (those in SERVER_UNSUPPORTED are refused before, the rest are accepted as they are).
+SERVER_FLAGS = {"check": ("check", True), "no-check": ("check", False),
+                "backup": ("backup", True), "no-backup": ("backup", False),
+                "disabled": ("disabled", True), "enabled": ("disabled", False),
+                "non-stick": ("non_stick", True), "stick": ("non_stick", False)}
+SERVER_SWITCHES = set(SERVER_FLAGS) | {
+    "send-proxy", "send-proxy-v2", "ssl", "check-send-proxy", "check-ssl", "no-ssl",
+    "agent-check", "no-agent-check", "tfo", "allow-0rtt", "no-send-proxy", "no-tfo",
+    "check-via-socks4", "no-check-ssl", "ssl-reuse", "no-ssl-reuse", "tls-tickets",
+    "no-tls-tickets", "force-sslv3", "force-tlsv10", "force-tlsv11", "force-tlsv12",
+    "force-tlsv13", "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13"}
 SERVER_VALUED = {"inter", "fastinter", "downinter", "rise", "fall", "weight", "cookie", "id",
                  "maxconn", "maxqueue", "minconn", "port", "addr", "slowstart", "sni", "verify",
                  "ca-file", "crt", "alpn", "check-sni", "check-alpn", "resolvers",

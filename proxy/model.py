@@ -107,8 +107,6 @@ class Server:
     maxconn: int = 0                     # 0 = unlimited
     maxqueue: int = 0
     non_stick: bool = False
-    send_proxy: bool = False
-    ssl: bool = False
     slowstart_ms: int = 0
     where: Where = field(default_factory=Where)
 

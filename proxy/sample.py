@@ -395,14 +395,7 @@ def _hdr_typed(name: str, conv, out: str, side, split: bool = True):
 
 
 def _as_ip(text: str):
-    t = text.strip()
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(fam, t)
-            return t
-        except OSError:
-            pass
-    return None
+    return _ip_text(text.strip())
 
 
 def _as_int(text: str):
@@ -908,6 +901,7 @@ _NO_CAST = {("bool", "ip"), ("bin", "int"), ("bin", "ip"), ("bin", "bool"), ("me
 
 
 def _ip_text(v: str):
+    """v when it is an IPv4 or IPv6 address as written, else None."""
     for fam in (socket.AF_INET, socket.AF_INET6):
         try:
             socket.inet_pton(fam, v)
