@@ -16,6 +16,22 @@ UP, DOWN, MAINT = "UP", "DOWN", "MAINT"
 _LINGER_RST = struct.pack("ii", 1, 0)
 
 
+def set_linger_rst(sock) -> None:
+    """SO_LINGER 0: the close that follows sends a RST instead of a FIN (HAProxy's
+    abort of a rejected connection, and of a health check once its verdict is known)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+    except OSError:
+        pass
+
+
+def abort_with_reset(transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        set_linger_rst(sock)
+    transport.abort()
+
+
 # --------------------------------------------------------------------------- server connections
 
 READ_HIGH_WATER = 1 << 20          # bytes buffered from a peer before reading pauses
@@ -154,13 +170,7 @@ class ServerConn(Endpoint):
         t = self.transport
         if t is not None:
             if reset:
-                sock = t.get_extra_info("socket")
-                if sock is not None:
-                    try:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-                    except OSError:
-                        pass
-                t.abort()
+                abort_with_reset(t)
             else:
                 t.close()
 
@@ -665,11 +675,7 @@ async def _check_once(backend: Backend, srv: ServerState, timeouts: dict) -> boo
         srv.check_status = "L7OK" if ok else "L7STS"
         return ok
     finally:
-        # Like HAProxy: no graceful close, a reset once the verdict is known.
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-        except OSError:
-            pass
+        set_linger_rst(sock)        # like HAProxy: a reset once the verdict is known
         sock.close()
 
 

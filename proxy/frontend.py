@@ -1,8 +1,8 @@
 """Frontends at run time: the accept loop and the per-connection / per-request flow.
 
 Order of events follows HAProxy 2.6 (reference §3, §4, §8):
-  accept → tcp-request connection rules (reject, session-level track-sc) → session
-  accepted (sess_cnt) → tcp-request session rules → for each request: head parsed
+  accept → tcp-request connection rules (reject, session-level track-sc) →
+  tcp-request session rules → session accepted (sess_cnt) → for each request: head parsed
   (400 + close on malformed input, 408 on `timeout http-request`) → stream starts with
   a copy of the session's trackers → tcp-request content rules → http_req +1 on every
   tracker → http-request rules in order (track-sc adds its own http_req +1; deny /
@@ -31,8 +31,6 @@ from . import http1
 from .backend import Backend, ServerState
 from .sample import Context, compile_expr
 from edgestick.freq_ctr import now_ms
-
-_LINGER_RST = be_mod._LINGER_RST
 
 
 class ClientConn(be_mod.Endpoint):
@@ -118,16 +116,8 @@ class ClientConn(be_mod.Endpoint):
             self.transport.close()
 
     def reset(self):
-        t = self.transport
-        if t is None:
-            return
-        sock = t.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-            except OSError:
-                pass
-        t.abort()
+        if self.transport is not None:
+            be_mod.abort_with_reset(self.transport)
 
 
 def _listen_socket(bind, port: int) -> socket.socket:
@@ -357,6 +347,8 @@ class Frontend:
             r.action not in ("tarpit", "use-service") for r in model.http_request)
         self.forwardfor = model.options.forwardfor
         # new connections without connection-level rules start without a coroutine
+        # a connection becomes a session (stot) once these rules and a PROXY header pass
+        self.session_gate = bool(model.tcp_request_connection or model.tcp_request_session)
         self.late_start = (self.fast_ok and not model.tcp_request_connection
                            and not model.tcp_request_session)
         self.fast_cb = self.fast        # (one bound method for every connection)
@@ -409,7 +401,8 @@ class Frontend:
     def _start(self, c: ClientConn):
         st = self.stats
         st.scur += 1
-        st.stot += 1
+        if not (self.session_gate or c.expect_proxy):
+            st.stot += 1                # else once the session is accepted (serve)
         if st.scur > st.smax:
             st.smax = st.scur
         self.proc.cur_conns += 1
@@ -489,9 +482,10 @@ class Frontend:
             if c.expect_proxy and not await self._proxy_header(c):
                 c.reset()                   # HAProxy aborts such connections
                 return
-            if model.tcp_request_connection or model.tcp_request_session:
-                if not self._session_rules(c, sess_sc):
-                    return
+            if self.session_gate and not self._session_rules(c, sess_sc):
+                return
+            if self.session_gate or c.expect_proxy:
+                self.stats.stot += 1    # a session, as HAProxy counts them (stot)
             while not c.closed:
                 keep = await self._one_request(c, sess_sc, first)
                 first = False
@@ -532,43 +526,39 @@ class Frontend:
 
     def _connection_rules(self, c: ClientConn, sess_sc) -> bool:
         """tcp-request connection rules (on the real addresses); False: rejected."""
+        return self._tcp_rules(c, sess_sc, self.model.tcp_request_connection, False)
+
+    def _session_rules(self, c: ClientConn, sess_sc) -> bool:
+        """tcp-request session rules; a session they accept counts for every
+        session-level tracker (sess_cnt/sess_rate, after the rules, as HAProxy's
+        session_count_new: the rules see the count before this session, and a rejected
+        session does not count)."""
+        if not self._tcp_rules(c, sess_sc, self.model.tcp_request_session, True):
+            return False
+        for t in sess_sc:
+            if t is not None:
+                t[0].count_session(t[1])
+        return True
+
+    def _tcp_rules(self, c: ClientConn, sess_sc, rules, session: bool) -> bool:
+        """`tcp-request connection` (session=False) or `session` rules in order; False:
+        rejected (dcon / dses)."""
         ctx = self._ctx(c, sess_sc)
-        for rule in self.model.tcp_request_connection:
+        for rule in rules:
             if rule.cond is not None and not rule.cond(ctx):
                 continue
             act = rule.action
             if act == "accept":
                 break
             if act == "reject":
-                self.stats.dcon += 1
+                if session:
+                    self.stats.dses += 1
+                else:
+                    self.stats.dcon += 1
                 c.reset()
                 return False
             if act == "track-sc":
                 self._track(rule, ctx, sess_sc, None)
-            else:
-                self._counter_action(rule, ctx)
-        return True
-
-    def _session_rules(self, c: ClientConn, sess_sc) -> bool:
-        """The session is accepted (sess_cnt), then tcp-request session rules."""
-        ctx = self._ctx(c, sess_sc)
-        for t in sess_sc:
-            if t is not None:
-                t[0].count_session(t[1])
-        for rule in self.model.tcp_request_session:
-            if rule.cond is not None and not rule.cond(ctx):
-                continue
-            act = rule.action
-            if act == "accept":
-                break
-            if act == "reject":
-                self.stats.dses += 1
-                c.reset()
-                return False
-            if act == "track-sc":
-                if self._track(rule, ctx, sess_sc, None):
-                    t = sess_sc[rule.track.slot]
-                    t[0].count_session(t[1])
             else:
                 self._counter_action(rule, ctx)
         return True

@@ -103,7 +103,8 @@ def test_tcp_request_connection_reject(deny_pair):
 
 def test_frontend_counters_like_haproxy(deny_pair):
     h, e = deny_pair
-    cols = ("dreq", "dcon", "ereq", "hrsp_2xx", "hrsp_4xx", "hrsp_5xx", "req_tot", "intercepted")
+    cols = ("dreq", "dcon", "ereq", "hrsp_2xx", "hrsp_4xx", "hrsp_5xx", "req_tot", "intercepted",
+            "stot")
 
     def stat(p, name):
         lines = p.cli("show stat").decode().splitlines()
@@ -190,6 +191,61 @@ def test_counter_increment_points_like_haproxy(private_tmp, haproxy_bin):
             time.sleep(0.2)
             for t in tables:
                 assert mask_table(e.cli(f"show table {t}")) == mask_table(h.cli(f"show table {t}"))
+    finally:
+        b.kill()
+
+
+SESSION_RULES = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend f
+    bind 127.0.0.1:{FE}
+    stick-table type ip size 1k expire 1m store conn_cnt,conn_cur,sess_cnt,sess_rate(10s),http_req_cnt
+    tcp-request connection track-sc0 src
+    tcp-request session track-sc1 src table t_sess
+    tcp-request session reject if { sc1_sess_cnt gt 3 }
+    default_backend b
+backend t_sess
+    stick-table type ip size 1k expire 1m store sess_cnt,conn_cnt,conn_cur
+backend b
+    server s1 127.0.0.1:{S1}
+"""
+
+
+def test_tcp_request_session_rules_like_haproxy(private_tmp, haproxy_bin):
+    """A connection-level tracker counts the accepted session (sess_cnt), a session-level
+    track counts its own session and connection, and a session reject ends the
+    connection with a reset, counted as a denied session (dses), not a denied
+    connection (dcon); the tables and counters read as HAProxy's."""
+    b = Backends(["s1"]).start()
+    try:
+        with both(SESSION_RULES, b, private_tmp, haproxy_bin) as (h, e):
+            seen = []
+            for p in (h, e):
+                # a reset reads as b"" or b"<reset>", depending on when it lands
+                seen.append([raw_exchange(p.port, b"GET / HTTP/1.1\r\nHost: a\r\n"
+                                          b"Connection: close\r\n\r\n", 2.0)[:12] or b"<reset>"
+                             for _ in range(6)])
+            assert seen[0] == [b"HTTP/1.1 200"] * 3 + [b"<reset>"] * 3
+            assert seen[1] == seen[0]
+            time.sleep(0.2)         # the last connections' ends are counted
+            for t in ("f", "t_sess"):
+                assert mask_table(e.cli(f"show table {t}")) == mask_table(h.cli(f"show table {t}"))
+
+            def stat(p):
+                lines = p.cli("show stat").decode().splitlines()
+                head = lines[0][2:].split(",")
+                row = next(line.split(",") for line in lines[1:]
+                           if line.startswith("f,FRONTEND,"))
+                return {c: row[head.index(c)] for c in ("dcon", "dses", "stot", "req_tot")}
+            assert stat(e) == stat(h)
+            assert stat(h)["dses"] == "3"
     finally:
         b.kill()
 
