@@ -600,6 +600,16 @@ def _parse_index(text: str, name: str) -> int:
     return int(text)
 
 
+def _take_index(args: list, array: bool, what: str, name: str) -> int:
+    """The array index that the gpc/gpt array forms take first (removed from `args`);
+    0 for the other forms. `what`: "fetch method 'x'" or "converter 'x'"."""
+    if not array:
+        return 0
+    if not args:
+        raise SampleError(f"{what} : missing array index")
+    return _parse_index(args.pop(0), name)
+
+
 def _table_ref(cfg, name: Optional[str], fetch: str) -> Optional[str]:
     """Record a table a fetch needs (None: the table of the proxy holding the rule), to be
     checked once the whole configuration is known."""
@@ -738,11 +748,7 @@ def _sc_fetch(prefix_slot: Optional[int], suffix: str, array: bool):
 
     def build(args, cfg):
         args = list(args)
-        idx = 0
-        if array:
-            if not args:
-                raise SampleError(f"fetch method '{fname}' : missing array index")
-            idx = _parse_index(args.pop(0), fname)
+        idx = _take_index(args, array, f"fetch method '{fname}'", fname)
         if prefix_slot is None:
             if not args:
                 raise SampleError(f"fetch method '{fname}' : missing stick counter number")
@@ -762,11 +768,7 @@ def _src_fetch(suffix: str, array: bool):
 
     def build(args, cfg):
         args = list(args)
-        idx = 0
-        if array:
-            if not args:
-                raise SampleError(f"fetch method '{fname}' : missing array index")
-            idx = _parse_index(args.pop(0), fname)
+        idx = _take_index(args, array, f"fetch method '{fname}'", fname)
         if len(args) > 1:
             raise SampleError(f"fetch method '{fname}' : too many arguments")
         table = _table_ref(cfg, args[0] if args else None, fname)
@@ -1116,11 +1118,7 @@ def _table_conv(suffix: str, array: bool):
 
     def build(args, cfg, inner):
         args = list(args)
-        idx = 0
-        if array:
-            if not args:
-                raise SampleError(f"converter '{name}' : missing array index")
-            idx = _parse_index(args.pop(0), name)
+        idx = _take_index(args, array, f"converter '{name}'", name)
         if len(args) > 1:
             raise SampleError(f"converter '{name}' : too many arguments")
         tname = _table_ref(cfg, args[0] if args else None, name)
