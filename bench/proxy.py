@@ -1,6 +1,6 @@
 """edgestick proxy vs HAProxy 2.6 on seed configuration 3, measured in the same run.
 
-    python -m bench.proxy [--duration S] [--connections N] [--floor] [--heads same|varied]
+    python -m bench.proxy [--duration S] [--connections N] [--floor] [--heads same|varied] [--load F]
     python -m bench.proxy --in-process [--heads same|varied]
 
 Both proxies run the same configuration (seed 3: track-sc0 src, deny 429 over 100
@@ -13,8 +13,17 @@ each with keep-alive and with one connection per request. HAProxy runs with
 `nbthread 1`, so both proxies use at most one core: requests per CPU second (CPU time
 of the proxy process from /proc, user + system) is the fair comparison on a shared box.
 `--heads varied` sends every request with its own path and X-Request-Id
-(bench/wrk-varied.lua), as a stream of real clients would: nothing a proxy worked out for
+(bench/wrk-client.lua), as a stream of real clients would: nothing a proxy worked out for
 an earlier head can be reused (edgestick memoises repeated heads).
+
+Each scenario is measured twice: saturated (wrk as fast as it can: the slower proxy is
+the bottleneck) and at an equal offered load (`--load F`, default 0.5: each wrk
+connection waits between requests so that both proxies are offered F times the lower of
+their saturated rates). Both matter on this 2-vCPU machine: in a closed loop the
+bottleneck's client sleeps between responses, so the bottleneck also pays for waking it
+(an inter-processor interrupt per wake-up; perf puts about a sixth of edgestick's CPU
+there with a new connection per request), which the faster proxy, whose client never
+sleeps, does not. At an equal load both pay the same.
 
 `--in-process`: edgestick's Python alone, µs per request: the frontend built from the
 same configuration, fake transports, the client's and the server's `data_received`
@@ -105,17 +114,22 @@ def _ms(text: str) -> float:
     return v / 1000 if unit == "us" else (v * 1000 if unit == "s" else v)
 
 
-VARIED_SCRIPT = ROOT / "bench" / "wrk-varied.lua"
+WRK_SCRIPT = ROOT / "bench" / "wrk-client.lua"
+PACE_MS = 2         # --load: each connection's wait before a request
 
 
-def run_wrk(port: int, duration: int, conns: int, close: bool, varied: bool = False) -> dict:
-    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+def run_wrk(port: int, duration: int, conns: int, close: bool, varied: bool = False,
+            delay_ms: int | None = None) -> dict:
+    """wrk's figures; `delay_ms`: each connection waits that long before each request."""
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s",
+            "-s", str(WRK_SCRIPT)]
     if close:
         argv += ["-H", "Connection: close"]
-    if varied:
-        argv += ["-s", str(VARIED_SCRIPT)]
     argv.append(f"http://127.0.0.1:{port}/")
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    env = dict(os.environ, BENCH_HEADS="varied" if varied else "same")
+    if delay_ms is not None:
+        env["BENCH_DELAY_MS"] = str(delay_ms)
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
     res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
            "requests": int(re.search(r"(\d+) requests in", out).group(1))}
     for pct in ("50", "99"):
@@ -151,7 +165,8 @@ def stop(proc: subprocess.Popen):
         proc.wait()
 
 
-def measure(kind: str, limit: int, close: bool, args, tmp: Path, backend_port: int) -> dict:
+def measure(kind: str, limit: int, close: bool, args, tmp: Path, backend_port: int,
+            delay_ms: int | None = None, conns: int | None = None) -> dict:
     port = free_port()
     # the floor relays everything, or denies everything, as the scenario mostly does
     floor_args = ["--deny"] if limit < 1000 else ["--relay", str(backend_port)]
@@ -161,7 +176,7 @@ def measure(kind: str, limit: int, close: bool, args, tmp: Path, backend_port: i
         varied = args.heads == "varied"
         run_wrk(port, 1, 4, close, varied)
         cpu0 = cpu_seconds(proc.pid)
-        res = run_wrk(port, args.duration, args.connections, close, varied)
+        res = run_wrk(port, args.duration, conns or args.connections, close, varied, delay_ms)
         res["cpu"] = cpu_seconds(proc.pid) - cpu0
         res["per_cpu"] = res["requests"] / res["cpu"] if res["cpu"] > 0 else float("nan")
         return res
@@ -222,7 +237,7 @@ async def _in_process(limit: int, close: bool, varied: bool, n: int, tmp: Path) 
     def request() -> bytes:
         nonlocal count
         count += 1
-        if varied:                      # as bench/wrk-varied.lua
+        if varied:                      # as bench/wrk-client.lua
             return (b"GET /item/%d HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: edgestick-bench"
                     b"\r\nX-Request-Id: %d\r\n%s\r\n" % (count, count, extra))
         return b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n%s\r\n" % extra
@@ -271,7 +286,10 @@ def main(argv=None) -> int:
     ap.add_argument("--floor", action="store_true",
                     help="also measure bench/python_floor.py (a bare uvloop relay / fixed 429)")
     ap.add_argument("--heads", choices=("same", "varied"), default="same",
-                    help="varied: a new path and X-Request-Id on every request (bench/wrk-varied.lua)")
+                    help="varied: a new path and X-Request-Id on every request (bench/wrk-client.lua)")
+    ap.add_argument("--load", type=float, default=0.5,
+                    help="also measure both proxies offered this fraction of the lower of "
+                         "their saturated rates (0: saturated only)")
     ap.add_argument("--in-process", action="store_true",
                     help="edgestick's Python per request only (fake transports, no wrk)")
     args = ap.parse_args(argv)
@@ -283,7 +301,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="edgestick-bench-"))
     bport = free_port()
     backend = start("haproxy", BACKEND.format(port=bport), tmp, bport)
-    rows = []
+    rows, paced = [], []
     try:
         for label, limit in (("nothing denied", 1_000_000_000), ("mostly denied", 100)):
             for mode, close in (("keep-alive", False), ("close", True)):
@@ -291,6 +309,14 @@ def main(argv=None) -> int:
                 e = measure("edgestick", limit, close, args, tmp, bport)
                 f = measure("floor", limit, close, args, tmp, bport) if args.floor else None
                 rows.append((label, mode, h, e, f))
+                if args.load > 0:
+                    # wrk's delay is in whole ms: PACE_MS and as many connections as
+                    # the rate needs (the achieved rate is a little lower: latency adds)
+                    rate = args.load * min(h["rps"], e["rps"])
+                    conns = max(4, round(rate * PACE_MS / 1000))
+                    hp = measure("haproxy", limit, close, args, tmp, bport, PACE_MS, conns)
+                    ep = measure("edgestick", limit, close, args, tmp, bport, PACE_MS, conns)
+                    paced.append((label, mode, rate, conns, hp, ep))
     finally:
         stop(backend)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -313,6 +339,19 @@ def main(argv=None) -> int:
         if f is not None:
             print(f"{'':<27}ratio floor/haproxy: req per CPU s {f['per_cpu'] / h['per_cpu']:.2f}; "
                   f"edgestick/floor {e['per_cpu'] / f['per_cpu']:.2f}")
+    if paced:
+        print(f"\nAt an equal offered load ({args.load:g} x the lower saturated rate above; "
+              f"each wrk connection waits {PACE_MS} ms before each request, "
+              f"{', '.join(str(p[3]) for p in paced)} connections):")
+        paced_hdr = (f"{'scenario':<16}{'conn':<11}{'proxy':<10}{'offered':>9}{'req/s':>9}"
+                     f"{'p50 ms':>8}{'p99 ms':>8}{'CPU s':>7}{'req/CPU s':>11}")
+        print(paced_hdr)
+        print("-" * len(paced_hdr))
+        for label, mode, rate, conns, h, e in paced:
+            for name, r in (("haproxy", h), ("edgestick", e)):
+                print(f"{label:<16}{mode:<11}{name:<10}{rate:>9.0f}{r['rps']:>9.0f}{r['p50']:>8.2f}"
+                      f"{r['p99']:>8.2f}{r['cpu']:>7.2f}{r['per_cpu']:>11.0f}")
+            print(f"{'':<27}ratio edgestick/haproxy: req per CPU s {e['per_cpu'] / h['per_cpu']:.2f}")
     return 0
 
 
