@@ -333,7 +333,10 @@ class Bridge:
             self._reported.add(key)
             log.error("%s", message)
 
-    def _dump(self, session: Session, table: str, report: CycleReport, filters: str = ""):
+    def _dump(self, session: Session, table: str, report: CycleReport, use: str, filters: str = ""):
+        """`show table` of an ip or ipv6 table: (header, entries), or (None, []) after
+        reporting (once) a failed dump or a table of another type. `use`: what it is
+        for ("mirror", "escalate", "share-bans"), and what the report names."""
         t0 = time.perf_counter()
         reply = session.command(f"show table {table}" + (f" {filters}" if filters else ""))
         report.dump_s += time.perf_counter() - t0
@@ -346,7 +349,13 @@ class Bridge:
             self._report_once(f"dump:{table}", f"show table {table}: {reply.strip() or 'no reply'}", report)
             return None, []
         self._reported.discard(f"dump:{table}")
-        return headers[0], entries
+        header = headers[0]
+        if header.type not in ("ip", "ipv6"):
+            need = "mirroring needs" if use == "mirror" else "bans need"
+            self._report_once(f"type:{table}", f"{use} {table}: the table's type is "
+                              f"{header.type}; {need} an ip or ipv6 table", report)
+            return None, []
+        return header, entries
 
     # -- mirror --
 
@@ -455,12 +464,8 @@ class Bridge:
         dumps = {}
         members: set[bytes] = set()
         for m in self.mirrors:
-            header, entries = self._dump(session, m.table, report)
+            header, entries = self._dump(session, m.table, report, "mirror")
             if header is None:
-                continue
-            if header.type not in ("ip", "ipv6"):
-                self._report_once(f"type:{m.table}", f"mirror {m.table}: the table's type is "
-                                  f"{header.type}; mirroring needs an ip or ipv6 table", report)
                 continue
             by_key = {e.key: e for e in entries}
             raw, v6_name = self._members(by_key)
@@ -574,13 +579,8 @@ class Bridge:
 
     def _abusers(self, session: Session, rule, report: CycleReport) -> list:
         cond = rule.condition
-        header, entries = self._dump(session, rule.table, report, f"data.{cond.metric} {cond.op} {cond.value}")
-        if header is None:
-            return []
-        if header.type not in ("ip", "ipv6"):
-            self._report_once(f"type:{rule.table}", f"escalate {rule.table}: the table's type is "
-                              f"{header.type}; bans need an ip or ipv6 table", report)
-            return []
+        _, entries = self._dump(session, rule.table, report, "escalate",
+                                f"data.{cond.metric} {cond.op} {cond.value}")
         return entries
 
     def _escalate(self, session: Session, rule, report: CycleReport) -> None:
@@ -621,12 +621,8 @@ class Bridge:
     def _share_bans(self, session: Session, report: CycleReport) -> None:
         """Learn the table's new entries as XDP bans, then publish the new local bans."""
         table, st = self.share, self.fleet
-        header, entries = self._dump(session, table, report)
+        header, entries = self._dump(session, table, report, "share-bans")
         if header is None:
-            return
-        if header.type not in ("ip", "ipv6"):
-            self._report_once(f"type:{table}", f"share-bans {table}: the table's type is "
-                              f"{header.type}; bans need an ip or ipv6 table", report)
             return
         now, wall = time.monotonic(), time.time()
         if st.started_at is None:

@@ -28,6 +28,8 @@ frontend http_front
     default_backend app
 backend app
     server s1 127.0.0.1:{S1}
+backend by_host
+    stick-table type string len 32 size 1k store http_err_rate(10s),xdp_drops
 """
 
 
@@ -92,3 +94,16 @@ def test_escalation_query_on_edgestick(edgestick):
     assert requests(edgestick.port, "127.0.0.4", "/", 10) == [200] * 10
     b = bridge(edgestick.sock, "    escalate http_front ban 10m if { http_err_rate gt 20 }\n")
     assert b.find_abusers(b.config.escalations[0]) == [("127.0.0.2", 25)]
+
+
+def test_a_table_not_keyed_by_address_is_reported_not_used(edgestick):
+    """Mirror and escalation need ip/ipv6 keys: another key type is an error of the
+    cycle (named with its use), and nothing is written or banned."""
+    b = bridge(edgestick.sock, "    mirror by_host\n"
+               "    escalate by_host ban 10m if { http_err_rate gt 0 }\n")
+    report = b.mirror_sources([SourceCounters("127.0.0.4", 1, 1, 1, 1)])
+    assert report.written == 0
+    assert report.errors == ["mirror by_host: the table's type is string; "
+                             "mirroring needs an ip or ipv6 table"]
+    assert b.find_abusers(b.config.escalations[0]) == []
+    assert show_table(RuntimeClient(edgestick.sock), "by_host") == []
