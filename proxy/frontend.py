@@ -1297,6 +1297,8 @@ class Frontend:
             for t in sc:
                 if t is not None:
                     t[0].inc_http_fail(t[1])
+        if bm.stick_rules:
+            self._store_response(backend, ctx, resp, stores)
         for table, key in stores:
             row = table.get_or_create(key)
             if row is not None:
@@ -1545,6 +1547,29 @@ class Frontend:
             stream.bytes_out += 5
             stream.frame_out += 5
         return False
+
+    def _store_response(self, backend, ctx, resp, stores: list) -> None:
+        """`stick store-response` rules, their fetches and conditions on the response:
+        (table, key) pairs join the request's stores (8 at most, one a table among the
+        response's), all committed with the server that answered."""
+        first = len(stores)
+        ctx.response, ctx.res_headers = True, resp.headers
+        try:
+            for rule in backend.model.stick_rules:
+                if rule.kind != "store-response":
+                    continue
+                if len(stores) >= 8:
+                    break
+                if rule.cond is not None and not rule.cond(ctx):
+                    continue
+                table = self.proc.tables.get(rule.table) if rule.table else backend.table
+                if table is None or any(t is table for t, _ in stores[first:]):
+                    continue
+                key = rule.expr(ctx)
+                if key is not None:
+                    stores.append((table, key))
+        finally:
+            ctx.response = False
 
     def _response_rules(self, c, req, resp, ctx, stream, backend) -> bool:
         """http-response rules (backend's first, then the frontend's); True = denied."""
