@@ -1480,7 +1480,7 @@ class Parser:
                               rule.args[1] not in ("str", "beg", "end", "sub", "reg")):
                 raise line.error(f"'{ctx_what}' : expects an optional '-m <method>'")
         elif action == "redirect" and not tcp:
-            rule.redirect = self.parse_redirect(line, args, ctx_what)
+            rule.redirect = self.parse_redirect(p, line, args, ctx_what)
             self.check_log_format(p, line, rule.redirect["value"], ctx_what)
         elif action == "capture" and not tcp:
             # logging only: the expression and length are checked, the action does nothing
@@ -1676,32 +1676,41 @@ class Parser:
                                  "with 'default-errorfiles' argument..")
         return reply
 
-    def parse_redirect(self, line: Line, args: Sequence[str], what: str) -> dict:
-        if len(args) < 2 or args[0] not in ("location", "prefix", "scheme"):
-            raise line.error(f"'{what}' expects 'location', 'prefix' or 'scheme' followed by "
-                             "a value")
-        r = {"type": args[0], "value": args[1], "code": 302, "drop_query": False,
+    def parse_redirect(self, p, line: Line, args: Sequence[str], what: str) -> dict:
+        """`redirect` options in any order, as HAProxy reads them (a repeated one: the
+        last wins); its messages."""
+        err = f"error detected in {p.kind} '{p.name}' while parsing '{what}' rule : "
+        r = {"type": None, "value": None, "code": 302, "drop_query": False,
              "append_slash": False, "set_cookie": None, "clear_cookie": None}
-        i = 2
+        i = 0
         while i < len(args):
             a = args[i]
-            if a == "code":
-                v = args[i + 1] if i + 1 < len(args) else ""
-                if v not in ("301", "302", "303", "307", "308"):
-                    raise line.error(f"'{what}': unsupported HTTP code '{v}' (expects 301, 302, "
-                                     "303, 307 or 308)")
-                r["code"] = int(v)
+            if a in ("location", "prefix", "scheme", "code", "set-cookie", "clear-cookie"):
+                if i + 1 >= len(args):
+                    raise line.error(err + f"missing argument for '{a}'.")
+                v = args[i + 1]
+                if a == "code":
+                    if v not in ("301", "302", "303", "307", "308"):
+                        raise line.error(err + f"'code': unsupported HTTP code '{v}' (must be "
+                                         "one of 301, 302, 303, 307 or 308).")
+                    r["code"] = int(v)
+                elif a in ("set-cookie", "clear-cookie"):
+                    r[a.replace("-", "_")] = v
+                else:
+                    r["type"], r["value"] = a, v
                 i += 2
             elif a in ("drop-query", "append-slash"):
                 r[a.replace("-", "_")] = True
                 i += 1
-            elif a in ("set-cookie", "clear-cookie"):
-                if i + 1 >= len(args):
-                    raise line.error(f"'{what}': '{a}' expects a value")
-                r[a.replace("-", "_")] = args[i + 1]
-                i += 2
+            elif a == "ignore-empty":
+                raise line.error(f"'{what}': 'ignore-empty' is not supported by edgestick")
             else:
-                raise line.error(f"'{what}': unknown keyword '{a}'")
+                raise line.error(err + "expects 'code', 'prefix', 'location', 'scheme', "
+                                 "'set-cookie', 'clear-cookie', 'drop-query', 'ignore-empty' or "
+                                 "'append-slash'")
+        if r["type"] is None:
+            raise line.error(err + "redirection type expected ('prefix', 'location', or "
+                             "'scheme').")
         return r
 
     def kw_capture(self, p, line):

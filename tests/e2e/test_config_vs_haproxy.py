@@ -279,6 +279,11 @@ defaults
      + "    option httpchk\n    http-check send meth GET uri /health ver HTTP/1.1 hdr Host x\n    http-check expect status 200\n"),
     ("http-check send after expect", INVALID, D + BE + "    option httpchk\n    http-check expect status 200\n"
      "    http-check send meth GET\n"),
+    ("redirect options in any order", VALID, D + FE + "    http-request redirect code 301 drop-query "
+     "location /x if { path /a }\n    http-request redirect prefix /p code 308 append-slash\n"),
+    ("redirect without a type", INVALID, D + FE + "    http-request redirect code 301\n"),
+    ("redirect without a code value", INVALID, D + FE + "    http-request redirect location /x code\n"),
+    ("redirect with an unknown word", INVALID, D + FE + "    http-request redirect location /x foo\n"),
     ("prometheus service", VALID, D + FE + "    http-request use-service prometheus-exporter if { path /metrics }\n"),
     ("more options", VALID, D + "listen l\n    bind :20990\n    option httplog clf\n"
      "    option http-restrict-req-hdr-names delete\n    option tcp-smart-accept\n"

@@ -266,6 +266,7 @@ frontend f1
     http-request redirect prefix /pre if { path_beg /p }
     http-request redirect prefix /pre2 drop-query append-slash if { path_beg /q }
     http-request redirect scheme https code 308 if { path /s }
+    http-request redirect code 301 drop-query prefix /any-order if { path_beg /o }
     http-request redirect location /c set-cookie A=1 if { path /ck }
     http-request redirect location /d clear-cookie B= if { path /clr }
     http-response set-header X-Resp yes
@@ -287,7 +288,7 @@ def redirect_pair(haproxy_bin):
         b.kill()
 
 
-@pytest.mark.parametrize("path", ["/loc", "/lf?x=1", "/p/x?y=1", "/q/a?y=1", "/s?z", "/ck",
+@pytest.mark.parametrize("path", ["/loc", "/lf?x=1", "/p/x?y=1", "/q/a?y=1", "/s?z", "/o/x?y=1", "/ck",
                                   "/clr", "/", "/?status=404"])
 def test_redirects_and_response_rules(redirect_pair, path):
     out = []
