@@ -620,8 +620,8 @@ class Frontend:
             if c.buf:
                 try:
                     req = http1.parse_request(c.buf)
-                except http1.BadMessage:
-                    self._bad_request(c, sess_sc, 400)
+                except http1.BadMessage as e:
+                    self._bad_request(c, sess_sc, e.status)
                     return None
                 if req is not None:
                     if req.framing == http1.CHUNKED and len(c.buf) > req.head_len:

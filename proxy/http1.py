@@ -33,7 +33,10 @@ MAX_HEADERS = 101          # tune.http.maxhdr
 MAX_HEAD = 15292           # largest head HAProxy 2.6 (bufsize 16384) accepted in our probe
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_REQ_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^ \t\r\n]+) HTTP/(\d)\.(\d)\Z")
+_REQ_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+)[ \t]+([^ \t\r\n]+)[ \t]+HTTP/(\d)\.(\d)\Z")
+# bytes HAProxy refuses in a request target: controls, DEL, non-ASCII, a fragment
+_BAD_TARGET = re.compile(r"[\x00-\x20\x7f-\xff#]")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _STATUS_LINE = re.compile(r"HTTP/(\d)\.(\d) (\d\d\d)(?: (.*))?\Z")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}\Z")
 
@@ -42,7 +45,13 @@ NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
 
 
 class BadMessage(Exception):
-    """The peer sent something HAProxy answers with 400 (or 502 for a server)."""
+    """The peer sent something HAProxy answers with 400 (or 502 for a server); `status`:
+    another answer HAProxy gives to some requests (422: a transfer coding besides
+    `chunked`)."""
+
+    def __init__(self, reason: str, status: int = 400):
+        super().__init__(reason)
+        self.status = status
 
 
 class IncompleteHead(Exception):
@@ -139,7 +148,16 @@ def find_head_end(buf: bytearray | bytes, start: int = 0) -> int:
     return j + 3 if j >= 0 else -1
 
 
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
 def _split_lines(head: str) -> list[str]:
+    """The head's lines; a folded header line (obs-fold) is joined to the one before it,
+    its CR and LF replaced by spaces (HAProxy's way: `a\\r\\n  b` reads `a    b`)."""
+    first, sep, rest = head.partition("\n")
+    if "\n " in rest or "\n\t" in rest:
+        rest = _FOLD.sub(lambda m: " " * len(m.group()), rest)
+        head = first + sep + rest
     if head.count("\n") == head.count("\r\n"):
         return head.split("\r\n")
     return [ln[:-1] if ln.endswith("\r") else ln for ln in head.split("\n")]
@@ -197,12 +215,17 @@ def _body_framing(msg: Message, special: dict, is_request: bool) -> None:
     te_values = special.get("transfer-encoding")
     cl_values = special.get("content-length")
     if te_values:
-        codings = [t.strip().lower() for v in te_values for t in v.split(",") if t.strip()]
+        listed = [t.strip().lower() for v in te_values for t in v.split(",")]
+        codings = [t for t in listed if t]
         if not codings or codings[-1] != "chunked" or codings.count("chunked") > 1:
             if is_request:
                 raise BadMessage("Transfer-Encoding whose final coding is not chunked")
             msg.framing = UNTIL_CLOSE
             return
+        while listed and not listed[-1]:
+            listed.pop()
+        if is_request and len(listed) > 1:
+            raise BadMessage("a transfer coding besides chunked", 422)
         if cl_values:
             if is_request:
                 raise BadMessage("Content-Length together with Transfer-Encoding")
@@ -441,8 +464,8 @@ def _plain_request(head: bytes) -> Message | None:
     else:
         return None
     tokens = _TOKEN_NAMES
-    if not target or (method not in tokens and _token(method) is None):
-        return None
+    if target[:1] != "/" or "#" in target or (method not in tokens and _token(method) is None):
+        return None                     # (the general way checks other target forms)
     headers = []
     for i in range(1, n - 2):
         name, sep, value = lines[i].partition(":")
@@ -512,13 +535,58 @@ def _parse_request(buf, start: int) -> Message | None:
         special = _parse_fields(lines[1:], msg)
         msg.method, msg.target = m.group(1), m.group(2)
         msg.version = int(m.group(3)) * 10 + int(m.group(4))
-    if len(special.get("host", ())) > 1:
-        raise BadMessage("Host given more than once")
+    hosts = special.get("host", ())
+    if len(hosts) > 1:
+        if any(h.lower() != hosts[0].lower() for h in hosts[1:]):
+            raise BadMessage("Host given more than once, with different values")
+        first = True                    # equal values: HAProxy keeps the first
+        kept = []
+        for h in msg.headers:
+            if h[0] == "host":
+                if not first:
+                    continue
+                first = False
+            kept.append(h)
+        msg.headers, hosts = kept, hosts[:1]
+    _check_target(msg, hosts[0] if hosts else None)
     _body_framing(msg, special, True)
     close, ka = _conn_tokens(special, msg)
+    if msg.upgrade and msg.get("sec-websocket-key") is None and any(
+            t.strip().lower() == "websocket" for t in msg.get("upgrade", "").split(",")):
+        raise BadMessage("websocket upgrade without Sec-WebSocket-Key")
     msg.keep_alive = (not close) if msg.version >= 11 else (ka and not close)
     msg.head_len = end - start
     return msg
+
+
+def _check_target(msg: Message, host: str | None) -> None:
+    """HAProxy's checks of a request target: no control, DEL, non-ASCII byte or
+    fragment; an absolute-form target (`scheme:...`) loses its scheme's default port
+    (http :80, https :443) and its authority (userinfo aside) must be the Host header's
+    value when there is one (RFC 9112 3.2.2; both without the default port)."""
+    target = msg.target
+    if _BAD_TARGET.search(target):
+        raise BadMessage("invalid character in the request target")
+    if target[:1] == "/" or target == "*" or msg.method == "CONNECT":
+        return
+    scheme, colon, rest = target.partition(":")
+    if not colon:
+        return                          # (llhttp and the request line parser refuse these)
+    if rest[:2] == "//":
+        end = rest.find("/", 2)
+        authority = rest[2:] if end < 0 else rest[2:end]
+        path = "" if end < 0 else rest[end:]
+    else:
+        authority, path = "", rest
+    port = _DEFAULT_PORTS.get(scheme.lower())
+    if port and authority.endswith(port):
+        authority = authority[:-len(port)]
+        msg.target = f"{scheme}://{authority}{path}"
+    if host is not None:
+        if port and host.endswith(port):
+            host = host[:-len(port)]
+        if authority.rpartition("@")[2].lower() != host.lower():
+            raise BadMessage("the target's authority is not the Host header's value")
 
 
 def parse_response(buf: bytearray | bytes, start: int, request_method: str) -> Message | None:
@@ -850,12 +918,14 @@ def error_response(status: int, close: bool) -> bytes:
 
 
 def mux_error_response(status: int) -> bytes:
-    """An error the H1 layer sends on its own (400 malformed, 408 timeout): HAProxy
-    writes the raw page, with its original capitalisation, and closes."""
+    """An error the H1 layer sends on its own (400 malformed, 408 timeout, 422): HAProxy
+    writes the raw page, with its original capitalisation (its 422 page has no
+    Connection header), and closes."""
     body = error_body(status)
     return (b"HTTP/1.1 %d %s\r\nContent-length: %d\r\nCache-Control: no-cache\r\n"
-            b"Connection: close\r\nContent-Type: text/html\r\n\r\n" % (
-                status, REASONS[status], len(body))) + body
+            b"%sContent-Type: text/html\r\n\r\n" % (
+                status, REASONS[status], len(body),
+                b"" if status == 422 else b"Connection: close\r\n")) + body
 
 
 def reason_for(status: int) -> bytes:

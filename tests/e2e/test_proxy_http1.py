@@ -84,6 +84,32 @@ SAME_AS_HAPROXY = {
     "hop_by_hop": R("GET / HTTP/1.1", "Host: a", "Keep-Alive: timeout=5", "Proxy-Connection: keep-alive", "Connection: close"),
     "absolute_uri": R("GET http://example.com/x?y=1 HTTP/1.1", "Host: example.com", "Connection: close"),
     "chunked_response": R("GET /?chunked=1 HTTP/1.1", "Host: a", "Connection: close"),
+    # request targets: controls, DEL, non-ASCII and fragments are refused
+    "uri_control_char": R("GET /a\x01 HTTP/1.1", "Host: a", "Connection: close"),
+    "uri_vertical_tab": R("GET /a\x0bb HTTP/1.1", "Host: a", "Connection: close"),
+    "uri_del": R("GET /a\x7f HTTP/1.1", "Host: a", "Connection: close"),
+    "uri_non_ascii": R("GET /caf\xe9 HTTP/1.1", "Host: a", "Connection: close"),
+    "uri_fragment": R("GET /a#b HTTP/1.1", "Host: a", "Connection: close"),
+    "tab_separators": R("GET\t/\tHTTP/1.1", "Host: a", "Connection: close"),
+    # absolute-form: the authority must be the Host (default port aside), userinfo aside
+    "absolute_uri_other_host": R("GET http://a/ HTTP/1.1", "Host: b", "Connection: close"),
+    "absolute_uri_host_case": R("GET http://a/ HTTP/1.1", "Host: A", "Connection: close"),
+    "absolute_uri_default_port": R("GET http://a:80/x HTTP/1.1", "Host: a", "Connection: close"),
+    "absolute_uri_host_default_port": R("GET http://a/x HTTP/1.1", "Host: a:80", "Connection: close"),
+    "absolute_uri_https_default_port": R("GET https://a:443 HTTP/1.1", "Host: a", "Connection: close"),
+    "absolute_uri_other_port": R("GET http://a:81/ HTTP/1.1", "Host: a", "Connection: close"),
+    "absolute_uri_userinfo": R("GET http://u:p@a/ HTTP/1.1", "Host: a", "Connection: close"),
+    "absolute_uri_query_in_authority": R("GET http://a?x HTTP/1.1", "Host: a", "Connection: close"),
+    "absolute_uri_other_scheme": R("GET ftp://a/ HTTP/1.1", "Host: b", "Connection: close"),
+    "absolute_uri_http10": R("GET http://a/ HTTP/1.0", "Host: b"),
+    "equal_hosts": R("GET / HTTP/1.1", "Host: a", "Host: A", "Connection: close"),
+    # a transfer coding besides chunked: HAProxy's 422
+    "te_gzip_then_chunked": R("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: gzip, chunked", body=b"0\r\n\r\n"),
+    "te_two_headers": R("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: gzip", "Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
+    "te_empty_element": R("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: ,chunked", body=b"0\r\n\r\n"),
+    "te_trailing_comma": R("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked,", "Connection: close", body=b"0\r\n\r\n"),
+    "obs_fold_spacing": R("GET / HTTP/1.1", "Host: a", "X: a", "  b", "\tc", "Connection: close"),
+    "websocket_without_key": R("GET / HTTP/1.1", "Host: a", "Connection: upgrade", "Upgrade: websocket"),
 }
 
 # Stricter than HAProxy on purpose: HAProxy drops Content-Length next to
