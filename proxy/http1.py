@@ -13,10 +13,14 @@ relayed as it came (canonical_response).
 What HAProxy 2.6 accepts or rejects with its 400 (checked against the real binary):
 invalid header names, whitespace before the colon or at the start of a line, lines
 without a colon, more than 101 header lines (tune.http.maxhdr), heads larger than the
-buffer, duplicate Host, invalid/negative/signed Content-Length, a final
-Transfer-Encoding other than `chunked`, `chunked` twice, bad chunk sizes, request lines
-that are not `METHOD SP TARGET SP HTTP/x.y`. Accepted: bare LF line ends, obs-fold
-(joined with a space), empty lines before the request line.
+buffer, Host given twice with different values, invalid/negative/signed Content-Length,
+a final Transfer-Encoding other than `chunked`, `chunked` twice, bad chunk sizes, request
+lines that are not `METHOD TARGET HTTP/x.y` (spaces or tabs between), controls, DEL,
+non-ASCII bytes or `#` in the target, an absolute-form target whose authority is not the
+Host, a websocket upgrade without Sec-WebSocket-Key; with its 422: a transfer coding
+besides `chunked`. Accepted: bare LF line ends, obs-fold (its CR LF become spaces),
+empty lines before the request line, equal Host headers (one is kept); an absolute-form
+target loses its scheme's default port.
 Stricter than HAProxy, on purpose (request smuggling shapes; the issue asks for a
 rejection): Content-Length together with Transfer-Encoding, and Content-Length given
 more than once even with equal values (HAProxy drops CL / merges equal values).
