@@ -10,7 +10,10 @@ import socket
 import struct
 import time
 
+from edgestick.freq_ctr import now_ms
+
 from . import http1
+from .stats import PerSecond
 
 UP, DOWN, MAINT = "UP", "DOWN", "MAINT"
 _LINGER_RST = struct.pack("ii", 1, 0)
@@ -179,6 +182,13 @@ class ServerConn(Endpoint):
 
 class ServerState:
     """A server's run-time state and counters (what `show stat` reports)."""
+    __slots__ = ("backend", "model", "name", "id", "host", "port", "weight", "backup",
+                 "cookie", "maxconn", "admin_maint", "op_up", "health", "check_status",
+                 "check_code", "check_duration", "last_change", "down_s", "idle",
+                 "all_conns", "cur", "smax", "stot", "bin", "bout", "hrsp", "econ",
+                 "eresp", "wretr", "wredis", "chkfail", "chkdown", "lbtot", "connects",
+                 "reuses", "unsent", "dresp", "cli_abrt", "srv_abrt", "wire_in", "wire_out",
+                 "max_used", "rates", "queue", "lc_key", "lc_seq")
 
     def __init__(self, backend: "Backend", model):
         self.backend = backend
@@ -195,7 +205,10 @@ class ServerState:
         self.op_up = True                  # HAProxy starts servers UP ("will fall at first failure")
         self.health = model.rise if model.check else 0
         self.check_status = "L4OK" if model.check else ""
+        self.check_code = None             # the HTTP status of the last layer-7 check
+        self.check_duration = None         # ms the last check took
         self.last_change = time.monotonic()
+        self.down_s = 0.0                  # time spent DOWN before the current state
         self.idle: list[ServerConn] = []
         self.all_conns: set[ServerConn] = set()
         self.cur = 0                       # requests in flight (leastconn, first, scur)
@@ -204,6 +217,12 @@ class ServerState:
         self.econ = self.eresp = self.wretr = self.wredis = 0
         self.chkfail = self.chkdown = 0
         self.lbtot = 0
+        self.connects = self.reuses = 0    # new server connections tried, idle ones reused
+        self.unsent = 0                    # streams assigned here that sent no request
+        self.dresp = self.cli_abrt = self.srv_abrt = 0
+        self.wire_in = self.wire_out = 0   # bytes on the wire from / to the server
+        self.max_used = 0                  # most connections in use at once (need_conn_est)
+        self.rates = PerSecond(1)          # stot
         self.queue: collections.deque = collections.deque()   # requests waiting for a slot
         self.lc_key = 0                    # leastconn position (see Backend.reposition)
         self.lc_seq = model.id
@@ -226,7 +245,10 @@ class ServerState:
     def set_state(self, up: bool):
         if up != self.op_up:
             self.op_up = up
-            self.last_change = time.monotonic()
+            now = time.monotonic()
+            if up:
+                self.down_s += now - self.last_change
+            self.last_change = now
             if not up:
                 self.chkdown += 1
                 self.drop_idle()
@@ -244,7 +266,18 @@ class ServerState:
         except ValueError:
             pass
 
+    def downtime(self, now: float) -> int:
+        """Seconds spent DOWN since the start (show stat downtime)."""
+        down = self.down_s if self.op_up else self.down_s + now - self.last_change
+        return int(down)
+
     async def connect(self, timeout_s: float | None) -> ServerConn:
+        self.connects += 1
+        # no idle connection was left: every other one is in use, and so is this one
+        # from its first attempt on
+        used = len(self.all_conns) - len(self.idle) + 1
+        if used > self.max_used:
+            self.max_used = used
         loop = asyncio.get_running_loop()
         coro = loop.create_connection(lambda: ServerConn(self), self.host, self.port)
         if timeout_s is None:
@@ -260,6 +293,7 @@ class ServerState:
             c = idle.pop()
             if not c.closed and not c.buf:
                 c.reused = True
+                self.reuses += 1
                 return c
             c.close()
         return None
@@ -306,6 +340,12 @@ class Backend:
         self.hrsp = [0, 0, 0, 0, 0, 0]
         self.req_tot = self.dreq = self.econ = self.eresp = self.wretr = self.wredis = 0
         self.lbtot = 0
+        self.dresp = 0
+        # bytes of streams that reached no server (the servers' own add up to the rest)
+        self.bin_own = self.bout_own = 0
+        self.chkdown = 0
+        self.down_s = 0.0
+        self.rates = PerSecond(1)          # stot
         self.last_change = time.monotonic()
         self.check_tasks: list[asyncio.Task] = []
         self.recalc()
@@ -316,11 +356,19 @@ class Backend:
         """Rebuild the server lists after a state change (HAProxy recounts too)."""
         active = [s for s in self.servers if s.usable and not s.backup]
         backup_mode = not active
+        was_up = bool(self._active)
         if backup_mode:
             backups = [s for s in self.servers if s.usable and s.backup]
             # without `option allbackups` only the first usable backup serves
             active = backups[:1] if not getattr(self.model.options, "other", {}).get("allbackups") else backups
         self._active = active
+        if was_up != bool(active):          # the backend went DOWN or came back
+            now = time.monotonic()
+            if was_up:
+                self.chkdown += 1
+            else:
+                self.down_s += now - self.last_change
+            self.last_change = now
         self._map = _weighted_map(active)
         # static-rr turns over every normal server, skipping unusable ones
         normal = [s for s in self.servers if not s.backup and s.weight > 0]
@@ -334,6 +382,16 @@ class Backend:
     @property
     def up(self) -> bool:
         return bool(self._active)
+
+    def downtime(self, now: float) -> int:
+        """Seconds without a usable server since the start (show stat downtime)."""
+        return int(self.down_s if self._active else self.down_s + now - self.last_change)
+
+    def tick(self, now: int) -> None:
+        """Once a second: the totals the rates are read from (see PerSecond)."""
+        self.rates.tick((self.stot,), now)
+        for s in self.servers:
+            s.rates.tick((s.stot,), now)
 
     def pick(self, src: str | None, avoid: ServerState | None = None) -> ServerState | None:
         """Load-balancing choice among usable servers with a free slot (no persistence);
@@ -643,6 +701,7 @@ async def _check_once(backend: Backend, srv: ServerState, timeouts: dict) -> boo
     host = srv.model.check_addr or srv.host
     port = srv.model.check_port or srv.port
     req = _check_request(model)
+    srv.check_code = None
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -671,7 +730,8 @@ async def _check_once(backend: Backend, srv: ServerState, timeouts: dict) -> boo
         if len(line) < 2 or not line[0].startswith(b"HTTP/") or not line[1].isdigit():
             srv.check_status = "L7RSP"
             return False
-        ok = _check_expect_ok(model, int(line[1]))
+        srv.check_code = int(line[1])
+        ok = _check_expect_ok(model, srv.check_code)
         srv.check_status = "L7OK" if ok else "L7STS"
         return ok
     finally:
@@ -686,22 +746,17 @@ def apply_check_result(srv: ServerState, ok: bool):
     rise, fall = srv.model.rise, srv.model.fall
     top = rise + fall - 1
     if ok:
-        if srv.health < rise:
+        if srv.health < top:
             srv.health += 1
             if srv.health >= rise:
-                srv.health = top
+                srv.health = top        # "OK now", also from an UP server's `rise`
                 srv.set_state(True)
-        elif srv.health < top:
-            srv.health += 1
-    else:
+    elif srv.health > 0:
         srv.chkfail += 1
-        if srv.health >= rise:
-            srv.health -= 1
-            if srv.health < rise:
-                srv.health = 0
-                srv.set_state(False)
-        else:
+        srv.health -= 1
+        if srv.health < rise:
             srv.health = 0
+            srv.set_state(False)
 
 
 async def _check_loop(backend: Backend, srv: ServerState, delay: float, timeouts: dict):
@@ -717,6 +772,7 @@ async def _check_loop(backend: Backend, srv: ServerState, delay: float, timeouts
             except Exception:
                 srv.check_status = "SOCKERR"
                 ok = False
+            srv.check_duration = int((loop.time() - started) * 1000)
         if ok is not None:
             apply_check_result(srv, ok)
         inter = srv.model.inter_ms

@@ -30,6 +30,7 @@ from . import backend as be_mod
 from . import http1
 from .backend import Backend, ServerState
 from .sample import Context, compile_expr
+from .stats import PerSecond
 from edgestick.freq_ctr import now_ms
 
 
@@ -82,7 +83,7 @@ class ClientConn(be_mod.Endpoint):
                 if fast(self):
                     return
             except Exception as e:      # as in Frontend.serve: only this connection ends
-                self.fe.proc.log(f"{self.fe.name}: connection from {self.src} aborted: {e!r}")
+                self.fe.internal_error(self.src, e)
                 self.close()
             self._wake()
             return
@@ -267,29 +268,50 @@ class Listener:
 
 
 class StatusCounters:
-    """Per-proxy counters shown by `show stat` and /metrics."""
+    """Per-proxy counters shown by `show stat` and /metrics. bin/bout count bytes as
+    HAProxy does (heads in their HTX size, see Stream); h1_in/h1_out the bytes on the
+    wire (its h1 multiplexer's counters)."""
     __slots__ = ("scur", "smax", "stot", "bin", "bout", "dreq", "dresp", "ereq", "dcon",
-                 "dses", "hrsp", "req_tot", "intercepted", "conn_tot", "req_rate_max",
-                 "_rate_sec", "_rate_cnt", "econ", "eresp")
+                 "dses", "hrsp", "req_tot", "intercepted", "conn_tot", "econ", "eresp",
+                 "h1_in", "h1_out", "no_stream", "streams_done", "eint", "ssl_sess",
+                 "ssl_reused", "rates", "on_tick")
 
     def __init__(self):
         self.scur = self.smax = self.stot = self.bin = self.bout = 0
         self.dreq = self.dresp = self.ereq = self.dcon = self.dses = 0
         self.hrsp = [0, 0, 0, 0, 0, 0]
-        self.req_tot = self.intercepted = self.conn_tot = self.req_rate_max = 0
-        self._rate_sec = 0
-        self._rate_cnt = 0
+        self.req_tot = self.intercepted = self.conn_tot = 0
         self.econ = self.eresp = 0
+        self.h1_in = self.h1_out = 0
+        self.no_stream = 0          # requests counted without a stream (bad or empty heads)
+        self.streams_done = 0
+        self.eint = 0               # connections ended by an internal error
+        self.ssl_sess = self.ssl_reused = 0
+        self.rates = PerSecond(3)   # stot, conn_tot, req_tot
+        self.on_tick = None
 
     def count_request(self):
         self.req_tot += 1
 
-    def tick(self):
-        """Once a second (from the process): the highest request rate seen."""
-        rate = self.req_tot - self._rate_cnt
-        self._rate_cnt = self.req_tot
-        if rate > self.req_rate_max:
-            self.req_rate_max = rate
+    def tick(self, now: int | None = None):
+        """Once a second (from the process): the totals the rates are read from, and
+        the same for the backends (on_tick)."""
+        if now is None:
+            now = now_ms()
+        self.rates.tick((self.stot, self.conn_tot, self.req_tot), now)
+        if self.on_tick is not None:
+            self.on_tick(now)
+
+    def rate(self, now: int) -> tuple[int, int, int]:
+        """(session, connection, request) rates per second."""
+        r = self.rates
+        return (r.rate(0, self.stot, now), r.rate(1, self.conn_tot, now),
+                r.rate(2, self.req_tot, now))
+
+    def rate_max(self) -> tuple[int, int, int]:
+        """The highest (session, connection, request) rates seen."""
+        r = self.rates
+        return r.max(0, self.stot), r.max(1, self.conn_tot), r.max(2, self.req_tot)
 
 
 # hrsp counters (show stat, metrics) by status // 100 (a three-digit status): 1xx..5xx, other
@@ -298,23 +320,21 @@ _HRSP_SLOT = (5, 0, 1, 2, 3, 4, 5, 5, 5, 5)
 
 class Stream:
     """Per-request state: the stream's trackers and what must be undone at its end."""
-    __slots__ = ("sc", "own", "bytes_in", "bytes_out", "status", "htx_in", "htx_out",
-                 "head_in", "head_out", "frame_in", "frame_out")
+    __slots__ = ("sc", "own", "bytes_in", "bytes_out", "status", "adj_in", "adj_out", "be",
+                 "srv")
 
-    def __init__(self, sess_sc, bytes_in: int = 0):
+    def __init__(self, sess_sc, head_len: int, htx_len: int):
         self.sc = list(sess_sc)
         self.own: list = []           # (table, entry) started by this stream
-        self.bytes_in = bytes_in      # on the wire (show stat bin/bout)
+        self.bytes_in = head_len      # on the wire (show stat h1_bytes_in/out)
         self.bytes_out = 0
         self.status = 0
-        # for bytes_in/out_cnt, counted like HAProxy: heads in their HTX size, bodies
-        # without chunk framing (filled only when some table stores bytes)
-        self.htx_in = self.htx_out = 0
-        self.head_in = self.head_out = self.frame_in = self.frame_out = 0
-
-    def table_bytes(self) -> tuple[int, int]:
-        return (self.htx_in + self.bytes_in - self.head_in - self.frame_in,
-                self.htx_out + self.bytes_out - self.head_out - self.frame_out)
+        # what to add to the wire counts for the bytes HAProxy counts (show stat bin/bout,
+        # bytes_in/out_cnt): heads in their HTX size instead of their own, no chunk
+        # framing, no interim responses
+        self.adj_in = htx_len - head_len
+        self.adj_out = 0
+        self.be = self.srv = None     # the backend and server it reached (their bin/bout)
 
 
 class Frontend:
@@ -326,6 +346,7 @@ class Frontend:
         self.name = model.name
         self.table = table
         self.stats = StatusCounters()
+        self.stats.on_tick = self._tick_backends
         self.listeners: list[Listener] = []
         self.conns: set[ClientConn] = set()
         self.waiting: list[ClientConn] = []
@@ -385,12 +406,26 @@ class Frontend:
             lst.server.close()
         self.listeners.clear()
 
+    def internal_error(self, src, e: Exception):
+        """A connection ends on an exception (show stat eint): logged, the rest goes on."""
+        self.stats.eint += 1
+        self.proc.log(f"{self.name}: connection from {src} aborted: {e!r}")
+
+    def _tick_backends(self, now: int):
+        for b in self.proc.backends.values():
+            b.tick(now)          # (at most once a second however many frontends call)
+
     # ---- admission (maxconn)
 
     def admit(self, c: ClientConn):
         self.conns.add(c)
         st = self.stats
         st.conn_tot += 1
+        if c.ssl:
+            st.ssl_sess += 1
+            tls = c.transport.get_extra_info("ssl_object")
+            if tls is not None and tls.session_reused:
+                st.ssl_reused += 1
         proc = self.proc
         if (self.maxconn and st.scur >= self.maxconn) or (proc.maxconn and proc.cur_conns >= proc.maxconn):
             c.transport.pause_reading()
@@ -492,7 +527,7 @@ class Frontend:
                 if not keep:
                     break
         except Exception as e:          # never let one connection take the loop down
-            proc.log(f"{self.name}: connection from {c.src} aborted: {e!r}")
+            self.internal_error(c.src, e)
         finally:
             for t in sess_sc:
                 if t is not None:
@@ -635,10 +670,11 @@ class Frontend:
                 partial = partial or any(b not in (10, 13) for b in c.buf[:64])
             if c.eof:
                 # an empty first connection or a truncated head counts as a bad request
-                # (frontend and session trackers), as HAProxy logs a 400 for it
+                # (frontend and session trackers); HAProxy answers it with a 400 too,
+                # which a half-closed client still reads
                 if partial or (first and not c.received_any
                                and not self.model.options.http_ignore_probes):
-                    self._count_bad(sess_sc)
+                    self._bad_request(c, sess_sc, 400)
                 return None
             timeout = self.t_http_request if (first or partial) else self.t_keep_alive
             if resume and timeout is not None:
@@ -674,14 +710,16 @@ class Frontend:
         st = self.stats
         st.ereq += 1
         st.count_request()
+        st.no_stream += 1
         st.hrsp[3] += 1
         self._count_probe(sess_sc)
 
     def _bad_request(self, c: ClientConn, sess_sc, status: int):
         self._count_bad(sess_sc)
         data = http1.mux_error_response(status)
-        c.write(data)
-        self.stats.bout += len(data)
+        if not c.closed:
+            c.write(data)
+            self.stats.h1_out += len(data)     # from the multiplexer: no stream, no bout
         c.buf.clear()
 
     async def _one_request(self, c: ClientConn, sess_sc, first: bool, resume: bool = False) -> bool:
@@ -709,10 +747,17 @@ class Frontend:
             c.consumed()
         proc = self.proc
         self.stats.req_tot += 1
-        stream = Stream(sess_sc, head_len)
-        if proc.counts_bytes:
-            stream.htx_in = http1.htx_size(req, True)
-            stream.head_in = head_len
+        # the HTX size of a head, worked out once per distinct head (http1's memo)
+        origin = req.origin
+        if origin is None:
+            htx = http1.htx_size(req, True)
+        else:
+            htx = _REQ_HTX.get(origin)
+            if htx is None:
+                if len(_REQ_HTX) >= 4096:
+                    _REQ_HTX.clear()
+                htx = _REQ_HTX[origin] = http1.htx_size(origin, True)
+        stream = Stream(sess_sc, head_len, htx)
         target = req.target
         if target[:1] == "/" and "?" not in target:     # (_split_target's common case)
             path, query = target, None
@@ -728,8 +773,9 @@ class Frontend:
     def _end(self, stream: Stream, now: int | None = None):
         """A stream ends: bytes counted, its own trackers released (conn_cur -1). `now`:
         the request's clock read, when it ends without having waited."""
+        b_in = stream.bytes_in + stream.adj_in
+        b_out = stream.bytes_out + stream.adj_out
         if self.proc.counts_bytes:
-            b_in, b_out = stream.table_bytes()
             for t in stream.sc:
                 if t is not None and _counts_bytes(t[0]):
                     t[0].add_bytes_in(t[1], b_in)
@@ -737,8 +783,18 @@ class Frontend:
         for table, entry in stream.own:
             table.release(entry, now)
         st = self.stats
-        st.bin += stream.bytes_in
-        st.bout += stream.bytes_out
+        st.bin += b_in
+        st.bout += b_out
+        st.h1_in += stream.bytes_in
+        st.h1_out += stream.bytes_out
+        st.streams_done += 1
+        srv = stream.srv
+        if srv is not None:           # a backend's bytes: its servers' and its own
+            srv.bin += b_in
+            srv.bout += b_out
+        elif stream.be is not None:
+            stream.be.bin_own += b_in
+            stream.be.bout_own += b_out
 
     def fast(self, c: ClientConn) -> bool:
         """Called from data_received while the connection's coroutine waits between
@@ -815,11 +871,15 @@ class Frontend:
             backend.reposition(srv)
         conn = srv.take_idle()
         backend.cur += 1
+        if backend.cur > backend.smax:
+            backend.smax = backend.cur
         srv.stot += 1
         srv.lbtot += 1
         if srv.cur > srv.smax:
             srv.smax = srv.cur
+        stream.srv = srv
         head, server_close = self._request_head(c, req, backend)
+        srv.wire_out += len(head)
         conn.transport.write(head)
         c.inflight = True
         c.deadline = float("inf")       # the keep-alive timeout starts after the response
@@ -858,7 +918,7 @@ class Frontend:
                 if c.fast is not None and c.waiter is not None and self.fast(c):
                     return
             except Exception as e:      # as in Frontend.serve: only this connection ends
-                self.proc.log(f"{self.name}: connection from {c.src} aborted: {e!r}")
+                self.internal_error(c.src, e)
                 c.close()
             c._wake()
 
@@ -871,7 +931,7 @@ class Frontend:
                                         relay.backend, relay.srv, relay.conn, [], None, False,
                                         relay.head, exc)
         except Exception as e:
-            self.proc.log(f"{self.name}: connection from {relay.c.src} aborted: {e!r}")
+            self.internal_error(relay.c.src, e)
         finally:
             self._relay_done(relay, keep)
 
@@ -997,10 +1057,15 @@ class Frontend:
     def _finish_local(self, c, req, stream, status: int, data: bytes) -> bool:
         """Account and send a response produced here; returns keep-alive."""
         st = self.stats
-        st.hrsp[_HRSP_SLOT[status // 100]] += 1
+        k = _HRSP_SLOT[status // 100]
+        st.hrsp[k] += 1
+        be = stream.be              # the backend it reached (only srv on the fast path)
+        if be is None and stream.srv is not None:
+            be = stream.srv.backend
+        if be is not None:
+            be.hrsp[k] += 1
         stream.status = status
-        if self.proc.counts_bytes:
-            stream.htx_out, stream.head_out = _local_htx(data)
+        stream.adj_out += _local_htx(data)
         stream.bytes_out += len(data)
         c.write(data)
         closing = not req.keep_alive or status in http1.CLOSING_STATUSES or self.proc.stopping
@@ -1090,6 +1155,7 @@ class Frontend:
         bm = backend.model
         backend.req_tot += 1
         backend.stot += 1
+        stream.be = backend
         persist = bm.options.persist
         srv: ServerState | None = None
         direct = False
@@ -1142,31 +1208,31 @@ class Frontend:
         if not reserved:                            # the slot is taken at assignment
             srv.cur += 1
         backend.reposition(srv)
+        _assign(stream, backend, srv, persisted)
+        backend.cur += 1
+        if backend.cur > backend.smax:
+            backend.smax = backend.cur
         try:
             # connect, with retries and redispatch (an idle keep-alive connection first)
             conn = srv.take_idle()
             if conn is None:
                 conn, other = await self._connect(backend, srv, persisted, c.src)
                 if other is not srv:                # redispatched: the slot moves too
+                    srv.unsent += 1
                     backend.release_slot(srv)
                     srv = other
                     srv.cur += 1
                     backend.reposition(srv)
+                    _assign(stream, backend, srv, False)
             if conn is None:
+                srv.unsent += 1
                 return self._local_error(c, req, stream, 503)
             if srv is not cookie_server(cookie):
                 direct = False
-            backend.cur += 1
-            srv.stot += 1
-            srv.lbtot += 0 if persisted else 1
-            if srv.cur > srv.smax:
-                srv.smax = srv.cur
-            try:
-                return await self._exchange(c, req, ctx, stream, backend, srv, conn, stores,
-                                            cookie, direct)
-            finally:
-                backend.cur -= 1
+            return await self._exchange(c, req, ctx, stream, backend, srv, conn, stores,
+                                        cookie, direct)
         finally:
+            backend.cur -= 1
             backend.release_slot(srv)
 
     async def _connect(self, backend: Backend, srv: ServerState, persisted: bool, src):
@@ -1241,6 +1307,7 @@ class Frontend:
                 c.consumed()
                 stream.bytes_in += n
                 body_state[0] = True
+            srv.wire_out += len(head)
             conn.transport.write(head)
             if not body_state[0]:
                 body_task = asyncio.get_running_loop().create_task(
@@ -1266,6 +1333,7 @@ class Frontend:
                     srv.econ += 1
                     backend.econ += 1
                 else:
+                    srv.wire_out += len(head)
                     conn.transport.write(head)
                     resp = await self._read_response(c, conn, req, t_server, stream)
         except TimeoutError:
@@ -1284,7 +1352,7 @@ class Frontend:
             for t in stream.sc:
                 if t is not None:
                     t[0].inc_http_fail(t[1])
-            self._count_status(backend, srv, status)
+            srv.hrsp[_HRSP_SLOT[status // 100]] += 1  # the frontend and backend: below
             return self._local_error(c, req, stream, status) and False
         status = resp.status
         ctx.status = status
@@ -1324,7 +1392,7 @@ class Frontend:
             head = http1.serialize_response(resp, None)
             c.write(head)
             stream.bytes_out += len(head)
-            stream.head_out = len(head)
+            stream.adj_out -= len(head)
             await self._tunnel(c, conn, stream, bm)
             return False
         closing = not req.keep_alive or proc.stopping or c.eof or self.model.options.httpclose
@@ -1336,7 +1404,7 @@ class Frontend:
             else:
                 closing = True
         head = http1.serialize_response(resp, http1.connection_header(req, closing))
-        stream.head_out = len(head)
+        stream.adj_out -= len(head)
         if resp.framing == http1.NO_BODY:
             c.write(head)
             stream.bytes_out += len(head)
@@ -1350,6 +1418,7 @@ class Frontend:
                 body = bytes(conn.buf[:n])
                 del conn.buf[:n]
             conn.consumed()
+            srv.wire_in += n
             c.write(head + body)
             stream.bytes_out += len(head) + n
             server_reusable = True
@@ -1390,8 +1459,10 @@ class Frontend:
                     dst.transport.write(data)
                     if to_server:
                         stream.bytes_in += len(data)
+                        conn.server.wire_out += len(data)
                     else:
                         stream.bytes_out += len(data)
+                        conn.server.wire_in += len(data)
                     if dst.paused:
                         await dst.drain()
                     continue
@@ -1424,13 +1495,13 @@ class Frontend:
                 if resp is not None:
                     raw = bytes(conn.buf[:resp.head_len])
                     del conn.buf[:resp.head_len]
+                    conn.server.wire_in += resp.head_len
                     if 100 <= resp.status < 200 and resp.status != 101:
                         c.write(raw)
                         stream.bytes_out += len(raw)
-                        stream.frame_out += len(raw)
+                        stream.adj_out -= len(raw)
                         continue
-                    if self.proc.counts_bytes:
-                        stream.htx_out = http1.htx_size(resp, False)
+                    stream.adj_out += http1.htx_size(resp, False)
                     return resp
             if conn.closed:
                 return None
@@ -1449,10 +1520,12 @@ class Frontend:
                     c.consumed()
                     left -= take
                     stream.bytes_in += take
+                    conn.server.wire_out += take
                     if conn.paused:
                         await conn.drain()
                     continue
                 if c.eof:
+                    conn.server.cli_abrt += 1   # the client left amid its body
                     return
                 await c.wait_data(t_client)
         else:
@@ -1467,15 +1540,18 @@ class Frontend:
                         c.buf.clear()
                         return
                     payload = sum(map(len, scanner.payload))
-                    conn.transport.write(scanner.take())
+                    data = scanner.take()
+                    conn.server.wire_out += len(data)
+                    conn.transport.write(data)
                     del c.buf[:used]
                     c.consumed()
                     stream.bytes_in += used
-                    stream.frame_in += used - payload
+                    stream.adj_in -= used - payload
                     if conn.paused:
                         await conn.drain()
                     continue
                 if c.eof:
+                    conn.server.cli_abrt += 1
                     return
                 await c.wait_data(t_client)
         state[0] = True
@@ -1500,10 +1576,12 @@ class Frontend:
                     c.write(data)
                     left -= take
                     stream.bytes_out += take
+                    conn.server.wire_in += take
                     if c.paused:
                         await c.drain()
                     continue
                 if conn.closed:
+                    conn.server.srv_abrt += 1
                     return False
                 await conn.wait_data(t_server)
             return True
@@ -1514,15 +1592,17 @@ class Frontend:
                     used = scanner.feed(conn.buf)
                     del conn.buf[:used]
                     conn.consumed()
+                    conn.server.wire_in += used
                     payload = sum(map(len, scanner.payload))
                     data = scanner.take()
                     c.write(data)
                     stream.bytes_out += len(data)
-                    stream.frame_out += len(data) - payload
+                    stream.adj_out -= len(data) - payload
                     if c.paused:
                         await c.drain()
                     continue
                 if conn.closed:
+                    conn.server.srv_abrt += 1
                     return False
                 await conn.wait_data(t_server)
             return True
@@ -1532,10 +1612,11 @@ class Frontend:
                 data = bytes(conn.buf)
                 conn.buf.clear()
                 conn.consumed()
+                conn.server.wire_in += len(data)
                 out = (b"%x\r\n%s\r\n" % (len(data), data)) if chunk_out else data
                 c.write(out)
                 stream.bytes_out += len(out)
-                stream.frame_out += len(out) - len(data)
+                stream.adj_out -= len(out) - len(data)
                 if c.paused:
                     await c.drain()
                 continue
@@ -1545,7 +1626,7 @@ class Frontend:
         if chunk_out:
             c.write(b"0\r\n\r\n")
             stream.bytes_out += 5
-            stream.frame_out += 5
+            stream.adj_out -= 5
         return False
 
     def _store_response(self, backend, ctx, resp, stores: list) -> None:
@@ -1595,6 +1676,9 @@ class Frontend:
                         ctx.res_headers = resp.headers
                     elif act == "deny":
                         self.stats.dresp += 1
+                        backend.dresp += 1
+                        if stream.srv is not None:
+                            stream.srv.dresp += 1
                         self._count_status(backend, _NullServer, 502)
                         return True
                     elif act == "allow":
@@ -1664,7 +1748,7 @@ class _Relay:
             if self.respond():
                 return
         except Exception as e:
-            self.fe.proc.log(f"{self.fe.name}: connection from {self.c.src} aborted: {e!r}")
+            self.fe.internal_error(self.c.src, e)
             be_mod.WAITING.discard(self.conn)
             self.conn.close()
             self.fe._relay_done(self, False)
@@ -1683,12 +1767,14 @@ class _Relay:
         proc = fe.proc
         req = self.req
         # a head already in the form we would write goes out as it came (no parse)
-        plain = http1.canonical_response(buf, req.method) if buf and not proc.counts_bytes else None
+        plain = http1.canonical_response(buf, req.method) if buf else None
         if plain is not None:
             status, head_len, length = plain
             end = head_len + length
             resp = None
             server_keep = True
+            # its HTX size (http1.htx_size) less its own, without parsing it
+            adj = _CANONICAL_ADJ - 4 * buf.count(b"\r\n", 0, head_len)
         else:
             resp = None
             if buf:
@@ -1710,8 +1796,7 @@ class _Relay:
             asyncio.get_running_loop().create_task(fe._relay_tail(self, None))
             return True
         c, stream, srv, backend = self.c, self.stream, self.srv, self.backend
-        if proc.counts_bytes:
-            stream.htx_out = http1.htx_size(resp, False)
+        srv.wire_in += end
         self.ctx.status = status
         if 400 <= status < 500:
             for t in stream.sc:
@@ -1728,16 +1813,15 @@ class _Relay:
         if resp is None:
             if conn_header is None:
                 data = bytes(buf[:end])
-                head_out = head_len
             else:
                 extra = b"connection: %s\r\n\r\n" % conn_header.encode()
                 data = b"".join((buf[:head_len - 2], extra, buf[head_len:end]))
-                head_out = head_len - 2 + len(extra)
+                adj -= len(extra) - 2
         else:
             head = http1.serialize_response(resp, conn_header)
-            head_out = len(head)
+            adj = http1.htx_size(resp, False) - len(head)
             data = head + bytes(buf[head_len:end]) if end > head_len else head
-        stream.head_out = head_out
+        stream.adj_out = adj
         if len(buf) == end:
             buf.clear()
         else:
@@ -1776,17 +1860,31 @@ def _counts_bytes(table) -> bool:
 _UNSET = object()
 _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 _LOCAL_HTX: dict = {}
+# a canonical response head (http1.canonical_response) in HTX loses its separators: 4
+# bytes on the status line, 4 on each header line, the empty line's 2
+_CANONICAL_ADJ = http1.HTX_OVERHEAD + 2
+_REQ_HTX: dict = {}     # http1's memo's request templates -> their HTX size (Frontend._begin)
 
 
-def _local_htx(data: bytes) -> tuple[int, int]:
-    """(HTX size of the head, raw head length) of a reply built here (few distinct)."""
+def _local_htx(data: bytes) -> int:
+    """HTX size minus raw size of the head of a reply built here (few distinct)."""
     r = _LOCAL_HTX.get(data)
     if r is None:
         msg = http1.parse_response(data, 0, "GET")
-        r = (http1.htx_size(msg, False), msg.head_len)
+        r = http1.htx_size(msg, False) - msg.head_len
         if len(_LOCAL_HTX) < 256:
             _LOCAL_HTX[data] = r
     return r
+
+
+def _assign(stream, backend, srv, persisted: bool):
+    """The stream goes to `srv` (coroutine path): its session counters."""
+    stream.srv = srv
+    srv.stot += 1
+    if not persisted:
+        srv.lbtot += 1
+    if srv.cur > srv.smax:
+        srv.smax = srv.cur
 
 
 def cookie_server(cookie):

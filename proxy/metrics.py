@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 
+from .stats import stat_rows
+
 _CODES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 _OPS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
         "eq": operator.eq}
@@ -28,6 +30,115 @@ _THRESHOLD = re.compile(
     r"bytes_out_rate|get_gpc0|get_gpc1|gpc0_rate|gpc1_rate|get_gpt0)(?:\(([^)]*)\))?\s+"
     r"(gt|ge|lt|le|eq)\s+(\d+)")
 _FETCH_TO_TYPE = {"get_gpc0": "gpc0", "get_gpc1": "gpc1", "get_gpt0": "gpt0"}
+
+# promex names (HAProxy 2.6's exporter) of show stat's fields: (name, type, help, field)
+_H_CUR = 'Number of current sessions on the frontend, backend or server'
+_H_MAX = 'Highest value of current sessions encountered since process started'
+_H_LIMIT = "Frontend/listener/server's maxconn, backend's fullconn"
+_H_TOT = 'Total number of sessions since process started'
+_H_BIN = 'Total number of request bytes since process started'
+_H_BOUT = 'Total number of response bytes since process started'
+_H_DREQ = 'Total number of denied requests since process started'
+_H_DRESP = 'Total number of denied responses since process started'
+_H_RATE_MAX = 'Highest value of sessions per second observed since the worker process started'
+_H_REQ_TOT = 'Total number of HTTP requests processed by this object since the worker process started'
+_H_EINT = 'Total number of internal errors since process started'
+_H_ECON = 'Total number of failed connections to server since the worker process started'
+_H_ERESP = 'Total number of invalid responses since the worker process started'
+_H_WRETR = 'Total number of server connection retries since the worker process started'
+_H_WREDIS = 'Total number of server redispatches due to connection failures since the worker process started'
+_H_LBTOT = 'Total number of requests routed by load balancing since the worker process started (ignores queue pop and stickiness)'
+_H_CLI_ABRT = 'Total number of requests or connections aborted by the client since the worker process started'
+_H_SRV_ABRT = 'Total number of requests or connections aborted by the server since the worker process started'
+_H_CONNECT = 'Total number of outgoing connection attempts on this backend/server since the worker process started'
+_H_REUSE = 'Total number of reused connection on this backend/server since the worker process started'
+_H_DOWNTIME = 'Total time spent in DOWN state, for server or backend'
+_H_CHKDOWN = 'Total number of failed checks causing UP to DOWN server transitions, per server/backend, since the worker process started'
+_H_LASTCHG = 'How long ago the last server state changed, in seconds'
+_H_WEIGHT = "Server's effective weight, or sum of active servers' effective weights for a backend"
+_H_UWEIGHT = "Server's user weight, or sum of active servers' user weights for a backend"
+_FRONTEND = (
+    ("haproxy_frontend_current_sessions", "gauge", _H_CUR, "scur"),
+    ("haproxy_frontend_max_sessions", "gauge", _H_MAX, "smax"),
+    ("haproxy_frontend_limit_sessions", "gauge", _H_LIMIT, "slim"),
+    ("haproxy_frontend_sessions_total", "counter", _H_TOT, "stot"),
+    ("haproxy_frontend_max_session_rate", "gauge", _H_RATE_MAX, "rate_max"),
+    ("haproxy_frontend_connections_rate_max", "gauge", 'Highest value of connections per second observed since the worker process started', "conn_rate_max"),
+    ("haproxy_frontend_connections_total", "counter", 'Total number of new connections accepted on this frontend since the worker process started', "conn_tot"),
+    ("haproxy_frontend_bytes_in_total", "counter", _H_BIN, "bin"),
+    ("haproxy_frontend_bytes_out_total", "counter", _H_BOUT, "bout"),
+    ("haproxy_frontend_requests_denied_total", "counter", _H_DREQ, "dreq"),
+    ("haproxy_frontend_responses_denied_total", "counter", _H_DRESP, "dresp"),
+    ("haproxy_frontend_request_errors_total", "counter", 'Total number of invalid requests since process started', "ereq"),
+    ("haproxy_frontend_denied_connections_total", "counter", 'Total number of incoming connections blocked on a listener/frontend by a tcp-request connection rule since the worker process started', "dcon"),
+    ("haproxy_frontend_denied_sessions_total", "counter", 'Total number of incoming sessions blocked on a listener/frontend by a tcp-request connection rule since the worker process started', "dses"),
+    ("haproxy_frontend_http_requests_rate_max", "gauge", 'Highest value of http requests observed since the worker process started', "req_rate_max"),
+    ("haproxy_frontend_http_requests_total", "counter", _H_REQ_TOT, "req_tot"),
+    ("haproxy_frontend_intercepted_requests_total", "counter", 'Total number of HTTP requests intercepted on the frontend (redirects/stats/services) since the worker process started', "intercepted"),
+    ("haproxy_frontend_internal_errors_total", "counter", _H_EINT, "eint"),
+)
+_BACKEND = (
+    ("haproxy_backend_current_queue", "gauge", 'Number of current queued connections', "qcur"),
+    ("haproxy_backend_current_sessions", "gauge", _H_CUR, "scur"),
+    ("haproxy_backend_max_sessions", "gauge", _H_MAX, "smax"),
+    ("haproxy_backend_limit_sessions", "gauge", _H_LIMIT, "slim"),
+    ("haproxy_backend_sessions_total", "counter", _H_TOT, "stot"),
+    ("haproxy_backend_max_session_rate", "gauge", _H_RATE_MAX, "rate_max"),
+    ("haproxy_backend_bytes_in_total", "counter", _H_BIN, "bin"),
+    ("haproxy_backend_bytes_out_total", "counter", _H_BOUT, "bout"),
+    ("haproxy_backend_requests_denied_total", "counter", _H_DREQ, "dreq"),
+    ("haproxy_backend_responses_denied_total", "counter", _H_DRESP, "dresp"),
+    ("haproxy_backend_connection_errors_total", "counter", _H_ECON, "econ"),
+    ("haproxy_backend_response_errors_total", "counter", _H_ERESP, "eresp"),
+    ("haproxy_backend_retry_warnings_total", "counter", _H_WRETR, "wretr"),
+    ("haproxy_backend_redispatch_warnings_total", "counter", _H_WREDIS, "wredis"),
+    ("haproxy_backend_weight", "gauge", _H_WEIGHT, "weight"),
+    ("haproxy_backend_uweight", "gauge", _H_UWEIGHT, "uweight"),
+    ("haproxy_backend_active_servers", "gauge", 'Total number of active UP servers with a non-zero weight', "act"),
+    ("haproxy_backend_backup_servers", "gauge", 'Total number of backup UP servers with a non-zero weight', "bck"),
+    ("haproxy_backend_check_up_down_total", "counter", _H_CHKDOWN, "chkdown"),
+    ("haproxy_backend_check_last_change_seconds", "gauge", _H_LASTCHG, "lastchg"),
+    ("haproxy_backend_downtime_seconds_total", "counter", _H_DOWNTIME, "downtime"),
+    ("haproxy_backend_loadbalanced_total", "counter", _H_LBTOT, "lbtot"),
+    ("haproxy_backend_http_requests_total", "counter", _H_REQ_TOT, "req_tot"),
+    ("haproxy_backend_client_aborts_total", "counter", _H_CLI_ABRT, "cli_abrt"),
+    ("haproxy_backend_server_aborts_total", "counter", _H_SRV_ABRT, "srv_abrt"),
+    ("haproxy_backend_connection_attempts_total", "counter", _H_CONNECT, "connect"),
+    ("haproxy_backend_connection_reuses_total", "counter", _H_REUSE, "reuse"),
+    ("haproxy_backend_internal_errors_total", "counter", _H_EINT, "eint"),
+)
+_SERVER = (
+    ("haproxy_server_current_queue", "gauge", 'Number of current queued connections', "qcur"),
+    ("haproxy_server_current_sessions", "gauge", _H_CUR, "scur"),
+    ("haproxy_server_max_sessions", "gauge", _H_MAX, "smax"),
+    ("haproxy_server_limit_sessions", "gauge", _H_LIMIT, "slim"),
+    ("haproxy_server_sessions_total", "counter", _H_TOT, "stot"),
+    ("haproxy_server_max_session_rate", "gauge", _H_RATE_MAX, "rate_max"),
+    ("haproxy_server_bytes_in_total", "counter", _H_BIN, "bin"),
+    ("haproxy_server_bytes_out_total", "counter", _H_BOUT, "bout"),
+    ("haproxy_server_responses_denied_total", "counter", _H_DRESP, "dresp"),
+    ("haproxy_server_connection_errors_total", "counter", _H_ECON, "econ"),
+    ("haproxy_server_response_errors_total", "counter", _H_ERESP, "eresp"),
+    ("haproxy_server_retry_warnings_total", "counter", _H_WRETR, "wretr"),
+    ("haproxy_server_redispatch_warnings_total", "counter", _H_WREDIS, "wredis"),
+    ("haproxy_server_weight", "gauge", _H_WEIGHT, "weight"),
+    ("haproxy_server_uweight", "gauge", _H_UWEIGHT, "uweight"),
+    ("haproxy_server_check_failures_total", "counter", 'Total number of failed individual health checks per server/backend, since the worker process started', "chkfail"),
+    ("haproxy_server_check_up_down_total", "counter", _H_CHKDOWN, "chkdown"),
+    ("haproxy_server_check_last_change_seconds", "gauge", _H_LASTCHG, "lastchg"),
+    ("haproxy_server_downtime_seconds_total", "counter", _H_DOWNTIME, "downtime"),
+    ("haproxy_server_loadbalanced_total", "counter", _H_LBTOT, "lbtot"),
+    ("haproxy_server_client_aborts_total", "counter", _H_CLI_ABRT, "cli_abrt"),
+    ("haproxy_server_server_aborts_total", "counter", _H_SRV_ABRT, "srv_abrt"),
+    ("haproxy_server_connection_attempts_total", "counter", _H_CONNECT, "connect"),
+    ("haproxy_server_connection_reuses_total", "counter", _H_REUSE, "reuse"),
+    ("haproxy_server_idle_connections_current", "gauge", 'Current number of idle connections available for reuse on this server', "srv_icur"),
+    ("haproxy_server_unsafe_idle_connections_current", "gauge", 'Current number of unsafe idle connections', "idle_conn_cur"),
+    ("haproxy_server_safe_idle_connections_current", "gauge", 'Current number of safe idle connections', "safe_conn_cur"),
+    ("haproxy_server_used_connections_current", "gauge", 'Current number of connections in use', "used_conn_cur"),
+    ("haproxy_server_need_connections_current", "gauge", 'Estimated needed number of connections', "need_conn_est"),
+    ("haproxy_server_internal_errors_total", "counter", _H_EINT, "eint"),
+)
 
 
 def deny_thresholds(proc) -> list[tuple[str, str, str, int]]:
@@ -72,97 +183,72 @@ class _Collector:
     def collect(self):
         proc = self.proc
         scopes = self.scopes
+        rows = stat_rows(proc) if scopes & {"frontend", "backend", "server"} else []
         if "frontend" in scopes:
-            yield from self._frontends(proc)
+            yield from self._frontends(rows)
         if "backend" in scopes:
-            yield from self._backends(proc)
+            yield from self._backends(rows)
         if "server" in scopes:
-            yield from self._servers(proc)
+            yield from self._servers(rows)
         if "sticktable" in scopes:
             yield from self._tables(proc)
 
-    def _frontends(self, proc):
-        fes = proc.frontends
-        simple = [
-            ("haproxy_frontend_current_sessions", "gauge", "Number of current sessions on the frontend, backend or server", "scur"),
-            ("haproxy_frontend_max_sessions", "gauge", "Maximum observed number of active sessions on the frontend, backend or server", "smax"),
-            ("haproxy_frontend_sessions_total", "counter", "Total number of sessions since process started", "stot"),
-            ("haproxy_frontend_connections_total", "counter", "Total number of new connections accepted on this frontend since the worker process started", "conn_tot"),
-            ("haproxy_frontend_bytes_in_total", "counter", "Total number of request bytes since process started", "bin"),
-            ("haproxy_frontend_bytes_out_total", "counter", "Total number of response bytes since process started", "bout"),
-            ("haproxy_frontend_requests_denied_total", "counter", "Total number of denied requests since process started", "dreq"),
-            ("haproxy_frontend_responses_denied_total", "counter", "Total number of denied responses since process started", "dresp"),
-            ("haproxy_frontend_request_errors_total", "counter", "Total number of invalid requests since process started", "ereq"),
-            ("haproxy_frontend_denied_connections_total", "counter", "Total number of incoming connections blocked on a listener/frontend by a tcp-request connection rule since the worker process started", "dcon"),
-            ("haproxy_frontend_denied_sessions_total", "counter", "Total number of incoming sessions blocked on a listener/frontend by a tcp-request connection rule since the worker process started", "dses"),
-            ("haproxy_frontend_http_requests_rate_max", "gauge", "Highest value of http requests observed since the worker process started", "req_rate_max"),
-            ("haproxy_frontend_http_requests_total", "counter", "Total number of HTTP requests processed by this object since the worker process started", "req_tot"),
-            ("haproxy_frontend_intercepted_requests_total", "counter", "Total number of HTTP requests intercepted on the frontend (redirects/stats/services) since the worker process started", "intercepted"),
-        ]
-        for name, kind, help_, attr in simple:
-            fam = (GaugeMetricFamily if kind == "gauge" else CounterMetricFamily)(name, help_, labels=["proxy"])
-            for fe in fes:
-                fam.add_metric([fe.name], getattr(fe.stats, attr))
+    def _families(self, rows, labels, metrics):
+        """One family per (name, kind, help, show-stat field), a sample per row (rows
+        leaving the field empty left out)."""
+        for name, kind, help_, field in metrics:
+            fam = (GaugeMetricFamily if kind == "gauge" else CounterMetricFamily)(
+                name, help_, labels=list(labels))
+            for r in rows:
+                value = r.get(field)
+                if value is not None:
+                    fam.add_metric([r[k] for k in labels], value)
             yield fam
-        st = GaugeMetricFamily("haproxy_frontend_status", "Current status of the service, per state label value.", labels=["proxy", "state"])
-        for fe in fes:
-            up = 0 if proc.stopping else 1
-            st.add_metric([fe.name, "DOWN"], 1 - up)
-            st.add_metric([fe.name, "UP"], up)
-        yield st
-        fam = CounterMetricFamily("haproxy_frontend_http_responses_total", "Total number of HTTP responses with status 100-199 returned by this object since the worker process started", labels=["proxy", "code"])
-        for i, code in enumerate(_CODES):
-            for fe in fes:
-                fam.add_metric([fe.name, code], fe.stats.hrsp[i])
-        yield fam
 
-    def _backends(self, proc):
-        bes = list(proc.backends.values())
-        simple = [
-            ("haproxy_backend_current_sessions", "gauge", "Number of current sessions on the frontend, backend or server", lambda b: b.cur),
-            ("haproxy_backend_sessions_total", "counter", "Total number of sessions since process started", lambda b: b.stot),
-            ("haproxy_backend_requests_denied_total", "counter", "Total number of denied requests since process started", lambda b: b.dreq),
-            ("haproxy_backend_connection_errors_total", "counter", "Total number of failed connections to server since the worker process started", lambda b: b.econ),
-            ("haproxy_backend_response_errors_total", "counter", "Total number of invalid responses since the worker process started", lambda b: b.eresp),
-            ("haproxy_backend_retry_warnings_total", "counter", "Total number of server connection retries since the worker process started", lambda b: b.wretr),
-            ("haproxy_backend_redispatch_warnings_total", "counter", "Total number of server redispatches due to connection failures since the worker process started", lambda b: b.wredis),
-            ("haproxy_backend_active_servers", "gauge", "Total number of active UP servers with a non-zero weight", lambda b: sum(1 for s in b.servers if s.usable and not s.backup)),
-            ("haproxy_backend_backup_servers", "gauge", "Total number of backup UP servers with a non-zero weight", lambda b: sum(1 for s in b.servers if s.usable and s.backup)),
-            ("haproxy_backend_http_requests_total", "counter", "Total number of HTTP requests processed by this object since the worker process started", lambda b: b.req_tot),
-        ]
-        for name, kind, help_, fn in simple:
-            fam = (GaugeMetricFamily if kind == "gauge" else CounterMetricFamily)(name, help_, labels=["proxy"])
-            for b in bes:
-                fam.add_metric([b.name], fn(b))
-            yield fam
-        st = GaugeMetricFamily("haproxy_backend_status", "Current status of the service, per state label value.", labels=["proxy", "state"])
-        for b in bes:
-            up = 1 if b.up else 0
-            st.add_metric([b.name, "DOWN"], 1 - up)
-            st.add_metric([b.name, "UP"], up)
-        yield st
-        fam = CounterMetricFamily("haproxy_backend_http_responses_total", "Total number of HTTP responses with status 100-199 returned by this object since the worker process started", labels=["proxy", "code"])
-        for b in bes:
-            for i, code in enumerate(_CODES):
-                fam.add_metric([b.name, code], b.hrsp[i])
-        yield fam
+    def _status(self, rows, name, labels, states, state_of):
+        st = GaugeMetricFamily(name, "Current status of the service, per state label value.",
+                               labels=[*labels, "state"])
+        for r in rows:
+            current = state_of(r)
+            for state in states:
+                st.add_metric([*(r[k] for k in labels), state], 1 if current == state else 0)
+        return st
 
-    def _servers(self, proc):
-        st = GaugeMetricFamily("haproxy_server_status", "Current status of the service, per state label value.", labels=["proxy", "server", "state"])
-        cur = GaugeMetricFamily("haproxy_server_current_sessions", "Number of current sessions on the frontend, backend or server", labels=["proxy", "server"])
-        tot = CounterMetricFamily("haproxy_server_sessions_total", "Total number of sessions since process started", labels=["proxy", "server"])
-        fails = CounterMetricFamily("haproxy_server_check_failures_total", "Total number of failed individual health checks per server/backend, since the worker process started", labels=["proxy", "server"])
-        resp = CounterMetricFamily("haproxy_server_http_responses_total", "Total number of HTTP responses with status 100-199 returned by this object since the worker process started", labels=["proxy", "server", "code"])
-        for b in proc.backends.values():
-            for s in b.servers:
-                for state in ("DOWN", "UP", "MAINT"):
-                    st.add_metric([b.name, s.name, state], 1 if s.state == state else 0)
-                cur.add_metric([b.name, s.name], s.cur)
-                tot.add_metric([b.name, s.name], s.stot)
-                fails.add_metric([b.name, s.name], s.chkfail)
-                for i, code in enumerate(_CODES):
-                    resp.add_metric([b.name, s.name, code], s.hrsp[i])
-        yield from (st, cur, tot, fails, resp)
+    def _responses(self, rows, name, labels):
+        fam = CounterMetricFamily(name, "Total number of HTTP responses with status 100-199 returned by this object since the worker process started", labels=[*labels, "code"])
+        for r in rows:
+            for code in _CODES:
+                fam.add_metric([*(r[k] for k in labels), code], r[f"hrsp_{code}"])
+        return fam
+
+    def _frontends(self, rows):
+        rows = [r for r in rows if r["svname"] == "FRONTEND"]
+        labels = ("proxy",)
+        for r in rows:
+            r["proxy"] = r["pxname"]
+        yield from self._families(rows, labels, _FRONTEND)
+        yield self._status(rows, "haproxy_frontend_status", labels, ("DOWN", "UP"),
+                           lambda r: "UP" if r["status"] == "OPEN" else "DOWN")
+        yield self._responses(rows, "haproxy_frontend_http_responses_total", labels)
+
+    def _backends(self, rows):
+        rows = [r for r in rows if r["svname"] == "BACKEND"]
+        labels = ("proxy",)
+        for r in rows:
+            r["proxy"] = r["pxname"]
+        yield from self._families(rows, labels, _BACKEND)
+        yield self._status(rows, "haproxy_backend_status", labels, ("DOWN", "UP"), lambda r: r["status"])
+        yield self._responses(rows, "haproxy_backend_http_responses_total", labels)
+
+    def _servers(self, rows):
+        rows = [r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")]
+        labels = ("proxy", "server")
+        for r in rows:
+            r["proxy"], r["server"] = r["pxname"], r["svname"]
+        yield self._status(rows, "haproxy_server_status", labels, ("DOWN", "UP", "MAINT"),
+                           lambda r: "UP" if r["status"] == "no check" else r["status"])
+        yield from self._families(rows, labels, _SERVER)
+        yield self._responses(rows, "haproxy_server_http_responses_total", labels)
 
     def _tables(self, proc):
         size = GaugeMetricFamily("haproxy_sticktable_size", "Stick table size.", labels=["name", "type"])

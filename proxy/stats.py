@@ -9,6 +9,50 @@ import socket
 import time
 
 from edgestick import __version__
+from edgestick.freq_ctr import U32, now_ms, read_freq
+
+
+class PerSecond:
+    """HAProxy's per-second rates (a freq_ctr over 1 s) and their peaks for counters
+    that keep only totals, so that counting costs nothing per event: `tick()`, once a
+    second, notes the totals; a read combines the count since that tick with the
+    previous second's, weighted by what remains of the current second (read_freq). A
+    peak is the highest count of one second, as HAProxy's *_max keep the highest
+    current-period count."""
+    __slots__ = ("tick_ms", "base", "prev", "peak", "active_ms")
+
+    def __init__(self, n: int):
+        self.tick_ms = now_ms()
+        self.base = [0] * n
+        self.prev = [0] * n
+        self.peak = [0] * n
+        self.active_ms = None       # the tick that last saw events (lastsess)
+
+    def tick(self, totals, now: int) -> None:
+        if now - self.tick_ms < 500:    # ticked already this second (a shared backend)
+            return
+        base, prev, peak = self.base, self.prev, self.peak
+        for i, total in enumerate(totals):
+            count = total - base[i]
+            if count:
+                self.active_ms = now
+                if count > peak[i]:
+                    peak[i] = count
+            prev[i] = count
+            base[i] = total
+        self.tick_ms = now
+
+    def rate(self, i: int, total: int, now: int) -> int:
+        return read_freq(self.tick_ms & U32, total - self.base[i], self.prev[i], 1000, now & U32)
+
+    def max(self, i: int, total: int) -> int:
+        return max(self.peak[i], total - self.base[i])
+
+    def idle_s(self, total: int, now: int) -> int:
+        """Seconds since the last event of counter 0 (-1: never), to the second."""
+        if total != self.base[0]:
+            return 0
+        return -1 if self.active_ms is None else (now - self.active_ms) // 1000
 
 STAT_FIELDS = (
     "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,"
@@ -23,67 +67,205 @@ STAT_FIELDS = (
     "qtime_max,ctime_max,rtime_max,ttime_max,eint,idle_conn_cur,safe_conn_cur,"
     "used_conn_cur,need_conn_est,uweight,agg_server_status,agg_server_check_status,"
     "agg_check_status").split(",")
+# HAProxy 2.6 appends its statistics modules' columns after a "-" column: SSL, HTTP/2
+# and HTTP/1 (frontends and backends; servers leave the h2/h1 ones empty)
+SSL_FIELDS = ("ssl_sess", "ssl_reused_sess", "ssl_failed_handshake")
+H2_FIELDS = tuple(
+    "h2_headers_rcvd,h2_data_rcvd,h2_settings_rcvd,h2_rst_stream_rcvd,h2_goaway_rcvd,"
+    "h2_detected_conn_protocol_errors,h2_detected_strm_protocol_errors,h2_rst_stream_resp,"
+    "h2_goaway_resp,h2_open_connections,h2_backend_open_streams,h2_total_connections,"
+    "h2_backend_total_streams".split(","))
+H1_FIELDS = tuple(
+    "h1_open_connections,h1_open_streams,h1_total_connections,h1_total_streams,h1_bytes_in,"
+    "h1_bytes_out,h1_spliced_bytes_in,h1_spliced_bytes_out".split(","))
+ALL_FIELDS = (*STAT_FIELDS, "-", *SSL_FIELDS, *H2_FIELDS, *H1_FIELDS)
+HEADER = "# " + ",".join(ALL_FIELDS) + ",\n"
 _HRSP = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+# features edgestick does not have: HAProxy prints 0 for them while unused
+_UNUSED = {"wrew": 0, "comp_in": 0, "comp_out": 0, "comp_byp": 0, "comp_rsp": 0,
+           "cache_lookups": 0, "cache_hits": 0, **{f: 0 for f in H2_FIELDS},
+           "h1_spliced_bytes_in": 0, "h1_spliced_bytes_out": 0}
+# HAProxy's response times (q/c/r/ttime and their _max): not measured here (yet)
+_TIMES = ("qtime", "ctime", "rtime", "ttime", "qtime_max", "ctime_max", "rtime_max",
+          "ttime_max")
+_SSL_ZERO = {f: 0 for f in SSL_FIELDS}     # no SSL towards servers
+CHECK_DESC = {
+    "INI": "Initializing", "SOCKERR": "Socket error", "L4OK": "Layer4 check passed",
+    "L4TOUT": "Layer4 timeout", "L4CON": "Layer4 connection problem",
+    "L7OK": "Layer7 check passed", "L7TOUT": "Layer7 timeout",
+    "L7RSP": "Layer7 invalid response", "L7STS": "Layer7 wrong status",
+}
 
 
 def _row(values: dict) -> str:
-    return ",".join("" if values.get(f) is None else str(values[f]) for f in STAT_FIELDS) + ","
+    return ",".join("" if values.get(f) is None else str(values[f]) for f in ALL_FIELDS) + ",\n"
+
+
+def proxy_ids(cfg) -> dict[str, int]:
+    """Each proxy's `iid` as HAProxy numbers them: in the order of the configuration,
+    an explicit `id` kept, the others the next free number, the runtime API's own
+    frontend (created by the first `stats socket` line) counted where it was declared.
+    The counter moves on past every proxy, numbered or not (check_config_validity)."""
+    files = list(cfg.files)
+
+    def at(where):
+        return (files.index(where.file) if where.file in files else len(files), where.line)
+
+    order = [(at(p.where), p) for p in cfg.proxies]
+    if cfg.global_.stats_sockets:
+        order.append((at(cfg.global_.stats_sockets[0].where), None))
+    order.sort(key=lambda item: item[0])
+    used = {p.id for p in cfg.proxies if p.id is not None}
+    ids, nxt = {}, 1
+    for _, p in order:
+        if p is None or p.id is None:
+            while nxt in used:
+                nxt += 1
+            used.add(nxt)
+            if p is not None:
+                ids[p.name] = nxt
+        else:
+            ids[p.name] = p.id
+        nxt += 1
+    return ids
+
+
+def _slim_backend(proc, b) -> int:
+    """A backend's `fullconn`, else as HAProxy derives it: a tenth of the maxconn of
+    the frontends that can reach it (default_backend, use_backend, its own listen)."""
+    if b.model.fullconn:
+        return b.model.fullconn
+    total = 0
+    for fe in proc.frontends:
+        m = fe.model
+        if (fe.own_backend is b or m.default_backend == b.name
+                or any(ub.backend == b.name for ub in m.use_backends)):
+            total += fe.maxconn or proc.maxconn
+    return (total + 9) // 10 if total else None
 
 
 def show_stat(proc) -> str:
+    return HEADER + "".join(_row(v) for v in stat_rows(proc))
+
+
+def stat_rows(proc) -> list[dict]:
+    """`show stat`'s rows as {field: value} (None: left empty), as HAProxy lists them:
+    proxy after proxy in the configuration's order, a frontend's row, then a backend's
+    servers and the backend itself. /metrics reads them too."""
     now = time.monotonic()
-    lines = ["# " + ",".join(STAT_FIELDS) + ",\n"]
-    iid = 0
-    for fe in proc.frontends:
-        iid += 1
-        s = fe.stats
-        v = {"pxname": fe.name, "svname": "FRONTEND", "scur": s.scur, "smax": s.smax,
-             "slim": fe.maxconn or proc.maxconn or "", "stot": s.stot, "bin": s.bin,
-             "bout": s.bout, "dreq": s.dreq, "dresp": s.dresp, "ereq": s.ereq,
-             "status": "STOP" if proc.stopping else "OPEN", "pid": 1, "iid": iid, "sid": 0,
-             "type": 0, "req_tot": s.req_tot, "req_rate_max": s.req_rate_max,
-             "mode": "http", "conn_tot": s.conn_tot, "intercepted": s.intercepted,
-             "dcon": s.dcon, "dses": s.dses}
+    ms = now_ms()
+    ids = proxy_ids(proc.cfg)
+    frontends = {id(fe.model): fe for fe in proc.frontends}
+    backends = {id(b.model): b for b in proc.backends.values()}
+    rows = []
+    for p in proc.cfg.proxies:
+        fe = frontends.get(id(p))
+        if fe is not None:
+            rows.append(_frontend_row(proc, fe, ids.get(p.name), ms))
+        b = backends.get(id(p))
+        if b is not None:
+            rows += _backend_rows(proc, b, ids.get(p.name), now, ms)
+    return rows
+
+
+def _frontend_row(proc, fe, iid, ms: int) -> dict:
+    s = fe.stats
+    http = fe.model.mode == "http"
+    rate, conn_rate, req_rate = s.rate(ms)
+    rate_max, conn_rate_max, req_rate_max = s.rate_max()
+    streams = s.req_tot - s.no_stream
+    v = {"pxname": fe.name, "svname": "FRONTEND", "scur": s.scur, "smax": s.smax,
+         "slim": fe.maxconn or proc.maxconn or None, "stot": s.stot, "bin": s.bin,
+         "bout": s.bout, "dreq": s.dreq, "dresp": s.dresp, "ereq": s.ereq,
+         "status": "STOP" if proc.stopping else "OPEN", "pid": 1, "iid": iid, "sid": 0,
+         "type": 0, "rate": rate, "rate_lim": 0, "rate_max": rate_max, "req_rate": req_rate,
+         "req_rate_max": req_rate_max, "req_tot": s.req_tot, "mode": fe.model.mode,
+         "conn_rate": conn_rate, "conn_rate_max": conn_rate_max, "conn_tot": s.conn_tot,
+         "intercepted": s.intercepted, "dcon": s.dcon, "dses": s.dses, "eint": s.eint,
+         "-": "-", "ssl_sess": s.ssl_sess, "ssl_reused_sess": s.ssl_reused,
+         "ssl_failed_handshake": 0, **_UNUSED,
+         "h1_open_connections": len(fe.conns) if http else 0,
+         "h1_open_streams": streams - s.streams_done if http else 0,
+         "h1_total_connections": s.conn_tot if http else 0,
+         "h1_total_streams": streams if http else 0,
+         "h1_bytes_in": s.h1_in, "h1_bytes_out": s.h1_out}
+    for i, f in enumerate(_HRSP):
+        v[f] = s.hrsp[i]
+    return v
+
+
+def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
+    """The servers' rows, then the backend's."""
+    rows = []
+    mode = b.model.mode
+    for srv in b.servers:
+        checked = srv.model.check
+        status = {"UP": "UP", "DOWN": "DOWN", "MAINT": "MAINT"}[srv.state]
+        if not checked and status == "UP":
+            status = "no check"
+        idle = srv.idle
+        safe = sum(1 for c in idle if c.reused)
+        v = {"pxname": b.name, "svname": srv.name, "qcur": len(srv.queue), "qmax": 0,
+             "scur": srv.cur, "smax": srv.smax, "slim": srv.maxconn or None,
+             "stot": srv.stot, "bin": srv.bin, "bout": srv.bout, "dresp": srv.dresp,
+             "econ": srv.econ, "eresp": srv.eresp, "wretr": srv.wretr,
+             "wredis": srv.wredis, "status": status, "weight": srv.weight,
+             "act": 0 if srv.backup else 1, "bck": 1 if srv.backup else 0,
+             "lastchg": int(now - srv.last_change), "qlimit": srv.model.maxqueue or None,
+             "pid": 1, "iid": iid, "sid": srv.id, "lbtot": srv.lbtot, "type": 2,
+             "rate": srv.rates.rate(0, srv.stot, ms),
+             "rate_max": srv.rates.max(0, srv.stot),
+             "req_tot": srv.stot - srv.unsent, "cli_abrt": srv.cli_abrt,
+             "srv_abrt": srv.srv_abrt, "lastsess": srv.rates.idle_s(srv.stot, ms),
+             "addr": srv.model.addr, "cookie": srv.cookie, "mode": mode, "wrew": 0,
+             "connect": srv.connects, "reuse": srv.reuses, "srv_icur": len(idle),
+             "eint": 0, "idle_conn_cur": len(idle) - safe, "safe_conn_cur": safe,
+             "used_conn_cur": len(srv.all_conns) - len(idle),
+             "need_conn_est": srv.max_used, "uweight": srv.weight,
+             "-": "-", **_SSL_ZERO}
+        if checked:
+            v.update({"chkfail": srv.chkfail, "chkdown": srv.chkdown,
+                      "downtime": srv.downtime(now), "check_status": srv.check_status,
+                      "check_code": srv.check_code, "check_duration": srv.check_duration,
+                      "check_desc": CHECK_DESC.get(srv.check_status, ""),
+                      "check_rise": srv.model.rise, "check_fall": srv.model.fall,
+                      "check_health": srv.health})
         for i, f in enumerate(_HRSP):
-            v[f] = s.hrsp[i]
-        lines.append(_row(v) + "\n")
-    for b in proc.backends.values():
-        iid += 1
-        for sid, srv in enumerate(b.servers, 1):
-            checked = srv.model.check
-            status = {"UP": "UP", "DOWN": "DOWN", "MAINT": "MAINT"}[srv.state]
-            if not checked and status == "UP":
-                status = "no check"
-            v = {"pxname": b.name, "svname": srv.name, "qcur": len(srv.queue), "qmax": 0, "scur": srv.cur,
-                 "smax": srv.smax, "slim": srv.maxconn or "", "stot": srv.stot,
-                 "econ": srv.econ, "eresp": srv.eresp, "wretr": srv.wretr,
-                 "wredis": srv.wredis, "status": status, "weight": srv.weight,
-                 "act": 0 if srv.backup else 1, "bck": 1 if srv.backup else 0,
-                 "lastchg": int(now - srv.last_change), "pid": 1, "iid": iid,
-                 "sid": srv.id, "lbtot": srv.lbtot, "type": 2,
-                 "addr": srv.model.addr, "cookie": srv.cookie or "", "mode": "http",
-                 "uweight": srv.weight}
-            if checked:
-                v.update({"chkfail": srv.chkfail, "chkdown": srv.chkdown,
-                          "check_status": srv.check_status, "check_rise": srv.model.rise,
-                          "check_fall": srv.model.fall, "check_health": srv.health})
-            for i, f in enumerate(_HRSP):
-                v[f] = srv.hrsp[i]
-            lines.append(_row(v) + "\n")
-        v = {"pxname": b.name, "svname": "BACKEND", "qcur": len(b.queue), "qmax": 0, "scur": b.cur,
-             "smax": b.smax, "stot": b.stot, "dreq": b.dreq, "econ": b.econ,
-             "eresp": b.eresp, "wretr": b.wretr, "wredis": b.wredis,
-             "status": "UP" if b.up else "DOWN",
-             "weight": sum(s.weight for s in b.servers if s.usable),
-             "act": sum(1 for s in b.servers if s.usable and not s.backup),
-             "bck": sum(1 for s in b.servers if s.usable and s.backup),
-             "lastchg": int(now - b.last_change), "pid": 1, "iid": iid, "sid": 0,
-             "lbtot": b.lbtot, "type": 1, "req_tot": b.req_tot, "mode": "http",
-             "algo": b.algo}
-        for i, f in enumerate(_HRSP):
-            v[f] = b.hrsp[i]
-        lines.append(_row(v) + "\n")
-    return "".join(lines)
+            v[f] = srv.hrsp[i]
+        rows.append(v)
+    servers = b.servers
+    usable = [s for s in servers if s.usable]
+    stot = b.stot
+    conns = sum(len(s.all_conns) for s in servers)
+    connects = sum(s.connects for s in servers)
+    reuses = sum(s.reuses for s in servers)
+    v = {"pxname": b.name, "svname": "BACKEND", "qcur": len(b.queue), "qmax": 0,
+         "scur": b.cur, "smax": b.smax, "slim": _slim_backend(proc, b), "stot": stot,
+         "bin": b.bin_own + sum(s.bin for s in servers),
+         "bout": b.bout_own + sum(s.bout for s in servers),
+         "dreq": b.dreq, "dresp": b.dresp, "econ": b.econ, "eresp": b.eresp,
+         "wretr": b.wretr, "wredis": b.wredis, "status": "UP" if b.up else "DOWN",
+         "weight": sum(s.weight for s in usable),
+         "act": sum(1 for s in usable if not s.backup),
+         "bck": sum(1 for s in usable if s.backup), "chkdown": b.chkdown,
+         "lastchg": int(now - b.last_change), "downtime": b.downtime(now), "pid": 1,
+         "iid": iid, "sid": 0, "lbtot": sum(s.lbtot for s in servers), "type": 1,
+         "rate": b.rates.rate(0, stot, ms), "rate_max": b.rates.max(0, stot),
+         "req_tot": b.req_tot, "cli_abrt": sum(s.cli_abrt for s in servers),
+         "srv_abrt": sum(s.srv_abrt for s in servers),
+         "lastsess": b.rates.idle_s(stot, ms), "mode": mode, "algo": b.algo,
+         "connect": connects, "reuse": reuses, "eint": 0,
+         "uweight": sum(s.weight for s in usable), "agg_server_status": 0,
+         "agg_server_check_status": 0, "agg_check_status": 0,
+         "-": "-", **_SSL_ZERO, **_UNUSED,
+         "h1_open_connections": conns, "h1_open_streams": b.cur,
+         "h1_total_connections": connects, "h1_total_streams": connects + reuses,
+         "h1_bytes_in": sum(s.wire_in for s in servers),
+         "h1_bytes_out": sum(s.wire_out for s in servers)}
+    for i, f in enumerate(_HRSP):
+        v[f] = b.hrsp[i]
+    rows.append(v)
+    return rows
 
 
 def show_info(proc) -> str:
