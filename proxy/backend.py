@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
+import os
 import socket
 import struct
 import time
@@ -184,7 +185,7 @@ class ServerState:
     """A server's run-time state and counters (what `show stat` reports)."""
     __slots__ = ("backend", "model", "name", "id", "host", "port", "weight", "backup",
                  "cookie", "maxconn", "admin_maint", "op_up", "health", "check_status",
-                 "check_code", "check_duration", "last_change", "down_s", "idle",
+                 "check_code", "last_chk", "checking", "check_duration", "last_change", "down_s", "idle",
                  "all_conns", "cur", "smax", "stot", "bin", "bout", "hrsp", "econ",
                  "eresp", "wretr", "wredis", "chkfail", "chkdown", "lbtot", "connects",
                  "reuses", "unsent", "dresp", "cli_abrt", "srv_abrt", "wire_in", "wire_out",
@@ -206,6 +207,8 @@ class ServerState:
         self.health = model.rise if model.check else 0
         self.check_status = "L4OK" if model.check else ""
         self.check_code = None             # the HTTP status of the last layer-7 check
+        self.last_chk = ""                 # what the last failed check said
+        self.checking = False              # a check is under way
         self.check_duration = None         # ms the last check took
         self.last_change = time.monotonic()
         self.down_s = 0.0                  # time spent DOWN before the current state
@@ -701,15 +704,21 @@ async def _check_once(backend: Backend, srv: ServerState, timeouts: dict) -> boo
     host = srv.model.check_addr or srv.host
     port = srv.model.check_port or srv.port
     req = _check_request(model)
-    srv.check_code = None
+    srv.check_code, srv.last_chk = None, ""
+    # the check's connection is one in use (HAProxy's need_conn_est counts it)
+    srv.max_used = max(srv.max_used, len(srv.all_conns) - len(srv.idle) + 1)
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (host, port)), min(connect_s, inter_s))
-        except (OSError, TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, asyncio.TimeoutError):
+            srv.check_status = "L4TOUT"
+            return False
+        except OSError as e:
             srv.check_status = "L4CON"
+            srv.last_chk = os.strerror(e.errno) if e.errno else ""
             return False
         if req is None:
             srv.check_status = "L4OK"
@@ -733,6 +742,8 @@ async def _check_once(backend: Backend, srv: ServerState, timeouts: dict) -> boo
         srv.check_code = int(line[1])
         ok = _check_expect_ok(model, srv.check_code)
         srv.check_status = "L7OK" if ok else "L7STS"
+        if not ok:                  # the reason phrase, as HAProxy reports it
+            srv.last_chk = b" ".join(line[2:]).decode("latin-1")
         return ok
     finally:
         set_linger_rst(sock)        # like HAProxy: a reset once the verdict is known
@@ -767,11 +778,14 @@ async def _check_loop(backend: Backend, srv: ServerState, delay: float, timeouts
         if srv.admin_maint:
             ok = None
         else:
+            srv.checking = True
             try:
                 ok = await _check_once(backend, srv, timeouts)
             except Exception:
                 srv.check_status = "SOCKERR"
                 ok = False
+            finally:
+                srv.checking = False
             srv.check_duration = int((loop.time() - started) * 1000)
         if ok is not None:
             apply_check_result(srv, ok)

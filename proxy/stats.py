@@ -98,7 +98,18 @@ CHECK_DESC = {
 
 
 def _row(values: dict) -> str:
-    return ",".join("" if values.get(f) is None else str(values[f]) for f in ALL_FIELDS) + ",\n"
+    return ",".join(_csv(values.get(f)) for f in ALL_FIELDS) + ",\n"
+
+
+def _csv(value) -> str:
+    """A field as HAProxy's csv_enc writes it: quoted when it holds a comma, a quote,
+    a line break, or begins or ends with a space."""
+    if value is None:
+        return ""
+    text = str(value)
+    if any(ch in text for ch in ',"\r\n') or text[:1] == " " or text[-1:] == " ":
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def proxy_ids(cfg) -> dict[str, int]:
@@ -224,9 +235,12 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
              "need_conn_est": srv.max_used, "uweight": srv.weight,
              "-": "-", **_SSL_ZERO}
         if checked:
+            # "* ": a check is under way (the status is the last one's)
             v.update({"chkfail": srv.chkfail, "chkdown": srv.chkdown,
-                      "downtime": srv.downtime(now), "check_status": srv.check_status,
+                      "downtime": srv.downtime(now),
+                      "check_status": ("* " if srv.checking else "") + srv.check_status,
                       "check_code": srv.check_code, "check_duration": srv.check_duration,
+                      "last_chk": srv.last_chk,
                       "check_desc": CHECK_DESC.get(srv.check_status, ""),
                       "check_rise": srv.model.rise, "check_fall": srv.model.fall,
                       "check_health": srv.health})
@@ -235,6 +249,9 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
         rows.append(v)
     servers = b.servers
     usable = [s for s in servers if s.usable]
+    # the weights of the servers taking traffic: the active ones, else the backups
+    weight = (sum(s.weight for s in usable if not s.backup)
+              or sum(s.weight for s in usable if s.backup))
     stot = b.stot
     conns = sum(len(s.all_conns) for s in servers)
     connects = sum(s.connects for s in servers)
@@ -245,7 +262,7 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
          "bout": b.bout_own + sum(s.bout for s in servers),
          "dreq": b.dreq, "dresp": b.dresp, "econ": b.econ, "eresp": b.eresp,
          "wretr": b.wretr, "wredis": b.wredis, "status": "UP" if b.up else "DOWN",
-         "weight": sum(s.weight for s in usable),
+         "weight": weight,
          "act": sum(1 for s in usable if not s.backup),
          "bck": sum(1 for s in usable if s.backup), "chkdown": b.chkdown,
          "lastchg": int(now - b.last_change), "downtime": b.downtime(now), "pid": 1,
@@ -254,8 +271,9 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
          "req_tot": b.req_tot, "cli_abrt": sum(s.cli_abrt for s in servers),
          "srv_abrt": sum(s.srv_abrt for s in servers),
          "lastsess": b.rates.idle_s(stot, ms), "mode": mode, "algo": b.algo,
+         "cookie": b.model.cookie.name if b.model.cookie is not None else None,
          "connect": connects, "reuse": reuses, "eint": 0,
-         "uweight": sum(s.weight for s in usable), "agg_server_status": 0,
+         "uweight": weight, "agg_server_status": 0,
          "agg_server_check_status": 0, "agg_check_status": 0,
          "-": "-", **_SSL_ZERO, **_UNUSED,
          "h1_open_connections": conns, "h1_open_streams": b.cur,

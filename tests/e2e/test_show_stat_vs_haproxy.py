@@ -9,7 +9,7 @@ from proxy_harness import Backends, Client, both, private_tmp, raw_exchange  # n
 
 pytestmark = pytest.mark.haproxy
 
-CONFIG = """
+HEAD = """
 global
     stats socket {SOCK} mode 600 level admin
     nbthread 1
@@ -19,6 +19,9 @@ defaults
     timeout connect 1s
     timeout client 5s
     timeout server 5s
+"""
+
+CONFIG = HEAD + """
 frontend f
     bind 127.0.0.1:{FE}
     http-request deny if { path /deny }
@@ -36,6 +39,7 @@ backend d
 MASKED = {
     "lastchg",          # seconds since the last state change: read at two different instants
     "lastsess",         # seconds since the last session, the same
+    "downtime",         # seconds spent DOWN (a server DOWN since start), the same
     "check_duration",   # milliseconds the last health check took
     # HAProxy's averages and peaks of queue/connect/response/total times (ms over the
     # last 1024 requests): edgestick does not measure them
@@ -44,6 +48,24 @@ MASKED = {
 # per-second rates: HAProxy's period starts with the first event, edgestick's at its
 # once-a-second tick, so a burst may be split differently; compared with a tolerance
 RATES = {"rate", "rate_max", "req_rate", "req_rate_max", "conn_rate", "conn_rate_max"}
+
+
+STATES = HEAD + """
+listen l
+    bind 127.0.0.1:{FE}
+    balance leastconn
+    cookie SRV insert indirect nocache
+    server a 127.0.0.1:{S1} check inter 200ms fall 1 rise 1 cookie a
+    server down 127.0.0.1:{DEAD} check inter 200ms fall 1 rise 1 cookie d
+    server bk 127.0.0.1:{S1} backup weight 3 maxconn 10
+    server off 127.0.0.1:{S1} disabled
+frontend t
+    bind 127.0.0.1:{FE2}
+    default_backend tb
+backend tb
+    id 7
+    server t1 127.0.0.1:{S1}
+"""
 
 
 def show_stat(p) -> tuple[str, list[dict]]:
@@ -76,6 +98,32 @@ def settled(rows) -> bool:
     return all(r["scur"] == "0" for r in rows) and by[("b", "s1")]["check_health"] == "4"
 
 
+def compare(h, e):
+    """The whole dump: header, rows, every field (MASKED aside, RATES near)."""
+    (h_header, h_rows), (e_header, e_rows) = show_stat(h), show_stat(e)
+    assert e_header == h_header
+    assert [(r["pxname"], r["svname"]) for r in e_rows] == [
+        (r["pxname"], r["svname"]) for r in h_rows]
+    totals = {"rate": "stot", "rate_max": "stot", "conn_rate": "conn_tot",
+              "conn_rate_max": "conn_tot", "req_rate": "req_tot", "req_rate_max": "req_tot"}
+    for hr, er in zip(h_rows, e_rows):
+        where = (hr["pxname"], hr["svname"])
+        for name, hv in hr.items():
+            ev = er[name]
+            if name in MASKED:
+                continue
+            if name == "check_status":      # "* ": a check under way at that instant
+                hv, ev = hv.removeprefix("* "), ev.removeprefix("* ")
+            if name in RATES and hv != "":
+                # within the traffic's total, and near HAProxy's
+                total = int(hr[totals[name]])
+                assert ev != "" and 0 <= int(ev) <= total, (where, name, ev, hv)
+                assert abs(int(ev) - int(hv)) <= max(1, int(hv) // 2), (where, name, ev, hv)
+                continue
+            assert ev == hv, (where, name, ev, hv)
+    return {(r["pxname"], r["svname"]): r for r in e_rows}
+
+
 def test_show_stat_like_haproxy(private_tmp, haproxy_bin):
     b = Backends(["s1"]).start()
     b.ports["dead"] = Backends(["dead"]).ports["dead"]       # nothing listens there
@@ -97,28 +145,9 @@ def test_show_stat_like_haproxy(private_tmp, haproxy_bin):
                 assert raw_exchange(p.port, b"GET /dead HTTP/1.1\r\nHost: a\r\n"
                                     b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 503")
                 wait_for(p, settled)
-            (h_header, h_rows), (e_header, e_rows) = show_stat(h), show_stat(e)
-        assert e_header == h_header
-        assert [(r["pxname"], r["svname"]) for r in e_rows] == [
-            (r["pxname"], r["svname"]) for r in h_rows]
-        totals = {"rate": "stot", "rate_max": "stot", "conn_rate": "conn_tot",
-                  "conn_rate_max": "conn_tot", "req_rate": "req_tot", "req_rate_max": "req_tot"}
-        for hr, er in zip(h_rows, e_rows):
-            where = (hr["pxname"], hr["svname"])
-            for name, hv in hr.items():
-                ev = er[name]
-                if name in MASKED:
-                    continue
-                if name in RATES and hv != "":
-                    # within the traffic's total, and near HAProxy's
-                    total = int(hr[totals[name]])
-                    assert ev != "" and 0 <= int(ev) <= total, (where, name, ev, hv)
-                    assert abs(int(ev) - int(hv)) <= max(1, int(hv) // 2), (where, name, ev, hv)
-                    continue
-                assert ev == hv, (where, name, ev, hv)
+            e = compare(h, e)
         # the traffic's marks, beyond "equal": HTX-sized bytes, servers' sessions,
         # connections made and reused, the dead server's failed attempt
-        e = {(r["pxname"], r["svname"]): r for r in e_rows}
         assert e[("f", "FRONTEND")]["iid"] == "2"           # the CLI's frontend is 1
         assert e[("b", "s1")]["stot"] == "2" and e[("b", "s1")]["reuse"] == "1"
         assert e[("b", "s1")]["check_desc"] == "Layer4 check passed"
@@ -127,5 +156,33 @@ def test_show_stat_like_haproxy(private_tmp, haproxy_bin):
         assert e[("d", "BACKEND")]["hrsp_5xx"] == "1"
         # bytes in HAProxy's internal (HTX) size, not as they were on the wire
         assert e[("f", "FRONTEND")]["bin"] != e[("f", "FRONTEND")]["h1_bytes_in"]
+    finally:
+        b.kill()
+
+
+def checks_done(rows) -> bool:
+    """STATES: the first checks done (a UP, down DOWN), no connection open."""
+    status = {r["svname"]: r["check_status"].removeprefix("* ") for r in rows}
+    return (status["a"], status["down"]) == ("L4OK", "L4CON") and all(
+        r["scur"] == "0" for r in rows)
+
+
+def test_show_stat_server_states_like_haproxy(private_tmp, haproxy_bin):
+    """A listen section (one proxy, both rows), leastconn and a cookie, a server DOWN by
+    its check (refused), a backup, a disabled one, an explicit id."""
+    b = Backends(["s1"]).start()
+    b.ports["dead"] = Backends(["dead"]).ports["dead"]
+    try:
+        with both(STATES, b, private_tmp, haproxy_bin, n_frontends=2) as (h, e):
+            for p in (h, e):
+                wait_for(p, checks_done)
+                for port in p.ports:
+                    assert raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n"
+                                        b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
+                wait_for(p, lambda rows: all(r["scur"] == "0" for r in rows))
+            e = compare(h, e)
+        assert e[("l", "down")]["last_chk"] == "Connection refused"
+        assert e[("l", "BACKEND")]["weight"] == "1" and e[("l", "BACKEND")]["cookie"] == "SRV"
+        assert e[("tb", "BACKEND")]["iid"] == "7"
     finally:
         b.kill()
