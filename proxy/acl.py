@@ -27,33 +27,45 @@ _INT_OPS = {"eq", "ge", "gt", "le", "lt"}
 _INT_SEP = re.compile(r"[:-]")
 
 
+def parse_int_range(v: str) -> tuple[float, float]:
+    """One integer pattern as HAProxy's pat_parse_int reads it: `N`, or a range `a:b` /
+    `a-b`, `:b` / `-b` (up to b), `a:` / `a-` (from a); the inclusive (lo, hi)."""
+    m = _INT_SEP.search(v)
+    if m is not None:
+        a, b = v[:m.start()], v[m.end():]
+        try:
+            lo = int(a) if a else -_INF
+            hi = int(b) if b else _INF
+        except ValueError:
+            raise AclError(f"'{v}' is not a valid integer range") from None
+        if not a and not b:
+            raise AclError(f"'{v}' is not a valid integer range")
+        return lo, hi
+    try:
+        n = int(v)
+    except ValueError:
+        raise AclError(f"'{v}' is not a number") from None
+    return n, n
+
+
+_INF = float("inf")
+
+
 def _int_matcher(values: Sequence[str]) -> Callable[[int], bool]:
-    """Integer patterns as HAProxy's pat_parse_int reads them: `N`, ranges `a:b` / `a-b`,
-    `:b` / `-b` (up to b), `a:` / `a-` (from a), and operators `eq ge gt le lt` which stay
+    """Integer patterns (see parse_int_range) and operators `eq ge gt le lt`, which stay
     in force for the following values until another one. Any pattern matching wins."""
     tests: list[tuple[float, float]] = []      # inclusive [lo, hi] ranges
-    inf = float("inf")
+    inf = _INF
     op = "eq"
     for v in values:
         if v in _INT_OPS:
             op = v
             continue
-        m = _INT_SEP.search(v)
-        if m is not None:
-            a, b = v[:m.start()], v[m.end():]
-            try:
-                lo = int(a) if a else -inf
-                hi = int(b) if b else inf
-            except ValueError:
-                raise AclError(f"'{v}' is not a valid integer range") from None
-            if not a and not b:
-                raise AclError(f"'{v}' is not a valid integer range")
+        lo, hi = parse_int_range(v)
+        if _INT_SEP.search(v) is not None:         # a range: operators do not apply
             tests.append((lo, hi))
             continue
-        try:
-            n = int(v)
-        except ValueError:
-            raise AclError(f"'{v}' is not a number") from None
+        n = lo
         tests.append({"eq": (n, n), "ge": (n, inf), "gt": (n + 1, inf), "le": (-inf, n),
                       "lt": (-inf, n - 1)}[op])
     # an operator without value adds no pattern (HAProxy accepts it)
@@ -144,16 +156,19 @@ def _ip_matcher(values: Sequence[str]) -> Callable[[object], bool]:
             return any(mapped & m == net for net, m in nets6)
         if any(n & m == net for net, m in nets6):
             return True
-        # an IPv6 sample meets IPv4 patterns when it carries an IPv4 address: mapped
-        # (::ffff:a.b.c.d), compatible (::a.b.c.d) or 6to4 (2002:aabb:ccdd::/48)
-        if n >> 32 in (0xFFFF, 0):
-            n4 = n & 0xFFFFFFFF
-        elif n >> 112 == 0x2002:
-            n4 = (n >> 80) & 0xFFFFFFFF
-        else:
-            return False
-        return any(n4 & m == net for net, m in nets4)
+        n4 = embedded_v4(n)
+        return n4 is not None and any(n4 & m == net for net, m in nets4)
     return cached
+
+
+def embedded_v4(n6: int) -> Optional[int]:
+    """The IPv4 address an IPv6 one carries, as HAProxy reads it to meet IPv4 patterns:
+    mapped (::ffff:a.b.c.d), compatible (::a.b.c.d) or 6to4 (2002:aabb:ccdd::/48)."""
+    if n6 >> 32 in (0xFFFF, 0):
+        return n6 & 0xFFFFFFFF
+    if n6 >> 112 == 0x2002:
+        return (n6 >> 80) & 0xFFFFFFFF
+    return None
 
 
 def _str_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[str], bool]:
@@ -180,10 +195,7 @@ def _str_matcher(method: str, values: Sequence[str], icase: bool) -> Callable[[s
     if method == "sub":
         return lambda s: any(v in norm(s) for v in vals)
     if method == "reg":
-        try:
-            regs = [re.compile(v, re.I if icase else 0) for v in values]
-        except re.error as e:
-            raise AclError(f"regex '{e.pattern}' is invalid: {e}") from None
+        regs = [compile_regex(v, icase) for v in values]
         return lambda s: any(r.search(s) for r in regs)
     if method in ("dir", "dom"):
         delims = "/?" if method == "dir" else "/?.:"
@@ -301,7 +313,8 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
         raise AclError(str(e)) from None
     method = alias_method
     icase = False
-    file_values: list[str] = []
+    file_values: list[tuple[int, str]] = []
+    files: list[str] = []
     i = 1
     while i < len(words) and words[i].startswith("-"):      # `--` before a "-1" pattern
         flag = words[i]
@@ -324,6 +337,7 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
             if i + 1 >= len(words):
                 raise AclError("'-f' expects a file name")
             file_values += _pattern_file(words[i + 1])
+            files += [words[i + 1]] * (len(file_values) - len(files))
             i += 1
         elif flag in ("-M", "-u"):
             raise AclError(f"ACL flag '{flag}' is not supported by edgestick")
@@ -331,7 +345,8 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
             raise AclError(f"'{flag}' is not a valid ACL option. Please use '--' before any "
                            "pattern beginning with a '-'")
         i += 1
-    values = file_values + list(words[i:])
+    values = [v for _, v in file_values] + list(words[i:])
+    PATTERN_IDS.take()                      # the expression's own reference
     # sample types HAProxy cannot cast to what the method compares: booleans to addresses,
     # methods to booleans, integers or addresses
     if (method == "ip" and out == "bool") or (
@@ -348,7 +363,11 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
         # the term false rather than "no sample", which only matters under `!`)
         match = _never
     else:
-        match = build_matcher(method, values, icase, out)
+        try:
+            match = build_matcher(method, values, icase, out)
+        except AclError:
+            _file_error(method, file_values, files, icase, out)
+            raise
     # str-style matchers on non-str samples compare text forms; ints compare as ints
     if multi:
         def test_multi(ctx):
@@ -373,19 +392,81 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
     return AclExpr(" ".join(words), test, fd.name, term)
 
 
-def _pattern_file(path: str) -> list[str]:
-    """`-f FILE`: one pattern per line; blank lines and lines starting with '#' skipped."""
+def read_pattern_lines(path: str) -> list[tuple[int, str]]:
+    """(line number, text) of a pattern or map file as HAProxy reads it: a '#' in the
+    first column makes a comment, leading spaces and tabs are skipped, the text ends at
+    CR or LF, empty lines are skipped. Trailing spaces stay (they belong to the pattern)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise AclError(f"failed to open pattern file <{path}>: {e.strerror}") from None
+        with open(path, "rb") as f:
+            data = f.read()
+    except IsADirectoryError:
+        raise AclError(f"error encountered while reading  <{path}> : Is a directory") from None
+    except OSError:
+        raise AclError(f"failed to open pattern file <{path}>") from None
     out = []
-    for line in lines:
-        t = line.strip()
-        if t and not t.startswith("#"):
-            out.append(t)
+    for n, raw in enumerate(data.decode("latin-1").split("\n"), 1):
+        if raw.startswith("#"):
+            continue
+        text = raw.lstrip(" \t").split("\r", 1)[0]
+        if text:
+            out.append((n, text))
     return out
+
+
+def compile_regex(text: str, icase: bool = False) -> re.Pattern:
+    """A `reg` pattern; the error names it as HAProxy does (with Python's reason)."""
+    try:
+        return re.compile(text, re.I if icase else 0)
+    except re.error as e:
+        raise AclError(f"regex '{text}' is invalid (error={e.msg}, erroffset={e.pos})") \
+            from None
+
+
+class PatternIds:
+    """HAProxy's pattern reference ids, one sequence for ACLs and maps (`show acl`, `show
+    map`): each ACL expression takes one, so does each file the first time it is named.
+    Restarted by each configuration load (proxy/maps.py: Registry.begin)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.next = 0
+        self.files: dict[str, int] = {}       # file -> columns: 1 (ACL), 2 (map)
+
+    def take(self) -> int:
+        uid = self.next
+        self.next += 1
+        return uid
+
+    def file(self, path: str, columns: int) -> None:
+        """A file named by an ACL (1 column) or a map (2): one id, one use."""
+        used = self.files.get(path)
+        if used is None:
+            self.files[path] = columns
+            self.take()
+        elif used != columns:
+            names = {1: "one", 2: "two"}
+            raise AclError(f'The file "{path}" is already used as {names[used]} column file '
+                           f"and cannot be used by as {names[columns]} column file.")
+
+
+PATTERN_IDS = PatternIds()
+
+
+def _pattern_file(path: str) -> list[tuple[int, str]]:
+    """`-f FILE`: (line number, pattern) for each pattern line."""
+    PATTERN_IDS.file(path, 1)
+    return read_pattern_lines(path)
+
+
+def _file_error(method, file_values, files, icase, out) -> None:
+    """A pattern from a file that a matcher refuses: HAProxy names its line and file."""
+    for (n, v), path in zip(file_values, files):
+        try:
+            build_matcher(method, [v], icase, out)
+        except AclError as e:
+            raise AclError(f"{e} at line {n} of file '{path}'") from None
 
 
 def _never(v) -> bool:

@@ -22,6 +22,7 @@ from edgestick.cfgsyntax import ConfigError, Line, read_file
 from . import http1
 from . import model as m
 from .acl import Acl, AclError, compile_condition, parse_acl_expr, parse_net, split_condition
+from .maps import REGISTRY
 from .sample import RESPONSE_FETCHES, Refs, SampleError, compile_expr
 from .stick_table import parse_table_args, parse_time_err
 
@@ -47,6 +48,7 @@ def load_config(paths: Sequence[str] | str,
     `-L` command-line name (it wins over `localpeer` in global and the host name)."""
     if isinstance(paths, str):
         paths = [paths]
+    REGISTRY.begin()                  # map files are read again, ids start over
     parser = Parser(localpeer)
     for path in paths:
         if os.path.isdir(path):
@@ -65,6 +67,7 @@ def load_config_text(text: str, file: str = "<string>",
                      localpeer: Optional[str] = None) -> tuple[m.Config, list[str]]:
     """Same as load_config for a configuration held in memory (tests, reload from a string)."""
     from edgestick.cfgsyntax import read_lines
+    REGISTRY.begin()
     parser = Parser(localpeer)
     parser.feed(list(read_lines(text, file)))
     parser.finish()
@@ -1334,6 +1337,7 @@ class Parser:
     def _refs(self, p, line) -> Refs:
         refs = Refs()
         refs.table_refs = _RefList(self, p, line)
+        refs.where = (line.file, line.lineno)
         return refs
 
     def condition(self, p: m.Proxy, line: Line, cond_words: Sequence[str],

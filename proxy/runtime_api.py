@@ -30,10 +30,11 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, Union
 
 from edgestick.freq_ctr import now_ms
 
+from . import maps
 from .stick_table import DATA_TYPES, StickTable, cli_ipv4, data_type_id
 
 USER, OPERATOR, ADMIN = 1, 2, 3
@@ -299,6 +300,7 @@ class RuntimeAPI:
         self._conns: set[asyncio.Task] = set()
         register_core_commands(self.commands)
         register_table_commands(self.commands)
+        register_map_commands(self.commands)
 
     def table(self, name: str) -> Optional[StickTable]:
         for t in self.tables():
@@ -565,18 +567,26 @@ def _table_request(cli: CliSession, args: list, action: str) -> str:
 
 
 def _dump(table: StickTable, filters, now: int):
-    """`show table NAME` as chunks of about 64 kB, so a million entries are never one
-    string. Entries removed while the dump waits for the client are skipped."""
+    """`show table NAME` in chunks (see _in_chunks). Entries removed while the dump
+    waits for the client are skipped."""
     keys = table._keys
     snapshot = [(keys[r], r) for r in table.rows(now)]
-    chunk = [table.header()]
-    size = 0
-    for key, row in snapshot:
-        if keys[row] is not key:
-            continue
-        if filters and not _matches(table, row, filters, now):
-            continue
-        line = table.format_entry(row, now)
+
+    def lines():
+        yield table.header()
+        for key, row in snapshot:
+            if keys[row] is not key:
+                continue
+            if filters and not _matches(table, row, filters, now):
+                continue
+            yield table.format_entry(row, now)
+    return _in_chunks(lines())
+
+
+def _in_chunks(lines: Iterable[str]):
+    """A long reply as chunks of about 64 kB, so a million entries are never one string."""
+    chunk, size = [], 0
+    for line in lines:
         chunk.append(line)
         size += len(line)
         if size > 65536:
@@ -648,6 +658,87 @@ def register_table_commands(reg: CommandRegistry) -> None:
     reg.register(("show", "table"), lambda cli, a: _table_request(cli, a, SHOW),
                  "show table <table> [<filter>]*          : report table usage stats or dump this "
                  "table's contents (filter: data/key)")
+
+
+# ---------------------------------------------------------------------------- map commands
+# HAProxy 2.6's map.c: every map command is allowed at level user.
+
+UNKNOWN_MAP = "Unknown map identifier. Please use #<id> or <file>.\n"
+
+
+def _map_command(nargs: int, usage_error: str, action: Callable) -> Handler:
+    """A command taking a map then `nargs - 1` more words: `usage_error` when one is
+    missing, HAProxy's unknown-map line when the map is not known, else action(ref, args)."""
+    def handler(cli: CliSession, args: list) -> str:
+        if len(args) < 2 + nargs or not all(args[2:2 + nargs]):
+            return usage_error
+        ref = maps.REGISTRY.lookup(args[2])
+        if ref is None:
+            return UNKNOWN_MAP
+        return action(ref, args)
+    return handler
+
+
+def _show_map(cli: CliSession, args: list):
+    if len(args) < 3 or not args[2]:
+        return "# id (file) description\n" + "".join(
+            f"{ref.uid} ({ref.path}) {ref.description()}\n" for ref in maps.REGISTRY.maps())
+    ref = maps.REGISTRY.lookup(args[2])
+    if ref is None:
+        return UNKNOWN_MAP
+    return _map_dump(ref)
+
+
+def _map_dump(ref):
+    """`show map FILE`, in chunks: a map may hold millions of entries."""
+    entries = list(ref.entries)
+    return _in_chunks(f"0x{e.id:x} {e.key} {e.value}\n" for e in entries)
+
+
+def _add_map(ref, args: list) -> str:
+    try:
+        ref.add(args[3], args[4])
+    except maps.MapError as e:
+        return f"{e}.\n"
+    return ""
+
+
+def _on_entries(not_found: str, by_id_not_found: str, action: Callable) -> Callable:
+    """set/del map: the entries named by key or `#0x<id>`, HAProxy's lines when none."""
+    def run(ref, args: list) -> str:
+        entries = ref.find_entries(args[3])
+        if entries is None:
+            return "Malformed identifier. Please use #<id> or <file>.\n"
+        if not entries:
+            return by_id_not_found if args[3].startswith("#0x") else not_found
+        action(ref, entries, args)
+        return ""
+    return run
+
+
+def register_map_commands(reg: CommandRegistry) -> None:
+    reg.register(("show", "map"), _show_map,
+                 "show map [@ver] [map]                   : report available maps or dump a map's contents")
+    reg.register(("get", "map"), _map_command(
+        2, "Missing map identifier and/or key.\n", lambda ref, a: ref.lookup_report(a[3])),
+        "get map <acl> <value>                   : report the keys and values matching a sample for a map")
+    reg.register(("add", "map"), _map_command(
+        3, "'add map' expects three parameters (map identifier, key and value) or one "
+           "parameter (map identifier) and a payload\n", _add_map),
+        "add map [@<ver>] <map> <key> <val>      : add a map entry (payload supported instead of key/val)")
+    reg.register(("set", "map"), _map_command(
+        3, "'set map' expects three parameters: map identifier, key and value.\n",
+        _on_entries("entry not found.\n", "key or pattern not found.\n",
+                    lambda ref, entries, a: ref.set_value(entries, a[4]))),
+        "set map <map> [<key>|#<ref>] <value>    : modify a map entry")
+    reg.register(("del", "map"), _map_command(
+        2, "This command expects two parameters: map identifier and key.\n",
+        _on_entries("Key not found.\n", "Key not found.\n",
+                    lambda ref, entries, a: ref.delete(entries))),
+        "del map <map> [<key>|#<ref>]            : delete map entries matching <key>")
+    reg.register(("clear", "map"), _map_command(
+        1, "Missing map identifier.\n", lambda ref, a: ref.clear() or ""),
+        "clear map [@<ver>] <map>                : clear the contents of this map")
 
 
 __all__ = ["RuntimeAPI", "CliSession", "CommandRegistry", "USER", "OPERATOR", "ADMIN",

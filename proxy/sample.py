@@ -1164,6 +1164,64 @@ CONVERTERS["in_table"] = ConvDef(
     "in_table", _entry_conv("in_table", lambda t, e: e is not None), "bool")
 
 
+def _map_build(name: str, method: str, out: str):
+    """map_<method>_<out>(file[,default]): the file's value for the sample (proxy/maps.py),
+    else the default, else no sample. The file is read when the converter is built."""
+    def build(args, cfg, inner):
+        from . import maps
+        if len(args) > 2:
+            raise SampleError(f"invalid arg 2 in converter '{name}' : expected ')' before "
+                              f"',{','.join(args[2:])})'")
+        default = None
+        if len(args) == 2:
+            default = args[1]
+            if out == "int":
+                if default and maps.parse_int_value(default) is None:
+                    raise SampleError(f"invalid arg 2 in converter '{name}' : failed to parse "
+                                      f"'{default}' as type 'integer' at position 2")
+                default = int(default or 0)
+        try:
+            x = maps.REGISTRY.expr(args[0] if args else "", method, out,
+                                   getattr(cfg, "where", None))
+        except maps.MapError as e:
+            raise SampleError(f"invalid args in converter '{name}' : {e}") from None
+        if out == "ip" and default is not None:
+            default = maps.parse_ip_value(default)
+            if default is None:
+                raise SampleError(f"invalid args in converter '{name}' : map: cannot parse "
+                                  f"default ip <{args[1]}>.")
+        find = x.finder(method)
+        if method == "regm":
+            regm_value = maps.regm_value
+
+            def conv_regm(ctx):
+                v = inner(ctx)
+                if v is None:
+                    return None
+                hit = find(v)
+                return default if hit is None else regm_value(hit[0].value, hit[1])
+            return conv_regm
+
+        def conv(ctx):
+            v = inner(ctx)
+            if v is None:
+                return None
+            hit = find(v)
+            return default if hit is None else hit[0].typed[out]
+        return conv
+    return build
+
+
+_MAP_TAKES = {"int": "int", "ip": "ip"}      # what the sample is cast to; str otherwise
+for _m in ("str", "beg", "sub", "dir", "dom", "end", "reg", "regm", "int", "ip"):
+    for _out in ("str", "int", "ip"):
+        if _m == "regm" and _out != "str":
+            continue                         # HAProxy 2.6 has no map_regm_int/_ip
+        _n = f"map_{_m}" + ("" if _out == "str" else f"_{_out}")
+        CONVERTERS[_n] = ConvDef(_n, _map_build(_n, _m, _out), _out, _MAP_TAKES.get(_m, "str"))
+CONVERTERS["map"] = ConvDef("map", _map_build("map", "str", "str"), "str", "str")
+
+
 # ---------------------------------------------------------------------------- expressions
 
 _CALL = re.compile(r"^([A-Za-z0-9_.+]+)(?:\((.*)\))?$", re.S)
@@ -1208,10 +1266,12 @@ Expr = Callable
 
 class Refs:
     """Where fetches record the tables they need (`table_refs`: (name or None for the
-    proxy's own table, fetch name)); the config parser checks them once all is read."""
+    proxy's own table, fetch name)); the config parser checks them once all is read.
+    `where` is the (file, line) being parsed; `show map` names it among a map's users."""
 
     def __init__(self):
         self.table_refs: list[tuple[Optional[str], str]] = []
+        self.where: Optional[tuple[str, int]] = None     # (file, line): users of a map
 
 
 def compile_expr(text: str, refs: Optional[Refs] = None) -> Expr:

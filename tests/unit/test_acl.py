@@ -434,14 +434,20 @@ def test_typed_header_fetches_and_constants():
 
 def test_pattern_file(tmp_path):
     f = tmp_path / "blocked.lst"
-    f.write_text("# abusers\n198.18.0.0/24\n\n  fd00::/8  \n")
+    f.write_text("# abusers\n198.18.0.0/24\n\n  fd00::/8\r\n")
     acl = parse_acl_expr(["src", "-f", str(f), "10.0.0.1"])
     assert acl.test(ctx(src="198.18.0.77")) is True
     assert acl.test(ctx(src="fd00::9")) is True
     assert acl.test(ctx(src="10.0.0.1")) is True
     assert acl.test(ctx(src="192.0.2.1")) is False
-    with pytest.raises(AclError):
+    with pytest.raises(AclError, match="failed to open pattern file <"):
         parse_acl_expr(["src", "-f", str(tmp_path / "missing.lst")])
+    # HAProxy keeps trailing blanks in a pattern, and '#' is a comment in column 1 only
+    f.write_text("10.0.0.0/8\n198.18.0.0/24  \n")
+    with pytest.raises(AclError, match=f"at line 2 of file '{f}'"):
+        parse_acl_expr(["src", "-f", str(f)])
+    f.write_text("  #x\n")
+    assert parse_acl_expr(["path", "-f", str(f)]).test(ctx(path="#x")) is True
 
 
 def test_src_updt_conn_cnt_creates_and_counts(clock):

@@ -1,0 +1,564 @@
+"""Maps: HAProxy's map files, their lookups and their runtime edits (src/map.c, pattern.c).
+
+A map file holds `key value` lines. It is loaded once per file name and shared by every
+converter naming it (HAProxy's pattern reference); each converter reads it through an
+*expression*, an index built for its kind of match. Converters whose indexes would be
+alike share one (HAProxy: same index, parse and output functions): `map_sub`, `map_dir`,
+`map_dom` and `map_end` of one file share a list, each still matching its own way.
+
+Lookups, as HAProxy 2.6 does them (checked against haproxy 2.6.12, tests/e2e/test_maps_vs_haproxy.py):
+  str   exact key (dict)                      beg   longest key that prefixes the sample
+  ip    longest prefix, IPv4 and IPv6 apart; an IPv4 sample missing the IPv4 keys is tried
+        as ::ffff:a.b.c.d against the IPv6 keys, an IPv6 sample missing the IPv6 keys as the
+        IPv4 address it carries (::ffff:a.b.c.d, ::a.b.c.d, 2002:AABB:CCDD::/48); IPv4 keys
+        with a non-contiguous mask come last, in file order
+  int   first key (N, lo:hi, lo-hi) containing the sample, in file order
+  sub dir dom end reg regm   first key matching, in file order
+Among equal keys the first one wins.
+
+The registry is process-wide, like HAProxy's: a configuration load starts a generation
+(`REGISTRY.begin()`); a file named again in the new generation is read again (a reload
+sees the file's new contents; runtime edits are lost, as with HAProxy's new process) while
+the objects stay the same, so expressions compiled earlier keep reading current data.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import socket
+from typing import Callable, Optional
+
+from .acl import (_V4MAPPED, PATTERN_IDS, AclError, _addr_int, _match_word, compile_regex,
+                  embedded_v4, parse_int_range, parse_net, read_pattern_lines)
+from .sample import _ip_text, _str_to_int
+
+
+class MapError(ValueError):
+    """A map file or entry that cannot be used; the message is HAProxy's."""
+
+
+# ---------------------------------------------------------------------------- files
+
+def read_map_lines(path: str) -> list[tuple[int, str]]:
+    """The pattern lines of a map file (acl.read_pattern_lines: HAProxy's reader)."""
+    try:
+        return read_pattern_lines(path)
+    except AclError as e:
+        raise MapError(str(e)) from None
+
+
+def split_map_line(text: str) -> tuple[str, str]:
+    """`key value`: the key ends at the first space or tab, the value is the rest of the
+    line after the blanks that follow, without trailing blanks (may be empty)."""
+    i = 0
+    while i < len(text) and text[i] not in " \t":
+        i += 1
+    return text[:i], text[i:].lstrip(" \t").rstrip(" \t")
+
+
+# ---------------------------------------------------------------------------- keys and values
+
+def parse_int_value(text: str) -> Optional[int]:
+    """A map's integer output (map_*_int): an optional '-' and digits, nothing else."""
+    if re.fullmatch(r"-?[0-9]+", text) is None:
+        return None
+    return int(text)
+
+
+def parse_ip_value(text: str) -> Optional[str]:
+    """A map's address output (map_*_ip): IPv4 or IPv6, in its canonical text form."""
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_ntop(fam, socket.inet_pton(fam, text))
+        except OSError:
+            pass
+    return None
+
+
+_VALUE_PARSERS: dict[str, Callable[[str], object]] = {
+    "str": lambda t: t, "int": parse_int_value, "ip": parse_ip_value}
+# the data type `get map` names for a value
+_VALUE_TYPE = {"str": lambda v: "str", "int": lambda v: "sint",
+               "ip": lambda v: "ipv6" if ":" in v else "ipv4"}
+
+# match method -> index kind; methods of one kind share an index
+KINDS = {"str": "str", "beg": "beg", "sub": "list", "dir": "list", "dom": "list",
+         "end": "list", "reg": "reg", "regm": "regm", "int": "int", "ip": "ip"}
+MATCH_METHODS = tuple(KINDS)
+
+
+class Entry:
+    """One line of a map: key, value text, and the value parsed for each output type."""
+
+    __slots__ = ("id", "key", "value", "typed", "line")
+
+    def __init__(self, eid: int, key: str, value: str, line: int = 0):
+        self.id, self.key, self.value, self.line = eid, key, value, line
+        self.typed: dict[str, object] = {"str": value}
+
+
+_ENTRY_IDS = itertools.count(0x5A0000)    # printed like HAProxy's pointers: 0x5a0000...
+
+
+# ---------------------------------------------------------------------------- indexes
+
+def _prefix_len(mask: int, bits: int) -> Optional[int]:
+    """The prefix length of a contiguous mask, None otherwise."""
+    plen = bin(mask).count("1")
+    return plen if mask == (((1 << plen) - 1) << (bits - plen) if plen else 0) else None
+
+
+class _PrefixTable:
+    """Longest-prefix lookup of integers: {prefix length: {network: [entries]}}."""
+
+    __slots__ = ("bits", "by_len", "lengths")
+
+    def __init__(self, bits: int):
+        self.bits = bits
+        self.by_len: dict[int, dict[int, list]] = {}
+        self.lengths: list[int] = []          # longest first
+
+    def add(self, plen: int, net: int, entry) -> None:
+        d = self.by_len.get(plen)
+        if d is None:
+            d = self.by_len[plen] = {}
+            self.lengths = sorted(self.by_len, reverse=True)
+        d.setdefault(net, []).append(entry)
+
+    def remove(self, plen: int, net: int, entry) -> None:
+        d = self.by_len[plen]
+        lst = d[net]
+        lst.remove(entry)
+        if not lst:
+            del d[net]
+            if not d:
+                del self.by_len[plen]
+                self.lengths = sorted(self.by_len, reverse=True)
+
+    def find(self, n: int):
+        bits = self.bits
+        for plen in self.lengths:
+            lst = self.by_len[plen].get(n >> (bits - plen) << (bits - plen))
+            if lst:
+                return lst[0]
+        return None
+
+
+class MapExpr:
+    """One index of a map's entries for a kind of match and an output type."""
+
+    def __init__(self, ref: "MapRef", method: str, out: str):
+        self.ref, self.method, self.out = ref, method, out
+        self.kind = KINDS[method]
+        self.gen = ref.gen
+        self.keys: dict[str, list[Entry]] = {}          # str, beg
+        self.clear()
+
+    # -- building
+
+    def clear(self) -> None:
+        self.keys.clear()                               # in place: finders hold it
+        self.beg_lengths: list[int] = []
+        self.items: list[tuple] = []                    # list kinds: (entry, compiled key)
+        self.v4 = _PrefixTable(32)
+        self.v6 = _PrefixTable(128)
+
+    def compile_key(self, key: str):
+        """The key as this index keeps it; MapError (HAProxy's message) when it is not one."""
+        kind = self.kind
+        try:
+            if kind in ("reg", "regm"):
+                return compile_regex(key)
+            if kind == "int":
+                return parse_int_range(key)
+            if kind == "ip":
+                return parse_net(key)
+        except AclError as e:
+            raise MapError(str(e)) from None
+        return key
+
+    def check(self, entry_key: str, value: str):
+        """(compiled key, typed value) for a new entry, or MapError."""
+        typed = _VALUE_PARSERS[self.out](value)
+        if typed is None:
+            raise MapError(f"unable to parse '{value}'")
+        return self.compile_key(entry_key), typed
+
+    def add(self, entry: Entry, compiled) -> None:
+        kind = self.kind
+        if kind in ("str", "beg"):
+            lst = self.keys.get(entry.key)
+            if lst is None:
+                self.keys[entry.key] = [entry]
+                if kind == "beg" and len(entry.key) not in self.beg_lengths:
+                    self.beg_lengths = sorted(set(self.beg_lengths) | {len(entry.key)},
+                                              reverse=True)
+            else:
+                lst.append(entry)
+        elif kind == "ip":
+            fam, net, mask = compiled
+            bits = 32 if fam == socket.AF_INET else 128
+            plen = _prefix_len(mask, bits)
+            if plen is None:                       # IPv4 non-contiguous mask: the list
+                self.items.append((entry, (net, mask)))
+            else:
+                (self.v4 if bits == 32 else self.v6).add(plen, net, entry)
+        else:
+            self.items.append((entry, compiled))
+
+    def remove(self, entry: Entry) -> None:
+        kind = self.kind
+        if kind in ("str", "beg"):
+            lst = self.keys.get(entry.key)
+            if lst and entry in lst:
+                lst.remove(entry)
+                if not lst:
+                    del self.keys[entry.key]
+                    if kind == "beg":
+                        self.beg_lengths = sorted({len(k) for k in self.keys}, reverse=True)
+            return
+        if kind == "ip":
+            try:
+                fam, net, mask = parse_net(entry.key)
+            except AclError:
+                return
+            bits = 32 if fam == socket.AF_INET else 128
+            plen = _prefix_len(mask, bits)
+            if plen is not None:
+                try:
+                    (self.v4 if bits == 32 else self.v6).remove(plen, net, entry)
+                except (KeyError, ValueError):
+                    pass
+                return
+        self.items = [it for it in self.items if it[0] is not entry]
+
+    # -- lookups: finder(method)(sample) -> (entry, extra) or None
+
+    def tree_index(self, entry: Entry) -> bool:
+        """True when HAProxy keeps this entry in a tree (`get map` says idx=tree)."""
+        if self.kind in ("str", "beg"):
+            return True
+        if self.kind == "ip":
+            return all(e is not entry for e, _ in self.items)
+        return False
+
+    def value_type(self, entry: Entry) -> str:
+        """The data type `get map` names for this entry's value."""
+        return _VALUE_TYPE[self.out](entry.typed.get(self.out, entry.value))
+
+    def finder(self, method: str) -> Callable:
+        kind = self.kind
+        if kind == "str":
+            keys = self.keys
+
+            def find_str(s):
+                lst = keys.get(s)
+                return (lst[0], None) if lst else None
+            return find_str
+        if kind == "beg":
+            def find_beg(s):
+                keys = self.keys
+                n = len(s)
+                for length in self.beg_lengths:
+                    if length <= n:
+                        lst = keys.get(s[:length])
+                        if lst:
+                            return lst[0], None
+                return None
+            return find_beg
+        if kind == "int":
+            def find_int(v):
+                for entry, (lo, hi) in self.items:
+                    if lo <= v <= hi:
+                        return entry, None
+                return None
+            return find_int
+        if kind == "ip":
+            return self._find_ip
+        if kind in ("reg", "regm"):
+            def find_reg(s):
+                for entry, rx in self.items:
+                    m = rx.search(s)
+                    if m is not None:
+                        return entry, m
+                return None
+            return find_reg
+        if method == "sub":
+            def test(s, key):
+                return key in s
+        elif method == "end":
+            def test(s, key):
+                return s.endswith(key)
+        else:
+            delims = "/?" if method == "dir" else "/?.:"
+
+            def test(s, key):
+                return _match_word(s, key.strip(delims), delims)
+
+        def find_list(s):
+            for entry, key in self.items:
+                if test(s, key):
+                    return entry, None
+            return None
+        return find_list
+
+    def _find_ip(self, text):
+        a = _addr_int(text)
+        if a is None:
+            return None
+        fam, n = a
+        if fam == socket.AF_INET:
+            e = self.v4.find(n) or self.v6.find(_V4MAPPED | n)
+            n4 = n
+        else:
+            e = self.v6.find(n)
+            n4 = embedded_v4(n)
+            if e is None and n4 is not None:
+                e = self.v4.find(n4)
+        if e is not None:
+            return e, None
+        if n4 is not None:
+            for entry, (net, mask) in self.items:
+                if n4 & mask == net:
+                    return entry, None
+        return None
+
+
+def regm_value(template: str, m: re.Match) -> str:
+    """map_regm's output: the value with \\0-\\9 replaced by the match's groups."""
+    def group(g):
+        try:
+            return m.group(int(g.group(1))) or ""
+        except IndexError:
+            return ""
+    return re.sub(r"\\([0-9])", group, template)
+
+
+# ---------------------------------------------------------------------------- references
+
+_CLI_CASTS = {"int": _str_to_int, "ip": _ip_text}
+
+
+class MapRef:
+    """A map file: its entries in order, the indexes converters read, its users."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.uid = -1
+        self.gen = -1
+        self.entries: list[Entry] = []
+        self.by_id: dict[int, Entry] = {}
+        self.exprs: list[MapExpr] = []
+        self.users: list[tuple[str, int]] = []          # (config file, line) of converters
+        self.entry_cnt = 0     # HAProxy's counter: + per index an entry joins, - per entry gone
+
+    def load(self, lines: list[tuple[int, str]], gen: int, uid: int) -> None:
+        """The file's contents (a new generation): indexes kept are rebuilt in place."""
+        self.gen, self.uid = gen, uid
+        self.users = []
+        self.entry_cnt = 0
+        self.entries = []
+        for n, text in lines:
+            key, value = split_map_line(text)
+            self.entries.append(Entry(next(_ENTRY_IDS), key, value, n))
+        self.by_id = {e.id: e for e in self.entries}
+        kept = []
+        for x in self.exprs:                 # still read by expressions compiled before
+            try:
+                self._fill(x)
+            except MapError:
+                continue
+            kept.append(x)
+        self.exprs = kept
+
+    def _fill(self, x: MapExpr) -> None:
+        """Index every entry in `x`; MapError naming the file line of the first bad one."""
+        x.clear()
+        for e in self.entries:
+            try:
+                compiled, typed = x.check(e.key, e.value)
+            except MapError as err:
+                raise MapError(f"{err} at line {e.line} of file '{self.path}'") from None
+            e.typed[x.out] = typed
+            x.add(e, compiled)
+
+    def expr(self, method: str, out: str) -> MapExpr:
+        """The index a `map_<method>_<out>` converter reads (shared when alike)."""
+        kind = KINDS[method]
+        for x in self.exprs:
+            if x.kind == kind and x.out == out:
+                if x.gen != self.gen:                # kept from an older generation
+                    x.gen = self.gen
+                    self.entry_cnt += len(self.entries)
+                return x
+        x = MapExpr(self, method, out)
+        self._fill(x)
+        self.exprs.append(x)
+        self.entry_cnt += len(self.entries)
+        return x
+
+    def current_exprs(self) -> list[MapExpr]:
+        return [x for x in self.exprs if x.gen == self.gen]
+
+    # -- runtime edits (the CLI)
+
+    def add(self, key: str, value: str) -> None:
+        """Append an entry; MapError (HAProxy's message) when an index refuses it."""
+        checked = []
+        for x in self.current_exprs():
+            try:
+                checked.append((x, *x.check(key, value)))
+            except MapError:
+                # HAProxy pushed the entry into the indexes before this one, then
+                # removed it: its counter keeps the difference
+                self.entry_cnt += len(checked) - 1
+                raise
+        e = Entry(next(_ENTRY_IDS), key, value)
+        for x, compiled, typed in checked:
+            e.typed[x.out] = typed
+            x.add(e, compiled)
+        for x in self.exprs:                  # older indexes follow when they can
+            if x.gen != self.gen:
+                try:
+                    compiled, typed = x.check(key, value)
+                except MapError:
+                    continue
+                e.typed.setdefault(x.out, typed)
+                x.add(e, compiled)
+        self.entries.append(e)
+        self.by_id[e.id] = e
+        self.entry_cnt += len(checked)
+
+    def find_entries(self, ident: str) -> Optional[list[Entry]]:
+        """Entries named by `#0x<id>` (None when the id is malformed) or by key."""
+        if ident.startswith("#0x"):
+            try:
+                eid = int(ident[3:], 16)
+            except ValueError:
+                return None
+            e = self.by_id.get(eid)
+            return [e] if e is not None else []
+        return [e for e in self.entries if e.key == ident]
+
+    def set_value(self, entries: list[Entry], value: str) -> None:
+        """New value for these entries; nothing changes when an index cannot parse it
+        (HAProxy 2.6 then answers nothing either)."""
+        typed = {}
+        for x in self.exprs:
+            v = _VALUE_PARSERS[x.out](value)
+            if v is None:
+                if x.gen == self.gen:
+                    return
+                continue
+            typed[x.out] = v
+        typed["str"] = value
+        for e in entries:
+            e.value = value
+            e.typed.update(typed)
+
+    def delete(self, entries: list[Entry]) -> None:
+        gone = {id(e) for e in entries}
+        for x in self.exprs:
+            for e in entries:
+                x.remove(e)
+        self.entries = [e for e in self.entries if id(e) not in gone]
+        for e in entries:
+            self.by_id.pop(e.id, None)
+        self.entry_cnt -= len(entries)
+
+    def clear(self) -> None:
+        self.entry_cnt -= len(self.entries)
+        self.entries = []
+        self.by_id = {}
+        for x in self.exprs:
+            x.clear()
+
+    def lookup_report(self, text: str) -> str:
+        """`get map`: one line per index, the key looked up as HAProxy casts a string to
+        what the index compares."""
+        out = []
+        for x in self.current_exprs():
+            sample = _CLI_CASTS.get(x.kind, str)(text)
+            hit = x.finder(x.method)(sample) if sample is not None else None
+            line = f"type={x.method}, case=sensitive"
+            if hit is None:
+                line += ", found=no"
+            else:
+                e = hit[0]
+                idx = "tree" if x.tree_index(e) else "list"
+                line += (f", found=yes, idx={idx}, key=\"{e.key}\", value=\"{e.value}\", "
+                         f"type=\"{x.value_type(e)}\"")
+            out.append(line + "\n")
+        return "".join(out)
+
+    def description(self) -> str:
+        """The `show map` line after the id and file."""
+        text = f"pattern loaded from file '{self.path}'"
+        for i, (f, n) in enumerate(self.users):
+            text += (" used by" if i == 0 else ", by") + f" map at file '{f}' line {n}"
+        return f"{text}. curr_ver=0 next_ver=0 entry_cnt={self.entry_cnt}"
+
+
+class Registry:
+    """Every map of the process by file name. Ids come from acl.PATTERN_IDS, the sequence
+    HAProxy shares between ACLs and maps."""
+
+    def __init__(self):
+        self.refs: dict[str, MapRef] = {}
+        self.gen = 0
+        self.order: list[MapRef] = []          # this generation's maps, as created
+
+    def begin(self) -> None:
+        """A configuration is being loaded: files are read again when next named."""
+        self.gen += 1
+        self.order = []
+        PATTERN_IDS.reset()
+
+    def reference(self, path: str) -> MapRef:
+        """The map of that file, read now if this generation has not read it yet."""
+        ref = self.refs.get(path)
+        if ref is not None and ref.gen == self.gen:
+            return ref
+        if not path:
+            raise MapError("failed to open pattern file <>")
+        lines = read_map_lines(path)
+        try:
+            PATTERN_IDS.file(path, 2)
+        except AclError as e:
+            raise MapError(str(e)) from None
+        if ref is None:
+            ref = self.refs[path] = MapRef(path)
+        ref.load(lines, self.gen, PATTERN_IDS.next - 1)
+        self.order.append(ref)
+        return ref
+
+    def expr(self, path: str, method: str, out: str,
+             where: Optional[tuple[str, int]] = None) -> MapExpr:
+        """The index a converter reads; `where` (config file, line) lists it as a user."""
+        ref = self.reference(path)
+        x = ref.expr(method, out)
+        if where is not None:
+            ref.users.append(where)
+        return x
+
+    def lookup(self, ident: str) -> Optional[MapRef]:
+        """A map by file name or `#<id>` (HAProxy's map identifiers)."""
+        if ident.startswith("#"):
+            try:
+                uid = int(ident[1:])
+            except ValueError:
+                return None
+            for ref in self.order:
+                if ref.uid == uid:
+                    return ref
+            return None
+        for ref in self.order:
+            if ref.path == ident:
+                return ref
+        return None
+
+    def maps(self) -> list[MapRef]:
+        return list(self.order)
+
+
+REGISTRY = Registry()
