@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from proxy_harness import Backends, Client, both, raw_exchange, workdir
+from proxy_harness import (Backends, Client, both, one_request, raw_exchange, start_proxy,
+                           workdir)
 
 pytestmark = pytest.mark.haproxy
 
@@ -29,26 +30,30 @@ MAPS = {
                  "2002:0a00::/24 sixto4\n::1 lo6\n",
     "ints.map": "a 1\nb -2\nb 3\n",
     "ips.map": "a 198.18.0.1\nb fd00::1\n",
+    "intip.map": "1:9 198.18.0.9\n10 fd00::a\n",
     "list.acl": "/api\n/static\n",        # an ACL file: it takes a reference id too
 }
+
+DEFAULTS = """
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+"""
 
 CONFIG = """
 global
     stats socket {SOCK} mode 600 level admin
     stats socket {SOCK}.user mode 600 level user
     nbthread 1
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 5s
-    timeout server 5s
-
+""" + DEFAULTS + """
 frontend fe
     bind 127.0.0.1:{FE}
     acl from_file path -f {D}/list.acl
     http-request set-header X-Tier %[src,map_ip({D}/tiers.map,free)]
-    http-request return status 200 content-type text/plain lf-string "str=%[req.hdr(k),map_str({D}/paths.map,none)] map=%[req.hdr(k),map({D}/paths.map)] beg=%[req.hdr(k),map_beg({D}/paths.map,none)] sub=%[req.hdr(k),map_sub({D}/words.map,none)] dir=%[req.hdr(k),map_dir({D}/words.map,none)] dom=%[req.hdr(k),map_dom({D}/words.map,none)] end=%[req.hdr(k),map_end({D}/ends.map,none)] reg=%[req.hdr(k),map_reg({D}/regex.map,none)] regm=%[req.hdr(k),map_regm({D}/regex.map,none)] int=%[req.hdr(k),map_int({D}/limits.map,none)] ip=%[req.hdr(k),map_ip({D}/tiers.map,none)] sint=%[req.hdr(k),map_str_int({D}/ints.map,7)] sip=%[req.hdr(k),map_str_ip({D}/ips.map,0.0.0.1)] begint=%[req.hdr(k),map_beg_int({D}/ints.map)] tier=%[req.hdr(x-tier)] n=%[req.hdr(k),map_str_int({D}/ints.map,7),add(1)]\\n" if { path /show }
+    http-request return status 200 content-type text/plain lf-string "str=%[req.hdr(k),map_str({D}/paths.map,none)] map=%[req.hdr(k),map({D}/paths.map)] beg=%[req.hdr(k),map_beg({D}/paths.map,none)] sub=%[req.hdr(k),map_sub({D}/words.map,none)] dir=%[req.hdr(k),map_dir({D}/words.map,none)] dom=%[req.hdr(k),map_dom({D}/words.map,none)] end=%[req.hdr(k),map_end({D}/ends.map,none)] reg=%[req.hdr(k),map_reg({D}/regex.map,none)] regm=%[req.hdr(k),map_regm({D}/regex.map,none)] int=%[req.hdr(k),map_int({D}/limits.map,none)] ip=%[req.hdr(k),map_ip({D}/tiers.map,none)] sint=%[req.hdr(k),map_str_int({D}/ints.map,7)] sip=%[req.hdr(k),map_str_ip({D}/ips.map,0.0.0.1)] begint=%[req.hdr(k),map_beg_int({D}/ints.map)] tier=%[req.hdr(x-tier)] n=%[req.hdr(k),map_str_int({D}/ints.map,7),add(1)] cnt=%[req.hdr_cnt(k),map_int({D}/limits.map,none)] iip=%[req.hdr_cnt(k),map_ip({D}/tiers.map,none)] hdom=%[req.hdr(host),map_dom({D}/words.map,none)] intip=%[req.hdr(k),map_int_ip({D}/intip.map,::)]\\n" if { path /show }
+    http-request return status 403 content-type text/plain lf-string "int acl\\n" if { path /acl } { req.hdr(k),map_str_int({D}/ints.map,0) -m int gt 2 }
     http-request deny deny_status 429 if { req.hdr(k),map_int({D}/limits.map) -m str low }
     use_backend be_api if { req.hdr(host),lower,map({D}/hosts.map,be_default) -m str be_api }
     use_backend be_static if { req.hdr(host),lower,map({D}/hosts.map,be_default) be_static }
@@ -118,6 +123,10 @@ def test_converters_match_haproxy(pair):
         assert show(e, key) == show(h, key), key
     for src in ("127.0.0.2", "127.0.9.3", "127.1.1.1"):
         assert show(e, "", src) == show(h, "", src), src
+    for k in ("a", "b", "z"):                # a map's integer output in an ACL
+        raw = f"GET /acl HTTP/1.1\r\nHost: x\r\nk: {k}\r\nConnection: close\r\n\r\n".encode()
+        theirs, ours = raw_exchange(h.port, raw), raw_exchange(e.port, raw)
+        assert ours.split(b"\r\n")[0] == theirs.split(b"\r\n")[0], k
 
 
 def test_backend_chosen_by_map(pair):
@@ -142,7 +151,7 @@ def test_backend_chosen_by_map(pair):
 
 
 CLI_READS = [
-    "show map", "show map #1", "show map #0", "show map #99", "show map /nope",
+    "show map", "show map #1", "show map #2", "show map #0", "show map #99", "show map /nope",
     "get map {D}/paths.map /api/v2/x", "get map {D}/paths.map /zzz",
     "get map {D}/paths.map /dup", "get map {D}/words.map x/api/y",
     "get map {D}/tiers.map 127.0.0.2", "get map {D}/tiers.map 127.0.9.3",
@@ -205,6 +214,41 @@ def cli_user(p, command: str) -> bytes:
     user = copy.copy(p)
     user.sock = p.sock + ".user"
     return user.cli(command)
+
+
+RELOAD = """
+global
+    stats socket {SOCK} mode 600 level admin
+""" + DEFAULTS + """
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-request return status 200 content-type text/plain lf-string "v=%[path,map({D}/p.map,none)]"
+"""
+
+
+def test_reload_reads_the_file_again(haproxy_bin):
+    """A reload reads the map files again and forgets runtime changes: edgestick after
+    `reload` answers as a HAProxy started on the edited file."""
+    b = Backends([])
+    with workdir() as wd:
+        (wd / "p.map").write_text("/a one\n/b two\n")
+        template = RELOAD.replace("{D}", str(wd))
+        e = start_proxy("edgestick", template, b, wd)
+        try:
+            assert e.cli(f"add map {wd}/p.map /c cli") == b"\n"
+            assert one_request(e.port, "/c").body == b"v=cli"
+            (wd / "p.map").write_text("/a new\n")
+            assert e.cli("reload").startswith(b"Success=1")
+            h = start_proxy("haproxy", template, b, wd, haproxy_bin=haproxy_bin)
+            try:
+                for path in ("/a", "/b", "/c"):
+                    assert one_request(e.port, path).body == one_request(h.port, path).body
+                for cmd in ("show map", f"show map {wd}/p.map"):
+                    assert masked(e.cli(cmd), e) == masked(h.cli(cmd), h), cmd
+            finally:
+                h.stop()
+        finally:
+            e.stop()
 
 
 BAD = [
