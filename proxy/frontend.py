@@ -747,16 +747,9 @@ class Frontend:
             c.consumed()
         proc = self.proc
         self.stats.req_tot += 1
-        # the HTX size of a head, worked out once per distinct head (http1's memo)
-        origin = req.origin
-        if origin is None:
-            htx = http1.htx_size(req, True)
-        else:
-            htx = _REQ_HTX.get(origin)
-            if htx is None:
-                if len(_REQ_HTX) >= 4096:
-                    _REQ_HTX.clear()
-                htx = _REQ_HTX[origin] = http1.htx_size(origin, True)
+        htx = _REQ_HTX.get(req.origin)
+        if htx is None:
+            htx = _request_htx(req)
         stream = Stream(sess_sc, head_len, htx)
         target = req.target
         if target[:1] == "/" and "?" not in target:     # (_split_target's common case)
@@ -773,8 +766,9 @@ class Frontend:
     def _end(self, stream: Stream, now: int | None = None):
         """A stream ends: bytes counted, its own trackers released (conn_cur -1). `now`:
         the request's clock read, when it ends without having waited."""
-        b_in = stream.bytes_in + stream.adj_in
-        b_out = stream.bytes_out + stream.adj_out
+        wire_in, wire_out = stream.bytes_in, stream.bytes_out
+        b_in = wire_in + stream.adj_in
+        b_out = wire_out + stream.adj_out
         if self.proc.counts_bytes:
             for t in stream.sc:
                 if t is not None and _counts_bytes(t[0]):
@@ -785,8 +779,8 @@ class Frontend:
         st = self.stats
         st.bin += b_in
         st.bout += b_out
-        st.h1_in += stream.bytes_in
-        st.h1_out += stream.bytes_out
+        st.h1_in += wire_in
+        st.h1_out += wire_out
         st.streams_done += 1
         srv = stream.srv
         if srv is not None:           # a backend's bytes: its servers' and its own
@@ -1864,6 +1858,17 @@ _LOCAL_HTX: dict = {}
 # bytes on the status line, 4 on each header line, the empty line's 2
 _CANONICAL_ADJ = http1.HTX_OVERHEAD + 2
 _REQ_HTX: dict = {}     # http1's memo's request templates -> their HTX size (Frontend._begin)
+
+
+def _request_htx(req) -> int:
+    """The HTX size of a request head, kept for the heads http1 memoises (origin)."""
+    origin = req.origin
+    if origin is None:
+        return http1.htx_size(req, True)
+    if len(_REQ_HTX) >= 4096:
+        _REQ_HTX.clear()
+    htx = _REQ_HTX[origin] = http1.htx_size(origin, True)
+    return htx
 
 
 def _local_htx(data: bytes) -> int:

@@ -68,7 +68,12 @@ COMPARED = ("haproxy_sticktable_size", "haproxy_sticktable_used",
             "haproxy_frontend_requests_denied_total", "haproxy_frontend_sessions_total",
             "haproxy_backend_http_responses_total", "haproxy_backend_http_requests_total",
             "haproxy_backend_status", "haproxy_backend_active_servers",
-            "haproxy_frontend_denied_connections_total")
+            "haproxy_frontend_denied_connections_total",
+            # read from show stat's rows, as HAProxy's exporter reads its stats fields
+            "haproxy_frontend_bytes_in_total", "haproxy_frontend_bytes_out_total",
+            "haproxy_backend_bytes_in_total", "haproxy_backend_bytes_out_total",
+            "haproxy_backend_loadbalanced_total", "haproxy_backend_max_sessions",
+            "haproxy_backend_weight", "haproxy_backend_check_up_down_total")
 
 
 def scrape(port, query):
