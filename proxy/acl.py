@@ -592,9 +592,13 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
             continue
         if w.startswith("{") or w == "}":
             raise AclError(f"'{w}': braces of anonymous ACLs must be separated by spaces")
-        acl = acls.get(w) or predefined(w)
+        acl = acls.get(w)
         if acl is None:
-            raise AclError(f"no such ACL : '{w}'")
+            acl = predefined(w)
+            if acl is None:
+                raise AclError(f"no such ACL : '{w}'")
+            acls[w] = acl           # joins the proxy's ACLs on first use, as in HAProxy
+
         groups[-1].append(_term_fn(acl.test, negate))
         i += 1
     if not groups[-1]:

@@ -31,7 +31,7 @@ MAPS = {
     "ints.map": "a 1\nb -2\nb 3\n",
     "ips.map": "a 198.18.0.1\nb fd00::1\n",
     "intip.map": "1:9 198.18.0.9\n10 fd00::a\n",
-    "list.acl": "/api\n/static\n",        # an ACL file: it takes a reference id too
+    "list.acl": "/api\n/static\n",   # ACL files and expressions take reference ids too
 }
 
 DEFAULTS = """
@@ -51,6 +51,8 @@ global
 frontend fe
     bind 127.0.0.1:{FE}
     acl from_file path -f {D}/list.acl
+    http-request set-header X-Pre 1 if TRUE
+    http-request set-header X-Pre 2 if TRUE METH_GET
     http-request set-header X-Tier %[src,map_ip({D}/tiers.map,free)]
     http-request return status 200 content-type text/plain lf-string "str=%[req.hdr(k),map_str({D}/paths.map,none)] map=%[req.hdr(k),map({D}/paths.map)] beg=%[req.hdr(k),map_beg({D}/paths.map,none)] sub=%[req.hdr(k),map_sub({D}/words.map,none)] dir=%[req.hdr(k),map_dir({D}/words.map,none)] dom=%[req.hdr(k),map_dom({D}/words.map,none)] end=%[req.hdr(k),map_end({D}/ends.map,none)] reg=%[req.hdr(k),map_reg({D}/regex.map,none)] regm=%[req.hdr(k),map_regm({D}/regex.map,none)] int=%[req.hdr(k),map_int({D}/limits.map,none)] ip=%[req.hdr(k),map_ip({D}/tiers.map,none)] sint=%[req.hdr(k),map_str_int({D}/ints.map,7)] sip=%[req.hdr(k),map_str_ip({D}/ips.map,0.0.0.1)] begint=%[req.hdr(k),map_beg_int({D}/ints.map)] tier=%[req.hdr(x-tier)] n=%[req.hdr(k),map_str_int({D}/ints.map,7),add(1)] cnt=%[req.hdr_cnt(k),map_int({D}/limits.map,none)] iip=%[req.hdr_cnt(k),map_ip({D}/tiers.map,none)] hdom=%[req.hdr(host),map_dom({D}/words.map,none)] intip=%[req.hdr(k),map_int_ip({D}/intip.map,::)]\\n" if { path /show }
     http-request return status 403 content-type text/plain lf-string "int acl\\n" if { path /acl } { req.hdr(k),map_str_int({D}/ints.map,0) -m int gt 2 }
@@ -151,7 +153,7 @@ def test_backend_chosen_by_map(pair):
 
 
 CLI_READS = [
-    "show map", "show map #1", "show map #2", "show map #0", "show map #99", "show map /nope",
+    "show map", "show map #1", "show map #4", "show map #0", "show map #99", "show map /nope",
     "get map {D}/paths.map /api/v2/x", "get map {D}/paths.map /zzz",
     "get map {D}/paths.map /dup", "get map {D}/words.map x/api/y",
     "get map {D}/tiers.map 127.0.0.2", "get map {D}/tiers.map 127.0.9.3",
