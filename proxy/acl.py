@@ -83,14 +83,16 @@ def _int_matcher(values: Sequence[str]) -> Callable[[int], bool]:
     return lambda x: any(lo <= x <= hi for lo, hi in tests)
 
 
-def parse_net(text: str) -> tuple[int, int, int]:
-    """'198.18.0.0/15' -> (family, network int, mask int). Bare address = host."""
+def parse_net(text: str, short_ipv4: bool = True) -> tuple[int, int, int]:
+    """'198.18.0.0/15' -> (family, network int, mask int). Bare address = host.
+    `short_ipv4`: "10", "127.1" read as the resolver reads them (ACLs; maps refuse them)."""
     addr, _, bits = text.partition("/")
     for fam, size in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
         try:
             raw = socket.inet_pton(fam, addr)
         except OSError:
-            if fam != socket.AF_INET or not addr or addr.strip("0123456789.") != "":
+            if (fam != socket.AF_INET or not short_ipv4 or not addr
+                    or addr.strip("0123456789.") != ""):
                 continue
             try:                # short IPv4 forms ("10", "127.1") as HAProxy's resolver reads
                 raw = socket.inet_aton(addr)

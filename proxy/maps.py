@@ -172,8 +172,10 @@ class MapExpr:
             if kind == "int":
                 return parse_int_range(key)
             if kind == "ip":
-                return parse_net(key)
+                return parse_net(key, short_ipv4=False)
         except AclError as e:
+            if kind == "ip":            # maps word every refused network this way
+                raise MapError(f"'{key}' is not a valid IPv4 or IPv6 address") from None
             raise MapError(str(e)) from None
         return key
 
@@ -219,7 +221,7 @@ class MapExpr:
             return
         if kind == "ip":
             try:
-                fam, net, mask = parse_net(entry.key)
+                fam, net, mask = parse_net(entry.key, short_ipv4=False)
             except AclError:
                 return
             bits = 32 if fam == socket.AF_INET else 128

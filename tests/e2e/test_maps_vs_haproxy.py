@@ -31,6 +31,7 @@ MAPS = {
     "ints.map": "a 1\nb -2\nb 3\n",
     "ips.map": "a 198.18.0.1\nb fd00::1\n",
     "intip.map": "1:9 198.18.0.9\n10 fd00::a\n",
+    "short.map": "10.1 x\n",                   # HAProxy's maps refuse short IPv4 forms
     "list.acl": "/api\n/static\n",   # ACL files and expressions take reference ids too
 }
 
@@ -264,6 +265,9 @@ BAD = [
     ("ip key", "http-request set-header x %[req.hdr(k),map_ip({D}/ints.map,x)]",
      "invalid args in converter 'map_ip' : 'a' is not a valid IPv4 or IPv6 address at line 1 "
      "of file '{D}/ints.map'"),
+    ("short ip key", "http-request set-header x %[src,map_ip({D}/short.map,x)]",
+     "invalid args in converter 'map_ip' : '10.1' is not a valid IPv4 or IPv6 address at line 1 "
+     "of file '{D}/short.map'"),
     ("int value", "http-request set-header x %[req.hdr(k),map_str_int({D}/paths.map,1)]",
      "invalid args in converter 'map_str_int' : unable to parse 'be_api' at line 1 of file "
      "'{D}/paths.map'"),

@@ -68,6 +68,9 @@ def test_int_ranges_first_match(mapdir):
     assert conv(q, headers=[("k", "7")]) == "low"
     assert conv(q, headers=[("k", "25")]) == "mid"
     assert conv(q, headers=[("k", "abc")]) == "no"           # reads as 0
+    neg = write(mapdir, "neg.map", "-3 upto3\n")                # "-3" is a range, as in 2.6
+    assert conv(f"req.hdr(k),map_int({neg})", headers=[("k", "-5")]) == "upto3"
+    assert conv(f"req.hdr(k),map_int({neg})", headers=[("k", "2")]) == "upto3"
     assert conv(q, headers=[("k", "")]) is None              # does not convert
 
 
@@ -92,8 +95,9 @@ def test_ip_longest_prefix_and_families(mapdir):
     assert look("fd00:2::5") == "v6"
     assert look("11.0.9.0") == "no"
     assert look("not-an-ip") is None                     # no sample, no default
-    # non-contiguous masks come after both trees
-    odd = write(mapdir, "o.map", "10.0.9.0/255.0.255.0 odd\n10.0.0.0/8 ten\n")
+    # non-contiguous masks come after both trees (even a /0 one)
+    odd = write(mapdir, "o.map", "10.0.9.0/255.0.255.0 odd\n10.0.0.0/8 ten\n1.2.3.4/0 any\n")
+    assert conv(f"req.hdr(k),map_ip({odd})", headers=[("k", "11.7.9.1")]) == "any"
     assert conv(f"req.hdr(k),map_ip({odd})", headers=[("k", "10.7.9.1")]) == "ten"
     assert conv(f"req.hdr(k),map_ip({odd})", headers=[("k", "::ffff:10.7.9.1")]) == "ten"
 
@@ -114,6 +118,8 @@ def test_output_types_and_defaults(mapdir):
     ("map", "failed to open pattern file <>"),
     ("map_int({d}/n.map)", "'a' is not a number at line 1 of file '{d}/n.map'"),
     ("map_ip({d}/n.map)", "'a' is not a valid IPv4 or IPv6 address at line 1"),
+    ("map_ip({d}/short.map)", "'10.1' is not a valid IPv4 or IPv6 address at line 1"),
+    ("map_ip({d}/bits.map)", "'10.1.2.3/33' is not a valid IPv4 or IPv6 address at line 1"),
     ("map_str_ip({d}/n.map)", "unable to parse '1' at line 1"),
     ("map_str_int({d}/n.map,x1)", "failed to parse 'x1' as type 'integer' at position 2"),
     ("map_str_ip({d}/ip.map,zz)", "map: cannot parse default ip <zz>."),
@@ -125,6 +131,8 @@ def test_configuration_errors(mapdir, expr, message):
     write(mapdir, "n.map", "a 1\n")
     write(mapdir, "ip.map", "a 198.18.0.1\n")
     write(mapdir, "bad.map", "( x\n")
+    write(mapdir, "short.map", "10.1 x\n")
+    write(mapdir, "bits.map", "10.1.2.3/33 x\n")
     with pytest.raises(SampleError) as e:
         compile_expr("path," + expr.replace("{d}", str(mapdir)))
     assert message.replace("{d}", str(mapdir)) in str(e.value)
