@@ -283,7 +283,7 @@ class StatusCounters:
         self.req_tot = self.intercepted = self.conn_tot = 0
         self.econ = self.eresp = 0
         self.h1_in = self.h1_out = 0
-        self.no_stream = 0          # requests counted without a stream (bad or empty heads)
+        self.no_stream = 0          # requests counted without a stream (nothing arrived)
         self.streams_done = 0
         self.eint = 0               # connections ended by an internal error
         self.ssl_sess = self.ssl_reused = 0
@@ -473,7 +473,7 @@ class Frontend:
         c.fast = None
         partial = any(b not in (10, 13) for b in c.buf[:64])
         if not c.served or partial:
-            self._bad_request(c, c.sess_sc, 408)
+            self._bad_request(c, c.sess_sc, 408, partial)
         c.close()
 
     def connection_gone(self, c: ClientConn):
@@ -674,7 +674,7 @@ class Frontend:
                 # which a half-closed client still reads
                 if partial or (first and not c.received_any
                                and not self.model.options.http_ignore_probes):
-                    self._bad_request(c, sess_sc, 400)
+                    self._bad_request(c, sess_sc, 400, partial)
                 return None
             timeout = self.t_http_request if (first or partial) else self.t_keep_alive
             if resume and timeout is not None:
@@ -689,7 +689,7 @@ class Frontend:
                 await c.wait_data(remaining)
             except TimeoutError:
                 if first or partial:
-                    self._bad_request(c, sess_sc, 408)
+                    self._bad_request(c, sess_sc, 408, partial)
                 return None
             finally:
                 if parked:
@@ -706,20 +706,23 @@ class Frontend:
                 t[0].inc_http_req(t[1])
                 t[0].inc_http_err(t[1])
 
-    def _count_bad(self, sess_sc):
+    def _bad_request(self, c: ClientConn, sess_sc, status: int, streamed: bool = True):
+        """A request the multiplexer refuses (400, 408): counted, answered. `streamed`:
+        some of it arrived (HAProxy's h1 stream exists then, not for a silent client)."""
         st = self.stats
         st.ereq += 1
         st.count_request()
-        st.no_stream += 1
+        if streamed:
+            st.streams_done += 1
+        else:
+            st.no_stream += 1
         st.hrsp[3] += 1
         self._count_probe(sess_sc)
-
-    def _bad_request(self, c: ClientConn, sess_sc, status: int):
-        self._count_bad(sess_sc)
         data = http1.mux_error_response(status)
         if not c.closed:
             c.write(data)
-            self.stats.h1_out += len(data)     # from the multiplexer: no stream, no bout
+            st.h1_out += len(data)      # from the multiplexer: no stream, no bout
+        st.h1_in += len(c.buf)          # what it received of the refused request
         c.buf.clear()
 
     async def _one_request(self, c: ClientConn, sess_sc, first: bool, resume: bool = False) -> bool:

@@ -1,6 +1,7 @@
 """`show stat` (the runtime API's CSV) as HAProxy 2.6 prints it: the same configuration
 and the same traffic on both, then the whole output compared, the header byte for byte,
 every row and every field, but for the few fields named below that cannot be equal."""
+import socket
 import time
 
 import pytest
@@ -145,6 +146,17 @@ def test_show_stat_like_haproxy(private_tmp, haproxy_bin):
                 assert raw_exchange(p.port, b"GET /dead HTTP/1.1\r\nHost: a\r\n"
                                     b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 503")
                 wait_for(p, settled)
+                # refused by the multiplexer: a malformed head, a truncated one (both
+                # streams to HAProxy), and before all this the harness's empty probe
+                assert raw_exchange(p.port, b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n").startswith(
+                    b"HTTP/1.1 400")
+                wait_for(p, settled)
+                s = socket.create_connection(("127.0.0.1", p.port))
+                s.sendall(b"GET / HTTP/1.1\r\nHost")
+                s.shutdown(socket.SHUT_WR)
+                assert s.recv(100).startswith(b"HTTP/1.1 400")
+                s.close()
+                wait_for(p, settled)
             e = compare(h, e)
         # the traffic's marks, beyond "equal": HTX-sized bytes, servers' sessions,
         # connections made and reused, the dead server's failed attempt
@@ -154,8 +166,10 @@ def test_show_stat_like_haproxy(private_tmp, haproxy_bin):
         assert e[("b", "BACKEND")]["lbtot"] == "3" and e[("b", "BACKEND")]["connect"] == "2"
         assert e[("d", "x")]["econ"] == "1" and e[("d", "x")]["req_tot"] == "0"
         assert e[("d", "BACKEND")]["hrsp_5xx"] == "1"
+        fe = e[("f", "FRONTEND")]
+        assert (fe["ereq"], fe["h1_total_streams"]) == ("3", "7")   # the probe: no stream
         # bytes in HAProxy's internal (HTX) size, not as they were on the wire
-        assert e[("f", "FRONTEND")]["bin"] != e[("f", "FRONTEND")]["h1_bytes_in"]
+        assert fe["bin"] != fe["h1_bytes_in"]
     finally:
         b.kill()
 
