@@ -21,7 +21,8 @@ MAPS = {
                  "  static.example.com   be_static   \nAPI.example.com be_static\n",
     "paths.map": "/api be_api\n/api/v2 be_v2\n/api/v2/admin be_admin\n/a be_a\n"
                  "/dup first\n/dup second\n\t #hash hashval\nkeyonly\n/crlf crlfval\r\n",
-    "words.map": "/api sub_api\nstatic sub_static\n/dup first\n/dup second\nexample.com dom_ex\n",
+    "words.map": "/api sub_api\nstatic sub_static\n/dup first\n/dup second\nexample.com dom_ex\n"
+                 "/v1/ v1\n.org. org\n",
     "ends.map": ".jpg image\n.png image\n/v2 end_v2\n",
     "regex.map": "^/user/([0-9]+)$ user-\\1\n^/img/(.*)\\.(png|jpg)$ \\2:\\1\n^/api api\n",
     "limits.map": "5 five\n1:10 low\n20-30 mid\n100 hundred\n5 fiveagain\n",
@@ -79,7 +80,8 @@ KEYS = [
     "5", "7", "25", "100", "-3", "abc", "10.1.2.3",
     "127.0.0.2", "127.0.9.3", "127.5.6.7", "10.9.8.7", "::ffff:127.0.0.2", "fd00:1::5",
     "fd00:2::5", "2002:0a01:0203::1", "::1", "::127.0.0.2", "192.0.2.1",
-    "a", "b", "c",
+    "a", "b", "c", "www.example.com:8080", "/x/static?q", "static", "/v1", "/a/v1/b",
+    "/a/v1x", "a.org", "x.org.uk", "/static", "Static",
 ]
 
 PTR = re.compile(rb"^0x[0-9a-f]+ ", re.M)
