@@ -56,7 +56,24 @@ _H_DOWNTIME = 'Total time spent in DOWN state, for server or backend'
 _H_CHKDOWN = 'Total number of failed checks causing UP to DOWN server transitions, per server/backend, since the worker process started'
 _H_LASTCHG = 'How long ago the last server state changed, in seconds'
 _H_WEIGHT = "Server's effective weight, or sum of active servers' effective weights for a backend"
+_H_WREW = 'Total number of failed HTTP header rewrites since the worker process started'
+_H_LASTSESS = 'How long ago some traffic was seen on this object on this worker process, in seconds'
+_H_QMAX = 'Highest value of queued connections encountered since process started'
 _H_UWEIGHT = "Server's user weight, or sum of active servers' user weights for a backend"
+
+
+def _unused_features(scope: str) -> tuple:
+    """Compression and cache counters: edgestick has neither, they stay 0 (as HAProxy's
+    do while unused)."""
+    return tuple((f"haproxy_{scope}_{name}", "counter", help_, field) for name, help_, field in (
+        ("http_comp_bytes_in_total", "Total number of bytes submitted to the HTTP compressor for this object since the worker process started", "comp_in"),
+        ("http_comp_bytes_out_total", "Total number of bytes emitted by the HTTP compressor for this object since the worker process started", "comp_out"),
+        ("http_comp_bytes_bypassed_total", "Total number of bytes that bypassed HTTP compression for this object since the worker process started (CPU/memory/bandwidth limitation)", "comp_byp"),
+        ("http_comp_responses_total", "Total number of HTTP responses that were compressed for this object since the worker process started", "comp_rsp"),
+        ("http_cache_lookups_total", "Total number of HTTP requests looked up in the cache on this frontend/backend since the worker process started", "cache_lookups"),
+        ("http_cache_hits_total", "Total number of HTTP requests not found in the cache on this frontend/backend since the worker process started", "cache_hits")))
+
+
 _FRONTEND = (
     ("haproxy_frontend_current_sessions", "gauge", _H_CUR, "scur"),
     ("haproxy_frontend_max_sessions", "gauge", _H_MAX, "smax"),
@@ -76,6 +93,9 @@ _FRONTEND = (
     ("haproxy_frontend_http_requests_total", "counter", _H_REQ_TOT, "req_tot"),
     ("haproxy_frontend_intercepted_requests_total", "counter", 'Total number of HTTP requests intercepted on the frontend (redirects/stats/services) since the worker process started', "intercepted"),
     ("haproxy_frontend_internal_errors_total", "counter", _H_EINT, "eint"),
+    ("haproxy_frontend_limit_session_rate", "gauge", "Limit on the number of sessions accepted in a second (frontend only, 'rate-limit sessions' setting)", "rate_lim"),
+    ("haproxy_frontend_failed_header_rewriting_total", "counter", _H_WREW, "wrew"),
+    *_unused_features("frontend"),
 )
 _BACKEND = (
     ("haproxy_backend_current_queue", "gauge", 'Number of current queued connections', "qcur"),
@@ -106,6 +126,10 @@ _BACKEND = (
     ("haproxy_backend_connection_attempts_total", "counter", _H_CONNECT, "connect"),
     ("haproxy_backend_connection_reuses_total", "counter", _H_REUSE, "reuse"),
     ("haproxy_backend_internal_errors_total", "counter", _H_EINT, "eint"),
+    ("haproxy_backend_max_queue", "gauge", _H_QMAX, "qmax"),
+    ("haproxy_backend_last_session_seconds", "gauge", _H_LASTSESS, "lastsess"),
+    ("haproxy_backend_failed_header_rewriting_total", "counter", _H_WREW, "wrew"),
+    *_unused_features("backend"),
 )
 _SERVER = (
     ("haproxy_server_current_queue", "gauge", 'Number of current queued connections', "qcur"),
@@ -138,6 +162,11 @@ _SERVER = (
     ("haproxy_server_used_connections_current", "gauge", 'Current number of connections in use', "used_conn_cur"),
     ("haproxy_server_need_connections_current", "gauge", 'Estimated needed number of connections', "need_conn_est"),
     ("haproxy_server_internal_errors_total", "counter", _H_EINT, "eint"),
+    ("haproxy_server_max_queue", "gauge", _H_QMAX, "qmax"),
+    ("haproxy_server_queue_limit", "gauge", "Limit on the number of connections in queue, for servers only (maxqueue argument)", "qlimit"),
+    ("haproxy_server_last_session_seconds", "gauge", _H_LASTSESS, "lastsess"),
+    ("haproxy_server_check_code", "gauge", "layer5-7 code, if available of the last health check.", "check_code"),
+    ("haproxy_server_failed_header_rewriting_total", "counter", _H_WREW, "wrew"),
 )
 
 

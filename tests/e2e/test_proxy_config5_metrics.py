@@ -73,7 +73,9 @@ COMPARED = ("haproxy_sticktable_size", "haproxy_sticktable_used",
             "haproxy_frontend_bytes_in_total", "haproxy_frontend_bytes_out_total",
             "haproxy_backend_bytes_in_total", "haproxy_backend_bytes_out_total",
             "haproxy_backend_loadbalanced_total", "haproxy_backend_max_sessions",
-            "haproxy_backend_weight", "haproxy_backend_check_up_down_total")
+            "haproxy_backend_weight", "haproxy_backend_check_up_down_total",
+            "haproxy_backend_max_queue", "haproxy_frontend_failed_header_rewriting_total",
+            "haproxy_frontend_http_comp_bytes_in_total", "haproxy_frontend_internal_errors_total")
 
 
 def scrape(port, query):
