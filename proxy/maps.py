@@ -431,6 +431,25 @@ class MapRef:
         self.by_id[e.id] = e
         self.entry_cnt += len(checked)
 
+    def add_payload(self, payload: str) -> None:
+        """`add map MAP <<`: entries from the payload, read as HAProxy 2.6 reads it: the
+        key runs to the first space or tab (newlines included), the value from the next
+        non-blank up to the end of the line. Entries before a refused one stay."""
+        pos, n = 0, len(payload)
+        while pos < n:
+            k = pos
+            while k < n and payload[k] not in " \t":
+                k += 1
+            if k == n:
+                raise MapError(f"Missing value for key '{payload[pos:]}'")
+            v = k
+            while v < n and payload[v] in " \t":
+                v += 1
+            end = payload.find("\n", v)
+            end = n if end < 0 else end
+            self.add(payload[pos:k], payload[v:end])
+            pos = end + 1
+
     def find_entries(self, ident: str) -> Optional[list[Entry]]:
         """Entries named by `#0x<id>` (None when the id is malformed) or by key."""
         if ident.startswith("#0x"):

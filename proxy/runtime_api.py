@@ -4,8 +4,10 @@ One `RuntimeAPI` serves any number of `stats socket` listeners. A connection is
 non-interactive by default: each command line (several commands may be separated by
 `;`) gets its reply, each reply ends with an empty line, and the connection closes when
 no further input is pending. `prompt` toggles interactive mode (`> ` after each reply);
-`quit` closes. Levels `user` < `operator` < `admin` come from the socket (`level`) and can
-be lowered for the session with the `operator`/`user` commands.
+`quit` closes. A line ending with `<<` is followed by a payload, the lines up to an empty
+one, which the line's last command reads as `cli.payload` (`add map MAP <<`). Levels
+`user` < `operator` < `admin` come from the socket (`level`) and can be lowered for the
+session with the `operator`/`user` commands.
 
 Commands live in a registry (`api.commands`): prefix words -> handler, the level it
 requires, and an optional usage line shown by `help` and by the unknown-command reply, which suggests commands the
@@ -219,16 +221,25 @@ class CliSession:
         self.level = socket_level
         self.interactive = False
         self.closing = False
+        self.payload: Optional[str] = None
 
     def has_level(self, level: int) -> bool:
         return self.level >= level
 
-    async def run_line(self, line: str, write: Callable[[str], Awaitable[None]]) -> None:
-        """Execute one request line, sending each reply through `write`."""
-        for cmd in split_commands(line):
+    async def run_line(self, line: str, write: Callable[[str], Awaitable[None]],
+                       payload: Optional[str] = None) -> None:
+        """Execute one request line, sending each reply through `write`. A payload (the
+        lines after a line ending with `<<`) goes to the line's last command, which reads
+        it as `cli.payload`."""
+        commands = split_commands(line)
+        for i, cmd in enumerate(commands):
             if self.closing:
                 break
-            reply = await self.run_command(cmd)
+            self.payload = payload if i == len(commands) - 1 else None
+            try:
+                reply = await self.run_command(cmd)
+            finally:
+                self.payload = None
             if self.closing:
                 break
             if isinstance(reply, str):
@@ -378,6 +389,12 @@ class RuntimeAPI:
                 line = raw[:-1].decode("latin-1")
                 if line.endswith("\r"):
                     line = line[:-1]
+                payload = None
+                if line.endswith("<<"):
+                    payload = await _read_payload(reader, timeout)
+                    if payload is None:
+                        break                   # EOF inside a payload: nothing is run
+                    line = line[:line.index("<<")]
                 pending: list[str] = []
 
                 async def write(text: str) -> None:
@@ -386,7 +403,7 @@ class RuntimeAPI:
                         writer.write("".join(pending).encode("latin-1", "replace"))
                         pending.clear()
                         await writer.drain()
-                await cli.run_line(line, write)
+                await cli.run_line(line, write, payload)
                 if pending:
                     writer.write("".join(pending).encode("latin-1", "replace"))
                     await writer.drain()
@@ -399,6 +416,25 @@ class RuntimeAPI:
                 writer.close()
             except Exception:
                 pass
+
+
+async def _read_payload(reader: asyncio.StreamReader, timeout) -> Optional[str]:
+    """The lines up to an empty one, joined by newlines (HAProxy gives "\n" for none);
+    None when the connection ends or times out first."""
+    lines = []
+    while True:
+        try:
+            raw = await asyncio.wait_for(reader.readline(), timeout)
+        except (asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
+            return None
+        if not raw.endswith(b"\n"):
+            return None
+        text = raw[:-1].decode("latin-1")
+        if text.endswith("\r"):
+            text = text[:-1]
+        if not text:
+            return "\n".join(lines) if lines else "\n"
+        lines.append(text)
 
 
 # ---------------------------------------------------------------------------- core commands
@@ -703,6 +739,28 @@ def _add_map(ref, args: list) -> str:
     return ""
 
 
+_ADD_MAP_USAGE = ("'add map' expects three parameters (map identifier, key and value) or one "
+                  "parameter (map identifier) and a payload\n")
+_add_map_args = _map_command(3, _ADD_MAP_USAGE, _add_map)
+
+
+def _add_map_cmd(cli: CliSession, args: list) -> str:
+    """add map MAP KEY VALUE, or add map MAP <<payload (`key value` lines; KEY VALUE are
+    then ignored, as HAProxy does)."""
+    if cli.payload is None:
+        return _add_map_args(cli, args)
+    if len(args) < 3 or not args[2]:
+        return _ADD_MAP_USAGE
+    ref = maps.REGISTRY.lookup(args[2])
+    if ref is None:
+        return UNKNOWN_MAP
+    try:
+        ref.add_payload(cli.payload)
+    except maps.MapError as e:
+        return f"{e}.\n"
+    return ""
+
+
 def _on_entries(not_found: str, by_id_not_found: str, action: Callable) -> Callable:
     """set/del map: the entries named by key or `#0x<id>`, HAProxy's lines when none."""
     def run(ref, args: list) -> str:
@@ -722,9 +780,7 @@ def register_map_commands(reg: CommandRegistry) -> None:
     reg.register(("get", "map"), _map_command(
         2, "Missing map identifier and/or key.\n", lambda ref, a: ref.lookup_report(a[3])),
         "get map <acl> <value>                   : report the keys and values matching a sample for a map")
-    reg.register(("add", "map"), _map_command(
-        3, "'add map' expects three parameters (map identifier, key and value) or one "
-           "parameter (map identifier) and a payload\n", _add_map),
+    reg.register(("add", "map"), _add_map_cmd,
         "add map [@<ver>] <map> <key> <val>      : add a map entry (payload supported instead of key/val)")
     reg.register(("set", "map"), _map_command(
         3, "'set map' expects three parameters: map identifier, key and value.\n",

@@ -4,6 +4,7 @@ defaults) on the same requests, backends chosen through a map, the map CLI comma
 through the CLI seen by the next request, and the configuration errors of `-c`."""
 import copy
 import re
+import socket
 import subprocess
 import sys
 
@@ -212,6 +213,43 @@ def test_cli_changes_seen_by_next_request(pair):
                 "get map {D}/hosts.map nowhere"):
         c = cmd.replace("{D}", str(d))
         assert masked(cli_user(e, c), e) == masked(cli_user(h, c), h), c
+
+
+PAYLOADS = [
+    b"add map {D}/paths.map <<\n/q1 v1\nbad\n/q2 v2\n\n", b"show map {D}/paths.map\n",
+    b"add map {D}/paths.map <<\n/q3   v3  \n\t/q4\tv4\n\n",
+    b"add map {D}/tiers.map <<\n198.18.1.1 a\nzz b\n198.18.2.2 c\n\n", b"show map {D}/tiers.map\n",
+    b"add map {D}/paths.map /k v <<\n/q5 v5\n\n", b"show cli level <<\nx\n\nshow cli level\n",
+    b"add map {D}/paths.map <<\n/q6 v6\n\nshow map {D}/paths.map\n",
+    b"add map {D}/paths.map <<\n\n", b"add map {D}/paths.map <<\nlast\n\n",
+    b"add map {D}/paths.map <<\n/q7 v7\n", b"add map /nope <<\na b\n\n", b"add map <<\na b\n\n",
+    b"add map {D}/paths.map <<\r\n/q8 v8\r\n\r\n", b"show map {D}/paths.map\n", b"show map\n",
+]
+
+
+def talk(path: str, data: bytes) -> bytes:
+    """Raw bytes to a stats socket, its whole reply."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    with s:
+        s.connect(path)
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while data := s.recv(65536):
+            out += data
+        return out
+
+
+def test_add_map_payload(pair):
+    """`add map MAP <<` then `key value` lines up to an empty one, read as HAProxy reads
+    them (keys run to the first blank, newlines included; entries before a refused one
+    stay; a payload cut by the end of the connection runs nothing)."""
+    h, e, d = pair
+    for data in PAYLOADS:
+        data = data.replace(b"{D}", str(d).encode())
+        assert masked(talk(e.sock, data), e) == masked(talk(h.sock, data), h), data
+    assert show(e, "/q6") == show(h, "/q6")
 
 
 def cli_user(p, command: str) -> bytes:

@@ -184,3 +184,15 @@ def test_regm_value_groups():
     import re
     m = re.search(r"^/img/(.*)\.(png|jpg)$", "/img/cat.png")
     assert regm_value("\\2:\\1 \\0 \\7", m) == "png:cat /img/cat.png "
+
+
+def test_add_payload_as_haproxy_reads_it(mapdir):
+    path = write(mapdir, "p.map", "/a a\n")
+    compile_expr(f"path,map({path})")
+    ref = REGISTRY.lookup(path)
+    ref.add_payload("/b  b b \nbad\n/c c\n\t/d d")
+    assert [(e.key, e.value) for e in ref.entries] == [
+        ("/a", "a"), ("/b", "b b "), ("bad\n/c", "c"), ("", "/d d")]
+    with pytest.raises(MapError, match="Missing value for key 'last'"):
+        ref.add_payload("/e e\nlast")
+    assert ref.entries[-1].key == "/e"
