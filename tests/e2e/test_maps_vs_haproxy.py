@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from proxy_harness import (Backends, Client, both, one_request, raw_exchange, start_proxy,
-                           workdir)
+from proxy_harness import (Backends, Client, both, mask_table, one_request, raw_exchange,
+                           start_proxy, workdir)
 
 pytestmark = pytest.mark.haproxy
 
@@ -135,20 +135,22 @@ def test_converters_match_haproxy(pair):
         assert ours.split(b"\r\n")[0] == theirs.split(b"\r\n")[0], k
 
 
+def request(p, headers: str) -> tuple:
+    """(status, server) of one GET / with these header lines."""
+    c = Client(p.port)
+    try:
+        c.send(f"GET / HTTP/1.1\r\n{headers}\r\nConnection: close\r\n\r\n".encode())
+        r = c.read_response()
+    finally:
+        c.close()
+    return r.status, r.server
+
+
 def test_backend_chosen_by_map(pair):
     h, e, _ = pair
     for host in ("www.example.com", "API.EXAMPLE.COM", "static.example.com", "nowhere",
                  "api.example.com"):
-        got = []
-        for p in (h, e):
-            c = Client(p.port)
-            try:
-                c.send(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-                r = c.read_response()
-            finally:
-                c.close()
-            got.append((r.status, r.server))
-        assert got[0] == got[1], host
+        assert request(e, f"Host: {host}") == request(h, f"Host: {host}"), host
     # a condition reading a map: 429 for the "low" range, else the backend
     for k in ("3", "25"):
         raw = f"GET / HTTP/1.1\r\nHost: x\r\nk: {k}\r\nConnection: close\r\n\r\n".encode()
@@ -257,6 +259,56 @@ def cli_user(p, command: str) -> bytes:
     user = copy.copy(p)
     user.sock = p.sock + ".user"
     return user.cli(command)
+
+
+KEYS_CONFIG = """
+global
+    stats socket {SOCK} mode 600 level admin
+""" + DEFAULTS + """
+frontend fe
+    bind 127.0.0.1:{FE}
+    stick-table type string len 32 size 10 store http_req_cnt
+    http-request track-sc0 req.hdr(k),map({D}/paths.map,zz)
+    http-request set-header x-a %[req.hdr(k),map_beg({D}/paths.map,zz)]
+    acl a1 req.hdr(k),map_sub({D}/words.map) -m found
+    http-request deny if a1 !{ path /x } { req.hdr(k),map_end({D}/ends.map) -m found }
+    use_backend be_api if { req.hdr(host),map({D}/hosts.map) -m str be_api }
+    default_backend be_default
+
+backend be_api
+    http-request set-header x-b %[req.hdr(k),map_sub({D}/words.map,zz)]
+    server s1 127.0.0.1:{S1}
+
+backend be_default
+    stick-table type string len 32 size 10 store http_req_cnt
+    stick on req.hdr(k),map_end({D}/ends.map,zz)
+    server s3 127.0.0.1:{S3}
+"""
+
+
+def test_maps_in_tracking_sticking_and_backend_rules(haproxy_bin):
+    """Maps giving track-sc and stick keys, in named and anonymous ACLs, in a backend's
+    rules: the same tables, statuses and `show map` (users, ids) as HAProxy."""
+    b = Backends(["s1", "s3"]).start()
+    try:
+        with workdir() as wd:
+            for fname, text in MAPS.items():
+                (wd / fname).write_bytes(text.encode())
+            with both(KEYS_CONFIG.replace("{D}", str(wd)), b, wd, haproxy_bin) as (h, e):
+                for k, host in (("/api", "x"), ("/api/v2", "api.example.com"), ("/dup", "x"),
+                                ("a.jpg", "x"), ("static", "api.example.com"),
+                                ("static.jpg", "x")):
+                    got = [request(p, f"Host: {host}\r\nk: {k}") for p in (h, e)]
+                    assert got[0] == got[1], k
+                    assert got[0][0] in (200, 403), got
+                assert masked(e.cli("show map"), e) == masked(h.cli("show map"), h)
+                for table in ("fe", "be_default"):
+                    cmd = f"show table {table}"
+                    dump = mask_table(h.cli(cmd))
+                    assert mask_table(e.cli(cmd)) == dump, cmd
+                    assert sum("key=" in line for line in dump) >= 2, dump
+    finally:
+        b.kill()
 
 
 RELOAD = """
