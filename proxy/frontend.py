@@ -1062,7 +1062,8 @@ class Frontend:
         if be is not None:
             be.hrsp[k] += 1
         stream.status = status
-        stream.adj_out += _local_htx(data)
+        adj = _LOCAL_HTX.get(data)     # (_local_htx's common case, inline)
+        stream.adj_out += adj if adj is not None else _local_htx(data)
         stream.bytes_out += len(data)
         c.write(data)
         closing = not req.keep_alive or status in http1.CLOSING_STATUSES or self.proc.stopping
