@@ -116,10 +116,13 @@ def compare(h, e):
             if name == "check_status":      # "* ": a check under way at that instant
                 hv, ev = hv.removeprefix("* "), ev.removeprefix("* ")
             if name in RATES and hv != "":
-                # within the traffic's total, and near HAProxy's
+                # within the traffic's total; a peak near HAProxy's (a burst split over
+                # two seconds at worst); a current rate depends on when it is read (its
+                # arithmetic: tests/unit/test_metrics.py)
                 total = int(hr[totals[name]])
                 assert ev != "" and 0 <= int(ev) <= total, (where, name, ev, hv)
-                assert abs(int(ev) - int(hv)) <= max(1, int(hv) // 2), (where, name, ev, hv)
+                if name.endswith("_max"):
+                    assert abs(int(ev) - int(hv)) <= max(1, int(hv) // 2), (where, name, ev, hv)
                 continue
             assert ev == hv, (where, name, ev, hv)
     return {(r["pxname"], r["svname"]): r for r in e_rows}
