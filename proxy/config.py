@@ -48,16 +48,16 @@ def load_config(paths: Sequence[str] | str,
     `-L` command-line name (it wins over `localpeer` in global and the host name)."""
     if isinstance(paths, str):
         paths = [paths]
-    REGISTRY.begin()                  # map files are read again, ids start over
-    parser = Parser(localpeer)
-    for path in paths:
-        if os.path.isdir(path):
-            for name in sorted(os.listdir(path)):
-                if name.endswith(".cfg"):
-                    parser.feed(read_file(os.path.join(path, name)))
-        else:
-            parser.feed(read_file(path))
-    parser.finish()
+    with REGISTRY.loading():          # map files read again, kept if all goes well
+        parser = Parser(localpeer)
+        for path in paths:
+            if os.path.isdir(path):
+                for name in sorted(os.listdir(path)):
+                    if name.endswith(".cfg"):
+                        parser.feed(read_file(os.path.join(path, name)))
+            else:
+                parser.feed(read_file(path))
+        parser.finish()
     parser.cfg.files = list(paths)
     parser.cfg.warnings = parser.warnings
     return parser.cfg, parser.warnings
@@ -67,10 +67,10 @@ def load_config_text(text: str, file: str = "<string>",
                      localpeer: Optional[str] = None) -> tuple[m.Config, list[str]]:
     """Same as load_config for a configuration held in memory (tests, reload from a string)."""
     from edgestick.cfgsyntax import read_lines
-    REGISTRY.begin()
-    parser = Parser(localpeer)
-    parser.feed(list(read_lines(text, file)))
-    parser.finish()
+    with REGISTRY.loading():
+        parser = Parser(localpeer)
+        parser.feed(list(read_lines(text, file)))
+        parser.finish()
     parser.cfg.files = [file]
     parser.cfg.warnings = parser.warnings
     return parser.cfg, parser.warnings

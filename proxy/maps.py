@@ -16,16 +16,17 @@ Lookups, as HAProxy 2.6 does them (checked against haproxy 2.6.12, tests/e2e/tes
   sub dir dom end reg regm   first key matching, in file order
 Among equal keys the first one wins.
 
-The registry is process-wide, like HAProxy's: a configuration load starts a generation
-(`REGISTRY.begin()`); a file named again in the new generation is read again (a reload
-sees the file's new contents; runtime edits are lost, as with HAProxy's new process) while
-the objects stay the same, so expressions compiled earlier keep reading current data.
+The registry is process-wide, like HAProxy's. Each configuration load reads the files it
+names again (a reload sees the files' new contents; runtime edits are lost, as with
+HAProxy's new process) and applies them only when the load succeeds; the map and index
+objects stay the same, so expressions compiled earlier keep reading current data.
 """
 from __future__ import annotations
 
 import itertools
 import re
 import socket
+from contextlib import contextmanager
 from typing import Callable, Optional
 
 from .acl import (_V4MAPPED, PATTERN_IDS, AclError, _addr_int, _match_word, compile_regex,
@@ -326,6 +327,14 @@ class MapExpr:
         return None
 
 
+def _transplant(src: MapExpr, dst: MapExpr) -> None:
+    """`dst` takes `src`'s contents (finders keep reading `dst`)."""
+    dst.keys.clear()
+    dst.keys.update(src.keys)
+    dst.beg_lengths, dst.items, dst.v4, dst.v6 = src.beg_lengths, src.items, src.v4, src.v6
+    dst.method = src.method
+
+
 def regm_value(template: str, m: re.Match) -> str:
     """map_regm's output: the value with \\0-\\9 replaced by the match's groups."""
     def group(g):
@@ -354,29 +363,10 @@ class MapRef:
         self.users: list[tuple[str, int]] = []          # (config file, line) of converters
         self.entry_cnt = 0     # HAProxy's counter: + per index an entry joins, - per entry gone
 
-    def load(self, lines: list[tuple[int, str]], gen: int, uid: int) -> None:
-        """The file's contents (a new generation): indexes kept are rebuilt in place."""
-        self.gen, self.uid = gen, uid
-        self.users = []
-        self.entry_cnt = 0
-        self.entries = []
-        for n, text in lines:
-            key, value = split_map_line(text)
-            self.entries.append(Entry(next(_ENTRY_IDS), key, value, n))
-        self.by_id = {e.id: e for e in self.entries}
-        kept = []
-        for x in self.exprs:                 # still read by expressions compiled before
-            try:
-                self._fill(x)
-            except MapError:
-                continue
-            kept.append(x)
-        self.exprs = kept
-
-    def _fill(self, x: MapExpr) -> None:
+    def fill(self, x: MapExpr, entries: list[Entry]) -> None:
         """Index every entry in `x`; MapError naming the file line of the first bad one."""
         x.clear()
-        for e in self.entries:
+        for e in entries:
             try:
                 compiled, typed = x.check(e.key, e.value)
             except MapError as err:
@@ -384,19 +374,16 @@ class MapRef:
             e.typed[x.out] = typed
             x.add(e, compiled)
 
-    def expr(self, method: str, out: str) -> MapExpr:
-        """The index a `map_<method>_<out>` converter reads (shared when alike)."""
+    def index(self, method: str, out: str) -> MapExpr:
+        """The lasting index object of this kind and output (made empty if new): compiled
+        converters hold it, loads and edits change its contents."""
         kind = KINDS[method]
         for x in self.exprs:
             if x.kind == kind and x.out == out:
-                if x.gen != self.gen:                # kept from an older generation
-                    x.gen = self.gen
-                    self.entry_cnt += len(self.entries)
                 return x
         x = MapExpr(self, method, out)
-        self._fill(x)
+        x.gen = -1
         self.exprs.append(x)
-        self.entry_cnt += len(self.entries)
         return x
 
     def current_exprs(self) -> list[MapExpr]:
@@ -520,26 +507,48 @@ class MapRef:
         return f"{text}. curr_ver=0 next_ver=0 entry_cnt={self.entry_cnt}"
 
 
+class _Load:
+    """What a configuration load makes of one map file, applied at commit."""
+
+    def __init__(self, ref: MapRef, lines: list[tuple[int, str]], uid: int):
+        self.ref, self.uid = ref, uid
+        self.entries = [Entry(next(_ENTRY_IDS), *split_map_line(text), n) for n, text in lines]
+        self.indexes: dict[tuple[str, str], MapExpr] = {}     # built on the new entries
+        self.users: list[tuple[str, int]] = []
+        self.entry_cnt = 0
+
+
 class Registry:
-    """Every map of the process by file name. Ids come from acl.PATTERN_IDS, the sequence
-    HAProxy shares between ACLs and maps."""
+    """Every map of the process by file name. A configuration load (`loading()`) reads
+    the files it names into the side and applies them only if the whole load succeeds, so
+    a failed reload leaves the running maps as they were. Outside a load (an expression
+    compiled at run time, a unit test) a converter's file is loaded at once. Ids come from
+    acl.PATTERN_IDS, the sequence HAProxy shares between ACLs and maps."""
 
     def __init__(self):
-        self.refs: dict[str, MapRef] = {}
+        self.refs: dict[str, MapRef] = {}       # lasting objects, by file name
         self.gen = 0
-        self.order: list[MapRef] = []          # this generation's maps, as created
+        self.order: list[MapRef] = []          # the running maps, as created
+        self.pending: Optional[dict[str, _Load]] = None
+
+    @contextmanager
+    def loading(self):
+        """Around a configuration load: maps named inside are committed at the end, or
+        dropped when the load raises."""
+        self.pending = {}
+        PATTERN_IDS.reset()
+        try:
+            yield
+            self._commit(self.pending, replace=True)
+        finally:
+            self.pending = None
 
     def begin(self) -> None:
-        """A configuration is being loaded: files are read again when next named."""
-        self.gen += 1
-        self.order = []
-        PATTERN_IDS.reset()
+        """A fresh, empty set of running maps (tests)."""
+        with self.loading():
+            pass
 
-    def reference(self, path: str) -> MapRef:
-        """The map of that file, read now if this generation has not read it yet."""
-        ref = self.refs.get(path)
-        if ref is not None and ref.gen == self.gen:
-            return ref
+    def _read(self, path: str) -> _Load:
         if not path:
             raise MapError("failed to open pattern file <>")
         lines = read_map_lines(path)
@@ -547,20 +556,76 @@ class Registry:
             PATTERN_IDS.file(path, 2)
         except AclError as e:
             raise MapError(str(e)) from None
+        ref = self.refs.get(path)
         if ref is None:
             ref = self.refs[path] = MapRef(path)
-        ref.load(lines, self.gen, PATTERN_IDS.next - 1)
-        self.order.append(ref)
-        return ref
+        return _Load(ref, lines, PATTERN_IDS.next - 1)
 
     def expr(self, path: str, method: str, out: str,
              where: Optional[tuple[str, int]] = None) -> MapExpr:
-        """The index a converter reads; `where` (config file, line) lists it as a user."""
-        ref = self.reference(path)
-        x = ref.expr(method, out)
+        """The index a `map_<method>_<out>` converter of `path` reads (shared when alike);
+        `where` (config file, line) lists it among the map's users. MapError when the file
+        or one of its lines cannot serve."""
+        if self.pending is None:
+            ref = self.refs.get(path)
+            if ref is not None and ref.gen == self.gen:        # a running map
+                x = ref.index(method, out)
+                if x.gen != ref.gen:
+                    tmp = MapExpr(ref, method, out)
+                    ref.fill(tmp, ref.entries)
+                    _transplant(tmp, x)
+                    x.gen = ref.gen
+                    ref.entry_cnt += len(ref.entries)
+                return x
+            load = self._read(path)
+            x = self._index(load, method, out, where)
+            self._commit({path: load}, replace=False)
+            return x
+        load = self.pending.get(path)
+        if load is None:
+            load = self.pending[path] = self._read(path)
+        return self._index(load, method, out, where)
+
+    @staticmethod
+    def _index(load: _Load, method: str, out: str, where) -> MapExpr:
+        key = (KINDS[method], out)
+        if key not in load.indexes:
+            tmp = MapExpr(load.ref, method, out)
+            load.ref.fill(tmp, load.entries)
+            load.indexes[key] = tmp
+            load.entry_cnt += len(load.entries)
         if where is not None:
-            ref.users.append(where)
-        return x
+            load.users.append(where)
+        return load.ref.index(method, out)
+
+    def _commit(self, loads: dict[str, _Load], replace: bool) -> None:
+        """The loaded maps become the running ones (all of them when `replace`)."""
+        self.gen += 1
+        order = [] if replace else [r for r in self.order if r.path not in loads]
+        for load in loads.values():
+            ref = load.ref
+            ref.entries, ref.by_id = load.entries, {e.id: e for e in load.entries}
+            ref.uid, ref.users, ref.entry_cnt = load.uid, load.users, load.entry_cnt
+            ref.gen = self.gen
+            first = [ref.index(t.method, t.out) for t in load.indexes.values()]
+            for x in ref.exprs:
+                tmp = load.indexes.get((x.kind, x.out))
+                if tmp is None:      # only compiled expressions of an older load read it
+                    try:
+                        ref.fill(x, ref.entries)
+                    except MapError:
+                        x.clear()
+                    continue
+                _transplant(tmp, x)
+                x.gen = ref.gen
+            ref.exprs = first + [x for x in ref.exprs if x not in first]
+            order.append(ref)
+        for ref in order:               # maps kept from the previous load stay current
+            if ref.path not in loads:
+                for x in ref.current_exprs():
+                    x.gen = self.gen
+                ref.gen = self.gen
+        self.order = order
 
     def lookup(self, ident: str) -> Optional[MapRef]:
         """A map by file name or `#<id>` (HAProxy's map identifiers)."""

@@ -323,7 +323,8 @@ frontend fe
 
 def test_reload_reads_the_file_again(haproxy_bin):
     """A reload reads the map files again and forgets runtime changes: edgestick after
-    `reload` answers as a HAProxy started on the edited file."""
+    `reload` answers as a HAProxy started on the edited file. A failed reload changes
+    nothing."""
     b = Backends([])
     with workdir() as wd:
         (wd / "p.map").write_text("/a one\n/b two\n")
@@ -342,6 +343,12 @@ def test_reload_reads_the_file_again(haproxy_bin):
                     assert masked(e.cli(cmd), e) == masked(h.cli(cmd), h), cmd
             finally:
                 h.stop()
+            # a reload that fails (the file is gone) leaves the running map as it was
+            before = e.cli("show map")
+            (wd / "p.map").unlink()
+            assert e.cli("reload").startswith(b"Reload failed")
+            assert one_request(e.port, "/a").body == b"v=new"
+            assert e.cli("show map") == before
         finally:
             e.stop()
 

@@ -162,7 +162,7 @@ def test_runtime_edits_and_counters(mapdir):
     assert beg(Context(path="/a")) == "no" and ref.entries == []
 
 
-def test_shared_by_file_name_and_reread_by_a_new_generation(mapdir):
+def test_shared_by_file_name_and_read_again_by_a_load(mapdir):
     path = write(mapdir, "p.map", "/a one\n")
     f1 = compile_expr(f"path,map({path})")
     f2 = compile_expr(f"path,map_str({path})")
@@ -171,13 +171,27 @@ def test_shared_by_file_name_and_reread_by_a_new_generation(mapdir):
     ref.add("/b", "cli")
     assert f2(Context(path="/b")) == "cli"
     write(mapdir, "p.map", "/a two\n")
-    REGISTRY.begin()                                # a configuration (re)load
-    assert REGISTRY.lookup(path) is None            # not named by the new one yet
-    f3 = compile_expr(f"path,map({path})")
+    with REGISTRY.loading():                        # a configuration (re)load
+        f3 = compile_expr(f"path,map({path})")
+        assert f1(Context(path="/a")) == "one"      # applied only at the end
     assert REGISTRY.lookup(path) is ref and ref.uid == 0
     # expressions compiled before read the new contents; runtime additions are gone
     assert f1(Context(path="/a")) == f3(Context(path="/a")) == "two"
     assert f1(Context(path="/b")) is None
+
+
+def test_a_failed_load_leaves_the_running_maps(mapdir):
+    path = write(mapdir, "p.map", "/a one\n")
+    f = compile_expr(f"path,map_beg({path})")
+    write(mapdir, "p.map", "/a two\n")
+    write(mapdir, "n.map", "x notint\n")
+    with pytest.raises(SampleError):
+        with REGISTRY.loading():
+            compile_expr(f"path,map_beg({path})")
+            compile_expr(f"path,map_int({mapdir}/n.map)")
+    assert f(Context(path="/a/x")) == "one"
+    assert [r.path for r in REGISTRY.maps()] == [path]
+    assert REGISTRY.lookup(path).lookup_report("/a/x").startswith("type=beg, case=sensitive, found=yes")
 
 
 def test_regm_value_groups():
