@@ -1369,8 +1369,6 @@ class Frontend:
             row = table.get_or_create(key)
             if row is not None:
                 table.set_server(row, srv.id, srv.key)
-        if cookie is not None:
-            be_mod.cookie_response(backend, cookie, srv, direct, req, resp, time.time())
         if bm.http_response or self.model.http_response:
             if self._response_rules(c, req, resp, ctx, stream, backend):
                 # denied: HAProxy's 502 instead; the server's body is not read
@@ -1384,6 +1382,8 @@ class Frontend:
                 stream.status = 502
                 c.write(data)
                 return not closing
+        if cookie is not None:         # after the http-response rules, as HAProxy
+            be_mod.cookie_response(backend, cookie, srv, direct, req, resp, time.time())
         self._count_status(backend, srv, status)
         stream.status = status
         if status == 101 and req.upgrade:

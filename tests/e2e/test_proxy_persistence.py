@@ -4,8 +4,8 @@ import importlib.util
 
 import pytest
 
-from proxy_harness import (Backends, Client, both, mask_table, one_request, rewrite_addresses,
-                           seed_section, workdir)
+from proxy_harness import (Backends, Client, both, mask_table, one_request, raw_exchange,
+                           rewrite_addresses, seed_section, workdir)
 
 pytestmark = pytest.mark.haproxy
 
@@ -153,3 +153,42 @@ def test_config2_keep_alive_sequence(config2):
         c.close()
         out.append(seq)
     assert out[1] == out[0]
+
+
+RESPONSE_ORDER = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-response set-header X-Frame-Options DENY
+    http-response set-header X-Seen %[res.cook(JSESSIONID)]
+    use_backend pfx if { path_beg /pfx }
+    default_backend ins
+backend ins
+    cookie SRV insert indirect nocache httponly
+    http-response set-header X-Backend ins
+    server s1 127.0.0.1:{S1} cookie one
+backend pfx
+    cookie JSESSIONID prefix
+    server s1 127.0.0.1:{S1} cookie p1
+"""
+
+
+@pytest.mark.parametrize("path", ["/", "/?setcookie=SRV%3Dfromapp", "/pfx?setcookie=JSESSIONID%3Dabc"])
+def test_cookie_insertion_after_response_rules(haproxy_bin, path):
+    """HAProxy applies the persistence cookie (insertion, the server's cookie prefixed or
+    dropped) after the http-response rules: the rules read the server's own value and
+    the inserted Set-Cookie comes after the headers they add."""
+    b = Backends(["s1"]).start()
+    try:
+        with workdir() as wd, both(RESPONSE_ORDER, b, wd, haproxy_bin) as (h, e):
+            raw = f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+            assert raw_exchange(e.port, raw) == raw_exchange(h.port, raw)
+    finally:
+        b.kill()
