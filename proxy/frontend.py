@@ -752,7 +752,7 @@ class Frontend:
         self.stats.req_tot += 1
         htx = _REQ_HTX.get(req.origin)
         if htx is None:
-            htx = _request_htx(req)
+            htx = _memo_htx(req, True, _REQ_HTX)
         stream = Stream(sess_sc, head_len, htx)
         target = req.target
         if target[:1] == "/" and "?" not in target:     # (_split_target's common case)
@@ -1817,7 +1817,7 @@ class _Relay:
                 adj -= len(extra) - 2
         else:
             head = http1.serialize_response(resp, conn_header)
-            adj = http1.htx_size(resp, False) - len(head)
+            adj = _memo_htx(resp, False, _RESP_HTX) - len(head)
             data = head + bytes(buf[head_len:end]) if end > head_len else head
         stream.adj_out = adj
         if len(buf) == end:
@@ -1864,14 +1864,20 @@ _CANONICAL_ADJ = http1.HTX_OVERHEAD + 2
 _REQ_HTX: dict = {}     # http1's memo's request templates -> their HTX size (Frontend._begin)
 
 
-def _request_htx(req) -> int:
-    """The HTX size of a request head, kept for the heads http1 memoises (origin)."""
-    origin = req.origin
+_RESP_HTX: dict = {}    # the same for response templates (_Relay)
+
+
+def _memo_htx(msg, is_request: bool, memo: dict) -> int:
+    """The HTX size of a head, kept in `memo` for the heads http1 memoises (origin): a
+    head seen again is not measured again."""
+    origin = msg.origin
     if origin is None:
-        return http1.htx_size(req, True)
-    if len(_REQ_HTX) >= 4096:
-        _REQ_HTX.clear()
-    htx = _REQ_HTX[origin] = http1.htx_size(origin, True)
+        return http1.htx_size(msg, is_request)
+    htx = memo.get(origin)
+    if htx is None:
+        if len(memo) >= 4096:
+            memo.clear()
+        htx = memo[origin] = http1.htx_size(origin, is_request)
     return htx
 
 
