@@ -6,7 +6,8 @@ converter naming it (HAProxy's pattern reference); each converter reads it throu
 alike share one (HAProxy: same index, parse and output functions): `map_sub`, `map_dir`,
 `map_dom` and `map_end` of one file share a list, each still matching its own way.
 
-Lookups, as HAProxy 2.6 does them (checked against haproxy 2.6.12, tests/e2e/test_maps_vs_haproxy.py):
+Lookups, as HAProxy 2.6 does them (checked against haproxy 2.6.12 by
+tests/e2e/test_maps_vs_haproxy.py):
   str   exact key (dict)                      beg   longest key that prefixes the sample
   ip    longest prefix, IPv4 and IPv6 apart; an IPv4 sample missing the IPv4 keys is tried
         as ::ffff:a.b.c.d against the IPv6 keys, an IPv6 sample missing the IPv6 keys as the
@@ -85,7 +86,6 @@ _VALUE_TYPE = {"str": lambda v: "str", "int": lambda v: "sint",
 # match method -> index kind; methods of one kind share an index
 KINDS = {"str": "str", "beg": "beg", "sub": "list", "dir": "list", "dom": "list",
          "end": "list", "reg": "reg", "regm": "regm", "int": "int", "ip": "ip"}
-MATCH_METHODS = tuple(KINDS)
 
 
 class Entry:

@@ -191,7 +191,8 @@ def test_a_failed_load_leaves_the_running_maps(mapdir):
             compile_expr(f"path,map_int({mapdir}/n.map)")
     assert f(Context(path="/a/x")) == "one"
     assert [r.path for r in REGISTRY.maps()] == [path]
-    assert REGISTRY.lookup(path).lookup_report("/a/x").startswith("type=beg, case=sensitive, found=yes")
+    report = REGISTRY.lookup(path).lookup_report("/a/x")
+    assert report.startswith("type=beg, case=sensitive, found=yes")
 
 
 def test_regm_value_groups():
