@@ -1767,12 +1767,12 @@ class _Relay:
         # a head already in the form we would write goes out as it came (no parse)
         plain = http1.canonical_response(buf, req.method) if buf else None
         if plain is not None:
-            status, head_len, length = plain
+            status, head_len, length, lines = plain
             end = head_len + length
             resp = None
             server_keep = True
             # its HTX size (http1.htx_size) less its own, without parsing it
-            adj = _CANONICAL_ADJ - 4 * buf.count(b"\r\n", 0, head_len)
+            adj = _CANONICAL_ADJ - 4 * lines
         else:
             resp = None
             if buf:

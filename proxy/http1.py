@@ -673,11 +673,12 @@ _CANONICAL_RESP = re.compile(rb"HTTP/1\.1 ([1-9]\d\d) " + _VALUE_B + rb"\r\n(?:[
                              + _VALUE_B + rb"\r\n)*\r\n")
 
 
-def canonical_response(buf: bytearray, request_method: str) -> tuple[int, int, int] | None:
-    """(status, head length, body length) of a final response whose head is already the
-    bytes serialize_response would write for it (HTTP/1.1, lower-case `name: value`
-    lines, no Connection, no Transfer-Encoding, one Content-Length): such a head can be
-    relayed as it came. None: parse it (parse_response) and serialise it."""
+def canonical_response(buf: bytearray, request_method: str) -> tuple[int, int, int, int] | None:
+    """(status, head length, body length, number of lines of the head, its empty line
+    included) of a final response whose head is already the bytes serialize_response
+    would write for it (HTTP/1.1, lower-case `name: value` lines, no Connection, no
+    Transfer-Encoding, one Content-Length): such a head can be relayed as it came. None:
+    parse it (parse_response) and serialise it."""
     global _last_resp
     key, known = _last_resp
     if key is not None and buf.startswith(key):
@@ -697,14 +698,14 @@ def canonical_response(buf: bytearray, request_method: str) -> tuple[int, int, i
         _last_resp = (key, known)
     if known is None:
         return None
-    status, length = known
+    status, length, lines = known
     if request_method == "HEAD" or status in (204, 304):
-        return status, end, 0
-    return status, end, length
+        return status, end, 0, lines
+    return status, end, length, lines
 
 
-def _canonical_head(buf, end: int) -> tuple[int, int] | None:
-    """(status, Content-Length) for canonical_response, from the head buf[:end]."""
+def _canonical_head(buf, end: int) -> tuple[int, int, int] | None:
+    """(status, Content-Length, lines) for canonical_response, from the head buf[:end]."""
     m = _CANONICAL_RESP.match(buf)
     if m is None or m.end() != end:
         return None
@@ -720,7 +721,7 @@ def _canonical_head(buf, end: int) -> tuple[int, int] | None:
     status = int(m.group(1))
     if status < 200:
         return None
-    return status, int(value)
+    return status, int(value), buf.count(b"\r\n", 0, end)
 
 
 class ChunkedScanner:

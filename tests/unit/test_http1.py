@@ -133,3 +133,11 @@ def test_serialize_request_and_response():
     assert http1.simple_response(429, [("Retry-After", "10")], b"slow down", "text/plain", None) == (
         b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 10\r\ncontent-length: 9\r\n"
         b"content-type: text/plain\r\n\r\nslow down")
+
+
+def test_canonical_response_counts_the_head_lines():
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: b\r\n\r\n"
+    assert http1.canonical_response(bytearray(head + b"ok"), "GET") == (200, len(head), 2, 4)
+    assert http1.canonical_response(bytearray(head), "HEAD") == (200, len(head), 0, 4)
+    assert http1.canonical_response(bytearray(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+                                    "GET") is None      # not lower case: parsed instead
