@@ -427,7 +427,7 @@ def compile_regex(text: str, icase: bool = False) -> re.Pattern:
 class PatternIds:
     """HAProxy's pattern reference ids, one sequence for ACLs and maps (`show acl`, `show
     map`): each ACL expression takes one, so does each file the first time it is named.
-    Restarted by each configuration load (proxy/maps.py: Registry.begin)."""
+    Restarted by each configuration load (proxy/maps.py: Registry.loading)."""
 
     def __init__(self):
         self.reset()
