@@ -969,7 +969,13 @@ class Frontend:
             backends = self.proc.backends
             for ub in model.use_backends:
                 if ub.cond is None or ub.cond(ctx):
-                    return backends.get(ub.backend)
+                    name = ub.backend
+                    if "%[" not in name:
+                        return backends.get(name)
+                    found = backends.get(log_format(name, ctx))      # a dynamic name
+                    if found is not None:
+                        return found
+                    break           # unknown: HAProxy takes the default backend
             if model.default_backend:
                 backend = backends.get(model.default_backend)
         return backend

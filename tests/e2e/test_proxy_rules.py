@@ -255,6 +255,46 @@ def test_tcp_request_session_rules_like_haproxy(private_tmp, haproxy_bin):
         b.kill()
 
 
+DYNAMIC_BACKENDS = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend fe
+    bind 127.0.0.1:{FE}
+    use_backend be_%[req.hdr(x-tier),lower] if { req.hdr(x-tier) -m found }
+    use_backend be_other if { path_beg /other }
+    default_backend be_free
+backend be_gold
+    server s1 127.0.0.1:{S1}
+backend be_free
+    server s2 127.0.0.1:{S2}
+backend be_other
+    server s3 127.0.0.1:{S3}
+"""
+
+
+def test_use_backend_with_a_dynamic_name(private_tmp, haproxy_bin):
+    """`use_backend be_%[...]` picks the backend the name evaluates to; a name that
+    names no backend goes to default_backend, past the rules after it (HAProxy)."""
+    b = Backends(["s1", "s2", "s3"]).start()
+    try:
+        with both(DYNAMIC_BACKENDS, b, private_tmp, haproxy_bin) as pair:
+            seen = []
+            for p in pair:
+                seen.append([(path, tier, one_request(p.port, path, headers=[("X-Tier", tier)] if tier else []).server)
+                             for path, tier in (("/", "Gold"), ("/", "free"), ("/other", "nope"),
+                                                ("/other", None), ("/", None), ("/", "other"))])
+            assert seen[1] == seen[0]
+            assert [s for _, _, s in seen[0]] == ["s1", "s2", "s2", "s3", "s2", "s3"]
+    finally:
+        b.kill()
+
+
 REDIRECTS = """
 global
     stats socket {SOCK} mode 600 level admin
