@@ -469,6 +469,8 @@ class Parser:
         p.cookie = copy.copy(base.cookie)
         p.errorfiles = dict(base.errorfiles)
         p.tcp_request_inspect_delay_ms = base.tcp_request_inspect_delay_ms
+        if p.has_frontend:
+            p.monitor_uri = base.monitor_uri
         if kind != "defaults":
             if p.has_frontend:
                 p.default_backend = base.default_backend
@@ -1414,6 +1416,38 @@ class Parser:
                                  f"'{line.keyword}' action is final and has no condition "
                                  "attached, further entries are NOOP.")
 
+    def kw_redirect(self, p, line):
+        """`redirect ...`: as `http-request redirect`, evaluated after the http-request
+        rules (even after an `allow`)."""
+        if p.kind == "defaults":
+            raise line.error("'redirect' not allowed in 'defaults' section.")
+        words, cond_words = split_condition(line.words[1:])
+        rule = m.Rule("redirect", where=_where(line))
+        rule.redirect = self.parse_redirect(p, line, words, "redirect", "redirect")
+        self.check_log_format(p, line, rule.redirect["value"], "redirect")
+        if cond_words:
+            rule.cond = self.condition(p, line, cond_words)
+        p.redirects.append(rule)
+
+    def kw_monitor_uri(self, p, line):
+        w = line.words
+        if len(w) < 2:
+            raise line.error("'monitor-uri' expects an URI.")
+        if len(w) > 2:
+            raise line.error(f"'monitor-uri' cannot handle unexpected argument '{w[2]}'.")
+        p.monitor_uri = w[1]
+
+    def kw_monitor(self, p, line):
+        if p.kind == "defaults":
+            raise line.error("'monitor' not allowed in 'defaults' section.")
+        w = line.words
+        if len(w) < 2 or w[1] != "fail":
+            raise line.error("'monitor' only supports 'fail'.")
+        if len(w) < 3 or w[2] not in ("if", "unless"):
+            raise line.error("'monitor fail' requires either 'if' or 'unless' followed by a "
+                             "condition.")
+        p.monitor_fail.append(self.condition(p, line, w[2:]))
+
     def kw_http_response(self, p, line):
         if p.kind == "defaults" and not p.name:
             raise line.error("'http-response' not allowed in anonymous 'defaults' section.")
@@ -1680,10 +1714,12 @@ class Parser:
                                  "with 'default-errorfiles' argument..")
         return reply
 
-    def parse_redirect(self, p, line: Line, args: Sequence[str], what: str) -> dict:
+    def parse_redirect(self, p, line: Line, args: Sequence[str], what: str,
+                       label: str | None = None) -> dict:
         """`redirect` options in any order, as HAProxy reads them (a repeated one: the
-        last wins); its messages."""
-        err = f"error detected in {p.kind} '{p.name}' while parsing '{what}' rule : "
+        last wins); its messages (`label`: how they name the rule, '<what>' if None)."""
+        err = (f"error detected in {p.kind} '{p.name}' while parsing "
+               f"{label or repr(what)} rule : ")
         r = {"type": None, "value": None, "code": 302, "drop_query": False,
              "append_slash": False, "set_cookie": None, "clear_cookie": None}
         i = 0
@@ -1975,10 +2011,10 @@ TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "cap
                      "set-dst-port", "attach-srv"}
 
 UNSUPPORTED_PROXY_KEYWORDS = {
-    "compression", "monitor-uri", "monitor", "unique-id-format",
+    "compression", "unique-id-format",
     "unique-id-header", "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
     "server-template", "filter", "tcp-check", "external-check", "force-persist",
-    "ignore-persist", "persist", "http-after-response", "http-error", "redirect",
+    "ignore-persist", "persist", "http-after-response", "http-error",
     "use-server", "errorloc", "errorloc302", "errorloc303", "errorfiles", "stats",
     "load-server-state-from-file", "server-state-file-name", "max-keep-alive-queue",
     "http-send-name-header", "orgto", "appsession", "rspadd", "reqadd", "block", "reqrep",
@@ -2025,4 +2061,7 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "capture": ("fe", Parser.kw_capture),
     "declare": ("any", Parser.kw_declare),
     "grace": ("any", Parser.kw_ignored),
+    "redirect": ("any", Parser.kw_redirect),
+    "monitor-uri": ("fe", Parser.kw_monitor_uri),
+    "monitor": ("fe", Parser.kw_monitor),
 }

@@ -809,11 +809,17 @@ class Frontend:
                 return False
             ctx, stream = self._begin(c, req, c.sess_sc)
             try:
+                model = self.model
                 now = ctx.now
                 for t in stream.sc:
                     if t is not None:
                         t[0].inc_http_req(t[1], now)
-                verdict = self._http_rules_sync(c, req, ctx, stream, self.model.http_request)
+                if model.monitor_uri is not None and req.target == model.monitor_uri:
+                    verdict = self._monitor(c, req, ctx, stream)
+                else:
+                    verdict = self._http_rules_sync(c, req, ctx, stream, model.http_request)
+                    if verdict is None and model.redirects:
+                        verdict = self._redirect_rules(c, req, ctx, stream, model)
                 if verdict is None:
                     backend = self._choose_backend(ctx)
                     if backend is not None and self._fast_forward(c, req, ctx, stream, backend):
@@ -849,7 +855,7 @@ class Frontend:
             bm = backend.model
             ok = not (bm.cookie is not None or bm.stick_rules or bm.http_response
                       or self.model.http_response or backend._limited
-                      or (bm is not self.model and bm.http_request))
+                      or (bm is not self.model and (bm.http_request or bm.redirects)))
             plan = self._forward_plans[backend] = _sec(bm.timeouts.get("server")) if ok else False
         if plan is False or req.upgrade:
             return False
@@ -956,10 +962,33 @@ class Frontend:
         for t in sc:
             if t is not None:
                 t[0].inc_http_req(t[1], now)
+        if model.monitor_uri is not None and req.target == model.monitor_uri:
+            return self._monitor(c, req, ctx, stream)
         verdict = await self._http_rules(c, req, ctx, stream, model.http_request, self.table)
+        if verdict is None and model.redirects:
+            verdict = self._redirect_rules(c, req, ctx, stream, model)
         if verdict is not None:
             return verdict
         return await self._to_backend(c, req, ctx, stream, self._choose_backend(ctx))
+
+    def _monitor(self, c, req, ctx, stream) -> bool:
+        """`monitor-uri`: answered here before any http-request rule, 200, or 503 when a
+        `monitor fail` condition holds (counted as intercepted, as HAProxy does)."""
+        self.stats.intercepted += 1
+        status = 200
+        for cond in self.model.monitor_fail:
+            if cond(ctx):
+                status = 503
+                break
+        return self._local_error(c, req, stream, status)
+
+    def _redirect_rules(self, c, req, ctx, stream, model):
+        """`redirect` rules (after the http-request rules): the first that applies
+        answers; None when none does."""
+        for rule in model.redirects:
+            if rule.cond is None or rule.cond(ctx):
+                return self._redirect(c, req, ctx, stream, rule, model is self.model)
+        return None
 
     def _choose_backend(self, ctx):
         """use_backend rules, else default_backend (None: no backend, a 503)."""
@@ -984,10 +1013,13 @@ class Frontend:
         model = self.model
         if backend is None:
             return self._local_error(c, req, stream, 503)
-        if backend.model is not model and backend.model.http_request:
+        bm = backend.model
+        if bm is not model and (bm.http_request or bm.redirects):
             ctx.table = backend.table
-            verdict = await self._http_rules(c, req, ctx, stream, backend.model.http_request,
+            verdict = await self._http_rules(c, req, ctx, stream, bm.http_request,
                                              backend.table, backend)
+            if verdict is None and bm.redirects:
+                verdict = self._redirect_rules(c, req, ctx, stream, bm)
             if verdict is not None:
                 return verdict
         return await self._forward(c, req, ctx, stream, backend)
@@ -1030,7 +1062,8 @@ class Frontend:
                         t[0].inc_http_err(t[1])
                 return ("tarpit", rule)
             elif act == "return":
-                self.stats.intercepted += 1
+                if backend is None:     # (a backend's rules count on the backend, unshown)
+                    self.stats.intercepted += 1
                 return self._reply(c, req, ctx, stream, rule.reply, 200, True)
             elif act == "allow":
                 break
@@ -1039,7 +1072,8 @@ class Frontend:
                 c.reset()
                 return False
             elif act == "use-service":
-                self.stats.intercepted += 1
+                if backend is None:
+                    self.stats.intercepted += 1
                 return ("service", rule)
             elif act in ("set-header", "add-header"):
                 value = log_format(rule.fmt or "", ctx)
@@ -1052,7 +1086,7 @@ class Frontend:
                 req.remove(rule.header.lower())
                 ctx.headers = req.headers
             elif act == "redirect":
-                return self._redirect(c, req, ctx, stream, rule)
+                return self._redirect(c, req, ctx, stream, rule, backend is None)
             else:
                 self._counter_action(rule, ctx)
         return None
@@ -1070,6 +1104,8 @@ class Frontend:
         stream.status = status
         adj = _LOCAL_HTX.get(data)     # (_local_htx's common case, inline)
         stream.adj_out += adj if adj is not None else _local_htx(data)
+        if req.method == "HEAD":       # the head alone, as HAProxy sends it
+            data = data[:data.find(b"\r\n\r\n") + 4]
         stream.bytes_out += len(data)
         c.write(data)
         closing = not req.keep_alive or status in http1.CLOSING_STATUSES or self.proc.stopping
@@ -1103,8 +1139,9 @@ class Frontend:
         closing = not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
         return self._finish_local(c, req, stream, status, http1.error_response(status, closing))
 
-    def _redirect(self, c, req, ctx, stream, rule) -> bool:
-        """http-request redirect location|prefix|scheme, bytes as HAProxy 2.6 writes them."""
+    def _redirect(self, c, req, ctx, stream, rule, counted: bool = True) -> bool:
+        """http-request redirect location|prefix|scheme, bytes as HAProxy 2.6 writes them.
+        `counted`: the frontend's own rule (HAProxy counts it intercepted where it is)."""
         r = rule.redirect
         code = r["code"]
         value = log_format(r["value"], ctx)
@@ -1137,7 +1174,8 @@ class Frontend:
         elif req.version < 11:
             head.append("connection: keep-alive\r\n")
         head.append("\r\n")
-        self.stats.intercepted += 1
+        if counted:
+            self.stats.intercepted += 1
         return self._finish_local(c, req, stream, code, "".join(head).encode("latin-1"))
 
     async def _service(self, c, req, ctx, stream, service) -> bool:

@@ -274,6 +274,9 @@ class Proxy:
     tcp_request_inspect_delay_ms: Optional[int] = None
     http_request: list[Rule] = field(default_factory=list)
     http_response: list[Rule] = field(default_factory=list)
+    redirects: list[Rule] = field(default_factory=list)       # `redirect` (after http-request)
+    monitor_uri: Optional[str] = None    # answered 200 before any rule (503 on monitor fail)
+    monitor_fail: list[Any] = field(default_factory=list)     # `monitor fail` conditions
     acls: dict[str, Any] = field(default_factory=dict)   # name -> proxy.acl.Acl
     disabled: bool = False
     id: Optional[int] = None

@@ -279,6 +279,18 @@ defaults
      + "    option httpchk\n    http-check send meth GET uri /health ver HTTP/1.1 hdr Host x\n    http-check expect status 200\n"),
     ("http-check send after expect", INVALID, D + BE + "    option httpchk\n    http-check expect status 200\n"
      "    http-check send meth GET\n"),
+    ("monitor-uri and monitor fail", VALID, D + FE + "    monitor-uri /health\n"
+     "    monitor fail if { path /never }\n    monitor fail unless { method GET }\n"),
+    ("monitor-uri without a uri", INVALID, D + FE + "    monitor-uri\n"),
+    ("monitor-uri with two", INVALID, D + FE + "    monitor-uri /a /b\n"),
+    ("monitor without fail", INVALID, D + FE + "    monitor foo if { path /x }\n"),
+    ("monitor fail without a condition", INVALID, D + FE + "    monitor fail\n"),
+    ("monitor-uri in a backend", VALID, D + BE + "    monitor-uri /h\n"),
+    ("legacy redirect", VALID, D + FE + "    redirect location /x code 301 if { path /a }\n"
+     "    redirect prefix /p drop-query\n    default_backend b\n"
+     + BE + "    redirect scheme https if { path /s }\n"),
+    ("legacy redirect in defaults", INVALID, D + "    redirect location /x\n" + FE),
+    ("legacy redirect without a type", INVALID, D + FE + "    redirect code 301\n"),
     ("redirect options in any order", VALID, D + FE + "    http-request redirect code 301 drop-query "
      "location /x if { path /a }\n    http-request redirect prefix /p code 308 append-slash\n"),
     ("redirect without a type", INVALID, D + FE + "    http-request redirect code 301\n"),

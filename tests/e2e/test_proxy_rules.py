@@ -295,6 +295,76 @@ def test_use_backend_with_a_dynamic_name(private_tmp, haproxy_bin):
         b.kill()
 
 
+MONITOR_AND_REDIRECT = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend fe
+    bind 127.0.0.1:{FE}
+    stick-table type ip size 1k expire 1m store http_req_cnt,conn_cnt
+    tcp-request connection track-sc0 src
+    monitor-uri /health
+    monitor fail if { req.hdr(x-fail) -m found }
+    http-request deny deny_status 403 if { path /health }
+    http-request allow if { path_beg /allowed }
+    http-request deny deny_status 429 if { path /r2 }
+    redirect location /moved code 301 if { path_beg /r }
+    redirect prefix /pfx if { path_beg /allowed }
+    use_backend be_redir if { path_beg /b }
+    default_backend be
+backend be
+    server s1 127.0.0.1:{S1}
+backend be_redir
+    http-request return status 200 content-type text/plain string "from the backend" if { path /b/ret }
+    http-request redirect location /b/elsewhere if { path /b/hr }
+    redirect scheme https if { path /b/secure }
+    server s1 127.0.0.1:{S1}
+"""
+
+
+def test_monitor_uri_and_redirect_rules(private_tmp, haproxy_bin):
+    """`monitor-uri` answers before any rule (503 when `monitor fail` holds, the exact
+    URI only); `redirect` rules run after the http-request rules, even after an allow,
+    in a backend too; a local reply to HEAD is its head alone. Bytes, tables and
+    counters as HAProxy's."""
+    b = Backends(["s1"]).start()
+    try:
+        with both(MONITOR_AND_REDIRECT, b, private_tmp, haproxy_bin) as pair:
+            reqs = [("GET", "/health", ""), ("GET", "/health", "X-Fail: 1\r\n"),
+                    ("HEAD", "/health", ""), ("GET", "/health?x", ""), ("GET", "/r1", ""),
+                    ("GET", "/r2", ""), ("HEAD", "/r2", ""), ("GET", "/allowed/x", ""),
+                    ("GET", "/b/secure", ""), ("GET", "/b/other", ""), ("GET", "/b/ret", ""),
+                    ("GET", "/b/hr", ""), ("GET", "/", "")]
+            seen = []
+            for p in pair:
+                c = Client(p.port)
+                run = []
+                for method, path, extra in reqs:      # one keep-alive connection: framing holds
+                    c.send(f"{method} {path} HTTP/1.1\r\nHost: a\r\n{extra}\r\n".encode())
+                    r = c.read_response(method)
+                    run.append((method, path, r.raw_head if r else None, r.body if r else None))
+                c.close()
+                seen.append(run)
+            assert seen[1] == seen[0]
+            time.sleep(0.2)
+            assert mask_table(pair[1].cli("show table fe")) == mask_table(pair[0].cli("show table fe"))
+
+            def stat(p):
+                lines = p.cli("show stat").decode().splitlines()
+                head = lines[0][2:].split(",")
+                row = next(line.split(",") for line in lines[1:] if line.startswith("fe,FRONTEND,"))
+                return {k: row[head.index(k)] for k in ("req_tot", "intercepted", "hrsp_2xx",
+                                                        "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "dreq")}
+            assert stat(pair[1]) == stat(pair[0])
+    finally:
+        b.kill()
+
+
 REDIRECTS = """
 global
     stats socket {SOCK} mode 600 level admin
