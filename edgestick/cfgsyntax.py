@@ -46,12 +46,15 @@ class Line:
         return ConfigError(message, self.file, self.lineno, keyword or self.keyword)
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def split_words(text: str, file: str = "<string>", lineno: int = 0) -> tuple[str, ...]:
-    """Split one line into words: `#` comments, '…' literal, "…" with escapes and
-    environment variables, backslash escapes outside quotes (as HAProxy does)."""
+    r"""Split one line into words: `#` comments, '…' literal, "…" with escapes and
+    environment variables, backslash escapes outside single quotes as HAProxy reads them
+    (\<space> \\ \# \' \" \$ give the character, \t \n \r and \xHH what they stand
+    for; any other backslash stays, so a regex keeps its \. and \1)."""
     words: list[str] = []
     cur: list[str] = []
     in_word = False
@@ -68,7 +71,16 @@ def split_words(text: str, file: str = "<string>", lineno: int = 0) -> tuple[str
             if i + 1 >= n:
                 raise ConfigError("line ends with an unfinished escape", file, lineno)
             nxt = text[i + 1]
-            cur.append({"t": "\t", "n": "\n", "r": "\r"}.get(nxt, nxt))
+            hexa = text[i + 2:i + 4]
+            if nxt in " \\#'\"$":
+                cur.append(nxt)
+            elif nxt in "tnr":
+                cur.append({"t": "\t", "n": "\n", "r": "\r"}[nxt])
+            elif nxt == "x" and len(hexa) == 2 and all(h in _HEX_DIGITS for h in hexa):
+                cur.append(chr(int(hexa, 16)))
+                i += 2
+            else:                       # anything else stays as written (a regex's \1, \.)
+                cur.append(c + nxt)
             in_word = True
             i += 1
         elif quote == '"':

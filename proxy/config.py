@@ -21,7 +21,8 @@ from edgestick.cfgsyntax import ConfigError, Line, read_file
 
 from . import http1
 from . import model as m
-from .acl import Acl, AclError, compile_condition, parse_acl_expr, parse_net, split_condition
+from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_expr, parse_net,
+                  split_condition)
 from .maps import REGISTRY
 from .sample import RESPONSE_FETCHES, Refs, SampleError, compile_expr
 from .stick_table import parse_table_args, parse_time_err
@@ -1509,6 +1510,26 @@ class Parser:
                 raise line.error(f"'{ctx_what}' expects exactly 2 arguments.")
             rule.header, rule.fmt = args[0], args[1]
             self.check_log_format(p, line, rule.fmt, ctx_what)
+        elif action in REWRITE_ACTIONS and where == "http-request":
+            # set-path/-pathq/-query/-uri/-method <fmt>; replace-path/-pathq/-uri <regex>
+            # <fmt>; replace-header/-value <name> <regex> <fmt>
+            need = REWRITE_ACTIONS[action]
+            err = f"error detected in {p.kind} '{p.name}' while parsing '{ctx_what}' rule : "
+            if len(args) != need:
+                raise line.error(err + {1: "expects exactly 1 argument <format>.",
+                                        2: "expects exactly 2 arguments <match-regex> and "
+                                           "<replace-format>.",
+                                        3: "expects exactly 3 arguments."}[need])
+            if need == 3:
+                rule.header, args = args[0], args[1:]
+            if need > 1:
+                try:
+                    rule.regex = compile_regex(args[0])
+                except AclError as e:
+                    raise line.error(err + ("failed to parse the regex : " if need == 2 else "")
+                                     + str(e) + ".") from None
+            rule.fmt = args[-1]
+            self.check_log_format(p, line, rule.fmt, ctx_what)
         elif action == "del-header" and not tcp:
             if not args:
                 raise line.error(f"'{ctx_what}' expects at least 1 argument.")
@@ -1994,11 +2015,15 @@ SERVER_NO_EFFECT = {"maxqueue", "minconn", "slowstart", "non-stick", "observe", 
                     "pool-purge-delay", "max-reuse", "tfo", "namespace", "tcp-ut", "shard",
                     "log-proto"}
 
+# http-request actions that rewrite the request: how many arguments each takes
+REWRITE_ACTIONS = {"set-path": 1, "set-pathq": 1, "set-query": 1, "set-uri": 1, "set-method": 1,
+                   "replace-path": 2, "replace-pathq": 2, "replace-uri": 2,
+                   "replace-header": 3, "replace-value": 3}
+
 HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-spoe-group",
                       "cache-use", "auth", "disable-l7-retry", "early-hint",
-                      "normalize-uri", "replace-header", "replace-path", "replace-pathq",
-                      "replace-uri", "replace-value", "set-method", "set-path", "set-pathq",
-                      "set-query", "set-uri", "strict-mode", "set-timeout", "wait-for-body",
+                      "normalize-uri", "replace-header", "replace-value",
+                      "strict-mode", "set-timeout", "wait-for-body",
                       "set-dst", "set-dst-port", "set-mark", "set-src", "set-src-port",
                       "set-tos", "silent-drop", "set-priority-class", "set-priority-offset",
                       "set-status", "cache-store", "set-var", "unset-var", "set-var-fmt",

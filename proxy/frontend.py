@@ -211,6 +211,77 @@ def _split_target(target: str) -> tuple[str, str | None]:
     return target[:q], target[q + 1:]
 
 
+_REWRITES = frozenset(("set-path", "set-pathq", "set-query", "set-uri", "set-method",
+                       "replace-path", "replace-pathq", "replace-uri", "replace-header",
+                       "replace-value"))
+_BACKREF = re.compile(r"\\(\d)")
+
+
+def _expand(fmt: str, m: re.Match) -> str:
+    """HAProxy's regex replacement: the format with \\0-\\9 replaced by the match's
+    groups; it replaces the whole subject, not just the part that matched."""
+    return _BACKREF.sub(lambda b: m.group(int(b.group(1))) or "" if int(b.group(1)) <= m.re.groups
+                        else "", fmt)
+
+
+def _rewrite(req, ctx, rule) -> None:
+    """http-request set-path/-pathq/-query/-uri/-method, replace-path/-pathq/-uri/-header/
+    -value, as HAProxy applies them (the format is read before the change; later rules see
+    the new request)."""
+    act = rule.action
+    value = log_format(rule.fmt, ctx)
+    req.origin = None                   # no longer the memo's head
+    if act in ("replace-header", "replace-value"):
+        name, rx = rule.header.lower(), rule.regex
+        out = []
+        for n, v in req.headers:
+            if n == name:
+                if act == "replace-header":
+                    m = rx.search(v)
+                    if m is not None:
+                        v = _expand(value, m)
+                else:                   # each comma-separated value on its own
+                    parts = []
+                    for part in v.split(","):
+                        part = part.strip(" \t")
+                        m = rx.search(part)
+                        parts.append(_expand(value, m) if m is not None else part)
+                    v = ",".join(parts)
+            out.append((n, v))
+        req.headers = ctx.headers = out
+        return
+    if act == "set-method":
+        req.method = ctx.method = value
+        return
+    target = req.target
+    prefix = ""
+    if target[:1] != "/":               # absolute form: the path starts after the authority
+        i = target.find("://")
+        if i > 0:
+            j = target.find("/", i + 3)
+            prefix = target[:j] if j >= 0 else target
+    rest = target[len(prefix):]
+    path, sep, query = rest.partition("?")
+    if act == "set-path":
+        target = prefix + value + sep + query
+    elif act == "set-query":
+        target = prefix + path + "?" + value
+    elif act == "set-pathq":
+        target = prefix + value
+    elif act == "set-uri":
+        target = value
+    else:
+        subject = {"replace-path": path, "replace-pathq": rest, "replace-uri": target}[act]
+        m = rule.regex.search(subject)
+        if m is None:
+            return
+        new = _expand(value, m)
+        target = (prefix + new + sep + query if act == "replace-path" else
+                  prefix + new if act == "replace-pathq" else new)
+    req.target = ctx.url = target
+    ctx.path, ctx.query = _split_target(target)
+
+
 _LF_SAMPLE = re.compile(r"%\[([^\]]+)\]")
 _LF_CACHE: dict[str, object] = {}
 
@@ -1085,6 +1156,8 @@ class Frontend:
             elif act == "del-header":
                 req.remove(rule.header.lower())
                 ctx.headers = req.headers
+            elif act in _REWRITES:
+                _rewrite(req, ctx, rule)
             elif act == "redirect":
                 return self._redirect(c, req, ctx, stream, rule, backend is None)
             else:

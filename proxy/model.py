@@ -187,6 +187,7 @@ class Rule:
     fmt: Optional[str] = None            # header value / redirect target (log-format text)
     redirect: Optional[dict] = None      # {"type": location|prefix|scheme, "code": 302, ...}
     service: Optional[str] = None
+    regex: Any = None                    # replace-path/-uri/-header/-value match
     args: tuple[str, ...] = ()           # remaining words of rules kept verbatim
     where: Where = field(default_factory=Where)
 

@@ -365,6 +365,64 @@ def test_monitor_uri_and_redirect_rules(private_tmp, haproxy_bin):
         b.kill()
 
 
+REWRITES = r"""
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-request deny deny_status 404 if { path_reg ^/a\.b$ }
+    http-request set-path /new%[path] if { path_beg /sp }
+    http-request set-query a=1&b=%[src] if { path_beg /sq }
+    http-request set-query %[url_param(none)] if { path_beg /empty }
+    http-request set-uri /u?x=%[url_param(y)] if { path_beg /su }
+    http-request replace-path /api/(.*) /\1 if { path_beg /api }
+    http-request replace-path o 0 if { path_beg /oo }
+    http-request replace-uri ^/ru/([^?]*)(.*) /rewritten/\1\2 if { path_beg /ru }
+    http-request replace-pathq ^/rq(.*) /q\1 if { path_beg /rq }
+    http-request set-method POST if { path_beg /sm }
+    http-request replace-header X-A (.*)-(.*) \2-\1 if { path_beg /rh }
+    http-request replace-value X-B ^b(.*) B\1 if { path_beg /rv }
+    http-request set-pathq /pq?z=%[path] if { path_beg /pq }
+    http-request deny deny_status 403 if { path_beg /new/sp/deny }
+    default_backend be
+backend be
+    server s1 127.0.0.1:{S1}
+"""
+
+
+@pytest.mark.parametrize("path,extra", [
+    ("/sp/x?q=1", ""), ("/sp/deny", ""), ("/sq/a?old=1", ""), ("/sq", ""), ("/empty?x=1", ""),
+    ("/su/a?y=7", ""), ("/api/v1/x?k", ""), ("/oo/foo", ""), ("/ru/a/b?c=d", ""),
+    ("/rq/x?y", ""), ("/sm/x", ""), ("/rh", "X-A: left-right\r\n"),
+    ("/rv", "X-B: b1, b2,a3\r\n"), ("/rv", "X-B: b1\r\nX-B: c, bb\r\n"), ("/pq/x?old", ""),
+    ("/a.b", ""), ("/aXb", ""),
+    ("http://h/sp/x?q=1", ""),
+])
+def test_request_rewrites(rewrite_pair, path, extra):
+    r"""set-path/-pathq/-query/-uri/-method, replace-path/-pathq/-uri/-header/-value as
+    HAProxy applies them (a replacement is the whole new value, \1 its groups; later
+    rules see the new request); a regex keeps its escaped dot."""
+    raw = f"GET {path} HTTP/1.1\r\nHost: h\r\n{extra}Connection: close\r\n\r\n".encode()
+    h, e = rewrite_pair
+    assert raw_exchange(e.port, raw) == raw_exchange(h.port, raw)
+
+
+@pytest.fixture(scope="module")
+def rewrite_pair(haproxy_bin):
+    b = Backends(["s1"]).start()
+    try:
+        with workdir() as wd, both(REWRITES, b, wd, haproxy_bin) as p:
+            yield p
+    finally:
+        b.kill()
+
+
 REDIRECTS = """
 global
     stats socket {SOCK} mode 600 level admin

@@ -13,6 +13,10 @@ from edgestick.cfgsyntax import ConfigError, parse_size, parse_time_ms, read_fil
     ("x 'no $HOME here' \\#y", ("x", "no $HOME here", "#y")),
     ("x \"\"", ("x", "")),
     ("x a\"b\"c", ("x", "abc")),
+    # HAProxy turns only these escapes into characters and keeps any other backslash,
+    # so that regexes keep theirs
+    (r"x a\.b /\1 c\\d \x41 \x4 \t", ("x", r"a\.b", r"/\1", "c\\d", "A", r"\x4", "\t")),
+    (r'x "q\"y" "a\$b" \\', ("x", 'q"y', "a$b", "\\")),
 ])
 def test_split_words(text, words):
     assert split_words(text) == words
