@@ -309,6 +309,11 @@ class RuntimeAPI:
         # (server, socket file, its inode): a reload's new process may have replaced the file
         self._servers: list[tuple[asyncio.AbstractServer, Optional[str], int]] = []
         self._conns: set[asyncio.Task] = set()
+        # show info's share of the CLI, as HAProxy counts its CLI: connections
+        # accepted, bytes sent
+        self.conn_total = 0
+        self.open_conns = 0
+        self.bytes_out = 0
         register_core_commands(self.commands)
         register_table_commands(self.commands)
         register_map_commands(self.commands)
@@ -329,6 +334,7 @@ class RuntimeAPI:
         target = parse_address(address)
 
         def handler(reader, writer):
+            self.conn_total += 1
             task = asyncio.current_task()
             if task is not None:
                 self._conns.add(task)
@@ -355,6 +361,10 @@ class RuntimeAPI:
             self._servers.append((server, None, 0))
         return server
 
+    @property
+    def listeners(self) -> int:
+        return len(self._servers)
+
     async def close(self) -> None:
         """Stop listening, close open connections, remove the socket files."""
         for server, path, ino in self._servers:
@@ -374,9 +384,15 @@ class RuntimeAPI:
                 pass
         self._servers.clear()
 
+    def _send(self, writer: asyncio.StreamWriter, text: str) -> None:
+        data = text.encode("latin-1", "replace")
+        self.bytes_out += len(data)
+        writer.write(data)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      level: int, timeout_ms: int) -> None:
         cli = CliSession(self, level)
+        self.open_conns += 1
         timeout = timeout_ms / 1000 if timeout_ms else None
         try:
             while not cli.closing:
@@ -400,18 +416,19 @@ class RuntimeAPI:
                 async def write(text: str) -> None:
                     pending.append(text)          # coalesced: one send per reply
                     if len(pending) > 1 and sum(map(len, pending)) > 65536:
-                        writer.write("".join(pending).encode("latin-1", "replace"))
+                        self._send(writer, "".join(pending))
                         pending.clear()
                         await writer.drain()
                 await cli.run_line(line, write, payload)
                 if pending:
-                    writer.write("".join(pending).encode("latin-1", "replace"))
+                    self._send(writer, "".join(pending))
                     await writer.drain()
                 if not cli.interactive and b"\n" not in reader._buffer:
                     break                       # non-interactive: nothing more pending
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            self.open_conns -= 1
             try:
                 writer.close()
             except Exception:
