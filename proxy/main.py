@@ -28,12 +28,26 @@ from edgestick.cfgsyntax import ConfigError
 
 from . import config as config_mod
 from . import backend as backend_mod
+from . import sample
 from .backend import Backend
 from .frontend import Frontend
 
 GRACE_S = 5.0
 DRAIN_S = 0.2      # soft stop: accept what is already queued before closing the listeners
 SO_ATTACH_REUSEPORT_CBPF = 51
+
+
+def load_config(paths: list[str], local_peer: str | None):
+    """config.load_config, then the proxies and servers that sample fetches name
+    (nbsrv(be), srv_is_up(be/srv)...) checked against it, as HAProxy resolves them."""
+    sample.RUNNING.checking = []
+    try:
+        cfg, warnings = config_mod.load_config(paths, local_peer)
+    except BaseException:
+        sample.RUNNING.checking = None
+        raise
+    sample.check_proxy_refs(cfg)
+    return cfg, warnings
 
 
 def _log(msg: str):
@@ -119,12 +133,13 @@ class ProxyProcess:
         return tables, decls, backends, frontends
 
     async def start(self):
-        cfg, warnings = config_mod.load_config(self.paths, self.local_peer)
+        cfg, warnings = load_config(self.paths, self.local_peer)
         for w in warnings:
             _log(f"[WARNING] {w}")
         self.cfg = cfg
         self.maxconn = cfg.global_.maxconn or 0
         self.tables, self.table_decls, self.backends, self.frontends = self._build(cfg)
+        sample.RUNNING.publish(self.backends, self.frontends)
         from . import metrics
         self.metrics = metrics.Metrics(self)
         # the runtime API and metrics are up before traffic is accepted
@@ -188,7 +203,7 @@ class ProxyProcess:
     async def reload(self) -> str:
         """Re-read the configuration; on error keep running the old one."""
         try:
-            cfg, warnings = config_mod.load_config(self.paths, self.local_peer)
+            cfg, warnings = load_config(self.paths, self.local_peer)
             tables, decls, backends, frontends = self._build(cfg)
         except (ConfigError, OSError) as e:
             _log(f"reload failed, keeping the running configuration: {e}")
@@ -236,6 +251,7 @@ class ProxyProcess:
         self.cfg = cfg
         self.maxconn = cfg.global_.maxconn or 0
         self.tables, self.table_decls, self.backends, self.frontends = tables, decls, backends, frontends
+        sample.RUNNING.publish(backends, frontends)
         await self._stop_peers()
         try:
             await self._start_peers(cfg, reload=True)
@@ -373,7 +389,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if args.check:
         try:
-            _, warnings = config_mod.load_config(args.file, args.local_peer)
+            _, warnings = load_config(args.file, args.local_peer)
         except ConfigError as e:
             print(f"[ALERT] {e}", file=sys.stderr)
             print("Fatal errors found in configuration.", file=sys.stderr)

@@ -38,9 +38,12 @@ reference: a slot not tracked gives no sample, a key absent from a table gives 0
 """
 from __future__ import annotations
 
+import binascii
 import operator
 import re
+import random
 import socket
+import time
 import types
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -150,6 +153,7 @@ def _fetch(name: str, out: str, match: Optional[str] = None, multi=None):
     return deco
 
 
+_INT_ARG = re.compile(r"[+-]?\d+")    # an integer argument as HAProxy parses one
 _DEFAULT_MATCH = {"ip": "ip", "int": "int", "str": "str", "bool": "bool", "bin": "bin",
                   "meth": "meth"}
 
@@ -875,6 +879,199 @@ FETCHES["table_avl"] = FetchDef("table_avl", "int", _table_stat_build(
     "table_avl", lambda t: _table_size(t) - _table_used(t)), "int")
 
 
+def _fetch_int_args(name: str, args: list, most: int) -> list:
+    if len(args) > most:
+        raise SampleError(f"fetch method '{name}' : expected ')' before "
+                          f"',{','.join(args[most:])})'")
+    for i, a in enumerate(args):
+        if not _INT_ARG.fullmatch(a) and not (name == "date" and i == 1):
+            raise SampleError(f"fetch method '{name}' : failed to parse '{a}' as type "
+                              f"'integer' at position {i + 1}")
+    return args
+
+
+def _rand_build(args, cfg):
+    """rand([range]): a 32-bit random number, scaled to [0, range) as HAProxy scales it."""
+    _fetch_int_args("rand", args, 1)
+    bits = random.getrandbits
+    if not args:
+        return lambda ctx: bits(32)
+    scale = int(args[0]) & 0xFFFFFFFFFFFFFFFF
+    return lambda ctx: ((bits(32) * scale) & 0xFFFFFFFFFFFFFFFF) >> 32
+
+
+_DATE_UNITS = {"s": 1, "ms": 1000, "us": 1000000}
+
+
+def _date_build(args, cfg):
+    """date([offset[,unit]]): the current date plus the offset (seconds), counted in
+    seconds (or ms, us) since the epoch."""
+    _fetch_int_args("date", args, 2)
+    offset = int(args[0]) if args and args[0] else 0
+    unit = args[1] if len(args) > 1 else "s"
+    if unit not in _DATE_UNITS:
+        raise SampleError(f"invalid args in fetch method 'date' : expects 's', 'ms' or 'us', "
+                          f"got '{unit}'")
+    scale = _DATE_UNITS[unit]
+    if scale == 1:
+        return lambda ctx: int(time.time()) + offset
+    return lambda ctx: int((time.time() + offset) * scale)
+
+
+FETCHES["rand"] = FetchDef("rand", "int", _rand_build, "int")
+FETCHES["date"] = FetchDef("date", "int", _date_build, "int")
+
+
+# ---------------------------------------------------------------------------- proxy state
+# nbsrv, be_conn, srv_is_up... read the running process's backends and frontends. A fetch
+# holds a ProxyRef: the names are checked against the configuration once it is read
+# (check_proxy_refs, HAProxy's -c errors) and the running objects looked up again only
+# when the process publishes new ones (RUNNING.publish after each build or reload).
+
+
+class _Running:
+    """The proxies of the running process (set by proxy/main.py), by name."""
+
+    def __init__(self):
+        self.backends: dict = {}
+        self.frontends: dict = {}
+        self.generation = 0
+        self.checking: Optional[list] = None     # ProxyRefs made during a configuration load
+
+    def publish(self, backends: dict, frontends) -> None:
+        self.backends = dict(backends)
+        self.frontends = {fe.name: fe for fe in frontends}
+        self.generation += 1
+
+
+RUNNING = _Running()
+
+
+class ProxyRef:
+    """The backend, frontend or server a fetch names (kind 'be', 'fe' or 'srv'),
+    resolved against RUNNING once per published generation."""
+    __slots__ = ("kind", "name", "server", "fetch", "holder", "where", "keyword", "gen", "obj")
+
+    def __init__(self, kind: str, name: Optional[str], server: Optional[str], fetch: str,
+                 refs):
+        # a server without its backend is looked up in the rule's proxy and checked; an
+        # omitted backend or frontend is the rule's proxy itself, not checked (HAProxy
+        # then reads the stream's)
+        self.kind, self.name, self.server, self.fetch = kind, name, server, fetch
+        rl = getattr(refs, "table_refs", None)
+        self.holder = getattr(rl, "proxy", None)          # the model proxy of the rule
+        line = getattr(rl, "line", None)
+        self.where = getattr(refs, "where", None)
+        self.keyword = getattr(line, "keyword", None)
+        if self.name is None and self.holder is not None:
+            self.name = self.holder.name                  # no argument: the rule's proxy
+        self.gen, self.obj = -1, None
+        if RUNNING.checking is not None and refs is not None and name is not None:
+            RUNNING.checking.append(self)
+
+    def get(self):
+        if self.gen != RUNNING.generation:
+            self.gen = RUNNING.generation
+            if self.kind == "fe":
+                self.obj = RUNNING.frontends.get(self.name)
+            else:
+                be = RUNNING.backends.get(self.name)
+                self.obj = be if self.kind == "be" or be is None else be.by_name.get(self.server)
+        return self.obj
+
+
+def check_proxy_refs(cfg) -> None:
+    """HAProxy's configuration-time resolution of backend/frontend/server arguments; raises
+    ConfigError on the first unknown name. Needs RUNNING.checking set during the load."""
+    from edgestick.cfgsyntax import ConfigError
+    refs, RUNNING.checking = RUNNING.checking or [], None
+    for r in refs:
+        holder = r.holder.name if r.holder is not None else "?"
+        tail = (f"referenced in arg 1 of sample fetch keyword '{r.fetch}' in {r.keyword} "
+                f"expression in proxy '{holder}'.")
+        file, line = r.where if r.where else (None, None)
+        if r.kind == "fe":
+            ok = r.name in cfg.frontends
+            what = f"unable to find frontend '{r.name}' {tail}"
+        elif r.kind == "be":
+            ok = r.name in cfg.backends
+            what = f"unable to find backend '{r.name}' {tail}"
+        else:
+            px = cfg.backends.get(r.name) or cfg.frontends.get(r.name)
+            if px is None:
+                raise ConfigError(f"unable to find proxy '{r.name}' {tail}", file, line)
+            ok = r.name in cfg.backends and any(s.name == r.server for s in px.servers)
+            what = f"unable to find server '{r.server}' in proxy '{r.name}', {tail}"
+        if not ok:
+            raise ConfigError(what, file, line)
+
+
+def _proxy_fetch(name: str, kind: str, read: Callable, missing=None):
+    """A fetch of one proxy's state: `name([proxy])`, `read(obj, ctx)`; `missing` when the
+    proxy is not running (a frontend-only rule's own backend...)."""
+    def build(args, cfg):
+        if len(args) > 1:
+            raise SampleError(f"fetch method '{name}' : expected ')' before "
+                              f"',{','.join(args[1:])})'")
+        ref = ProxyRef(kind, args[0] if args else None, None, name, cfg)
+        if ref.name is None:         # no name and no rule's proxy known (a log-format string)
+            return lambda ctx: None
+
+        def fetch(ctx):
+            obj = ref.get()
+            return missing if obj is None else read(obj)
+        return fetch
+    FETCHES[name] = FetchDef(name, "int", build, "int")
+
+
+def _srv_fetch(name: str, out: str, read: Callable):
+    def build(args, cfg):
+        if len(args) > 1:
+            raise SampleError(f"fetch method '{name}' : expected ')' before "
+                              f"',{','.join(args[1:])})'")
+        if not args or not args[0]:
+            raise SampleError(f"missing server name in arg 1 of sample fetch keyword '{name}'")
+        be, sep, srv = args[0].rpartition("/")
+        ref = ProxyRef("srv", be if sep else _holder_name(cfg), srv, name, cfg)
+
+        def fetch(ctx):
+            obj = ref.get()
+            return None if obj is None else read(obj)
+        return fetch
+    FETCHES[name] = FetchDef(name, out, build, _DEFAULT_MATCH[out])
+
+
+def _holder_name(refs) -> Optional[str]:
+    holder = getattr(getattr(refs, "table_refs", None), "proxy", None)
+    return None if holder is None else holder.name
+
+
+def _connslots(b) -> int:
+    """Free connection and queue slots of the servers not DOWN; -1 as soon as one has no
+    maxconn or no maxqueue (unlimited), as HAProxy's smp_fetch_connslots."""
+    total = 0
+    for s in b.servers:
+        if not s.op_up or s.admin_maint:       # STOPPED in HAProxy's terms
+            continue
+        if not s.model.maxconn or not s.model.maxqueue:
+            return -1
+        total += (s.model.maxconn - s.cur) + (s.model.maxqueue - len(s.queue))
+    return total
+
+
+_proxy_fetch("nbsrv", "be", lambda b: len(b._active), 0)
+_proxy_fetch("be_conn", "be", lambda b: b.cur, 0)
+_proxy_fetch("queue", "be", lambda b: len(b.queue) + sum(len(s.queue) for s in b.servers), 0)
+_proxy_fetch("connslots", "be", _connslots, 0)
+_proxy_fetch("be_sess_rate", "be", lambda b: b.rates.rate(0, b.stot, now_ms()), 0)
+_proxy_fetch("fe_conn", "fe", lambda f: f.stats.scur)
+_proxy_fetch("fe_sess_rate", "fe", lambda f: f.stats.rate(now_ms())[0])
+_proxy_fetch("fe_req_rate", "fe", lambda f: f.stats.rate(now_ms())[2])
+_srv_fetch("srv_is_up", "bool", lambda s: s.op_up and not s.admin_maint)
+_srv_fetch("srv_conn", "int", lambda s: s.cur)
+_srv_fetch("srv_queue", "int", lambda s: len(s.queue))
+
+
 # ---------------------------------------------------------------------------- converters
 
 @dataclass(frozen=True)
@@ -992,7 +1189,8 @@ def _cast(fn: Callable, declared: str, actual: str, to: str, what: str) -> Calla
 def _map_conv(name: str, out: Optional[str], takes: str, f: Callable):
     def build(args, cfg, inner):
         if args:
-            raise SampleError(f"converter '{name}' does not take any argument")
+            raise SampleError(f"invalid arg 1 in converter '{name}' : expected ')' before "
+                              f"'{','.join(args)})'")
 
         def conv(ctx):
             v = inner(ctx)
@@ -1061,6 +1259,265 @@ def _c_div(a: int, b: int) -> int:
 _arith("div", _c_div)
 _arith("mod", lambda a, b: a - b * _c_div(a, b) if b else 0)
 _arith("and", lambda a, b: a & b)
+_arith("or", lambda a, b: a | b)
+_arith("xor", lambda a, b: a ^ b)
+
+
+# ---- string, encoding and hash converters (HAProxy 2.6 src/sample.c, src/hash.c)
+
+def _conv_args(name: str, args: list, kinds: str, required: int) -> list:
+    """Arguments typed as HAProxy's arg lists ('i' integer, 's' string), with its
+    configuration-time messages."""
+    if len(args) > len(kinds):
+        rest = ",".join(args[len(kinds):])
+        raise SampleError(f"invalid arg {len(kinds) + 1} in converter '{name}' : expected ')' "
+                          f"before '{',' if kinds else ''}{rest})'")
+    if len(args) < required:
+        kind = "integer" if kinds[len(args)] == "i" else "string"
+        raise SampleError(f"invalid arg {len(args) + 1} in converter '{name}' : missing "
+                          f"arguments (got {len(args)}/{required}), type '{kind}' expected.")
+    out = []
+    for i, (a, k) in enumerate(zip(args, kinds)):
+        if k == "i":
+            if not _INT_ARG.fullmatch(a):
+                raise SampleError(f"invalid arg {i + 1} in converter '{name}' : failed to parse "
+                                  f"'{a}' as type 'integer' at position {i + 1}.")
+            a = int(a)
+        out.append(a)
+    return out + [None] * (len(kinds) - len(out))
+
+
+def _str_conv(name: str, kinds: str, required: int, make, takes: str = "str",
+              out: str = "str", check=None):
+    """A converter `name(args)`: make(*args) gives f(value) -> value or None."""
+    def build(args, cfg, inner):
+        vals = _conv_args(name, args, kinds, required)
+        problem = check(*vals) if check is not None else None
+        if problem:
+            raise SampleError(f"invalid args in converter '{name}' : {problem}")
+        f = make(*vals)
+
+        def conv(ctx):
+            v = inner(ctx)
+            return None if v is None else f(v)
+        return conv
+    CONVERTERS[name] = ConvDef(name, build, out, takes)
+
+
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _url_dec(text: str, in_form: bool):
+    """HAProxy's url_decode(): %XX decoded, '+' a space in a form or after a '?'; a bad
+    %-sequence gives no sample; the result is a C string (ends at a decoded NUL)."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "%":
+            h = text[i + 1:i + 3]
+            if len(h) < 2 or h[0] not in _HEXDIGITS or h[1] not in _HEXDIGITS:
+                return None
+            out.append(chr(int(h, 16)))
+            i += 3
+            continue
+        if c == "+":
+            out.append(" " if in_form else "+")
+        else:
+            if c == "?":
+                in_form = True
+            out.append(c)
+        i += 1
+    return "".join(out).split("\0", 1)[0]
+
+
+_str_conv("url_dec", "i", 0, lambda form: lambda v: _url_dec(v, bool(form)))
+
+
+def _index_check(index, seps, count=None):
+    if index == 0:
+        return "Unexpected value 0 for index."
+    if not seps:
+        return "Empty separators list."
+    return None
+
+
+def _from_end(index: int, scan: Callable) -> Callable:
+    """A negative index counts from the end: HAProxy's backward walk is the forward one
+    over the reversed string."""
+    if index > 0:
+        return scan
+    return lambda v: None if (r := scan(v[::-1])) is None else r[::-1]
+
+
+def _field(index: int, seps: str, count):
+    """field(index,seps[,count]): the index-th field (negative: from the end), and with
+    count the following count-1 fields with their separators (0: all the rest); no sample
+    when there are fewer fields."""
+    want, count = abs(index), 1 if count is None else count
+
+    def scan(v: str):
+        field, start, left = 1, 0, count
+        for end, c in enumerate(v):
+            if c in seps:
+                if field == want:
+                    if left == 1:
+                        return v[start:end]
+                    if left > 1:
+                        left -= 1
+                else:
+                    start = end + 1
+                    field += 1
+        return v[start:] if field == want else None
+    return _from_end(index, scan)
+
+
+def _word(index: int, seps: str, count):
+    """word(index,seps[,count]): as field with the empty fields skipped; an empty string
+    when there are fewer words."""
+    want, count = abs(index), 1 if count is None else count
+
+    def scan(v: str):
+        word, start, inword, left = 0, 0, False, count
+        for end, c in enumerate(v):
+            issep = c in seps
+            if not inword:
+                if not issep:
+                    if word != want:
+                        word += 1
+                        start = end
+                    inword = True
+            elif issep:
+                if word == want:
+                    if left == 1:
+                        return v[start:end]
+                    if left > 1:
+                        left -= 1
+                inword = False
+        return v[start:] if word == want else ""
+    return _from_end(index, scan)
+
+
+_str_conv("field", "isi", 2, _field, check=_index_check)
+_str_conv("word", "isi", 2, _word, check=_index_check)
+
+
+def _regsub_build(args, cfg, inner):
+    name = "regsub"
+    regex, subst, flags = _conv_args(name, args, "sss", 2)
+    flags = flags or ""
+    for c in flags:
+        if c not in "ig":
+            raise SampleError(f"invalid args in converter 'regsub' : invalid regex flag '{c}', "
+                              "only 'i' and 'g' are supported")
+    try:
+        rx = re.compile(regex, re.I if "i" in flags else 0)
+    except re.error as e:
+        raise SampleError(f"error in regex '{regex}' in arg 1 of conversion keyword 'regsub' : "
+                          f"regex '{regex}' is invalid ({e})") from None
+    # HAProxy's exp_replace: \0..\9 are groups, other backslashed characters stand for
+    # themselves
+    template = re.sub(r"\\(.)", lambda m: m.group(0) if m.group(1).isdigit() else m.group(1),
+                      subst)
+
+    def expand(m):
+        return re.sub(r"\\(\d)", lambda g: m.group(int(g.group(1))) or ""
+                      if int(g.group(1)) <= (rx.groups or 0) else "", template)
+    count = 0 if "g" in flags else 1
+
+    def conv(ctx):
+        v = inner(ctx)
+        return None if v is None else rx.sub(expand, v, count)
+    return conv
+
+
+CONVERTERS["regsub"] = ConvDef("regsub", _regsub_build, "str", "str")
+
+_B64_QUANTUM = re.compile(r"[A-Za-z0-9+/]{2}(?:[A-Za-z0-9+/]{2}|[A-Za-z0-9+/]=|==)|"
+                          r"[A-Za-z0-9+/]===")
+
+
+def _b64dec(v: str):
+    """HAProxy's base64dec(): groups of 4 characters, each group padded on its own
+    ('QQ==QQ==' is 'AA'); no sample otherwise."""
+    if len(v) % 4:
+        return None
+    out = bytearray()
+    for i in range(0, len(v), 4):
+        q = v[i:i + 4]
+        if not _B64_QUANTUM.fullmatch(q):
+            return None
+        pad = q.count("=")
+        out += binascii.a2b_base64(q.replace("=", "A"))[:3 - pad]
+    return bytes(out)
+
+
+_map_conv("base64", "str", "bin", lambda v: binascii.b2a_base64(v, newline=False).decode())
+_map_conv("b64dec", "bin", "str", _b64dec)
+
+
+def _bytes(offset: int, length):
+    def f(v: bytes):
+        if offset < 0 or len(v) <= offset:   # a negative offset is a huge unsigned one
+            return b""
+        v = v[offset:]
+        return v if length is None or length < 0 else v[:length]
+    return f
+
+
+_str_conv("bytes", "ii", 1, _bytes, takes="bin", out="bin")
+
+
+def _djb2(data: bytes) -> int:
+    h = 5381
+    for c in data:
+        h = (h * 33 + c) & _U32
+    return h
+
+
+def _wt6(data: bytes) -> int:
+    h0, h1, step0, step1 = 0xA53C965A, 0x5CA6953A, 6, 18
+    for t in data:
+        h0 = ~(h0 ^ t) & _U32
+        h1 = ~(h1 + t) & _U32
+        t = ((h1 << step0) | (h1 >> (32 - step0))) & _U32
+        h1 = ((h0 << step1) | (h0 >> (32 - step1))) & _U32
+        h0 = t
+        t = ((h0 >> 16) ^ h1) & 0xFFFF
+        step0, step1 = t & 0x1F, t >> 11
+    return h0 ^ h1
+
+
+def _hash_conv(name: str, fn: Callable):
+    """name([avalanche]): a 32-bit hash of the bytes, mixed by full_hash when the argument
+    is non-zero."""
+    def make(avalanche):
+        return (lambda v: _full_hash(fn(v))) if avalanche else fn
+    _str_conv(name, "i", 0, make, takes="bin", out="int")
+
+
+_hash_conv("sdbm", lambda v: _sdbm(0, v))
+_hash_conv("djb2", _djb2)
+_hash_conv("wt6", _wt6)
+_hash_conv("crc32", binascii.crc32)
+_map_conv("cpl", "int", "int", lambda v: ~v)
+
+
+def _time_conv(name: str, to_tm: Callable):
+    """ltime/utime(format[,offset]): strftime of the date (seconds) plus the offset."""
+    def make(fmt, offset):
+        offset = offset or 0
+
+        def f(v: int):
+            try:
+                return time.strftime(fmt, to_tm(v + offset))
+            except (OverflowError, OSError, ValueError):
+                return None
+        return f
+    _str_conv(name, "si", 1, make, takes="int", out="str")
+
+
+_time_conv("ltime", time.localtime)
+_time_conv("utime", time.gmtime)
 
 
 @_conv("ipmask", "ip", "ip")

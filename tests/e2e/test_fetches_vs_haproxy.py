@@ -1,0 +1,189 @@
+"""Sample fetches and converters compared with HAProxy 2.6: the string, encoding and hash
+converters (url_dec, field, word, regsub, base64/b64dec, bytes, sdbm/djb2/wt6/crc32,
+ltime/utime, or/xor/cpl) on the same requests, the backend and server state fetches
+(nbsrv, be_conn, fe_conn, srv_is_up, srv_conn, queue, connslots) once the health checks
+have settled, and the configuration errors of `-c` for their bad arguments."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from proxy_harness import Backends, both, free_ports, one_request, workdir
+
+pytestmark = pytest.mark.haproxy
+
+DEFAULTS = """
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+"""
+
+CONVERTERS = [
+    "req.hdr(x),url_dec", "req.hdr(x),url_dec(1)",
+    "path,field(2,/)", "path,field(-1,/)", "path,field(2,/,2)", "path,field(-2,/,0)",
+    "path,field(7,/)", "path,field(-7,/)", "path,field(1,/.)", "path,field(3,/,0)",
+    "path,word(2,/)", "path,word(-1,/)", "path,word(1,/,2)", "path,word(-2,/,0)",
+    "path,word(9,/)", "path,word(-9,/)",
+    "path,regsub(/+,/,g)", "path,regsub(/,_)", "path,regsub(A,x,ig)", "path,regsub(a,X,i)",
+    "path,regsub(^/,_)", "path,regsub(b.,Z,g)", "path,regsub(x*,-,g)",
+    "req.hdr(x),base64", "req.hdr(x),b64dec,hex", "req.hdr(x),bytes(2),hex",
+    "req.hdr(x),bytes(1,3),hex", "req.hdr(x),bytes(40),hex", "req.hdr(x),bytes(0,-1),hex",
+    "req.hdr(x),sdbm", "req.hdr(x),sdbm(1)", "req.hdr(x),djb2", "req.hdr(x),djb2(1)",
+    "req.hdr(x),wt6", "req.hdr(x),wt6(1)", "req.hdr(x),crc32", "req.hdr(x),crc32(1)",
+    "path,length,utime(%Y-%m-%dT%H:%M:%S)", "path,length,utime(%d/%b/%Y,86400)",
+    "path,length,or(6),xor(3)", "path,length,cpl",
+]
+
+CONV_CONFIG = DEFAULTS + """
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-request return status 200 content-type text/plain lf-string "%s\\n"
+""" % "|".join(f"%[{e}]" for e in CONVERTERS)
+
+REQUESTS = [
+    ("/a/b//c/d.e", "a%20b+c?d+e%41"),
+    ("/", ""),
+    ("/Abc/xAx/aaa", "QUJD"),
+    ("//x//", "QQ=="),
+    ("/api/v1/items/42", "QUI="),
+    ("/one", "%zz"),
+    ("/x.y/z", "Q==="),
+    ("/p", "a+b%2Bc"),
+    ("/q", "QQ==QQ=="),
+    ("/r", "hello world, 0123456789"),
+]
+
+
+def test_converters_as_haproxy(haproxy_bin):
+    be = Backends([])
+    with workdir() as tmp, both(CONV_CONFIG, be, tmp, haproxy_bin) as (h, e):
+        for path, x in REQUESTS:
+            hdrs = [("x", x)] if x else []
+            rh = one_request(h.port, path, headers=hdrs)
+            re_ = one_request(e.port, path, headers=hdrs)
+            assert rh.status == re_.status == 200
+            got, want = re_.body.decode().split("|"), rh.body.decode().split("|")
+            diffs = [(c, w, g) for c, w, g in zip(CONVERTERS, want, got) if w != g]
+            assert not diffs, (path, x, diffs)
+
+
+STATE_CONFIG = DEFAULTS + """
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-request return status 200 content-type text/plain lf-string "%[nbsrv(be)]|%[nbsrv(be_bck)]|%[nbsrv(be_all)]|%[nbsrv(be_dead)]|%[srv_is_up(be/up)]|%[srv_is_up(be/down)]|%[srv_is_up(be/off)]|%[srv_is_up(be_bck/b1)]|%[be_conn(be)]|%[srv_conn(be/up)]|%[queue(be)]|%[connslots(be)]|%[connslots(be_bck)]|%[fe_conn(fe)]|%[fe_conn(other)]\\n" if { path /state }
+    http-request return status 200 content-type text/plain string "dead\\n" if { nbsrv(be_dead) lt 1 } { path /acl }
+    http-request return status 200 content-type text/plain lf-string "%[fe_req_rate(fe)]|%[fe_sess_rate(fe)]|%[be_sess_rate(be)]" if { path /rates }
+    use_backend be_bck if { path /bck }
+    default_backend be
+
+frontend other
+    bind 127.0.0.1:{FE2}
+    default_backend be
+
+backend be
+    server up 127.0.0.1:{S1} check inter 200ms maxconn 10 maxqueue 5
+    server down 127.0.0.1:{DEAD} check inter 200ms fall 1 maxconn 4 maxqueue 2
+    server off 127.0.0.1:{S1} disabled
+
+backend be_bck
+    http-request return status 200 content-type text/plain string "one\\n" if { nbsrv eq 1 } { srv_is_up(b2) }
+    http-request return status 200 content-type text/plain string "other\\n"
+    server dead 127.0.0.1:{DEAD} check inter 200ms fall 1
+    server b1 127.0.0.1:{S1} backup
+    server b2 127.0.0.1:{S1} backup
+
+backend be_all
+    option allbackups
+    server dead 127.0.0.1:{DEAD} check inter 200ms fall 1
+    server b1 127.0.0.1:{S1} backup
+    server b2 127.0.0.1:{S1} backup
+
+backend be_dead
+    server dead 127.0.0.1:{DEAD} check inter 200ms fall 1
+"""
+
+
+def test_backend_state_as_haproxy(haproxy_bin):
+    be = Backends(["s1"]).start()
+    try:
+        template = STATE_CONFIG.replace("{DEAD}", str(free_ports(1)[0]))
+        with workdir() as tmp, both(template, be, tmp, haproxy_bin, n_frontends=2) as (h, e):
+            time.sleep(1.5)                  # the checks of the dead servers have failed
+            for path in ("/state", "/acl", "/bck"):
+                rh, re_ = one_request(h.port, path), one_request(e.port, path)
+                assert (re_.status, re_.body) == (rh.status, rh.body), path
+            assert rh.body != b""
+            assert one_request(h.port, "/state").body.startswith(b"1|1|2|0|1|0|0|1|")
+            # rates depend on the instant of reading: bounded by the traffic on both
+            for p in (h.port, e.port):
+                for _ in range(4):
+                    assert one_request(p, "/fwd").status == 200
+                fe_req, fe_sess, be_sess = map(int, one_request(p, "/rates").body.split(b"|"))
+                assert 1 <= fe_req <= 10 and 1 <= fe_sess <= 10 and 1 <= be_sess <= 4, p
+    finally:
+        be.kill()
+
+
+BAD = [
+    ("nbsrv(nope)", "unable to find backend 'nope' referenced in arg 1 of sample fetch "
+     "keyword 'nbsrv'"),
+    ("be_conn(fe)", "unable to find backend 'fe' referenced in arg 1 of sample fetch "
+     "keyword 'be_conn'"),
+    ("fe_conn(be)", "unable to find frontend 'be' referenced in arg 1 of sample fetch "
+     "keyword 'fe_conn'"),
+    ("srv_is_up(be/nope)", "unable to find server 'nope' in proxy 'be', referenced in arg 1 "
+     "of sample fetch keyword 'srv_is_up'"),
+    ("srv_conn(nope/s1)", "unable to find proxy 'nope' referenced in arg 1 of sample fetch "
+     "keyword 'srv_conn'"),
+    ("srv_is_up(s1)", "unable to find server 's1' in proxy 'fe', referenced in arg 1 of "
+     "sample fetch keyword 'srv_is_up'"),
+    ("srv_is_up", "missing server name in arg 1 of sample fetch keyword 'srv_is_up'"),
+    ("nbsrv(be,x)", "fetch method 'nbsrv' : expected ')' before ',x)"),
+    ("queue(nope)", "unable to find backend 'nope'"),
+    ("connslots(nope)", "unable to find backend 'nope'"),
+    ("rand(x)", "fetch method 'rand' : failed to parse 'x' as type 'integer' at position 1"),
+    ("date(0,x)", "invalid args in fetch method 'date' : expects 's', 'ms' or 'us', got 'x'"),
+    ("path,field(0,/)", "invalid args in converter 'field' : Unexpected value 0 for index."),
+    ("path,word(0,/)", "invalid args in converter 'word' : Unexpected value 0 for index."),
+    ("path,field(x,/)", "invalid arg 1 in converter 'field' : failed to parse 'x' as type "
+     "'integer' at position 1"),
+    ("path,field(1)", "invalid arg 2 in converter 'field' : missing arguments (got 1/2), type "
+     "'string' expected."),
+    ("path,field(1,)", "invalid args in converter 'field' : Empty separators list."),
+    ("path,word(1,/,x)", "invalid arg 3 in converter 'word' : failed to parse 'x' as type "
+     "'integer' at position 3"),
+    ("path,regsub(a)", "invalid arg 2 in converter 'regsub' : missing arguments (got 1/2), "
+     "type 'string' expected."),
+    ("path,regsub(a,b,q)", "invalid args in converter 'regsub' : invalid regex flag 'q', only "
+     "'i' and 'g' are supported"),
+    ("path,regsub(*,x)", "error in regex '*' in arg 1 of conversion keyword 'regsub'"),
+    ("path,bytes(x)", "invalid arg 1 in converter 'bytes' : failed to parse 'x' as type "
+     "'integer' at position 1"),
+    ("path,sdbm(x)", "invalid arg 1 in converter 'sdbm' : failed to parse 'x' as type "
+     "'integer' at position 1"),
+    ("path,crc32(1,2)", "invalid arg 2 in converter 'crc32' : expected ')' before ',2)"),
+    ("path,url_dec(1,2)", "invalid arg 2 in converter 'url_dec' : expected ')' before ',2)"),
+    ("path,b64dec(1)", "invalid arg 1 in converter 'b64dec' : expected ')' before '1)"),
+    ("int(1),ltime(%Y,x)", "invalid arg 2 in converter 'ltime' : failed to parse 'x' as "
+     "type 'integer' at position 2"),
+]
+
+
+@pytest.mark.parametrize("expr,message", BAD, ids=[b[0] for b in BAD])
+def test_config_errors_as_haproxy(haproxy_bin, expr, message):
+    with workdir() as d:
+        cfg = d / "t.cfg"
+        cfg.write_text(DEFAULTS + "frontend fe\n    bind 127.0.0.1:1\n"
+                       f"    http-request return status 200 content-type text/plain lf-string "
+                       f"\"%[{expr}]\"\n"
+                       "    default_backend be\nbackend be\n    server s1 127.0.0.1:1\n")
+        for argv in ([haproxy_bin, "-c", "-f", str(cfg)],
+                     [sys.executable, "-m", "edgestick", "proxy", "-c", "-f", str(cfg)]):
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            out = r.stdout + r.stderr
+            assert r.returncode != 0, (argv[0], out)
+            assert message in out, (argv[0], out)
+            assert "t.cfg:9" in out.replace("[", "").replace(" ", ""), out
