@@ -99,3 +99,35 @@ def test_json_field():
         "value": {"type": "flt", "value": 1.5}}
     assert '"value":{"type":"str","value":"a\\"b"}' in stats._json_field(
         0, "Name", "POS", "str", 'a"b')
+
+
+def test_process_rates_from_the_totals():
+    """ProcessRates reads the frontends' real counters once a second: rates read like
+    freq_ctr, peaks the highest one-second counts, the CLI's bytes in the bytes out."""
+    from types import SimpleNamespace
+
+    from edgestick import freq_ctr
+    from edgestick.proxy.frontend import StatusCounters
+
+    clock = [10_000]
+    freq_ctr.set_clock(lambda: clock[0])
+    try:
+        st = StatusCounters()
+        fe = SimpleNamespace(stats=st, conns=set(), listeners=[])
+        proc = SimpleNamespace(frontends=[fe], old_frontends=[], backends={},
+                               runtime=SimpleNamespace(conn_total=3, bytes_out=100))
+        pr = stats.ProcessRates(proc)
+        st.conn_tot = st.stot = 4
+        st.h1_out = 900
+        clock[0] += 1000
+        pr.tick()                                   # second 1: 4 connections
+        st.conn_tot = st.stot = 6
+        clock[0] += 500                             # half-way through second 2: 2 more
+        totals = pr.totals()
+        assert totals == (6, 6, 0, 0, 1000)
+        assert pr.rate(pr.CONN, totals, freq_ctr.now_ms()) == (4 * 500 + 2 * 1000) // 1000
+        assert pr.rate(pr.CONN, totals, freq_ctr.now_ms(), as_float=True) == 4.0
+        assert pr.rates.max(pr.CONN, totals[pr.CONN]) == 4
+        assert 0 <= pr.idle_pct <= 100
+    finally:
+        freq_ctr.set_clock(None)
