@@ -10,7 +10,8 @@ import time
 import pytest
 
 from proxy_harness import Backends, Client, both, private_tmp, raw_exchange  # noqa: F401 (fixture)
-from test_show_stat_vs_haproxy import HEAD, MASKED as STAT_MASKED, RATES as STAT_RATES, wait_for
+from test_show_stat_vs_haproxy import (HEAD, MASKED as STAT_MASKED, RATES as STAT_RATES,
+                                      STATES, checks_done, wait_for)
 
 pytestmark = pytest.mark.haproxy
 
@@ -195,6 +196,30 @@ def _stat_equal(name: str, hv: str, ev: str) -> bool:
     return hv == ev
 
 
+def compare_typed_and_json(h: Cli, e: Cli, typed_forms, json_forms):
+    """Typed and JSON dumps: the same objects, ids, positions, names, tags, types (and
+    descriptions), values equal but those show stat's test masks or bounds."""
+    for form in typed_forms:
+        # (the fields show stat's test masks: edgestick leaves the times empty)
+        ht, et = ([f for f in stat_typed(p(form)) if f[4] not in STAT_MASKED] for p in (h, e))
+        assert [f[:7] for f in et] == [f[:7] for f in ht], form
+        for hf, ef in zip(ht, et):
+            value = (lambda f: f[7].rsplit(':"', 1)[0]) if "desc" in form else (
+                lambda f: f[7])
+            assert _stat_equal(hf[4], value(hf), value(ef)), (form, hf, ef)
+            if "desc" in form:
+                assert ef[7].rsplit(':"', 1)[1] == hf[7].rsplit(':"', 1)[1]
+    for form in json_forms:
+        hj, ej = ([[o for o in row if o["field"]["name"] not in STAT_MASKED]
+                   for row in json.loads(p(form))] for p in (h, e))
+        assert [[_shape(o) for o in row] for row in ej] == [
+            [_shape(o) for o in row] for row in hj], form
+        for hrow, erow in zip(hj, ej):
+            for ho, eo in zip(hrow, erow):
+                assert _stat_equal(ho["field"]["name"], str(ho["value"]["value"]),
+                                   str(eo["value"]["value"])), (ho, eo)
+
+
 def test_show_stat_forms_like_haproxy(private_tmp, haproxy_bin):
     """show stat typed / json / desc, the `<iid> <type> <sid>` filter, `up` and
     `no-maint`, and the error replies."""
@@ -207,27 +232,9 @@ def test_show_stat_forms_like_haproxy(private_tmp, haproxy_bin):
                                     b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
                 wait_for(p, lambda rows: all(r["scur"] == "0" for r in rows))
             h, e = Cli(hp), Cli(ep)
-            for form in ("show stat typed", "show stat typed desc", "show stat b 4 -1 typed"):
-                # (the fields show stat's test masks: edgestick leaves the times empty)
-                ht, et = (
-                    [f for f in stat_typed(p(form)) if f[4] not in STAT_MASKED] for p in (h, e))
-                # object, ids, position, name, tags, type (and desc)
-                assert [f[:7] for f in et] == [f[:7] for f in ht], form
-                for hf, ef in zip(ht, et):
-                    value = (lambda f: f[7].rsplit(':"', 1)[0]) if "desc" in form else (
-                        lambda f: f[7])
-                    assert _stat_equal(hf[4], value(hf), value(ef)), (form, hf, ef)
-                    if "desc" in form:
-                        assert ef[7].rsplit(':"', 1)[1] == hf[7].rsplit(':"', 1)[1]
-            for form in ("show stat json", "show stat json desc", "show stat 3 -1 -1 json"):
-                hj, ej = ([[o for o in row if o["field"]["name"] not in STAT_MASKED]
-                           for row in json.loads(p(form))] for p in (h, e))
-                assert [[_shape(o) for o in row] for row in ej] == [
-                    [_shape(o) for o in row] for row in hj], form
-                for hrow, erow in zip(hj, ej):
-                    for ho, eo in zip(hrow, erow):
-                        assert _stat_equal(ho["field"]["name"], str(ho["value"]["value"]),
-                                           str(eo["value"]["value"])), (ho, eo)
+            compare_typed_and_json(
+                h, e, ("show stat typed", "show stat typed desc", "show stat b 4 -1 typed"),
+                ("show stat json", "show stat json desc", "show stat 3 -1 -1 json"))
             # filters: rows selected, and the backend's "(up/all)" with up / no-maint
             for form in ("show stat 2 -1 -1", "show stat f 1 -1", "show stat b 4 1",
                          "show stat b 6 2", "show stat -1 2 -1", "show stat 3 -1",
@@ -248,3 +255,24 @@ def _rows(text: str) -> list[tuple]:
     lines = text.split("\n")
     assert lines[0].startswith("# pxname,") and lines[-2:] == ["", ""], text[:300]
     return [tuple(line.split(",")[i] for i in (0, 1, 17)) for line in lines[1:-2]]
+
+
+def test_show_stat_typed_states_like_haproxy(private_tmp, haproxy_bin):
+    """The typed and JSON forms over show stat's test of server states: a listen
+    section, health checks (one server DOWN), a cookie, a backup, a disabled server,
+    an explicit id; and `up` / `no-maint` there."""
+    b = Backends(["s1"]).start()
+    b.ports["dead"] = Backends(["dead"]).ports["dead"]
+    try:
+        with both(STATES, b, private_tmp, haproxy_bin, n_frontends=2) as (hp, ep):
+            for p in (hp, ep):
+                wait_for(p, checks_done)
+            h, e = Cli(hp), Cli(ep)
+            compare_typed_and_json(h, e, ("show stat typed", "show stat l -1 -1 typed desc"),
+                                   ("show stat json", "show stat 7 -1 -1 json"))
+            for form in ("show stat up", "show stat no-maint", "show stat l 4 -1 up"):
+                assert _rows(e(form)) == _rows(h(form)), form
+            # a UP, no check on bk (a backup with no check: UP), down DOWN, off MAINT
+            assert ("l", "BACKEND", "UP (2/4)") in _rows(e("show stat up"))
+    finally:
+        b.kill()
