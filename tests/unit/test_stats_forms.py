@@ -131,3 +131,14 @@ def test_process_rates_from_the_totals():
         assert 0 <= pr.idle_pct <= 100
     finally:
         freq_ctr.set_clock(None)
+
+
+def test_show_info_and_stat_at_user_level():
+    from types import SimpleNamespace
+
+    from edgestick.proxy.runtime_api import USER, CommandRegistry
+
+    reg = CommandRegistry()
+    stats.register_commands(SimpleNamespace(), reg)
+    assert reg.find(["show", "info", "typed"]).level == USER
+    assert reg.find(["show", "stat", "json"]).level == USER
