@@ -39,6 +39,7 @@ reference: a slot not tracked gives no sample, a key absent from a table gives 0
 from __future__ import annotations
 
 import binascii
+import hashlib
 import operator
 import re
 import random
@@ -904,8 +905,8 @@ _DATE_UNITS = {"s": 1, "ms": 1000, "us": 1000000}
 
 
 def _date_build(args, cfg):
-    """date([offset[,unit]]): the current date plus the offset (seconds), counted in
-    seconds (or ms, us) since the epoch."""
+    """date([offset[,unit]]): the current date in seconds (or ms, us) since the epoch,
+    plus the offset in the same unit."""
     _fetch_int_args("date", args, 2)
     offset = int(args[0]) if args and args[0] else 0
     unit = args[1] if len(args) > 1 else "s"
@@ -913,9 +914,7 @@ def _date_build(args, cfg):
         raise SampleError(f"invalid args in fetch method 'date' : expects 's', 'ms' or 'us', "
                           f"got '{unit}'")
     scale = _DATE_UNITS[unit]
-    if scale == 1:
-        return lambda ctx: int(time.time()) + offset
-    return lambda ctx: int((time.time() + offset) * scale)
+    return lambda ctx: int(time.time() * scale) + offset
 
 
 FETCHES["rand"] = FetchDef("rand", "int", _rand_build, "int")
@@ -1059,9 +1058,32 @@ def _connslots(b) -> int:
     return total
 
 
+def _be_conn_free(b) -> int:
+    """Free connection slots of the servers that can take traffic now (the active ones,
+    else the backups in use); -1 when one has no maxconn (HAProxy's be_conn_free)."""
+    total = 0
+    for s in b._active:
+        if not s.model.maxconn:
+            return -1
+        total += max(0, s.model.maxconn - s.cur)
+    return total
+
+
+def _totpend(b) -> int:
+    return len(b.queue) + sum(len(s.queue) for s in b.servers)
+
+
+def _avg_queue(b) -> int:
+    """Queued requests per usable server, rounded up; twice the total without one."""
+    n, pending = len(b._active), _totpend(b)
+    return (pending + n - 1) // n if n else pending * 2
+
+
 _proxy_fetch("nbsrv", "be", lambda b: len(b._active), 0)
 _proxy_fetch("be_conn", "be", lambda b: b.cur, 0)
-_proxy_fetch("queue", "be", lambda b: len(b.queue) + sum(len(s.queue) for s in b.servers), 0)
+_proxy_fetch("queue", "be", _totpend, 0)
+_proxy_fetch("avg_queue", "be", _avg_queue, 0)
+_proxy_fetch("be_conn_free", "be", _be_conn_free, 0)
 _proxy_fetch("connslots", "be", _connslots, 0)
 _proxy_fetch("be_sess_rate", "be", lambda b: b.rates.rate(0, b.stot, now_ms()), 0)
 _proxy_fetch("fe_conn", "fe", lambda f: f.stats.scur)
@@ -1070,6 +1092,12 @@ _proxy_fetch("fe_req_rate", "fe", lambda f: f.stats.rate(now_ms())[2])
 _srv_fetch("srv_is_up", "bool", lambda s: s.op_up and not s.admin_maint)
 _srv_fetch("srv_conn", "int", lambda s: s.cur)
 _srv_fetch("srv_queue", "int", lambda s: len(s.queue))
+_srv_fetch("srv_conn_free", "int", lambda s: max(0, s.model.maxconn - s.cur) if s.model.maxconn
+           else -1)
+_srv_fetch("srv_sess_rate", "int", lambda s: s.rates.rate(0, s.stot, now_ms()))
+_srv_fetch("srv_weight", "int", lambda s: s.weight)
+_srv_fetch("srv_uweight", "int", lambda s: s.weight)
+_srv_fetch("srv_iweight", "int", lambda s: s.model.weight)
 
 
 # ---------------------------------------------------------------------------- converters
@@ -1499,7 +1527,191 @@ _hash_conv("sdbm", lambda v: _sdbm(0, v))
 _hash_conv("djb2", _djb2)
 _hash_conv("wt6", _wt6)
 _hash_conv("crc32", binascii.crc32)
+_hash_conv("crc32c", lambda v: _crc32c(v))
+
+
+# xxHash (XXH32, XXH64: Yann Collet's specification), as HAProxy's xxh32/xxh64(seed)
+_X32 = (2654435761, 2246822519, 3266489917, 668265263, 374761393)
+_X64 = (11400714785074694791, 14029467366897019727, 1609587929392839161,
+        9650029242287828579, 2870177450012600261)
+_U64 = 2**64 - 1
+
+
+def _rotl(x: int, r: int, bits: int, mask: int) -> int:
+    return ((x << r) | (x >> (bits - r))) & mask
+
+
+def _xxh_stripes(data: bytes, seed: int, lane_bytes: int, primes: tuple, mask: int,
+                 step: Callable):
+    """XXH32/XXH64's first phase, shared: the four accumulators run over the whole
+    stripes (4 lanes each), then folded into one; (hash so far, bytes consumed)."""
+    p1, p2 = primes[0], primes[1]
+    acc = [(seed + p1 + p2) & mask, (seed + p2) & mask, seed, (seed - p1) & mask]
+    i, stripe, bits = 0, 4 * lane_bytes, 8 * lane_bytes
+    while i + stripe <= len(data):
+        for k in range(4):
+            acc[k] = step(acc[k], int.from_bytes(data[i + lane_bytes * k:
+                                                      i + lane_bytes * (k + 1)], "little"))
+        i += stripe
+    h = sum(_rotl(a, r, bits, mask) for a, r in zip(acc, (1, 7, 12, 18))) & mask
+    return h, acc, i
+
+
+def _xxh32_round(acc: int, lane: int) -> int:
+    return _rotl((acc + lane * _X32[1]) & _U32, 13, 32, _U32) * _X32[0] & _U32
+
+
+def _xxh32(data: bytes, seed: int) -> int:
+    p1, p2, p3, p4, p5 = _X32
+    n, i, seed = len(data), 0, seed & _U32
+    if n >= 16:
+        h, _, i = _xxh_stripes(data, seed, 4, _X32, _U32, _xxh32_round)
+    else:
+        h = seed + p5
+    h = (h + n) & _U32
+    while i + 4 <= n:
+        h = _rotl((h + int.from_bytes(data[i:i + 4], "little") * p3) & _U32, 17, 32, _U32) \
+            * p4 & _U32
+        i += 4
+    for b in data[i:]:
+        h = _rotl((h + b * p5) & _U32, 11, 32, _U32) * p1 & _U32
+    h = (h ^ (h >> 15)) * p2 & _U32
+    h = (h ^ (h >> 13)) * p3 & _U32
+    return h ^ (h >> 16)
+
+
+def _xxh64_round(acc: int, lane: int) -> int:
+    return _rotl((acc + lane * _X64[1]) & _U64, 31, 64, _U64) * _X64[0] & _U64
+
+
+def _xxh64(data: bytes, seed: int) -> int:
+    p1, p2, p3, p4, p5 = _X64
+    n, i, seed = len(data), 0, seed & _U64
+    if n >= 32:
+        h, acc, i = _xxh_stripes(data, seed, 8, _X64, _U64, _xxh64_round)
+        for a in acc:
+            h = ((h ^ _xxh64_round(0, a)) * p1 + p4) & _U64
+    else:
+        h = (seed + p5) & _U64
+    h = (h + n) & _U64
+    while i + 8 <= n:
+        h ^= _xxh64_round(0, int.from_bytes(data[i:i + 8], "little"))
+        h = (_rotl(h, 27, 64, _U64) * p1 + p4) & _U64
+        i += 8
+    if i + 4 <= n:
+        h ^= int.from_bytes(data[i:i + 4], "little") * p1 & _U64
+        h = (_rotl(h, 23, 64, _U64) * p2 + p3) & _U64
+        i += 4
+    for b in data[i:]:
+        h ^= b * p5 & _U64
+        h = _rotl(h, 11, 64, _U64) * p1 & _U64
+    h = (h ^ (h >> 33)) * p2 & _U64
+    h = (h ^ (h >> 29)) * p3 & _U64
+    return h ^ (h >> 32)
+
+
+_str_conv("xxh32", "i", 0, lambda seed: lambda v: _xxh32(v, seed or 0), takes="bin", out="int")
+_str_conv("xxh64", "i", 0, lambda seed: lambda v: _wrap64(_xxh64(v, seed or 0)), takes="bin",
+          out="int")          # HAProxy keeps the 64 bits in a signed integer
+_map_conv("sha1", "bin", "bin", lambda v: hashlib.sha1(v).digest())
 _map_conv("cpl", "int", "int", lambda v: ~v)
+
+
+def _crc32c_table() -> list:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def _crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli, RFC 4960 appendix B)."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = (crc >> 8) ^ _CRC32C[(crc ^ b) & 0xFF]
+    return crc ^ 0xFFFFFFFF
+
+
+def _sha2_check(bits):
+    if bits is not None and bits not in (224, 256, 384, 512):
+        return f"Unsupported number of bits: '{bits}'."
+    return None
+
+
+def _sha2(bits):
+    new = getattr(hashlib, f"sha{bits or 256}")
+    return lambda v: new(v).digest()
+
+
+_str_conv("sha2", "i", 0, _sha2, takes="bin", out="bin", check=_sha2_check)
+
+
+def _ub64enc(v: bytes) -> str:
+    """base64url without padding."""
+    return binascii.b2a_base64(v, newline=False).decode().rstrip("=").replace(
+        "+", "-").replace("/", "_")
+
+
+def _ub64dec(v: str):
+    """base64url, padding optional (the missing '=' added back); '+' and '/' refused."""
+    if len(v) % 4 == 1 or "+" in v or "/" in v:
+        return None
+    return _b64dec(v.replace("-", "+").replace("_", "/") + "=" * (-len(v) % 4))
+
+
+_map_conv("ub64enc", "str", "bin", _ub64enc)
+_map_conv("ub64dec", "bin", "str", _ub64dec)
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _http_date(offset, unit):
+    """http_date([offset[,unit]]): RFC 1123 date of the input plus the offset, both in the
+    unit; ms and us add the fraction as HAProxy prints it ('.%d')."""
+    scale = _DATE_UNITS.get(unit or "s", 1)
+    frac_fmt = unit is not None and scale != 1
+
+    def f(v: int):
+        v += offset or 0
+        frac = 0
+        if scale != 1:
+            frac = v - scale * _c_div(v, scale)
+            v = _c_div(v, scale)
+        try:
+            t = time.gmtime(v & 0x007FFFFFFFFFFFFF)      # HAProxy's 55-bit mask
+        except (OverflowError, OSError, ValueError):
+            return None
+        return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+                + (f".{frac} GMT" if frac_fmt else " GMT"))
+    return f
+
+
+def _unit_check(offset, unit):
+    if unit is not None and unit not in _DATE_UNITS:
+        return f"expects 's', 'ms' or 'us', got '{unit}'"
+    return None
+
+
+_str_conv("http_date", "is", 0, _http_date, takes="int", out="str", check=_unit_check)
+
+
+def _trim(side: str):
+    def make(chars):
+        chars = chars or ""          # no argument: nothing to trim (accepted by HAProxy)
+        return (lambda v: v.lstrip(chars)) if side == "l" else (lambda v: v.rstrip(chars))
+    return make
+
+
+_str_conv("ltrim", "s", 0, _trim("l"))
+_str_conv("rtrim", "s", 0, _trim("r"))
 
 
 def _time_conv(name: str, to_tm: Callable):

@@ -35,6 +35,12 @@ CONVERTERS = [
     "req.hdr(x),wt6", "req.hdr(x),wt6(1)", "req.hdr(x),crc32", "req.hdr(x),crc32(1)",
     "path,length,utime(%Y-%m-%dT%H:%M:%S)", "path,length,utime(%d/%b/%Y,86400)",
     "path,length,or(6),xor(3)", "path,length,cpl",
+    "req.hdr(x),crc32c", "req.hdr(x),crc32c(1)", "req.hdr(x),sha1,hex", "req.hdr(x),sha2,hex",
+    "req.hdr(x),sha2(224),hex", "req.hdr(x),sha2(512),hex", "req.hdr(x),ub64enc",
+    "req.hdr(x),ub64enc,ub64dec,hex", "path,ub64dec,hex", "path,ltrim(/a)", "path,ltrim", "path,rtrim(/.de)",
+    "path,length,mul(86399),http_date", "path,length,http_date(3600)",
+    "path,length,mul(1500),http_date(0,ms)", "path,length,mul(86400000000),http_date(0,us)",
+    "req.hdr(x),xxh32", "req.hdr(x),xxh32(1)", "req.hdr(x),xxh64", "req.hdr(x),xxh64(7)",
 ]
 
 CONV_CONFIG = DEFAULTS + """
@@ -53,7 +59,9 @@ REQUESTS = [
     ("/x.y/z", "Q==="),
     ("/p", "a+b%2Bc"),
     ("/q", "QQ==QQ=="),
+    ("/u", "-_8"), ("/YWJj", "YWJj"), ("/YWJjZA", "YWJjZA"), ("/YWJjZ", "YWJjZ"), ("/-_8", ""),
     ("/r", "hello world, 0123456789"),
+    ("/long", "The quick brown fox jumps over the lazy dog, 0123456789 times; abcdefghijk"),
 ]
 
 
@@ -73,7 +81,7 @@ def test_converters_as_haproxy(haproxy_bin):
 STATE_CONFIG = DEFAULTS + """
 frontend fe
     bind 127.0.0.1:{FE}
-    http-request return status 200 content-type text/plain lf-string "%[nbsrv(be)]|%[nbsrv(be_bck)]|%[nbsrv(be_all)]|%[nbsrv(be_dead)]|%[srv_is_up(be/up)]|%[srv_is_up(be/down)]|%[srv_is_up(be/off)]|%[srv_is_up(be_bck/b1)]|%[be_conn(be)]|%[srv_conn(be/up)]|%[queue(be)]|%[connslots(be)]|%[connslots(be_bck)]|%[fe_conn(fe)]|%[fe_conn(other)]\\n" if { path /state }
+    http-request return status 200 content-type text/plain lf-string "%[nbsrv(be)]|%[nbsrv(be_bck)]|%[nbsrv(be_all)]|%[nbsrv(be_dead)]|%[srv_is_up(be/up)]|%[srv_is_up(be/down)]|%[srv_is_up(be/off)]|%[srv_is_up(be_bck/b1)]|%[be_conn(be)]|%[srv_conn(be/up)]|%[queue(be)]|%[connslots(be)]|%[connslots(be_bck)]|%[fe_conn(fe)]|%[fe_conn(other)]|%[avg_queue(be)]|%[avg_queue(be_dead)]|%[be_conn_free(be)]|%[be_conn_free(be_bck)]|%[be_conn_free(be_all)]|%[srv_conn_free(be/up)]|%[srv_conn_free(be/off)]|%[srv_weight(be/up)]|%[srv_iweight(be/down)]|%[srv_uweight(be_all/b2)]|%[srv_queue(be/up)]\\n" if { path /state }
     http-request return status 200 content-type text/plain string "dead\\n" if { nbsrv(be_dead) lt 1 } { path /acl }
     http-request return status 200 content-type text/plain lf-string "%[fe_req_rate(fe)]|%[fe_sess_rate(fe)]|%[be_sess_rate(be)]" if { path /rates }
     use_backend be_bck if { path /bck }
@@ -84,7 +92,7 @@ frontend other
     default_backend be
 
 backend be
-    server up 127.0.0.1:{S1} check inter 200ms maxconn 10 maxqueue 5
+    server up 127.0.0.1:{S1} check inter 200ms maxconn 10 maxqueue 5 weight 7
     server down 127.0.0.1:{DEAD} check inter 200ms fall 1 maxconn 4 maxqueue 2
     server off 127.0.0.1:{S1} disabled
 
@@ -98,8 +106,8 @@ backend be_bck
 backend be_all
     option allbackups
     server dead 127.0.0.1:{DEAD} check inter 200ms fall 1
-    server b1 127.0.0.1:{S1} backup
-    server b2 127.0.0.1:{S1} backup
+    server b1 127.0.0.1:{S1} backup maxconn 3
+    server b2 127.0.0.1:{S1} backup maxconn 2 weight 9
 
 backend be_dead
     server dead 127.0.0.1:{DEAD} check inter 200ms fall 1
@@ -115,8 +123,9 @@ def test_backend_state_as_haproxy(haproxy_bin):
             for path in ("/state", "/acl", "/bck"):
                 rh, re_ = one_request(h.port, path), one_request(e.port, path)
                 assert (re_.status, re_.body) == (rh.status, rh.body), path
-            assert rh.body != b""
-            assert one_request(h.port, "/state").body.startswith(b"1|1|2|0|1|0|0|1|")
+            assert rh.body != b"", rh.body
+            assert one_request(h.port, "/state").body == \
+                b"1|1|2|0|1|0|0|1|0|0|0|15|-1|1|0|0|0|10|-1|5|10|-1|7|1|9|0\n"
             # rates depend on the instant of reading: bounded by the traffic on both
             for p in (h.port, e.port):
                 for _ in range(4):
@@ -167,6 +176,10 @@ BAD = [
     ("path,crc32(1,2)", "invalid arg 2 in converter 'crc32' : expected ')' before ',2)"),
     ("path,url_dec(1,2)", "invalid arg 2 in converter 'url_dec' : expected ')' before ',2)"),
     ("path,b64dec(1)", "invalid arg 1 in converter 'b64dec' : expected ')' before '1)"),
+    ("path,sha2(100)", "invalid args in converter 'sha2' : Unsupported number of bits: '100'."),
+    ("int(1),http_date(0,x)", "converter 'http_date' : expects 's', 'ms' or 'us', got 'x'"),
+    ("path,xxh32(a)", "invalid arg 1 in converter 'xxh32' : failed to parse 'a' as type "
+     "'integer' at position 1"),
     ("int(1),ltime(%Y,x)", "invalid arg 2 in converter 'ltime' : failed to parse 'x' as "
      "type 'integer' at position 2"),
 ]

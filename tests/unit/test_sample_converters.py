@@ -71,6 +71,23 @@ def test_hashes_as_haproxy():
     assert val("req.hdr(x),wt6", x=x) == 2225171485
     assert val("req.hdr(x),crc32", x=x) == 3421780262
     assert val("req.hdr(x),wt6(1)", x=x) == 4053691039
+    assert val("req.hdr(x),crc32c", x=x) == 0xE3069283        # the CRC-32C check value
+    assert val("req.hdr(x),xxh32", x="") == 0x02CC5D05
+    assert val("req.hdr(x),xxh64", x="") == 0xEF46DB3751D8E999 - 2**64     # signed, as HAProxy
+    assert val("req.hdr(x),sha2(224),hex", x="abc").startswith("23097D22")
+    assert val("req.hdr(x),sha1,hex", x="abc") == "A9993E364706816ABA3E25717850C26C9CD0D89D"
+
+
+def test_url_safe_base64_trim_http_date():
+    assert val("req.hdr(x),ub64enc", x="\xfb\xff") == "-_8"
+    assert val("req.hdr(x),ub64dec,hex", x="-_8") == "FBFF"
+    assert val("req.hdr(x),ub64dec", x="YWJjZ") is None              # 5 characters
+    assert val("req.hdr(x),ub64dec", x="a/b+") is None
+    assert val("path,ltrim(/a),rtrim(/d)") == "b//c"
+    assert val("int(1),http_date") == "Thu, 01 Jan 1970 00:00:01 GMT"
+    assert val("int(1500),http_date(0,ms)") == "Thu, 01 Jan 1970 00:00:01.500 GMT"
+    assert val("int(5),http_date(0,s)") == "Thu, 01 Jan 1970 00:00:05 GMT"
+    assert val("int(1),http_date(86400)") == "Fri, 02 Jan 1970 00:00:01 GMT"
 
 
 def test_bit_operators_and_time():
@@ -91,7 +108,7 @@ def test_rand_range_and_date():
     assert abs(val("date") - now) <= 1
     assert abs(val("date(3600)") - now - 3600) <= 1
     assert abs(val("date(0,ms)") - now * 1000) <= 1000
-    assert abs(val("date(1,us)") - (now + 1) * 1e6) <= 1e6
+    assert abs(val("date(1000,ms)") - now * 1000 - 1000) <= 1000     # offset in the unit
 
 
 @pytest.mark.parametrize("expr,message", [
@@ -104,6 +121,8 @@ def test_rand_range_and_date():
     ("path,base64(1)", "invalid arg 1 in converter 'base64' : expected ')' before '1)'"),
     ("rand(1,2)", "fetch method 'rand' : expected ')' before ',2)'"),
     ("date(0,h)", "expects 's', 'ms' or 'us', got 'h'"),
+    ("path,sha2(100)", "Unsupported number of bits: '100'."),
+    ("int(1),http_date(0,h)", "expects 's', 'ms' or 'us', got 'h'"),
     ("int(1),utime", "invalid arg 1 in converter 'utime' : missing arguments (got 0/1)"),
 ])
 def test_errors(expr, message):

@@ -57,6 +57,10 @@ def test_servers_and_counts(running):
     be.cur = 4
     assert [val(e) for e in ("nbsrv(be)", "srv_is_up(be/b)", "srv_conn(be/a)", "queue(be)",
                              "connslots(be)", "be_conn(be)")] == [1, False, 3, 2, 7 + 4, 4]
+    assert [val(e) for e in ("avg_queue(be)", "be_conn_free(be)", "srv_conn_free(be/a)",
+                             "srv_conn_free(be_open/a)", "srv_queue(be/a)")] == [2, 7, 7, -1, 1]
+    be.by_name["a"].set_state(False)
+    assert val("avg_queue(be)") == 4              # no usable server: twice the total
 
 
 def test_backup_servers(running):
