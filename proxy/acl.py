@@ -309,10 +309,15 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
     if not words:
         raise AclError("missing fetch method")
     fetch_text, alias_method = _fetch_for_acl(words[0])
+    if refs is not None:
+        refs.in_acl = True
     try:
         fn, fd, out, multi = fetch_values_fn(fetch_text, refs)
     except SampleError as e:
         raise AclError(str(e)) from None
+    finally:
+        if refs is not None:
+            refs.in_acl = False
     method = alias_method
     icase = False
     file_values: list[tuple[int, str]] = []

@@ -949,23 +949,30 @@ RUNNING = _Running()
 class ProxyRef:
     """The backend, frontend or server a fetch names (kind 'be', 'fe' or 'srv'),
     resolved against RUNNING once per published generation."""
-    __slots__ = ("kind", "name", "server", "fetch", "holder", "where", "keyword", "gen", "obj")
+    __slots__ = ("kind", "name", "server", "fetch", "holder", "implicit", "where", "used_by",
+                 "gen", "obj")
 
     def __init__(self, kind: str, name: Optional[str], server: Optional[str], fetch: str,
                  refs):
-        # a server without its backend is looked up in the rule's proxy and checked; an
-        # omitted backend or frontend is the rule's proxy itself, not checked (HAProxy
-        # then reads the stream's)
+        # an omitted proxy is the rule's own, which must then have the capability (HAProxy
+        # resolves it so at configuration time); a server without its backend is looked
+        # up in the rule's proxy
         self.kind, self.name, self.server, self.fetch = kind, name, server, fetch
         rl = getattr(refs, "table_refs", None)
         self.holder = getattr(rl, "proxy", None)          # the model proxy of the rule
-        line = getattr(rl, "line", None)
+        self.implicit = name is None
+        if self.implicit and self.holder is not None:
+            self.name = self.holder.name
         self.where = getattr(refs, "where", None)
-        self.keyword = getattr(line, "keyword", None)
-        if self.name is None and self.holder is not None:
-            self.name = self.holder.name                  # no argument: the rule's proxy
+        holder = self.holder.name if self.holder is not None else "?"
+        if getattr(refs, "in_acl", False):
+            self.used_by = f"ACL keyword '{fetch}' in proxy '{holder}'"
+        else:
+            keyword = getattr(getattr(rl, "line", None), "keyword", None)
+            self.used_by = (f"sample fetch keyword '{fetch}' in {keyword} expression in proxy "
+                            f"'{holder}'")
         self.gen, self.obj = -1, None
-        if RUNNING.checking is not None and refs is not None and name is not None:
+        if RUNNING.checking is not None and refs is not None and self.name is not None:
             RUNNING.checking.append(self)
 
     def get(self):
@@ -985,22 +992,19 @@ def check_proxy_refs(cfg) -> None:
     from edgestick.cfgsyntax import ConfigError
     refs, RUNNING.checking = RUNNING.checking or [], None
     for r in refs:
-        holder = r.holder.name if r.holder is not None else "?"
-        tail = (f"referenced in arg 1 of sample fetch keyword '{r.fetch}' in {r.keyword} "
-                f"expression in proxy '{holder}'.")
+        tail = f"referenced in arg 1 of {r.used_by}."
         file, line = r.where if r.where else (None, None)
-        if r.kind == "fe":
-            ok = r.name in cfg.frontends
-            what = f"unable to find frontend '{r.name}' {tail}"
-        elif r.kind == "be":
-            ok = r.name in cfg.backends
-            what = f"unable to find backend '{r.name}' {tail}"
-        else:
+        if r.kind == "srv":
             px = cfg.backends.get(r.name) or cfg.frontends.get(r.name)
             if px is None:
                 raise ConfigError(f"unable to find proxy '{r.name}' {tail}", file, line)
             ok = r.name in cfg.backends and any(s.name == r.server for s in px.servers)
             what = f"unable to find server '{r.server}' in proxy '{r.name}', {tail}"
+        else:
+            side = "frontend" if r.kind == "fe" else "backend"
+            ok = r.name in (cfg.frontends if r.kind == "fe" else cfg.backends)
+            what = (f"proxy '{r.name}', {tail[:-1]}, has not {side} capability." if r.implicit
+                    else f"unable to find {side} '{r.name}' {tail}")
         if not ok:
             raise ConfigError(what, file, line)
 
@@ -1013,7 +1017,7 @@ def _proxy_fetch(name: str, kind: str, read: Callable, missing=None):
             raise SampleError(f"fetch method '{name}' : expected ')' before "
                               f"',{','.join(args[1:])})'")
         ref = ProxyRef(kind, args[0] if args else None, None, name, cfg)
-        if ref.name is None:         # no name and no rule's proxy known (a log-format string)
+        if ref.name is None:         # no name and no rule's proxy known (see docs)
             return lambda ctx: None
 
         def fetch(ctx):
@@ -1941,6 +1945,7 @@ class Refs:
     def __init__(self):
         self.table_refs: list[tuple[Optional[str], str]] = []
         self.where: Optional[tuple[str, int]] = None     # (file, line): users of a map
+        self.in_acl = False          # set by acl.py: HAProxy words its errors per context
 
 
 def compile_expr(text: str, refs: Optional[Refs] = None) -> Expr:

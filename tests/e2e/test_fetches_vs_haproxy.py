@@ -185,13 +185,29 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("expr,message", BAD, ids=[b[0] for b in BAD])
-def test_config_errors_as_haproxy(haproxy_bin, expr, message):
+# the same names in conditions (HAProxy words them per context) and omitted names (the
+# rule's proxy, which must have the capability)
+BAD_RULES = [
+    ("http-request deny if { nbsrv(nope) -m found }", "unable to find backend 'nope' "
+     "referenced in arg 1 of ACL keyword 'nbsrv' in proxy 'fe'."),
+    ("acl x srv_is_up(be/zz)", "unable to find server 'zz' in proxy 'be', referenced in arg 1 "
+     "of ACL keyword 'srv_is_up' in proxy 'fe'."),
+    ("http-request deny if { nbsrv lt 1 }", "proxy 'fe', referenced in arg 1 of ACL keyword "
+     "'nbsrv' in proxy 'fe', has not backend capability."),
+    ('http-request return status 200 content-type text/plain lf-string "%[connslots]"',
+     "proxy 'fe', referenced in arg 1 of sample fetch keyword 'connslots' in http-request "
+     "expression in proxy 'fe', has not backend capability."),
+]
+ALL_BAD = [(f'http-request return status 200 content-type text/plain lf-string "%[{e}]"', m)
+           for e, m in BAD] + BAD_RULES
+
+
+@pytest.mark.parametrize("rule,message", ALL_BAD, ids=[b[0] for b in BAD] +
+                         [r for r, _ in BAD_RULES])
+def test_config_errors_as_haproxy(haproxy_bin, rule, message):
     with workdir() as d:
         cfg = d / "t.cfg"
-        cfg.write_text(DEFAULTS + "frontend fe\n    bind 127.0.0.1:1\n"
-                       f"    http-request return status 200 content-type text/plain lf-string "
-                       f"\"%[{expr}]\"\n"
+        cfg.write_text(DEFAULTS + f"frontend fe\n    bind 127.0.0.1:1\n    {rule}\n"
                        "    default_backend be\nbackend be\n    server s1 127.0.0.1:1\n")
         for argv in ([haproxy_bin, "-c", "-f", str(cfg)],
                      [sys.executable, "-m", "edgestick", "proxy", "-c", "-f", str(cfg)]):

@@ -88,8 +88,10 @@ def test_omitted_names_without_a_rule_give_no_sample(running):
 
 
 @pytest.mark.parametrize("expr,message", [
-    ("nbsrv(nope)", "unable to find backend 'nope' referenced in arg 1 of sample fetch "
-                    "keyword 'nbsrv' in http-request expression in proxy 'fe'."),
+    ("nbsrv(nope)", "unable to find backend 'nope' referenced in arg 1 of ACL keyword "
+                    "'nbsrv' in proxy 'fe'."),
+    ("nbsrv", "proxy 'fe', referenced in arg 1 of ACL keyword 'nbsrv' in proxy 'fe', has not "
+              "backend capability."),
     ("be_conn(fe)", "unable to find backend 'fe'"),
     ("fe_conn(be)", "unable to find frontend 'be'"),
     ("srv_is_up(be/x)", "unable to find server 'x' in proxy 'be', referenced"),
