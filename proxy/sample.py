@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import hmac
 import operator
 import re
 import random
@@ -222,6 +223,29 @@ def _headers(headers):
         yield hname, value
 
 
+def _split_values(value: str) -> list[str]:
+    """A header's comma-separated values; a comma inside a quoted string (with its
+    backslash pairs) does not separate, as HAProxy's http_find_hdr_value_end."""
+    if '"' not in value:
+        return value.split(",")
+    out, start, quoted, pair = [], 0, False, False
+    for i, c in enumerate(value):
+        if pair:
+            pair = False
+        elif quoted:
+            if c == "\\":
+                pair = True
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == ",":
+            out.append(value[start:i])
+            start = i + 1
+    out.append(value[start:])
+    return out
+
+
 def _header_values(headers, name: str, split: bool) -> list[str]:
     out: list[str] = []
     for hname, value in headers:
@@ -231,7 +255,7 @@ def _header_values(headers, name: str, split: bool) -> list[str]:
                 if value is None:
                     continue
             if split:
-                out.extend(v.strip() for v in value.split(","))
+                out.extend(v.strip() for v in _split_values(value))
             else:
                 out.append(value.strip())
     return out
@@ -247,7 +271,7 @@ def _last_header(headers, name: str):
     if name == "connection":
         vals = _header_values(headers, name, True)
         return vals[-1] if vals else None
-    return found.rsplit(",", 1)[-1].strip()
+    return _split_values(found)[-1].strip()
 
 
 def _first_host(ctx) -> str:
@@ -469,7 +493,7 @@ def _hdr_cnt(name: str, side):
         if len(args) > 1:
             raise SampleError(f"fetch method '{name}' expects at most 1 argument")
         if not args:        # every header, comma-separated values counted one by one
-            return lambda ctx: sum(v.count(",") + 1 for _, v in _headers(side(ctx)))
+            return lambda ctx: sum(len(_split_values(v)) for _, v in _headers(side(ctx)))
         hname = args[0].lower()
         return lambda ctx: len(_header_values(side(ctx), hname, True))
     return FetchDef(name, "int", build, "int")
@@ -1654,6 +1678,59 @@ def _sha2(bits):
 
 
 _str_conv("sha2", "i", 0, _sha2, takes="bin", out="bin", check=_sha2_check)
+
+
+def _digest_ctor(name: str, conv: str) -> Callable:
+    """hashlib's constructor for an OpenSSL digest name (sha256, SHA512, md5, sha3-256...)."""
+    for candidate in (name, name.replace("-", "_"), name.lower().replace("-", "_")):
+        try:
+            hashlib.new(candidate)
+        except (ValueError, TypeError):
+            continue
+        return lambda data=b"": hashlib.new(candidate, data)
+    raise SampleError(f"invalid args in converter '{conv}' : algorithm must be a valid "
+                      "OpenSSL message digest name.")
+
+
+def _digest_build(args, cfg, inner):
+    (name,) = _conv_args("digest", args, "s", 1)
+    new = _digest_ctor(name, "digest")
+
+    def conv(ctx):
+        v = inner(ctx)
+        return None if v is None else new(v).digest()
+    return conv
+
+
+def _hmac_build(args, cfg, inner):
+    name, key = _conv_args("hmac", args, "ss", 2)
+    new = _digest_ctor(name, "hmac")
+    raw = _b64dec(key)
+    if raw is None:
+        raise SampleError("invalid args in converter 'hmac' : failed to parse key : argument "
+                          "needs to be base64 "
+                          "encoded, and can either be a string or a variable.")
+
+    def conv(ctx):
+        v = inner(ctx)
+        return None if v is None else hmac.new(raw, v, new).digest()
+    return conv
+
+
+CONVERTERS["digest"] = ConvDef("digest", _digest_build, "bin", "bin")
+CONVERTERS["hmac"] = ConvDef("hmac", _hmac_build, "bin", "bin")
+
+_URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _url_enc_check(kind):
+    if kind is not None and kind != "query":
+        return "Unexpected encode type. Allowed value is 'query'."
+    return None
+
+
+_str_conv("url_enc", "s", 0, lambda kind: lambda v: "".join(
+    c if c in _URL_SAFE else f"%{ord(c):02X}" for c in v), check=_url_enc_check)
 
 
 def _ub64enc(v: bytes) -> str:

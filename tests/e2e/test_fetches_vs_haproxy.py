@@ -41,6 +41,9 @@ CONVERTERS = [
     "path,length,mul(86399),http_date", "path,length,http_date(3600)",
     "path,length,mul(1500),http_date(0,ms)", "path,length,mul(86400000000),http_date(0,us)",
     "req.hdr(x),xxh32", "req.hdr(x),xxh32(1)", "req.hdr(x),xxh64", "req.hdr(x),xxh64(7)",
+    "req.hdr(x),url_enc", "req.hdr(x),url_enc(query)", "req.hdr(x),digest(md5),hex",
+    "req.hdr(x),digest(SHA512),hex", "req.hdr(x),digest(sha3-256),hex",
+    "req.hdr(x),hmac(sha256,a2V5),hex", "req.hdr(x),hmac(md5,QUJD),hex",
 ]
 
 CONV_CONFIG = DEFAULTS + """
@@ -61,6 +64,7 @@ REQUESTS = [
     ("/q", "QQ==QQ=="),
     ("/u", "-_8"), ("/YWJj", "YWJj"), ("/YWJjZA", "YWJjZA"), ("/YWJjZ", "YWJjZ"), ("/-_8", ""),
     ("/r", "hello world, 0123456789"),
+    ("/enc", "a !\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{}~ \xe9"),
     ("/long", "The quick brown fox jumps over the lazy dog, 0123456789 times; abcdefghijk"),
 ]
 
@@ -180,6 +184,15 @@ BAD = [
     ("int(1),http_date(0,x)", "converter 'http_date' : expects 's', 'ms' or 'us', got 'x'"),
     ("path,xxh32(a)", "invalid arg 1 in converter 'xxh32' : failed to parse 'a' as type "
      "'integer' at position 1"),
+    ("path,digest(nope)", "invalid args in converter 'digest' : algorithm must be a valid "
+     "OpenSSL message digest name."),
+    ("path,hmac(sha256)", "invalid arg 2 in converter 'hmac' : missing arguments (got 1/2), "
+     "type 'string' expected."),
+    ("path,hmac(sha256,!!)", "invalid args in converter 'hmac' : failed to parse key : argument "
+     "needs to be base64 "
+     "encoded"),
+    ("path,url_enc(x)", "invalid args in converter 'url_enc' : Unexpected encode type. Allowed "
+     "value is 'query'."),
     ("int(1),ltime(%Y,x)", "invalid arg 2 in converter 'ltime' : failed to parse 'x' as "
      "type 'integer' at position 2"),
 ]

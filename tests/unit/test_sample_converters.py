@@ -129,3 +129,14 @@ def test_errors(expr, message):
     with pytest.raises(SampleError) as e:
         compile_expr(expr)
     assert message in str(e.value)
+
+
+def test_header_values_split_outside_quoted_strings():
+    # HAProxy's http_find_hdr_value_end: a comma in a quoted string does not separate
+    x = 'a, "b,c", "d\\",e", f'
+    assert val("req.hdr(x,1)", x=x) == "a"
+    assert val("req.hdr(x,2)", x=x) == '"b,c"'
+    assert val("req.hdr(x,3)", x=x) == '"d\\",e"'
+    assert val("req.hdr(x)", x=x) == "f"
+    assert val("req.hdr_cnt(x)", x=x) == 4
+    assert val("req.hdr(x)", x='"open, x') == '"open, x'
