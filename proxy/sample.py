@@ -1795,6 +1795,40 @@ _str_conv("ltrim", "s", 0, _trim("l"))
 _str_conv("rtrim", "s", 0, _trim("r"))
 
 
+# proxy state by a name the sample gives (see the fetches above)
+def _nbsrv_conv(args, cfg, inner):
+    """nbsrv converter: the usable servers of the backend the sample names (found at run
+    time among the running ones); no sample for an unknown name."""
+    _conv_args("nbsrv", args, "", 0)
+
+    def conv(ctx):
+        name = inner(ctx)
+        b = None if name is None else RUNNING.backends.get(name)
+        return None if b is None else len(b._active)
+    return conv
+
+
+def _srv_queue_conv(args, cfg, inner):
+    """srv_queue converter: queue length of the server named `backend/server` (or a server
+    of the rule's own backend)."""
+    _conv_args("srv_queue", args, "", 0)
+    holder = _holder_name(cfg)
+
+    def conv(ctx):
+        text = inner(ctx)
+        if text is None:
+            return None
+        be, sep, srv = text.partition("/")
+        b = RUNNING.backends.get(be if sep else holder)
+        s = None if b is None else b.by_name.get(srv if sep else be)
+        return None if s is None else len(s.queue)
+    return conv
+
+
+CONVERTERS["nbsrv"] = ConvDef("nbsrv", _nbsrv_conv, "int", "str")
+CONVERTERS["srv_queue"] = ConvDef("srv_queue", _srv_queue_conv, "int", "str")
+
+
 def _time_conv(name: str, to_tm: Callable):
     """ltime/utime(format[,offset]): strftime of the date (seconds) plus the offset."""
     def make(fmt, offset):

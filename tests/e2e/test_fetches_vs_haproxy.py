@@ -85,7 +85,7 @@ def test_converters_as_haproxy(haproxy_bin):
 STATE_CONFIG = DEFAULTS + """
 frontend fe
     bind 127.0.0.1:{FE}
-    http-request return status 200 content-type text/plain lf-string "%[nbsrv(be)]|%[nbsrv(be_bck)]|%[nbsrv(be_all)]|%[nbsrv(be_dead)]|%[srv_is_up(be/up)]|%[srv_is_up(be/down)]|%[srv_is_up(be/off)]|%[srv_is_up(be_bck/b1)]|%[be_conn(be)]|%[srv_conn(be/up)]|%[queue(be)]|%[connslots(be)]|%[connslots(be_bck)]|%[fe_conn(fe)]|%[fe_conn(other)]|%[avg_queue(be)]|%[avg_queue(be_dead)]|%[be_conn_free(be)]|%[be_conn_free(be_bck)]|%[be_conn_free(be_all)]|%[srv_conn_free(be/up)]|%[srv_conn_free(be/off)]|%[srv_weight(be/up)]|%[srv_iweight(be/down)]|%[srv_uweight(be_all/b2)]|%[srv_queue(be/up)]\\n" if { path /state }
+    http-request return status 200 content-type text/plain lf-string "%[nbsrv(be)]|%[nbsrv(be_bck)]|%[nbsrv(be_all)]|%[nbsrv(be_dead)]|%[srv_is_up(be/up)]|%[srv_is_up(be/down)]|%[srv_is_up(be/off)]|%[srv_is_up(be_bck/b1)]|%[be_conn(be)]|%[srv_conn(be/up)]|%[queue(be)]|%[connslots(be)]|%[connslots(be_bck)]|%[fe_conn(fe)]|%[fe_conn(other)]|%[avg_queue(be)]|%[avg_queue(be_dead)]|%[be_conn_free(be)]|%[be_conn_free(be_bck)]|%[be_conn_free(be_all)]|%[srv_conn_free(be/up)]|%[srv_conn_free(be/off)]|%[srv_weight(be/up)]|%[srv_iweight(be/down)]|%[srv_uweight(be_all/b2)]|%[srv_queue(be/up)]|%[str(be_all),nbsrv]|%[str(nope),nbsrv]|%[str(be/up),srv_queue]|%[str(be/zz),srv_queue]\\n" if { path /state }
     http-request return status 200 content-type text/plain string "dead\\n" if { nbsrv(be_dead) lt 1 } { path /acl }
     http-request return status 200 content-type text/plain lf-string "%[fe_req_rate(fe)]|%[fe_sess_rate(fe)]|%[be_sess_rate(be)]" if { path /rates }
     use_backend be_bck if { path /bck }
@@ -129,7 +129,7 @@ def test_backend_state_as_haproxy(haproxy_bin):
                 assert (re_.status, re_.body) == (rh.status, rh.body), path
             assert rh.body != b"", rh.body
             assert one_request(h.port, "/state").body == \
-                b"1|1|2|0|1|0|0|1|0|0|0|15|-1|1|0|0|0|10|-1|5|10|-1|7|1|9|0\n"
+                b"1|1|2|0|1|0|0|1|0|0|0|15|-1|1|0|0|0|10|-1|5|10|-1|7|1|9|0|2||0|\n"
             # rates depend on the instant of reading: bounded by the traffic on both
             for p in (h.port, e.port):
                 for _ in range(4):

@@ -119,3 +119,12 @@ def test_known_names_pass_the_check():
     sample.RUNNING.checking = []
     cfg, _ = load_config_text(text, "t.cfg")
     sample.check_proxy_refs(cfg)
+
+
+def test_converters_name_the_backend_at_run_time(running):
+    running["be"].by_name["a"].queue.append(object())
+    assert val("str(be_bck),nbsrv") == 1
+    assert val("str(nope),nbsrv") is None
+    assert val("str(be/a),srv_queue") == 1
+    assert val("str(be/zz),srv_queue") is None
+    assert val("str(a),srv_queue") is None        # no rule's proxy known here
