@@ -229,3 +229,46 @@ def test_config_errors_as_haproxy(haproxy_bin, rule, message):
             assert r.returncode != 0, (argv[0], out)
             assert message in out, (argv[0], out)
             assert "t.cfg:9" in out.replace("[", "").replace(" ", ""), out
+
+
+RELOAD_CONFIG = """
+global
+    stats socket {SOCK} mode 600 level admin
+""" + DEFAULTS + """
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-request return status 200 content-type text/plain lf-string "%[nbsrv(be)]|%[srv_is_up(be/a)]\\n" if { path /n }
+    http-request return status 200 content-type text/plain string "many\\n" if { nbsrv(be) gt 1 }
+    http-request return status 200 content-type text/plain string "few\\n"
+
+backend be
+    server a 127.0.0.1:{S1}
+"""
+
+
+def test_a_reload_is_seen_by_compiled_fetches():
+    """edgestick only (HAProxy reloads by a new process): the same compiled expressions
+    (lf-string cache, conditions) read the new backends after `reload`, and a reload
+    naming an unknown backend is refused with the running one kept."""
+    from proxy_harness import start_proxy
+    be = Backends(["s1"]).start()
+    try:
+        with workdir() as tmp:
+            p = start_proxy("edgestick", RELOAD_CONFIG, be, tmp)
+            try:
+                assert one_request(p.port, "/n").body == b"1|1\n"
+                assert one_request(p.port, "/").body == b"few\n"
+                text = open(p.cfg_path).read()
+                open(p.cfg_path, "w").write(text + f"    server b 127.0.0.1:{be.ports['s1']}\n")
+                assert p.cli("reload").startswith(b"Success=1")
+                assert one_request(p.port, "/n").body == b"2|1\n"
+                assert one_request(p.port, "/").body == b"many\n"
+                open(p.cfg_path, "w").write(text.replace("nbsrv(be) gt", "nbsrv(nope) gt"))
+                reply = p.cli("reload")
+                assert reply.startswith(b"Reload failed:") and b"unable to find backend 'nope'" \
+                    in reply, reply
+                assert one_request(p.port, "/n").body == b"2|1\n"
+            finally:
+                p.stop()
+    finally:
+        be.kill()
