@@ -1244,11 +1244,15 @@ def _cast(fn: Callable, declared: str, actual: str, to: str, what: str) -> Calla
     return casted
 
 
+def _no_conv_args(name: str, args: list) -> None:
+    if args:
+        raise SampleError(f"invalid arg 1 in converter '{name}' : expected ')' before "
+                          f"'{','.join(args)})'")
+
+
 def _map_conv(name: str, out: Optional[str], takes: str, f: Callable):
     def build(args, cfg, inner):
-        if args:
-            raise SampleError(f"invalid arg 1 in converter '{name}' : expected ')' before "
-                              f"'{','.join(args)})'")
+        _no_conv_args(name, args)
 
         def conv(ctx):
             v = inner(ctx)
@@ -1257,8 +1261,31 @@ def _map_conv(name: str, out: Optional[str], takes: str, f: Callable):
     CONVERTERS[name] = ConvDef(name, build, out, takes)
 
 
-_map_conv("lower", "str", "str", str.lower)
-_map_conv("upper", "str", "str", str.upper)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _lower(v: str) -> str:
+    """C tolower(): ASCII letters only (bytes above 0x7f stay as they are)."""
+    return v.lower() if v.isascii() else v.translate(_ASCII_LOWER)
+
+
+def _case_conv(name: str, table: dict, method: Callable):
+    """lower/upper, inlined: they sit on routing paths (`req.hdr(host),lower`)."""
+    def build(args, cfg, inner):
+        _no_conv_args(name, args)
+
+        def conv(ctx):
+            v = inner(ctx)
+            if v is None:
+                return None
+            return method(v) if v.isascii() else v.translate(table)
+        return conv
+    CONVERTERS[name] = ConvDef(name, build, "str", "str")
+
+
+_case_conv("lower", _ASCII_LOWER, str.lower)
+_case_conv("upper", _ASCII_UPPER, str.upper)
 _map_conv("length", "int", "str", len)
 _map_conv("hex", "str", "bin", lambda v: v.hex().upper())
 _map_conv("bool", "bool", "int", lambda v: v != 0)
@@ -1796,6 +1823,27 @@ def _trim(side: str):
 _str_conv("ltrim", "s", 0, _trim("l"))
 _str_conv("rtrim", "s", 0, _trim("r"))
 
+
+
+def _host_port(v: str) -> tuple[str, str]:
+    """A Host value split at its last ':' unless a ']' follows it (IPv6 in brackets)."""
+    i = v.rfind(":")
+    if i < 0 or "]" in v[i:]:
+        return v, ""
+    return v[:i], v[i + 1:]
+
+
+def _port_only(v: str) -> int:
+    """HAProxy reads the port digit by digit without checking them (an unsigned 32-bit
+    accumulation: 'x' counts as 72); 0 when there is none."""
+    n = 0
+    for c in _host_port(v)[1]:
+        n = (n * 10 + ord(c) - 48) & _U32
+    return n
+
+
+_map_conv("host_only", "str", "str", lambda v: _lower(_host_port(v)[0]))
+_map_conv("port_only", "int", "str", _port_only)
 
 # proxy state by a name the sample gives (see the fetches above)
 def _nbsrv_conv(args, cfg, inner):

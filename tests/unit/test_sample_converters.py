@@ -140,3 +140,19 @@ def test_header_values_split_outside_quoted_strings():
     assert val("req.hdr(x)", x=x) == "f"
     assert val("req.hdr_cnt(x)", x=x) == 4
     assert val("req.hdr(x)", x='"open, x') == '"open, x'
+
+
+@pytest.mark.parametrize("x,host,port", [
+    ("a.b:80", "a.b", 80), ("[::1]:8080", "[::1]", 8080), ("[::1]", "[::1]", 0),
+    ("A.B:0080", "a.b", 80), ("a:80:90", "a:80", 90), ("a:", "a", 0), ("::1", ":", 1),
+    ("a:x", "a", 72), ("a:-1", "a", 4294967267),      # HAProxy does not check the digits
+])
+def test_host_only_port_only(x, host, port):
+    assert val("req.hdr(x),host_only", x=x) == host
+    assert val("req.hdr(x),port_only", x=x) == port
+
+
+def test_case_converters_are_ascii_only():
+    # C tolower/toupper: a byte above 0x7f (here latin-1 text) stays as it is
+    assert val("req.hdr(x),lower", x="AbC\xc9") == "abc\xc9"
+    assert val("req.hdr(x),upper", x="aBc\xe9") == "ABC\xe9"
