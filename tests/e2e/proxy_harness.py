@@ -404,6 +404,18 @@ def requests(port: int, src: str, path: str, count: int) -> list[int]:
         client.close()
 
 
+def stat_row(proxy, pxname: str, svname: str, cols) -> dict[str, str]:
+    """Columns `cols` of one `show stat` row (pxname, svname: FRONTEND, BACKEND or a
+    server)."""
+    lines = proxy.cli("show stat").decode().splitlines()
+    head = lines[0][2:].split(",")
+    for line in lines[1:]:
+        f = line.split(",")
+        if f[:2] == [pxname, svname]:
+            return {c: f[head.index(c)] for c in cols}
+    raise AssertionError(f"no show stat row {pxname}/{svname}")
+
+
 def mask_table(dump: bytes) -> list[str]:
     """`show table` output with pointers and exp masked (they differ by nature)."""
     out = []

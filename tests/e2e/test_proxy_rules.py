@@ -8,7 +8,7 @@ import time
 import pytest
 
 from proxy_harness import (Backends, Client, both, mask_table, one_request, private_tmp,
-                           raw_exchange, workdir)
+                           raw_exchange, stat_row, workdir)
 
 pytestmark = pytest.mark.haproxy
 pytest.importorskip("edgestick.proxy.runtime_api")
@@ -106,15 +106,8 @@ def test_frontend_counters_like_haproxy(deny_pair):
     cols = ("dreq", "dcon", "ereq", "hrsp_2xx", "hrsp_4xx", "hrsp_5xx", "req_tot", "intercepted",
             "stot")
 
-    def stat(p, name):
-        lines = p.cli("show stat").decode().splitlines()
-        head = lines[0][2:].split(",")
-        for line in lines[1:]:
-            f = line.split(",")
-            if f[0] == name and f[1] == "FRONTEND":
-                return {c: f[head.index(c)] for c in cols}
-    assert stat(e, "fe_reject") == stat(h, "fe_reject")
-    assert stat(e, "fe_deny") == stat(h, "fe_deny")
+    for name in ("fe_reject", "fe_deny"):
+        assert stat_row(e, name, "FRONTEND", cols) == stat_row(h, name, "FRONTEND", cols)
 
 
 COUNTERS = """
@@ -243,14 +236,9 @@ def test_tcp_request_session_rules_like_haproxy(private_tmp, haproxy_bin):
             for t in ("f", "t_sess"):
                 assert mask_table(e.cli(f"show table {t}")) == mask_table(h.cli(f"show table {t}"))
 
-            def stat(p):
-                lines = p.cli("show stat").decode().splitlines()
-                head = lines[0][2:].split(",")
-                row = next(line.split(",") for line in lines[1:]
-                           if line.startswith("f,FRONTEND,"))
-                return {c: row[head.index(c)] for c in ("dcon", "dses", "stot", "req_tot")}
-            assert stat(e) == stat(h)
-            assert stat(h)["dses"] == "3"
+            cols = ("dcon", "dses", "stot", "req_tot")
+            assert stat_row(e, "f", "FRONTEND", cols) == stat_row(h, "f", "FRONTEND", cols)
+            assert stat_row(h, "f", "FRONTEND", cols)["dses"] == "3"
     finally:
         b.kill()
 
@@ -354,13 +342,10 @@ def test_monitor_uri_and_redirect_rules(private_tmp, haproxy_bin):
             time.sleep(0.2)
             assert mask_table(pair[1].cli("show table fe")) == mask_table(pair[0].cli("show table fe"))
 
-            def stat(p):
-                lines = p.cli("show stat").decode().splitlines()
-                head = lines[0][2:].split(",")
-                row = next(line.split(",") for line in lines[1:] if line.startswith("fe,FRONTEND,"))
-                return {k: row[head.index(k)] for k in ("req_tot", "intercepted", "hrsp_2xx",
-                                                        "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "dreq")}
-            assert stat(pair[1]) == stat(pair[0])
+            cols = ("req_tot", "intercepted", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx",
+                    "dreq")
+            assert stat_row(pair[1], "fe", "FRONTEND", cols) == \
+                stat_row(pair[0], "fe", "FRONTEND", cols)
     finally:
         b.kill()
 
