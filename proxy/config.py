@@ -1510,7 +1510,8 @@ class Parser:
                 raise line.error(f"'{ctx_what}' expects exactly 2 arguments.")
             rule.header, rule.fmt = args[0], args[1]
             self.check_log_format(p, line, rule.fmt, ctx_what)
-        elif action in REWRITE_ACTIONS and where == "http-request":
+        elif action in REWRITE_ACTIONS and (where == "http-request" or action in (
+                "replace-header", "replace-value")) and not tcp:
             # set-path/-pathq/-query/-uri/-method <fmt>; replace-path/-pathq/-uri <regex>
             # <fmt>; replace-header/-value <name> <regex> <fmt>
             need = REWRITE_ACTIONS[action]

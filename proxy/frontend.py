@@ -224,6 +224,27 @@ def _expand(fmt: str, m: re.Match) -> str:
                         else "", fmt)
 
 
+def _replaced_headers(headers, rule, value: str) -> list:
+    """replace-header / replace-value (request or response): the headers named by the
+    rule with each matching value (replace-value: each comma-separated one) replaced."""
+    name, rx, whole = rule.header.lower(), rule.regex, rule.action == "replace-header"
+    out = []
+    for n, v in headers:
+        if n == name:
+            if whole:
+                m = rx.search(v)
+                if m is not None:
+                    v = _expand(value, m)
+            else:                       # a replaced element loses its blanks, others keep theirs
+                parts = []
+                for part in v.split(","):
+                    m = rx.search(part.strip(" \t"))
+                    parts.append(_expand(value, m) if m is not None else part)
+                v = ",".join(parts)
+        out.append([n, v])
+    return out
+
+
 def _rewrite(req, ctx, rule) -> None:
     """http-request set-path/-pathq/-query/-uri/-method, replace-path/-pathq/-uri/-header/
     -value, as HAProxy applies them (the format is read before the change; later rules see
@@ -232,23 +253,7 @@ def _rewrite(req, ctx, rule) -> None:
     value = log_format(rule.fmt, ctx)
     req.origin = None                   # no longer the memo's head
     if act in ("replace-header", "replace-value"):
-        name, rx = rule.header.lower(), rule.regex
-        out = []
-        for n, v in req.headers:
-            if n == name:
-                if act == "replace-header":
-                    m = rx.search(v)
-                    if m is not None:
-                        v = _expand(value, m)
-                else:                   # each comma-separated value on its own
-                    parts = []
-                    for part in v.split(","):
-                        part = part.strip(" \t")
-                        m = rx.search(part)
-                        parts.append(_expand(value, m) if m is not None else part)
-                    v = ",".join(parts)
-            out.append((n, v))
-        req.headers = ctx.headers = out
+        req.headers = ctx.headers = _replaced_headers(req.headers, rule, value)
         return
     if act == "set-method":
         req.method = ctx.method = value
@@ -1789,6 +1794,10 @@ class Frontend:
                     elif act == "del-header":
                         resp.remove(rule.header.lower())
                         ctx.res_headers = resp.headers
+                    elif act in ("replace-header", "replace-value"):
+                        resp.origin = None
+                        resp.headers = ctx.res_headers = _replaced_headers(
+                            resp.headers, rule, log_format(rule.fmt, ctx))
                     elif act == "deny":
                         self.stats.dresp += 1
                         backend.dresp += 1

@@ -375,6 +375,8 @@ frontend fe
     http-request replace-value X-B ^b(.*) B\1 if { path_beg /rv }
     http-request set-pathq /pq?z=%[path] if { path_beg /pq }
     http-request deny deny_status 403 if { path_beg /new/sp/deny }
+    http-response replace-header X-Server (.*) srv-\1
+    http-response replace-value Cache-Control ^max-age=(.*) s-maxage=\1 if { status 200 }
     default_backend be
 backend be
     server s1 127.0.0.1:{S1}
@@ -382,10 +384,13 @@ backend be
 
 
 @pytest.mark.parametrize("path,extra", [
+    ("/cc?hdr=Cache-Control%3A%20max-age%3D5%2C%20public", ""),
+    ("/cc?hdr=Cache-Control%3A%20no-store&status=404", ""),
     ("/sp/x?q=1", ""), ("/sp/deny", ""), ("/sq/a?old=1", ""), ("/sq", ""), ("/empty?x=1", ""),
     ("/su/a?y=7", ""), ("/api/v1/x?k", ""), ("/oo/foo", ""), ("/ru/a/b?c=d", ""),
     ("/rq/x?y", ""), ("/sm/x", ""), ("/rh", "X-A: left-right\r\n"),
-    ("/rv", "X-B: b1, b2,a3\r\n"), ("/rv", "X-B: b1\r\nX-B: c, bb\r\n"), ("/pq/x?old", ""),
+    ("/rv", "X-B: b1, b2,a3\r\n"), ("/rv", "X-B: b1\r\nX-B: c, bb\r\n"), ("/rv", "X-B: b1,  a2\r\n"),
+    ("/pq/x?old", ""),
     ("/a.b", ""), ("/aXb", ""),
     ("http://h/sp/x?q=1", ""),
 ])
