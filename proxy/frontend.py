@@ -29,6 +29,7 @@ import weakref
 from . import backend as be_mod
 from . import http1
 from .backend import Backend, ServerState
+from .config import REWRITE_ACTIONS
 from .sample import Context, compile_expr
 from .stats import PerSecond
 from edgestick.freq_ctr import now_ms
@@ -198,22 +199,27 @@ def _plain_addr(a: str) -> str:
     return a[7:] if a.startswith("::ffff:") and "." in a else a
 
 
-def _split_target(target: str) -> tuple[str, str | None]:
-    """path and query of a request target (origin or absolute form)."""
-    if not target.startswith("/"):
+def _authority_prefix(target: str) -> str:
+    """`scheme://authority` of an absolute-form target (where its path starts), else ""."""
+    if target[:1] != "/":
         i = target.find("://")
         if i > 0:
             j = target.find("/", i + 3)
-            target = target[j:] if j >= 0 else "/"
+            return target[:j] if j >= 0 else target
+    return ""
+
+
+def _split_target(target: str) -> tuple[str, str | None]:
+    """path and query of a request target (origin or absolute form)."""
+    prefix = _authority_prefix(target)
+    if prefix:
+        target = target[len(prefix):] or "/"
     q = target.find("?")
     if q < 0:
         return target, None
     return target[:q], target[q + 1:]
 
 
-_REWRITES = frozenset(("set-path", "set-pathq", "set-query", "set-uri", "set-method",
-                       "replace-path", "replace-pathq", "replace-uri", "replace-header",
-                       "replace-value"))
 _BACKREF = re.compile(r"\\(\d)")
 
 
@@ -259,12 +265,7 @@ def _rewrite(req, ctx, rule) -> None:
         req.method = ctx.method = value
         return
     target = req.target
-    prefix = ""
-    if target[:1] != "/":               # absolute form: the path starts after the authority
-        i = target.find("://")
-        if i > 0:
-            j = target.find("/", i + 3)
-            prefix = target[:j] if j >= 0 else target
+    prefix = _authority_prefix(target)
     rest = target[len(prefix):]
     path, sep, query = rest.partition("?")
     if act == "set-path":
@@ -1161,7 +1162,7 @@ class Frontend:
             elif act == "del-header":
                 req.remove(rule.header.lower())
                 ctx.headers = req.headers
-            elif act in _REWRITES:
+            elif act in REWRITE_ACTIONS:
                 _rewrite(req, ctx, rule)
             elif act == "redirect":
                 return self._redirect(c, req, ctx, stream, rule, backend is None)
