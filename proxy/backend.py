@@ -319,6 +319,7 @@ class Backend:
     def __init__(self, model, table=None):
         self.model = model
         self.name: str = model.name
+        self.iid = 0                       # HAProxy's proxy id (be_id, show stat iid)
         self.table = table                 # its own stick table, if it declares one
         self.srvkey = "name"
         decl = getattr(model, "stick_table", None)

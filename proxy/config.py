@@ -24,7 +24,7 @@ from . import model as m
 from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_expr, parse_net,
                   split_condition)
 from .maps import REGISTRY
-from .sample import RESPONSE_FETCHES, Refs, SampleError, compile_expr
+from .sample import FETCH_NEEDS, RESPONSE_FETCHES, Refs, SampleError, compile_expr
 from .stick_table import parse_table_args, parse_time_err
 
 SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
@@ -1350,21 +1350,41 @@ class Parser:
         except (AclError, SampleError) as e:
             raise line.error(f"error detected while parsing a '{' '.join(line.words[:2])}' "
                              f"condition : {e}") from None
-        if not response:
-            self.warn_response_fetches(p, line, cond_words)
+        self.warn_unavailable_fetches(p, line, cond_words, response)
         return cond
 
-    def warn_response_fetches(self, p: m.Proxy, line: Line, cond_words: Sequence[str]):
-        """HAProxy warns when a request-time condition uses response data (never matches)."""
+    @staticmethod
+    def unavailable(p: m.Proxy, name: str, response: bool) -> Optional[str]:
+        """What fetch `name` needs that a rule of `p` does not have yet ('HTTP response',
+        'server', 'backend'), or None. Response rules have them all; a request rule has
+        the backend only in a backend or listen."""
+        if response:
+            return None
+        if name in RESPONSE_FETCHES:
+            return "HTTP response"
+        need = FETCH_NEEDS.get(name)
+        if need == "backend" and p.kind != "frontend":
+            return None
+        return need
+
+    def warn_unavailable_fetches(self, p: m.Proxy, line: Line, cond_words: Sequence[str],
+                                 response: bool):
+        """HAProxy warns when a condition uses data its rule runs before (never matches)."""
         for w in cond_words:
             w = w.lstrip("!")
             names = ([e.fetch for e in p.acls[w].exprs] if w in p.acls else
                      [w.split(",")[0].split("(")[0]])
             for name in names:
-                if name in RESPONSE_FETCHES:
+                if self.unavailable(p, name, response):
                     who = f"acl '{w}'" if w in p.acls else "anonymous acl"
-                    self.warn(line, f"{who} will never match because it uses keyword '{name}' "
-                                    f"which is incompatible with '{p.kind} {line.keyword} rule'")
+                    kind = "backend" if p.kind == "backend" else "frontend"
+                    rule = _RULE_NAMES.get(line.keyword, line.keyword)
+                    within = ""
+                    if line.keyword == "tcp-request":
+                        rule = " ".join(line.words[:2])
+                        within = f" in '{rule}'"
+                    self.warn(line, f"{who} will never match{within} because it uses keyword "
+                                    f"'{name}' which is incompatible with '{kind} {rule} rule'")
                     return
 
     def expression(self, line: Line, text: str, what: str, level: str = "http",
@@ -1597,11 +1617,18 @@ class Parser:
                                      f"'{what}' rule : missing ']' after '{text[j + 1:]}'.")
                 expr = text[j + 1:end]
                 try:
-                    compile_expr(expr, self._refs(p, line))
+                    compiled = compile_expr(expr, self._refs(p, line))
                 except SampleError as e:
                     raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
                                      f"'{what}' rule : failed to parse sample expression "
                                      f"<{expr}> : {e}.") from None
+                need = self.unavailable(p, compiled.fetch.name,
+                                        what.startswith(("http-response", "http-after-response")))
+                if need:
+                    raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
+                                     f"'{what}' rule : sample fetch <{text[j + 1:]}> may not be "
+                                     f"reliably used here because it needs '{need}' which is "
+                                     "not available here.")
                 i = end + 1
             else:
                 i = j
@@ -1927,6 +1954,11 @@ class Parser:
                     msg = (f"Proxy '{p.name}': unable to find table '{table}' referenced by "
                            f"{user}.")
                 raise ConfigError(msg, where.file, where.line, keyword)
+
+
+# HAProxy's names of the rule sets, in its configuration warnings
+_RULE_NAMES = {"http-request": "http-request header", "http-response": "http-response header",
+               "use_backend": "use-backend"}
 
 
 class _RefList(list):

@@ -421,6 +421,7 @@ class Frontend:
         self.proc = proc
         self.model = model
         self.name = model.name
+        self.iid = 0                    # HAProxy's proxy id (fe_id, show stat iid)
         self.table = table
         self.stats = StatusCounters()
         self.stats.on_tick = self._tick_backends
@@ -575,7 +576,7 @@ class Frontend:
 
     def _ctx(self, c: ClientConn, sc) -> Context:
         return Context(c.src, c.src_port, c.dst, c.dst_port, c.ssl, sc=sc, table=self.table,
-                       tables=self.proc.tables)
+                       tables=self.proc.tables, fe=self)
 
     async def serve(self, c: ClientConn, sess_sc=None, first: bool = True, late: bool = False):
         proc = self.proc
@@ -837,7 +838,8 @@ class Frontend:
         else:
             path, query = _split_target(target)
         ctx = Context(c.src, c.src_port, c.dst, c.dst_port, c.ssl, req.method, path, query,
-                      req.target, req.headers, stream.sc, self.table, proc.tables)
+                      req.target, req.headers, stream.sc, self.table, proc.tables, None, self,
+                      stream, req.version)
         # one clock read for the request's own rules (HAProxy's now_ms is per loop turn
         # too); whatever runs after a wait sets it back to None and reads the clock again
         ctx.now = now_ms()
@@ -1091,6 +1093,7 @@ class Frontend:
         if backend is None:
             return self._local_error(c, req, stream, 503)
         bm = backend.model
+        ctx.be = backend
         if bm is not model and (bm.http_request or bm.redirects):
             ctx.table = backend.table
             verdict = await self._http_rules(c, req, ctx, stream, bm.http_request,

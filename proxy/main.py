@@ -31,6 +31,7 @@ from . import backend as backend_mod
 from . import sample
 from .backend import Backend
 from .frontend import Frontend
+from .stats import proxy_ids
 
 GRACE_S = 5.0
 DRAIN_S = 0.2      # soft stop: accept what is already queued before closing the listeners
@@ -119,6 +120,9 @@ class ProxyProcess:
         backends = {}
         for name, model in cfg.backends.items():
             backends[name] = Backend(model, tables.get(name))
+        ids = proxy_ids(cfg)
+        for b in backends.values():
+            b.iid = ids[b.name]
         frontends = []
         for name, model in cfg.frontends.items():
             if model.disabled or model.mode != "http":
@@ -127,6 +131,7 @@ class ProxyProcess:
                                       "supported by edgestick proxy")
                 continue
             fe = Frontend(self, model, tables.get(name))
+            fe.iid = ids[name]
             if model.kind == "listen":
                 fe.own_backend = backends.get(name)
             frontends.append(fe)

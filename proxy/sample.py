@@ -47,6 +47,7 @@ import random
 import socket
 import time
 import types
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -58,13 +59,14 @@ from edgestick.freq_ctr import now_ms, read_freq
 class Context:
     __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "method", "path", "query",
                  "url", "headers", "sc", "table", "tables", "status", "res_headers",
-                 "response", "now", "vars")
+                 "response", "now", "vars", "fe", "be", "stream", "version")
 
     def __init__(self, src: Optional[str] = None, src_port: int = 0, dst: Optional[str] = None,
                  dst_port: int = 0, ssl: bool = False, method: Optional[str] = None,
                  path: Optional[str] = None, query: Optional[str] = None,
                  url: Optional[str] = None, headers: Any = (), sc: Optional[list] = None,
-                 table: Any = None, tables: Optional[dict] = None, status: Optional[int] = None):
+                 table: Any = None, tables: Optional[dict] = None, status: Optional[int] = None,
+                 fe: Any = None, stream: Any = None, version: int = 11):
         self.src, self.src_port, self.dst, self.dst_port = src, src_port, dst, dst_port
         self.ssl, self.method, self.path, self.query, self.url = ssl, method, path, query, url
         self.headers = headers
@@ -76,6 +78,9 @@ class Context:
         self.response = False
         self.now = None
         self.vars = None
+        # the stream's frontend, its backend once chosen (HAProxy's stream backend is the
+        # frontend until then), the Stream (its server), the request's HTTP version
+        self.fe, self.be, self.stream, self.version = fe, None, stream, version
 
 
 class SampleError(ValueError):
@@ -1128,6 +1133,89 @@ _srv_fetch("srv_sess_rate", "int", lambda s: s.rates.rate(0, s.stot, now_ms()))
 _srv_fetch("srv_weight", "int", lambda s: s.weight)
 _srv_fetch("srv_uweight", "int", lambda s: s.weight)
 _srv_fetch("srv_iweight", "int", lambda s: s.model.weight)
+
+
+# ---------------------------------------------------------------------------- the stream's proxies
+# fe_name, be_name, srv_name...: the frontend, backend and server of the stream being
+# processed (Context.fe, .be, .stream.srv). Until a backend is chosen HAProxy's stream
+# backend is the frontend itself. FETCH_NEEDS below keeps them out of rules that run before
+# their object exists, as HAProxy's configuration check does.
+
+def _stream_be(ctx):
+    be = ctx.be
+    return be if be is not None else ctx.fe
+
+
+def _stream_srv(ctx):
+    stream = ctx.stream
+    return None if stream is None else stream.srv
+
+
+def _timeout_ms(px, name: str) -> Optional[int]:
+    return None if px is None else (px.model.timeout(name) or 0)
+
+
+def _pathq(ctx) -> Optional[str]:
+    if ctx.path is None:
+        return None
+    return ctx.path if ctx.query is None else f"{ctx.path}?{ctx.query}"
+
+
+def _is_local(addr: Optional[str]) -> Optional[bool]:
+    """Whether `addr` is one of this host's addresses (binding to it succeeds)."""
+    if not addr:
+        return None
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((addr, 0))
+        except OSError:
+            return False
+    return True
+
+
+def _name_or_none(obj):
+    return None if obj is None else obj.name
+
+
+_simple("fe_name", "str", lambda ctx: _name_or_none(ctx.fe))
+_simple("fe_id", "int", lambda ctx: None if ctx.fe is None else ctx.fe.iid)
+_simple("fe_defbe", "str", lambda ctx: None if ctx.fe is None else ctx.fe.model.default_backend)
+_simple("fe_client_timeout", "int", lambda ctx: _timeout_ms(ctx.fe, "client"))
+_simple("be_name", "str", lambda ctx: _name_or_none(_stream_be(ctx)))
+_simple("be_id", "int", lambda ctx: getattr(_stream_be(ctx), "iid", None))
+_simple("be_server_timeout", "int", lambda ctx: _timeout_ms(_stream_be(ctx), "server"))
+_simple("be_tunnel_timeout", "int", lambda ctx: _timeout_ms(_stream_be(ctx), "tunnel"))
+_simple("srv_name", "str", lambda ctx: _name_or_none(_stream_srv(ctx)))
+_simple("srv_id", "int", lambda ctx: getattr(_stream_srv(ctx), "id", None))
+_simple("req.ver", "str", lambda ctx: None if ctx.method is None else
+        f"{ctx.version // 10}.{ctx.version % 10}")
+_simple("capture.req.ver", "str", lambda ctx: None if ctx.method is None else
+        f"HTTP/{ctx.version // 10}.{ctx.version % 10}")
+_simple("pathq", "str", _pathq)
+FETCHES["capture.req.uri"] = FETCHES["pathq"]     # (2.6 gives the origin form for both)
+_simple("stopping", "bool", lambda ctx: ctx.fe is not None and bool(ctx.fe.proc.stopping))
+_simple("nbproc", "int", lambda ctx: 1)
+_simple("thread", "int", lambda ctx: 0)           # one event loop: thread 0 of 1
+_simple("src_is_local", "bool", lambda ctx: _is_local(ctx.src))
+_simple("dst_is_local", "bool", lambda ctx: _is_local(ctx.dst))
+_simple("hostname", "str", lambda ctx: socket.gethostname())
+
+
+def _uuid_build(args, cfg):
+    if len(args) > 1 or args and args[0] != "4":
+        raise SampleError("Unsupported UUID version")
+    return lambda ctx: str(uuid.uuid4())
+
+
+FETCHES["uuid"] = FetchDef("uuid", "str", _uuid_build, "str")
+
+# what a fetch needs that a rule may run before (HAProxy: "may not be reliably used here
+# because it needs '...' which is not available here"); see config.Parser.check_log_format
+FETCH_NEEDS: dict[str, str] = {
+    **{n: "backend" for n in ("be_name", "be_id", "be_server_timeout", "be_tunnel_timeout")},
+    **{n: "server" for n in ("srv_name", "srv_id")},
+}
 
 
 # ---------------------------------------------------------------------------- converters

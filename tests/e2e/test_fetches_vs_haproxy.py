@@ -2,7 +2,9 @@
 converters (url_dec, field, word, regsub, base64/b64dec, bytes, sdbm/djb2/wt6/crc32,
 ltime/utime, or/xor/cpl) on the same requests, the backend and server state fetches
 (nbsrv, be_conn, fe_conn, srv_is_up, srv_conn, queue, connslots) once the health checks
-have settled, and the configuration errors of `-c` for their bad arguments."""
+have settled, the stream's own proxies and request (fe_name, be_id, srv_name, req.ver,
+pathq...), and the configuration errors and warnings of `-c` for their bad arguments and
+for fetches used before their object exists."""
 import subprocess
 import sys
 import time
@@ -202,6 +204,18 @@ BAD = [
 ]
 
 
+# fetches of what a request rule runs before: the server, the response, the backend
+UNAVAILABLE = [
+    ("srv_name", "sample fetch <srv_name]> may not be reliably used here because it needs "
+     "'server' which is not available here."),
+    ("status", "sample fetch <status]> may not be reliably used here because it needs "
+     "'HTTP response' which is not available here."),
+    ("be_id", "sample fetch <be_id]> may not be reliably used here because it needs "
+     "'backend' which is not available here."),
+    ("uuid(3)", "Unsupported UUID version"),
+]
+BAD += UNAVAILABLE
+
 # the same names in conditions (HAProxy words them per context) and omitted names (the
 # rule's proxy, which must have the capability)
 BAD_RULES = [
@@ -276,3 +290,96 @@ def test_a_reload_is_seen_by_compiled_fetches():
                 p.stop()
     finally:
         be.kill()
+
+
+IDENTITY_CONFIG = """
+global
+    nbthread 1
+""" + DEFAULTS + """
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-request return status 200 content-type text/plain lf-string "%[fe_name]|%[fe_id]|%[fe_defbe]|%[fe_client_timeout]|%[req.ver]|%[capture.req.ver]|%[capture.req.uri]|%[pathq]|%[url]|%[stopping]|%[nbproc]|%[thread]|%[src_is_local]|%[dst_is_local]|%[hostname]|%[uuid,length]|%[uuid(4),length]\\n" if { path_beg /fe }
+    http-response set-header x-info "%[fe_name]|%[be_name]|%[be_id]|%[srv_name]|%[srv_id]|%[be_server_timeout]"
+    use_backend numbered if { path_beg /num }
+    default_backend bk
+
+backend bk
+    timeout server 7s
+    http-request return status 200 content-type text/plain lf-string "%[fe_name]|%[be_name]|%[be_id]|%[be_server_timeout]|%[be_tunnel_timeout]\\n" if { path_beg /be }
+    server s1 127.0.0.1:{S1}
+
+backend numbered
+    id 42
+    server first 127.0.0.1:{S1} id 9
+
+listen li
+    bind 127.0.0.1:{FE2}
+    http-request set-header x-be %[be_name]
+    http-request return status 200 content-type text/plain lf-string "%[fe_name]|%[be_name]|%[fe_id]|%[be_id]|%[fe_defbe]\\n"
+    server s1 127.0.0.1:{S1}
+"""
+
+IDENTITY_REQUESTS = [
+    b"GET /fe/x?a=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    b"GET /fe/x? HTTP/1.0\r\n\r\n",
+    b"GET http://a/fe/y?b=2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    b"GET /be HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+]
+
+
+def test_stream_identity_as_haproxy(haproxy_bin):
+    from proxy_harness import raw_exchange
+    be = Backends(["s1"]).start()
+    try:
+        with workdir() as tmp, both(IDENTITY_CONFIG, be, tmp, haproxy_bin, n_frontends=2) as (h, e):
+            for raw in IDENTITY_REQUESTS:
+                assert raw_exchange(e.port, raw) == raw_exchange(h.port, raw), raw
+            for path in ("/fwd", "/num"):        # response rules see the backend and server
+                rh, re_ = one_request(h.port, path), one_request(e.port, path)
+                assert re_.status == rh.status == 200
+                assert re_.header("x-info") == rh.header("x-info"), path
+            assert one_request(e.port, "/num").header("x-info") == "fe|numbered|42|first|9|5000"
+            assert one_request(e.ports[1], "/").body == one_request(h.ports[1], "/").body
+    finally:
+        be.kill()
+
+
+WARN_RULES = """
+frontend fe
+    bind 127.0.0.1:1
+    http-request deny if { status 500 }
+    http-request deny if { srv_name s1 }
+    http-response deny if { srv_name s1 }
+    http-request deny if { be_name bk }
+    use_backend bk if { be_id 3 }
+    default_backend bk
+
+backend bk
+    http-request deny if { srv_id 7 }
+    http-request deny if { be_id 7 }
+    server s1 127.0.0.1:1
+
+listen li
+    bind 127.0.0.1:2
+    http-request deny if { srv_id 7 }
+    http-request deny if { be_name x }
+    server s1 127.0.0.1:1
+"""
+
+
+def test_never_matching_conditions_warn_as_haproxy(haproxy_bin):
+    """Conditions on data their rule runs before: the same lines warned, in the same words."""
+    import re
+    with workdir() as d:
+        cfg = d / "w.cfg"
+        cfg.write_text(DEFAULTS + WARN_RULES)
+        found = []
+        for argv, loc in (([haproxy_bin, "-c", "-f", str(cfg)], r"parsing \[[^]]*w\.cfg:(\d+)\]"),
+                          ([sys.executable, "-m", "edgestick", "proxy", "-c", "-f", str(cfg)],
+                           r"w\.cfg:(\d+):")):
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stdout + r.stderr
+            found.append(re.findall(loc + r".*?((?:anonymous acl|acl '\w+') will never match.*)",
+                                    r.stdout + r.stderr))
+        assert found[1] == found[0]
+        assert len(found[0]) == 6, found[0]
