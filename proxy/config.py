@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 
 from edgestick.cfgsyntax import ConfigError, Line, read_file
 
-from . import http1
+from . import compression, http1
 from . import model as m
 from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_expr, parse_net,
                   split_condition)
@@ -470,6 +470,7 @@ class Parser:
         p.cookie = copy.copy(base.cookie)
         p.errorfiles = dict(base.errorfiles)
         p.tcp_request_inspect_delay_ms = base.tcp_request_inspect_delay_ms
+        p.compression = base.compression        # (`offload` is never in a defaults')
         if p.has_frontend:
             p.monitor_uri = base.monitor_uri
         if kind != "defaults":
@@ -559,6 +560,9 @@ class Parser:
         elif kw == "hard-stop-after":
             g.hard_stop_after_ms = _time(line, _arg(line, 1, "time"), "hard-stop-after",
                                          self.warnings)
+        elif kw in compression.GLOBAL_KEYWORDS:
+            compression.check_global(line, self.warn)
+            g.ignored[kw] = w[1:]
         elif kw in self.GLOBAL_IGNORED or kw.startswith(("tune.", "ssl-default-", "ssl-engine",
                                                           "51degrees", "wurfl")):
             g.ignored[kw] = w[1:]
@@ -1856,6 +1860,7 @@ class Parser:
             self.finish_proxy(p)
         self.check_peers()
         self.check_table_refs()
+        compression.finish(cfg)
 
     def finish_proxy(self, p: m.Proxy):
         # server ids: explicit ones first, then the free numbers by position
@@ -2069,7 +2074,7 @@ TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "cap
                      "set-dst-port", "attach-srv"}
 
 UNSUPPORTED_PROXY_KEYWORDS = {
-    "compression", "unique-id-format",
+    "unique-id-format",
     "unique-id-header", "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
     "server-template", "filter", "tcp-check", "external-check", "force-persist",
     "ignore-persist", "persist", "http-after-response", "http-error",
@@ -2122,4 +2127,5 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "redirect": ("any", Parser.kw_redirect),
     "monitor-uri": ("fe", Parser.kw_monitor_uri),
     "monitor": ("fe", Parser.kw_monitor),
+    "compression": ("any", compression.kw_compression),
 }

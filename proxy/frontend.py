@@ -27,7 +27,7 @@ import time
 import weakref
 
 from . import backend as be_mod
-from . import http1
+from . import compression, http1
 from .backend import Backend, ServerState
 from .config import REWRITE_ACTIONS
 from .sample import Context, compile_expr
@@ -440,6 +440,7 @@ class Frontend:
         # (_head_options) and whether the data callback may forward them (_fast_forward)
         self._head_opts: dict = {}
         self._forward_plans: dict = {}
+        self._comp_plans: dict = {}     # backends whose requests may be compressed: Plan
         # requests answered by the frontend's own rules may be served without waking the
         # connection's coroutine (Frontend.fast) unless a rule has to wait
         self.fast_ok = not model.tcp_request_content and all(
@@ -936,6 +937,9 @@ class Frontend:
                       or self.model.http_response or backend._limited
                       or (bm is not self.model and (bm.http_request or bm.redirects)))
             plan = self._forward_plans[backend] = _sec(bm.timeouts.get("server")) if ok else False
+            if bm.compression is not None or self.model.compression is not None:
+                self._comp_plans[backend] = compression.Plan(self.model.compression,
+                                                             bm.compression)
         if plan is False or req.upgrade:
             return False
         active = backend._active
@@ -960,13 +964,20 @@ class Frontend:
         if srv.cur > srv.smax:
             srv.smax = srv.cur
         stream.srv = srv
+        # compression: the algorithm (and `offload`) from the request as it leaves
+        comp = None
+        if self._comp_plans:
+            cplan = self._comp_plans.get(backend)
+            if cplan is not None:
+                comp = cplan.select(req)
         head, server_close = self._request_head(c, req, backend)
         srv.wire_out += len(head)
         conn.transport.write(head)
         c.inflight = True
         c.deadline = float("inf")       # the keep-alive timeout starts after the response
         # the relay stands in the server connection's waiter slot
-        conn.waiter = _Relay(self, c, req, ctx, stream, backend, srv, conn, head, server_close)
+        conn.waiter = _Relay(self, c, req, ctx, stream, backend, srv, conn, head, server_close,
+                             comp)
         if plan is not None:
             conn.deadline = conn.loop.time() + plan
             be_mod.WAITING.add(conn)
@@ -1011,7 +1022,7 @@ class Frontend:
         try:
             keep = await self._exchange(relay.c, relay.req, relay.ctx, relay.stream,
                                         relay.backend, relay.srv, relay.conn, [], None, False,
-                                        relay.head, exc)
+                                        relay.head, exc, relay.comp)
         except Exception as e:
             self.internal_error(relay.c.src, e)
         finally:
@@ -1410,9 +1421,11 @@ class Frontend:
         return http1.serialize_request(req, extra, server_close), server_close
 
     async def _exchange(self, c, req, ctx, stream, backend, srv, conn, stores, cookie, direct,
-                        sent: bytes | None = None, exc: BaseException | None = None) -> bool:
+                        sent: bytes | None = None, exc: BaseException | None = None,
+                        comp=None) -> bool:
         """Request to the server, response to the client. `sent`: the fast path wrote
-        this head (a body-less request) already; `exc`: what ended its wait."""
+        this head (a body-less request) already, `comp` its compression choice; `exc`:
+        what ended its wait."""
         proc = self.proc
         st = self.stats
         bm = backend.model
@@ -1423,6 +1436,12 @@ class Frontend:
             head = sent
             server_close = self._head_options(backend)[2]
         else:
+            if bm.compression is not None or self.model.compression is not None:
+                cplan = self._comp_plans.get(backend)
+                if cplan is None:
+                    cplan = self._comp_plans[backend] = compression.Plan(
+                        self.model.compression, bm.compression)
+                comp = cplan.select(req)
             head, server_close = self._request_head(c, req, backend)
             if req.framing == http1.LENGTH and len(c.buf) >= req.length:
                 n = req.length               # the whole body is here: one write
@@ -1480,6 +1499,8 @@ class Frontend:
             return self._local_error(c, req, stream, status) and False
         status = resp.status
         ctx.status = status
+        if comp is not None and not comp.applies(req, resp):
+            comp = None             # decided on the server's head, before http-response rules
         sc = stream.sc
         if 400 <= status < 500:
             for t in sc:
@@ -1527,9 +1548,15 @@ class Frontend:
                 chunk_out = True
             else:
                 closing = True
+        if comp is not None:
+            comp.rewrite_head(resp)
         head = http1.serialize_response(resp, http1.connection_header(req, closing))
         stream.adj_out -= len(head)
-        if resp.framing == http1.NO_BODY:
+        if comp is not None:
+            c.write(head)
+            stream.bytes_out += len(head)
+            server_reusable = await compression.relay_body(c, conn, resp, stream, comp, t_server)
+        elif resp.framing == http1.NO_BODY:
             c.write(head)
             stream.bytes_out += len(head)
             server_reusable = True
@@ -1860,12 +1887,12 @@ class _Relay:
     """A request the fast path forwarded: it stands in the server connection's waiter
     slot, so the server's data callback (or EOF, or the reaper's timeout) calls it."""
     __slots__ = ("fe", "c", "req", "ctx", "stream", "backend", "srv", "conn", "head",
-                 "server_close")
+                 "server_close", "comp")
 
-    def __init__(self, fe, c, req, ctx, stream, backend, srv, conn, head, server_close):
+    def __init__(self, fe, c, req, ctx, stream, backend, srv, conn, head, server_close, comp):
         self.fe, self.c, self.req, self.ctx, self.stream = fe, c, req, ctx, stream
         self.backend, self.srv, self.conn, self.head = backend, srv, conn, head
-        self.server_close = server_close
+        self.server_close, self.comp = server_close, comp     # comp: compression.Choice
 
     # the future protocol Endpoint and the reaper use
     def done(self):
@@ -1920,7 +1947,9 @@ class _Relay:
                 end = head_len + resp.length if resp.framing == http1.LENGTH else head_len
                 server_keep = resp.keep_alive
         be_mod.WAITING.discard(conn)
-        if end < 0 or len(buf) < end:
+        if end < 0 or len(buf) < end or (self.comp is not None and
+                                         compression.may_apply(status, end - head_len)):
+            # (a response that may be compressed: the general path decides and does it)
             asyncio.get_running_loop().create_task(fe._relay_tail(self, None))
             return True
         c, stream, srv, backend = self.c, self.stream, self.srv, self.backend

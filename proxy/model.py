@@ -283,6 +283,7 @@ class Proxy:
     id: Optional[int] = None
     description: Optional[str] = None
     errorfiles: dict[int, str] = field(default_factory=dict)
+    compression: Any = None              # proxy.compression.Compression (`compression` lines)
 
     @property
     def has_frontend(self) -> bool:

@@ -5,7 +5,8 @@
 Each answers HTTP/1.1 with keep-alive; the body says which server answered, the request
 line and the headers it received (lower-cased names, in order), so tests see what the
 proxy forwarded. Query parameters: status=N (answer N), setcookie=V (add Set-Cookie: V),
-hdr=Name: value (add that header), sleep=S (wait S seconds), size=N (N-byte body),
+hdr=Name: value (add that header; may repeat),
+ctype=T (Content-Type T instead of text/plain; empty: none), sleep=S (wait S seconds), size=N (N-byte body),
 chunked=1 (chunked response), idle_close=S (close the connection S seconds after the
 response, as servers with a short keep-alive timeout do), drop_next=1 (close the connection
 when the next request arrives on it, unanswered), upgrade=1 with an Upgrade header (101, the request headers it
@@ -102,19 +103,20 @@ class Echo(asyncio.Protocol):
         extra = []
         if "setcookie" in q:
             extra.append(f"Set-Cookie: {unquote(q['setcookie'])}")
-        if "hdr" in q:
-            extra.append(unquote(q["hdr"]))
+        extra += [unquote(v) for k, v in parse_qsl(target.partition("?")[2]) if k == "hdr"]
         extra.append(f"X-Server: {self.name}")
+        ctype = q.get("ctype", "text/plain")
+        ctype = f"Content-Type: {ctype}\r\n" if ctype else ""
         if method == "HEAD" or status in (204, 304):
             payload_out = b""
         else:
             payload_out = payload
         if q.get("chunked"):
-            head_out = (f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: text/plain\r\n"
+            head_out = (f"HTTP/1.1 {status} {_reason(status)}\r\n{ctype}"
                         f"Transfer-Encoding: chunked\r\n" + "".join(e + "\r\n" for e in extra) + "\r\n")
             data = head_out.encode() + (b"%x\r\n%s\r\n" % (len(payload_out), payload_out) if payload_out else b"") + b"0\r\n\r\n"
         else:
-            head_out = (f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: text/plain\r\n"
+            head_out = (f"HTTP/1.1 {status} {_reason(status)}\r\n{ctype}"
                         f"Content-Length: {len(payload)}\r\n" + "".join(e + "\r\n" for e in extra) + "\r\n")
             data = head_out.encode() + payload_out
         if not self.transport.is_closing():
