@@ -353,6 +353,9 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
                            "pattern beginning with a '-'")
         i += 1
     values = [v for _, v in file_values] + list(words[i:])
+    hook = getattr(fn, "patterns_hook", None)     # http_auth_group checks its groups
+    if hook is not None:
+        hook(values)
     PATTERN_IDS.take()                      # the expression's own reference
     # sample types HAProxy cannot cast to what the method compares: booleans to addresses,
     # methods to booleans, integers or addresses

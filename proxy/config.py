@@ -21,6 +21,7 @@ from edgestick.cfgsyntax import ConfigError, Line, read_file
 
 from . import compression, http1
 from . import model as m
+from . import auth, stats_page
 from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_expr, parse_net,
                   split_condition)
 from .maps import REGISTRY
@@ -31,7 +32,7 @@ SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
 HAPROXY_VERSION = (2, 6, 12)       # the version edgestick behaves as (.if version_* tests)
 FOREIGN_SECTIONS = ("shield",)            # parsed by control/
 # HAProxy sections edgestick does not implement: a clear error rather than "unknown"
-UNSUPPORTED_SECTIONS = ("userlist", "resolvers", "cache", "program", "http-errors", "ring",
+UNSUPPORTED_SECTIONS = ("resolvers", "cache", "program", "http-errors", "ring",
                         "mailers", "fcgi-app", "log-forward", "dynamic-update", "traces")
 
 # statuses HAProxy has a built-in error page for (deny/tarpit/return without payload)
@@ -251,6 +252,8 @@ class Parser:
         self.defaults_usage: dict[int, set[str]] = {}    # id(defaults) -> explicit/implicit
         self.check_steps: dict[int, list[str]] = {}      # id(proxy) -> http-check steps
         self.defaults_where: dict[str, list[m.Where]] = {}   # named defaults declarations
+        auth.start()
+        self.users = auth.SectionParser(self.cfg.userlists, self.warnings, _where)
 
     # ------------------------------------------------------------------ helpers
     def warn(self, line: Line, message: str, keyword: Optional[str] = None):
@@ -270,6 +273,9 @@ class Parser:
                 continue                                 # inside a false .if branch
             if kw in SECTIONS or kw in FOREIGN_SECTIONS:
                 self.open_section(line)
+            elif kw == "userlist":
+                self.open_section(line)
+                self.users.open(line)
             elif kw in UNSUPPORTED_SECTIONS:
                 raise line.error(f"'{kw}' sections are not supported by edgestick")
             elif self.section is None:
@@ -278,6 +284,8 @@ class Parser:
                 self.parse_global(line)
             elif self.section == "peers":
                 self.parse_peers(line)
+            elif self.section == "userlist":
+                self.users.line(line)
             elif self.section in FOREIGN_SECTIONS:
                 self.foreign.append(line)
             else:
@@ -359,6 +367,8 @@ class Parser:
         if kw == "global":
             if len(line.words) > 1:
                 raise line.error("section takes no argument")
+            return
+        if kw == "userlist":
             return
         if kw in FOREIGN_SECTIONS:
             self.foreign = []
@@ -473,6 +483,7 @@ class Parser:
         p.compression = base.compression        # (`offload` is never in a defaults')
         if p.has_frontend:
             p.monitor_uri = base.monitor_uri
+        p.stats = base.stats            # until the proxy has `stats` lines of its own
         if kind != "defaults":
             if p.has_frontend:
                 p.default_backend = base.default_backend
@@ -1573,6 +1584,8 @@ class Parser:
                                  "<idx>.")
             self.expression(line, args[0], ctx_what, level)
             rule.args = tuple(args)
+        elif action == "auth" and not tcp and level == "http":
+            rule.fmt = auth.parse_auth_action(line, p, args)     # the realm (None: default)
         elif action == "use-service" and not tcp and level == "http":
             if len(args) != 1:
                 raise line.error(f"'{ctx_what}' expects a service name")
@@ -1846,6 +1859,9 @@ class Parser:
     def kw_enabled(self, p, line):
         p.disabled = False
 
+    def kw_stats(self, p, line):
+        stats_page.parse_line(self, p, line, _where(line))
+
     def kw_errorfile(self, p, line):
         code = _arg(line, 1, "status code")
         path = _arg(line, 2, "file")
@@ -1860,6 +1876,8 @@ class Parser:
             self.finish_proxy(p)
         self.check_peers()
         self.check_table_refs()
+        auth.finish(cfg, cfg.userlists)
+        stats_page.finish(cfg, self.warnings)
         compression.finish(cfg)
 
     def finish_proxy(self, p: m.Proxy):
@@ -2078,7 +2096,7 @@ UNSUPPORTED_PROXY_KEYWORDS = {
     "unique-id-header", "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
     "server-template", "filter", "tcp-check", "external-check", "force-persist",
     "ignore-persist", "persist", "http-after-response", "http-error",
-    "use-server", "errorloc", "errorloc302", "errorloc303", "errorfiles", "stats",
+    "use-server", "errorloc", "errorloc302", "errorloc303", "errorfiles",
     "load-server-state-from-file", "server-state-file-name", "max-keep-alive-queue",
     "http-send-name-header", "orgto", "appsession", "rspadd", "reqadd", "block", "reqrep",
     "rsprep", "reqdel", "rspdel", "reqallow", "reqdeny", "reqtarpit", "reqpass", "reqirep",
@@ -2127,5 +2145,6 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "redirect": ("any", Parser.kw_redirect),
     "monitor-uri": ("fe", Parser.kw_monitor_uri),
     "monitor": ("fe", Parser.kw_monitor),
+    "stats": ("any", Parser.kw_stats),
     "compression": ("any", compression.kw_compression),
 }

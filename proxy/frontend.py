@@ -28,6 +28,7 @@ import weakref
 
 from . import backend as be_mod
 from . import compression, http1
+from . import auth, stats_page
 from .backend import Backend, ServerState
 from .config import REWRITE_ACTIONS
 from .sample import Context, compile_expr
@@ -443,7 +444,7 @@ class Frontend:
         self._comp_plans: dict = {}     # backends whose requests may be compressed: Plan
         # requests answered by the frontend's own rules may be served without waking the
         # connection's coroutine (Frontend.fast) unless a rule has to wait
-        self.fast_ok = not model.tcp_request_content and all(
+        self.fast_ok = not model.tcp_request_content and model.stats is None and all(
             r.action not in ("tarpit", "use-service") for r in model.http_request)
         self.forwardfor = model.options.forwardfor
         # new connections without connection-level rules start without a coroutine
@@ -935,7 +936,8 @@ class Frontend:
             bm = backend.model
             ok = not (bm.cookie is not None or bm.stick_rules or bm.http_response
                       or self.model.http_response or backend._limited
-                      or (bm is not self.model and (bm.http_request or bm.redirects)))
+                      or (bm is not self.model and (bm.http_request or bm.redirects
+                                                    or bm.stats is not None)))
             plan = self._forward_plans[backend] = _sec(bm.timeouts.get("server")) if ok else False
             if bm.compression is not None or self.model.compression is not None:
                 self._comp_plans[backend] = compression.Plan(self.model.compression,
@@ -1055,6 +1057,8 @@ class Frontend:
         if model.monitor_uri is not None and req.target == model.monitor_uri:
             return self._monitor(c, req, ctx, stream)
         verdict = await self._http_rules(c, req, ctx, stream, model.http_request, self.table)
+        if verdict is None and model.stats is not None and model.stats.matches(req):
+            return await stats_page.serve(self, c, req, ctx, stream, model.stats)
         if verdict is None and model.redirects:
             verdict = self._redirect_rules(c, req, ctx, stream, model)
         if verdict is not None:
@@ -1105,10 +1109,12 @@ class Frontend:
             return self._local_error(c, req, stream, 503)
         bm = backend.model
         ctx.be = backend
-        if bm is not model and (bm.http_request or bm.redirects):
+        if bm is not model and (bm.http_request or bm.redirects or bm.stats is not None):
             ctx.table = backend.table
             verdict = await self._http_rules(c, req, ctx, stream, bm.http_request,
                                              backend.table, backend)
+            if verdict is None and bm.stats is not None and bm.stats.matches(req):
+                return await stats_page.serve(self, c, req, ctx, stream, bm.stats, backend)
             if verdict is None and bm.redirects:
                 verdict = self._redirect_rules(c, req, ctx, stream, bm)
             if verdict is not None:
@@ -1180,9 +1186,24 @@ class Frontend:
                 _rewrite(req, ctx, rule)
             elif act == "redirect":
                 return self._redirect(c, req, ctx, stream, rule, backend is None)
+            elif act == "auth":
+                return self._unauthorized(c, req, ctx, stream, rule, backend)
             else:
                 self._counter_action(rule, ctx)
         return None
+
+    def _unauthorized(self, c, req, ctx, stream, rule, backend) -> bool:
+        """`http-request auth`: HAProxy's 401 (realm: the rule's, else the proxy's name),
+        an http_err on the trackers; the connection stays open."""
+        for t in stream.sc:
+            if t is not None:
+                t[0].inc_http_err(t[1], ctx.now)
+        if backend is None:
+            self.stats.intercepted += 1
+        closing = not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
+        realm = rule.fmt or (backend.name if backend is not None else self.name)
+        return self._finish_local(c, req, stream, 401,
+                                  auth.unauthorized(realm, closing, req.version < 11))
 
     def _finish_local(self, c, req, stream, status: int, data: bytes) -> bool:
         """Account and send a response produced here; returns keep-alive."""

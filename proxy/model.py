@@ -279,6 +279,8 @@ class Proxy:
     monitor_uri: Optional[str] = None    # answered 200 before any rule (503 on monitor fail)
     monitor_fail: list[Any] = field(default_factory=list)     # `monitor fail` conditions
     acls: dict[str, Any] = field(default_factory=dict)   # name -> proxy.acl.Acl
+    stats: Any = None                    # proxy.stats_page.StatsPage (`stats ...` lines)
+    stats_own: bool = False              # False: `stats` inherited from the defaults
     disabled: bool = False
     id: Optional[int] = None
     description: Optional[str] = None
@@ -341,6 +343,7 @@ class Config:
     backends: dict[str, Proxy] = field(default_factory=dict)      # backend + listen
     proxies: list[Proxy] = field(default_factory=list)            # non-defaults, in file order
     peers: dict[str, PeersSection] = field(default_factory=dict)
+    userlists: dict[str, Any] = field(default_factory=dict)       # name -> auth.Userlist
     # sections owned by other components (`shield`): their lines, for them to parse
     foreign_sections: list[tuple[str, tuple[str, ...], list]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)

@@ -265,7 +265,8 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
          "bin": b.bin_own + sum(s.bin for s in servers),
          "bout": b.bout_own + sum(s.bout for s in servers),
          "dreq": b.dreq, "dresp": b.dresp, "econ": b.econ, "eresp": b.eresp,
-         "wretr": b.wretr, "wredis": b.wredis, "status": "UP" if b.up else "DOWN",
+         "wretr": b.wretr, "wredis": b.wredis,
+         "status": "UP" if b.up or not servers else "DOWN",     # (no server: UP, as HAProxy)
          "weight": weight,
          "act": sum(1 for s in usable if not s.backup),
          "bck": sum(1 for s in usable if s.backup), "chkdown": b.chkdown,
@@ -877,14 +878,15 @@ def _count_up(rows: list) -> None:
             r["status"] += f" ({up.get(px, 0)}/{total.get(px, 0)})"
 
 
-def show_stat(proc, args: list = ()) -> str:
+def show_stat(proc, args: list = (), keep=None) -> str:
+    """`keep(row)`: the rows shown (the stats page's `stats scope`), all when None."""
     opt = StatOptions(list(args), proc, stat=True)
     if opt.error is not None:
         return opt.error
     rows = stat_rows(proc)
     if opt.up or opt.no_maint:
         _count_up(rows)
-    rows = [r for r in rows if _selected(r, opt)]
+    rows = [r for r in rows if _selected(r, opt) and (keep is None or keep(r))]
     if opt.form == "plain":
         return HEADER + "".join(_row(v) for v in rows)
     if opt.form == "json":
@@ -903,6 +905,15 @@ def show_stat(proc, args: list = ()) -> str:
                 line += f':"{STAT_META[name][2]}"'
             out.append(line + "\n")
     return "".join(out)
+
+
+def set_server_state(srv, state: str) -> None:
+    """`set server <bk>/<srv> state ready|drain|maint` (the stats page's admin form too)."""
+    srv.admin_maint = state == "maint"
+    srv.last_change = time.monotonic()
+    if srv.admin_maint:
+        srv.drop_idle()
+    srv.backend.recalc()
 
 
 def _server(proc, text: str):
@@ -942,11 +953,7 @@ def register_commands(proc, reg) -> None:
         if len(args) >= 5 and args[3] == "state":
             if args[4] not in ("ready", "drain", "maint"):
                 return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n"
-            srv.admin_maint = args[4] == "maint"
-            srv.last_change = time.monotonic()
-            if srv.admin_maint:
-                srv.drop_idle()
-            srv.backend.recalc()
+            set_server_state(srv, args[4])
             return ""
         return "'set server <srv>' only supports 'state' here.\n"
 
