@@ -4,16 +4,18 @@ rules) with HAProxy 2.6's rules (reference §9, §10)."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import ipaddress
 import os
+import random
 import socket
 import struct
 import time
 
 from edgestick.freq_ctr import now_ms
 
-from . import http1
+from . import hashes, http1
 from .stats import PerSecond
 
 UP, DOWN, MAINT = "UP", "DOWN", "MAINT"
@@ -331,6 +333,13 @@ class Backend:
         self.by_cookie = {s.cookie: s for s in self.servers if s.cookie}
         self.algo = model.balance
         self.leastconn = model.balance == "leastconn"   # only leastconn reads lc_key
+        method, fn, avalanche = model.hash_type
+        # random always walks the consistent-hash ring (HAProxy's BE_LB_ALGO_RND)
+        self.consistent = method == "consistent" or model.balance == "random"
+        self._hash_fn = hashes.BY_NAME[fn]
+        self._avalanche = avalanche
+        self._opts = model.balance_opts
+        self._ring: _Ring | None = None
         self._rr = 0
         self._active: list[ServerState] = []
         self._map: list[ServerState] = []
@@ -374,6 +383,8 @@ class Backend:
                 self.down_s += now - self.last_change
             self.last_change = now
         self._map = _weighted_map(active)
+        if self.consistent:
+            self._ring = _Ring(active, self._ring)
         # static-rr turns over every normal server, skipping unusable ones
         normal = [s for s in self.servers if not s.backup and s.weight > 0]
         self._rr_map = _weighted_map(normal) if any(s.usable for s in normal) else self._map
@@ -397,9 +408,11 @@ class Backend:
         for s in self.servers:
             s.rates.tick((s.stot,), now)
 
-    def pick(self, src: str | None, avoid: ServerState | None = None) -> ServerState | None:
+    def pick(self, src: str | None, avoid: ServerState | None = None,
+             req=None) -> ServerState | None:
         """Load-balancing choice among usable servers with a free slot (no persistence);
-        None when there is none."""
+        None when there is none. `req`: the request (http1.Message) the hash-based
+        algorithms read."""
         servers = self._active
         if avoid is not None and len(servers) > 1:
             servers = [s for s in servers if s is not avoid]
@@ -408,9 +421,24 @@ class Backend:
         if not servers:
             return None
         algo = self.algo
-        if algo == "source" and src is not None:
-            table = self._map if avoid is None else _weighted_map(servers)
-            return table[_source_hash(src, len(servers)) % len(table)]
+        if algo in _HASHED:
+            if algo == "source":
+                h = None if src is None else _source_hash(src, len(servers))
+            elif algo == "random":
+                return self._ring.random(self._opts["draws"], avoid)
+            else:
+                h = None if req is None else self._request_hash(algo, req, len(servers))
+            if h is not None:
+                if self._avalanche:
+                    h = hashes.full_hash(h)
+                if self.consistent:
+                    return self._ring.nearest(h, avoid)
+                table = self._map if avoid is None else _weighted_map(servers)
+                return table[h % len(table)]
+            # nothing to hash in the request: round robin over the map (or the ring)
+            if self.consistent:
+                return self._ring.next(avoid)
+            return self._map_rr(servers)
         if algo == "leastconn":
             # HAProxy's fwlc tree: lowest (in-flight + 1) / weight; equal keys in the
             # order the servers were (re)queued
@@ -421,14 +449,7 @@ class Backend:
                     return s
             return None
         if algo == "static-rr":
-            table = self._rr_map
-            n = len(table)
-            for _ in range(n):
-                srv = table[self._rr % n]
-                self._rr += 1
-                if srv in servers:
-                    return srv
-            return servers[0]
+            return self._map_rr(servers)
         fwrr = self._fwrr
         if len(fwrr.members) == 1:              # a single server: nothing to turn
             return servers[0]
@@ -437,6 +458,41 @@ class Backend:
             if srv is None or srv in servers:
                 break
         return srv if srv in servers else servers[0]
+
+    def _map_rr(self, servers: list[ServerState]) -> ServerState:
+        """The next server of the weighted map in turn (HAProxy's map_get_server_rr:
+        static-rr, and hash algorithms with nothing to hash)."""
+        table = self._rr_map
+        n = len(table)
+        for _ in range(n):
+            srv = table[self._rr % n]
+            self._rr += 1
+            if srv in servers:
+                return srv
+        return servers[0]
+
+    def _request_hash(self, algo: str, req, n_servers: int) -> int | None:
+        """The hash `balance uri|url_param|hdr` takes from the request (backend.c
+        get_server_uh/ph/hh) before any avalanche, None when it has nothing to hash."""
+        opts = self._opts
+        if algo == "url_param":
+            key = _url_param(req.target.encode("latin-1"), opts["param"].encode("latin-1"))
+            if key is None:
+                return None
+        elif n_servers == 1:            # (uri and hdr do not hash for a single server)
+            return 0
+        elif algo == "uri":
+            key = _uri_key(req.target.encode("latin-1"), opts)
+        else:
+            value = req.get(opts["header"])
+            if value is not None:       # the first element of a list-valued header
+                value = value.split(",", 1)[0].strip(" \t")
+            if not value:
+                return None
+            key = value.encode("latin-1")
+            if opts.get("domain_only"):
+                key = _main_domain(key)
+        return self._hash_fn(key)
 
     async def wait_slot(self, srv: ServerState | None, timeout_s: float | None):
         """Queue until a server (this one, or any for None) has a free slot; the slot
@@ -494,6 +550,35 @@ class Backend:
                 srv = self.by_name.get(entry_server_key)
         if srv is None and entry_server_id:
             srv = self.by_id.get(entry_server_id)
+        return srv
+
+    def stick_request(self, ctx, tables: dict, srv, persist: bool, stores: list):
+        """`stick match|on|store-request` rules on a request: the server an entry names
+        (unless `srv` is chosen already; it must be usable, or only not in maintenance
+        under `option persist`), else `srv`; the (table, key) pairs to store once a
+        server is known join `stores` (8 at most, one per table)."""
+        btable = self.table
+        for rule in self.model.stick_rules:
+            if rule.cond is not None and not rule.cond(ctx):
+                continue
+            table = tables.get(rule.table) if rule.table else btable
+            if table is None:
+                continue
+            if rule.kind in ("match", "on") and srv is None:
+                key = rule.expr(ctx)
+                if key is not None:
+                    entry = table.lookup(key)
+                    if entry is not None:
+                        s = self.server_for_stick(table.read(entry, "server_key"),
+                                                  table.read(entry, "server_id"))
+                        if s is not None and (s.usable or (persist and not s.admin_maint)):
+                            srv = s
+                            table.touch(entry)
+            if rule.kind in ("store-request", "on") and len(stores) < 8:
+                if all(t is not table for t, _ in stores):
+                    key = rule.expr(ctx)
+                    if key is not None:
+                        stores.append((table, key))
         return srv
 
     # ---- health checks
@@ -654,8 +739,8 @@ def _weighted_map(servers: list[ServerState]) -> list[ServerState]:
 
 
 def _source_hash(src: str, n_servers: int) -> int:
-    """`balance source` hash (map-based): XOR of the address's 32-bit words; no hash
-    at all when a single server remains."""
+    """`balance source` hash: XOR of the address's 32-bit words; no hash at all when a
+    single server remains."""
     if n_servers == 1:
         return 0
     packed = ipaddress.ip_address(src).packed
@@ -663,6 +748,143 @@ def _source_hash(src: str, n_servers: int) -> int:
     for i in range(0, len(packed), 4):
         h ^= int.from_bytes(packed[i:i + 4], "big")
     return h
+
+
+# --------------------------------------------------------------------------- hash keys
+
+_HASHED = frozenset({"source", "uri", "url_param", "hdr", "random"})
+
+
+def _uri_key(uri: bytes, opts: dict) -> bytes:
+    """What `balance uri [whole] [len N] [depth N] [path-only]` hashes: the request
+    target as received up to its '?' (unless `whole`), its first `len` bytes, up to the
+    slash after `depth` levels (counting the slashes of an absolute URI's scheme too)."""
+    if opts.get("path-only"):
+        uri = _origin_path(uri)
+    if "len" in opts:
+        uri = uri[:opts["len"]]
+    depth_slash = opts["depth"] + 1 if "depth" in opts else 0
+    whole = opts.get("whole", False)
+    slashes = 0
+    for i, c in enumerate(uri):
+        if c == 0x2F:                                   # '/'
+            slashes += 1
+            if slashes == depth_slash:
+                return uri[:i]
+        elif c == 0x3F and not whole:                   # '?'
+            return uri[:i]
+    return uri
+
+
+def _origin_path(uri: bytes) -> bytes:
+    """The path part of a request target (HAProxy's http_get_path): from its first '/'
+    after any scheme and authority; empty when it has none."""
+    if uri[:1] == b"/":
+        return uri
+    scheme_end = uri.find(b"://")
+    if scheme_end < 0:
+        return b""
+    slash = uri.find(b"/", scheme_end + 3)
+    return b"" if slash < 0 else uri[slash:]
+
+
+def _url_param(uri: bytes, name: bytes) -> bytes | None:
+    """The value of query parameter `name` (up to the next '&'), None when absent
+    (backend.c get_server_ph)."""
+    q = uri.find(b"?")
+    if q < 0:
+        return None
+    params = uri[q + 1:]
+    plen = len(name)
+    while len(params) > plen:
+        if params[plen:plen + 1] == b"=" and params[:plen] == name:
+            return params[plen + 1:].split(b"&", 1)[0]
+        amp = params.find(b"&")
+        if amp < 0:
+            return None
+        params = params[amp + 1:]
+    return None
+
+
+def _main_domain(host: bytes) -> bytes:
+    """`hdr(...) use_domain_only`: the label before the last dot ("www.example.com" ->
+    "example"); the whole value without a dot."""
+    last_dot = host.rfind(b".")
+    if last_dot < 0:
+        return host
+    return host[host.rfind(b".", 0, last_dot) + 1:last_dot]
+
+
+class _Ring:
+    """HAProxy's consistent-hash tree (lb_chash.c) over the usable servers: a server of
+    weight w holds 16 w points at full_hash(id x 4096 + n); a hash goes to the server of
+    the nearest point (the earlier one on a tie), avoiding one server if asked."""
+    __slots__ = ("keys", "servers", "last")
+
+    def __init__(self, servers: list[ServerState], old: "_Ring | None" = None):
+        points = sorted((hashes.full_hash((s.id * _EWGHT_RANGE + n) & hashes.U32), i, s)
+                        for i, s in enumerate(servers) for n in range(s.weight * 16))
+        self.keys = [p[0] for p in points]
+        self.servers = [p[2] for p in points]
+        self.last = None if old is None else old.last      # round robin position
+
+    def nearest(self, h: int, avoid=None):
+        keys = self.keys
+        n = len(keys)
+        if not n:
+            return None
+        i = bisect.bisect_left(keys, h)
+        if i == n:
+            i = 0
+        prev = i - 1 if i else n - 1
+        if (h - keys[prev]) & hashes.U32 <= (keys[i] - h) & hashes.U32:
+            i = prev
+        for _ in range(n):                  # the next points, past the server to avoid
+            if self.servers[i] is not avoid:
+                break
+            i = (i + 1) % n
+        return self.servers[i]
+
+    def next(self, avoid=None):
+        """Round robin along the ring (chash_get_next_server): the next point's server
+        with a free slot, the avoided one only when no other is."""
+        n = len(self.keys)
+        if not n:
+            return None
+        i = -1 if self.last is None or self.last >= n else self.last
+        avoided = None
+        for _ in range(n):
+            i = (i + 1) % n
+            s = self.servers[i]
+            if s.maxconn and s.cur >= s.maxconn:
+                continue
+            if s is not avoid:
+                self.last = i
+                return s
+            if avoided is None:
+                avoided = i
+        if avoided is None:
+            return None
+        self.last = avoided
+        return self.servers[avoided]
+
+    def random(self, draws: int, avoid=None):
+        """`balance random(draws)`: the least loaded (in flight / weight) of `draws` servers
+        drawn at random points of the ring; None when it is full (the request queues)."""
+        best = None
+        for _ in range(draws):
+            s = self.nearest(random.getrandbits(32), avoid)
+            if s is None:
+                break
+            if best is not None and best is not s and s.cur * best.weight > best.cur * s.weight:
+                s = best
+            best = s
+        if best is not None and best.maxconn and (best.queue or best.cur >= best.maxconn):
+            return None
+        return best
+
+
+_EWGHT_RANGE = 256 * 16         # SRV_EWGHT_RANGE: user weights 0-256 x BE_WEIGHT_SCALE
 
 
 # --------------------------------------------------------------------------- health checks

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 
 from edgestick.cfgsyntax import ConfigError, Line, read_file
 
-from . import compression, http1
+from . import compression, hashes, http1
 from . import model as m
 from . import auth, stats_page
 from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_expr, parse_net,
@@ -477,6 +477,7 @@ class Parser:
         p.http_check = copy.deepcopy(base.http_check)
         p.retries = base.retries
         p.balance, p.balance_args, p.hash_type = base.balance, base.balance_args, base.hash_type
+        p.balance_opts = dict(base.balance_opts)
         p.cookie = copy.copy(base.cookie)
         p.errorfiles = dict(base.errorfiles)
         p.tcp_request_inspect_delay_ms = base.tcp_request_inspect_delay_ms
@@ -962,25 +963,81 @@ class Parser:
 
     def kw_balance(self, p, line):
         algo = line.words[1] if len(line.words) > 1 else "roundrobin"
-        base = algo.split("(")[0]
+        base, paren, inner = algo.partition("(")
+        args = line.words[2:]
         if base not in ("roundrobin", "static-rr", "leastconn", "source", "first", "uri",
-                        "url_param", "hdr", "random", "rdp-cookie"):
+                        "url_param", "random", "rdp-cookie") and not (base == "hdr" and paren):
             raise line.error("balance only supports 'roundrobin', 'static-rr', 'leastconn', "
                              "'source', 'uri', 'url_param', 'hdr(name)' and 'rdp-cookie(name)' "
                              "options.")
-        if base not in ("roundrobin", "static-rr", "leastconn", "source", "first"):
-            raise line.error(f"'balance {algo}' is not supported by edgestick (supported: "
-                             "roundrobin, static-rr, leastconn, source, first)")
-        p.balance, p.balance_args = base, tuple(line.words[2:])
+        if base == "rdp-cookie":
+            raise line.error(f"'balance {algo}' is not supported by edgestick (it reads an RDP "
+                             "cookie in TCP payload; edgestick runs mode http)")
+        opts: dict = {}
+        if base == "uri":
+            i = 0
+            while i < len(args):
+                a = args[i]
+                if a in ("len", "depth"):
+                    v = args[i + 1] if i + 1 < len(args) else ""
+                    if not v.isdigit() or int(v) <= 0:
+                        raise line.error(f"balance uri : '{a}' expects a positive integer "
+                                         f"(got '{v}').")
+                    opts[a] = int(v)
+                    i += 2
+                elif a in ("whole", "path-only"):
+                    opts[a] = True
+                    i += 1
+                else:
+                    raise line.error("balance uri only accepts parameters 'len', 'depth', "
+                                     f"'path-only', and 'whole' (got '{a}').")
+        elif base == "url_param":
+            if not args:
+                raise line.error("balance url_param requires an URL parameter name.")
+            opts["param"] = args[0]
+            if len(args) > 1:
+                if args[1] != "check_post":
+                    raise line.error("balance url_param only accepts 'check_post' modifier "
+                                     f"(got '{args[1]}').")
+                self.warn(line, "'check_post' has no effect in edgestick: only the query "
+                                "string is hashed, a POST body never is")
+        elif base == "hdr":
+            name = inner[:-1] if inner.endswith(")") else inner
+            if not name:
+                raise line.error("balance hdr requires an http header field name.")
+            opts["header"] = name.lower()
+            if args:
+                if args[0] != "use_domain_only":
+                    raise line.error(f"balance {algo} only accepts 'use_domain_only' modifier "
+                                     f"(got '{args[0]}').")
+                opts["domain_only"] = True
+        elif base == "random":
+            draws = 2
+            if paren:
+                text = inner[:-1] if inner.endswith(")") else inner
+                digits = len(text) - len(text.lstrip("0123456789"))
+                if digits < len(text):
+                    raise line.error("balance random : unexpected character "
+                                     f"'{text[digits]}' after argument.")
+                draws = int(text or 0)
+                if draws < 1:
+                    raise line.error("balance random : number of draws must be at least 1.")
+            opts["draws"] = draws
+        p.balance, p.balance_args, p.balance_opts = base, tuple(args), opts
 
     def kw_hash_type(self, p, line):
-        ht = _arg(line, 1, "map-based|consistent")
-        if ht not in ("map-based", "consistent"):
-            raise line.error(f"'hash-type' expects 'map-based' or 'consistent' (got '{ht}')")
-        if ht == "consistent":
-            self.warn(line, "'hash-type consistent' has no effect in edgestick: hash-based "
-                            "balancing is map-based")
-        p.hash_type = " ".join(line.words[1:])
+        w = line.words[1:]
+        if not w or w[0] not in ("map-based", "consistent"):
+            raise line.error("'hash-type' only supports 'consistent' and 'map-based'.")
+        fn = w[1] if len(w) > 1 else "sdbm"
+        if fn not in hashes.BY_NAME:
+            raise line.error("'hash-type' only supports 'sdbm', 'djb2', 'crc32', or 'wt6' "
+                             "hash functions.")
+        if len(w) > 2 and w[2] != "avalanche":
+            raise line.error("'hash-type' only supports 'avalanche' as a modifier for hash "
+                             "functions.")
+        # `consistent` alone implies avalanche (HAProxy keeps its older default)
+        p.hash_type = (w[0], fn, len(w) > 2 or (w[0] == "consistent" and len(w) == 1))
 
     def kw_option(self, p, line, negate: bool = False):
         w = line.words[1:] if not negate else line.words[2:]
@@ -1892,13 +1949,14 @@ class Parser:
                                           f"server of backend '{p.name}'", s.where.file,
                                           s.where.line, "server")
                     seen.add(s.id)
-        nxt = 1
+        nxt = 1         # (HAProxy's counter moves on past every server, numbered or not)
         for s in p.servers:
             if not s.explicit_id:
                 while nxt in used:
                     nxt += 1
                 s.id = nxt
                 used.add(nxt)
+            nxt += 1
         if p.has_frontend:
             names = [p.default_backend] if p.default_backend else []
             for ub in p.use_backends:

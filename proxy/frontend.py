@@ -953,7 +953,7 @@ class Frontend:
                 return False
         backend.req_tot += 1
         backend.stot += 1
-        srv = backend.pick(c.src)
+        srv = backend.pick(c.src, None, req)
         srv.cur += 1
         if backend.leastconn:
             backend.reposition(srv)
@@ -1348,7 +1348,7 @@ class Frontend:
         persisted = srv is not None
         reserved = False
         if srv is None:
-            srv = backend.pick(c.src)
+            srv = backend.pick(c.src, None, req)
             if srv is None and backend.up:          # every server at its maxconn: queue
                 srv = await backend.wait_slot(None, _sec(bm.timeouts.get("queue") or
                                                          bm.timeouts.get("connect")))
@@ -1372,7 +1372,7 @@ class Frontend:
             # connect, with retries and redispatch (an idle keep-alive connection first)
             conn = srv.take_idle()
             if conn is None:
-                conn, other = await self._connect(backend, srv, persisted, c.src)
+                conn, other = await self._connect(backend, srv, persisted, c.src, req)
                 if other is not srv:                # redispatched: the slot moves too
                     srv.unsent += 1
                     backend.release_slot(srv)
@@ -1391,7 +1391,8 @@ class Frontend:
             backend.cur -= 1
             backend.release_slot(srv)
 
-    async def _connect(self, backend: Backend, srv: ServerState, persisted: bool, src):
+    async def _connect(self, backend: Backend, srv: ServerState, persisted: bool, src,
+                       req=None):
         bm = backend.model
         t_connect = _sec(bm.timeouts.get("connect"))
         retries = bm.retries
@@ -1408,7 +1409,7 @@ class Frontend:
             srv.wretr += 1
             backend.wretr += 1
             if bm.options.redispatch and attempt == retries:
-                other = backend.pick(src, avoid=srv)
+                other = backend.pick(src, srv, req)
                 if other is not None and other is not srv:
                     srv.wredis += 1
                     backend.wredis += 1

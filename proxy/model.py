@@ -261,9 +261,10 @@ class Proxy:
     options: Options = field(default_factory=Options)
     http_check: HttpCheck = field(default_factory=HttpCheck)
     retries: int = 3
-    balance: str = "roundrobin"          # roundrobin | static-rr | leastconn | source | first
-    balance_args: tuple[str, ...] = ()
-    hash_type: Optional[str] = None
+    balance: str = "roundrobin"          # roundrobin static-rr leastconn source first uri
+    balance_args: tuple[str, ...] = ()   # url_param hdr random (their arguments: balance_opts)
+    balance_opts: dict[str, Any] = field(default_factory=dict)
+    hash_type: tuple[str, str, bool] = ("map-based", "sdbm", False)   # method, function, avalanche
     servers: list[Server] = field(default_factory=list)
     cookie: Optional[CookieConfig] = None
     stick_table_words: Optional[StickTableWords] = None

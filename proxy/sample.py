@@ -53,6 +53,8 @@ from typing import Any, Callable, Optional
 
 from edgestick.freq_ctr import now_ms, read_freq
 
+from .hashes import crc32, djb2, full_hash, sdbm, wt6
+
 # ---------------------------------------------------------------------------- context
 
 
@@ -313,32 +315,14 @@ _simple("base", "str", _base)
 _U32 = 0xFFFFFFFF
 
 
-def _sdbm(h: int, data: bytes) -> int:
-    for c in data:
-        h = (c + (h << 6) + (h << 16) - h) & _U32
-    return h
-
-
-def _full_hash(a: int) -> int:
-    """HAProxy's full_hash(): Bob Jenkins' 32-bit avalanche, then a multiply that spreads
-    values over the whole range."""
-    a = ((a + 0x7ED55D16) + (a << 12)) & _U32
-    a = ((a ^ 0xC761C23C) ^ (a >> 19)) & _U32
-    a = ((a + 0x165667B1) + (a << 5)) & _U32
-    a = ((a + 0xD3A2646C) ^ (a << 9)) & _U32
-    a = ((a + 0xFD7046C5) + (a << 3)) & _U32
-    a = ((a ^ 0xB55A4F09) ^ (a >> 16)) & _U32
-    return (a * 3221225473) & _U32
-
-
 def _hash32(ctx, with_query: bool):
     if ctx.method is None:
         return None
-    h = _sdbm(0, _first_host(ctx).encode("latin-1"))
+    h = sdbm(_first_host(ctx).encode("latin-1"))
     path = _url_path(ctx) if with_query else (ctx.path or "")
     if path.startswith("/"):
-        h = _sdbm(h, path.encode("latin-1"))
-    return _full_hash(h)
+        h = sdbm(path.encode("latin-1"), h)
+    return full_hash(h)
 
 
 def _with_src(h, ctx):
@@ -1640,38 +1624,18 @@ def _bytes(offset: int, length):
 _str_conv("bytes", "ii", 1, _bytes, takes="bin", out="bin")
 
 
-def _djb2(data: bytes) -> int:
-    h = 5381
-    for c in data:
-        h = (h * 33 + c) & _U32
-    return h
-
-
-def _wt6(data: bytes) -> int:
-    h0, h1, step0, step1 = 0xA53C965A, 0x5CA6953A, 6, 18
-    for t in data:
-        h0 = ~(h0 ^ t) & _U32
-        h1 = ~(h1 + t) & _U32
-        t = ((h1 << step0) | (h1 >> (32 - step0))) & _U32
-        h1 = ((h0 << step1) | (h0 >> (32 - step1))) & _U32
-        h0 = t
-        t = ((h0 >> 16) ^ h1) & 0xFFFF
-        step0, step1 = t & 0x1F, t >> 11
-    return h0 ^ h1
-
-
 def _hash_conv(name: str, fn: Callable):
     """name([avalanche]): a 32-bit hash of the bytes, mixed by full_hash when the argument
     is non-zero."""
     def make(avalanche):
-        return (lambda v: _full_hash(fn(v))) if avalanche else fn
+        return (lambda v: full_hash(fn(v))) if avalanche else fn
     _str_conv(name, "i", 0, make, takes="bin", out="int")
 
 
-_hash_conv("sdbm", lambda v: _sdbm(0, v))
-_hash_conv("djb2", _djb2)
-_hash_conv("wt6", _wt6)
-_hash_conv("crc32", binascii.crc32)
+_hash_conv("sdbm", sdbm)
+_hash_conv("djb2", djb2)
+_hash_conv("wt6", wt6)
+_hash_conv("crc32", crc32)
 _hash_conv("crc32c", lambda v: _crc32c(v))
 
 

@@ -73,6 +73,23 @@ CASES = [
     ("balance algorithms", VALID, D + FE + "    default_backend b\n" + BE + "    balance source\n"
      + "backend c\n    balance static-rr\nbackend e\n    balance first\n"),
     ("balance without algorithm", VALID, D + FE + "    default_backend b\n" + BE + "    balance\n"),
+    ("balance hashes", VALID, D + FE + "    default_backend b\n" + BE
+     + "    balance uri whole len 5 depth 2 path-only\n    hash-type consistent djb2 avalanche\n"
+     + "backend c\n    balance url_param id check_post\n    hash-type map-based wt6\n"
+     + "backend e\n    balance hdr(Host) use_domain_only\n    hash-type consistent\n"
+     + "backend f\n    balance random(3)\nbackend g\n    balance random\n"),
+    ("balance uri len zero", INVALID, D + BE + "    balance uri len 0\n"),
+    ("balance uri unknown option", INVALID, D + BE + "    balance uri foo\n"),
+    ("balance url_param without name", INVALID, D + BE + "    balance url_param\n"),
+    ("balance url_param modifier", INVALID, D + BE + "    balance url_param id foo\n"),
+    ("balance hdr without name", INVALID, D + BE + "    balance hdr()\n"),
+    ("balance hdr bare", INVALID, D + BE + "    balance hdr\n"),
+    ("balance hdr modifier", INVALID, D + BE + "    balance hdr(host) foo\n"),
+    ("balance random zero draws", INVALID, D + BE + "    balance random(0)\n"),
+    ("balance random bad draws", INVALID, D + BE + "    balance random(x)\n"),
+    ("hash-type unknown", INVALID, D + BE + "    hash-type foo\n"),
+    ("hash-type unknown function", INVALID, D + BE + "    hash-type consistent none\n"),
+    ("hash-type unknown modifier", INVALID, D + BE + "    hash-type consistent crc32 x\n"),
     ("httpchk four arguments", INVALID, D + BE + "    option httpchk GET /health if HTTP/1.1\n"),
     ("timeout trailing characters", VALID, D + FE + "    timeout client 30sq\n"),
     ("acl without pattern", VALID, D + FE + "    acl p path\n    http-request deny if p\n"),

@@ -15,7 +15,8 @@ def _srv(name, weight=1, rise=2, fall=3, check=True):
 
 def _backend(*servers, balance="roundrobin"):
     model = SimpleNamespace(name="bk", servers=list(servers), balance=balance,
-                            options=SimpleNamespace(other={}), stick_table=None)
+                            options=SimpleNamespace(other={}), stick_table=None,
+                            balance_opts={}, hash_type=("map-based", "sdbm", False))
     return backend.Backend(model)
 
 

@@ -203,7 +203,9 @@ ERRORS = [
     ("backend b\nbackend b\n", 2, "backend", "same name as backend 'b'"),
     ("listen b\nbackend b\n", 2, "backend", "same name as listen 'b'"),
     ("backend b\n    balance foo\n", 2, "balance", "balance only supports"),
-    ("backend b\n    balance uri\n", 2, "balance", "not supported by edgestick"),
+    ("backend b\n    balance rdp-cookie\n", 2, "balance", "not supported by edgestick"),
+    ("backend b\n    balance uri len 0\n", 2, "balance", "'len' expects a positive integer"),
+    ("backend b\n    hash-type consistent none\n", 2, "hash-type", "only supports 'sdbm'"),
     ("backend b\n    cookie\n", 2, "cookie", "expects <cookie_name>"),
     ("backend b\n    cookie S insert foo\n", 2, "cookie", "'cookie' supports"),
     ("backend b\n    cookie S insert rewrite\n", 2, "cookie", "mutually exclusive"),
@@ -475,8 +477,8 @@ backend b
 """, "s.cfg")
     be = cfg.backends["b"]
     assert [(s.name, s.id, s.check, s.inter_ms, s.fall, s.rise) for s in be.servers] == [
-        ("a", 2, True, 1000, 5, 2), ("b", 1, True, 1000, 5, 2), ("c", 3, False, 1000, 5, 2),
-        ("d", 4, True, 1000, 5, 2)]
+        ("a", 2, True, 1000, 5, 2), ("b", 3, True, 1000, 5, 2), ("c", 4, False, 1000, 5, 2),
+        ("d", 5, True, 1000, 5, 2)]     # HAProxy's numbering (show stat sid: 2 3 4 5)
 
 
 def test_crt_base_applies_to_relative_certificates(tmp_path, cert_pem):
