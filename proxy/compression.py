@@ -60,6 +60,7 @@ class Compression:
     offload: bool = False
     level: int = 1              # tune.comp.maxlevel
     rate_limit: int = 0         # maxcomprate, bytes/s of input (0: none)
+    filter: bool = False        # an explicit `filter compression` line
 
 
 # ------------------------------------------------------------------ configuration
@@ -404,3 +405,21 @@ GLOBAL_KEYWORDS = ("maxcomprate", "maxcompcpuusage", "tune.comp.maxlevel")
 def kw_compression(parser, p, line) -> None:
     """The `compression` keyword of a proxy section (config.PROXY_KEYWORDS)."""
     p.compression = parse_line(p.compression, line, p.kind, parser.warn)
+
+
+def kw_filter(parser, p, line) -> None:
+    """`filter compression`: the filter `compression` lines declare anyway (an explicit
+    one only matters beside other filters, which edgestick does not have)."""
+    w = line.words
+    if p.kind == "defaults":
+        raise line.error("filter is not allowed in a 'default' section.")
+    if len(w) < 2:
+        raise line.error(f"missing argument for 'filter' in {p.kind} '{p.name}'.")
+    if w[1] != "compression":
+        raise line.error(f"filter '{w[1]}' is not supported by edgestick")
+    if len(w) > 2:
+        raise line.error(f"unknown keyword '{w[2]}'.", "filter compression")
+    comp = p.compression or Compression()
+    if comp.filter:
+        raise line.error(f"'{p.name}: Proxy supports only one compression filter")
+    p.compression = replace(comp, filter=True)

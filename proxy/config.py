@@ -2152,7 +2152,7 @@ TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "cap
 UNSUPPORTED_PROXY_KEYWORDS = {
     "unique-id-format",
     "unique-id-header", "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
-    "server-template", "filter", "tcp-check", "external-check", "force-persist",
+    "server-template", "tcp-check", "external-check", "force-persist",
     "ignore-persist", "persist", "http-after-response", "http-error",
     "use-server", "errorloc", "errorloc302", "errorloc303", "errorfiles",
     "load-server-state-from-file", "server-state-file-name", "max-keep-alive-queue",
@@ -2205,4 +2205,5 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "monitor": ("fe", Parser.kw_monitor),
     "stats": ("any", Parser.kw_stats),
     "compression": ("any", compression.kw_compression),
+    "filter": ("any", compression.kw_filter),
 }

@@ -290,6 +290,12 @@ CHECK_CASES = [
     ("maxcompcpuusage without value", False, "global\n    maxcompcpuusage\n" + D + FE + BE),
     ("maxlevel 0", False, "global\n    tune.comp.maxlevel 0\n" + D + FE + BE),
     ("maxlevel 10", False, "global\n    tune.comp.maxlevel 10\n" + D + FE + BE),
+    ("filter compression", True, D + FE + "    filter compression\n    compression algo gzip\n"
+     + BE + "    filter compression\n"),
+    ("filter twice", False, D + FE + BE + "    filter compression\n    filter compression\n"),
+    ("filter in defaults", False, D + "    filter compression\n" + FE + BE),
+    ("filter without name", False, D + FE + "    filter\n" + BE),
+    ("filter compression argument", False, D + FE + "    filter compression foo\n" + BE),
 ]
 
 
