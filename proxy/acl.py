@@ -6,6 +6,7 @@
 
 Terms separated by spaces are ANDed; `or`/`||` separates OR groups. A fetch that gives no
 sample makes its term false, so `!term` is then true (HAProxy's acl.c behaviour).
+`cond.tri(ctx)` gives HAProxy's three-valued verdict (PASS, FAIL, MISS: wait for data).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 from .sample import (_DEFAULT_MATCH, ACL_ALIASES, FETCHES, SampleError, _split_chain,
                      fetch_values_fn, split_call, value_cast)
+from . import payload  # noqa: F401,E402  (registers req.len, req.payload, req.ssl_sni...)
 
 
 class AclError(ValueError):
@@ -568,8 +570,10 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
         # and `unless` always does (checked on haproxy 2.6)
         fn = (lambda ctx: False) if polarity == "if" else (lambda ctx: True)
         fn.text = polarity
+        fn.tri = (lambda ctx: FAIL) if polarity == "if" else (lambda ctx: PASS)
         return fn
     groups: list[list[Callable]] = [[]]
+    tri_groups: list[list[Callable]] = [[]]
     i = 0
     while i < len(terms):
         w = terms[i]
@@ -577,6 +581,7 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
             if not groups[-1]:
                 raise AclError(f"'{w}' without a term before it")
             groups.append([])
+            tri_groups.append([])
             i += 1
             continue
         negate = False
@@ -598,6 +603,7 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
                 raise AclError("empty anonymous ACL '{ }'")
             expr = parse_acl_expr(inner, refs)
             groups[-1].append(_term_fn(expr.test, True) if negate else expr.term)
+            tri_groups[-1].append(_tri_term(expr.test, negate))
             i = end + 1
             continue
         if w.startswith("{") or w == "}":
@@ -610,6 +616,7 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
             acls[w] = acl           # joins the proxy's ACLs on first use, as in HAProxy
 
         groups[-1].append(_term_fn(acl.test, negate))
+        tri_groups[-1].append(_tri_term(acl.test, negate))
         i += 1
     if not groups[-1]:
         raise AclError("condition ends with 'or'")
@@ -618,7 +625,40 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
         inner_fn = fn
         fn = lambda ctx: not inner_fn(ctx)     # noqa: E731
     fn.text = " ".join(words)        # every compile builds new function objects
+    fn.tri = _tri_condition(tri_groups, polarity == "unless")
     return fn
+
+
+# HAProxy's three-valued verdicts (acl_exec_cond), for rules that may wait for data
+# (tcp-request content with inspect-delay, proxy/tcp_mode.py): a term that does not
+# match while its fetch says more data may change it (ctx.may_change) is MISS
+FAIL, MISS, PASS = 0, 1, 3
+
+
+def _tri_term(test: Callable, negate: bool) -> Callable:
+    def tri(ctx):
+        ctx.may_change = False
+        r = PASS if test(ctx) is True else (MISS if ctx.may_change else FAIL)
+        return (PASS - r if r != MISS else MISS) if negate else r
+    return tri
+
+
+def _tri_condition(groups: list[list[Callable]], unless: bool) -> Callable:
+    """Terms ANDed up to the first that does not pass, suites ORed (MISS | PASS is
+    PASS); `unless` flips PASS and FAIL, MISS stays."""
+    def tri(ctx):
+        res = FAIL
+        for suite in groups:
+            s = PASS
+            for term in suite:
+                s &= term(ctx)
+                if s != PASS:
+                    break
+            res |= s
+            if res == PASS:
+                break
+        return (PASS - res if res != MISS else MISS) if unless else res
+    return tri
 
 
 def split_condition(words: Sequence[str]) -> tuple[list[str], Optional[list[str]]]:

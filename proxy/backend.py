@@ -284,7 +284,8 @@ class ServerState:
         if used > self.max_used:
             self.max_used = used
         loop = asyncio.get_running_loop()
-        coro = loop.create_connection(lambda: ServerConn(self), self.host, self.port)
+        coro = loop.create_connection(lambda: self.backend.conn_class(self), self.host,
+                                      self.port)
         if timeout_s is None:
             _, proto = await coro
         else:
@@ -323,6 +324,7 @@ class Backend:
         self.name: str = model.name
         self.iid = 0                       # HAProxy's proxy id (be_id, show stat iid)
         self.table = table                 # its own stick table, if it declares one
+        self.conn_class = ServerConn       # (mode tcp: tcp_mode.TcpServerConn)
         self.srvkey = "name"
         decl = getattr(model, "stick_table", None)
         if decl is not None and getattr(decl, "srvkey", None):

@@ -2017,6 +2017,12 @@ class Parser:
             raise ConfigError(f"http {fe.kind} '{fe.name}' ({fe.where}) tries to use "
                               f"incompatible {be.mode} backend '{be.name}' ({be.where}) {how} "
                               "(see 'mode').", where.file, where.line, kw)
+        if fe.mode == "tcp" and be.mode != "tcp":
+            # HAProxy upgrades such a stream to HTTP; edgestick does not
+            raise ConfigError(f"tcp {fe.kind} '{fe.name}' ({fe.where}) uses {be.mode} backend "
+                              f"'{be.name}' ({be.where}) {how}: upgrading a TCP stream to "
+                              "HTTP is not supported by edgestick (see 'mode').",
+                              where.file, where.line, kw)
 
     def check_peers(self):
         local = self.localpeer or self.cfg.global_.localpeer or socket.gethostname()

@@ -1323,28 +1323,7 @@ class Frontend:
                 direct = True
         stores = []
         if bm.stick_rules:
-            btable = backend.table
-            for rule in bm.stick_rules:
-                if rule.cond is not None and not rule.cond(ctx):
-                    continue
-                table = proc.tables.get(rule.table) if rule.table else btable
-                if table is None:
-                    continue
-                if rule.kind in ("match", "on") and srv is None:
-                    key = rule.expr(ctx)
-                    if key is not None:
-                        entry = table.lookup(key)
-                        if entry is not None:
-                            s = backend.server_for_stick(table.read(entry, "server_key"),
-                                                          table.read(entry, "server_id"))
-                            if s is not None and (s.usable or (persist and not s.admin_maint)):
-                                srv = s
-                                table.touch(entry)
-                if rule.kind in ("store-request", "on") and len(stores) < 8:
-                    if all(t is not table for t, _ in stores):
-                        key = rule.expr(ctx)
-                        if key is not None:
-                            stores.append((table, key))
+            srv = backend.stick_request(ctx, proc.tables, srv, persist, stores)
         persisted = srv is not None
         reserved = False
         if srv is None:

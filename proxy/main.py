@@ -1,6 +1,7 @@
 """`edgestick proxy -f FILE [-f FILE ...] [-c] [-L peername] [--metrics [ADDR:]PORT] [-sf PID ...]`
 
-Runs a HAProxy 2.6 configuration: builds the stick tables, backends and frontends,
+Runs a HAProxy 2.6 configuration: builds the stick tables, backends and frontends
+(`mode http`: proxy/frontend.py, `mode tcp`: proxy/tcp_mode.py),
 serves the runtime API on each `stats socket`, and (with --metrics) Prometheus on a
 loopback address. SIGTERM/SIGINT: stop accepting, let in-flight requests finish within
 a grace period, exit. SIGUSR2 or the runtime command `reload`: re-read the
@@ -32,6 +33,7 @@ from . import sample
 from .backend import Backend
 from .frontend import Frontend
 from .stats import proxy_ids
+from .tcp_mode import TcpFrontend, TcpServerConn
 
 GRACE_S = 5.0
 DRAIN_S = 0.2      # soft stop: accept what is already queued before closing the listeners
@@ -124,13 +126,13 @@ class ProxyProcess:
         for b in backends.values():
             b.iid = ids[b.name]
         frontends = []
+        for b in backends.values():
+            if b.model.mode == "tcp":
+                b.conn_class = TcpServerConn
         for name, model in cfg.frontends.items():
-            if model.disabled or model.mode != "http":
-                if model.mode != "http":
-                    raise ConfigError(f"{model.where}: proxy '{name}': only 'mode http' is "
-                                      "supported by edgestick proxy")
+            if model.disabled:
                 continue
-            fe = Frontend(self, model, tables.get(name))
+            fe = (TcpFrontend if model.mode == "tcp" else Frontend)(self, model, tables.get(name))
             fe.iid = ids[name]
             if model.kind == "listen":
                 fe.own_backend = backends.get(name)
@@ -381,7 +383,7 @@ async def _run(args) -> int:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="edgestick proxy",
-                                 description="Run a HAProxy 2.6 configuration (mode http).")
+                                 description="Run a HAProxy 2.6 configuration (mode http, mode tcp).")
     ap.add_argument("-f", dest="file", action="append", required=True,
                     help="configuration file or directory (repeatable)")
     ap.add_argument("-c", dest="check", action="store_true",

@@ -206,7 +206,16 @@ def _frontend_row(proc, fe, iid, ms: int) -> dict:
          "h1_bytes_in": s.h1_in, "h1_bytes_out": s.h1_out}
     for i, f in enumerate(_HRSP):
         v[f] = s.hrsp[i]
+    if not http:
+        v.update(_TCP_BLANK, intercepted=None, req_tot=s.req_tot)
     return v
+
+
+# what HAProxy leaves empty in the rows of TCP proxies (no HTTP responses or requests),
+# and the HTTP/1 multiplexer's counters, 0 on a TCP backend
+_TCP_BLANK = {"req_tot": None, "cache_lookups": None, "cache_hits": None,
+              **{f: None for f in _HRSP}}
+_TCP_BACKEND = {**_TCP_BLANK, **{f: 0 for f in H1_FIELDS}}
 
 
 def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
@@ -250,6 +259,8 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
                       "check_health": srv.health})
         for i, f in enumerate(_HRSP):
             v[f] = srv.hrsp[i]
+        if mode == "tcp":
+            v.update(_TCP_BLANK)
         rows.append(v)
     servers = b.servers
     usable = [s for s in servers if s.usable]
@@ -287,6 +298,8 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
          "h1_bytes_out": sum(s.wire_out for s in servers)}
     for i, f in enumerate(_HRSP):
         v[f] = b.hrsp[i]
+    if mode == "tcp":
+        v.update(_TCP_BACKEND)
     rows.append(v)
     return rows
 

@@ -1,0 +1,408 @@
+"""`mode tcp` compared with HAProxy 2.6: bytes relayed both ways (large transfers,
+half-closes), the server each connection reaches (roundrobin, leastconn, source, stick
+on src), tcp-request connection/content rules (a connection-rate limit, inspect-delay
+with req.len, req.payload and req.ssl_sni), show table and show stat rows of the TCP
+proxies, timeouts, and the mode errors of -c."""
+import hashlib
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from proxy_harness import PYTHON, both, mask_table, workdir
+
+pytestmark = pytest.mark.haproxy
+pytest.importorskip("edgestick.proxy.tcp_mode")
+
+
+class TcpServers:
+    """Echo servers in this process: each greets with its name, echoes what it reads,
+    and on the client's FIN says `bye <bytes>` and closes (so a half-close must pass
+    through the proxy both ways). Duck-types proxy_harness.Backends (`ports`)."""
+
+    def __init__(self, names):
+        self.socks = {}
+        self.ports = {}
+        for n in names:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0))
+            s.listen(64)
+            self.socks[n] = s
+            self.ports[n] = s.getsockname()[1]
+        self.stop = False
+        for n, s in self.socks.items():
+            threading.Thread(target=self._accept, args=(n, s), daemon=True).start()
+
+    def _accept(self, name, lsock):
+        while not self.stop:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(name, c), daemon=True).start()
+
+    @staticmethod
+    def _serve(name, c):
+        c.settimeout(10)
+        try:
+            c.sendall(name.encode() + b"\n")
+            total = 0
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                total += len(d)
+                c.sendall(d)
+            c.sendall(b"bye %d\n" % total)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop = True
+        for s in self.socks.values():
+            s.close()
+
+
+def session(port, chunks=(b"hello",), src="127.0.0.1", pause=0.0, hold=None):
+    """Connect (from `src`), send the chunks (`pause` s apart), shut the write side and
+    read to the end: the bytes received, or ('RESET', bytes) when the proxy reset it."""
+    got = b""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(src, 0))
+    except ConnectionResetError:        # reset by a tcp-request connection rule
+        return ("RESET", got)
+    try:
+        for i, ch in enumerate(chunks):
+            if i and pause:
+                time.sleep(pause)
+            s.sendall(ch)
+        if hold is not None:
+            hold.append(s)
+            return None
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return got
+            got += d
+    except (ConnectionResetError, BrokenPipeError):
+        return ("RESET", got)
+    finally:
+        if hold is None:
+            s.close()
+
+
+def finish(s):
+    """End a held session: FIN, then everything the server sends."""
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    s.close()
+    return got
+
+
+def banner(s):
+    """The server name a held session reached (its first line)."""
+    got = b""
+    while not got.endswith(b"\n"):
+        d = s.recv(1)
+        if not d:
+            break
+        got += d
+    return got.strip().decode()
+
+
+BALANCE = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+
+listen rr
+    bind 127.0.0.1:{FE}
+    balance roundrobin
+    server s1 127.0.0.1:{S1}
+    server s2 127.0.0.1:{S2}
+    server s3 127.0.0.1:{S3} weight 2
+
+listen lc
+    bind 127.0.0.1:{FE2}
+    balance leastconn
+    server s1 127.0.0.1:{S1}
+    server s2 127.0.0.1:{S2}
+
+listen bysrc
+    bind 127.0.0.1:{FE3}
+    balance source
+    server s1 127.0.0.1:{S1}
+    server s2 127.0.0.1:{S2}
+    server s3 127.0.0.1:{S3}
+
+frontend limited
+    bind 127.0.0.1:{FE4}
+    tcp-request connection track-sc0 src
+    tcp-request connection reject if { sc_conn_rate(0) gt 3 }
+    stick-table type ip size 100 expire 1m store conn_cnt,conn_cur,conn_rate(10s),sess_cnt,sess_rate(10s),bytes_in_cnt,bytes_out_cnt,gpc0
+    default_backend sticky
+
+backend sticky
+    stick-table type ip size 100 expire 1m store server_id,conn_cnt,bytes_in_cnt,bytes_out_cnt
+    stick on src
+    server s1 127.0.0.1:{S1}
+    server s2 127.0.0.1:{S2}
+    server s3 127.0.0.1:{S3}
+
+frontend inspect
+    bind 127.0.0.1:{FE5}
+    tcp-request inspect-delay 3s
+    tcp-request content track-sc1 src table limited
+    tcp-request content reject if { req.payload(0,3) -m bin 424144 }
+    tcp-request content sc-inc-gpc0(1) if { req.len ge 4 }
+    tcp-request content accept if { req.ssl_hello_type 1 }
+    tcp-request content accept if { req.len ge 4 }
+    use_backend only2 if { req.payload(0,4) -m bin 50494e47 }
+    use_backend only3 if { req.ssl_sni -m end .three.test }
+    default_backend only1
+
+frontend idle
+    bind 127.0.0.1:{FE6}
+    timeout client 400ms
+    default_backend only1
+
+backend only1
+    server s1 127.0.0.1:{S1}
+
+backend only2
+    server s2 127.0.0.1:{S2}
+
+backend only3
+    timeout tunnel 5s
+    server s3 127.0.0.1:{S3}
+"""
+
+
+@pytest.fixture(scope="module")
+def pair(haproxy_bin):
+    servers = TcpServers(["s1", "s2", "s3"])
+    try:
+        with workdir() as wd, both(BALANCE, servers, wd, haproxy_bin, 6) as p:
+            yield p
+    finally:
+        servers.close()
+
+
+def test_roundrobin_bytes_and_half_close(pair):
+    h, e = pair
+    out = []
+    for p in (h, e):
+        out.append([session(p.ports[0], (b"hello", b" world"), pause=0.02) for _ in range(8)])
+    assert out[1] == out[0]
+    assert out[0][0] == b"s1\nhello worldbye 11\n"
+    assert {x.split(b"\n")[0] for x in out[0]} == {b"s1", b"s2", b"s3"}
+
+
+def test_large_transfer_both_ways(pair):
+    data = bytes(range(256)) * (4 * 4096)          # 4 MiB
+    results = []
+    for p in pair:
+        s = socket.create_connection(("127.0.0.1", p.ports[2]), timeout=10)
+        got = []
+
+        def reader():
+            while True:
+                d = s.recv(1 << 16)
+                if not d:
+                    break
+                got.append(d)
+        t = threading.Thread(target=reader)
+        t.start()
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        t.join(20)
+        s.close()
+        raw = b"".join(got)
+        name, _, rest = raw.partition(b"\n")
+        results.append((name, len(rest), hashlib.sha256(rest[:len(data)]).hexdigest(),
+                        rest[len(data):]))
+    assert results[1] == results[0]
+    assert results[0][1:] == (len(data) + len(b"bye %d\n" % len(data)),
+                              hashlib.sha256(data).hexdigest(), b"bye %d\n" % len(data))
+
+
+def test_leastconn_and_source(pair):
+    out = []
+    for p in pair:
+        held = []
+        names = []
+        for _ in range(3):
+            session(p.ports[1], (b"x",), hold=held)
+            names.append(banner(held[-1]))
+        finish(held.pop(0))             # the first server has one connection less now
+        session(p.ports[1], (b"y",), hold=held)
+        names.append(banner(held[-1]))
+        for s in held:
+            finish(s)
+        srcs = [session(p.ports[2], (b"z",), src=f"127.0.0.{i}").split(b"\n")[0]
+                for i in range(2, 10)]
+        out.append((names, srcs))
+    assert out[1] == out[0]
+    assert len(set(out[0][1])) > 1
+
+
+def test_connection_rate_limit_stick_on_src_and_tables(pair):
+    out = []
+    for p in pair:
+        p.cli("clear table limited")
+        p.cli("clear table sticky")
+        got = [session(p.ports[3], (b"abc",), src="127.0.0.20") for _ in range(5)]
+        got += [session(p.ports[3], (b"defg",), src="127.0.0.21") for _ in range(2)]
+        time.sleep(0.2)
+        out.append((got, mask_table(p.cli("show table limited")),
+                    mask_table(p.cli("show table sticky"))))
+    assert out[1] == out[0]
+    got = out[0][0]
+    assert [isinstance(g, tuple) for g in got] == [False] * 3 + [True] * 2 + [False] * 2
+    assert got[0].split(b"\n")[0] == got[1].split(b"\n")[0] == got[2].split(b"\n")[0]
+
+
+def _client_hello(name: str) -> bytes:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def test_content_rules_inspect_delay(pair):
+    hello3 = _client_hello("www.three.test")
+    hello_other = _client_hello("www.other.test")
+    cases = [
+        ((b"PI", b"NG"), 0.15),                 # waits for 4 bytes: only2
+        ((b"PONG",), 0),                        # only1
+        ((b"BA", b"D!"), 0.15),                 # rejected once the 3rd byte arrives
+        ((hello3[:20], hello3[20:]), 0.15),     # SNI routing on a split ClientHello
+        ((hello_other,), 0),
+        ((b"ab",), 0),                          # FIN before 4 bytes: rules end, only1
+    ]
+    out = []
+    for p in pair:
+        p.cli("clear table limited")
+        res = []
+        for chunks, pause in cases:
+            r = session(p.ports[4], chunks, src="127.0.0.30", pause=pause)
+            if isinstance(r, bytes):
+                r = r.split(b"\n")[0]           # the server reached
+            res.append(r)
+        time.sleep(0.2)
+        out.append((res, mask_table(p.cli("show table limited"))))
+    assert out[1] == out[0]
+    assert out[0][0][:2] == [b"s2", b"s1"]
+    assert out[0][0][3] == b"s3" and out[0][0][4] == b"s1"
+
+
+def test_client_timeout(pair):
+    out = []
+    for p in pair:
+        s = socket.create_connection(("127.0.0.1", p.ports[5]), timeout=5)
+        t0 = time.monotonic()
+        got = b""
+        while True:
+            d = s.recv(100)
+            if not d:
+                break
+            got += d
+        s.close()
+        out.append((got, time.monotonic() - t0 < 4))
+    # the silent client's side shuts (a FIN to the server, as if the client had sent
+    # one): the server's goodbye still reaches it
+    assert out[1] == out[0] == (b"s1\nbye 0\n", True)
+
+
+STAT_SKIP = {"lastchg", "lastsess", "downtime", "slim", "rate", "conn_rate", "req_rate",
+             "qtime", "ctime", "rtime", "ttime", "qtime_max", "ctime_max", "rtime_max",
+             "ttime_max", "check_duration", "status", "smax", "need_conn_est", "rate_max",
+             "conn_rate_max", "addr", "stot", "scur",
+             "cli_abrt", "srv_abrt"}    # (which side closed first: a race on loopback)
+
+
+def test_show_stat_rows(pair):
+    rows = []
+    for p in pair:
+        lines = p.cli("show stat").decode().splitlines()
+        head = lines[0][2:].split(",")
+        got = {}
+        for line in lines[1:]:
+            f = line.split(",")
+            if len(f) < 2 or f[0] not in ("limited", "sticky", "rr", "only2", "inspect", "idle"):
+                continue
+            got[(f[0], f[1])] = {c: v for c, v in zip(head, f) if c not in STAT_SKIP}
+        rows.append(got)
+    assert rows[1].keys() == rows[0].keys()
+    for k in rows[0]:
+        assert rows[1][k] == rows[0][k], k
+
+
+MIXED = """
+defaults
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+
+frontend fe
+    mode {FMODE}
+    bind 127.0.0.1:10000
+    default_backend be
+
+backend be
+    mode {BMODE}
+    server s1 127.0.0.1:9
+"""
+
+
+def _check(argv, text, wd, name):
+    path = wd / f"{name}.cfg"
+    path.write_text(text)
+    r = subprocess.run([*argv, "-c", "-f", str(path)], capture_output=True, text=True,
+                       timeout=30, cwd=str(wd))
+    alerts = [line.split(": ", 1)[-1] if "] " in line else line
+              for line in (r.stdout + r.stderr).splitlines() if "ALERT" in line]
+    return r.returncode, alerts
+
+
+def test_check_mixed_modes(haproxy_bin):
+    with workdir() as wd:
+        text = MIXED.replace("{FMODE}", "http").replace("{BMODE}", "tcp")
+        hr, ha = _check([haproxy_bin], text, wd, "h")
+        er, ea = _check([PYTHON, "-m", "edgestick", "proxy"], text, wd, "e")
+        assert hr == er == 1
+        want = [a for a in ha if "incompatible" in a][0].split("config : ")[-1]
+        assert any(want.replace("h.cfg", "e.cfg") in a for a in ea), (ha, ea)
+        # a tcp frontend on an http backend: HAProxy upgrades the stream, edgestick says
+        # it does not
+        text = MIXED.replace("{FMODE}", "tcp").replace("{BMODE}", "http")
+        er, ea = _check([PYTHON, "-m", "edgestick", "proxy"], text, wd, "e2")
+        assert er == 1 and any("not supported by edgestick" in a for a in ea), ea
+        for fm in ("tcp", "http"):
+            text = MIXED.replace("{FMODE}", fm).replace("{BMODE}", fm)
+            assert _check([haproxy_bin], text, wd, "h3")[0] == 0
+            assert _check([PYTHON, "-m", "edgestick", "proxy"], text, wd, "e3")[0] == 0
