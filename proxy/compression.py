@@ -31,6 +31,7 @@ size and the uncompressed payload); so does edgestick.
 from __future__ import annotations
 
 import re
+import weakref
 import zlib
 from dataclasses import dataclass, replace
 
@@ -267,12 +268,41 @@ class Choice:
 _RATE_IN = FreqCtr(1000)
 
 
-async def relay_body(c, conn, resp, stream, choice: Choice, t_server) -> bool:
+# show stat's comp_in, comp_out, comp_byp, comp_rsp of each Frontend and Backend object
+_COUNTERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+STAT_FIELDS = ("comp_in", "comp_out", "comp_byp", "comp_rsp")
+
+
+def stat_fields(proxy) -> dict:
+    """The compression counters of a frontend or backend for its `show stat` row."""
+    return dict(zip(STAT_FIELDS, _COUNTERS.get(proxy) or (0, 0, 0, 0)))
+
+
+def _count(proxies, payload: int, out: int, compressed: bool, end: bool) -> None:
+    """As HAProxy counts: payload in and out of the compressor (comp_in/comp_out), or
+    passed through identity (comp_byp); a response when it ends (comp_rsp)."""
+    for px in proxies:
+        c = _COUNTERS.get(px)
+        if c is None:
+            c = _COUNTERS[px] = [0, 0, 0, 0]
+        if compressed:
+            c[0] += payload
+            c[1] += out
+        else:
+            c[2] += payload
+        if end:
+            c[3] += 1
+
+
+async def relay_body(c, conn, resp, stream, choice: Choice, t_server, proxies=()) -> bool:
     """The response body, server -> client, compressed and chunked; True when the server
-    connection may be reused. Counted as HAProxy does: the uncompressed payload."""
+    connection may be reused. Counted as HAProxy does: the uncompressed payload (bytes
+    out), and in the compression counters of `proxies` (the frontend, the backend)."""
     enc = choice.encoder()
     counted = choice.plan.rate_limit and enc is not None
     srv = conn.server
+    # (HAProxy's compression counters take a chunked body's end-of-trailers block, 1 byte)
+    eot = 1 if resp.framing == http1.CHUNKED else 0
 
     def send(payload: bytes, last: bytes = b"") -> None:
         if enc is not None:
@@ -284,6 +314,10 @@ async def relay_body(c, conn, resp, stream, choice: Choice, t_server) -> bool:
         data = (b"%x\r\n%s\r\n" % (len(out), out) if out else b"") + last
         if data:
             c.write(data)
+        if last:
+            _count(proxies, len(payload) + eot, len(out), enc is not None, True)
+        else:
+            _count(proxies, len(payload), len(out), enc is not None, False)
         stream.bytes_out += len(data)
         stream.adj_out += len(payload) - len(data)
 

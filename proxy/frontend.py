@@ -1556,7 +1556,8 @@ class Frontend:
         if comp is not None:
             c.write(head)
             stream.bytes_out += len(head)
-            server_reusable = await compression.relay_body(c, conn, resp, stream, comp, t_server)
+            server_reusable = await compression.relay_body(c, conn, resp, stream, comp, t_server,
+                                                           (self, backend))
         elif resp.framing == http1.NO_BODY:
             c.write(head)
             stream.bytes_out += len(head)

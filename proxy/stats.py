@@ -15,6 +15,8 @@ import time
 from edgestick import __version__
 from edgestick.freq_ctr import U32, now_ms, read_freq
 
+from . import compression
+
 # show info's Release_date for edgestick's __version__ (the day 0.1.0 was set), in
 # HAProxy's format
 RELEASE_DATE = "2026/11/27"
@@ -90,7 +92,7 @@ ALL_FIELDS = (*STAT_FIELDS, "-", *SSL_FIELDS, *H2_FIELDS, *H1_FIELDS)
 HEADER = "# " + ",".join(ALL_FIELDS) + ",\n"
 _HRSP = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
 # features edgestick does not have: HAProxy prints 0 for them while unused
-_UNUSED = {"wrew": 0, "comp_in": 0, "comp_out": 0, "comp_byp": 0, "comp_rsp": 0,
+_UNUSED = {"wrew": 0,
            "cache_lookups": 0, "cache_hits": 0, **{f: 0 for f in H2_FIELDS},
            "h1_spliced_bytes_in": 0, "h1_spliced_bytes_out": 0}
 # HAProxy's response times (q/c/r/ttime and their _max): not measured here (yet)
@@ -198,7 +200,7 @@ def _frontend_row(proc, fe, iid, ms: int) -> dict:
          "conn_rate": conn_rate, "conn_rate_max": conn_rate_max, "conn_tot": s.conn_tot,
          "intercepted": s.intercepted, "dcon": s.dcon, "dses": s.dses, "eint": s.eint,
          "-": "-", "ssl_sess": s.ssl_sess, "ssl_reused_sess": s.ssl_reused,
-         "ssl_failed_handshake": 0, **_UNUSED,
+         "ssl_failed_handshake": 0, **_UNUSED, **compression.stat_fields(fe),
          "h1_open_connections": len(fe.conns) if http else 0,
          "h1_open_streams": streams - s.streams_done if http else 0,
          "h1_total_connections": s.conn_tot if http else 0,
@@ -291,7 +293,7 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
          "connect": connects, "reuse": reuses, "eint": 0,
          "uweight": weight, "agg_server_status": 0,
          "agg_server_check_status": 0, "agg_check_status": 0,
-         "-": "-", **_SSL_ZERO, **_UNUSED,
+         "-": "-", **_SSL_ZERO, **_UNUSED, **compression.stat_fields(b),
          "h1_open_connections": conns, "h1_open_streams": b.cur,
          "h1_total_connections": connects, "h1_total_streams": connects + reuses,
          "h1_bytes_in": sum(s.wire_in for s in servers),

@@ -254,6 +254,17 @@ def test_bytes_counted_before_compression(pair):
         assert stat_row(e, name, "FRONTEND", cols) == stat_row(h, name, "FRONTEND", cols), name
     for name in ("bk", "bk2", "li"):
         assert stat_row(e, name, "BACKEND", cols[:2]) == stat_row(h, name, "BACKEND", cols[:2])
+    # the compression counters: comp_in (into the compressor), comp_byp (through identity)
+    # and comp_rsp as HAProxy's; comp_out, what zlib and libslz make of it, differs
+    comp = ["comp_in", "comp_byp", "comp_rsp"]
+    for name, row in (("fe", "FRONTEND"), ("bk", "BACKEND"), ("fe2", "FRONTEND"),
+                      ("bk2", "BACKEND"), ("li", "FRONTEND"), ("li", "BACKEND")):
+        ours, theirs = stat_row(e, name, row, comp + ["comp_out"]), stat_row(h, name, row, comp
+                                                                               + ["comp_out"])
+        assert [ours[c] for c in comp] == [theirs[c] for c in comp], (name, row)
+        assert (int(ours["comp_out"]) > 0) == (int(theirs["comp_out"]) > 0) == (
+            int(ours["comp_in"]) > 0)
+    assert int(stat_row(e, "li", "FRONTEND", ["comp_byp"])["comp_byp"]) > 0
     key = "show table fe key 127.0.0.77"
     assert mask_table(e.cli(key)) == mask_table(h.cli(key))
     assert "bytes_out_cnt=" in e.cli(key).decode()
