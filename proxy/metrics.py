@@ -204,6 +204,11 @@ def deny_thresholds(proc) -> list[tuple[str, str, str, int]]:
     return out
 
 
+# show stat fields HAProxy's exporter leaves out for TCP proxies (HTTP-only metrics)
+_HTTP_ONLY = frozenset(("comp_in", "comp_out", "comp_byp", "comp_rsp", "req_rate_max",
+                        "req_tot"))
+
+
 class _Collector:
     def __init__(self, proc, scopes):
         self.proc = proc
@@ -228,9 +233,10 @@ class _Collector:
         for name, kind, help_, field in metrics:
             fam = (GaugeMetricFamily if kind == "gauge" else CounterMetricFamily)(
                 name, help_, labels=list(labels))
+            tcp_skips = field in _HTTP_ONLY
             for r in rows:
                 value = r.get(field)
-                if value is not None:
+                if value is not None and not (tcp_skips and r.get("mode") == "tcp"):
                     fam.add_metric([r[k] for k in labels], value)
             yield fam
 
@@ -246,6 +252,8 @@ class _Collector:
     def _responses(self, rows, name, labels):
         fam = CounterMetricFamily(name, "Total number of HTTP responses with status 100-199 returned by this object since the worker process started", labels=[*labels, "code"])
         for r in rows:
+            if r.get("hrsp_1xx") is None:       # a TCP proxy: no HTTP responses
+                continue
             for code in _CODES:
                 fam.add_metric([*(r[k] for k in labels), code], r[f"hrsp_{code}"])
         return fam

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from proxy_harness import PYTHON, both, mask_table, workdir
+from proxy_harness import PYTHON, both, mask_table, raw_exchange, workdir
 
 pytestmark = pytest.mark.haproxy
 pytest.importorskip("edgestick.proxy.tcp_mode")
@@ -184,6 +184,11 @@ frontend idle
     timeout client 400ms
     default_backend only1
 
+frontend prom
+    mode http
+    bind 127.0.0.1:{FE7}
+    http-request use-service prometheus-exporter if { path /metrics }
+
 backend only1
     server s1 127.0.0.1:{S1}
 
@@ -200,7 +205,7 @@ backend only3
 def pair(haproxy_bin):
     servers = TcpServers(["s1", "s2", "s3"])
     try:
-        with workdir() as wd, both(BALANCE, servers, wd, haproxy_bin, 6) as p:
+        with workdir() as wd, both(BALANCE, servers, wd, haproxy_bin, 7) as p:
             yield p
     finally:
         servers.close()
@@ -406,3 +411,24 @@ def test_check_mixed_modes(haproxy_bin):
             text = MIXED.replace("{FMODE}", fm).replace("{BMODE}", fm)
             assert _check([haproxy_bin], text, wd, "h3")[0] == 0
             assert _check([PYTHON, "-m", "edgestick", "proxy"], text, wd, "e3")[0] == 0
+
+
+def _metric_names(port, proxies):
+    raw = raw_exchange(port, b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    names, mine = set(), set()
+    for line in raw.decode().splitlines():
+        if line.startswith("haproxy_") and "{" in line:
+            name = line.split("{")[0]
+            names.add(name)
+            if any(f'proxy="{p}"' in line for p in proxies):
+                mine.add(name)
+    return names, mine
+
+
+def test_metrics_of_tcp_proxies(pair):
+    """HAProxy's exporter leaves the HTTP metrics out for TCP proxies."""
+    h, e = pair
+    tcp = ("limited", "sticky", "rr", "inspect")
+    h_all, h_tcp = _metric_names(h.ports[6], tcp)
+    e_all, e_tcp = _metric_names(e.ports[6], tcp)
+    assert e_tcp and e_tcp == h_tcp & e_all
