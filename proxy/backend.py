@@ -191,7 +191,7 @@ class ServerState:
                  "all_conns", "cur", "smax", "stot", "bin", "bout", "hrsp", "econ",
                  "eresp", "wretr", "wredis", "chkfail", "chkdown", "lbtot", "connects",
                  "reuses", "unsent", "dresp", "cli_abrt", "srv_abrt", "wire_in", "wire_out",
-                 "max_used", "rates", "queue", "lc_key", "lc_seq")
+                 "max_used", "rates", "queue", "lc_key", "lc_seq", "admin_drain")
 
     def __init__(self, backend: "Backend", model):
         self.backend = backend
@@ -205,6 +205,7 @@ class ServerState:
         self.cookie: str | None = model.cookie
         self.maxconn: int = model.maxconn
         self.admin_maint = bool(model.disabled)
+        self.admin_drain = False           # `set server ... state drain`: no new traffic
         self.op_up = True                  # HAProxy starts servers UP ("will fall at first failure")
         self.health = model.rise if model.check else 0
         self.check_status = "L4OK" if model.check else ""
@@ -240,7 +241,7 @@ class ServerState:
 
     @property
     def usable(self) -> bool:
-        return self.op_up and not self.admin_maint and self.weight > 0
+        return self.op_up and not self.admin_maint and not self.admin_drain and self.weight > 0
 
     @property
     def key(self) -> str:

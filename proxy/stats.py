@@ -227,6 +227,8 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
     for srv in b.servers:
         checked = srv.model.check
         status = {"UP": "UP", "DOWN": "DOWN", "MAINT": "MAINT"}[srv.state]
+        if status == "UP" and srv.admin_drain:
+            status = "DRAIN"
         if not checked and status == "UP":
             status = "no check"
         idle = srv.idle
@@ -877,7 +879,7 @@ def _selected(row: dict, opt: StatOptions) -> bool:
 
 
 def _server_up(row: dict) -> bool:
-    return row["status"] in ("UP", "no check")
+    return row["status"] in ("UP", "no check", "DRAIN")
 
 
 def _count_up(rows: list) -> None:
@@ -924,7 +926,8 @@ def show_stat(proc, args: list = (), keep=None) -> str:
 
 def set_server_state(srv, state: str) -> None:
     """`set server <bk>/<srv> state ready|drain|maint` (the stats page's admin form too)."""
-    srv.admin_maint = state == "maint"
+    srv.admin_maint = state == "maint"      # the three states exclude each other
+    srv.admin_drain = state == "drain"      # (HAProxy's srv_adm_set_*)
     srv.last_change = time.monotonic()
     if srv.admin_maint:
         srv.drop_idle()

@@ -173,7 +173,7 @@ def post(p, body: str, uri="/st", src=None):
     ("s=s1&action=ready&b=bk", "no check"), ("s=nos&action=ready&b=bk", None),
     ("s=s1&s=nos&action=ready&b=bk", "no check"), ("action=ready&b=bk", None),
     ("s=s1&action=bogus&b=bk", None), ("s=s1&action=ready&b=nobk", None),
-    ("s=s1&action=drain&b=bk", None), ("b=bk&action=maint&s=s2", "no check"),
+    ("s=s1&action=drain&b=bk", "DRAIN"), ("b=bk&action=maint&s=s2", "no check"),
 ])
 def test_admin_post(pair, body, state):
     """The redirect (its st= code) and the server's state after it, as HAProxy."""
@@ -184,6 +184,44 @@ def test_admin_post(pair, body, state):
         assert states == [state, state]
     for p in pair:                              # back to ready for the next case
         post(p, "s=s1&s=s2&action=ready&b=bk")
+
+
+def test_drained_server_takes_no_new_traffic(pair):
+    """After `drain` from the form: the server is DRAIN, the backend's weight and active
+    count leave it out, and the balancing sends it nothing (lbtot), as in HAProxy."""
+    def lbtot(p):
+        rows = csv_rows(p)[1]
+        return [int(rows[("bk", s)]["lbtot"]) for s in ("s1", "s2")], rows[("bk", "BACKEND")]
+    before = [lbtot(p)[0] for p in pair]
+    for p in pair:
+        post(p, "s=s1&action=drain&b=bk")
+        c = Client(p.port)
+        for _ in range(4):
+            assert c.request("/").status == 200
+        c.close()
+    after = [lbtot(p) for p in pair]
+    for p in pair:
+        post(p, "s=s1&action=ready&b=bk")
+    deltas = [[a - b for a, b in zip(after[i][0], before[i])] for i in range(2)]
+    assert deltas == [[0, 4], [0, 4]]
+    cols = ("status", "weight", "act", "bck")
+    assert [after[1][1][c] for c in cols] == [after[0][1][c] for c in cols]
+
+
+def test_chunked_post(pair):
+    body = b"s=s2&action=maint&b=bk"
+    raw = (b"POST /st HTTP/1.1\r\nHost: a\r\nAuthorization: " + ADMIN[1].encode()
+           + b"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n" + body[:5] + b"\r\n%x\r\n"
+           % (len(body) - 5) + body[5:] + b"\r\n0\r\n\r\n")
+    got = []
+    for p in pair:
+        c = Client(p.ports[1])
+        c.send(raw)
+        got.append(c.read_response().raw_head)
+        c.close()
+        assert csv_rows(p)[1][("bk", "s2")]["status"] == "MAINT"
+        post(p, "s=s1&s=s2&action=ready&b=bk")
+    assert got[1] == got[0]
 
 
 def test_post_without_admin_is_denied(pair):
