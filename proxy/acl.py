@@ -365,6 +365,9 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
             fd.match == "meth" and out == fd.out and method in ("bool", "int", "ip")):
         raise AclError(f"matching method '{method}' cannot be used with fetch keyword "
                        f"'{fd.name}'")
+    if method is None and out == "any":     # var(): its type is known at run time only
+        raise AclError("matching method must be specified first (using '-m') when using a "
+                       f"sample fetch of this type ('{fd.name}').")
     if method is None:
         # a converter chain changes the type, hence the default match method
         method = fd.match if out == fd.out else _DEFAULT_MATCH[out]

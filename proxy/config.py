@@ -27,6 +27,7 @@ from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_exp
 from .maps import REGISTRY
 from .sample import FETCH_NEEDS, RESPONSE_FETCHES, Refs, SampleError, compile_expr
 from .stick_table import parse_table_args, parse_time_err
+from . import vars as var_mod
 
 SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
 HAPROXY_VERSION = (2, 6, 12)       # the version edgestick behaves as (.if version_* tests)
@@ -238,6 +239,7 @@ class Parser:
     def __init__(self, localpeer: Optional[str] = None):
         self.localpeer = localpeer
         self.cfg = m.Config()
+        self.cfg.vars = var_mod.Registry()
         self.warnings: list[str] = []
         self.section: Optional[str] = None
         self.proxy: Optional[m.Proxy] = None
@@ -569,6 +571,8 @@ class Parser:
             if not port.isdigit() or not 0 < int(port) < 65536:
                 raise line.error(f"'bind' expects <address>:<port> (got '{w[2]}')")
             g.metrics_bind = (host.strip("[]") or "127.0.0.1", int(port))
+        elif kw in ("set-var", "set-var-fmt"):
+            self.parse_global_set_var(line)
         elif kw == "hard-stop-after":
             g.hard_stop_after_ms = _time(line, _arg(line, 1, "time"), "hard-stop-after",
                                          self.warnings)
@@ -1274,18 +1278,44 @@ class Parser:
         w = line.words
         if len(w) < 3:
             raise line.error("expects <name> and <addr>[:<port>] as arguments")
-        name = w[1]
+        self.add_server(p, line, w[1], w[2], w[3:])
+
+    def add_server(self, p, line, name: str, addr: str, opts) -> m.Server:
         for s in p.servers:
             if s.name == name:
                 raise line.error(f"backend '{p.name}', another server named '{name}' was already "
                                  f"defined at line {s.where.line}, please use distinct names.")
         kw = f"server {p.name}/{name}"
-        host, port, _, fam = parse_address(w[2], line, kw, need_port=False, resolve=True)
+        host, port, _, fam = parse_address(addr, line, kw, need_port=False, resolve=True)
         tmpl = self.default_server.get(id(p))
         srv = copy.copy(tmpl) if tmpl else m.Server(name, host, port)
         srv.name, srv.host, srv.port, srv.family, srv.where = name, host, port, fam, _where(line)
-        self.apply_server_opts(line, srv, w[3:], kw)
+        self.apply_server_opts(line, srv, opts, kw)
         p.servers.append(srv)
+        return srv
+
+    _TEMPLATE_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+
+    def kw_server_template(self, p, line):
+        """`server-template <prefix> <num | first-last> <fqdn>[:<port>] [params*]`: servers
+        prefix1..prefixN (or prefixFIRST..prefixLAST), each as a `server` line with that
+        address (a name resolved once, now, as HAProxy does without `resolvers`). An `id`
+        numbers the first one only; the others take the free ids."""
+        if p.kind == "defaults":
+            raise line.error("'server-template' not allowed in 'defaults' section.")
+        w = line.words
+        if len(w) < 4:
+            raise line.error("'server-template' expects <prefix> <nb | range> "
+                             "<addr>[:<port>] as arguments.")
+        got = self._TEMPLATE_RANGE.fullmatch(w[2])
+        first, last = (1, int(got.group(1))) if got and got.group(2) is None else (
+            (int(got.group(1)), int(got.group(2))) if got else (1, 0))
+        if not got or last < 1 or first > last:
+            raise line.error(f"Wrong server-template number or range arg '{w[2]}'.")
+        opts = list(w[4:])
+        for i in range(first, last + 1):
+            self.add_server(p, line, f"{w[1]}{i}", w[3], opts)
+            opts = _without_id(opts)     # only the first one takes an explicit id
 
     def kw_default_server(self, p, line):
         srv = copy.copy(self.default_server.get(id(p))) or m.Server("", "", None)
@@ -1413,6 +1443,7 @@ class Parser:
         refs = Refs()
         refs.table_refs = _RefList(self, p, line)
         refs.where = (line.file, line.lineno)
+        refs.vars = self.cfg.vars
         return refs
 
     def condition(self, p: m.Proxy, line: Line, cond_words: Sequence[str],
@@ -1470,8 +1501,8 @@ class Parser:
             raise line.error(f"'{what}' : fetch method '{text}' extracts information from "
                              "'HTTP response headers', none of which is available here")
         if level in ("connection", "session") and not (
-                name in _L4_FETCHES or name.startswith(("sc_", "sc0_", "sc1_", "sc2_", "src_",
-                                                        "table_"))):
+                name in _L4_FETCHES or name in var_mod.NO_TRAFFIC_FETCHES or name.startswith((
+                    "sc_", "sc0_", "sc1_", "sc2_", "src_", "table_"))):
             raise line.error(f"'{what}' : fetch method '{text}' extracts information from "
                              "'HTTP request headers', none of which is available here")
         return expr
@@ -1643,6 +1674,8 @@ class Parser:
             rule.args = tuple(args)
         elif action == "auth" and not tcp and level == "http":
             rule.fmt = auth.parse_auth_action(line, p, args)     # the realm (None: default)
+        elif action.split("(")[0] in var_mod.ACTIONS:
+            rule.action, rule.var = self.parse_var_action(p, line, action, args, where, level)
         elif action == "use-service" and not tcp and level == "http":
             if len(args) != 1:
                 raise line.error(f"'{ctx_what}' expects a service name")
@@ -1665,6 +1698,68 @@ class Parser:
             rule.cond = self.condition(p, line, cond_words, response=(level == "response"))
             rule.cond_text = " ".join(cond_words)
         return rule
+
+    def parse_var_action(self, p, line, action, args, where, level):
+        """set-var(<scope>.<name>[,<cond>...]) <expr>, set-var-fmt(...) <fmt>,
+        unset-var(<scope>.<name>): (action name, vars.VarAction)."""
+        err = f"error detected in {p.kind} '{p.name}' while parsing '{where} {action}' rule : "
+        try:
+            kind, scope, name, conds = var_mod.parse_action_word(action)
+        except var_mod.VarError as e:
+            raise line.error(err + f"{e}" + ("" if str(e).endswith(".") else ".")) from None
+        self.cfg.vars.mention(scope, name)
+        need = 0 if kind == "unset-var" else 1
+        if len(args) > need:
+            raise line.error(f"'{where} {action}' expects either 'if' or 'unless' followed by "
+                             f"a condition but found '{args[need]}'.")
+        act = var_mod.VarAction(kind, scope, name, conds)
+        if kind == "set-var":
+            if not args:
+                raise line.error(err + "missing fetch method.")
+            act.expr = self.expression(line, args[0], f"{where} {action}",
+                                       "response" if level == "response" else level,
+                                       response=(level == "response"), p=p)
+        elif kind == "set-var-fmt":
+            act.fmt = args[0] if args else ""
+            self.check_log_format(p, line, act.fmt, f"{where} {action}")
+        return kind, act
+
+    def parse_global_set_var(self, line: Line):
+        """`set-var proc.<name> <expr>` / `set-var-fmt proc.<name> <fmt>` in global:
+        evaluated once, now (expressions that need no traffic)."""
+        kw, w = line.keyword, line.words
+        if len(w) != 3:
+            raise line.error(f"'{kw}' expects a variable name and an "
+                             f"{'expression' if kw == 'set-var' else 'format string'}.")
+        try:
+            scope, name = var_mod.parse_name(w[1])
+        except var_mod.VarError as e:
+            raise line.error(f"{e}.") from None
+        if scope != "proc":
+            raise line.error(f"'{kw}': cannot set variable '{w[1]}', only scope 'proc' is "
+                             "supported in the global section.")
+        refs = Refs()
+        refs.vars = self.cfg.vars
+        try:
+            if kw == "set-var":
+                expr = compile_expr(w[2], refs)
+                fetches = [expr.fetch.name]
+
+                def value_of(ctx):
+                    v = expr(ctx)
+                    return None if v is None else var_mod.typed(v, expr.out)
+            else:
+                from .frontend import log_format
+                fetches = [compile_expr(t, refs).fetch.name
+                           for t in re.findall(r"%\[([^\]]+)\]", w[2])]
+                value_of = lambda ctx: log_format(w[2], ctx)  # noqa: E731
+        except SampleError as e:
+            raise line.error(f"failed to parse sample expression : {e}.") from None
+        for f in fetches:
+            if f not in var_mod.NO_TRAFFIC_FETCHES:
+                raise line.error(f"fetch method '{kw}({w[1]})' extracts information from "
+                                 f"'{f}', none of which is available here")
+        var_mod.global_set(self.cfg.vars, kw, scope, name, value_of)
 
     def check_log_format(self, p: m.Proxy, line: Line, text: str, what: str):
         """Compile the `%[expr]` parts of a log-format string now, so a bad fetch is a
@@ -1936,6 +2031,9 @@ class Parser:
         auth.finish(cfg, cfg.userlists)
         stats_page.finish(cfg, self.warnings)
         compression.finish(cfg)
+        if cfg.vars.used:          # contexts of every frontend carry variable scopes
+            for p in cfg.frontends.values():
+                p.vars = cfg.vars
 
     def finish_proxy(self, p: m.Proxy):
         # server ids: explicit ones first, then the free numbers by position
@@ -2048,6 +2146,18 @@ _RULE_NAMES = {"http-request": "http-request header", "http-response": "http-res
                "use_backend": "use-backend"}
 
 
+def _without_id(opts: list) -> list:
+    """Server options without `id N` (an `id` that is not another option's value)."""
+    out, i = [], 0
+    while i < len(opts):
+        if opts[i] == "id" and not (out and out[-1] in SERVER_VALUED):
+            i += 2
+            continue
+        out.append(opts[i])
+        i += 1
+    return out
+
+
 class _RefList(list):
     """Table names referenced by fetches, recorded with the proxy and line using them."""
 
@@ -2146,19 +2256,18 @@ HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-s
                       "strict-mode", "set-timeout", "wait-for-body",
                       "set-dst", "set-dst-port", "set-mark", "set-src", "set-src-port",
                       "set-tos", "silent-drop", "set-priority-class", "set-priority-offset",
-                      "set-status", "cache-store", "set-var", "unset-var", "set-var-fmt",
+                      "set-status", "cache-store",
                       "add-acl", "del-acl", "set-map", "del-map", "do-resolve"}
-TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "capture", "set-var",
-                     "unset-var",
+TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "capture",
                      "set-src", "set-dst", "set-mark", "set-tos", "set-log-level",
                      "switch-mode", "use-service", "do-resolve", "set-priority-class",
-                     "set-priority-offset", "send-spoe-group", "set-var-fmt", "set-src-port",
+                     "set-priority-offset", "send-spoe-group", "set-src-port",
                      "set-dst-port", "attach-srv"}
 
 UNSUPPORTED_PROXY_KEYWORDS = {
     "unique-id-format",
     "unique-id-header", "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
-    "server-template", "tcp-check", "external-check", "force-persist",
+    "tcp-check", "external-check", "force-persist",
     "ignore-persist", "persist", "http-after-response", "http-error",
     "use-server", "errorloc", "errorloc302", "errorloc303", "errorfiles",
     "load-server-state-from-file", "server-state-file-name", "max-keep-alive-queue",
@@ -2189,6 +2298,7 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "http-check": ("be", Parser.kw_http_check),
     "cookie": ("be", Parser.kw_cookie),
     "server": ("be!", Parser.kw_server),
+    "server-template": ("be!", Parser.kw_server_template),
     "default-server": ("be!", Parser.kw_default_server),
     "stick-table": ("any", Parser.kw_stick_table),
     "stick": ("be", Parser.kw_stick),

@@ -27,6 +27,7 @@ import time
 import weakref
 
 from . import backend as be_mod
+from . import vars as var_mod
 from . import compression, http1
 from . import auth, stats_page
 from .backend import Backend, ServerState
@@ -39,7 +40,8 @@ from edgestick.freq_ctr import now_ms
 class ClientConn(be_mod.Endpoint):
     """The client side of one connection."""
     __slots__ = ("fe", "task", "src", "src_port", "dst", "dst_port", "ssl", "received_any",
-                 "busy", "expect_proxy", "fast", "sess_sc", "pending", "inflight", "served")
+                 "busy", "expect_proxy", "fast", "sess_sc", "pending", "inflight", "served",
+                 "sess_vars")     # (sess_vars: set on first use, see vars.py)
 
     def __init__(self, fe: "Frontend", ssl: bool = False, expect_proxy: bool = False, loop=None):
         super().__init__()
@@ -453,6 +455,8 @@ class Frontend:
         self.late_start = (self.fast_ok and not model.tcp_request_connection
                            and not model.tcp_request_session)
         self.fast_cb = self.fast        # (one bound method for every connection)
+        if model.vars is not None:      # variables: contexts carry their scopes
+            self._begin, self._ctx = var_mod.with_scopes(self._begin, self._ctx, model.vars)
 
     # ---- listeners
 
@@ -702,6 +706,8 @@ class Frontend:
         """sc-inc-gpc0/1, sc-inc-gpc, sc-clr-gpc*, sc-set-gpt0, sc-set-gpt."""
         act = rule.action
         if not act.startswith("sc-"):
+            if rule.var is not None:        # set-var, set-var-fmt, unset-var
+                rule.var.run(ctx)
             return
         t = ctx.sc[rule.slot if rule.slot is not None else 0]
         if t is None:
@@ -1811,6 +1817,8 @@ class Frontend:
         if self.model is not backend.model:
             groups.append(self.model.http_response)
         ctx.response, ctx.res_headers = True, resp.headers   # fetches read the response
+        if ctx.vars is not None:
+            ctx.vars.to_response()
         try:
             for rules in groups:
                 for rule in rules:

@@ -30,6 +30,7 @@ from edgestick.cfgsyntax import ConfigError
 from . import config as config_mod
 from . import backend as backend_mod
 from . import sample
+from . import vars as var_mod
 from .backend import Backend
 from .frontend import Frontend
 from .stats import proxy_ids
@@ -173,6 +174,7 @@ class ProxyProcess:
         from . import stats
         self.runtime = runtime_api.RuntimeAPI(lambda: list(self.tables.values()), self)
         stats.register_commands(self, self.runtime.commands)
+        var_mod.register_commands(self, self.runtime.commands)
         await self._listen_runtime(cfg)
 
     async def _start_peers(self, cfg, reload: bool = False):

@@ -189,6 +189,7 @@ class Rule:
     service: Optional[str] = None
     regex: Any = None                    # replace-path/-uri/-header/-value match
     args: tuple[str, ...] = ()           # remaining words of rules kept verbatim
+    var: Any = None                      # set-var/set-var-fmt/unset-var: vars.VarAction
     where: Where = field(default_factory=Where)
 
 
@@ -250,6 +251,8 @@ class Proxy:
     kind: str                            # frontend | backend | listen | defaults
     where: Where = field(default_factory=Where)
     defaults_name: Optional[str] = None  # the defaults section it inherited from
+    vars: Any = None                     # frontends: the configuration's vars.Registry when
+                                         # it uses variables (contexts get scopes), else None
     mode: str = "tcp"
     maxconn: Optional[int] = None
     fullconn: Optional[int] = None
@@ -353,6 +356,7 @@ class Config:
     # first): (global name, the declaration words after the name, parsed declaration,
     # declared in a peers section)
     tables: list[tuple[str, tuple[str, ...], Any, bool]] = field(default_factory=list)
+    vars: Any = None                     # vars.Registry: the variables it mentions, proc store
 
     def table_names(self) -> list[str]:
         """Every stick table, in declaration order: proxies' tables under their name,

@@ -1289,6 +1289,8 @@ def value_cast(frm: str, to: str) -> Optional[Callable]:
     value does not convert), or None when no change is needed."""
     if to in ("any", frm):
         return None
+    if frm == "any":                 # a variable's value: its type is known at run time
+        return _vars.dynamic_cast(to)
     if (frm, to) in _NO_CAST:
         raise SampleError(f"a {frm} sample cannot be used as {to}")
     return _CASTS.get((frm, to))
@@ -1306,7 +1308,7 @@ def _cast(fn: Callable, declared: str, actual: str, to: str, what: str) -> Calla
         return fn
     if (actual, to) in _NO_CAST:
         return lambda ctx: None
-    cast = _CASTS.get((actual, to))
+    cast = _vars.dynamic_cast(to) if actual == "any" else _CASTS.get((actual, to))
     if cast is None:
         return fn
 
@@ -2110,7 +2112,7 @@ CONVERTERS["map"] = ConvDef("map", _map_build("map", "str", "str"), "str", "str"
 
 # ---------------------------------------------------------------------------- expressions
 
-_CALL = re.compile(r"^([A-Za-z0-9_.+]+)(?:\((.*)\))?$", re.S)
+_CALL = re.compile(r"^([A-Za-z0-9_.+-]+)(?:\((.*)\))?$", re.S)   # (set-var converter: a dash)
 
 
 def split_call(text: str) -> tuple[str, list[str]]:
@@ -2159,6 +2161,7 @@ class Refs:
         self.table_refs: list[tuple[Optional[str], str]] = []
         self.where: Optional[tuple[str, int]] = None     # (file, line): users of a map
         self.in_acl = False          # set by acl.py: HAProxy words its errors per context
+        self.vars = None             # the configuration's vars.Registry (names it mentions)
 
 
 def compile_expr(text: str, refs: Optional[Refs] = None) -> Expr:
@@ -2200,3 +2203,6 @@ def fetch_values_fn(text: str, refs: Optional[Refs] = None):
         return fd.multi(args, refs), fd, fd.out, True
     e = compile_expr(text, refs)
     return e, fd, e.out, False
+
+
+from . import vars as _vars    # noqa: E402  (registers var() and the set-var converters)
