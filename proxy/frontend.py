@@ -1506,8 +1506,11 @@ class Frontend:
             return self._local_error(c, req, stream, status) and False
         status = resp.status
         ctx.status = status
-        if comp is not None and not comp.applies(req, resp):
-            comp = None             # decided on the server's head, before http-response rules
+        if comp is not None:        # decided on the server's head, before http-response rules
+            if comp.applies(req, resp):
+                ctx.comp = comp     # (res.comp, res.comp_algo)
+            else:
+                comp = None
         sc = stream.sc
         if 400 <= status < 500:
             for t in sc:

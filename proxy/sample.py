@@ -61,7 +61,8 @@ from .hashes import crc32, djb2, full_hash, sdbm, wt6
 class Context:
     __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "method", "path", "query",
                  "url", "headers", "sc", "table", "tables", "status", "res_headers",
-                 "response", "now", "vars", "fe", "be", "stream", "version")
+                 "response", "now", "vars", "fe", "be", "stream", "version",
+                 "comp")    # (comp: compression.Choice of a compressed response; set then only)
 
     def __init__(self, src: Optional[str] = None, src_port: int = 0, dst: Optional[str] = None,
                  dst_port: int = 0, ssl: bool = False, method: Optional[str] = None,
@@ -198,6 +199,8 @@ _simple("ssl_fc", "bool", lambda ctx: bool(ctx.ssl))
 _simple("always_true", "bool", lambda ctx: True)
 _simple("always_false", "bool", lambda ctx: False)
 _simple("status", "int", lambda ctx: ctx.status)
+_simple("res.comp", "bool", lambda ctx: getattr(ctx, "comp", None) is not None)
+_simple("res.comp_algo", "str", lambda ctx: getattr(getattr(ctx, "comp", None), "algo", None))
 FETCHES["capture.req.method"] = FETCHES["method"]
 
 
@@ -550,7 +553,8 @@ for _n, _side, _reader in (("req.cook", REQ, _cookies), ("res.cook", RES, _set_c
 
 # fetches that read the response: only usable in response-time rules
 RESPONSE_FETCHES = frozenset({"status", "res.hdr", "shdr", "res.fhdr", "res.hdr_ip", "res.hdr_val",
-                              "res.hdr_cnt", "res.cook", "scook", "res.cook_cnt", "scook_cnt"})
+                              "res.hdr_cnt", "res.cook", "scook", "res.cook_cnt", "scook_cnt",
+                              "res.comp", "res.comp_algo"})
 
 
 # ACL keyword aliases that fix the match method: path_beg = path -m beg, ...

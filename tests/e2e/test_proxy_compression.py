@@ -66,6 +66,9 @@ frontend fe2
 backend bk2
     compression type text/plain
     http-response add-header X-Rule seen
+    http-response add-header X-Comp "%[res.comp] %[res.comp_algo]"
+    acl compressed res.comp
+    http-response add-header X-Compressed yes if compressed { res.comp_algo raw-deflate }
     server s1 127.0.0.1:{S1}
 """
 
