@@ -13,6 +13,8 @@ may come after the proxy using it): `finish(cfg)`, called by the configuration p
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import warnings
 from typing import Optional
 
@@ -57,11 +59,20 @@ class Userlist:
             return False
         if u.insecure:
             return password == u.password
-        try:
-            hashed = _crypt.crypt(password, u.password)
-        except (OSError, ValueError):        # an unusable hash, a NUL in the password
-            return False
-        return hashed == u.password
+        # crypt(3) costs 2-20 ms a call ($5$ to $y$) and would hold the event loop each
+        # request: its verdicts are kept, under a digest of hash and password
+        key = hashlib.blake2b(f"{u.password}\0{password}".encode("utf-8", "surrogatepass"),
+                              digest_size=16).digest()
+        verdict = _VERDICTS.get(key)
+        if verdict is None:
+            try:
+                verdict = _crypt.crypt(password, u.password) == u.password
+            except (OSError, ValueError):    # an unusable hash, a NUL in the password
+                verdict = False
+            if len(_VERDICTS) >= 4096:
+                _VERDICTS.clear()
+            _VERDICTS[key] = verdict
+        return verdict
 
     def finish(self) -> None:
         """Group memberships from both sides (HAProxy's userlist_postinit)."""
@@ -77,6 +88,9 @@ class Userlist:
                     raise _error(where, "group", f"userlist '{self.name}': no such user "
                                                  f"'{n}' specified in group '{g}'")
                 self.users[n].groups.add(g)
+
+
+_VERDICTS: dict[bytes, bool] = {}
 
 
 def _error(where, keyword: str, message: str) -> ConfigError:
@@ -190,6 +204,7 @@ def credentials(headers) -> Optional[tuple[str, Optional[str], Optional[str]]]:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def unauthorized(realm: str, close: bool, http10: bool) -> bytes:
     """HAProxy's 401: its error page with `www-authenticate: Basic realm="R"` after the
     content type (and `connection: close|keep-alive` after that when needed)."""

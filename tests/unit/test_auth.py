@@ -57,6 +57,7 @@ def test_check_hashes_and_insecure():
         u.password, u.insecure = pw, insecure
     assert ul.check("a", "clear") and not ul.check("a", "Clear")
     assert ul.check("b", "secret") and not ul.check("b", "secreT")
+    assert ul.check("b", "secret") and not ul.check("b", "secreT")     # the kept verdicts
     assert not ul.check("c", "secret")          # a hash libcrypt cannot use never matches
     assert not ul.check("d", "")                 # no password at all
     assert not ul.check("nobody", "x") and not ul.check(None, None)
