@@ -10,12 +10,13 @@ import ipaddress
 import os
 import random
 import socket
+import ssl
 import struct
 import time
 
 from edgestick.freq_ctr import now_ms
 
-from . import hashes, http1
+from . import hashes, http1, outbound
 from .stats import PerSecond
 
 UP, DOWN, MAINT = "UP", "DOWN", "MAINT"
@@ -155,12 +156,13 @@ class Endpoint(asyncio.Protocol):
 
 class ServerConn(Endpoint):
     """A connection to a server."""
-    __slots__ = ("server", "reused")
+    __slots__ = ("server", "reused", "key")
 
     def __init__(self, server: "ServerState"):
         super().__init__()
         self.server = server
         self.reused = False          # taken from the idle pool (may have been closed)
+        self.key = None              # ServerState.conn_key: what it was opened for
 
     def eof_received(self):
         self.eof = self.closed = True
@@ -191,11 +193,17 @@ class ServerState:
                  "all_conns", "cur", "smax", "stot", "bin", "bout", "hrsp", "econ",
                  "eresp", "wretr", "wredis", "chkfail", "chkdown", "lbtot", "connects",
                  "reuses", "unsent", "dresp", "cli_abrt", "srv_abrt", "wire_in", "wire_out",
-                 "max_used", "rates", "queue", "lc_key", "lc_seq", "admin_drain")
+                 "max_used", "rates", "queue", "lc_key", "lc_seq", "admin_drain", "tls_ctx",
+                 "private")
 
     def __init__(self, backend: "Backend", model):
         self.backend = backend
         self.model = model
+        # TLS to the server, and whether its connections belong to what they were opened
+        # for (an SNI from the request, a PROXY header): see proxy/outbound.py
+        tls = model.tls
+        self.tls_ctx = outbound.client_context(tls) if model.ssl and tls is not None else None
+        self.private = bool(model.send_proxy or (self.tls_ctx is not None and tls.sni_expr))
         self.name: str = model.name
         self.id: int = model.id
         self.host: str = model.host
@@ -277,7 +285,23 @@ class ServerState:
         down = self.down_s if self.op_up else self.down_s + now - self.last_change
         return int(down)
 
-    async def connect(self, timeout_s: float | None) -> ServerConn:
+    def conn_key(self, ctx=None, client=None):
+        """What a new connection to this server is opened for: None (any request may
+        use it), else (SNI, PROXY header) as outbound.py describes."""
+        if not self.private:
+            return None
+        sni = None
+        tls = self.model.tls
+        if self.tls_ctx is not None and tls.sni_expr is not None and ctx is not None:
+            sni = tls.sni_expr(ctx)
+            sni = None if sni is None else str(sni)
+        header = None
+        if self.model.send_proxy and client is not None:
+            header = outbound.proxy_header(self.model.send_proxy, client.src, client.src_port,
+                                           client.dst, client.dst_port)
+        return (sni, header)
+
+    async def connect(self, timeout_s: float | None, key=None) -> ServerConn:
         self.connects += 1
         # no idle connection was left: every other one is in use, and so is this one
         # from its first attempt on
@@ -285,17 +309,60 @@ class ServerState:
         if used > self.max_used:
             self.max_used = used
         loop = asyncio.get_running_loop()
-        coro = loop.create_connection(lambda: self.backend.conn_class(self), self.host,
-                                      self.port)
+        factory = lambda: self.backend.conn_class(self)    # noqa: E731
+        if self.tls_ctx is None and key is None:
+            coro = loop.create_connection(factory, self.host, self.port)
+        else:
+            coro = self._open(loop, factory, key)
         if timeout_s is None:
             _, proto = await coro
         else:
             _, proto = await asyncio.wait_for(coro, timeout_s)
+        proto.key = key
         self.all_conns.add(proto)
         return proto
 
-    def take_idle(self) -> ServerConn | None:
+    async def _open(self, loop, factory, key):
+        """A connection that starts with a PROXY header and/or TLS (the header goes first,
+        in clear, as HAProxy sends it)."""
+        sni, header = key if key is not None else (None, None)
+        ctx = self.tls_ctx
+        hostname = (sni or "") if ctx is not None else None
+        if header is None:
+            transport, proto = await loop.create_connection(
+                factory, self.host, self.port, ssl=ctx, server_hostname=hostname)
+        else:
+            sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+                                 socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, (self.host, self.port))
+                await loop.sock_sendall(sock, header)
+                transport, proto = await loop.create_connection(
+                    factory, sock=sock, ssl=ctx, server_hostname=hostname)
+            except BaseException:
+                sock.close()
+                raise
+        if ctx is not None:
+            try:
+                outbound.verify_peer(ctx, self.model.tls, sni,
+                                     transport.get_extra_info("ssl_object"))
+            except ssl.SSLError:
+                transport.abort()
+                raise
+        return transport, proto
+
+    def take_idle(self, key=None) -> ServerConn | None:
         idle = self.idle
+        if key is not None:             # only a connection opened for the same
+            for i in range(len(idle) - 1, -1, -1):
+                c = idle[i]
+                if c.key == key and not c.closed and not c.buf:
+                    del idle[i]
+                    c.reused = True
+                    self.reuses += 1
+                    return c
+            return None
         while idle:
             c = idle.pop()
             if not c.closed and not c.buf:
@@ -574,7 +641,8 @@ class Backend:
                     if entry is not None:
                         s = self.server_for_stick(table.read(entry, "server_key"),
                                                   table.read(entry, "server_id"))
-                        if s is not None and (s.usable or (persist and not s.admin_maint)):
+                        if s is not None and (s.usable or s.admin_drain and s.op_up
+                                              or persist and not s.admin_maint):
                             srv = s
                             table.touch(entry)
             if rule.kind in ("store-request", "on") and len(stores) < 8:
@@ -946,21 +1014,50 @@ async def _check_once(backend: Backend, srv: ServerState, timeouts: dict) -> boo
             srv.check_status = "L4CON"
             srv.last_chk = os.strerror(e.errno) if e.errno else ""
             return False
-        if req is None:
-            srv.check_status = "L4OK"
-            return True
-        await loop.sock_sendall(sock, req)
-        data = b""
+        own_addr = not (srv.model.check_port or srv.model.check_addr)
+        send_proxy = srv.model.send_proxy or 1
+        if srv.model.check_send_proxy or (own_addr and srv.model.send_proxy):
+            # (HAProxy names the check connection's own two ends)
+            local = sock.getsockname()
+            await loop.sock_sendall(sock, outbound.proxy_header(send_proxy, local[0], local[1],
+                                                                host, port))
+        check_ssl = srv.model.check_ssl
+        tls_ctx = _check_tls_ctx(srv) if check_ssl or (check_ssl is None and own_addr) else None
+        stream = None
+        if tls_ctx is not None:
+            try:
+                stream = await asyncio.wait_for(asyncio.open_connection(
+                    sock=sock, ssl=tls_ctx, server_hostname=""), min(connect_s, inter_s))
+            except (TimeoutError, asyncio.TimeoutError):
+                srv.check_status = "L6TOUT"
+                return False
+            except OSError as e:
+                srv.check_status = "L6RSP"
+                srv.last_chk = str(e)
+                return False
         try:
-            async with asyncio.timeout(read_s):
-                while b"\n" not in data:
-                    chunk = await loop.sock_recv(sock, 4096)
-                    if not chunk:
-                        break
-                    data += chunk
-        except (TimeoutError, OSError):
-            srv.check_status = "L7TOUT"
-            return False
+            if req is None:
+                srv.check_status = "L6OK" if stream is not None else "L4OK"
+                return True
+            data = b""
+            try:
+                async with asyncio.timeout(read_s):
+                    if stream is None:
+                        await loop.sock_sendall(sock, req)
+                    else:
+                        stream[1].write(req)
+                    while b"\n" not in data:
+                        chunk = await (loop.sock_recv(sock, 4096) if stream is None
+                                       else stream[0].read(4096))
+                        if not chunk:
+                            break
+                        data += chunk
+            except (TimeoutError, OSError):
+                srv.check_status = "L7TOUT"
+                return False
+        finally:
+            if stream is not None:
+                stream[1].transport.abort()
         line = data.split(b"\n", 1)[0].split()
         if len(line) < 2 or not line[0].startswith(b"HTTP/") or not line[1].isdigit():
             srv.check_status = "L7RSP"
@@ -974,6 +1071,15 @@ async def _check_once(backend: Backend, srv: ServerState, timeouts: dict) -> boo
     finally:
         set_linger_rst(sock)        # like HAProxy: a reset once the verdict is known
         sock.close()
+
+
+def _check_tls_ctx(srv: ServerState):
+    """The TLS context of a server's checks (`check-ssl`, or `ssl` inherited), None for
+    a server without TLS settings."""
+    if srv.tls_ctx is not None:
+        return srv.tls_ctx
+    tls = srv.model.tls
+    return None if tls is None or not srv.model.check_ssl else outbound.client_context(tls)
 
 
 def apply_check_result(srv: ServerState, ok: bool):

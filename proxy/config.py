@@ -11,6 +11,7 @@ Entry point: `load_config(paths) -> (Config, warnings)`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
 import socket
@@ -19,7 +20,7 @@ from typing import Callable, Optional, Sequence
 
 from edgestick.cfgsyntax import ConfigError, Line, read_file
 
-from . import compression, hashes, http1
+from . import compression, hashes, http1, outbound
 from . import model as m
 from . import auth, stats_page
 from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_expr, parse_net,
@@ -507,12 +508,12 @@ class Parser:
 
     # ------------------------------------------------------------------ global
     GLOBAL_IGNORED = {
-        "log-tag", "log-send-hostname", "ca-base", "crt-base", "spread-checks",
+        "spread-checks",
         "ulimit-n", "node", "description", "quiet", "zero-warning", "noepoll", "nopoll",
         "nosplice", "nogetaddrinfo", "noreuseport", "busy-polling", "set-dumpable",
         "master-worker", "insecure-fork-wanted", "expose-experimental-directives",
         "server-state-file", "server-state-base", "maxsslconn", "maxconnrate", "maxsessrate",
-        "maxsslrate", "maxpipes", "ssl-server-verify", "ssl-dh-param-file", "cpu-map",
+        "maxsslrate", "maxpipes", "ssl-dh-param-file", "cpu-map",
         "uid", "gid", "unix-bind", "setenv", "presetenv", "unsetenv", "resetenv",
         "h1-case-adjust", "strict-limits", "numa-cpu-mapping", "pp2-never-send-local",
         "thread-groups", "external-check", "grace", "profiling.tasks", "profiling.memory",
@@ -573,6 +574,13 @@ class Parser:
             g.metrics_bind = (host.strip("[]") or "127.0.0.1", int(port))
         elif kw in ("set-var", "set-var-fmt"):
             self.parse_global_set_var(line)
+        elif kw == "ssl-server-verify":
+            v = _arg(line, 1, "'none' or 'required'")
+            if v not in ("none", "required"):
+                raise line.error(f"'ssl-server-verify' expects 'none' or 'required' (got '{v}')")
+            g.ssl_server_verify = v
+        elif kw in ("ca-base", "crt-base"):
+            setattr(g, kw.replace("-", "_"), _arg(line, 1, "a directory"))
         elif kw == "hard-stop-after":
             g.hard_stop_after_ms = _time(line, _arg(line, 1, "time"), "hard-stop-after",
                                          self.warnings)
@@ -810,12 +818,12 @@ class Parser:
                               ("force-tlsv13", ssl.TLSVersion.TLSv1_3)):
             if opts.get(flag):
                 ctx.minimum_version = ctx.maximum_version = version
-        base = self.cfg.global_.ignored.get("crt-base")
+        base = self.cfg.global_.crt_base
         crts = list(opts["crt"])
         if "crt-list" in opts:
             crts += self.read_crt_list(line, opts["crt-list"])
         for crt in crts:
-            path = crt if os.path.isabs(crt) or not base else os.path.join(base[0], crt)
+            path = crt if os.path.isabs(crt) or not base else os.path.join(base, crt)
             if os.path.isdir(path):
                 files = sorted(os.path.join(path, f) for f in os.listdir(path)
                                if f.endswith((".pem", ".crt")))
@@ -1290,9 +1298,53 @@ class Parser:
         tmpl = self.default_server.get(id(p))
         srv = copy.copy(tmpl) if tmpl else m.Server(name, host, port)
         srv.name, srv.host, srv.port, srv.family, srv.where = name, host, port, fam, _where(line)
+        if srv.tls is not None:             # (default-server's settings are a template)
+            srv.tls = dataclasses.replace(srv.tls)
         self.apply_server_opts(line, srv, opts, kw)
+        self.check_server_tls(p, line, srv, kw)
         p.servers.append(srv)
         return srv
+
+    def check_server_tls(self, p, line, srv: m.Server, kw: str):
+        """HAProxy's checks of a server's TLS settings (check_config_validity), and its
+        sni expression compiled."""
+        if srv.tls is None and (srv.ssl or srv.check_ssl):
+            srv.tls = outbound.ServerTls()
+        tls = srv.tls
+        if tls is None:
+            return
+        g = self.cfg.global_
+        for attr, base in (("ca_file", g.ca_base), ("crt", g.crt_base)):
+            path = getattr(tls, attr)
+            if path and base and not os.path.isabs(path):
+                setattr(tls, attr, os.path.join(base, path))
+        if tls.sni and tls.sni_expr is None:
+            tls.sni_expr = self.expression(line, tls.sni, "sni", p=p)
+        if not (srv.ssl or srv.check_ssl):
+            return
+        tls.verify = tls.verify or g.ssl_server_verify
+        if tls.verify == "required" and not tls.ca_file:
+            raise line.error(
+                "verify is enabled by default but no CA file specified. If you're "
+                "running on a LAN where you're certain to trust the server's certificate, "
+                "please set an explicit 'verify none' statement on the 'server' line, or use "
+                "'ssl-server-verify none' in the global section to disable server-side "
+                "verifications by default.", kw)
+        if tls.ca_file and (err := outbound.readable(tls.ca_file)):
+            raise line.error(f"Couldn't open the ca-file '{tls.ca_file}' ({err}).", kw)
+        if tls.crt and (err := outbound.readable(tls.crt)):
+            raise line.error("unable to stat SSL certificate from file "
+                             f"'{tls.crt}' : {err}.", kw)
+        if tls.ciphers:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).set_ciphers(tls.ciphers)
+            except ssl.SSLError:
+                raise line.error(f"unable to set SSL cipher list to '{tls.ciphers}'.",
+                                 kw) from None
+        try:
+            outbound.client_context(tls)
+        except (OSError, ValueError) as e:
+            raise line.error(f"SSL settings refused: {e}", kw) from None
 
     _TEMPLATE_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
@@ -1379,6 +1431,15 @@ class Parser:
                 srv.check_addr = val
             elif opt == "slowstart":
                 srv.slowstart_ms = _time(line, val, opt, self.warnings)
+            elif opt in SERVER_TLS_VALUED:
+                err = outbound.check_tls_option(opt, val)
+                if err:
+                    raise line.error(err, kw)
+                if srv.tls is None:
+                    srv.tls = outbound.ServerTls()
+                setattr(srv.tls, SERVER_TLS_VALUED[opt], val)
+                if opt == "sni":
+                    srv.tls.sni_expr = None     # compiled once the server line is read
             elif opt in SERVER_VALUED:
                 pass   # accepted, no effect here (ssl details, resolvers, agent...)
             else:
@@ -2210,7 +2271,16 @@ BIND_NO_EFFECT = {"name", "id", "nice", "process", "thread", "interface", "mss",
 SERVER_FLAGS = {"check": ("check", True), "no-check": ("check", False),
                 "backup": ("backup", True), "no-backup": ("backup", False),
                 "disabled": ("disabled", True), "enabled": ("disabled", False),
-                "non-stick": ("non_stick", True), "stick": ("non_stick", False)}
+                "non-stick": ("non_stick", True), "stick": ("non_stick", False),
+                "ssl": ("ssl", True), "no-ssl": ("ssl", False),
+                "check-ssl": ("check_ssl", True), "no-check-ssl": ("check_ssl", False),
+                "send-proxy": ("send_proxy", 1), "send-proxy-v2": ("send_proxy", 2),
+                "no-send-proxy": ("send_proxy", 0), "no-send-proxy-v2": ("send_proxy", 0),
+                "check-send-proxy": ("check_send_proxy", True)}
+# server TLS options with a value -> outbound.ServerTls attribute
+SERVER_TLS_VALUED = {"verify": "verify", "ca-file": "ca_file", "crt": "crt", "sni": "sni",
+                     "verifyhost": "verifyhost", "alpn": "alpn", "ssl-min-ver": "min_ver",
+                     "ssl-max-ver": "max_ver", "ciphers": "ciphers"}
 SERVER_SWITCHES = set(SERVER_FLAGS) | {
     "send-proxy", "send-proxy-v2", "ssl", "check-send-proxy", "check-ssl", "no-ssl",
     "agent-check", "no-agent-check", "tfo", "allow-0rtt", "no-send-proxy", "no-tfo",
@@ -2230,13 +2300,11 @@ SERVER_VALUED = {"inter", "fastinter", "downinter", "rise", "fall", "weight", "c
 
 # server options that change the wire protocol (TLS, PROXY protocol, h2, tracking another
 # server, redirects, agents): refused rather than silently dropped
-SERVER_UNSUPPORTED = {"ssl", "check-ssl", "verify", "sni", "crt", "ca-file", "crl-file",
-                      "alpn", "check-sni", "check-alpn", "send-proxy", "send-proxy-v2",
-                      "check-send-proxy", "proxy-v2-options", "proto", "ws", "socks4",
+SERVER_UNSUPPORTED = {"crl-file", "check-sni", "check-alpn",
+                      "proxy-v2-options", "proto", "ws", "socks4",
                       "check-via-socks4", "redir", "track", "agent-check", "agent-port",
                       "agent-inter", "agent-addr", "agent-send", "usesrc", "source",
-                      "verifyhost", "ciphers", "ciphersuites", "ssl-min-ver", "ssl-max-ver",
-                      "allow-0rtt", "force-sslv3", "force-tlsv10", "force-tlsv11",
+                      "ciphersuites", "allow-0rtt", "force-sslv3", "force-tlsv10", "force-tlsv11",
                       "force-tlsv12", "force-tlsv13", "curves", "sigalgs", "check-proto"}
 # options that only tune load, queues, DNS or logs: accepted with a warning
 SERVER_NO_EFFECT = {"maxqueue", "minconn", "slowstart", "non-stick", "observe", "error-limit",

@@ -942,6 +942,7 @@ class Frontend:
             bm = backend.model
             ok = not (bm.cookie is not None or bm.stick_rules or bm.http_response
                       or self.model.http_response or backend._limited
+                      or any(s.private for s in backend.servers)
                       or (bm is not self.model and (bm.http_request or bm.redirects
                                                     or bm.stats is not None)))
             plan = self._forward_plans[backend] = _sec(bm.timeouts.get("server")) if ok else False
@@ -1355,9 +1356,9 @@ class Frontend:
             backend.smax = backend.cur
         try:
             # connect, with retries and redispatch (an idle keep-alive connection first)
-            conn = srv.take_idle()
+            conn = srv.take_idle(srv.conn_key(ctx, c) if srv.private else None)
             if conn is None:
-                conn, other = await self._connect(backend, srv, persisted, c.src, req)
+                conn, other = await self._connect(backend, srv, persisted, c.src, req, ctx, c)
                 if other is not srv:                # redispatched: the slot moves too
                     srv.unsent += 1
                     backend.release_slot(srv)
@@ -1377,14 +1378,17 @@ class Frontend:
             backend.release_slot(srv)
 
     async def _connect(self, backend: Backend, srv: ServerState, persisted: bool, src,
-                       req=None):
+                       req=None, ctx=None, client: ClientConn | None = None):
+        """A connection to `srv` (or, redispatched, to another: returned with it), after
+        the retries; `req`, `ctx`, `client`: what hashing, SNI and PROXY headers read."""
         bm = backend.model
         t_connect = _sec(bm.timeouts.get("connect"))
         retries = bm.retries
         attempt = 0
         while True:
             try:
-                return await srv.connect(t_connect), srv
+                key = srv.conn_key(ctx, client) if srv.private else None
+                return await srv.connect(t_connect, key), srv
             except (OSError, TimeoutError, asyncio.TimeoutError):
                 srv.econ += 1
                 backend.econ += 1

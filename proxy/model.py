@@ -52,6 +52,9 @@ class Global:
     group: Optional[str] = None
     chroot: Optional[str] = None
     hard_stop_after_ms: Optional[int] = None
+    ssl_server_verify: str = "required"  # servers' `verify` default
+    ca_base: Optional[str] = None
+    crt_base: Optional[str] = None
     metrics_bind: Optional[tuple[str, int]] = None   # edgestick: `metrics bind ADDR:PORT`
     # keywords accepted for compatibility that change nothing here (log, tune.*, ssl-default-*…)
     ignored: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -108,6 +111,11 @@ class Server:
     maxqueue: int = 0
     non_stick: bool = False
     slowstart_ms: int = 0
+    ssl: bool = False
+    check_ssl: Optional[bool] = None     # None: as `ssl` when the check goes to the server
+    send_proxy: int = 0                  # PROXY protocol version sent first (0: none)
+    check_send_proxy: Optional[bool] = None
+    tls: Any = None                      # outbound.ServerTls (verify, ca-file, sni...)
     where: Where = field(default_factory=Where)
 
     @property

@@ -73,6 +73,18 @@ CASES = [
     ("balance algorithms", VALID, D + FE + "    default_backend b\n" + BE + "    balance source\n"
      + "backend c\n    balance static-rr\nbackend e\n    balance first\n"),
     ("balance without algorithm", VALID, D + FE + "    default_backend b\n" + BE + "    balance\n"),
+    ("server tls", VALID, D + FE + "    default_backend b\n" + BE
+     + "    server t1 127.0.0.1:443 ssl verify none sni req.hdr(host) check-ssl check\n"
+     + "    server t2 127.0.0.1:443 ssl verify required ca-file {ca} verifyhost www.x\n"
+     + "    server p1 127.0.0.1:80 send-proxy\n    server p2 127.0.0.1:81 send-proxy-v2\n"),
+    ("server ssl without ca-file", INVALID, D + BE + "    server t 127.0.0.1:443 ssl\n"),
+    ("server ssl verify off globally", VALID, "global\n    ssl-server-verify none\n" + D + FE
+     + "    default_backend b\n" + BE + "    server t 127.0.0.1:443 ssl\n"),
+    ("server ca-file missing", INVALID, D + BE
+     + "    server t 127.0.0.1:443 ssl verify required ca-file /nonexistent.pem\n"),
+    ("server verify bad", INVALID, D + BE + "    server t 127.0.0.1:443 ssl verify maybe\n"),
+    ("server ciphers bad", INVALID, D + BE + "    server t 127.0.0.1:443 ssl verify none "
+     "ciphers NOPE\n"),
     ("balance hashes", VALID, D + FE + "    default_backend b\n" + BE
      + "    balance uri whole len 5 depth 2 path-only\n    hash-type consistent djb2 avalanche\n"
      + "backend c\n    balance url_param id check_post\n    hash-type map-based wt6\n"

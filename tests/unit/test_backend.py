@@ -1,23 +1,15 @@
 """proxy/backend.py pieces with HAProxy's arithmetic: health counter, weighted map,
 `balance source` hash, cookie dates, cacheability."""
-from types import SimpleNamespace
-
-from edgestick.proxy import backend, http1
+from edgestick.proxy import backend, http1, model
 
 
 def _srv(name, weight=1, rise=2, fall=3, check=True):
-    model = SimpleNamespace(name=name, id=int(name[1:]), host="127.0.0.1", port=1,
-                            weight=weight, backup=False, cookie=None, maxconn=0,
-                            disabled=False, check=check, rise=rise, fall=fall,
-                            inter_ms=2000, addr="127.0.0.1:1")
-    return model
+    return model.Server(name, "127.0.0.1", 1, id=int(name[1:]), weight=weight, check=check,
+                        rise=rise, fall=fall)
 
 
 def _backend(*servers, balance="roundrobin"):
-    model = SimpleNamespace(name="bk", servers=list(servers), balance=balance,
-                            options=SimpleNamespace(other={}), stick_table=None,
-                            balance_opts={}, hash_type=("map-based", "sdbm", False))
-    return backend.Backend(model)
+    return backend.Backend(model.Proxy("bk", "backend", servers=list(servers), balance=balance))
 
 
 def test_health_counter_like_haproxy():
