@@ -1390,20 +1390,26 @@ class Frontend:
                 key = srv.conn_key(ctx, client) if srv.private else None
                 return await srv.connect(t_connect, key), srv
             except (OSError, TimeoutError, asyncio.TimeoutError):
-                srv.econ += 1
-                backend.econ += 1
+                pass
             if attempt >= retries:
+                srv.econ += 1               # counted once, when HAProxy gives up
+                backend.econ += 1
                 return None, srv
             attempt += 1
-            srv.wretr += 1
-            backend.wretr += 1
-            if bm.options.redispatch and attempt == retries:
+            # option redispatch: on the last retry, or at once when the server is down
+            # or was not chosen by persistence or a hash among several (HAProxy's st_cer)
+            if bm.options.redispatch and (attempt == retries or not srv.usable or (
+                    not persisted and len(backend._active) > 1
+                    and backend.algo not in be_mod._HASHED)):
                 other = backend.pick(src, srv, req)
                 if other is not None and other is not srv:
                     srv.wredis += 1
                     backend.wredis += 1
                     srv = other
                     continue
+            srv.wretr += 1
+            backend.wretr += 1
+            srv.stot += 1                   # each attempt is a session of the server
             # HAProxy's turn-around before retrying the same server: one second, or
             # `timeout connect` when shorter
             await asyncio.sleep(min(1.0, t_connect or 1.0))

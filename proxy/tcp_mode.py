@@ -32,7 +32,7 @@ _CHUNK_TRACK = 1 << 16              # bytes counted into the trackers at least t
 
 class TcpContext(Context):
     """A rule context that also sees the bytes received so far (proxy/payload.py)."""
-    __slots__ = ("payload", "final", "may_change")
+    __slots__ = ("payload", "final", "may_change", "stores")
 
 
 class TcpServerConn(ServerConn):
@@ -161,56 +161,64 @@ class TcpFrontend(Frontend):
     # ---- towards the server
 
     async def _to_server(self, c, ctx, stream, backend):
-        proc = self.proc
         bm = backend.model
         backend.stot += 1
         stream.be = backend
+        backend.cur += 1                # a queued stream counts in the backend's scur
+        if backend.cur > backend.smax:
+            backend.smax = backend.cur
+        try:
+            srv, persisted = await self._take_server(c, ctx, backend)
+            if srv is None:
+                return
+            try:
+                _assign(stream, backend, srv, persisted)
+                conn, other = await self._connect(backend, srv, persisted, c.src)
+                if other is not srv:                # redispatched: the slot moves too
+                    backend.release_slot(srv)
+                    srv = other
+                    srv.cur += 1
+                    backend.reposition(srv)
+                    _assign(stream, backend, srv, False)
+                if conn is None or c.closed:
+                    if conn is not None:
+                        conn.close()
+                    else:                       # received for a server: counted there
+                        stream.bytes_in += len(c.buf)
+                    return
+                for table, key in ctx.stores:
+                    row = table.get_or_create(key)
+                    if row is not None:
+                        table.set_server(row, srv.id, srv.key)
+                await self._relay(c, conn, stream, bm)
+            finally:
+                backend.release_slot(srv)
+        finally:
+            backend.cur -= 1
+
+    async def _take_server(self, c, ctx, backend):
+        """(server, chosen by persistence) with a connection slot taken, waiting in the
+        queue when every server is at its maxconn; (None, False) when there is none."""
+        bm = backend.model
         srv = None
-        stores: list = []
+        ctx.stores = []
         if bm.stick_rules:
-            srv = backend.stick_request(ctx, proc.tables, None, bm.options.persist, stores)
+            srv = backend.stick_request(ctx, self.proc.tables, None, bm.options.persist,
+                                        ctx.stores)
         persisted = srv is not None
-        reserved = False
         t_queue = _sec(bm.timeouts.get("queue") or bm.timeouts.get("connect"))
         if srv is None:
             srv = backend.pick(c.src)
             if srv is None and backend.up:          # every server at its maxconn: queue
                 srv = await backend.wait_slot(None, t_queue)
-                reserved = srv is not None
+                return srv, False                   # (the slot comes reserved)
             if srv is None:
-                return
+                return None, False
         elif srv.maxconn and srv.cur >= srv.maxconn:
-            srv = await backend.wait_slot(srv, t_queue)
-            if srv is None:
-                return
-            reserved = True
-        if not reserved:
-            srv.cur += 1
+            return await backend.wait_slot(srv, t_queue), True
+        srv.cur += 1
         backend.reposition(srv)
-        _assign(stream, backend, srv, persisted)
-        backend.cur += 1
-        if backend.cur > backend.smax:
-            backend.smax = backend.cur
-        try:
-            conn, other = await self._connect(backend, srv, persisted, c.src)
-            if other is not srv:                    # redispatched: the slot moves too
-                backend.release_slot(srv)
-                srv = other
-                srv.cur += 1
-                backend.reposition(srv)
-                _assign(stream, backend, srv, False)
-            if conn is None or c.closed:
-                if conn is not None:
-                    conn.close()
-                return
-            for table, key in stores:
-                row = table.get_or_create(key)
-                if row is not None:
-                    table.set_server(row, srv.id, srv.key)
-            await self._relay(c, conn, stream, bm)
-        finally:
-            backend.cur -= 1
-            backend.release_slot(srv)
+        return srv, persisted
 
     async def _relay(self, c, conn, stream, bm):
         """Bytes both ways until both directions are shut. A FIN is passed on as a FIN

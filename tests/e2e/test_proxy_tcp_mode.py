@@ -3,6 +3,7 @@ half-closes), the server each connection reaches (roundrobin, leastconn, source,
 on src), tcp-request connection/content rules (a connection-rate limit, inspect-delay
 with req.len, req.payload and req.ssl_sni), show table and show stat rows of the TCP
 proxies, timeouts, and the mode errors of -c."""
+import errno
 import hashlib
 import socket
 import ssl
@@ -12,7 +13,8 @@ import time
 
 import pytest
 
-from proxy_harness import PYTHON, both, mask_table, raw_exchange, workdir
+from proxy_harness import (PYTHON, both, free_ports, mask_table, raw_exchange, stat_row,
+                           workdir)
 
 pytestmark = pytest.mark.haproxy
 pytest.importorskip("edgestick.proxy.tcp_mode")
@@ -92,6 +94,10 @@ def session(port, chunks=(b"hello",), src="127.0.0.1", pause=0.0, hold=None):
                 return got
             got += d
     except (ConnectionResetError, BrokenPipeError):
+        return ("RESET", got)
+    except OSError as e:                # reset before our shutdown: not connected
+        if e.errno != errno.ENOTCONN:
+            raise
         return ("RESET", got)
     finally:
         if hold is None:
@@ -432,3 +438,149 @@ def test_metrics_of_tcp_proxies(pair):
     h_all, h_tcp = _metric_names(h.ports[6], tcp)
     e_all, e_tcp = _metric_names(e.ports[6], tcp)
     assert e_tcp and e_tcp == h_tcp & e_all
+
+
+MORE = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+
+defaults
+    mode tcp
+    timeout connect 500ms
+    timeout client 5s
+    timeout server 5s
+
+listen queued
+    bind 127.0.0.1:{FE}
+    timeout queue 3s
+    server s1 127.0.0.1:{S1} maxconn 1
+
+frontend sessions
+    bind 127.0.0.1:{FE2}
+    tcp-request session track-sc0 src table counted
+    tcp-request session reject if { sc_sess_rate(0) gt 2 }
+    tcp-request inspect-delay 2s
+    tcp-request content set-var(sess.magic) req.payload(0,4)
+    tcp-request content accept if { req.len ge 4 }
+    use_backend only2 if { var(sess.magic) -m bin 50494e47 }
+    default_backend only1
+
+backend counted
+    stick-table type ip size 10 expire 1m store sess_cnt,sess_rate(10s),conn_cnt,conn_cur,bytes_in_cnt,bytes_out_cnt
+
+listen tunnel
+    bind 127.0.0.1:{FE3}
+    timeout client 300ms
+    timeout server 300ms
+    timeout tunnel 1500ms
+    server s1 127.0.0.1:{S1}
+
+# (not probed at startup: a probe's connection would count in their retries)
+listen redisp
+    bind 127.0.0.1:{FE4}
+    retries 1
+    option redispatch
+    balance roundrobin
+    server dead 127.0.0.1:{DEAD}
+    server s1 127.0.0.1:{S1}
+
+listen retry2
+    bind 127.0.0.1:{FE5}
+    retries 2
+    server dead 127.0.0.1:{DEAD}
+
+listen noredisp
+    bind 127.0.0.1:{FE6}
+    retries 1
+    server dead 127.0.0.1:{DEAD}
+    server s1 127.0.0.1:{S1}
+
+backend only1
+    server s1 127.0.0.1:{S1}
+
+backend only2
+    server s2 127.0.0.1:{S2}
+"""
+
+
+@pytest.fixture(scope="module")
+def more(haproxy_bin):
+    servers = TcpServers(["s1", "s2"])
+    servers.ports["dead"] = free_ports(1)[0]        # nothing listens there
+    try:
+        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 6, wait_ports=3) as p:
+            yield p
+    finally:
+        servers.close()
+
+
+def test_retries_and_redispatch(more):
+    """Redispatched at once from a refused server (not persistent, round robin over
+    two); retries on the same server without redispatch; the counters of each."""
+    cols = ("stot", "econ", "wretr", "wredis", "lbtot", "bin", "bout")
+    out = []
+    for p in more:
+        time.sleep(0.1)                 # (its last listeners were not probed)
+        got = [session(p.ports[3], (b"r",)) for _ in range(4)]
+        got += [session(p.ports[4], (b"r",))]
+        got += [session(p.ports[5], (b"r",)) for _ in range(2)]
+        rows = [stat_row(p, px, sv, cols) for px, svs in (
+            ("redisp", ("dead", "s1", "BACKEND")), ("retry2", ("dead", "BACKEND")),
+            ("noredisp", ("dead", "s1", "BACKEND"))) for sv in svs]
+        out.append((got, rows))
+    assert out[1] == out[0]
+    assert all(g.startswith(b"s1\n") for g in out[0][0][:4])
+
+
+def test_server_maxconn_queue(more):
+    out = []
+    for p in more:
+        held = []
+        session(p.ports[0], (b"a",), hold=held)
+        first = banner(held[0])
+        late = []
+        t = threading.Thread(target=lambda: late.append(session(p.ports[0], (b"b",))))
+        t.start()
+        time.sleep(0.3)
+        waited = (not late, [stat_row(p, "queued", sv, ("qcur", "scur", "stot"))
+                             for sv in ("s1", "BACKEND")])
+        rest = finish(held[0])
+        t.join(10)
+        out.append((first, rest, waited, late))
+    assert out[1] == out[0]
+    assert out[0][2][0] and out[0][3] == [b"s1\nbbye 1\n"]
+
+
+def test_session_rules_and_variables(more):
+    out = []
+    for p in more:
+        p.cli("clear table counted")
+        got = []
+        for chunks in ((b"PI", b"NG"), (b"PONG",), (b"PING",), (b"PING",)):
+            r = session(p.ports[1], chunks, src="127.0.0.40", pause=0.1)
+            got.append(r if isinstance(r, tuple) else r.split(b"\n")[0])
+        time.sleep(0.2)
+        out.append((got, mask_table(p.cli("show table counted")),
+                    stat_row(p, "sessions", "FRONTEND", ("dses", "dcon", "stot", "conn_tot",
+                                                         "bin", "bout"))))
+    assert out[1] == out[0]
+    assert out[0][0][:3] == [b"s2", b"s1", b"s2"] and isinstance(out[0][0][3], tuple)
+
+
+def test_timeout_tunnel(more):
+    out = []
+    for p in more:
+        s = socket.create_connection(("127.0.0.1", p.ports[2]), timeout=6)
+        t0 = time.monotonic()
+        got = b""
+        while True:
+            d = s.recv(100)
+            if not d:
+                break
+            got += d
+        s.close()
+        waited = time.monotonic() - t0
+        out.append((got, 1.0 < waited < 5))     # the tunnel timeout, not the 300 ms ones
+    # both directions expire together: the server's goodbye no longer reaches the client
+    assert out[1] == out[0] == (b"s1\n", True)
