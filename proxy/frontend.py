@@ -985,8 +985,12 @@ class Frontend:
         c.inflight = True
         c.deadline = float("inf")       # the keep-alive timeout starts after the response
         # the relay stands in the server connection's waiter slot
-        conn.waiter = _Relay(self, c, req, ctx, stream, backend, srv, conn, head, server_close,
-                             comp)
+        if comp is None:
+            conn.waiter = _Relay(self, c, req, ctx, stream, backend, srv, conn, head, server_close)
+        else:
+            conn.waiter = relay = _CompressingRelay(self, c, req, ctx, stream, backend, srv, conn,
+                                                    head, server_close)
+            relay.comp = comp
         if plan is not None:
             conn.deadline = conn.loop.time() + plan
             be_mod.WAITING.add(conn)
@@ -1910,12 +1914,13 @@ class _Relay:
     """A request the fast path forwarded: it stands in the server connection's waiter
     slot, so the server's data callback (or EOF, or the reaper's timeout) calls it."""
     __slots__ = ("fe", "c", "req", "ctx", "stream", "backend", "srv", "conn", "head",
-                 "server_close", "comp")
+                 "server_close")
+    comp = None         # the compression.Choice of a _CompressingRelay
 
-    def __init__(self, fe, c, req, ctx, stream, backend, srv, conn, head, server_close, comp):
+    def __init__(self, fe, c, req, ctx, stream, backend, srv, conn, head, server_close):
         self.fe, self.c, self.req, self.ctx, self.stream = fe, c, req, ctx, stream
         self.backend, self.srv, self.conn, self.head = backend, srv, conn, head
-        self.server_close, self.comp = server_close, comp     # comp: compression.Choice
+        self.server_close = server_close
 
     # the future protocol Endpoint and the reaper use
     def done(self):
@@ -2017,6 +2022,12 @@ class _Relay:
             conn.close()
         fe._relay_done(self, not closing and not c.closed)
         return True
+
+
+class _CompressingRelay(_Relay):
+    """A forwarded request whose response may be compressed (its `comp`): kept apart so
+    that requests without compression build the relay as before."""
+    __slots__ = ("comp",)
 
 
 class _NullServerType:

@@ -155,3 +155,14 @@ def test_global_settings():
     assert any("maxcompcpuusage" in w and "not enforced" in w for w in warnings)
     with pytest.raises(ConfigError):
         load_config_text("global\n    tune.comp.maxlevel 10\n")
+
+
+def test_maxcomprate_stops_compression_over_the_limit():
+    cfg, _ = load_config_text("global\n    maxcomprate 1\n" + BASE
+                              + "    compression algo gzip\nbackend b\n")
+    p = comp.Plan(None, cfg.backends["b"].compression)
+    ch = p.select(request(("Accept-Encoding", "gzip")))
+    before = comp._RATE_IN.read()
+    assert ch.applies(request(), response(("Content-Type", "text/plain"))) == (before <= 1024)
+    comp._RATE_IN.update(5000)          # 5000 bytes compressed this second: over 1 kB/s
+    assert not ch.applies(request(), response(("Content-Type", "text/plain")))
