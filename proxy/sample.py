@@ -1373,6 +1373,8 @@ _map_conv("neg", "int", "int", lambda v: -v)
 
 def _arith(name, op):
     def build(args, cfg, inner):
+        if len(args) == 1 and args[0] and not args[0].lstrip("-").isdigit():
+            return _arith_var(op, _vars.int_arg(name, args[0], cfg), inner)
         if len(args) != 1 or not args[0].lstrip("-").isdigit():
             raise SampleError(f"converter '{name}' expects an integer argument")
         n = int(args[0])
@@ -1382,6 +1384,17 @@ def _arith(name, op):
             return None if v is None else op(v, n)
         return conv
     CONVERTERS[name] = ConvDef(name, build, "int", "int")
+
+
+def _arith_var(op, arg, inner):
+    """An arithmetic converter whose argument is a variable (no sample when it is unset)."""
+    def conv(ctx):
+        v = inner(ctx)
+        if v is None:
+            return None
+        n = arg(ctx)
+        return None if n is None else op(v, n)
+    return conv
 
 
 _LLONG_MAX, _LLONG_MIN = 2**63 - 1, -2**63

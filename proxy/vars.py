@@ -278,19 +278,8 @@ def parse_action_word(word: str) -> tuple[str, str, str, tuple]:
 
 # ---------------------------------------------------------------------------- fetch, converters
 
-def _var_build(args, refs):
-    if not args or not args[0]:
-        raise SampleError("invalid args in fetch method 'var' : Empty variable name cannot "
-                          "be accepted")
-    if len(args) > 2:
-        raise SampleError(f"fetch method 'var' : expected ')' before ',{','.join(args[2:])})'")
-    try:
-        scope, name = parse_name(args[0])
-    except VarError as e:
-        raise SampleError(f"invalid args in fetch method 'var' : {e}") from None
-    _mention(refs, scope, name)
-    default = args[1] if len(args) > 1 else None
-
+def _getter(scope: str, name: str, default) -> Callable:
+    """fn(ctx) -> the variable's value, `default` when it is unset (None: no sample)."""
     if scope == "proc":
         def fetch(ctx):
             s = ctx.vars
@@ -318,6 +307,20 @@ def _var_build(args, refs):
             v = s.reqres.get(name)
             return default if v is None else v
     return fetch
+
+
+def _var_build(args, refs):
+    if not args or not args[0]:
+        raise SampleError("invalid args in fetch method 'var' : Empty variable name cannot "
+                          "be accepted")
+    if len(args) > 2:
+        raise SampleError(f"fetch method 'var' : expected ')' before ',{','.join(args[2:])})'")
+    try:
+        scope, name = parse_name(args[0])
+    except VarError as e:
+        raise SampleError(f"invalid args in fetch method 'var' : {e}") from None
+    _mention(refs, scope, name)
+    return _getter(scope, name, args[1] if len(args) > 1 else None)
 
 
 FETCHES["var"] = FetchDef("var", "any", _var_build, "any")
@@ -368,6 +371,86 @@ def _unset_var_conv(args, refs, inner):
 
 CONVERTERS["set-var"] = ConvDef("set-var", _set_var_conv, None, "any")
 CONVERTERS["unset-var"] = ConvDef("unset-var", _unset_var_conv, None, "any")
+
+
+# ---- converters reading a variable given as argument
+
+def _arg_var(conv: str, text: str, refs) -> Callable:
+    try:
+        scope, name = parse_name(text)
+    except VarError:
+        raise SampleError(f"invalid args in converter '{conv}' : failed to register variable "
+                          f"name '{text}'.") from None
+    _mention(refs, scope, name)
+    return _getter(scope, name, None)
+
+
+def int_arg(conv: str, text: str, refs) -> Callable:
+    """The argument of add/sub/mul/div/mod/and/or/xor when it is a variable name:
+    fn(ctx) -> its value as an integer, None (no sample) when unset or not one."""
+    try:
+        get = _arg_var(conv, text, refs)
+    except SampleError:
+        raise SampleError(f"invalid args in converter '{conv}' : expects an integer or a "
+                          "variable name.") from None
+    cast = dynamic_cast("int")
+
+    def value(ctx):
+        v = get(ctx)
+        return None if v is None else cast(v)
+    return value
+
+
+def _as_text(get: Callable) -> Callable:
+    cast = dynamic_cast("str")
+
+    def text(ctx):
+        v = get(ctx)
+        return None if v is None else cast(v)
+    return text
+
+
+def _concat_conv(args, refs, inner):
+    """concat([<start>],[<var>],[<end>]): the sample as a string, then start, the
+    variable as a string (nothing when unset), end."""
+    if len(args) > 3:
+        raise SampleError(f"invalid arg 3 in converter 'concat' : expected ')' before "
+                          f"',{','.join(args[3:])})'")
+    start, var, end = (list(args) + ["", "", ""])[:3]
+    get = _as_text(_arg_var("concat", var, refs)) if var else (lambda ctx: None)
+
+    def conv(ctx):
+        v = inner(ctx)
+        if v is None:
+            return None
+        middle = get(ctx)
+        return v + start + ("" if middle is None else middle) + end
+    return conv
+
+
+def _strcmp_conv(args, refs, inner):
+    """strcmp(<var>): the sample and the variable compared as byte strings: the first
+    difference of bytes, else the difference of lengths (as HAProxy with glibc's memcmp)."""
+    if not args or not args[0]:
+        raise SampleError("invalid args in converter 'strcmp' : missing variable name.")
+    get = _as_text(_arg_var("strcmp", args[0], refs))
+
+    def conv(ctx):
+        v = inner(ctx)
+        if v is None:
+            return None
+        other = get(ctx)
+        if other is None:
+            return None
+        for a, b in zip(v.encode("latin-1"), other.encode("latin-1")):
+            if a != b:
+                return a - b
+        return len(v) - len(other)
+    return conv
+
+
+CONVERTERS["concat"] = ConvDef("concat", _concat_conv, "str", "str")
+CONVERTERS["strcmp"] = ConvDef("strcmp", _strcmp_conv, "int", "str")
 
 
 # ---------------------------------------------------------------------------- global, CLI
