@@ -1329,7 +1329,9 @@ class Frontend:
         cookie = None
         if bm.cookie is not None:
             cookie = be_mod.cookie_request(backend, req, time.time())
-            if cookie.server is not None and (cookie.server.usable or (persist and not cookie.server.admin_maint)):
+            cs = cookie.server      # (a drained server keeps its persistent clients)
+            if cs is not None and (cs.usable or cs.admin_drain and cs.op_up
+                                   or persist and not cs.admin_maint):
                 srv = cookie.server
                 direct = True
         stores = []

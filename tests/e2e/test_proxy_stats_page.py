@@ -28,7 +28,20 @@ defaults
 
 frontend fe
     bind 127.0.0.1:{FE}
+    use_backend ck if { path_beg /ck }
+    use_backend sk if { path_beg /sk }
     default_backend bk
+
+backend ck
+    cookie SRV insert indirect nocache
+    server c1 127.0.0.1:{S1} cookie c1
+    server c2 127.0.0.1:{S2} cookie c2
+
+backend sk
+    stick-table type ip size 10
+    stick on src
+    server k1 127.0.0.1:{S1}
+    server k2 127.0.0.1:{S2}
 
 backend bk
     server s1 127.0.0.1:{S1}
@@ -58,7 +71,7 @@ ADMIN = ("Authorization", "Basic " + base64.b64encode(b"admin:pw").decode())
 
 @pytest.fixture(scope="module")
 def pair(haproxy_bin):
-    b = Backends(["s1"]).start()
+    b = Backends(["s1", "s2"]).start()
     try:
         with workdir() as wd, both(CONFIG, b, wd, haproxy_bin, 3) as p:
             yield p
@@ -222,6 +235,31 @@ def test_chunked_post(pair):
         assert csv_rows(p)[1][("bk", "s2")]["status"] == "MAINT"
         post(p, "s=s1&s=s2&action=ready&b=bk")
     assert got[1] == got[0]
+
+
+def test_drained_server_keeps_its_persistent_clients(pair):
+    """HAProxy's drain: a client whose cookie names the drained server still reaches it,
+    new clients go to the others."""
+    out = []
+    for p in pair:
+        assert b"st=DONE" in post(p, "s=c1&action=drain&b=ck")
+        c = Client(p.port)
+        got = [c.request("/ck", headers=[("Cookie", "SRV=c1")]).server,
+               c.request("/ck").server, c.request("/ck").server]
+        c.close()
+        post(p, "s=c1&action=ready&b=ck")
+        out.append(got)
+    assert out[1] == out[0] == ["s1", "s2", "s2"]
+    out = []
+    for p in pair:                  # the same with a stick table entry
+        first = Client(p.port, src="127.0.0.9").request("/sk").server
+        name = {"s1": "k1", "s2": "k2"}[first]
+        post(p, f"s={name}&action=drain&b=sk")
+        out.append([first, Client(p.port, src="127.0.0.9").request("/sk").server,
+                    Client(p.port, src="127.0.0.10").request("/sk").server])
+        post(p, f"s={name}&action=ready&b=sk")
+    assert out[1] == out[0]
+    assert out[0][1] == out[0][0] != out[0][2]
 
 
 def test_post_without_admin_is_denied(pair):
