@@ -496,6 +496,22 @@ listen noredisp
     server dead 127.0.0.1:{DEAD}
     server s1 127.0.0.1:{S1}
 
+listen checked
+    bind 127.0.0.1:{FE7}
+    balance roundrobin
+    server dead 127.0.0.1:{DEAD} check inter 200 fall 1 rise 1
+    server s1 127.0.0.1:{S1} check inter 200
+    server s2 127.0.0.1:{S2} check inter 200
+
+listen matched
+    bind 127.0.0.1:{FE8}
+    balance roundrobin
+    stick-table type ip size 10 expire 1m store server_id,conn_cnt
+    stick match src
+    stick store-request src if { src 127.0.0.50 }
+    server s1 127.0.0.1:{S1}
+    server s2 127.0.0.1:{S2}
+
 backend only1
     server s1 127.0.0.1:{S1}
 
@@ -509,7 +525,7 @@ def more(haproxy_bin):
     servers = TcpServers(["s1", "s2"])
     servers.ports["dead"] = free_ports(1)[0]        # nothing listens there
     try:
-        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 6, wait_ports=3) as p:
+        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 8, wait_ports=3) as p:
             yield p
     finally:
         servers.close()
@@ -584,3 +600,28 @@ def test_timeout_tunnel(more):
         out.append((got, 1.0 < waited < 5))     # the tunnel timeout, not the 300 ms ones
     # both directions expire together: the server's goodbye no longer reaches the client
     assert out[1] == out[0] == (b"s1\n", True)
+
+
+def test_health_checks(more):
+    """A refused server goes DOWN on its checks; connections go to the others."""
+    time.sleep(1.0)
+    out = []
+    for p in more:
+        got = [session(p.ports[6], (b"c",)).split(b"\n")[0] for _ in range(4)]
+        out.append((got, [stat_row(p, "checked", sv, ("status", "check_status", "chkdown",
+                                                      "check_rise", "check_fall", "act"))
+                          for sv in ("dead", "s1", "s2", "BACKEND")]))
+    assert out[1] == out[0]
+    assert set(out[0][0]) == {b"s1", b"s2"}
+
+
+def test_stick_match_and_store_request(more):
+    out = []
+    for p in more:
+        got = []
+        for src in ("127.0.0.50", "127.0.0.51", "127.0.0.50", "127.0.0.51", "127.0.0.50"):
+            got.append((src, session(p.ports[7], (b"m",), src=src).split(b"\n")[0]))
+        out.append((got, mask_table(p.cli("show table matched"))))
+    assert out[1] == out[0]
+    # .50 stored and matched: always the same server; .51 never stored: round robin
+    assert len({g for s, g in out[0][0] if s.endswith("50")}) == 1
