@@ -264,8 +264,19 @@ class Choice:
         return zlib.compressobj(self.plan.level, zlib.DEFLATED, wbits)
 
 
-# the process's compression input rate (HAProxy's global comp_bps_in), for maxcomprate
+# the process's bytes into and out of the compressors per second (HAProxy's global
+# comp_bps_in / comp_bps_out: maxcomprate, show info's CompressBpsIn/Out)
 _RATE_IN = FreqCtr(1000)
+_RATE_OUT = FreqCtr(1000)
+
+
+def info_fields(cfg, as_float: bool) -> dict:
+    """show info's CompressBpsIn, CompressBpsOut, CompressBpsRateLim."""
+    ignored = cfg.global_.ignored if cfg is not None else {}
+    limit = _atoi(ignored["maxcomprate"][0]) * 1024 if "maxcomprate" in ignored else 0
+    cast = float if as_float else int
+    return {"CompressBpsIn": cast(_RATE_IN.read()), "CompressBpsOut": cast(_RATE_OUT.read()),
+            "CompressBpsRateLim": limit}
 
 
 # show stat's comp_in, comp_out, comp_byp, comp_rsp of each Frontend and Backend object
@@ -299,7 +310,6 @@ async def relay_body(c, conn, resp, stream, choice: Choice, t_server, proxies=()
     connection may be reused. Counted as HAProxy does: the uncompressed payload (bytes
     out), and in the compression counters of `proxies` (the frontend, the backend)."""
     enc = choice.encoder()
-    counted = choice.plan.rate_limit and enc is not None
     srv = conn.server
     # (HAProxy's compression counters take a chunked body's end-of-trailers block, 1 byte)
     eot = 1 if resp.framing == http1.CHUNKED else 0
@@ -307,8 +317,8 @@ async def relay_body(c, conn, resp, stream, choice: Choice, t_server, proxies=()
     def send(payload: bytes, last: bytes = b"") -> None:
         if enc is not None:
             out = enc.compress(payload) + enc.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
-            if counted:
-                _RATE_IN.update(len(payload))
+            _RATE_IN.update(len(payload))
+            _RATE_OUT.update(len(out))
         else:
             out = payload
         data = (b"%x\r\n%s\r\n" % (len(out), out) if out else b"") + last

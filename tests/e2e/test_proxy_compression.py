@@ -22,6 +22,7 @@ CFG = """
 global
     stats socket {SOCK} mode 600 level admin
     nbthread 1
+    maxcomprate 100000
 
 defaults withcomp
     mode http
@@ -271,6 +272,22 @@ def test_bytes_counted_before_compression(pair):
     key = "show table fe key 127.0.0.77"
     assert mask_table(e.cli(key)) == mask_table(h.cli(key))
     assert "bytes_out_cnt=" in e.cli(key).decode()
+
+
+def test_show_info_compression_rates(pair):
+    """show info: CompressBpsRateLim is maxcomprate in bytes, CompressBpsIn/Out the last
+    second's bytes into and out of the compressors (read right after compressing)."""
+    h, e = pair
+    for p in (h, e):
+        c = Client(p.port)
+        for _ in range(3):
+            c.request("/?size=100000", "GET", GZ)
+        c.close()
+        info = dict(line.split(": ", 1) for line in p.cli("show info").decode().splitlines()
+                    if ": " in line)
+        assert info["CompressBpsRateLim"] == str(100000 * 1024)
+        assert int(info["CompressBpsIn"]) >= 100000
+        assert 0 < int(info["CompressBpsOut"]) < int(info["CompressBpsIn"])
 
 
 # ------------------------------------------------------------------ -c
