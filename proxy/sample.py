@@ -455,6 +455,8 @@ FETCHES["url_param"] = FETCHES["urlp"] = FetchDef("url_param", "str", _url_param
 
 def _const(name: str, out: str, conv):
     def build(args, cfg):
+        if not args and name == "str":
+            return lambda ctx: ""       # `str` / `str()`: the empty string, as HAProxy
         if len(args) != 1:
             raise SampleError(f"fetch method '{name}' expects one argument")
         try:

@@ -71,6 +71,8 @@ frontend conds
     http-request set-var(txn.c,ifexists) str(c2)
     http-request set-var(txn.d,ifempty) str(x)
     http-request set-var(txn.e,ifnotempty) str(e1)
+    http-request set-var(txn.d2,ifempty) str()
+    http-request set-var(txn.d3,ifnotempty) str
     http-request set-var(txn.e2,ifempty) int(0)
     http-request set-var(txn.e3,ifnotempty) int(0)
     http-request set-var(txn.f) int(5)
@@ -107,7 +109,7 @@ frontend conds
     http-request set-var(txn.cv3) str(abc),set-var(txn.y),unset-var(txn.y),upper
     http-request set-var(txn.none) req.hdr(x-none)
     http-request set-var(txn.cond) str(yes) if { path /cond }
-    http-request return status 200 content-type text/plain lf-string "a=%[var(txn.a)] b=%[var(txn.b)] c=%[var(txn.c)] d=%[var(txn.d)] e=%[var(txn.e)] e2=%[var(txn.e2)] e3=%[var(txn.e3)] f=%[var(txn.f)] g=%[var(txn.g)] h=%[var(txn.h)] h2=%[var(txn.h2)] i=%[var(txn.i)] j=%[var(txn.j)] k=%[var(txn.k)] l=%[var(txn.l)] m=%[var(txn.m)] n=%[var(txn.n)] o=%[var(txn.o)] pe=%[var(proc.pe)] pn=%[var(proc.pn)] ps=%[var(proc.ps)] pt=%[var(proc.pt)] pc=%[var(proc.pc)] fmt=%[var(txn.fmt)] fmt1=%[var(txn.fmt),add(1)] cv1=%[var(txn.cv1)] w=%[var(txn.w)] x=%[var(txn.x)] cv2=%[var(txn.cv2)] cv3=%[var(txn.cv3)] y=%[var(txn.y)] none=%[var(txn.none)] nonelen=%[var(txn.none),length] cond=%[var(txn.cond)]\\n"
+    http-request return status 200 content-type text/plain lf-string "a=%[var(txn.a)] b=%[var(txn.b)] c=%[var(txn.c)] d=%[var(txn.d)] d2=%[var(txn.d2),length] d3=%[var(txn.d3),length] e=%[var(txn.e)] e2=%[var(txn.e2)] e3=%[var(txn.e3)] f=%[var(txn.f)] g=%[var(txn.g)] h=%[var(txn.h)] h2=%[var(txn.h2)] i=%[var(txn.i)] j=%[var(txn.j)] k=%[var(txn.k)] l=%[var(txn.l)] m=%[var(txn.m)] n=%[var(txn.n)] o=%[var(txn.o)] pe=%[var(proc.pe)] pn=%[var(proc.pn)] ps=%[var(proc.ps)] pt=%[var(proc.pt)] pc=%[var(proc.pc)] fmt=%[var(txn.fmt)] fmt1=%[var(txn.fmt),add(1)] cv1=%[var(txn.cv1)] w=%[var(txn.w)] x=%[var(txn.x)] cv2=%[var(txn.cv2)] cv3=%[var(txn.cv3)] y=%[var(txn.y)] none=%[var(txn.none)] nonelen=%[var(txn.none),length] cond=%[var(txn.cond)]\\n"
 
 frontend track
     bind 127.0.0.1:{FE3}
@@ -271,6 +273,8 @@ CHECKS = [
     ("http-request set-header X %[str(a),strcmp(foo)]", False, "failed to register variable "
      "name 'foo'."),
     ("http-request set-header X %[str(a),concat()]", True, ""),
+    ("http-request set-var(txn.x) str()", True, ""),
+    ("http-request set-header X %[int()]", False, ""),
     ("http-request set-var(txn.x) status", False, "none of which is available here"),
     ("tcp-request connection set-var(sess.x) path", False, "none of which is available here"),
     ("http-request deny if { var(txn.x),add(1) 3 }", True, ""),
