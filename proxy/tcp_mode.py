@@ -243,8 +243,8 @@ class TcpFrontend(Frontend):
             src_side, dst_side = side[src], side[dst]
             while True:
                 if src.buf:
-                    data = bytes(src.buf)
-                    src.buf.clear()
+                    data = src.buf              # handed over whole: no copy
+                    src.buf = bytearray()
                     src.consumed()
                     if dst.closed:
                         return False
