@@ -1205,12 +1205,20 @@ class Frontend:
 
     def _unauthorized(self, c, req, ctx, stream, rule, backend) -> bool:
         """`http-request auth`: HAProxy's 401 (realm: the rule's, else the proxy's name),
-        an http_err on the trackers; the connection stays open."""
+        an http_err on the trackers; the connection stays open (a request body wholly
+        received is dropped; one still to come closes it, as in HAProxy)."""
         for t in stream.sc:
             if t is not None:
                 t[0].inc_http_err(t[1], ctx.now)
         if backend is None:
             self.stats.intercepted += 1
+        if req.framing != http1.NO_BODY:
+            used = _buffered_body(c.buf, req)
+            if used is not None:
+                del c.buf[:used]
+                c.consumed()
+                stream.bytes_in += used
+                req.framing = http1.NO_BODY
         closing = not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
         realm = rule.fmt or (backend.name if backend is not None else self.name)
         return self._finish_local(c, req, stream, 401,
@@ -2099,6 +2107,20 @@ def _assign(stream, backend, srv, persisted: bool):
 
 def cookie_server(cookie):
     return None if cookie is None else cookie.server
+
+
+def _buffered_body(buf, req):
+    """Length of the request's body when all of it is in `buf` already, else None."""
+    if req.framing == http1.LENGTH:
+        return req.length if len(buf) >= req.length else None
+    if req.framing == http1.CHUNKED:
+        scanner = http1.ChunkedScanner()
+        try:
+            used = scanner.feed(buf)
+        except http1.BadMessage:
+            return None
+        return used if scanner.done else None
+    return None
 
 
 def _sec(ms):

@@ -111,6 +111,16 @@ def test_same_decisions(pair, path):
         assert out[1] == out[0], cred
 
 
+@pytest.mark.parametrize("raw", [
+    b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /r HTTP/1.1\r\n\r\n",
+    b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+    b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+], ids=["body-then-next", "body-missing", "chunked"])
+def test_401_with_a_request_body(pair, raw):
+    got = [raw_exchange(p.port, raw, timeout=0.5) for p in pair]
+    assert got[1] == got[0]
+
+
 def test_keep_alive_after_401(pair):
     for p in pair:
         c = Client(p.port)
