@@ -286,8 +286,10 @@ class TcpFrontend(Frontend):
             pending = {up, down}
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if any(not t.cancelled() and t.exception() is None and t.result() is False
-                       for t in done):
+                for t in done:
+                    if t.exception() is not None:
+                        raise t.exception()     # (serve logs it: eint)
+                if any(t.result() is False for t in done):
                     break
         finally:
             for task in (up, down):
