@@ -328,3 +328,45 @@ def test_config_check_as_haproxy(haproxy_bin, rule, ok, message):
 @pytest.mark.parametrize("line,ok,message", GLOBAL_CHECKS, ids=[c[0] for c in GLOBAL_CHECKS])
 def test_global_set_var_check_as_haproxy(haproxy_bin, line, ok, message):
     _check_both(haproxy_bin, f"global\n    {line}\n" + BASE.replace("{rule}", ""), ok, message)
+
+
+RELOAD = """
+global
+    stats socket {SOCK} mode 600 level admin
+    set-var proc.base int(100)
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-request set-var(proc.n) var(proc.n,0),add(1)
+    http-request set-var(sess.k) var(sess.k,0),add(1)
+    http-request return status 200 content-type text/plain lf-string "%[var(proc.base)] %[var(proc.n)] %[var(sess.k)]\\n"
+"""
+
+
+def test_reload_starts_proc_variables_afresh():
+    """edgestick only (HAProxy reloads by a new process, whose proc variables start from
+    its global set-var): after `reload`, proc variables are those of the new
+    configuration; a connection opened before keeps its session variables."""
+    from proxy_harness import start_proxy
+    be = Backends([])
+    with workdir() as tmp:
+        p = start_proxy("edgestick", RELOAD, be, tmp)
+        try:
+            c = Client(p.port)
+            assert [c.request("/").body for _ in range(2)] == [b"100 1 1\n", b"100 2 2\n"]
+            assert p.cli("get var proc.n") == b"proc.n: type=sint value=<2>\n"
+            text = open(p.cfg_path).read()
+            open(p.cfg_path, "w").write(text.replace("int(100)", "int(200)"))
+            assert p.cli("reload").startswith(b"Success=1")
+            assert p.cli("get var proc.n") == b"Variable not found.\n\n"
+            assert one_request(p.port, "/").body == b"200 1 1\n"
+            assert c.request("/").body == b"100 3 3\n"      # the old configuration's
+            c.close()
+        finally:
+            p.stop()
