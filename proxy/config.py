@@ -34,7 +34,7 @@ SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
 HAPROXY_VERSION = (2, 6, 12)       # the version edgestick behaves as (.if version_* tests)
 FOREIGN_SECTIONS = ("shield",)            # parsed by control/
 # HAProxy sections edgestick does not implement: a clear error rather than "unknown"
-UNSUPPORTED_SECTIONS = ("resolvers", "cache", "program", "http-errors", "ring",
+UNSUPPORTED_SECTIONS = ("resolvers", "cache", "program", "ring",
                         "mailers", "fcgi-app", "log-forward", "dynamic-update", "traces")
 
 # statuses HAProxy has a built-in error page for (deny/tarpit/return without payload)
@@ -137,20 +137,18 @@ def check_log_line(line: Line) -> None:
         raise line.error(f"log : unexpected argument '{w[i + 3]}'")
 
 
-def read_errorfile(line: Line, path: str, keyword: Optional[str] = None) -> str:
-    """An errorfile: a whole HTTP response (status line, headers, body), as text."""
+def read_errorfile(line: Line, path: str, keyword: Optional[str] = None) -> http1.ErrorPage:
+    """An errorfile: a whole HTTP response (status line, headers, body), bytes as they are."""
     try:
-        with open(path, encoding="latin-1") as f:
-            text = f.read()
-    except OSError as e:
-        raise line.error(f"error reading file '{path}': {e.strerror}", keyword) from None
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        raise line.error(f"errorfile : error opening file '{path}'.", keyword) from None
     try:
-        head = http1.parse_response(text.encode("latin-1"), 0, "GET")
+        return http1.ErrorPage.parse(raw)
     except http1.BadMessage:
-        head = None
-    if head is None:
-        raise line.error(f"'{path}': unable to parse headers (not an HTTP response)", keyword)
-    return text
+        raise line.error(f"'{path}': unable to parse headers (not an HTTP response)",
+                         keyword) from None
 
 
 def _one_arg(line: Line) -> None:
@@ -257,6 +255,8 @@ class Parser:
         self.defaults_where: dict[str, list[m.Where]] = {}   # named defaults declarations
         auth.start()
         self.users = auth.SectionParser(self.cfg.userlists, self.warnings, _where)
+        self.http_errors_name: Optional[str] = None
+        self.reply_sections: list = []       # replies naming an http-errors section
 
     # ------------------------------------------------------------------ helpers
     def warn(self, line: Line, message: str, keyword: Optional[str] = None):
@@ -279,6 +279,9 @@ class Parser:
             elif kw == "userlist":
                 self.open_section(line)
                 self.users.open(line)
+            elif kw == "http-errors":
+                self.open_section(line)
+                self.open_http_errors(line)
             elif kw in UNSUPPORTED_SECTIONS:
                 raise line.error(f"'{kw}' sections are not supported by edgestick")
             elif self.section is None:
@@ -289,6 +292,8 @@ class Parser:
                 self.parse_peers(line)
             elif self.section == "userlist":
                 self.users.line(line)
+            elif self.section == "http-errors":
+                self.http_errors_line(line)
             elif self.section in FOREIGN_SECTIONS:
                 self.foreign.append(line)
             else:
@@ -371,7 +376,7 @@ class Parser:
             if len(line.words) > 1:
                 raise line.error("section takes no argument")
             return
-        if kw == "userlist":
+        if kw in ("userlist", "http-errors"):
             return
         if kw in FOREIGN_SECTIONS:
             self.foreign = []
@@ -482,7 +487,7 @@ class Parser:
         p.balance, p.balance_args, p.hash_type = base.balance, base.balance_args, base.hash_type
         p.balance_opts = dict(base.balance_opts)
         p.cookie = copy.copy(base.cookie)
-        p.errorfiles = dict(base.errorfiles)
+        p.errorfile_refs = list(base.errorfile_refs)
         p.tcp_request_inspect_delay_ms = base.tcp_request_inspect_delay_ms
         p.compression = base.compression        # (`offload` is never in a defaults')
         if p.has_frontend:
@@ -1947,8 +1952,8 @@ class Parser:
                         raise line.error(f"'{what}' : cannot read file '{v}': "
                                          f"{e.strerror}") from None
                 elif a == "errorfiles":
-                    raise line.error(f"'{what}' : 'errorfiles' (http-errors sections) is not "
-                                     "supported by edgestick")
+                    reply.body = v          # the section's name (resolved in finish_proxy)
+                    self.reply_sections.append((reply, v, _where(line)))
                 else:
                     reply.body = v
                 i += 2
@@ -2075,18 +2080,88 @@ class Parser:
     def kw_stats(self, p, line):
         stats_page.parse_line(self, p, line, _where(line))
 
+    # error pages: errorfile, errorloc*, errorfiles and http-errors sections. A proxy's
+    # lines apply in order (the last one for a status wins, as in HAProxy), sections by
+    # name once the whole configuration is read (finish_proxy)
     def kw_errorfile(self, p, line):
         code = _arg(line, 1, "status code")
         path = _arg(line, 2, "file")
         if not code.isdigit() or int(code) not in DEFAULT_ERROR_STATUSES:
             raise line.error(f"status code '{code}' cannot be customized")
-        p.errorfiles[int(code)] = read_errorfile(line, path)
+        p.errorfile_refs.append((int(code), read_errorfile(line, path)))
+
+    def kw_errorloc(self, p, line):
+        kw = line.keyword
+        if len(line.words) < 3:
+            raise line.error(f"{kw} : expects <status_code> and <url> as arguments.")
+        code = line.words[1]
+        if not code.isdigit() or int(code) not in DEFAULT_ERROR_STATUSES:
+            raise line.error(f"{kw} : status code '{code}' not handled.")
+        redirect = 303 if kw == "errorloc303" else 302
+        p.errorfile_refs.append((int(code), http1.ErrorPage.redirect(redirect, line.words[2])))
+
+    def kw_errorfiles(self, p, line):
+        if len(line.words) < 2:
+            raise line.error("errorfiles : expects <name> as argument.")
+        codes = []
+        for c in line.words[2:]:
+            if not c.isdigit() or int(c) not in DEFAULT_ERROR_STATUSES:
+                raise line.error(f"errorfiles : status code '{c}' not handled.")
+            codes.append(int(c))
+        p.errorfile_refs.append((line.words[1], tuple(codes), _where(line)))
+
+    def open_http_errors(self, line: Line):
+        if len(line.words) < 2:
+            raise line.error("missing name for http-errors section.")
+        name = line.words[1]
+        if name in self.cfg.http_errors:
+            raise line.error(f"http-errors section '{name}' already exists (declared at "
+                             f"{self.cfg.http_errors[name][0]}).")
+        self.cfg.http_errors[name] = (_where(line), {})
+        self.http_errors_name = name
+
+    def http_errors_line(self, line: Line):
+        if line.keyword != "errorfile":
+            raise line.error(f"unknown keyword '{line.keyword}' in 'http-errors' section")
+        code = _arg(line, 1, "status code")
+        if not code.isdigit() or int(code) not in DEFAULT_ERROR_STATUSES:
+            raise line.error(f"errorfile : status code '{code}' not handled.")
+        self.cfg.http_errors[self.http_errors_name][1][int(code)] = \
+            read_errorfile(line, _arg(line, 2, "file"))
+
+    def resolve_error_pages(self, p: m.Proxy):
+        """p.errorfiles from its lines in order (an http-errors section's pages where it
+        was named)."""
+        pages: dict = {}
+        for ref in p.errorfile_refs:
+            if isinstance(ref[0], int):
+                pages[ref[0]] = ref[1]
+                continue
+            name, codes, where = ref
+            section = self.cfg.http_errors.get(name)
+            if section is None:
+                raise ConfigError(f"proxy '{p.name}': unknown http-errors section '{name}' "
+                                  f"(at {where}).", where.file, where.line, "errorfiles")
+            for code in codes or section[1]:
+                if code not in section[1]:
+                    self.warnings.append(f"config: proxy '{p.name}' : status '{code}' not "
+                                         f"declared in http-errors section '{name}' (at "
+                                         f"{where}).")
+                    continue
+                pages[code] = section[1][code]
+        p.errorfiles = pages
 
     # ------------------------------------------------------------------ checks
     def finish(self):
         cfg = self.cfg
         for p in cfg.proxies:
             self.finish_proxy(p)
+        for reply, name, where in self.reply_sections:     # `deny|return ... errorfiles N`
+            section = cfg.http_errors.get(name)
+            if section is None:
+                raise ConfigError(f"unknown http-errors section '{name}' (at {where}).",
+                                  where.file, where.line, "errorfiles")
+            reply.body = section[1].get(reply.status)      # None: the default page
         self.check_peers()
         self.check_table_refs()
         auth.finish(cfg, cfg.userlists)
@@ -2097,6 +2172,7 @@ class Parser:
                 p.vars = cfg.vars
 
     def finish_proxy(self, p: m.Proxy):
+        self.resolve_error_pages(p)
         # server ids: explicit ones first, then the free numbers by position
         used = {s.id for s in p.servers if s.explicit_id}
         if len(used) != sum(1 for s in p.servers if s.explicit_id):
@@ -2337,7 +2413,7 @@ UNSUPPORTED_PROXY_KEYWORDS = {
     "unique-id-header", "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
     "tcp-check", "external-check", "force-persist",
     "ignore-persist", "persist", "http-after-response", "http-error",
-    "use-server", "errorloc", "errorloc302", "errorloc303", "errorfiles",
+    "use-server",
     "load-server-state-from-file", "server-state-file-name", "max-keep-alive-queue",
     "http-send-name-header", "orgto", "appsession", "rspadd", "reqadd", "block", "reqrep",
     "rsprep", "reqdel", "rspdel", "reqallow", "reqdeny", "reqtarpit", "reqpass", "reqirep",
@@ -2381,6 +2457,10 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "disabled": ("any", Parser.kw_disabled),
     "enabled": ("any", Parser.kw_enabled),
     "errorfile": ("any", Parser.kw_errorfile),
+    "errorfiles": ("any", Parser.kw_errorfiles),
+    "errorloc": ("any", Parser.kw_errorloc),
+    "errorloc302": ("any", Parser.kw_errorloc),
+    "errorloc303": ("any", Parser.kw_errorloc),
     "capture": ("fe", Parser.kw_capture),
     "declare": ("any", Parser.kw_declare),
     "grace": ("any", Parser.kw_ignored),

@@ -30,6 +30,8 @@ from . import backend as be_mod
 from . import vars as var_mod
 from . import compression, http1
 from . import auth, stats_page
+from . import log as log_mod
+from .log import log_format      # (rules' values; config and vars import it from here)
 from .backend import Backend, ServerState
 from .config import REWRITE_ACTIONS
 from .sample import Context, compile_expr
@@ -41,7 +43,8 @@ class ClientConn(be_mod.Endpoint):
     """The client side of one connection."""
     __slots__ = ("fe", "task", "src", "src_port", "dst", "dst_port", "ssl", "received_any",
                  "busy", "expect_proxy", "fast", "sess_sc", "pending", "inflight", "served",
-                 "sess_vars")     # (sess_vars: set on first use, see vars.py)
+                 "sess_vars", "log_t")  # (sess_vars: set on first use, see vars.py;
+                                          # log_t: its stream clock, see log.py)
 
     def __init__(self, fe: "Frontend", ssl: bool = False, expect_proxy: bool = False, loop=None):
         super().__init__()
@@ -57,6 +60,7 @@ class ClientConn(be_mod.Endpoint):
         self.task = None
         self.received_any = False
         self.busy = False
+        self.log_t = None
 
     def connection_made(self, transport):
         self.transport = transport
@@ -291,42 +295,25 @@ def _rewrite(req, ctx, rule) -> None:
     ctx.path, ctx.query = _split_target(target)
 
 
-_LF_SAMPLE = re.compile(r"%\[([^\]]+)\]")
-_LF_CACHE: dict[str, object] = {}
-
-
-def log_format(fmt: str, ctx) -> str:
-    """The small part of HAProxy's log-format the rules need: literal text and %[expr]."""
-    parts = _LF_CACHE.get(fmt)
-    if parts is None:
-        parts = []
-        pos = 0
-        for m in _LF_SAMPLE.finditer(fmt):
-            parts.append(fmt[pos:m.start()])
-            parts.append(compile_expr(m.group(1)))
-            pos = m.end()
-        parts.append(fmt[pos:])
-        _LF_CACHE[fmt] = parts
-    out = []
-    for p in parts:
-        if isinstance(p, str):
-            out.append(p.replace("%%", "%"))
-        else:
-            v = p(ctx)
-            out.append("" if v is None else (str(int(v)) if isinstance(v, bool) else str(v)))
-    return "".join(out)
-
-
-def reply_bytes(reply, ctx, close: bool, is_return: bool = False) -> tuple[int, bytes]:
-    """Bytes of a deny/return/tarpit reply: the default error pages when no payload
-    (except `return`, whose default is an empty body)."""
+def reply_bytes(reply, ctx, close: bool, is_return: bool = False,
+                error_page=None) -> tuple[int, bytes, bool]:
+    """Bytes of a deny/return/tarpit reply, and whether they end the connection: the
+    error pages when no payload (`error_page(status)`: the proxies' errorfile, else the
+    built-in page), except `return`, whose default is an empty body."""
     status = reply.status
     kind = reply.body_kind
     if kind == "default-errorfiles" or (kind is None and not is_return):
+        page = error_page(status) if error_page is not None else None
+        if page is not None:
+            return status, page.response(close), page.closes
         if status in http1.ERROR_STATUSES:
-            return status, http1.error_response(status, close)
-    if kind in ("errorfile",) and reply.body is not None:
-        return status, reply.body.encode("latin-1")
+            return status, http1.error_response(status, close), False
+    if kind in ("errorfile", "errorfiles"):
+        page = reply.body               # (errorfiles: the section's page for the status)
+        if page is not None:
+            return status, page.response(close), page.closes
+        if status in http1.ERROR_STATUSES:
+            return status, http1.error_response(status, close), False
     if kind in ("lf-string", "lf-file"):
         body = log_format(reply.body or "", ctx).encode("latin-1")
     elif kind in ("string", "file"):
@@ -336,7 +323,7 @@ def reply_bytes(reply, ctx, close: bool, is_return: bool = False) -> tuple[int, 
     headers = [(n, log_format(v, ctx)) for n, v in reply.headers]
     closing = close or status in http1.CLOSING_STATUSES
     return status, http1.simple_response(status, headers, body, reply.content_type,
-                                         "close" if closing else None)
+                                         "close" if closing else None), False
 
 
 class Listener:
@@ -401,7 +388,7 @@ _HRSP_SLOT = (5, 0, 1, 2, 3, 4, 5, 5, 5, 5)
 class Stream:
     """Per-request state: the stream's trackers and what must be undone at its end."""
     __slots__ = ("sc", "own", "bytes_in", "bytes_out", "status", "adj_in", "adj_out", "be",
-                 "srv")
+                 "srv", "log")
 
     def __init__(self, sess_sc, head_len: int, htx_len: int):
         self.sc = list(sess_sc)
@@ -415,6 +402,7 @@ class Stream:
         self.adj_in = htx_len - head_len
         self.adj_out = 0
         self.be = self.srv = None     # the backend and server it reached (their bin/bout)
+        self.log = None               # log.Record when the frontend logs or captures
 
 
 class Frontend:
@@ -455,6 +443,8 @@ class Frontend:
         self.late_start = (self.fast_ok and not model.tcp_request_connection
                            and not model.tcp_request_session)
         self.fast_cb = self.fast        # (one bound method for every connection)
+        # log targets, captures, unique ids: None when the frontend has none of them
+        self.logging = log_mod.FrontendLog.build(self, model, proc)
         if model.vars is not None:      # variables: contexts carry their scopes
             self._begin, self._ctx = var_mod.with_scopes(self._begin, self._ctx, model.vars)
 
@@ -503,6 +493,8 @@ class Frontend:
 
     def admit(self, c: ClientConn):
         self.conns.add(c)
+        if self.logging is not None:
+            c.log_t = time.time()
         st = self.stats
         st.conn_tot += 1
         if c.ssl:
@@ -810,6 +802,8 @@ class Frontend:
             st.h1_out += len(data)      # from the multiplexer: no stream, no bout
         st.h1_in += len(c.buf)          # what it received of the refused request
         c.buf.clear()
+        if self.logging is not None:
+            self.logging.bad_request(c, status, streamed, status == 408)
 
     async def _one_request(self, c: ClientConn, sess_sc, first: bool, resume: bool = False) -> bool:
         got = await self._read_head(c, sess_sc, first, resume)
@@ -851,6 +845,8 @@ class Frontend:
         # one clock read for the request's own rules (HAProxy's now_ms is per loop turn
         # too); whatever runs after a wait sets it back to None and reads the clock again
         ctx.now = now_ms()
+        if self.logging is not None:
+            self.logging.begin(c, req, ctx, stream)
         return ctx, stream
 
     def _end(self, stream: Stream, now: int | None = None):
@@ -879,6 +875,8 @@ class Frontend:
         elif stream.be is not None:
             stream.be.bin_own += b_in
             stream.be.bout_own += b_out
+        if stream.log is not None:
+            self.logging.end(stream)
 
     def fast(self, c: ClientConn) -> bool:
         """Called from data_received while the connection's coroutine waits between
@@ -942,6 +940,7 @@ class Frontend:
             bm = backend.model
             ok = not (bm.cookie is not None or bm.stick_rules or bm.http_response
                       or self.model.http_response or backend._limited
+                      or (self.logging is not None and self.logging.res_caps)
                       or any(s.private for s in backend.servers)
                       or (bm is not self.model and (bm.http_request or bm.redirects
                                                     or bm.stats is not None)))
@@ -973,6 +972,10 @@ class Frontend:
         if srv.cur > srv.smax:
             srv.smax = srv.cur
         stream.srv = srv
+        rec = stream.log
+        if rec is not None:             # (an idle connection: no queue, no connect)
+            rec.t_queue = rec.t_connect = time.time()
+            self.logging.add_unique_id(rec, req)
         # compression: the algorithm (and `offload`) from the request as it leaves
         comp = None
         if self._comp_plans:
@@ -1142,6 +1145,8 @@ class Frontend:
             if self.t_tarpit:
                 await asyncio.sleep(self.t_tarpit)
                 ctx.now = None
+            if stream.log is not None:
+                stream.log.term, stream.log.t_queue = "PT", time.time()
             return self._reply(c, req, ctx, stream, rule.reply, 500)
         return await self._service(c, req, ctx, stream, rule.service)
 
@@ -1199,6 +1204,8 @@ class Frontend:
                 return self._redirect(c, req, ctx, stream, rule, backend is None)
             elif act == "auth":
                 return self._unauthorized(c, req, ctx, stream, rule, backend)
+            elif act == "capture":
+                log_mod.run_capture(rule, ctx)
             else:
                 self._counter_action(rule, ctx)
         return None
@@ -1224,8 +1231,10 @@ class Frontend:
         return self._finish_local(c, req, stream, 401,
                                   auth.unauthorized(realm, closing, req.version < 11))
 
-    def _finish_local(self, c, req, stream, status: int, data: bytes) -> bool:
-        """Account and send a response produced here; returns keep-alive."""
+    def _finish_local(self, c, req, stream, status: int, data: bytes,
+                      ends: bool = False) -> bool:
+        """Account and send a response produced here; returns keep-alive. `ends`: the
+        response ends with the connection (an errorfile without Content-Length)."""
         st = self.stats
         k = _HRSP_SLOT[status // 100]
         st.hrsp[k] += 1
@@ -1235,42 +1244,67 @@ class Frontend:
         if be is not None:
             be.hrsp[k] += 1
         stream.status = status
+        rec = stream.log
+        if rec is not None and rec.term is None and be is None:
+            rec.term = "LR"             # answered by the frontend (deny: _reply)
         adj = _LOCAL_HTX.get(data)     # (_local_htx's common case, inline)
         stream.adj_out += adj if adj is not None else _local_htx(data)
         if req.method == "HEAD":       # the head alone, as HAProxy sends it
             data = data[:data.find(b"\r\n\r\n") + 4]
         stream.bytes_out += len(data)
         c.write(data)
-        closing = not req.keep_alive or status in http1.CLOSING_STATUSES or self.proc.stopping
+        closing = (ends or not req.keep_alive or status in http1.CLOSING_STATUSES
+                   or self.proc.stopping)
         if req.framing != http1.NO_BODY:
             # the request body was not read: closing is the only safe way on
             closing = True
         return not closing
 
     def _reply(self, c, req, ctx, stream, reply, default_status: int, is_return=False) -> bool:
+        if stream.log is not None and stream.log.term is None:
+            stream.log.term = "LR" if is_return else "PR"
         closing = (not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY)
         http10 = req.version < 11
         # replies that do not depend on the request are built once (the deny path is
         # the one a flood takes)
-        key = (id(reply), closing, http10, is_return)
+        be = ctx.be                 # (whose error pages apply, with the frontend's)
+        key = (id(reply), closing, http10, is_return, be)
         cached = self._replies.get(key)
         if cached is not None:
-            status, data = cached
+            status, data, ends = cached
         else:
             if reply is None:
-                status, data = default_status, http1.error_response(default_status, closing)
+                status, data, ends = self._error_bytes(default_status, closing, be)
             else:
-                status, data = reply_bytes(reply, ctx, closing, is_return)
+                status, data, ends = reply_bytes(
+                    reply, ctx, closing, is_return, lambda st: self._error_page(st, be))
             if http10 and not closing and b"\r\nconnection:" not in data[:data.find(b"\r\n\r\n") + 2]:
                 data = data.replace(b"\r\n\r\n", b"\r\nconnection: keep-alive\r\n\r\n", 1)
             if reply is None or (reply.body_kind not in ("lf-string", "lf-file") and
                                  not any("%" in v for _, v in reply.headers)):
-                self._replies[key] = (status, data)
-        return self._finish_local(c, req, stream, status, data)
+                self._replies[key] = (status, data, ends)
+        return self._finish_local(c, req, stream, status, data, ends)
+
+    def _error_page(self, status: int, be):
+        """The configured page of an error (errorfile, errorloc): the backend's, else the
+        frontend's (HAProxy's http_error_message); None for the built-in one."""
+        if be is not None:
+            page = be.model.errorfiles.get(status)
+            if page is not None:
+                return page
+        return self.model.errorfiles.get(status)
+
+    def _error_bytes(self, status: int, closing: bool, be) -> tuple[int, bytes, bool]:
+        """(status, bytes, whether they end the connection) of an error answered here."""
+        page = self._error_page(status, be)
+        if page is None:
+            return status, http1.error_response(status, closing), False
+        return status, page.response(closing), page.closes
 
     def _local_error(self, c, req, stream, status: int) -> bool:
         closing = not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
-        return self._finish_local(c, req, stream, status, http1.error_response(status, closing))
+        _, data, ends = self._error_bytes(status, closing, stream.be)
+        return self._finish_local(c, req, stream, status, data, ends)
 
     def _redirect(self, c, req, ctx, stream, rule, counted: bool = True) -> bool:
         """http-request redirect location|prefix|scheme, bytes as HAProxy 2.6 writes them.
@@ -1385,6 +1419,9 @@ class Frontend:
                 return self._local_error(c, req, stream, 503)
             if srv is not cookie_server(cookie):
                 direct = False
+            if stream.log is not None:
+                stream.log.t_connect = time.time()
+                self.logging.add_unique_id(stream.log, req)
             return await self._exchange(c, req, ctx, stream, backend, srv, conn, stores,
                                         cookie, direct)
         finally:
@@ -1530,6 +1567,8 @@ class Frontend:
             return self._local_error(c, req, stream, status) and False
         status = resp.status
         ctx.status = status
+        if stream.log is not None:
+            self.logging.response(stream.log, resp.headers)
         if comp is not None:        # decided on the server's head, before http-response rules
             if comp.applies(req, resp):
                 ctx.comp = comp     # (res.comp, res.comp_algo)
@@ -1558,7 +1597,8 @@ class Frontend:
                     body_task.cancel()
                     return False
                 closing = not req.keep_alive or proc.stopping or c.eof
-                data = http1.error_response(502, closing)
+                _, data, ends = self._error_bytes(502, closing, backend)
+                closing = closing or ends
                 stream.bytes_out += len(data)
                 stream.status = 502
                 c.write(data)
@@ -1875,6 +1915,8 @@ class Frontend:
                         return True
                     elif act == "allow":
                         return False
+                    elif act == "capture":
+                        log_mod.run_capture(rule, ctx)
                     elif act == "track-sc":
                         if self._track(rule, ctx, stream.sc, stream, True):
                             # tracking at response time counts this request and its
@@ -2003,6 +2045,8 @@ class _Relay:
                     t[0].inc_http_fail(t[1])
         fe._count_status(backend, srv, status)
         stream.status = status
+        if stream.log is not None:
+            stream.log.t_resp = time.time()
         closing = not req.keep_alive or proc.stopping or c.eof or fe.model.options.httpclose
         conn_header = http1.connection_header(req, closing)
         if resp is None:
@@ -2098,6 +2142,8 @@ def _local_htx(data: bytes) -> int:
 def _assign(stream, backend, srv, persisted: bool):
     """The stream goes to `srv` (coroutine path): its session counters."""
     stream.srv = srv
+    if stream.log is not None:
+        stream.log.t_queue = time.time()
     srv.stot += 1
     if not persisted:
         srv.lbtot += 1

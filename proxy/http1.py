@@ -922,6 +922,52 @@ def error_response(status: int, close: bool) -> bytes:
     return r
 
 
+class ErrorPage:
+    """A response configured whole: an `errorfile` (read as HAProxy reads one into HTX:
+    header names lower-cased, the status line and body kept), or an `errorloc` redirect.
+    Without a Content-Length the body ends with the connection, so that closes."""
+    __slots__ = ("status", "_keep", "_close", "closes")
+
+    def __init__(self, status: int, start_line: bytes, headers: list[tuple[bytes, bytes]],
+                 body: bytes):
+        self.status = status
+        head = start_line + b"\r\n" + b"".join(b"%s: %s\r\n" % h for h in headers)
+        self.closes = not any(n == b"content-length" for n, _ in headers)
+        self._close = head + b"connection: close\r\n\r\n" + body
+        self._keep = self._close if self.closes else head + b"\r\n" + body
+
+    @classmethod
+    def parse(cls, raw: bytes) -> "ErrorPage":
+        """An errorfile's bytes; BadMessage when they are not an HTTP response."""
+        end = raw.find(b"\r\n\r\n")
+        sep = b"\r\n"
+        if end < 0:
+            end, sep = raw.find(b"\n\n"), b"\n"
+        if end < 0:
+            raise BadMessage("no end of headers")
+        lines = raw[:end].split(sep)
+        parts = lines[0].split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            raise BadMessage("no status line")
+        headers = []
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name.strip():
+                raise BadMessage("bad header line")
+            headers.append((name.strip().lower(), value.strip()))
+        return cls(int(parts[1]), lines[0].rstrip(), headers, raw[end + 2 * len(sep):])
+
+    @classmethod
+    def redirect(cls, code: int, location: str) -> "ErrorPage":
+        """`errorloc`/`errorloc302` (302) and `errorloc303` (303) pages."""
+        return cls(code, b"HTTP/1.1 %d %s" % (code, reason_for(code)),
+                   [(b"cache-control", b"no-cache"), (b"content-length", b"0"),
+                    (b"location", location.encode("latin-1"))], b"")
+
+    def response(self, close: bool) -> bytes:
+        return self._close if close else self._keep
+
+
 def mux_error_response(status: int) -> bytes:
     """An error the H1 layer sends on its own (400 malformed, 408 timeout, 422): HAProxy
     writes the raw page, with its original capitalisation (its 422 page has no

@@ -296,7 +296,9 @@ class Proxy:
     disabled: bool = False
     id: Optional[int] = None
     description: Optional[str] = None
-    errorfiles: dict[int, str] = field(default_factory=dict)
+    errorfiles: dict[int, Any] = field(default_factory=dict)     # status -> http1.ErrorPage
+    errorfile_refs: list = field(default_factory=list)   # in line order: (status, page) or
+                                                         # (http-errors name, statuses, where)
     compression: Any = None              # proxy.compression.Compression (`compression` lines)
 
     @property
@@ -356,6 +358,7 @@ class Config:
     proxies: list[Proxy] = field(default_factory=list)            # non-defaults, in file order
     peers: dict[str, PeersSection] = field(default_factory=dict)
     userlists: dict[str, Any] = field(default_factory=dict)       # name -> auth.Userlist
+    http_errors: dict[str, tuple] = field(default_factory=dict)   # name -> (where, pages)
     # sections owned by other components (`shield`): their lines, for them to parse
     foreign_sections: list[tuple[str, tuple[str, ...], list]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
