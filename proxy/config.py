@@ -23,6 +23,7 @@ from edgestick.cfgsyntax import ConfigError, Line, read_file
 from . import compression, hashes, http1, outbound
 from . import model as m
 from . import auth, stats_page
+from . import log as log_mod
 from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_expr, parse_net,
                   split_condition)
 from .maps import REGISTRY
@@ -107,34 +108,6 @@ def _time(line: Line, text: str, what: str, warnings: Optional[list] = None) -> 
     if warning and warnings is not None:
         warnings.append(str(line.error(warning)))
     return value
-
-
-LOG_FACILITIES = frozenset(("kern user mail daemon auth syslog lpr news uucp cron auth2 ftp ntp "
-                            "audit alert cron2 local0 local1 local2 local3 local4 local5 local6 "
-                            "local7").split())
-LOG_LEVELS = frozenset("emerg alert crit err warning notice info debug".split())
-
-
-def check_log_line(line: Line) -> None:
-    """`log global` | `log <target> [len N] [format F] [sample R:S] <facility> [level
-    [minlevel]]`: logging has no effect here, but a wrong line is still an error."""
-    w = line.words
-    if len(w) < 2:
-        raise line.error("expects 'global', 'stdout', 'stderr' or an address")
-    if w[1] in ("global", "disable") or (w[0] == "no" and w[1] == "log"):
-        return
-    i = 2
-    while i < len(w) and w[i] in ("len", "format", "sample"):
-        i += 2
-    if i >= len(w):
-        raise line.error("log : expects <facility> after the target")
-    if w[i] not in LOG_FACILITIES:
-        raise line.error(f"log : unknown log facility '{w[i]}'")
-    for lvl in w[i + 1:i + 3]:
-        if lvl not in LOG_LEVELS:
-            raise line.error(f"log : unknown optional log level '{lvl}'")
-    if len(w) > i + 3:
-        raise line.error(f"log : unexpected argument '{w[i + 3]}'")
 
 
 def read_errorfile(line: Line, path: str, keyword: Optional[str] = None) -> http1.ErrorPage:
@@ -490,6 +463,7 @@ class Parser:
         p.errorfile_refs = list(base.errorfile_refs)
         p.tcp_request_inspect_delay_ms = base.tcp_request_inspect_delay_ms
         p.compression = base.compression        # (`offload` is never in a defaults')
+        p.log = log_mod.inherit(base.log)
         if p.has_frontend:
             p.monitor_uri = base.monitor_uri
         p.stats = base.stats            # until the proxy has `stats` lines of its own
@@ -566,9 +540,8 @@ class Parser:
             g.group = _arg(line, 1, "<group name>")
         elif kw == "chroot":
             g.chroot = _arg(line, 1, "<directory>")
-        elif kw == "log":
-            check_log_line(line)
-            g.ignored.setdefault(kw, w[1:])
+        elif kw in log_mod.GLOBAL_KEYWORDS:
+            log_mod.parse_global(self.cfg, line)
         elif kw == "metrics":
             # edgestick's own: Prometheus /metrics of the proxy (like the shield's)
             if len(w) != 3 or w[1] != "bind":
@@ -1139,8 +1112,10 @@ class Parser:
                     # may hold extra header lines the old way: "HTTP/1.1\r\nHost:\ x"
                     hc.version = args[2]
             return
-        if name == "httplog" and tuple(args) == ("clf",):
-            args = []
+        if name == "httplog":           # (proxy/log.py reads the clf choice)
+            o.other["httplog-clf"] = tuple(args) == ("clf",)
+            if o.other["httplog-clf"]:
+                args = []
         if name == "http-restrict-req-hdr-names":
             if len(args) != 1 or args[0] not in ("preserve", "delete", "reject"):
                 raise line.error("'option http-restrict-req-hdr-names' expects 'preserve', "
@@ -1160,6 +1135,8 @@ class Parser:
             o.other[name] = value
 
     def kw_no(self, p, line):
+        if len(line.words) >= 2 and line.words[1] == "log":
+            return log_mod.kw_no_log(self, p, line)
         if len(line.words) < 2 or line.words[1] != "option":
             raise line.error("'no' must be followed by 'option'")
         self.kw_option(p, line, negate=True)
@@ -1736,8 +1713,10 @@ class Parser:
             if len(args) != 3 or args[1] not in ("len", "id") or not args[2].isdigit():
                 raise line.error(f"'{ctx_what}' expects <expression> 'len' <length> or 'id' "
                                  "<idx>.")
-            self.expression(line, args[0], ctx_what, level)
+            rule.value = self.expression(line, args[0], ctx_what, level)
             rule.args = tuple(args)
+            rule.index, rule.slot = log_mod.capture_slot(p, line, args, level == "response",
+                                                         ctx_what)
         elif action == "auth" and not tcp and level == "http":
             rule.fmt = auth.parse_auth_action(line, p, args)     # the realm (None: default)
         elif action.split("(")[0] in var_mod.ACTIONS:
@@ -2037,31 +2016,9 @@ class Parser:
                              "'scheme').")
         return r
 
-    def kw_capture(self, p, line):
-        """Captures only feed logs: checked, then ignored."""
-        w = line.words
-        what = w[1] if len(w) > 1 else ""
-        if what == "cookie":
-            if len(w) != 5 or w[3] != "len" or not w[4].isdigit():
-                raise line.error("'capture cookie' expects <cookie_name> 'len' <len>.")
-        elif what in ("request", "response"):
-            if len(w) != 6 or w[2] != "header" or w[4] != "len" or not w[5].isdigit():
-                raise line.error(f"'capture {what}' expects 'header' <header_name> 'len' <len>.")
-        else:
-            raise line.error("'capture' expects 'cookie', 'request' or 'response'.")
-
-    def kw_declare(self, p, line):
-        w = line.words
-        if (len(w) != 5 or w[1] != "capture" or w[2] not in ("request", "response")
-                or w[3] != "len" or not w[4].isdigit()):
-            raise line.error("'declare' expects 'capture' 'request'|'response' 'len' <len>.")
-
     # misc accepted keywords ----------------------------------------------
     def kw_ignored(self, p, line):
         pass
-
-    def kw_log(self, p, line):
-        check_log_line(line)
 
     def kw_description(self, p, line):
         p.description = " ".join(line.words[1:])
@@ -2167,6 +2124,7 @@ class Parser:
         auth.finish(cfg, cfg.userlists)
         stats_page.finish(cfg, self.warnings)
         compression.finish(cfg)
+        log_mod.finish(cfg, self.warnings)
         if cfg.vars.used:          # contexts of every frontend carry variable scopes
             for p in cfg.frontends.values():
                 p.vars = cfg.vars
@@ -2409,8 +2367,7 @@ TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "cap
                      "set-dst-port", "attach-srv"}
 
 UNSUPPORTED_PROXY_KEYWORDS = {
-    "unique-id-format",
-    "unique-id-header", "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
+    "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
     "tcp-check", "external-check", "force-persist",
     "ignore-persist", "persist", "http-after-response", "http-error",
     "use-server",
@@ -2420,7 +2377,7 @@ UNSUPPORTED_PROXY_KEYWORDS = {
     "reqidel", "reqiallow", "reqideny", "reqitarpit", "reqipass", "rspdeny", "rspidel",
     "rspideny", "rspirep", "bind-process", "clitcpka-cnt", "clitcpka-idle", "clitcpka-intvl",
     "srvtcpka-cnt", "srvtcpka-idle", "srvtcpka-intvl", "log-format-sd", "error-log-format",
-    "log-tag", "guid", "hash-balance-factor", "hash-key",
+    "guid", "hash-balance-factor", "hash-key",
 }
 
 # keyword -> (capability, handler). Capability: "any"; "fe"/"be" warn and ignore when the
@@ -2450,8 +2407,11 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "tcp-request": ("any", Parser.kw_tcp_request),
     "http-request": ("any", Parser.kw_http_request),
     "http-response": ("any", Parser.kw_http_response),
-    "log": ("any", Parser.kw_log),
-    "log-format": ("any", Parser.kw_ignored),
+    "log": ("any", log_mod.kw_log),
+    "log-format": ("any", log_mod.kw_log_format),
+    "log-tag": ("any", log_mod.kw_log_tag),
+    "unique-id-format": ("any", log_mod.kw_unique_id_format),
+    "unique-id-header": ("any", log_mod.kw_unique_id_header),
     "description": ("any", Parser.kw_description),
     "id": ("any", Parser.kw_id),
     "disabled": ("any", Parser.kw_disabled),
@@ -2461,8 +2421,8 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "errorloc": ("any", Parser.kw_errorloc),
     "errorloc302": ("any", Parser.kw_errorloc),
     "errorloc303": ("any", Parser.kw_errorloc),
-    "capture": ("fe", Parser.kw_capture),
-    "declare": ("any", Parser.kw_declare),
+    "capture": ("fe", log_mod.kw_capture),
+    "declare": ("any", log_mod.kw_declare),
     "grace": ("any", Parser.kw_ignored),
     "redirect": ("any", Parser.kw_redirect),
     "monitor-uri": ("fe", Parser.kw_monitor_uri),

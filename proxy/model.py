@@ -56,6 +56,7 @@ class Global:
     ca_base: Optional[str] = None
     crt_base: Optional[str] = None
     metrics_bind: Optional[tuple[str, int]] = None   # edgestick: `metrics bind ADDR:PORT`
+    log: Any = None                      # proxy.log.GlobalLog (`log`, `log-tag`...)
     # keywords accepted for compatibility that change nothing here (log, tune.*, ssl-default-*…)
     ignored: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -300,6 +301,7 @@ class Proxy:
     errorfile_refs: list = field(default_factory=list)   # in line order: (status, page) or
                                                          # (http-errors name, statuses, where)
     compression: Any = None              # proxy.compression.Compression (`compression` lines)
+    log: Any = None                      # proxy.log.ProxyLog (log targets, formats, captures)
 
     @property
     def has_frontend(self) -> bool:
