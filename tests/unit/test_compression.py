@@ -91,6 +91,9 @@ def test_response_rules():
     html = ("Content-Type", "text/html; charset=utf-8")
     assert ch.applies(request(), response(html))
     assert not ch.applies(request(version=10), response(html))
+    old_server = response(html)
+    old_server.version = 10
+    assert not ch.applies(request(), old_server)
     assert not ch.applies(request(method="HEAD"), response(html))
     assert not ch.applies(request(), response(html, status=206))
     assert ch.applies(request(), response(html, status=203))
