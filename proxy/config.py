@@ -1717,10 +1717,10 @@ class Parser:
             rule.args = tuple(args)
             rule.index, rule.slot = log_mod.capture_slot(p, line, args, level == "response",
                                                          ctx_what)
-        elif action == "auth" and not tcp and level == "http":
-            rule.fmt = auth.parse_auth_action(line, p, args)     # the realm (None: default)
         elif action.split("(")[0] in var_mod.ACTIONS:
             rule.action, rule.var = self.parse_var_action(p, line, action, args, where, level)
+        elif action == "auth" and not tcp and level == "http":
+            rule.fmt = auth.parse_auth_action(line, p, args)     # the realm (None: default)
         elif action == "use-service" and not tcp and level == "http":
             if len(args) != 1:
                 raise line.error(f"'{ctx_what}' expects a service name")
