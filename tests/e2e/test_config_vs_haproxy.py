@@ -73,6 +73,18 @@ CASES = [
     ("balance algorithms", VALID, D + FE + "    default_backend b\n" + BE + "    balance source\n"
      + "backend c\n    balance static-rr\nbackend e\n    balance first\n"),
     ("balance without algorithm", VALID, D + FE + "    default_backend b\n" + BE + "    balance\n"),
+    ("http-errors", VALID, "http-errors site\n    errorfile 503 {errorfile}\n" + D + FE
+     + "    errorfiles site\n    errorloc302 403 /x\n    errorloc303 404 /y\n"
+     + "    http-request return status 503 errorfiles site\n"),
+    ("http-errors without name", INVALID, "http-errors\n" + D + FE),
+    ("http-errors bad status", INVALID, "http-errors s\n    errorfile 999 {errorfile}\n" + D),
+    ("http-errors missing file", INVALID, "http-errors s\n    errorfile 503 /nonexistent\n"),
+    ("http-errors unknown keyword", INVALID, "http-errors s\n    frob\n" + D),
+    ("http-errors twice", INVALID, "http-errors s\nhttp-errors s\n" + D),
+    ("errorfiles unknown section", INVALID, D + FE + "    errorfiles nope\n"),
+    ("errorfiles without name", INVALID, D + FE + "    errorfiles\n"),
+    ("errorloc without url", INVALID, D + FE + "    errorloc 503\n"),
+    ("errorloc bad status", INVALID, D + FE + "    errorloc 999 /x\n"),
     ("server tls", VALID, D + FE + "    default_backend b\n" + BE
      + "    server t1 127.0.0.1:443 ssl verify none sni req.hdr(host) check-ssl check\n"
      + "    server t2 127.0.0.1:443 ssl verify required ca-file {ca} verifyhost www.x\n"
