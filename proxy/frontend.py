@@ -1460,10 +1460,17 @@ class Frontend:
                     continue
             srv.wretr += 1
             backend.wretr += 1
-            srv.stot += 1                   # each attempt is a session of the server
             # HAProxy's turn-around before retrying the same server: one second, or
             # `timeout connect` when shorter
             await asyncio.sleep(min(1.0, t_connect or 1.0))
+            if client is not None and self._client_left(client):
+                return None, srv            # HAProxy aborts such a stream, uncounted
+            srv.stot += 1                   # each attempt is a session of the server
+
+    def _client_left(self, client) -> bool:
+        """The client went away while a connection was retried (HTTP: the request is
+        still sent, as HAProxy without `option abortonclose`)."""
+        return False
 
     def _head_options(self, backend):
         """(X-Forwarded-For header name or None, `if-none`, server connection closes

@@ -61,6 +61,10 @@ class TcpFrontend(Frontend):
         ctx.payload, ctx.final, ctx.may_change = c.buf, True, False
         return ctx
 
+    def _client_left(self, client) -> bool:
+        """A client that sent its FIN and nothing left to deliver: retries stop."""
+        return client.eof and not client.buf
+
     async def close_idle(self):
         """Graceful stop: a TCP stream has no idle point; it runs until the grace ends."""
 
@@ -173,7 +177,7 @@ class TcpFrontend(Frontend):
                 return
             try:
                 _assign(stream, backend, srv, persisted)
-                conn, other = await self._connect(backend, srv, persisted, c.src)
+                conn, other = await self._connect(backend, srv, persisted, c.src, None, ctx, c)
                 if other is not srv:                # redispatched: the slot moves too
                     backend.release_slot(srv)
                     srv = other
