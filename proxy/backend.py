@@ -203,7 +203,8 @@ class ServerState:
         # for (an SNI from the request, a PROXY header): see proxy/outbound.py
         tls = model.tls
         self.tls_ctx = outbound.client_context(tls) if model.ssl and tls is not None else None
-        self.private = bool(model.send_proxy or (self.tls_ctx is not None and tls.sni_expr))
+        self.private = bool(model.send_proxy or (self.tls_ctx is not None and tls.sni_expr)
+                            or backend.model.http_reuse == "never")
         self.name: str = model.name
         self.id: int = model.id
         self.host: str = model.host
@@ -287,7 +288,8 @@ class ServerState:
 
     def conn_key(self, ctx=None, client=None):
         """What a new connection to this server is opened for: None (any request may
-        use it), else (SNI, PROXY header) as outbound.py describes."""
+        use it), else (SNI, PROXY header, client connection) as outbound.py describes;
+        the client connection is named with `http-reuse never` only."""
         if not self.private:
             return None
         sni = None
@@ -299,7 +301,8 @@ class ServerState:
         if self.model.send_proxy and client is not None:
             header = outbound.proxy_header(self.model.send_proxy, client.src, client.src_port,
                                            client.dst, client.dst_port)
-        return (sni, header)
+        owner = client if self.backend.model.http_reuse == "never" else None
+        return (sni, header, owner)
 
     async def connect(self, timeout_s: float | None, key=None) -> ServerConn:
         self.connects += 1
@@ -325,7 +328,7 @@ class ServerState:
     async def _open(self, loop, factory, key):
         """A connection that starts with a PROXY header and/or TLS (the header goes first,
         in clear, as HAProxy sends it)."""
-        sni, header = key if key is not None else (None, None)
+        sni, header, _ = key if key is not None else (None, None, None)
         ctx = self.tls_ctx
         hostname = (sni or "") if ctx is not None else None
         if header is None:
@@ -362,6 +365,10 @@ class ServerState:
                     c.reused = True
                     self.reuses += 1
                     return c
+                owner = c.key[2] if c.key is not None else None
+                if owner is not None and owner.closed:     # its client has gone
+                    del idle[i]
+                    c.close()
             return None
         while idle:
             c = idle.pop()

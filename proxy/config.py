@@ -461,6 +461,7 @@ class Parser:
         p.balance_opts = dict(base.balance_opts)
         p.cookie = copy.copy(base.cookie)
         p.errorfile_refs = list(base.errorfile_refs)
+        p.http_reuse = base.http_reuse
         p.tcp_request_inspect_delay_ms = base.tcp_request_inspect_delay_ms
         p.compression = base.compression        # (`offload` is never in a defaults')
         p.log = log_mod.inherit(base.log)
@@ -2047,6 +2048,13 @@ class Parser:
             raise line.error(f"status code '{code}' cannot be customized")
         p.errorfile_refs.append((int(code), read_errorfile(line, path)))
 
+    def kw_http_reuse(self, p, line):
+        mode = line.words[1] if len(line.words) > 1 else ""
+        if mode not in ("never", "safe", "aggressive", "always"):
+            raise line.error("'http-reuse' only supports 'never', 'safe', 'aggressive', "
+                             "'always'.")
+        p.http_reuse = mode
+
     def kw_errorloc(self, p, line):
         kw = line.keyword
         if len(line.words) < 3:
@@ -2367,7 +2375,7 @@ TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "cap
                      "set-dst-port", "attach-srv"}
 
 UNSUPPORTED_PROXY_KEYWORDS = {
-    "http-reuse", "rate-limit", "email-alert", "dispatch", "source",
+    "rate-limit", "email-alert", "dispatch", "source",
     "tcp-check", "external-check", "force-persist",
     "ignore-persist", "persist", "http-after-response", "http-error",
     "use-server",
@@ -2417,6 +2425,7 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "disabled": ("any", Parser.kw_disabled),
     "enabled": ("any", Parser.kw_enabled),
     "errorfile": ("any", Parser.kw_errorfile),
+    "http-reuse": ("be", Parser.kw_http_reuse),
     "errorfiles": ("any", Parser.kw_errorfiles),
     "errorloc": ("any", Parser.kw_errorloc),
     "errorloc302": ("any", Parser.kw_errorloc),

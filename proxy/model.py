@@ -298,6 +298,7 @@ class Proxy:
     id: Optional[int] = None
     description: Optional[str] = None
     errorfiles: dict[int, Any] = field(default_factory=dict)     # status -> http1.ErrorPage
+    http_reuse: str = "safe"             # never: a server connection serves one client
     errorfile_refs: list = field(default_factory=list)   # in line order: (status, page) or
                                                          # (http-errors name, statuses, where)
     compression: Any = None              # proxy.compression.Compression (`compression` lines)
