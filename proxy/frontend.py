@@ -940,7 +940,7 @@ class Frontend:
             bm = backend.model
             ok = not (bm.cookie is not None or bm.stick_rules or bm.http_response
                       or self.model.http_response or backend._limited
-                      or (self.logging is not None and self.logging.res_caps)
+                      or (self.logging is not None and self.logging.reads_response)
                       or any(s.private for s in backend.servers)
                       or (bm is not self.model and (bm.http_request or bm.redirects
                                                     or bm.stats is not None)))

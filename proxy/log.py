@@ -80,6 +80,7 @@ class ProxyLog:
         self.uid_header: Optional[str] = None
         self.req_caps: list[tuple[Optional[str], int]] = []   # (header name or None, len)
         self.res_caps: list[tuple[Optional[str], int]] = []
+        self.cookie_cap: Optional[tuple[str, int]] = None     # capture cookie NAME len N
 
     def copy(self) -> "ProxyLog":
         p = ProxyLog()
@@ -248,7 +249,7 @@ def kw_capture(parser, p, line):
     if what == "cookie":
         if len(w) != 5 or w[3] != "len" or not w[4].isdigit():
             raise line.error("'capture cookie' expects <cookie_name> 'len' <len>.")
-        parser.warn(line, "'capture cookie' has no effect in edgestick (logged as '-')")
+        _plog(p).cookie_cap = (w[2], int(w[4]))
     elif what in ("request", "response"):
         if len(w) != 6 or w[2] != "header" or w[4] != "len" or not w[5].isdigit():
             raise line.error(f"'capture {what}' expects 'header' <header_name> 'len' <len>.")
@@ -876,8 +877,8 @@ VARS: dict[str, tuple[Callable, str]] = {
     "ST": (_status, "int"),
     "B": (_bytes_out, "int"),
     "U": (_bytes_in, "int"),
-    "CC": (lambda ctx, rec: None, "text"),
-    "CS": (lambda ctx, rec: None, "text"),
+    "CC": (lambda ctx, rec: rec.cc if rec is not None else None, "text"),
+    "CS": (lambda ctx, rec: rec.cs if rec is not None else None, "text"),
     "hr": (_hdr_braces(False), "none"),
     "hs": (_hdr_braces(True), "none"),
     "hrl": (_hdr_list(False), "none"),
@@ -913,7 +914,7 @@ class Record:
     wall clock), the request line as received, captures, the termination cause."""
     __slots__ = ("ctx", "method", "target", "version", "t_accept", "t_begin", "t_queue",
                  "t_connect", "t_resp", "t_end", "term", "req_caps", "res_caps", "uid", "rt",
-                 "fl", "conn")
+                 "fl", "conn", "cc", "cs")
 
     def __init__(self, fl, ctx, conn, t_accept, t_begin):
         self.fl, self.ctx, self.conn = fl, ctx, conn
@@ -923,6 +924,7 @@ class Record:
         self.t_queue = self.t_connect = self.t_resp = self.t_end = None
         self.term = None          # set where the stream ends on a proxy/local decision
         self.req_caps = self.res_caps = None
+        self.cc = self.cs = None          # captured request / response cookie
         self.uid = None
         self.rt = 0
 
@@ -970,6 +972,9 @@ class FrontendLog:
         self.hostname = pl.hostname
         self.req_caps = pl.req_caps
         self.res_caps = pl.res_caps
+        self.cookie_cap = pl.cookie_cap
+        # the fast path forwards a response unparsed: not for those whose headers we read
+        self.reads_response = bool(pl.res_caps or pl.cookie_cap)
         self.uid_fmt = compile_format(pl.uid_fmt) if pl.uid_fmt else None
         self.uid_header = pl.uid_header.lower() if pl.uid_header else None
         self.pid = os.getpid()
@@ -994,6 +999,8 @@ class FrontendLog:
             rec.req_caps = _capture(self.req_caps, req.headers)
         if self.res_caps:
             rec.res_caps = [None] * len(self.res_caps)
+        if self.cookie_cap is not None:
+            rec.cc = _request_cookie(self.cookie_cap, req.headers)
         stream.log = rec
         return rec
 
@@ -1006,6 +1013,8 @@ class FrontendLog:
             if old:
                 caps = [c if c is not None else o for c, o in zip(caps, old)]
             rec.res_caps = caps
+        if self.cookie_cap is not None:
+            rec.cs = _response_cookie(self.cookie_cap, headers)
 
     def add_unique_id(self, rec, req):
         """`unique-id-header`: the id on the request that goes to the server."""
@@ -1069,6 +1078,30 @@ def _capture(caps, headers) -> list:
             if h[0] == name:
                 out[i] = h[1][:size]        # (the last occurrence wins, as in HAProxy)
     return out
+
+
+def _request_cookie(cap, headers) -> Optional[str]:
+    """`capture cookie`: the first request cookie whose name starts with NAME (HAProxy
+    compares NAME's length only), as name=value, cut at len."""
+    name, size = cap
+    for h in headers:
+        if h[0] == "cookie":
+            for part in h[1].split(";"):
+                part = part.strip(" \t")
+                if part.startswith(name) and "=" in part:
+                    return part[:size]
+    return None
+
+
+def _response_cookie(cap, headers) -> Optional[str]:
+    """The first Set-Cookie starting with NAME, the whole header from there, cut at len."""
+    name, size = cap
+    for h in headers:
+        if h[0] == "set-cookie":
+            v = h[1].lstrip(" \t")
+            if v.startswith(name):
+                return v[:size]
+    return None
 
 
 def run_capture(rule, ctx):

@@ -182,6 +182,7 @@ frontend fe
     capture response header Content-Type len 20
     http-request capture req.hdr(x-trace) len 4
     declare capture response len 8
+    capture cookie SRV len 12
     http-request deny deny_status 429 if { path /deny }
     http-request return status 200 content-type text/plain string "hi" if { path /ret }
     http-request redirect location /elsewhere if { path /redir }
@@ -195,6 +196,11 @@ frontend fe_nolognull
     option dontlognull
     default_backend bk
 
+frontend fe_slow
+    bind 127.0.0.1:{FE3}
+    timeout http-request 200ms
+    default_backend bk
+
 backend bk
     server s1 127.0.0.1:{S1}
 
@@ -203,7 +209,7 @@ backend empty
 
 
 def test_httplog_default_format(backends, haproxy_bin):
-    pair, wd = _pair(HTTPLOG, backends, haproxy_bin, 2)
+    pair, wd = _pair(HTTPLOG, backends, haproxy_bin, 3)
     try:
         seen = {}
 
@@ -215,6 +221,8 @@ def test_httplog_default_format(backends, haproxy_bin):
             for path in ("/deny", "/ret", "/redir", "/empty", "/tarpit", "/s?status=500",
                          "/slow?sleep=1"):
                 out.append(one_request(p.port, path).status)
+            out.append(one_request(p.port, "/c?setcookie=SRV%3Dabcdefghijklmnop%3B%20path%3D%2F",
+                                   headers=[("Cookie", "X=1; SRVX=s1234567890123")]).status)
             c = Client(p.port)              # keep-alive: two lines, one client port
             out.append(c.request("/k1").status)
             out.append(c.request("/k2", method="POST", body=b"0123456789").status)
@@ -225,18 +233,22 @@ def test_httplog_default_format(backends, haproxy_bin):
             socket.create_connection(("127.0.0.1", p.ports[1])).close()      # dontlognull
             time.sleep(0.1)
             out.append(one_request(p.ports[1], "/after-probe").status)
+            for raw in (b"GET /partial HTTP/1.1\r\nHo", b""):     # timeout http-request
+                out.append(raw_exchange(p.ports[2], raw, timeout=2.0)[:12])
 
         got = pair.run(traffic)
         assert seen["edgestick"] == seen["haproxy"]
         assert b"x-cap: 127.0.0.1/abcd" in seen["haproxy"][0][1]
         lines = compare(got)
-        assert len(lines) == 13, lines
+        assert len(lines) == 16, lines
         text = "\n".join(lines)
         for want in ("fe bk/s1 T/T/T/T/T 200 ", "{127.0.0.1|curl/|abcd} {text/plain|}",
                      "fe/<NOSRV> T/-1/-1/-1/T 429 ", " PR-- ", " LR-- ", " PT-- ", " SC-- ",
-                     " sH-- ", '"<BADREQ>"', " CR-- ", "fe_nolognull bk/s1"):
+                     " sH-- ", '"<BADREQ>"', " CR-- ", "fe_nolognull bk/s1",
+                     " SRVX=s123456 SRV=abcdefgh ---- "):
             assert want in text
         assert text.count(" CR-- ") == 1        # the silent connection, not the second one
+        assert text.count(" 408 0 - - cR-- ") == 2
     finally:
         pair.stop()
         wd.__exit__(None, None, None)
