@@ -633,11 +633,19 @@ def _version(ctx, rec):
 
 
 def _backend(ctx):
+    """The backend the stream reached: where it was sent, else whose rules it ran."""
     s = ctx.stream
     be = getattr(s, "be", None)
     if be is None and getattr(s, "srv", None) is not None:
         be = s.srv.backend
-    return be
+    return be if be is not None else ctx.be
+
+
+def _unanswered(ctx) -> bool:
+    """Closed by a rule before any response and any backend (`http-request reject`)."""
+    s = ctx.stream
+    return not getattr(s, "status", 0) and getattr(s, "srv", None) is None and \
+        _backend(ctx) is None
 
 
 def _be_name(ctx, rec):
@@ -647,7 +655,9 @@ def _be_name(ctx, rec):
 
 def _srv_name(ctx, rec):
     srv = getattr(ctx.stream, "srv", None)
-    return srv.name if srv is not None else "<NOSRV>"
+    if srv is not None:
+        return srv.name
+    return rec.applet if rec is not None and rec.applet else "<NOSRV>"
 
 
 def _srv_addr(ctx, rec):
@@ -671,7 +681,9 @@ def _t_idle(ctx, rec):
 def _t_req(ctx, rec):
     """TR: the head arrived at once (see Record); a tarpitted request has none (HAProxy
     keeps its request time unset)."""
-    return -1 if rec is None or rec.t_begin is None or rec.term == "PT" else 0
+    if rec is None or rec.t_begin is None or rec.term == "PT" or _unanswered(ctx):
+        return -1
+    return 0
 
 
 def _tq(ctx, rec):
@@ -914,7 +926,7 @@ class Record:
     wall clock), the request line as received, captures, the termination cause."""
     __slots__ = ("ctx", "method", "target", "version", "t_accept", "t_begin", "t_queue",
                  "t_connect", "t_resp", "t_end", "term", "req_caps", "res_caps", "uid", "rt",
-                 "fl", "conn", "cc", "cs")
+                 "fl", "conn", "cc", "cs", "applet")
 
     def __init__(self, fl, ctx, conn, t_accept, t_begin):
         self.fl, self.ctx, self.conn = fl, ctx, conn
@@ -925,6 +937,7 @@ class Record:
         self.term = None          # set where the stream ends on a proxy/local decision
         self.req_caps = self.res_caps = None
         self.cc = self.cs = None          # captured request / response cookie
+        self.applet = None                # "<STATS>": the stats page answered
         self.uid = None
         self.rt = 0
 
@@ -941,6 +954,8 @@ class Record:
         s = ctx.stream
         if self.t_resp is not None:
             return "--"
+        if _unanswered(ctx):
+            return "PR"
         if getattr(s, "srv", None) is not None or _backend(ctx) is not None:
             if self.t_connect is None:
                 return "SC"
@@ -978,6 +993,7 @@ class FrontendLog:
         self.uid_fmt = compile_format(pl.uid_fmt) if pl.uid_fmt else None
         self.uid_header = pl.uid_header.lower() if pl.uid_header else None
         self.pid = os.getpid()
+        self.monitor_uri = fe.model.monitor_uri if fe is not None else None
 
     @staticmethod
     def build(fe, model, proc) -> Optional["FrontendLog"]:
@@ -1026,7 +1042,11 @@ class FrontendLog:
         now = time.time()
         rec.t_end = now
         rec.conn.log_t = now          # the connection's next stream starts its clock here
-        if self.line is not None:
+        if rec.term is None and stream.srv is None and stream.status and _stats_page(rec):
+            # HAProxy's stats applet stands for the server: no waits, a local reply
+            rec.term, rec.applet = "LR", "<STATS>"
+            rec.t_queue = rec.t_connect = rec.t_resp = rec.t_begin
+        if self.line is not None and rec.target != self.monitor_uri:   # (never logged)
             self._send(render(self.line, rec.ctx, rec), stream.status)
         return now
 
@@ -1067,6 +1087,22 @@ class _NoStream:
         self.status = status
         self.srv = self.be = self.log = None
         self.bytes_in = self.bytes_out = self.adj_in = self.adj_out = 0
+
+
+class _Head:
+    __slots__ = ("method", "target")
+
+
+def _stats_page(rec) -> bool:
+    """Whether the stats page (of the backend reached, else the frontend) answered."""
+    ctx = rec.ctx
+    be = ctx.be
+    page = be.model.stats if be is not None else ctx.fe.model.stats
+    if page is None:
+        return False
+    head = _Head()
+    head.method, head.target = rec.method, rec.target
+    return page.matches(head)
 
 
 def _capture(caps, headers) -> list:
