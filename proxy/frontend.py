@@ -446,7 +446,8 @@ class Frontend:
         # log targets, captures, unique ids: None when the frontend has none of them
         self.logging = log_mod.FrontendLog.build(self, model, proc)
         if model.vars is not None:      # variables: contexts carry their scopes
-            self._begin, self._ctx = var_mod.with_scopes(self._begin, self._ctx, model.vars)
+            self._begin, self._ctx = var_mod.with_scopes(self._begin, self._ctx, model.vars,
+                                                         model.mode == "tcp")
 
     # ---- listeners
 

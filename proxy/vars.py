@@ -167,9 +167,12 @@ def _sess_store(c) -> dict:
         return c.sess_vars
 
 
-def with_scopes(begin: Callable, make_ctx: Callable, registry: Registry):
+def with_scopes(begin: Callable, make_ctx: Callable, registry: Registry, tcp: bool = False):
     """The frontend's `_begin` (a request's context) and `_ctx` (connection-level
-    rules' context), giving each context its variable scopes."""
+    rules' context), giving each context its variable scopes. `tcp`: a TCP frontend,
+    whose stream context comes from `_ctx` too: each context gets its own txn and req
+    stores (connection and session rules then set theirs in vain, as in HAProxy, where
+    no stream exists yet)."""
     proc = registry.proc
 
     def begin_with_vars(c, req, sess_sc):
@@ -179,7 +182,8 @@ def with_scopes(begin: Callable, make_ctx: Callable, registry: Registry):
 
     def ctx_with_vars(c, sc):
         ctx = make_ctx(c, sc)
-        ctx.vars = Scopes(proc, _sess_store(c), None, None)
+        ctx.vars = (Scopes(proc, _sess_store(c), {}, "req") if tcp else
+                    Scopes(proc, _sess_store(c), None, None))
         return ctx
     return begin_with_vars, ctx_with_vars
 

@@ -370,3 +370,59 @@ def test_reload_starts_proc_variables_afresh():
             c.close()
         finally:
             p.stop()
+
+
+TCP = """
+global
+    stats socket {SOCK} mode 600 level admin
+
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    tcp-request inspect-delay 1s
+    tcp-request connection set-var(txn.c) str(bk2)
+    tcp-request connection set-var(sess.n) src_port
+    tcp-request session set-var(sess.s) str(bk2) if { src_port,sub(sess.n) eq 0 }
+    tcp-request content set-var(txn.b) var(sess.s) if { req.payload(0,4) -m str GET\\  }
+    tcp-request content set-var(req.r) req.len
+    tcp-request content track-sc0 var(txn.b,none),concat(-,req.r,-),concat(,txn.c,)
+    stick-table type string len 32 size 10 store conn_cnt
+    use_backend %[var(txn.b)] if { var(txn.b) -m found }
+    default_backend bk
+
+backend bk
+    server s1 127.0.0.1:{S1}
+
+backend bk2
+    server s2 127.0.0.1:{S2}
+"""
+
+
+def test_tcp_mode_streams_have_txn_and_req_variables(haproxy_bin):
+    """A TCP frontend: connection and session rules reach sess (txn, req not yet: no
+    stream), content rules reach txn and req, use_backend and track keys read them."""
+    b = Backends(["s1", "s2"]).start()
+    try:
+        with workdir() as wd, both(TCP, b, wd, haproxy_bin) as (h, e):
+            got = {}
+            for p in (h, e):
+                got[p.kind] = []
+                for method in ("GET", "POST"):
+                    c = Client(p.port)
+                    got[p.kind].append(c.request("/", method, body=b"").status_line)
+                    c.close()
+                got[p.kind + "/table"] = mask_table(p.cli("show table fe"))
+                got[p.kind + "/s2"] = [ln.split(",")[7] for ln in
+                                       p.cli("show stat").decode().splitlines()
+                                       if ln.startswith(("bk,s1,", "bk2,s2,"))]
+            assert got["edgestick"] == got["haproxy"] == ["HTTP/1.1 200 OK"] * 2
+            assert got["edgestick/table"] == got["haproxy/table"]
+            assert any("key=bk2-" in ln for ln in got["haproxy/table"])
+            assert got["edgestick/s2"] == got["haproxy/s2"]
+    finally:
+        b.kill()
