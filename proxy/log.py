@@ -983,6 +983,7 @@ class FrontendLog:
         self.line = compile_format(fmt) if self.targets else None
         self.dontlognull = options.dontlognull
         self.separate_errors = bool(options.other.get("log-separate-errors"))
+        self.quiet_normal = bool(options.other.get("dontlog-normal"))
         self.tag = pl.tag or "haproxy"
         self.hostname = pl.hostname
         self.req_caps = pl.req_caps
@@ -1047,7 +1048,7 @@ class FrontendLog:
             rec.term, rec.applet = "LR", "<STATS>"
             rec.t_queue = rec.t_connect = rec.t_resp = rec.t_begin
         if self.line is not None and rec.target != self.monitor_uri:   # (never logged)
-            self._send(render(self.line, rec.ctx, rec), stream.status)
+            self._send(rec, stream.status)
         return now
 
     def bad_request(self, c, status: int, partial: bool, timeout: bool):
@@ -1067,13 +1068,19 @@ class FrontendLog:
         rec.rt = _next_rt(self.fe)
         rec.term = ("cR" if timeout else "PR") if partial or timeout else "CR"
         s.log = rec
-        if not partial and not timeout:
-            s.bytes_out = 0
-        self._send(render(self.line, ctx, rec), status)
+        self._send(rec, status)
 
-    def _send(self, msg: str, status: int):
+    def _send(self, rec, status: int):
+        level = LEVEL_INFO
+        if self.quiet_normal or self.separate_errors:
+            # HAProxy's "error" stream: ended worse than a local reply, or a 5xx
+            err = rec.term_state(rec.ctx)[0] not in "-L" or status >= 500
+            if not err and self.quiet_normal:
+                return                  # option dontlog-normal
+            if err and self.separate_errors:
+                level = LEVEL_ERR
+        msg = render(self.line, rec.ctx, rec)
         self.count += 1
-        level = LEVEL_ERR if self.separate_errors and (status >= 500 or status < 0) else LEVEL_INFO
         now = time.time()
         for t in self.targets:
             t.send(self, msg, level, now)

@@ -433,3 +433,62 @@ def test_syslog_framing_of_each_format(backends, haproxy_bin):
     finally:
         pair.stop()
         wd.__exit__(None, None, None)
+
+
+# ------------------------------------------------------------------ errors
+
+LEVELS = """
+global
+    nbthread 1
+    log {LOG} format short local0 err
+
+defaults
+    mode http
+    log global
+    option dontlognull
+    timeout connect 1s
+    timeout client 3s
+    timeout server 3s
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    option log-separate-errors
+    log {LOG} format short local1
+    log-format "sep %ST %ts"
+    http-request deny if { path /deny }
+    http-request return status 200 if { path /ret }
+    default_backend bk
+
+frontend fe_quiet
+    bind 127.0.0.1:{FE2}
+    option dontlog-normal
+    log {LOG} format short local1
+    log-format "quiet %ST %ts"
+    http-request deny if { path /deny }
+    http-request return status 200 if { path /ret }
+    default_backend bk
+
+backend bk
+    server s1 127.0.0.1:{S1}
+"""
+
+
+def test_error_level_and_dontlog_normal(backends, haproxy_bin):
+    """`option log-separate-errors`: errors (a termination worse than a local reply, or a
+    5xx) at level err, which an `err` target alone receives; `option dontlog-normal`:
+    only those are logged."""
+    pair, wd = _pair(LEVELS, backends, haproxy_bin, 2)
+    try:
+        def traffic(p):
+            for port in p.ports:
+                for path in ("/ok", "/deny", "/ret", "/x?status=500", "/x?status=404"):
+                    one_request(port, path)
+
+        got = pair.run(traffic)
+        assert got["edgestick"][0] == got["haproxy"][0] == [
+            "<6>sep 200 --\n", "<3>sep 403 PR\n", "<3>sep 403 PR\n", "<6>sep 200 LR\n",
+            "<3>sep 500 --\n", "<3>sep 500 --\n", "<6>sep 404 --\n",
+            "<6>quiet 403 PR\n", "<6>quiet 500 --\n"]
+    finally:
+        pair.stop()
+        wd.__exit__(None, None, None)
