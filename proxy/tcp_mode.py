@@ -99,14 +99,24 @@ class TcpFrontend(Frontend):
 
     async def _stream(self, c, stream: Stream):
         ctx = self._ctx(c, stream.sc)
-        if self.model.tcp_request_content and not await self._content_rules(
-                c, ctx, stream, self.model.tcp_request_content, self.inspect_delay):
-            return
+        verdict = True
+        if self.model.tcp_request_content:
+            verdict = await self._content_rules(c, ctx, stream, self.model.tcp_request_content,
+                                                self.inspect_delay)
+            if verdict is False:
+                return
         ctx.final = True
         backend = self._choose_backend(ctx)
         if backend is None:
             return
         ctx.be = backend
+        if verdict is None:
+            # the client timed out while its first bytes were inspected: HAProxy still
+            # switches to the backend (a session there, the bytes on it), then aborts
+            backend.stot += 1
+            stream.be = backend
+            stream.bytes_in += len(c.buf)
+            return
         bm = backend.model
         if bm is not self.model and bm.tcp_request_content:
             ctx.table = backend.table
@@ -116,13 +126,14 @@ class TcpFrontend(Frontend):
             ctx.final = True
         await self._to_server(c, ctx, stream, backend)
 
-    async def _content_rules(self, c, ctx, stream, rules, delay) -> bool:
+    async def _content_rules(self, c, ctx, stream, rules, delay) -> bool | None:
         """tcp-request content rules as HAProxy's tcp_inspect_request runs them: a
         condition (or a track-sc key) that more bytes may change waits for them, until
         `delay` ends, the client closes or the buffer is full; then the rules run again
-        from the first one. False: rejected (dreq)."""
+        from the first one. False: rejected (dreq); None: the client was silent for
+        `timeout client` meanwhile."""
         loop = asyncio.get_running_loop()
-        deadline = None
+        deadline = idle_since = None
         while True:
             final = (delay is None or c.eof or len(c.buf) >= _FULL
                      or (deadline is not None and loop.time() >= deadline))
@@ -153,14 +164,24 @@ class TcpFrontend(Frontend):
                     self._counter_action(rule, ctx)
             if not waiting:
                 return True
+            now = loop.time()
             if deadline is None:
-                deadline = loop.time() + delay
+                deadline = now + delay
+            if self.t_client is not None and idle_since is None:
+                idle_since = now
+            wait = deadline - now
+            if self.t_client is not None:
+                wait = min(wait, idle_since + self.t_client - now)
+            had = len(c.buf)
             try:
-                await c.wait_data(deadline - loop.time())
+                await c.wait_data(wait)
             except TimeoutError:
-                pass
+                if self.t_client is not None and loop.time() >= idle_since + self.t_client:
+                    return None     # `timeout client` while inspecting (see _stream)
             if c.closed:
                 return False
+            if len(c.buf) != had:
+                idle_since = loop.time()
 
     # ---- towards the server
 

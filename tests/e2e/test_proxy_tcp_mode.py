@@ -513,6 +513,13 @@ listen matched
     server s1 127.0.0.1:{S1}
     server s2 127.0.0.1:{S2}
 
+frontend slowinspect
+    bind 127.0.0.1:{FE9}
+    timeout client 400ms
+    tcp-request inspect-delay 3s
+    tcp-request content accept if { req.len ge 4 }
+    default_backend only1
+
 backend only1
     server s1 127.0.0.1:{S1}
 
@@ -526,7 +533,7 @@ def more(haproxy_bin):
     servers = TcpServers(["s1", "s2"])
     servers.ports["dead"] = free_ports(1)[0]        # nothing listens there
     try:
-        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 8) as p:
+        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 9) as p:
             yield p
     finally:
         servers.close()
@@ -607,7 +614,8 @@ def test_health_checks(more):
     time.sleep(1.0)
     out = []
     for p in more:
-        got = [session(p.ports[6], (b"c",)).split(b"\n")[0] for _ in range(4)]
+        # (sorted: where round robin starts depends on when the startup probe came)
+        got = sorted(session(p.ports[6], (b"c",)).split(b"\n")[0] for _ in range(4))
         out.append((got, [stat_row(p, "checked", sv, ("status", "check_status", "chkdown",
                                                       "check_rise", "check_fall", "act"))
                           for sv in ("dead", "s1", "s2", "BACKEND")]))
@@ -625,3 +633,26 @@ def test_stick_match_and_store_request(more):
     assert out[1] == out[0]
     # .50 stored and matched: always the same server; .51 never stored: round robin
     assert len({g for s, g in out[0][0] if s.endswith("50")}) == 1
+
+
+def test_client_timeout_while_inspecting(more):
+    """`timeout client` shorter than inspect-delay: a client silent that long is
+    dropped before any server is chosen."""
+    cols = ("stot", "bin", "bout")
+    out = []
+    for p in more:
+        before = [stat_row(p, "only1", sv, cols) for sv in ("s1", "BACKEND")]
+        s = socket.create_connection(("127.0.0.1", p.ports[8]), timeout=5)
+        t0 = time.monotonic()
+        s.sendall(b"ab")
+        got = s.recv(100)
+        s.close()
+        time.sleep(0.1)
+        after = [stat_row(p, "only1", sv, cols) for sv in ("s1", "BACKEND")]
+        delta = [{c: int(a[c]) - int(b[c]) for c in cols} for a, b in zip(after, before)]
+        out.append((got, time.monotonic() - t0 < 2.5, delta,
+                    stat_row(p, "slowinspect", "FRONTEND", ("bin", "bout", "dreq"))))
+    assert out[1] == out[0]
+    # no server reached; the backend counts a session and the two bytes
+    assert out[0][:3] == (b"", True, [{"stot": 0, "bin": 0, "bout": 0},
+                                      {"stot": 1, "bin": 2, "bout": 0}])
