@@ -123,3 +123,41 @@ def test_config_registry_and_global():
     assert plain.frontends["f"].vars is None          # no variable: contexts as before
     with pytest.raises(ConfigError, match=r"<string>:2: .*only scope 'proc'"):
         load_config_text("global\n    set-var txn.a int(1)\n")
+
+
+def test_converters_reading_variables():
+    ctx = _ctx()
+    for name, expr in (("i", "int(3)"), ("s", "str(7x)"), ("a", "str(abc)")):
+        v.VarAction("set-var", "txn", name, (), compile_expr(expr)).run(ctx)
+    values = {e: compile_expr(e)(ctx) for e in (
+        "int(10),add(txn.i)", "int(10),sub(txn.s)", "int(10),mul(txn.none)",
+        "str(x),concat(<,txn.a,>)", "str(x),concat(,txn.none,)", "int(5),concat(-,txn.i)",
+        "str(abc),strcmp(txn.a)", "str(Z),strcmp(txn.a)", "str(ab),strcmp(txn.a)",
+        "str(a),strcmp(txn.none)")}
+    assert values == {
+        "int(10),add(txn.i)": 13, "int(10),sub(txn.s)": 3, "int(10),mul(txn.none)": None,
+        "str(x),concat(<,txn.a,>)": "x<abc>", "str(x),concat(,txn.none,)": "x",
+        "int(5),concat(-,txn.i)": "5-3", "str(abc),strcmp(txn.a)": 0,
+        "str(Z),strcmp(txn.a)": -7, "str(ab),strcmp(txn.a)": -1,
+        "str(a),strcmp(txn.none)": None}
+    for bad, msg in (("int(1),add(foo)", "expects an integer or a variable name"),
+                     ("str(a),strcmp()", "missing variable name"),
+                     ("str(a),concat(a,foo,c)", "failed to register variable name 'foo'")):
+        with pytest.raises(SampleError, match=msg):
+            compile_expr(bad)
+
+
+def test_server_template():
+    cfg = load_config_text("defaults\n    mode http\nbackend b\n"
+                           "    server a 127.0.0.1:1\n"
+                           "    server-template w 2-3 127.0.0.1:2 weight 4 cookie id\n"
+                           "    server-template x 2 127.0.0.1:3 id 10 check\n")[0]
+    srvs = [(s.name, s.port, s.weight, s.cookie, s.id, s.check)
+            for s in cfg.backends["b"].servers]
+    assert srvs == [("a", 1, 1, None, 1, False), ("w2", 2, 4, "id", 2, False),
+                    ("w3", 2, 4, "id", 3, False), ("x1", 3, 1, None, 10, True),
+                    ("x2", 3, 1, None, 5, True)]
+    for bad in ("server-template s 0 127.0.0.1:1", "server-template s 3-2 127.0.0.1:1",
+                "server-template s 2"):
+        with pytest.raises(ConfigError, match="server-template"):
+            load_config_text(f"defaults\n    mode http\nbackend b\n    {bad}\n")
