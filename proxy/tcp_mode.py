@@ -109,12 +109,11 @@ class TcpFrontend(Frontend):
         backend = self._choose_backend(ctx)
         if backend is None:
             return
-        ctx.be = backend
+        ctx.be = stream.be = backend
+        backend.stot += 1               # a session of the backend from the switch on
         if verdict is None:
             # the client timed out while its first bytes were inspected: HAProxy still
-            # switches to the backend (a session there, the bytes on it), then aborts
-            backend.stot += 1
-            stream.be = backend
+            # switches to the backend, then aborts
             stream.bytes_in += len(c.buf)
             return
         bm = backend.model
@@ -187,8 +186,6 @@ class TcpFrontend(Frontend):
 
     async def _to_server(self, c, ctx, stream, backend):
         bm = backend.model
-        backend.stot += 1
-        stream.be = backend
         backend.cur += 1                # a queued stream counts in the backend's scur
         if backend.cur > backend.smax:
             backend.smax = backend.cur

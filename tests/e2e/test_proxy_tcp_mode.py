@@ -524,6 +524,7 @@ backend only1
     server s1 127.0.0.1:{S1}
 
 backend only2
+    tcp-request content reject if { src 127.0.0.41 }
     server s2 127.0.0.1:{S2}
 """
 
@@ -656,3 +657,16 @@ def test_client_timeout_while_inspecting(more):
     # no server reached; the backend counts a session and the two bytes
     assert out[0][:3] == (b"", True, [{"stot": 0, "bin": 0, "bout": 0},
                                       {"stot": 1, "bin": 2, "bout": 0}])
+
+
+def test_backend_content_rules(more):
+    """The backend's own tcp-request content rules run after the switch."""
+    out = []
+    for p in more:
+        got = [session(p.ports[1], (b"PING",), src=src) for src in ("127.0.0.41",
+                                                                     "127.0.0.42")]
+        got = [g if isinstance(g, tuple) else g.split(b"\n")[0] for g in got]
+        out.append((got, stat_row(p, "sessions", "FRONTEND", ("dreq",)),
+                    stat_row(p, "only2", "BACKEND", ("dreq", "stot", "bin"))))
+    assert out[1] == out[0]
+    assert out[0][0][1] == b"s2"
