@@ -205,17 +205,23 @@ def credentials(headers) -> Optional[tuple[str, Optional[str], Optional[str]]]:
 
 
 @functools.lru_cache(maxsize=256)
-def unauthorized(realm: str, close: bool, http10: bool) -> bytes:
-    """HAProxy's 401: its error page with `www-authenticate: Basic realm="R"` after the
-    content type (and `connection: close|keep-alive` after that when needed)."""
-    page = http1.error_response(401, False)
-    head, _, body = page.partition(b"\r\n\r\n")
+def unauthorized(realm: str, close: bool, http10: bool, page=None) -> tuple[bytes, bool]:
+    """HAProxy's 401 and whether it ends the connection: the proxy's `errorfile 401`
+    (`page`, an http1.ErrorPage) or the built-in page, with `www-authenticate: Basic
+    realm="R"` after its headers (and `connection: close|keep-alive` after that when
+    needed; an errorfile without Content-Length closes)."""
+    ends = page is not None and page.closes
+    raw = page.response(False) if page is not None and not ends else (
+        http1.error_response(401, False) if page is None else page.response(True))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if ends:                            # its `connection: close` goes last again
+        head = head[:head.rindex(b"\r\n")]
     extra = b'\r\nwww-authenticate: Basic realm="%s"' % realm.encode("latin-1", "replace")
-    if close:
+    if close or ends:
         extra += b"\r\nconnection: close"
     elif http10:
         extra += b"\r\nconnection: keep-alive"
-    return head + extra + b"\r\n\r\n" + body
+    return head + extra + b"\r\n\r\n" + body, ends
 
 
 # ------------------------------------------------------------------ fetches

@@ -1229,8 +1229,9 @@ class Frontend:
                 req.framing = http1.NO_BODY
         closing = not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
         realm = rule.fmt or (backend.name if backend is not None else self.name)
-        return self._finish_local(c, req, stream, 401,
-                                  auth.unauthorized(realm, closing, req.version < 11))
+        data, ends = auth.unauthorized(realm, closing, req.version < 11,
+                                       self._error_page(401, backend))
+        return self._finish_local(c, req, stream, 401, data, ends)
 
     def _finish_local(self, c, req, stream, status: int, data: bytes,
                       ends: bool = False) -> bool:

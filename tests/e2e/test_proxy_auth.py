@@ -48,6 +48,18 @@ frontend fe
     http-request return status 200 content-type text/plain string "ok" if {{ path /a }} || {{ path /r }} || {{ path /g }}
     default_backend bk
 
+frontend fe_errorfile
+    bind 127.0.0.1:{{FE2}}
+    errorfile 401 @ERR1@
+    http-request auth realm E if !{{ http_auth(ul) }}
+    default_backend bk
+
+frontend fe_open_ended
+    bind 127.0.0.1:{{FE3}}
+    errorfile 401 @ERR2@
+    http-request auth if !{{ http_auth(ul) }}
+    default_backend bk
+
 backend tb
     stick-table type ip size 10 store http_req_cnt,http_err_cnt
 
@@ -61,8 +73,16 @@ backend bk
 def pair(haproxy_bin):
     b = Backends(["s1"]).start()
     try:
-        with workdir() as wd, both(CONFIG, b, wd, haproxy_bin) as p:
-            yield p
+        with workdir() as wd:
+            (wd / "401.http").write_bytes(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: "
+                                          b"text/plain\r\nX-Custom: yes\r\n"
+                                          b"Content-Length: 5\r\n\r\nnope\n")
+            (wd / "401-open.http").write_bytes(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: "
+                                               b"text/plain\r\n\r\nnope\n")
+            text = CONFIG.replace("@ERR1@", str(wd / "401.http")).replace(
+                "@ERR2@", str(wd / "401-open.http"))
+            with both(text, b, wd, haproxy_bin, 3) as p:
+                yield p
     finally:
         b.kill()
 
@@ -119,6 +139,20 @@ def test_same_decisions(pair, path):
 def test_401_with_a_request_body(pair, raw):
     got = [raw_exchange(p.port, raw, timeout=0.5) for p in pair]
     assert got[1] == got[0]
+
+
+@pytest.mark.parametrize("frontend", [1, 2])
+@pytest.mark.parametrize("shape", ["keep-alive", "close", "http10-ka", "head"])
+def test_401_from_an_errorfile(pair, frontend, shape):
+    """`errorfile 401`: that page with the www-authenticate header (one without
+    Content-Length closes the connection), as HAProxy."""
+    method = "HEAD" if shape == "head" else "GET"
+    version = "1.0" if shape == "http10-ka" else "1.1"
+    extra = {"close": "Connection: close\r\n", "http10-ka": "Connection: keep-alive\r\n"}
+    raw = (f"{method} / HTTP/{version}\r\nHost: a\r\n{extra.get(shape, '')}\r\n").encode()
+    got = [raw_exchange(p.ports[frontend], raw, timeout=0.5) for p in pair]
+    assert got[1] == got[0]
+    assert b"www-authenticate" in got[0]
 
 
 def test_keep_alive_after_401(pair):

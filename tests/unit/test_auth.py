@@ -69,10 +69,20 @@ def test_unauthorized_bytes():
     expect = (b'HTTP/1.1 401 Unauthorized\r\ncontent-length: %d\r\ncache-control: no-cache\r\n'
               b'content-type: text/html\r\nwww-authenticate: Basic realm="R 1"\r\n%s\r\n'
               % (len(page), b"%s"))
-    assert auth.unauthorized("R 1", False, False) == expect % b"" + page
-    assert auth.unauthorized("R 1", True, False) == expect % b"connection: close\r\n" + page
+    assert auth.unauthorized("R 1", False, False) == (expect % b"" + page, False)
+    assert auth.unauthorized("R 1", True, False) == (expect % b"connection: close\r\n" + page,
+                                                     False)
     assert auth.unauthorized("R 1", False, True) == (expect % b"connection: keep-alive\r\n"
-                                                      + page)
+                                                     + page, False)
+    custom = http1.ErrorPage.parse(b"HTTP/1.1 401 Unauthorized\r\nX-A: b\r\n"
+                                   b"Content-Length: 3\r\n\r\nno\n")
+    assert auth.unauthorized("R", False, False, custom) == (
+        b'HTTP/1.1 401 Unauthorized\r\nx-a: b\r\ncontent-length: 3\r\n'
+        b'www-authenticate: Basic realm="R"\r\n\r\nno\n', False)
+    open_ended = http1.ErrorPage.parse(b"HTTP/1.1 401 Unauthorized\r\n\r\nno\n")
+    assert auth.unauthorized("R", False, False, open_ended) == (
+        b'HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic realm="R"\r\n'
+        b'connection: close\r\n\r\nno\n', True)
 
 
 CFG = """defaults
