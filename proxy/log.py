@@ -47,12 +47,14 @@ _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 
 class Target:
     """One `log` destination: where, how framed, which facility and levels."""
-    __slots__ = ("kind", "addr", "fmt", "facility", "level", "minlevel", "maxlen", "text")
+    __slots__ = ("kind", "addr", "fmt", "facility", "level", "minlevel", "maxlen", "text",
+                 "sample")
 
     def __init__(self, kind, addr, fmt, facility, level, minlevel, maxlen, text):
         self.kind, self.addr, self.fmt = kind, addr, fmt     # kind: udp, unix, fd
         self.facility, self.level, self.minlevel = facility, level, minlevel
         self.maxlen, self.text = maxlen, text
+        self.sample = None          # (line numbers sent, period) of `sample R:S`
 
 
 GLOBAL = "global"       # `log global` in a proxy's target list, resolved at finish
@@ -104,20 +106,24 @@ def parse_target(line) -> Target | str:
         return GLOBAL
     where = w[1]
     i = 2
-    maxlen, fmt, text = 1024, "local", " ".join(w[1:])
-    while i < len(w) and w[i] in ("len", "format", "sample"):
+    maxlen, fmt, text, sample = 1024, "local", " ".join(w[1:]), None
+    for option in ("len", "format", "sample"):     # optional, in this order (as HAProxy)
+        if i >= len(w) or w[i] != option:
+            continue
         if i + 1 >= len(w):
             raise line.error(f"log : missing value after '{w[i]}'")
         val = w[i + 1]
-        if w[i] == "len":
+        if option == "len":
             if not val.isdigit() or not 80 <= int(val) <= 65535:
                 raise line.error(f"log : invalid log length '{val}', must be between 80 and "
                                  "65535")
             maxlen = int(val)
-        elif w[i] == "format":
+        elif option == "format":
             if val not in FORMATS:
                 raise line.error(f"log : unknown log format '{val}'")
             fmt = val
+        else:
+            sample = _parse_sample(line, val)
         i += 2
     if i >= len(w):
         raise line.error("log : expects <facility> after the target")
@@ -134,7 +140,31 @@ def parse_target(line) -> Target | str:
     level = levels[0] if levels else 7
     minlevel = levels[1] if len(levels) > 1 else 0
     kind, addr = _destination(line, where)
-    return Target(kind, addr, fmt, facility, level, minlevel, maxlen, text)
+    t = Target(kind, addr, fmt, facility, level, minlevel, maxlen, text)
+    t.sample = sample
+    return t
+
+
+def _parse_sample(line, text: str) -> tuple[frozenset, int]:
+    """`sample <ranges>:<size>` (`1-3,5:10`): the line numbers, counted from 1 in each
+    period of `size` lines, that are sent."""
+    ranges, sep, size = text.partition(":")
+    if not sep:
+        raise line.error("log : Missing sample size")
+    picked: set[int] = set()
+    top = 0
+    for r in ranges.split(","):
+        lo, dash, hi = r.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()) or int(lo) < 1 or \
+                (dash and int(hi) < int(lo)):
+            raise line.error(f"log : wrong sample range '{r}'")
+        lo_n, hi_n = int(lo), int(hi) if dash else int(lo)
+        picked.update(range(lo_n, hi_n + 1))
+        top = max(top, hi_n)
+    if not size.isdigit() or int(size) < top:
+        raise line.error(f"log : sample size {size} should be greater or equal to {top} the "
+                         "maximum of the high ranges limits")
+    return frozenset(picked), int(size)
 
 
 def _destination(line, where: str):
@@ -1181,6 +1211,7 @@ class _Sender:
 
     def __init__(self, t: Target):
         self.t = t
+        self.seen = 0               # lines offered (`sample`: their place in the period)
 
     @classmethod
     def get(cls, t: Target) -> "_Sender":
@@ -1198,6 +1229,12 @@ class _Sender:
         t = self.t
         if level > t.level:
             return
+        if t.sample is not None:
+            picked, size = t.sample
+            n = self.seen % size + 1
+            self.seen += 1
+            if n not in picked:
+                return
         if level < t.minlevel:
             level = t.minlevel
         data = frame(t.fmt, t.facility, level, fl.tag, fl.hostname, fl.pid, now, msg)

@@ -492,3 +492,45 @@ def test_error_level_and_dontlog_normal(backends, haproxy_bin):
     finally:
         pair.stop()
         wd.__exit__(None, None, None)
+
+
+SAMPLED = """
+global
+    nbthread 1
+    log {LOG} format raw sample 2-3,5:5 local0
+    log {LOG} format short sample 1:3 local0
+
+defaults
+    mode http
+    log global
+    option dontlognull
+    timeout connect 1s
+    timeout client 3s
+    timeout server 3s
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    log-format "n %rt"
+    http-request return status 200
+"""
+
+
+def test_sampled_targets(haproxy_bin):
+    """`sample <ranges>:<size>`: each target sends the lines whose place in each period
+    of `size` is in its ranges."""
+    b = Backends([])
+    pair, wd = _pair(SAMPLED, b, haproxy_bin)
+    try:
+        def traffic(p):
+            c = Client(p.port)
+            for i in range(12):
+                c.request(f"/{i}")
+            c.close()
+
+        got = pair.run(traffic)
+        assert got["edgestick"][0] == got["haproxy"][0] == [
+            "<6>n 0\n", "n 1\n", "n 2\n", "<6>n 3\n", "n 4\n", "n 6\n", "<6>n 6\n", "n 7\n",
+            "n 9\n", "<6>n 9\n", "n 11\n"]
+    finally:
+        pair.stop()
+        wd.__exit__(None, None, None)
