@@ -14,8 +14,8 @@ import re
 import socket
 from typing import Callable, Optional, Sequence
 
-from .sample import (_DEFAULT_MATCH, ACL_ALIASES, FETCHES, SampleError, _split_chain,
-                     fetch_values_fn, split_call, value_cast)
+from .sample import (_DEFAULT_MATCH, ACL_ALIASES, FETCHES, REQUEST_HEADER_FETCHES,
+                     SampleError, _split_chain, fetch_values_fn, split_call, value_cast)
 from . import payload  # noqa: F401,E402  (registers req.len, req.payload, req.ssl_sni...)
 
 
@@ -509,6 +509,23 @@ class Acl:
         return False if seen else None
 
 
+def _response_view(acl: Acl):
+    """A named ACL as a response rule sees it: its lines on request headers give no
+    sample (the request is gone, as in HAProxy)."""
+    exprs = [e for e in acl.exprs if e.fetch not in REQUEST_HEADER_FETCHES]
+
+    def test(ctx):
+        seen = False
+        for e in exprs:
+            r = e.test(ctx)
+            if r:
+                return True
+            if r is not None:
+                seen = True
+        return False if seen else None
+    return test
+
+
 # ---------------------------------------------------------------------------- predefined ACLs
 
 _PREDEFINED = {
@@ -618,8 +635,12 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
                 raise AclError(f"no such ACL : '{w}'")
             acls[w] = acl           # joins the proxy's ACLs on first use, as in HAProxy
 
-        groups[-1].append(_term_fn(acl.test, negate))
-        tri_groups[-1].append(_tri_term(acl.test, negate))
+        test = acl.test
+        if getattr(refs, "response", False) and any(
+                e.fetch in REQUEST_HEADER_FETCHES for e in acl.exprs):
+            test = _response_view(acl)
+        groups[-1].append(_term_fn(test, negate))
+        tri_groups[-1].append(_tri_term(test, negate))
         i += 1
     if not groups[-1]:
         raise AclError("condition ends with 'or'")

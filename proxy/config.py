@@ -27,7 +27,8 @@ from . import log as log_mod
 from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_expr, parse_net,
                   split_condition)
 from .maps import REGISTRY
-from .sample import FETCH_NEEDS, RESPONSE_FETCHES, Refs, SampleError, compile_expr
+from .sample import (FETCH_NEEDS, REQUEST_HEADER_FETCHES, RESPONSE_FETCHES, Refs, SampleError,
+                     compile_expr)
 from .stick_table import parse_table_args, parse_time_err
 from . import vars as var_mod
 
@@ -445,7 +446,8 @@ class Parser:
 
     @staticmethod
     def _has_rules(p: m.Proxy) -> bool:
-        return bool(p.http_request or p.http_response or p.tcp_request_connection
+        return bool(p.http_request or p.http_response or p.http_after_response
+                    or p.tcp_request_connection
                     or p.tcp_request_session or p.tcp_request_content)
 
     def _inherit(self, base: m.Proxy, name: str, kind: str, line: Line) -> m.Proxy:
@@ -475,6 +477,7 @@ class Parser:
             # rules of a named defaults section run before the proxy's own
             p.http_request = list(base.http_request)
             p.http_response = list(base.http_response)
+            p.http_after_response = list(base.http_after_response)
             p.tcp_request_connection = list(base.tcp_request_connection)
             p.tcp_request_session = list(base.tcp_request_session)
             p.tcp_request_content = list(base.tcp_request_content)
@@ -1492,8 +1495,10 @@ class Parser:
 
     def condition(self, p: m.Proxy, line: Line, cond_words: Sequence[str],
                   response: bool = False):
+        refs = self._refs(p, line)
+        refs.response = response
         try:
-            cond = compile_condition(cond_words, p.acls, self._refs(p, line))
+            cond = compile_condition(cond_words, p.acls, refs)
         except (AclError, SampleError) as e:
             raise line.error(f"error detected while parsing a '{' '.join(line.words[:2])}' "
                              f"condition : {e}") from None
@@ -1506,7 +1511,7 @@ class Parser:
         'server', 'backend'), or None. Response rules have them all; a request rule has
         the backend only in a backend or listen."""
         if response:
-            return None
+            return "HTTP request headers" if name in REQUEST_HEADER_FETCHES else None
         if name in RESPONSE_FETCHES:
             return "HTTP response"
         need = FETCH_NEEDS.get(name)
@@ -1623,6 +1628,33 @@ class Parser:
         p.http_response.append(self.parse_rule(p, line, line.words[1:], "http-response",
                                                "response"))
 
+    AFTER_RESPONSE_ACTIONS = ("add-header", "allow", "capture", "del-header", "replace-header",
+                              "replace-value", "set-header", "set-status", "strict-mode",
+                              "set-var-fmt", "set-var", "unset-var")
+
+    def kw_http_after_response(self, p, line):
+        """Rules for every response, the ones produced here included (deny pages,
+        errors, redirects), after the http-response rules."""
+        if p.kind == "defaults" and not p.name:
+            raise line.error("'http-after-response' not allowed in anonymous 'defaults' "
+                             "section.")
+        words = line.words[1:]
+        action = words[0].split("(")[0] if words else ""
+        if action not in self.AFTER_RESPONSE_ACTIONS:
+            raise line.error("'http-after-response' expects 'ot-group', 'add-header', "
+                             "'allow', 'capture', 'del-header', 'replace-header', "
+                             "'replace-value', 'set-header', 'set-status', 'strict-mode', "
+                             "'set-var-fmt(*)', 'set-var(*)', 'unset-var(*)', but got "
+                             f"'{words[0] if words else ''}'.")
+        self.warn_if_unreachable(p.http_after_response, line)
+        if action == "strict-mode":     # rewrite failures never fail here: nothing to switch
+            words_, cond_words = split_condition(words)
+            if len(words_) != 2 or words_[1] not in ("on", "off"):
+                raise line.error("'http-after-response strict-mode' expects 'on' or 'off'.")
+            return
+        p.http_after_response.append(self.parse_rule(p, line, words, "http-after-response",
+                                                     "response"))
+
     def parse_rule(self, p: m.Proxy, line: Line, words: Sequence[str], where: str,
                    level: str) -> m.Rule:
         words, cond_words = split_condition(words)
@@ -1672,6 +1704,16 @@ class Parser:
             raise line.error(f"'{where}': unknown action 'deny' (use 'reject')")
         elif action.startswith(("sc-inc-gpc", "sc-clr-gpc", "sc-set-gpt")):
             self.parse_sc_action(p, line, rule, action, args, where, level)
+        elif action == "set-status" and level == "response":
+            err = f"error detected in {p.kind} '{p.name}' while parsing '{ctx_what}' rule : "
+            code = args[0] if args else ""
+            if not code.isdigit() or not 100 <= int(code) <= 999:
+                raise line.error(err + "expects an integer status code between 100 and 999.")
+            rule.status = int(code)
+            if len(args) > 1:
+                if args[1] != "reason" or len(args) != 3:
+                    raise line.error(err + "expects 'reason' keyword followed by a reason.")
+                rule.fmt = args[2]
         elif action in ("set-header", "add-header") and not tcp:
             if len(args) != 2:
                 raise line.error(f"'{ctx_what}' expects exactly 2 arguments.")
@@ -2246,7 +2288,7 @@ class Parser:
 
 # HAProxy's names of the rule sets, in its configuration warnings
 _RULE_NAMES = {"http-request": "http-request header", "http-response": "http-response header",
-               "use_backend": "use-backend"}
+               "http-after-response": "http-response header", "use_backend": "use-backend"}
 
 
 def _without_id(opts: list) -> list:
@@ -2366,7 +2408,7 @@ HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-s
                       "strict-mode", "set-timeout", "wait-for-body",
                       "set-dst", "set-dst-port", "set-mark", "set-src", "set-src-port",
                       "set-tos", "silent-drop", "set-priority-class", "set-priority-offset",
-                      "set-status", "cache-store",
+                      "cache-store",
                       "add-acl", "del-acl", "set-map", "del-map", "do-resolve"}
 TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "capture",
                      "set-src", "set-dst", "set-mark", "set-tos", "set-log-level",
@@ -2377,7 +2419,7 @@ TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "cap
 UNSUPPORTED_PROXY_KEYWORDS = {
     "rate-limit", "email-alert", "dispatch", "source",
     "tcp-check", "external-check", "force-persist",
-    "ignore-persist", "persist", "http-after-response", "http-error",
+    "ignore-persist", "persist", "http-error",
     "use-server",
     "load-server-state-from-file", "server-state-file-name", "max-keep-alive-queue",
     "http-send-name-header", "orgto", "appsession", "rspadd", "reqadd", "block", "reqrep",
@@ -2415,6 +2457,7 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "tcp-request": ("any", Parser.kw_tcp_request),
     "http-request": ("any", Parser.kw_http_request),
     "http-response": ("any", Parser.kw_http_response),
+    "http-after-response": ("any", Parser.kw_http_after_response),
     "log": ("any", log_mod.kw_log),
     "log-format": ("any", log_mod.kw_log_format),
     "log-tag": ("any", log_mod.kw_log_tag),

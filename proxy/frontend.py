@@ -413,6 +413,8 @@ class Frontend:
         self.model = model
         self.name = model.name
         self.iid = 0                    # HAProxy's proxy id (fe_id, show stat iid)
+        # http-after-response rules here or in a backend (main.py sets it for those)
+        self.after_rules = bool(model.http_after_response)
         self.table = table
         self.stats = StatusCounters()
         self.stats.on_tick = self._tick_backends
@@ -940,7 +942,7 @@ class Frontend:
         if plan is _UNSET:
             bm = backend.model
             ok = not (bm.cookie is not None or bm.stick_rules or bm.http_response
-                      or self.model.http_response or backend._limited
+                      or self.model.http_response or backend._limited or self.after_rules
                       or (self.logging is not None and self.logging.reads_response)
                       or any(s.private for s in backend.servers)
                       or (bm is not self.model and (bm.http_request or bm.redirects
@@ -1089,7 +1091,7 @@ class Frontend:
             if cond(ctx):
                 status = 503
                 break
-        return self._local_error(c, req, stream, status)
+        return self._local_error(c, req, stream, status, ctx)
 
     def _redirect_rules(self, c, req, ctx, stream, model):
         """`redirect` rules (after the http-request rules): the first that applies
@@ -1121,7 +1123,7 @@ class Frontend:
     async def _to_backend(self, c, req, ctx, stream, backend) -> bool:
         model = self.model
         if backend is None:
-            return self._local_error(c, req, stream, 503)
+            return self._local_error(c, req, stream, 503, ctx)
         bm = backend.model
         ctx.be = backend
         if bm is not model and (bm.http_request or bm.redirects or bm.stats is not None):
@@ -1231,12 +1233,14 @@ class Frontend:
         realm = rule.fmt or (backend.name if backend is not None else self.name)
         data, ends = auth.unauthorized(realm, closing, req.version < 11,
                                        self._error_page(401, backend))
-        return self._finish_local(c, req, stream, 401, data, ends)
+        return self._finish_local(c, req, stream, 401, data, ends, ctx=ctx)
 
     def _finish_local(self, c, req, stream, status: int, data: bytes,
-                      ends: bool = False) -> bool:
+                      ends: bool = False, ctx=None) -> bool:
         """Account and send a response produced here; returns keep-alive. `ends`: the
         response ends with the connection (an errorfile without Content-Length)."""
+        if self.after_rules and ctx is not None:
+            data, status = self._after_local(req, ctx, stream, data, status)
         st = self.stats
         k = _HRSP_SLOT[status // 100]
         st.hrsp[k] += 1
@@ -1285,7 +1289,7 @@ class Frontend:
             if reply is None or (reply.body_kind not in ("lf-string", "lf-file") and
                                  not any("%" in v for _, v in reply.headers)):
                 self._replies[key] = (status, data, ends)
-        return self._finish_local(c, req, stream, status, data, ends)
+        return self._finish_local(c, req, stream, status, data, ends, ctx)
 
     def _error_page(self, status: int, be):
         """The configured page of an error (errorfile, errorloc): the backend's, else the
@@ -1303,10 +1307,10 @@ class Frontend:
             return status, http1.error_response(status, closing), False
         return status, page.response(closing), page.closes
 
-    def _local_error(self, c, req, stream, status: int) -> bool:
+    def _local_error(self, c, req, stream, status: int, ctx=None) -> bool:
         closing = not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
         _, data, ends = self._error_bytes(status, closing, stream.be)
-        return self._finish_local(c, req, stream, status, data, ends)
+        return self._finish_local(c, req, stream, status, data, ends, ctx)
 
     def _redirect(self, c, req, ctx, stream, rule, counted: bool = True) -> bool:
         """http-request redirect location|prefix|scheme, bytes as HAProxy 2.6 writes them.
@@ -1345,7 +1349,8 @@ class Frontend:
         head.append("\r\n")
         if counted:
             self.stats.intercepted += 1
-        return self._finish_local(c, req, stream, code, "".join(head).encode("latin-1"))
+        return self._finish_local(c, req, stream, code, "".join(head).encode("latin-1"),
+                                  ctx=ctx)
 
     async def _service(self, c, req, ctx, stream, service) -> bool:
         if service == "prometheus-exporter" and self.proc.metrics is not None:
@@ -1355,9 +1360,9 @@ class Frontend:
                     b"content-type: text/plain; version=0.0.4\r\n"
                     b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n")
             data = head + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
-            self._finish_local(c, req, stream, 200, data)
+            self._finish_local(c, req, stream, 200, data, ctx=ctx)
             return not closing
-        return self._local_error(c, req, stream, 503)
+        return self._local_error(c, req, stream, 503, ctx)
 
     # ---- towards the backend
 
@@ -1390,12 +1395,12 @@ class Frontend:
                                                          bm.timeouts.get("connect")))
                 reserved = srv is not None
             if srv is None:
-                return self._local_error(c, req, stream, 503)
+                return self._local_error(c, req, stream, 503, ctx)
         elif srv.maxconn and srv.cur >= srv.maxconn:
             srv = await backend.wait_slot(srv, _sec(bm.timeouts.get("queue") or
                                                     bm.timeouts.get("connect")))
             if srv is None:
-                return self._local_error(c, req, stream, 503)
+                return self._local_error(c, req, stream, 503, ctx)
             reserved = True
         if not reserved:                            # the slot is taken at assignment
             srv.cur += 1
@@ -1418,7 +1423,7 @@ class Frontend:
                     _assign(stream, backend, srv, False)
             if conn is None:
                 srv.unsent += 1
-                return self._local_error(c, req, stream, 503)
+                return self._local_error(c, req, stream, 503, ctx)
             if srv is not cookie_server(cookie):
                 direct = False
             if stream.log is not None:
@@ -1573,7 +1578,7 @@ class Frontend:
                 if t is not None:
                     t[0].inc_http_fail(t[1])
             srv.hrsp[_HRSP_SLOT[status // 100]] += 1  # the frontend and backend: below
-            return self._local_error(c, req, stream, status) and False
+            return self._local_error(c, req, stream, status, ctx) and False
         status = resp.status
         ctx.status = status
         if stream.log is not None:
@@ -1631,6 +1636,8 @@ class Frontend:
                 chunk_out = True
             else:
                 closing = True
+        if self.after_rules:
+            self._after_rules(resp, ctx, backend)
         if comp is not None:
             comp.rewrite_head(resp)
         head = http1.serialize_response(resp, http1.connection_header(req, closing))
@@ -1901,20 +1908,8 @@ class Frontend:
                     if rule.cond is not None and not rule.cond(ctx):
                         continue
                     act = rule.action
-                    if act in ("set-header", "add-header"):
-                        name = rule.header.lower()
-                        value = log_format(rule.fmt or "", ctx)
-                        if act == "set-header":
-                            resp.remove(name)
-                        resp.add(name, value)
-                        ctx.res_headers = resp.headers
-                    elif act == "del-header":
-                        resp.remove(rule.header.lower())
-                        ctx.res_headers = resp.headers
-                    elif act in ("replace-header", "replace-value"):
-                        resp.origin = None
-                        resp.headers = ctx.res_headers = _replaced_headers(
-                            resp.headers, rule, log_format(rule.fmt, ctx))
+                    if act in _RESPONSE_EDITS:
+                        _edit_response(resp, rule, ctx)
                     elif act == "deny":
                         self.stats.dresp += 1
                         backend.dresp += 1
@@ -1922,8 +1917,8 @@ class Frontend:
                             stream.srv.dresp += 1
                         self._count_status(backend, _NullServer, 502)
                         return True
-                    elif act == "allow":
-                        return False
+                    elif act == "allow":        # (ends this proxy's rules, not the next's)
+                        break
                     elif act == "capture":
                         log_mod.run_capture(rule, ctx)
                     elif act == "track-sc":
@@ -1941,6 +1936,41 @@ class Frontend:
             return False
         finally:
             ctx.response = False
+
+    def _after_rules(self, resp, ctx, backend) -> None:
+        """http-after-response rules (the backend's, then the frontend's) on a response
+        about to leave, from a server or made here."""
+        groups = []
+        if backend is not None and backend.model is not self.model:
+            groups.append(backend.model.http_after_response)
+        groups.append(self.model.http_after_response)
+        response, ctx.response, ctx.res_headers = ctx.response, True, resp.headers
+        try:
+            for rules in groups:
+                for rule in rules:
+                    if rule.cond is not None and not rule.cond(ctx):
+                        continue
+                    act = rule.action
+                    if act in _RESPONSE_EDITS:
+                        _edit_response(resp, rule, ctx)
+                    elif act == "allow":        # (ends this proxy's rules, not the next's)
+                        break
+                    elif act == "capture":
+                        log_mod.run_capture(rule, ctx)
+                    elif rule.var is not None:
+                        rule.var.run(ctx)
+        finally:
+            ctx.response = response
+
+    def _after_local(self, req, ctx, stream, data: bytes, status: int) -> tuple[bytes, int]:
+        """A response made here, through the http-after-response rules: its head parsed,
+        edited, written again (the body as it was)."""
+        end = data.find(b"\r\n\r\n") + 4
+        resp = http1.parse_response(data[:end], 0, "GET")
+        conn = resp.get("connection")
+        ctx.status = resp.status
+        self._after_rules(resp, ctx, ctx.be)
+        return http1.serialize_response(resp, conn) + data[end:], resp.status
 
     async def close_idle(self):
         """Graceful stop: close connections that sit between requests."""
@@ -2146,6 +2176,32 @@ def _local_htx(data: bytes) -> int:
         if len(_LOCAL_HTX) < 256:
             _LOCAL_HTX[data] = r
     return r
+
+
+_RESPONSE_EDITS = frozenset({"set-header", "add-header", "del-header", "replace-header",
+                             "replace-value", "set-status"})
+
+
+def _edit_response(resp, rule, ctx) -> None:
+    """One header (or status) edit of an http-response / http-after-response rule."""
+    act = rule.action
+    if act in ("set-header", "add-header"):
+        name = rule.header.lower()
+        value = log_format(rule.fmt or "", ctx)
+        if act == "set-header":
+            resp.remove(name)
+        resp.add(name, value)
+    elif act == "del-header":
+        resp.remove(rule.header.lower())
+    elif act == "set-status":
+        resp.origin = None
+        resp.status = ctx.status = rule.status
+        resp.reason = (log_format(rule.fmt, ctx) if rule.fmt is not None
+                       else http1.status_reason(rule.status).decode("latin-1"))
+    else:                                           # replace-header, replace-value
+        resp.origin = None
+        resp.headers = _replaced_headers(resp.headers, rule, log_format(rule.fmt, ctx))
+    ctx.res_headers = resp.headers
 
 
 def _assign(stream, backend, srv, persisted: bool):

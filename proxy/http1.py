@@ -993,11 +993,51 @@ _STD_REASONS = {
 }
 
 
+# The reasons HAProxy 2.6 writes for a status it sets itself (`return`, `deny` with a
+# payload, `set-status` without a reason: its http_get_reason), as the binary answers
+# `return status N` for 200-599; others by class. (Its error pages and redirects have their
+# own wording: REASONS, reason_for.)
+STATUS_REASONS = {
+    100: b"Continue", 101: b"Switching Protocols",
+    200: b"OK", 201: b"Created", 202: b"Accepted", 203: b"Non-Authoritative Information",
+    204: b"No Content", 205: b"Reset Content", 206: b"Partial Content",
+    207: b"Multi-Status", 210: b"Content Different", 226: b"IM Used",
+    300: b"Multiple Choices", 301: b"Moved Permanently", 302: b"Moved Temporarily",
+    303: b"See Other", 304: b"Not Modified", 305: b"Use Proxy", 307: b"Temporary Redirect",
+    308: b"Permanent Redirect", 310: b"Too many Redirects", 400: b"Bad Request",
+    401: b"Unauthorized", 402: b"Payment Required", 403: b"Forbidden", 404: b"Not Found",
+    405: b"Method Not Allowed", 406: b"Not Acceptable",
+    407: b"Proxy Authentication Required", 408: b"Request Time-out", 409: b"Conflict",
+    410: b"Gone", 411: b"Length Required", 412: b"Precondition Failed",
+    413: b"Request Entity Too Large", 414: b"Request-URI Too Long",
+    415: b"Unsupported Media Type", 416: b"Requested range unsatisfiable",
+    417: b"Expectation failed", 418: b"I'm a teapot", 421: b"Misdirected Request",
+    422: b"Unprocessable Content", 423: b"Locked", 424: b"Method failure",
+    425: b"Too Early", 426: b"Upgrade Required", 428: b"Precondition Required",
+    429: b"Too Many Requests", 431: b"Request Header Fields Too Large", 449: b"Retry With",
+    450: b"Blocked by Windows Parental Controls", 451: b"Unavailable For Legal Reasons",
+    456: b"Unrecoverable Error", 499: b"client has closed connection",
+    500: b"Internal Server Error", 501: b"Not Implemented",
+    502: b"Bad Gateway or Proxy Error", 503: b"Service Unavailable",
+    504: b"Gateway Time-out", 505: b"HTTP Version not supported",
+    506: b"Variant also negotiate", 507: b"Insufficient storage", 508: b"Loop detected",
+    509: b"Bandwidth Limit Exceeded", 510: b"Not extended",
+    511: b"Network authentication required",
+    520: b"Web server is returning an unknown error",
+}
+_CLASS_REASONS = {1: b"Informational", 2: b"Success", 3: b"Redirection", 4: b"Client Error",
+                  5: b"Server Error"}
+
+
+def status_reason(status: int) -> bytes:
+    return STATUS_REASONS.get(status) or _CLASS_REASONS.get(status // 100, b"Other")
+
+
 def simple_response(status: int, headers: list[tuple[str, str]], body: bytes,
                     content_type: str | None, conn_header: str | None) -> bytes:
     """A response built by a rule (`return`, custom `deny`): custom headers first, then
     content-length and content-type, as HAProxy orders them."""
-    parts = ["HTTP/1.1 %d %s\r\n" % (status, reason_for(status).decode())]
+    parts = ["HTTP/1.1 %d %s\r\n" % (status, status_reason(status).decode())]
     for name, value in headers:
         parts += (name.lower(), ": ", value, "\r\n")
     parts.append("content-length: %d\r\n" % len(body))

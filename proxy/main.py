@@ -135,6 +135,8 @@ class ProxyProcess:
                 continue
             fe = (TcpFrontend if model.mode == "tcp" else Frontend)(self, model, tables.get(name))
             fe.iid = ids[name]
+            fe.after_rules = bool(model.http_after_response) or any(
+                b.model.http_after_response for b in backends.values())
             if model.kind == "listen":
                 fe.own_backend = backends.get(name)
             frontends.append(fe)

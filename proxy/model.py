@@ -193,6 +193,7 @@ class Rule:
     index: Optional[int] = None          # sc-inc-gpc(<idx>,<slot>)
     value: Any = None                    # sc-set-gpt0 value (int or sample expression)
     header: Optional[str] = None         # set-header / add-header / del-header name
+    status: Optional[int] = None         # set-status code (its reason: fmt)
     fmt: Optional[str] = None            # header value / redirect target (log-format text)
     redirect: Optional[dict] = None      # {"type": location|prefix|scheme, "code": 302, ...}
     service: Optional[str] = None
@@ -288,6 +289,7 @@ class Proxy:
     tcp_request_inspect_delay_ms: Optional[int] = None
     http_request: list[Rule] = field(default_factory=list)
     http_response: list[Rule] = field(default_factory=list)
+    http_after_response: list[Rule] = field(default_factory=list)
     redirects: list[Rule] = field(default_factory=list)       # `redirect` (after http-request)
     monitor_uri: Optional[str] = None    # answered 200 before any rule (503 on monitor fail)
     monitor_fail: list[Any] = field(default_factory=list)     # `monitor fail` conditions

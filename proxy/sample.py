@@ -214,7 +214,7 @@ def _clean_connection(value: str):
 
 # Header helpers work on a list of (lowercase name, value) pairs: the request's
 # (ctx.headers) or the response's (ctx.res_headers).
-# Plain `hdr`, `fhdr`, `hdr_cnt`, `hdr_ip`, `hdr_val`, `cook` follow the direction (request
+# Plain `hdr`, `hdr_cnt`, `hdr_ip`, `hdr_val`, `cook` follow the direction (request
 # headers, or the response's while `ctx.response` is set), as HAProxy's do.
 REQ, RES = operator.attrgetter("headers"), operator.attrgetter("res_headers")
 
@@ -388,7 +388,7 @@ def _make_hdr(name: str, split: bool, side):
 
 
 for _n, _split, _side in (("hdr", True, _dir_headers), ("req.hdr", True, REQ),
-                          ("fhdr", False, _dir_headers), ("req.fhdr", False, REQ),
+                          ("req.fhdr", False, REQ),           # (2.6 has no plain `fhdr`)
                           ("res.hdr", True, RES), ("shdr", True, RES), ("res.fhdr", False, RES)):
     FETCHES[_n] = _make_hdr(_n, _split, _side)
 
@@ -1202,6 +1202,17 @@ FETCHES["uuid"] = FetchDef("uuid", "str", _uuid_build, "str")
 
 # what a fetch needs that a rule may run before (HAProxy: "may not be reliably used here
 # because it needs '...' which is not available here"); see config.Parser.check_log_format
+# fetches of the request's headers: gone by the time response rules run (HAProxy: "needs
+# 'HTTP request headers'"); capture.req.*, method, src... stay
+REQUEST_HEADER_FETCHES = frozenset({
+    "path", "url", "query", "base", "base32", "base32+src", "url32", "url32+src",
+    "url_param", "urlp", "url_ip", "url_port", "pathq", "req.ver", "req.hdr", "req.fhdr",
+    "req.hdr_cnt", "hdr_cnt", "req.hdr_ip", "hdr_ip", "req.hdr_val", "hdr_val", "req.hdrs",
+    "req.hdr_names", "req.cook", "cook", "req.cook_cnt", "cook_cnt", "req.cook_val",
+    "cook_val", "http_auth", "http_auth_group", "http_auth_type", "http_auth_user",
+    "http_auth_pass", "http_auth_bearer", "req.body", "req.body_len", "req.body_size",
+    "req.body_param"})
+
 FETCH_NEEDS: dict[str, str] = {
     **{n: "backend" for n in ("be_name", "be_id", "be_server_timeout", "be_tunnel_timeout")},
     **{n: "server" for n in ("srv_name", "srv_id")},
@@ -2181,6 +2192,7 @@ class Refs:
         self.where: Optional[tuple[str, int]] = None     # (file, line): users of a map
         self.in_acl = False          # set by acl.py: HAProxy words its errors per context
         self.vars = None             # the configuration's vars.Registry (names it mentions)
+        self.response = False        # for a response rule: request headers give no sample
 
 
 def compile_expr(text: str, refs: Optional[Refs] = None) -> Expr:
@@ -2191,6 +2203,8 @@ def compile_expr(text: str, refs: Optional[Refs] = None) -> Expr:
     if fd is None:
         raise SampleError(f"unknown fetch method '{name}'")
     fn = fd.build(args, refs)
+    if refs is not None and refs.response and name in REQUEST_HEADER_FETCHES:
+        fn = _no_sample              # (HAProxy: "will never match" in response rules)
     out = fd.out
     actual = out                     # the runtime type (see _cast)
     for part in parts[1:]:
@@ -2210,6 +2224,14 @@ def compile_expr(text: str, refs: Optional[Refs] = None) -> Expr:
     return fn
 
 
+def _no_sample(ctx):
+    return None
+
+
+def _no_values(ctx):
+    return []
+
+
 def fetch_values_fn(text: str, refs: Optional[Refs] = None):
     """For ACLs: (fn(ctx) -> list of values, FetchDef, output type) — multi-valued fetches
     such as hdr() yield every occurrence; others yield [value] or []."""
@@ -2219,7 +2241,10 @@ def fetch_values_fn(text: str, refs: Optional[Refs] = None):
     if fd is None:
         raise SampleError(f"unknown fetch method '{name}'")
     if len(parts) == 1 and fd.multi is not None:
-        return fd.multi(args, refs), fd, fd.out, True
+        fn = fd.multi(args, refs)
+        if refs is not None and refs.response and name in REQUEST_HEADER_FETCHES:
+            fn = _no_values
+        return fn, fd, fd.out, True
     e = compile_expr(text, refs)
     return e, fd, e.out, False
 
