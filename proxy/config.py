@@ -1120,6 +1120,8 @@ class Parser:
             o.other["httplog-clf"] = tuple(args) == ("clf",)
             if o.other["httplog-clf"]:
                 args = []
+        if name in ("httplog", "tcplog") and not negate and p.log is not None:
+            p.log.fmt = None            # the last of log-format / option httplog wins
         if name == "http-restrict-req-hdr-names":
             if len(args) != 1 or args[0] not in ("preserve", "delete", "reject"):
                 raise line.error("'option http-restrict-req-hdr-names' expects 'preserve', "

@@ -142,3 +142,11 @@ def test_response_capture_by_id():
     assert (rule.action, rule.index, rule.slot) == ("capture", 0, 4)
     with pytest.raises(ConfigError, match="'len' is not allowed here"):
         load("    http-response capture res.hdr(server) len 4")
+
+
+def test_the_last_of_log_format_and_option_httplog_wins():
+    text = BASE.replace("    log global\n", "    log global\n    log-format \"from-defaults\"\n")
+    cfg, _ = load_config_text(text.format(fe="    option httplog"))
+    assert cfg.frontends["fe"].log.fmt is None           # HAProxy's HTTP format
+    cfg, _ = load_config_text(text.format(fe="    option httplog\n    log-format own"))
+    assert cfg.frontends["fe"].log.fmt == "own"
