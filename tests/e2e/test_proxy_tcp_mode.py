@@ -520,6 +520,13 @@ frontend slowinspect
     tcp-request content accept if { req.len ge 4 }
     default_backend only1
 
+frontend proxied
+    bind 127.0.0.1:{FE10} accept-proxy
+    stick-table type ip size 10 expire 1m store conn_cnt,sess_cnt,bytes_in_cnt
+    tcp-request connection track-sc1 src
+    tcp-request session track-sc0 src
+    default_backend only1
+
 backend only1
     server s1 127.0.0.1:{S1}
 
@@ -534,7 +541,7 @@ def more(haproxy_bin):
     servers = TcpServers(["s1", "s2"])
     servers.ports["dead"] = free_ports(1)[0]        # nothing listens there
     try:
-        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 9) as p:
+        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 10, wait_ports=9) as p:
             yield p
     finally:
         servers.close()
@@ -670,3 +677,16 @@ def test_backend_content_rules(more):
                     stat_row(p, "only2", "BACKEND", ("dreq", "stot", "bin"))))
     assert out[1] == out[0]
     assert out[0][0][1] == b"s2"
+
+
+def test_accept_proxy(more):
+    """A PROXY header's source is the stream's (session rules, what the server gets is
+    the rest); connection rules saw the real address."""
+    out = []
+    for p in more:
+        got = session(p.ports[9], (b"PROXY TCP4 198.18.0.7 127.0.0.1 40000 80\r\nhi",))
+        bad = session(p.ports[9], (b"PROXY NONSENSE\r\nhi",))
+        time.sleep(0.1)
+        out.append((got, bad, mask_table(p.cli("show table proxied"))))
+    assert out[1] == out[0]
+    assert out[0][0] == b"s1\nhibye 2\n"
