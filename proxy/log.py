@@ -2,8 +2,9 @@
 
 - Configuration: `log` targets (global, defaults, proxies; `log global`, `no log`),
   `log-tag`, `log-send-hostname`, `log-format`, `option httplog [clf]` (read from the
-  options), `option dontlognull`, `capture request|response header`, `declare capture`,
-  `http-request capture`, `unique-id-format`, `unique-id-header`.
+  options), `option dontlognull`, `dontlog-normal`, `log-separate-errors`, `capture
+  request|response header`, `capture cookie`, `declare capture`, `http-request|response
+  capture`, `unique-id-format`, `unique-id-header`.
 - Log-format strings: one compiler (`compile_format`) and one renderer (`render`) for the
   log line, the unique id and the rules' values (`log_format`, which frontend.py and the
   rules use): literal text, `%%`, HAProxy's %-variables with `%{+Q}`/`%{-Q}`/`%{+X}`/`%{+E}`
@@ -11,8 +12,9 @@
   writes one space, and none after something that wrote nothing (%hr without captures).
 - Run time: a frontend with a log target, captures or a unique id gets a FrontendLog;
   each stream then carries a Record (times, captures, termination state) that the
-  frontend fills at a few points and hands over at the stream's end (`emit`). Frontends
-  without any of these get no Record: their requests pay one `is None` test.
+  frontend fills at a few points and hands over at the stream's end (FrontendLog.end).
+  Frontends without any of these get no Record: their requests pay an `is None` test at
+  a few points.
 - Sending: syslog framing per target `format` (rfc3164, local, rfc5424, short, priority,
   timed, iso, raw), facility and level, `len` truncation, over UDP, a unix datagram
   socket, or stdout/stderr.
