@@ -966,7 +966,7 @@ class Parser:
                              "options.")
         if base == "rdp-cookie":
             raise line.error(f"'balance {algo}' is not supported by edgestick (it reads an RDP "
-                             "cookie in TCP payload; edgestick runs mode http)")
+                             "cookie in the TCP payload)")
         opts: dict = {}
         if base == "uri":
             i = 0
@@ -2234,6 +2234,11 @@ class Parser:
                             "'tcp-request session' rule (mandatory to track invalid HTTP "
                             "requests).")
                         break
+        if p.has_backend and p.mode != "http" and p.balance in ("uri", "url_param", "hdr"):
+            # no HTTP request to hash in a TCP stream
+            self.warnings.append(f"{p.where}: 'balance': Layer 7 hash not possible for proxy "
+                                 f"'{p.name}' (needs 'mode http'). Falling back to round robin.")
+            p.balance = "roundrobin"
         if p.cookie is not None and p.mode != "http":
             self.warnings.append(f"{p.cookie.where}: 'cookie': cookie will be ignored for "
                                  f"{p.kind} '{p.name}' (needs 'mode http').")

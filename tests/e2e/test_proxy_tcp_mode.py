@@ -690,3 +690,23 @@ def test_accept_proxy(more):
         out.append((got, bad, mask_table(p.cli("show table proxied"))))
     assert out[1] == out[0]
     assert out[0][0] == b"s1\nhibye 2\n"
+
+
+@pytest.mark.parametrize("algo", ["uri", "hdr(host)", "url_param x"])
+def test_check_layer7_balance_in_tcp_warns(haproxy_bin, algo):
+    """HAProxy warns and balances round robin (show stat's algo too)."""
+    text = ("defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1s\n"
+            f"    timeout server 1s\nlisten l\n    bind 127.0.0.1:10000\n    balance {algo}\n"
+            "    server s 127.0.0.1:9\n")
+    with workdir() as wd:
+        out = []
+        for argv, name in (([haproxy_bin], "h"), ([PYTHON, "-m", "edgestick", "proxy"], "e")):
+            path = wd / f"{name}.cfg"
+            path.write_text(text)
+            r = subprocess.run([*argv, "-c", "-f", str(path)], capture_output=True, text=True,
+                               timeout=30)
+            warn = [line.split("Layer 7")[1] for line in (r.stdout + r.stderr).splitlines()
+                    if "Layer 7" in line]
+            out.append((r.returncode, warn))
+    assert out[1] == out[0] == (0, [" hash not possible for proxy 'l' (needs 'mode http'). "
+                                    "Falling back to round robin."])
