@@ -644,11 +644,7 @@ def _uri_path(ctx, rec):
     p = _req_parts(ctx, rec)
     if p is None:
         return None
-    t = p[1]
-    if not t.startswith("/") and "://" in t:
-        rest = t.split("://", 1)[1]
-        t = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
-    return _encode(t.split("?", 1)[0], _URL_BAD)
+    return _encode(p[1].split("?", 1)[0], _URL_BAD)   # (an absolute URI stays whole)
 
 
 def _query(ctx, rec):

@@ -534,3 +534,53 @@ def test_sampled_targets(haproxy_bin):
     finally:
         pair.stop()
         wd.__exit__(None, None, None)
+
+
+SHAPES = """
+global
+    nbthread 1
+    log {LOG} format raw local0
+
+defaults
+    mode http
+    log global
+    option dontlognull
+    timeout connect 1s
+    timeout client 3s
+    timeout server 3s
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    log-format "%ST %B %U %ts %{+Q}r HP=%HP HU=%HU HQ=%HQ HV=%HV"
+    default_backend bk
+
+backend bk
+    server s1 127.0.0.1:{S1}
+"""
+
+
+def test_request_shapes(backends, haproxy_bin):
+    """Bytes both ways (%B, %U: as HAProxy counts them) and the request's parts for a
+    chunked response, HEAD, HTTP/1.0, an absolute URI, a chunked upload, a large body."""
+    pair, wd = _pair(SHAPES, backends, haproxy_bin)
+    try:
+        def traffic(p):
+            for raw in (b"GET /ch?chunked=1&size=3000 HTTP/1.1\r\nHost: a\r\n",
+                        b"HEAD /h HTTP/1.1\r\nHost: a\r\n",
+                        b"GET /old HTTP/1.0\r\n",
+                        b"GET http://example.com/abs/p?q=1 HTTP/1.1\r\nHost: example.com\r\n",
+                        b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                        b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n",
+                        b"GET /big?size=100000 HTTP/1.1\r\nHost: a\r\n"):
+                close = b"" if b"HTTP/1.0" in raw or b"close" in raw else b"Connection: close\r\n"
+                raw_exchange(p.port, raw + close + b"\r\n")
+
+        got = pair.run(traffic)
+        assert got["edgestick"][0] == got["haproxy"][0]
+        assert got["haproxy"][0][3] == ('200 143 75 -- "GET http://example.com/abs/p?q=1 '
+                                        'HTTP/1.1" HP=http://example.com/abs/p HU=http://'
+                                        'example.com/abs/p?q=1 HQ=?q=1 HV=HTTP/1.1\n')
+        assert len(got["haproxy"][0]) == 6
+    finally:
+        pair.stop()
+        wd.__exit__(None, None, None)
