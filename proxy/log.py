@@ -27,7 +27,7 @@ import socket
 import time
 from typing import Callable, Optional
 
-from .sample import FETCHES, FetchDef, SampleError, compile_expr
+from .sample import FETCHES, REQUEST_HEADER_FETCHES, FetchDef, SampleError, compile_expr
 
 FACILITIES = ("kern user mail daemon auth syslog lpr news uucp cron auth2 ftp ntp audit alert "
               "cron2 local0 local1 local2 local3 local4 local5 local6 local7").split()
@@ -319,9 +319,21 @@ def capture_slot(p, line, args, response: bool, what: str) -> tuple[int, int]:
 
 def _check_format(parser, p, line, text: str, what: str):
     try:
-        compile_format(text, strict=True)
+        f = compile_format(text, strict=True)
     except SampleError as e:
         raise line.error(f"failed to parse {what} : {e}.") from None
+    if what != "log-format":
+        return
+    for name, rest in f.samples:        # the request is gone when a stream logs
+        need = ("HTTP request headers,HTTP response headers" if name in _ANY_HEADERS else
+                "HTTP request headers" if name in REQUEST_HEADER_FETCHES else None)
+        if need:
+            raise line.error(f"failed to parse log-format : sample fetch <{rest}> may not be "
+                             f"reliably used here because it needs '{need}' which is not "
+                             "available here.")
+
+
+_ANY_HEADERS = frozenset(("hdr", "hdr_cnt", "hdr_ip", "hdr_val", "fhdr", "fhdr_cnt"))
 
 
 def finish(cfg, warnings: list) -> None:
@@ -377,11 +389,12 @@ class Format:
     """A compiled log-format string: its nodes, and `run(ctx, rec)`, one Python function
     generated from them (a log line is rendered per request: one call per variable,
     separators decided here unless a node may write nothing)."""
-    __slots__ = ("nodes", "collapse", "run")
+    __slots__ = ("nodes", "collapse", "run", "samples")
 
     def __init__(self, nodes, collapse):
         self.nodes, self.collapse = nodes, collapse
         self.run = _generate(nodes)
+        self.samples: list = []     # (fetch name, the text from it on): config checks
 
 
 def _generate(nodes) -> Callable:
@@ -437,6 +450,7 @@ def compile_format(text: str, strict: bool = False, collapse: bool = True) -> Fo
     time); otherwise they stay literal text (rules' values, as edgestick always did).
     `collapse`: blanks are separators (log lines, unique ids), else literal text."""
     nodes: list = []
+    samples: list = []
     opts = 0
     absent = "-" if collapse else ""    # (a rule's value leaves it empty)
     i, n = 0, len(text)
@@ -484,7 +498,14 @@ def compile_format(text: str, strict: bool = False, collapse: bool = True) -> Fo
                 i += 1
                 continue
             flush()
-            expr = compile_expr(text[j + 1:end])
+            try:
+                expr = compile_expr(text[j + 1:end])
+            except SampleError as e:
+                if not strict:
+                    raise
+                raise SampleError(f"failed to parse sample expression <{text[j + 1:]}> : "
+                                  f"{e}") from None
+            samples.append((expr.fetch.name, text[j + 1:]))
             fn, o = _sample_var(expr), _opts(flags, opts)
             nodes.append((_VAR, (_formatter(fn, "text", o, absent), fn, "text", o, absent)))
             i = end + 1
@@ -510,7 +531,9 @@ def compile_format(text: str, strict: bool = False, collapse: bool = True) -> Fo
         nodes.append((_VAR, (_formatter(var[0], var[1], o, absent), var[0], var[1], o, absent)))
         i = k
     flush()
-    return Format(nodes, collapse)
+    f = Format(nodes, collapse)
+    f.samples = samples
+    return f
 
 
 def _sample_var(expr):

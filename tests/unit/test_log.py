@@ -49,7 +49,11 @@ def load(fe: str):
     ("log 127.0.0.1:514 sample 1 local0", "Missing sample size"),
     ("log-format a b", "log-format expects only one argument"),
     ("log-format %zz", "no such format variable 'zz'"),
-    ('log-format "%[nosuch]"', "failed to parse log-format"),
+    ('log-format "%[nosuch]"', "failed to parse log-format : failed to parse sample "
+                               "expression <nosuch]> : unknown fetch method 'nosuch'"),
+    ('log-format "a %{+Q}[path,lower] b"', "sample fetch <path,lower] b> may not be reliably "
+     "used here because it needs 'HTTP request headers' which is not available here."),
+    ('log-format "%[hdr(host)]"', "needs 'HTTP request headers,HTTP response headers'"),
     ("unique-id-format %{+Q", "missing '}'"),
     ("http-request capture path id 3", "unable to find capture id '3'"),
     ("capture request header Host", "expects 'header' <header_name> 'len' <len>"),
@@ -69,6 +73,11 @@ def test_targets_global_no_log_and_tag():
     assert pl.tag == "gtag"
     fe, _ = load("    no log\n    log stdout format raw daemon")
     assert [(t.kind, t.addr, t.fmt) for t in fe.log.targets] == [("fd", 1, "raw")]
+
+
+def test_log_format_reads_what_outlives_the_request():
+    fe, _ = load('    log-format "%[src] %[capture.req.hdr(0)] %[unique-id] %[method]"')
+    assert fe.log.fmt.startswith("%[src]")
 
 
 def test_log_format_without_target_warns():
