@@ -39,6 +39,36 @@ def abort_with_reset(transport) -> None:
     transport.abort()
 
 
+_TCP_REPAIR = 19                   # linux/tcp.h: a close then sends neither FIN nor RST
+
+
+def silent_drop(transport) -> None:
+    """HAProxy's silent-drop: the connection ends here and the client is told nothing.
+    What it sent is read and acknowledged at once (so that it sends nothing more), then
+    the socket goes to TCP repair mode, where closing sends neither FIN nor RST (else a
+    TTL of 1, so that the reset dies on the way)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            with socket.socket(fileno=os.dup(sock.fileno())) as dup:
+                dup.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                while dup.recv(65536, socket.MSG_DONTWAIT):
+                    pass
+        except OSError:
+            pass
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_REPAIR, 1)
+        except OSError:
+            try:
+                if sock.family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)
+            except OSError:
+                pass
+    transport.abort()
+
+
 # --------------------------------------------------------------------------- server connections
 
 READ_HIGH_WATER = 1 << 20          # bytes buffered from a peer before reading pauses

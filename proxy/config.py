@@ -1706,6 +1706,14 @@ class Parser:
             raise line.error(f"'{where}': unknown action 'deny' (use 'reject')")
         elif action.startswith(("sc-inc-gpc", "sc-clr-gpc", "sc-set-gpt")):
             self.parse_sc_action(p, line, rule, action, args, where, level)
+        elif action in ("set-src", "set-src-port", "set-dst", "set-dst-port") and (
+                level != "response"):
+            if len(args) != 1:
+                raise line.error(f"'{ctx_what}' expects exactly 1 argument.")
+            rule.value = self.expression(line, args[0], ctx_what, level, p=p)
+        elif action == "silent-drop" and level != "response":
+            if args:
+                raise line.error(f"'{ctx_what}' does not expect any argument.")
         elif action == "set-status" and level == "response":
             err = f"error detected in {p.kind} '{p.name}' while parsing '{ctx_what}' rule : "
             code = args[0] if args else ""
@@ -2413,15 +2421,13 @@ HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-s
                       "cache-use", "auth", "disable-l7-retry", "early-hint",
                       "normalize-uri", "replace-header", "replace-value",
                       "strict-mode", "set-timeout", "wait-for-body",
-                      "set-dst", "set-dst-port", "set-mark", "set-src", "set-src-port",
-                      "set-tos", "silent-drop", "set-priority-class", "set-priority-offset",
+                      "set-mark", "set-tos", "set-priority-class", "set-priority-offset",
                       "cache-store",
                       "add-acl", "del-acl", "set-map", "del-map", "do-resolve"}
-TCP_ACTIONS_KNOWN = {"silent-drop", "expect-proxy", "expect-netscaler-cip", "capture",
-                     "set-src", "set-dst", "set-mark", "set-tos", "set-log-level",
+TCP_ACTIONS_KNOWN = {"expect-proxy", "expect-netscaler-cip", "capture",
+                     "set-mark", "set-tos", "set-log-level",
                      "switch-mode", "use-service", "do-resolve", "set-priority-class",
-                     "set-priority-offset", "send-spoe-group", "set-src-port",
-                     "set-dst-port", "attach-srv"}
+                     "set-priority-offset", "send-spoe-group", "attach-srv"}
 
 UNSUPPORTED_PROXY_KEYWORDS = {
     "rate-limit", "email-alert", "dispatch", "source",

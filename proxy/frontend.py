@@ -21,6 +21,7 @@ head, a body, a chunked/1xx/long response, a server that closes or is slow, EOF.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import socket
 import time
@@ -127,6 +128,10 @@ class ClientConn(be_mod.Endpoint):
     def reset(self):
         if self.transport is not None:
             be_mod.abort_with_reset(self.transport)
+
+    def silent_drop(self):
+        if self.transport is not None:
+            be_mod.silent_drop(self.transport)
 
 
 def _listen_socket(bind, port: int) -> socket.socket:
@@ -673,8 +678,9 @@ class Frontend:
                 return False
             if act == "track-sc":
                 self._track(rule, ctx, sess_sc, None)
-            else:
-                self._counter_action(rule, ctx)
+            elif self._counter_action(rule, ctx, c):         # silent-drop
+                self.stats.dreq += 1    # (a denied request wherever it runs, as HAProxy)
+                return False
         return True
 
     def _track(self, rule, ctx, slots, stream, http_req: bool = False) -> bool:
@@ -697,13 +703,20 @@ class Frontend:
             stream.own.append((table, entry))
         return True
 
-    def _counter_action(self, rule, ctx):
-        """sc-inc-gpc0/1, sc-inc-gpc, sc-clr-gpc*, sc-set-gpt0, sc-set-gpt."""
+    def _counter_action(self, rule, ctx, c: ClientConn | None = None) -> bool:
+        """The actions every rule set shares: sc-inc-gpc0/1, sc-inc-gpc, sc-clr-gpc*,
+        sc-set-gpt0, sc-set-gpt, set-var/-fmt, unset-var, set-src/-dst[-port] and
+        silent-drop (True: the connection is gone; the caller counts it and stops)."""
         act = rule.action
         if not act.startswith("sc-"):
             if rule.var is not None:        # set-var, set-var-fmt, unset-var
                 rule.var.run(ctx)
-            return
+            elif act in _ADDRESS_ACTIONS and c is not None:
+                _set_address(c, ctx, rule)
+            elif act == "silent-drop" and c is not None:
+                c.silent_drop()
+                return True
+            return False
         t = ctx.sc[rule.slot if rule.slot is not None else 0]
         if t is None:
             return
@@ -1065,8 +1078,9 @@ class Frontend:
                 return False
             if act == "track-sc":
                 self._track(rule, ctx, sc, stream)
-            else:
-                self._counter_action(rule, ctx)
+            elif self._counter_action(rule, ctx, c):         # silent-drop
+                st.dreq += 1
+                return False
         now = ctx.now
         for t in sc:
             if t is not None:
@@ -1187,6 +1201,7 @@ class Frontend:
                 self.stats.dreq += 1
                 c.reset()
                 return False
+
             elif act == "use-service":
                 if backend is None:
                     self.stats.intercepted += 1
@@ -1209,8 +1224,9 @@ class Frontend:
                 return self._unauthorized(c, req, ctx, stream, rule, backend)
             elif act == "capture":
                 log_mod.run_capture(rule, ctx)
-            else:
-                self._counter_action(rule, ctx)
+            elif self._counter_action(rule, ctx, c):         # silent-drop
+                self.stats.dreq += 1
+                return False
         return None
 
     def _unauthorized(self, c, req, ctx, stream, rule, backend) -> bool:
@@ -2176,6 +2192,37 @@ def _local_htx(data: bytes) -> int:
         if len(_LOCAL_HTX) < 256:
             _LOCAL_HTX[data] = r
     return r
+
+
+_ADDRESS_ACTIONS = frozenset({"set-src", "set-src-port", "set-dst", "set-dst-port"})
+
+
+def _set_address(c: ClientConn, ctx, rule) -> None:
+    """set-src/-dst <expr> (an address: the port stays), set-src-port/-dst-port <expr>:
+    the connection's addresses as the following rules, requests and logs see them; a
+    value that is no address or port changes nothing."""
+    v = rule.value(ctx)
+    if v is None:
+        return
+    act = rule.action
+    if act.endswith("-port"):
+        try:
+            port = int(v) & 0xFFFF      # (a 16-bit field: HAProxy keeps the low bits)
+        except (TypeError, ValueError):
+            return
+        if act == "set-src-port":
+            c.src_port = ctx.src_port = port
+        else:
+            c.dst_port = ctx.dst_port = port
+        return
+    try:
+        addr = str(ipaddress.ip_address(str(v).strip()))
+    except ValueError:
+        return
+    if act == "set-src":
+        c.src = ctx.src = addr
+    else:
+        c.dst = ctx.dst = addr
 
 
 _RESPONSE_EDITS = frozenset({"set-header", "add-header", "del-header", "replace-header",

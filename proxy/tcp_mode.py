@@ -159,8 +159,9 @@ class TcpFrontend(Frontend):
                     if not self._track(rule, ctx, stream.sc, stream) and ctx.may_change:
                         waiting = True
                         break
-                else:
-                    self._counter_action(rule, ctx)
+                elif self._counter_action(rule, ctx, c):     # silent-drop
+                    self.stats.dreq += 1
+                    return False
             if not waiting:
                 return True
             now = loop.time()
