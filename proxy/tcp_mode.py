@@ -260,6 +260,18 @@ class TcpFrontend(Frontend):
             side = {c: "both", conn: "both"}
         else:
             side = {c: c, conn: conn}
+        shut_dirs = []
+
+        def shut(src, dst):
+            """A direction is over: its FIN goes on; when it was the last one, both
+            connections close now, so the stream has ended (scur) before the client
+            sees that FIN (it may connect again at once)."""
+            shut_dirs.append(src)
+            if len(shut_dirs) == 2:
+                src.close()
+                dst.close()
+            elif not dst.closed and dst.transport.can_write_eof():
+                dst.transport.write_eof()
 
         async def pump(src, dst, to_server: bool):
             timeout = t_client if to_server else t_server
@@ -286,8 +298,7 @@ class TcpFrontend(Frontend):
                 if src.eof:
                     if src.closed:
                         return False                # reset or gone: nothing to pass on
-                    if not dst.closed and dst.transport.can_write_eof():
-                        dst.transport.write_eof()
+                    shut(src, dst)
                     return True
                 if dst.closed:
                     return False
@@ -295,8 +306,7 @@ class TcpFrontend(Frontend):
                 if wait is not None and wait <= 0:
                     # a read timeout shuts this direction as a FIN would (HAProxy's
                     # CF_READ_TIMEOUT): the other one still runs
-                    if dst.transport.can_write_eof():
-                        dst.transport.write_eof()
+                    shut(src, dst)
                     return True
                 try:
                     await src.wait_data(wait)
