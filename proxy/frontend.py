@@ -713,6 +713,12 @@ class Frontend:
                 rule.var.run(ctx)
             elif act in _ADDRESS_ACTIONS and c is not None:
                 _set_address(c, ctx, rule)
+            elif act.startswith(("set-map(", "del-map(")):
+                key = log_format(rule.args[0], ctx)
+                if act[0] == "s":
+                    rule.value.set_or_add(key, log_format(rule.args[1], ctx))
+                else:
+                    rule.value.delete_key(key)
             elif act == "silent-drop" and c is not None:
                 c.silent_drop()
                 return True

@@ -464,6 +464,23 @@ class MapRef:
             e.value = value
             e.typed.update(typed)
 
+    def set_or_add(self, key: str, value: str) -> None:
+        """`set-map`: the entries of `key` take `value`, or a new entry is added."""
+        entries = [e for e in self.entries if e.key == key]
+        if entries:
+            self.set_value(entries, value)
+        else:
+            try:
+                self.add(key, value)
+            except MapError:
+                pass                    # (an index refusing it: HAProxy adds nothing)
+
+    def delete_key(self, key: str) -> None:
+        """`del-map`: every entry of `key` goes."""
+        entries = [e for e in self.entries if e.key == key]
+        if entries:
+            self.delete(entries)
+
     def delete(self, entries: list[Entry]) -> None:
         gone = {id(e) for e in entries}
         for x in self.exprs:
@@ -585,6 +602,25 @@ class Registry:
         if load is None:
             load = self.pending[path] = self._read(path)
         return self._index(load, method, out, where)
+
+    def action_ref(self, path: str) -> MapRef:
+        """The map an `http-request set-map/del-map(<path>)` action edits: the one a
+        map converter loads (now or later in this load: the same lasting object), else
+        the file's entries as read now, or none (HAProxy makes a reference even for a
+        file that is not there; without a converter `show map` does not list it)."""
+        if self.pending is not None and path in self.pending:
+            return self.pending[path].ref
+        ref = self.refs.get(path)
+        if ref is None:
+            ref = self.refs[path] = MapRef(path)
+            try:
+                lines = read_map_lines(path)
+            except MapError:
+                lines = []
+            ref.entries = [Entry(next(_ENTRY_IDS), *split_map_line(text), n)
+                           for n, text in lines]
+            ref.by_id = {e.id: e for e in ref.entries}
+        return ref
 
     @staticmethod
     def _index(load: _Load, method: str, out: str, where) -> MapExpr:
