@@ -27,7 +27,6 @@ from .payload import BUFSIZE, MAXREWRITE
 from .sample import Context
 
 _FULL = BUFSIZE - MAXREWRITE        # a request buffer holding this much is full
-_CHUNK_TRACK = 1 << 16              # bytes counted into the trackers at least this often
 
 
 class TcpContext(Context):
@@ -290,8 +289,7 @@ class TcpFrontend(Frontend):
                         stream.bytes_in += n
                     else:
                         stream.bytes_out += n
-                    if stream.bytes_in + stream.bytes_out >= _CHUNK_TRACK:
-                        self._flush_bytes(stream)
+                    self._flush_bytes(stream)   # live, as HAProxy's (show table, rates)
                     if dst.paused:
                         await dst.drain()
                     continue
