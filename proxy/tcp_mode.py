@@ -289,7 +289,6 @@ class TcpFrontend(Frontend):
                         stream.bytes_in += n
                     else:
                         stream.bytes_out += n
-                    self._flush_bytes(stream)   # live, as HAProxy's (show table, rates)
                     if dst.paused:
                         await dst.drain()
                     continue
@@ -330,8 +329,9 @@ class TcpFrontend(Frontend):
             self._flush_bytes(stream)
 
     def _flush_bytes(self, stream):
-        """Bytes relayed since the last flush: into the trackers' bytes_in/out, the
-        frontend's and the server's bin/bout (HAProxy updates them while a stream runs)."""
+        """The stream's bytes into the trackers' bytes_in/out and the frontend's and
+        server's bin/bout, once it ends: HAProxy counts when the stream task runs, which
+        plain forwarding does not wake (`show table` of an open TCP stream shows 0)."""
         b_in, b_out = stream.bytes_in, stream.bytes_out
         if not (b_in or b_out):
             return
