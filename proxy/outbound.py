@@ -51,12 +51,13 @@ def check_tls_option(opt: str, value: str) -> Optional[str]:
     return None
 
 
-def client_context(tls: ServerTls, default_verify: str = "required") -> ssl.SSLContext:
-    """The SSLContext for connections to a server. Raises OSError/ssl.SSLError on a
-    file that cannot be read (configuration errors)."""
+def client_context(tls: ServerTls) -> ssl.SSLContext:
+    """The SSLContext for connections to a server (`tls.verify` already resolved against
+    ssl-server-verify by the configuration). Raises OSError/ssl.SSLError on a file that
+    cannot be read (configuration errors)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False          # done as HAProxy does, see verify_peer
-    if (tls.verify or default_verify) == "required":
+    if (tls.verify or "required") == "required":
         ctx.verify_mode = ssl.CERT_REQUIRED
         if tls.ca_file:
             ctx.load_verify_locations(cafile=tls.ca_file)
