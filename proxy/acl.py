@@ -512,18 +512,9 @@ class Acl:
 def _response_view(acl: Acl):
     """A named ACL as a response rule sees it: its lines on request headers give no
     sample (the request is gone, as in HAProxy)."""
-    exprs = [e for e in acl.exprs if e.fetch not in REQUEST_HEADER_FETCHES]
-
-    def test(ctx):
-        seen = False
-        for e in exprs:
-            r = e.test(ctx)
-            if r:
-                return True
-            if r is not None:
-                seen = True
-        return False if seen else None
-    return test
+    view = Acl(acl.name)
+    view.exprs = [e for e in acl.exprs if e.fetch not in REQUEST_HEADER_FETCHES]
+    return view.test
 
 
 # ---------------------------------------------------------------------------- predefined ACLs

@@ -1626,7 +1626,7 @@ class Frontend:
             if row is not None:
                 table.set_server(row, srv.id, srv.key)
         if bm.http_response or self.model.http_response:
-            if self._response_rules(c, req, resp, ctx, stream, backend):
+            if self._response_rules(resp, ctx, stream, backend):
                 # denied: HAProxy's 502 instead; the server's body is not read
                 conn.close()
                 if body_task is not None:
@@ -1659,7 +1659,7 @@ class Frontend:
             else:
                 closing = True
         if self.after_rules:
-            self._after_rules(resp, ctx, backend)
+            self._response_rules(resp, ctx, stream, backend, "http_after_response")
         if comp is not None:
             comp.rewrite_head(resp)
         head = http1.serialize_response(resp, http1.connection_header(req, closing))
@@ -1916,12 +1916,14 @@ class Frontend:
         finally:
             ctx.response = False
 
-    def _response_rules(self, c, req, resp, ctx, stream, backend) -> bool:
-        """http-response rules (backend's first, then the frontend's); True = denied."""
-        groups = [backend.model.http_response]
-        if self.model is not backend.model:
-            groups.append(self.model.http_response)
-        ctx.response, ctx.res_headers = True, resp.headers   # fetches read the response
+    def _response_rules(self, resp, ctx, stream, backend, kind: str = "http_response") -> bool:
+        """http-response rules, or (`kind` "http_after_response") http-after-response ones
+        on a response about to leave, from a server or made here: the backend's first,
+        then the frontend's (an `allow` ends its own proxy's rules only). True = denied."""
+        groups = [] if backend is None else [getattr(backend.model, kind)]
+        if backend is None or backend.model is not self.model:
+            groups.append(getattr(self.model, kind))
+        response, ctx.response, ctx.res_headers = ctx.response, True, resp.headers
         if ctx.vars is not None:
             ctx.vars.to_response()
         try:
@@ -1932,18 +1934,18 @@ class Frontend:
                     act = rule.action
                     if act in _RESPONSE_EDITS:
                         _edit_response(resp, rule, ctx)
-                    elif act == "deny":
+                    elif act == "deny":         # (http-response only)
                         self.stats.dresp += 1
                         backend.dresp += 1
                         if stream.srv is not None:
                             stream.srv.dresp += 1
                         self._count_status(backend, _NullServer, 502)
                         return True
-                    elif act == "allow":        # (ends this proxy's rules, not the next's)
+                    elif act == "allow":
                         break
                     elif act == "capture":
                         log_mod.run_capture(rule, ctx)
-                    elif act == "track-sc":
+                    elif act == "track-sc":     # (http-response only)
                         if self._track(rule, ctx, stream.sc, stream, True):
                             # tracking at response time counts this request and its
                             # response too (as HAProxy 2.6 does)
@@ -1957,31 +1959,6 @@ class Frontend:
                         self._counter_action(rule, ctx)
             return False
         finally:
-            ctx.response = False
-
-    def _after_rules(self, resp, ctx, backend) -> None:
-        """http-after-response rules (the backend's, then the frontend's) on a response
-        about to leave, from a server or made here."""
-        groups = []
-        if backend is not None and backend.model is not self.model:
-            groups.append(backend.model.http_after_response)
-        groups.append(self.model.http_after_response)
-        response, ctx.response, ctx.res_headers = ctx.response, True, resp.headers
-        try:
-            for rules in groups:
-                for rule in rules:
-                    if rule.cond is not None and not rule.cond(ctx):
-                        continue
-                    act = rule.action
-                    if act in _RESPONSE_EDITS:
-                        _edit_response(resp, rule, ctx)
-                    elif act == "allow":        # (ends this proxy's rules, not the next's)
-                        break
-                    elif act == "capture":
-                        log_mod.run_capture(rule, ctx)
-                    elif rule.var is not None:
-                        rule.var.run(ctx)
-        finally:
             ctx.response = response
 
     def _after_local(self, req, ctx, stream, data: bytes, status: int) -> tuple[bytes, int]:
@@ -1991,7 +1968,7 @@ class Frontend:
         resp = http1.parse_response(data[:end], 0, "GET")
         conn = resp.get("connection")
         ctx.status = resp.status
-        self._after_rules(resp, ctx, ctx.be)
+        self._response_rules(resp, ctx, stream, ctx.be, "http_after_response")
         return http1.serialize_response(resp, conn) + data[end:], resp.status
 
     async def close_idle(self):
