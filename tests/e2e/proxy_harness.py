@@ -381,6 +381,26 @@ def raw_exchange(port: int, raw: bytes, timeout: float = 3.0) -> bytes:
     return out
 
 
+def exchange_and_state(port: int, path: str, close: bool, wait: float = 0.6) -> bytes:
+    """One GET (with `Connection: close` or not): the response bytes, then <EOF> when
+    the proxy closed the connection or <open> when it kept it (`wait` seconds)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(wait)
+    conn = "Connection: close\r\n" if close else ""
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n{conn}\r\n".encode())
+    data = b""
+    try:
+        while True:
+            d = s.recv(4096)
+            if not d:
+                return data + b"<EOF>"
+            data += d
+    except socket.timeout:
+        return data + b"<open>"
+    finally:
+        s.close()
+
+
 def wait_socket(path: str, timeout: float = 10.0) -> None:
     """A proxy's frontends listen a moment before its stats socket answers."""
     from edgestick.control.runtime_client import RuntimeClient

@@ -3,13 +3,12 @@ byte: rules on every response, the ones made by the proxy included (deny pages, 
 redirects, 503), the backend's before the frontend's, set-status with and without a
 reason; request headers are gone by then (a condition on `path` never matches, a
 log-format naming it is refused); `-c` messages."""
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from proxy_harness import Backends, both, workdir
+from proxy_harness import Backends, both, exchange_and_state, workdir
 
 pytestmark = pytest.mark.haproxy
 
@@ -57,24 +56,6 @@ backend empty
 PATHS = ["/deny", "/ret", "/redir", "/fwd/x", "/none"]
 
 
-def _exchange(port: int, path: str, close: bool) -> bytes:
-    s = socket.create_connection(("127.0.0.1", port))
-    s.settimeout(0.6)
-    conn = "Connection: close\r\n" if close else ""
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n{conn}\r\n".encode())
-    data = b""
-    try:
-        while True:
-            d = s.recv(4096)
-            if not d:
-                return data + b"<EOF>"
-            data += d
-    except socket.timeout:
-        return data + b"<open>"
-    finally:
-        s.close()
-
-
 @pytest.fixture(scope="module")
 def pair(haproxy_bin):
     b = Backends(["s1"]).start()
@@ -89,7 +70,7 @@ def pair(haproxy_bin):
 @pytest.mark.parametrize("path", PATHS)
 def test_after_response_rules_as_haproxy(pair, path, close):
     h, e = pair
-    got_h, got_e = _exchange(h.port, path, close), _exchange(e.port, path, close)
+    got_h, got_e = exchange_and_state(h.port, path, close), exchange_and_state(e.port, path, close)
     if path.startswith("/fwd"):      # the echo server's body names the proxy's port: heads
         got_h, got_e = got_h.split(b"\r\n\r\n")[0], got_e.split(b"\r\n\r\n")[0]
     assert got_e == got_h

@@ -3,11 +3,10 @@ defaults, the backend's before the frontend's), `errorloc`/`errorloc302`/`errorl
 `http-errors` sections named by `errorfiles` (the last line for a status wins) and by
 `deny|return ... errorfiles`, on keep-alive and closing connections (an errorfile without
 Content-Length ends the connection)."""
-import socket
 
 import pytest
 
-from proxy_harness import Backends, both, workdir
+from proxy_harness import Backends, both, exchange_and_state, workdir
 
 pytestmark = pytest.mark.haproxy
 
@@ -79,26 +78,6 @@ PATHS = ["/x", "/deny", "/deny-file", "/return-file", "/deny-503", "/return-sect
          "/loc/deny"]
 
 
-def _exchange(port: int, path: str, close: bool) -> bytes:
-    """The response bytes, then <EOF> when the proxy closed or <open> when it kept the
-    connection."""
-    s = socket.create_connection(("127.0.0.1", port))
-    s.settimeout(0.6)
-    conn = "Connection: close\r\n" if close else ""
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n{conn}\r\n".encode())
-    data = b""
-    try:
-        while True:
-            d = s.recv(4096)
-            if not d:
-                return data + b"<EOF>"
-            data += d
-    except socket.timeout:
-        return data + b"<open>"
-    finally:
-        s.close()
-
-
 @pytest.fixture(scope="module")
 def pair(haproxy_bin):
     b = Backends([])                # no server anywhere: every forwarded request gets 503
@@ -113,12 +92,12 @@ def pair(haproxy_bin):
 @pytest.mark.parametrize("path", PATHS)
 def test_error_pages_as_haproxy(pair, path, close):
     h, e = pair
-    assert _exchange(e.port, path, close) == _exchange(h.port, path, close)
+    assert exchange_and_state(e.port, path, close) == exchange_and_state(h.port, path, close)
 
 
 @pytest.mark.parametrize("path", ["/x", "/deny"])
 def test_errorloc_and_section_order_as_haproxy(pair, path):
     h, e = pair
-    got = _exchange(e.ports[1], path, False)
-    assert got == _exchange(h.ports[1], path, False)
+    got = exchange_and_state(e.ports[1], path, False)
+    assert got == exchange_and_state(h.ports[1], path, False)
     assert got.startswith(b"HTTP/1.1 503 " if path == "/x" else b"HTTP/1.1 302 Found"), got
