@@ -306,10 +306,15 @@ def _fetch_for_acl(word: str):
     return word, None
 
 
-def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
-    """Compile `fetch [-i] [-m method] [--] [op] values...`."""
+def parse_acl_expr(words: Sequence[str], refs=None, where=None) -> AclExpr:
+    """Compile `fetch [-i] [-m method] [--] [op] values...`. Its patterns live in pattern
+    references (proxy/maps.py: its `-f` files' and its own, the runtime API edits them);
+    `where` or refs.where, (config file, line), names the expression in `show acl`."""
+    from .maps import REGISTRY       # (maps.py builds on this module)
     if not words:
         raise AclError("missing fetch method")
+    if where is None:
+        where = getattr(refs, "where", None)
     fetch_text, alias_method = _fetch_for_acl(words[0])
     if refs is not None:
         refs.in_acl = True
@@ -324,6 +329,7 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
     icase = False
     file_values: list[tuple[int, str]] = []
     files: list[str] = []
+    file_refs = []
     i = 1
     while i < len(words) and words[i].startswith("-"):      # `--` before a "-1" pattern
         flag = words[i]
@@ -345,8 +351,14 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
         elif flag == "-f":
             if i + 1 >= len(words):
                 raise AclError("'-f' expects a file name")
-            file_values += _pattern_file(words[i + 1])
-            files += [words[i + 1]] * (len(file_values) - len(files))
+            path = words[i + 1]
+            first = path not in PATTERN_IDS.files
+            lines = _pattern_file(path)
+            file_values += lines
+            files += [path] * (len(file_values) - len(files))
+            if path not in (r.path for r in file_refs):
+                file_refs.append(REGISTRY.acl_file(path, lines if first else [],
+                                                   PATTERN_IDS.next - 1))
             i += 1
         elif flag in ("-M", "-u"):
             raise AclError(f"ACL flag '{flag}' is not supported by edgestick")
@@ -358,7 +370,7 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
     hook = getattr(fn, "patterns_hook", None)     # http_auth_group checks its groups
     if hook is not None:
         hook(values)
-    PATTERN_IDS.take()                      # the expression's own reference
+    uid = PATTERN_IDS.take()                # the expression's own reference
     # sample types HAProxy cannot cast to what the method compares: booleans to addresses,
     # methods to booleans, integers or addresses
     if (method == "ip" and out == "bool") or (
@@ -383,6 +395,40 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
         except AclError:
             _file_error(method, file_values, files, icase, out)
             raise
+    # the pattern references: the files', then the expression's own (inline patterns; an
+    # integer operator stays with the value it applies to)
+    inline, op = [], "eq"
+    for v in words[i:]:
+        if method in ("int", "len") and v in _INT_OPS:
+            op = v
+            continue
+        inline.append((0, v))
+    own = REGISTRY.acl_inline(uid, f"acl '{split_call(_split_chain(words[0])[0])[0]}' file "
+                                   f"'{where[0]}' line {where[1]}" if where else "acl", inline)
+    ops = ({e.id: o for e, o in zip(own.entries, _inline_ops(words[i:], method))}
+           if op != "eq" or method in ("int", "len") else {})
+    indexes = []
+    for ref in file_refs:
+        if where is not None:
+            ref.users.append(where)
+    for ref in file_refs + [own]:
+        indexes.append(ref.acl_index(method, icase))
+
+    def rebuild():
+        """A reference changed (runtime API, add-acl): the matcher reads it again."""
+        nonlocal match
+        vals = []
+        for x in indexes:
+            for e in x.entries:
+                if method in ("int", "len"):
+                    vals.append(ops.get(e.id, "eq"))
+                vals.append(e.key)
+        if not vals and method not in ("found", "bool"):
+            match = _never
+        else:
+            match = build_matcher(method, vals, icase, out)
+    for x in indexes:
+        x.readers.append(rebuild)
     # str-style matchers on non-str samples compare text forms; ints compare as ints
     if multi:
         def test_multi(ctx):
@@ -405,6 +451,17 @@ def parse_acl_expr(words: Sequence[str], refs=None) -> AclExpr:
         v = fn(ctx)
         return v is not None and match(v) is True
     return AclExpr(" ".join(words), test, fd.name, term)
+
+
+def _inline_ops(words: Sequence[str], method: str) -> list[str]:
+    """The operator in force for each inline integer pattern (`gt 5 10` -> gt, gt)."""
+    out, op = [], "eq"
+    for v in words:
+        if v in _INT_OPS:
+            op = v
+        else:
+            out.append(op)
+    return out
 
 
 def read_pattern_lines(path: str) -> list[tuple[int, str]]:
@@ -533,14 +590,14 @@ _PREDEFINED = {
 }
 
 
-def predefined(name: str) -> Optional[Acl]:
+def predefined(name: str, where=None) -> Optional[Acl]:
     words = _PREDEFINED.get(name)
     if words is None:
         return None
     if words[0] == "hdr_val(content-length)":
         words = ("hdr(content-length)", "-m", "int", "gt", "0")
     acl = Acl(name)
-    acl.exprs.append(parse_acl_expr(words))
+    acl.exprs.append(parse_acl_expr(words, where=where))
     return acl
 
 
@@ -621,7 +678,7 @@ def compile_condition(words: Sequence[str], acls: dict, refs=None) -> Condition:
             raise AclError(f"'{w}': braces of anonymous ACLs must be separated by spaces")
         acl = acls.get(w)
         if acl is None:
-            acl = predefined(w)
+            acl = predefined(w, getattr(refs, "where", None))
             if acl is None:
                 raise AclError(f"no such ACL : '{w}'")
             acls[w] = acl           # joins the proxy's ACLs on first use, as in HAProxy

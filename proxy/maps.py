@@ -30,8 +30,8 @@ import socket
 from contextlib import contextmanager
 from typing import Callable, Optional
 
-from .acl import (_V4MAPPED, PATTERN_IDS, AclError, _addr_int, _match_word, compile_regex,
-                  embedded_v4, parse_int_range, parse_net, read_pattern_lines)
+from .acl import (_V4MAPPED, PATTERN_IDS, AclError, _addr_int, _match_word, build_matcher,
+                  compile_regex, embedded_v4, parse_int_range, parse_net, read_pattern_lines)
 from .sample import _ip_text, _str_to_int
 
 
@@ -524,6 +524,143 @@ class MapRef:
         return f"{text}. curr_ver=0 next_ver=0 entry_cnt={self.entry_cnt}"
 
 
+# ---------------------------------------------------------------------------- ACL patterns
+# HAProxy's pat_ref is one object for maps and ACLs: an ACL's `-f FILE` patterns and each
+# ACL expression's own inline patterns are MapRefs whose entries are patterns (no value).
+# Each is read through AclIndex objects, one per way of matching (method and case), that
+# the ACL expressions of that way share. An expression keeps its fast matcher compiled
+# from the patterns (acl.build_matcher) and rebuilds it when an index it reads changes, so
+# the per-request path costs what it did and a runtime edit is seen by the next request.
+
+# match methods HAProxy keeps in a tree (when case-sensitive); the others are lists
+_TREE_METHODS = ("str", "beg", "ip")
+
+
+class AclIndex:
+    """The patterns of one ACL pattern reference as ACL expressions of one match method
+    and case read them; the interface MapRef's edits drive (check/add/remove/clear)."""
+
+    out = "str"
+
+    def __init__(self, ref: "MapRef", method: str, icase: bool):
+        self.ref, self.method, self.icase = ref, method, icase
+        self.kind = ("acl", method, icase)
+        self.gen = ref.gen
+        self.entries: list[Entry] = []
+        self.readers: list[Callable[[], None]] = []     # expressions' rebuild functions
+
+    def check(self, key: str, value: str):
+        """(None, key) when the pattern suits this match method; else MapError with the
+        CLI's message (which refuses the short IPv4 forms a configuration accepts)."""
+        try:
+            if self.method == "ip":
+                try:
+                    parse_net(key, short_ipv4=False)
+                except AclError:
+                    raise MapError(f"'{key}' is not a valid IPv4 or IPv6 address") from None
+            else:
+                build_matcher(self.method, [key], self.icase)
+        except AclError as e:
+            raise MapError(str(e)) from None
+        return None, key
+
+    def _changed(self) -> None:
+        for rebuild in self.readers:
+            rebuild()
+
+    def add(self, entry: Entry, compiled=None) -> None:
+        self.entries.append(entry)
+        self._changed()
+
+    def remove(self, entry: Entry) -> None:
+        self.entries = [e for e in self.entries if e is not entry]
+        self._changed()
+
+    def clear(self) -> None:
+        self.entries = []
+        self._changed()
+
+    def lookup_line(self, text: str) -> str:
+        """`get acl`'s line: the pattern HAProxy's lookup finds for `text` (a string the
+        method casts), tree first (exact, longest prefix) then the list in order."""
+        method = self.method
+        name = "unknown(0x0)" if method == "meth" else method
+        line = f"type={name}, case={'insensitive' if self.icase else 'sensitive'}"
+        hits = []
+        for e in self.entries:
+            try:
+                if build_matcher(method, [e.key], self.icase)(text):
+                    hits.append(e)
+            except AclError:
+                continue
+        tree = [e for e in hits if not self.icase and method in _TREE_METHODS
+                and self._in_tree(e)]
+        if tree:
+            best, idx = max(tree, key=self._tree_rank), "tree"
+        elif hits:
+            best, idx = [e for e in hits if e not in tree][0], "list"
+        else:
+            return line + ", match=no\n"
+        return line + f", match=yes, idx={idx}, pattern=\"{best.key}\"\n"
+
+    def _in_tree(self, e: Entry) -> bool:
+        if self.method != "ip":
+            return True
+        fam, _, mask = parse_net(e.key)
+        return fam != socket.AF_INET or _prefix_len(mask, 32) is not None
+
+    def _tree_rank(self, e: Entry):
+        """Longest first (prefixes, networks); among equals the first added."""
+        if self.method == "ip":
+            fam, _, mask = parse_net(e.key)
+            length = bin(mask).count("1") + (0 if fam == socket.AF_INET else -1000)
+        else:
+            length = len(e.key)
+        return length, -self.entries.index(e)
+
+
+class AclRef(MapRef):
+    """A pattern reference of ACLs: a `-f` file (`path`) or an expression's own inline
+    patterns (`path` empty, `what` says which expression)."""
+
+    def __init__(self, path: str, uid: int, what: str = ""):
+        super().__init__(path)
+        self.uid, self.gen, self.what = uid, 0, what
+
+    def acl_index(self, method: str, icase: bool) -> AclIndex:
+        """The index of this way of matching, shared by the expressions that match alike
+        (created with the reference's entries, counted as HAProxy counts them)."""
+        for x in self.exprs:
+            if x.kind == ("acl", method, icase):
+                return x
+        x = AclIndex(self, method, icase)
+        x.entries = list(self.entries)
+        self.exprs.append(x)
+        self.entry_cnt += len(self.entries)
+        return x
+
+    def add_patterns(self, lines: list[tuple[int, str]]) -> None:
+        """Load-time patterns: (file line, pattern)."""
+        for n, text in lines:
+            e = Entry(next(_ENTRY_IDS), text, "", n)
+            self.entries.append(e)
+            self.by_id[e.id] = e
+
+    def lookup_report(self, text: str) -> str:
+        return "".join(x.lookup_line(text) for x in self.exprs)
+
+    def description(self) -> str:
+        """The `show acl` line after the id and file."""
+        if self.path:
+            text = f"pattern loaded from file '{self.path}'"
+            for i, (f, n) in enumerate(self.users):
+                text += (" used by" if i == 0 else ", by") + f" acl at file '{f}' line {n}"
+        else:
+            text = self.what
+        # HAProxy's counter is unsigned: failed adds take it below zero (see MapRef.add)
+        return f"{text}. curr_ver=0 next_ver=0 entry_cnt={self.entry_cnt % (1 << 64)}"
+
+
 class _Load:
     """What a configuration load makes of one map file, applied at commit."""
 
@@ -547,18 +684,65 @@ class Registry:
         self.gen = 0
         self.order: list[MapRef] = []          # the running maps, as created
         self.pending: Optional[dict[str, _Load]] = None
+        self.acls: list[AclRef] = []           # the running ACL references, by id
+        self.acl_files: dict[str, AclRef] = {}  # those of files, of the load under way
+        self.acl_pending: Optional[list[AclRef]] = None
 
     @contextmanager
     def loading(self):
-        """Around a configuration load: maps named inside are committed at the end, or
-        dropped when the load raises."""
+        """Around a configuration load: maps and ACL patterns named inside are committed
+        at the end, or dropped when the load raises."""
         self.pending = {}
+        self.acl_pending, self.acl_files = [], {}
         PATTERN_IDS.reset()
         try:
             yield
             self._commit(self.pending, replace=True)
+            self._commit_acls(self.acl_pending)
         finally:
-            self.pending = None
+            self.pending = self.acl_pending = None
+
+    # -- ACL pattern references (an expression's `-f` files and its inline patterns)
+
+    def acl_file(self, path: str, lines: list[tuple[int, str]], uid: int) -> AclRef:
+        """The reference of an ACL's `-f` file (read as `lines` the first time it is named
+        in this load, when it takes the id `uid`)."""
+        ref = self.acl_files.get(path)
+        if ref is None:
+            ref = self.acl_files[path] = AclRef(path, uid)
+            ref.add_patterns(lines)
+            self._new_acl(ref)
+        return ref
+
+    def acl_inline(self, uid: int, what: str, lines: list[tuple[int, str]]) -> AclRef:
+        """An ACL expression's own reference, holding its inline patterns."""
+        ref = AclRef("", uid, what)
+        ref.add_patterns(lines)
+        self._new_acl(ref)
+        return ref
+
+    def _new_acl(self, ref: AclRef) -> None:
+        (self.acl_pending if self.acl_pending is not None else self.acls).append(ref)
+
+    def _commit_acls(self, refs: list[AclRef]) -> None:
+        # HAProxy's internal httpclient proxy adds two ACLs after the configuration's
+        # (`var(txn.hc_ip) -m ip 0.0.0.0`): `show acl` lists them
+        for _ in range(2):
+            ref = AclRef("", PATTERN_IDS.take(), "acl 'var' file 'httpclient' line 0")
+            ref.add_patterns([(0, "0.0.0.0")])
+            ref.acl_index("ip", False)
+            refs.append(ref)
+        self.acls = sorted(refs, key=lambda r: r.uid)
+
+    def lookup_acl(self, ident: str) -> Optional[AclRef]:
+        """An ACL reference by file name or `#<id>`."""
+        if ident.startswith("#"):
+            try:
+                uid = int(ident[1:])
+            except ValueError:
+                return None
+            return next((r for r in self.acls if r.uid == uid), None)
+        return next((r for r in self.acls if r.path == ident), None)
 
     def begin(self) -> None:
         """A fresh, empty set of running maps (tests)."""

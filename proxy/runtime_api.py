@@ -317,6 +317,7 @@ class RuntimeAPI:
         register_core_commands(self.commands)
         register_table_commands(self.commands)
         register_map_commands(self.commands)
+        register_acl_commands(self.commands)
 
     def table(self, name: str) -> Optional[StickTable]:
         for t in self.tables():
@@ -812,6 +813,82 @@ def register_map_commands(reg: CommandRegistry) -> None:
     reg.register(("clear", "map"), _map_command(
         1, "Missing map identifier.\n", lambda ref, a: ref.clear() or ""),
         "clear map [@<ver>] <map>                : clear the contents of this map")
+
+
+# ---------------------------------------------------------------------------- ACL commands
+# HAProxy 2.6's ACL side of map.c: the same pattern references (proxy/maps.py AclRef),
+# every command allowed at level user. Not built: versions (`@<ver>`, prepare/commit acl).
+
+UNKNOWN_ACL = "Unknown ACL identifier. Please use #<id> or <file>.\n"
+
+
+def _acl_command(nargs: int, usage_error: str, action: Callable,
+                 unknown: str = UNKNOWN_ACL) -> Handler:
+    """An ACL command taking the ACL then `nargs - 1` more words (see _map_command)."""
+    def handler(cli: CliSession, args: list) -> str:
+        if len(args) < 2 + nargs or not all(args[2:2 + nargs]):
+            return usage_error
+        ref = maps.REGISTRY.lookup_acl(args[2])
+        if ref is None:
+            return unknown
+        return action(ref, args)
+    return handler
+
+
+def _show_acl(cli: CliSession, args: list):
+    if len(args) < 3 or not args[2]:
+        return "# id (file) description\n" + "".join(
+            f"{ref.uid} ({ref.path}) {ref.description()}\n" for ref in maps.REGISTRY.acls)
+    ref = maps.REGISTRY.lookup_acl(args[2])
+    if ref is None:
+        return UNKNOWN_ACL
+    return _in_chunks(f"0x{e.id:x} {e.key}\n" for e in list(ref.entries))
+
+
+_ADD_ACL_USAGE = "'add acl' expects two parameters: ACL identifier and pattern.\n"
+
+
+def _add_acl(cli: CliSession, args: list) -> str:
+    """add acl ACL PATTERN; with a payload (HAProxy 2.6) the pattern is the payload up to
+    its first blank, PATTERN still required."""
+    if len(args) < 4 or not args[2] or not args[3]:
+        return _ADD_ACL_USAGE
+    ref = maps.REGISTRY.lookup_acl(args[2])
+    if ref is None:
+        return UNKNOWN_ACL
+    pattern = args[3]
+    if cli.payload is not None:
+        pattern = maps.split_map_line(cli.payload)[0]
+    try:
+        ref.add(pattern, "")
+    except maps.MapError as e:
+        return f"{e}.\n"
+    return ""
+
+
+def _del_acl(ref, args: list) -> str:
+    entries = ref.find_entries(args[3])
+    if not entries:
+        return "Key not found.\n"
+    ref.delete(entries)
+    return ""
+
+
+def register_acl_commands(reg: CommandRegistry) -> None:
+    reg.register(("show", "acl"), _show_acl,
+                 "show acl [@<ver>] <acl>]                : report available acls or dump an acl's contents")
+    reg.register(("get", "acl"), _acl_command(
+        2, "Missing ACL identifier and/or key.\n", lambda ref, a: ref.lookup_report(a[3])),
+        "get acl <acl> <value>                   : report the patterns matching a sample for an ACL")
+    reg.register(("add", "acl"), _add_acl,
+                 "add acl [@<ver>] <acl> <pattern>        : add an acl entry")
+    reg.register(("del", "acl"), _acl_command(
+        2, "This command expects two parameters: ACL identifier and key.\n", _del_acl,
+        unknown=UNKNOWN_MAP),                   # (HAProxy 2.6 says "map" here)
+        "del acl <acl> [<key>|#<ref>]            : delete acl entries matching <key>")
+    reg.register(("clear", "acl"), _acl_command(
+        1, "Missing ACL identifier.\n", lambda ref, a: ref.clear() or ""),
+        "clear acl [@<ver>] <acl>                : clear the contents of this acl")
 
 
 __all__ = ["RuntimeAPI", "CliSession", "CommandRegistry", "USER", "OPERATOR", "ADMIN",
