@@ -1040,9 +1040,8 @@ class Parser:
         name = w[0]
         o = p.options
         if name in ("ssl-hello-chk", "smtpchk", "pgsql-check", "mysql-check", "ldap-check",
-                    "redis-check", "spop-check", "external-check", "originalto"):
-            what = ("adds X-Original-To" if name == "originalto" else
-                    "a non-HTTP health check; use plain 'check' or 'option httpchk'")
+                    "redis-check", "spop-check", "external-check"):
+            what = "a non-HTTP health check; use plain 'check' or 'option httpchk'"
             raise line.error(f"'option {name}' ({what}) is not supported by edgestick",
                              "option")
         be = ("redispatch", "httpchk", "persist", "abortonclose", "allbackups", "tcp-check",
@@ -1098,6 +1097,33 @@ class Parser:
                 else:
                     raise line.error("'option forwardfor' only supports optional values "
                                      f"'except', 'header' and 'if-none' (got '{a}')", "option")
+            return
+        if name == "originalto":
+            if negate:
+                raise line.error("negation/default is not supported for option 'originalto'.")
+            o.originalto = True
+            i = 0
+            while i < len(args):
+                a = args[i]
+                v = args[i + 1] if i + 1 < len(args) else None
+                if a == "except":
+                    try:
+                        if v is None or "." not in v and ":" not in v:
+                            raise AclError(v)
+                        parse_net(v)
+                    except AclError:
+                        raise line.error("'option originalto except' expects "
+                                         "<address>[/mask] as argument.") from None
+                    o.originalto_except = v
+                elif a == "header":
+                    if v is None:
+                        raise line.error("'option originalto header' expects <header_name> "
+                                         "as argument.")
+                    o.originalto_header = v
+                else:
+                    raise line.error("'option originalto' only supports optional values: "
+                                     "'except' and 'header'.")
+                i += 2
             return
         if name == "httpchk":
             if negate:

@@ -29,6 +29,7 @@ import weakref
 
 from . import backend as be_mod
 from . import vars as var_mod
+from . import acl as acl_mod
 from . import compression, http1
 from . import auth, stats_page
 from . import log as log_mod
@@ -1502,26 +1503,37 @@ class Frontend:
         return False
 
     def _head_options(self, backend):
-        """(X-Forwarded-For header name or None, `if-none`, server connection closes
-        after the exchange: httpclose / http-server-close) for requests to `backend`."""
+        """What requests to `backend` get: (X-Forwarded-For: header name or None, the
+        `except` networks' matcher, `if-none`), (X-Original-To: name or None, its
+        `except` matcher), whether the server connection closes after the exchange
+        (httpclose / http-server-close). As HAProxy: the backend's header name when it
+        has the option, an address in either proxy's `except` network gets no header."""
         opts = self._head_opts.get(backend)
         if opts is None:
             fo, bo = self.model.options, backend.model.options
-            hdr = None
+            xff = xto = None
             if self.forwardfor or bo.forwardfor:
-                hdr = (fo.forwardfor_header if self.forwardfor else bo.forwardfor_header).lower()
-            opts = self._head_opts[backend] = (
-                hdr, fo.forwardfor_if_none,
-                bool(fo.httpclose or fo.http_server_close or bo.httpclose or bo.http_server_close))
+                xff = ((bo if bo.forwardfor else fo).forwardfor_header.lower(),
+                       _except_matcher(fo.forwardfor_except, bo.forwardfor_except),
+                       fo.forwardfor_if_none)
+            if fo.originalto or bo.originalto:
+                xto = ((bo if bo.originalto else fo).originalto_header.lower(),
+                       _except_matcher(fo.originalto_except, bo.originalto_except))
+            opts = self._head_opts[backend] = (xff, xto, bool(
+                fo.httpclose or fo.http_server_close or bo.httpclose or bo.http_server_close))
         return opts
 
     def _request_head(self, c, req, backend) -> tuple[bytes, bool]:
         """The request head for the server, and whether the server connection closes
         after this exchange (httpclose / http-server-close)."""
-        hdr, if_none, server_close = self._head_options(backend)
+        xff, xto, server_close = self._head_options(backend)
         extra = None
-        if hdr is not None and not (if_none and req.get(hdr) is not None):
-            extra = [(hdr, c.src)]
+        if xff is not None:
+            hdr, skip, if_none = xff
+            if not (if_none and req.get(hdr) is not None) and not (skip and skip(c.src)):
+                extra = [(hdr, c.src)]
+        if xto is not None and not (xto[1] and xto[1](c.dst)):
+            extra = (extra or []) + [(xto[0], c.dst)]
         return http1.serialize_request(req, extra, server_close), server_close
 
     async def _exchange(self, c, req, ctx, stream, backend, srv, conn, stores, cookie, direct,
@@ -2175,6 +2187,13 @@ def _local_htx(data: bytes) -> int:
         if len(_LOCAL_HTX) < 256:
             _LOCAL_HTX[data] = r
     return r
+
+
+def _except_matcher(*nets):
+    """`option forwardfor|originalto except NET` of the frontend and the backend: a test
+    of an address against them, None without any."""
+    nets = [n for n in nets if n]
+    return acl_mod.build_matcher("ip", nets, False) if nets else None
 
 
 _ADDRESS_ACTIONS = frozenset({"set-src", "set-src-port", "set-dst", "set-dst-port"})

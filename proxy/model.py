@@ -239,6 +239,9 @@ class Options:
     forwardfor_header: str = "X-Forwarded-For"
     forwardfor_except: Optional[str] = None
     forwardfor_if_none: bool = False
+    originalto: bool = False             # X-Original-To: the address the client reached
+    originalto_header: str = "X-Original-To"
+    originalto_except: Optional[str] = None
     redispatch: bool = False
     httpchk: bool = False
     persist: bool = False
