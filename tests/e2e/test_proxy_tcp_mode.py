@@ -457,6 +457,51 @@ defaults
     timeout client 5s
     timeout server 5s
 
+# not probed at startup (bound first): a probe, a client gone at once, would race with
+# their retries, round robin or PROXY header
+listen redisp
+    bind 127.0.0.1:{FE8}
+    retries 1
+    option redispatch
+    balance roundrobin
+    server dead 127.0.0.1:{DEAD}
+    server s1 127.0.0.1:{S1}
+
+listen retry2
+    bind 127.0.0.1:{FE9}
+    retries 2
+    server dead 127.0.0.1:{DEAD}
+
+listen noredisp
+    bind 127.0.0.1:{FE10}
+    retries 1
+    server dead 127.0.0.1:{DEAD}
+    server s1 127.0.0.1:{S1}
+
+listen checked
+    bind 127.0.0.1:{FE5}
+    balance roundrobin
+    server dead 127.0.0.1:{DEAD} check inter 200 fall 1 rise 1
+    server s1 127.0.0.1:{S1} check inter 200
+    server s2 127.0.0.1:{S2} check inter 200
+
+listen matched
+    bind 127.0.0.1:{FE6}
+    balance roundrobin
+    stick-table type ip size 10 expire 1m store server_id,conn_cnt
+    stick match src
+    stick store-request src if { src 127.0.0.50 }
+    server s1 127.0.0.1:{S1}
+    server s2 127.0.0.1:{S2}
+
+frontend proxied
+    bind 127.0.0.1:{FE7} accept-proxy
+    stick-table type ip size 10 expire 1m store conn_cnt,sess_cnt,bytes_in_cnt
+    tcp-request connection track-sc1 src
+    tcp-request session track-sc0 src
+    default_backend only1
+
+# probed at startup
 listen queued
     bind 127.0.0.1:{FE}
     timeout queue 3s
@@ -482,55 +527,11 @@ listen tunnel
     timeout tunnel 1500ms
     server s1 127.0.0.1:{S1}
 
-# (the harness's startup probe, a client gone at once, counts in their retries: a
-# client that leaves stops the retries, as in HAProxy)
-listen redisp
-    bind 127.0.0.1:{FE4}
-    retries 1
-    option redispatch
-    balance roundrobin
-    server dead 127.0.0.1:{DEAD}
-    server s1 127.0.0.1:{S1}
-
-listen retry2
-    bind 127.0.0.1:{FE5}
-    retries 2
-    server dead 127.0.0.1:{DEAD}
-
-listen noredisp
-    bind 127.0.0.1:{FE6}
-    retries 1
-    server dead 127.0.0.1:{DEAD}
-    server s1 127.0.0.1:{S1}
-
-listen checked
-    bind 127.0.0.1:{FE7}
-    balance roundrobin
-    server dead 127.0.0.1:{DEAD} check inter 200 fall 1 rise 1
-    server s1 127.0.0.1:{S1} check inter 200
-    server s2 127.0.0.1:{S2} check inter 200
-
-listen matched
-    bind 127.0.0.1:{FE8}
-    balance roundrobin
-    stick-table type ip size 10 expire 1m store server_id,conn_cnt
-    stick match src
-    stick store-request src if { src 127.0.0.50 }
-    server s1 127.0.0.1:{S1}
-    server s2 127.0.0.1:{S2}
-
 frontend slowinspect
-    bind 127.0.0.1:{FE9}
+    bind 127.0.0.1:{FE4}
     timeout client 400ms
     tcp-request inspect-delay 3s
     tcp-request content accept if { req.len ge 4 }
-    default_backend only1
-
-frontend proxied
-    bind 127.0.0.1:{FE10} accept-proxy
-    stick-table type ip size 10 expire 1m store conn_cnt,sess_cnt,bytes_in_cnt
-    tcp-request connection track-sc1 src
-    tcp-request session track-sc0 src
     default_backend only1
 
 backend only1
@@ -547,7 +548,7 @@ def more(haproxy_bin):
     servers = TcpServers(["s1", "s2"])
     servers.ports["dead"] = free_ports(1)[0]        # nothing listens there
     try:
-        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 10, wait_ports=9) as p:
+        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 10, wait_ports=4) as p:
             yield p
     finally:
         servers.close()
@@ -559,9 +560,9 @@ def test_retries_and_redispatch(more):
     cols = ("stot", "econ", "wretr", "wredis", "lbtot", "bin", "bout")
     out = []
     for p in more:
-        got = [session(p.ports[3], (b"r",)) for _ in range(4)]
-        got += [session(p.ports[4], (b"r",))]
-        got += [session(p.ports[5], (b"r",)) for _ in range(2)]
+        got = [session(p.ports[7], (b"r",)) for _ in range(4)]
+        got += [session(p.ports[8], (b"r",))]
+        got += [session(p.ports[9], (b"r",)) for _ in range(2)]
         rows = [stat_row(p, px, sv, cols) for px, svs in (
             ("redisp", ("dead", "s1", "BACKEND")), ("retry2", ("dead", "BACKEND")),
             ("noredisp", ("dead", "s1", "BACKEND"))) for sv in svs]
@@ -629,7 +630,7 @@ def test_health_checks(more):
     out = []
     for p in more:
         # (sorted: where round robin starts depends on when the startup probe came)
-        got = sorted(session(p.ports[6], (b"c",)).split(b"\n")[0] for _ in range(4))
+        got = sorted(session(p.ports[4], (b"c",)).split(b"\n")[0] for _ in range(4))
         rows = [stat_row(p, "checked", sv, ("status", "check_status", "chkdown",
                                             "check_rise", "check_fall", "act"))
                 for sv in ("dead", "s1", "s2", "BACKEND")]
@@ -645,7 +646,7 @@ def test_stick_match_and_store_request(more):
     for p in more:
         got = []
         for src in ("127.0.0.50", "127.0.0.51", "127.0.0.50", "127.0.0.51", "127.0.0.50"):
-            got.append((src, session(p.ports[7], (b"m",), src=src).split(b"\n")[0]))
+            got.append((src, session(p.ports[5], (b"m",), src=src).split(b"\n")[0]))
         out.append((got, mask_table(p.cli("show table matched"))))
     assert out[1] == out[0]
     # .50 stored and matched: always the same server; .51 never stored: round robin
@@ -659,7 +660,7 @@ def test_client_timeout_while_inspecting(more):
     out = []
     for p in more:
         before = [stat_row(p, "only1", sv, cols) for sv in ("s1", "BACKEND")]
-        s = socket.create_connection(("127.0.0.1", p.ports[8]), timeout=5)
+        s = socket.create_connection(("127.0.0.1", p.ports[3]), timeout=5)
         t0 = time.monotonic()
         s.sendall(b"ab")
         got = s.recv(100)
@@ -693,8 +694,8 @@ def test_accept_proxy(more):
     the rest); connection rules saw the real address."""
     out = []
     for p in more:
-        got = session(p.ports[9], (b"PROXY TCP4 198.18.0.7 127.0.0.1 40000 80\r\nhi",))
-        bad = session(p.ports[9], (b"PROXY NONSENSE\r\nhi",))
+        got = session(p.ports[6], (b"PROXY TCP4 198.18.0.7 127.0.0.1 40000 80\r\nhi",))
+        bad = session(p.ports[6], (b"PROXY NONSENSE\r\nhi",))
         time.sleep(0.1)
         out.append((got, bad, mask_table(p.cli("show table proxied"))))
     assert out[1] == out[0]
@@ -736,3 +737,18 @@ def test_live_counters_of_an_open_stream(pair):
     assert out[1] == out[0]
     # bytes count when the stream ends
     assert "conn_cur=1" in out[0][1] and "bytes_in_cnt=0 bytes_out_cnt=0" in out[0][1]
+
+
+def test_client_leaving_stops_retries(more):
+    """A client gone during the turn-around before a retry: no more attempt, no econ."""
+    cols = ("stot", "econ", "wretr")
+    out = []
+    for p in more:
+        before = stat_row(p, "retry2", "dead", cols)
+        s = socket.create_connection(("127.0.0.1", p.ports[8]), timeout=5)
+        time.sleep(0.2)                 # the first attempt was refused; 500 ms turn-around
+        s.close()
+        time.sleep(1.5)
+        after = stat_row(p, "retry2", "dead", cols)
+        out.append({c: int(after[c]) - int(before[c]) for c in cols})
+    assert out[1] == out[0] == {"stot": 1, "econ": 0, "wretr": 1}
