@@ -1737,19 +1737,23 @@ class Parser:
             if len(args) != 1:
                 raise line.error(f"'{ctx_what}' expects exactly 1 argument.")
             rule.value = self.expression(line, args[0], ctx_what, level, p=p)
-        elif action.split("(")[0] in ("set-map", "del-map") and not tcp:
+        elif action.split("(")[0] in ("set-map", "del-map", "add-acl", "del-acl") and not tcp:
             base, paren, rest = action.partition("(")
-            if not paren or not rest.endswith(")") or not rest[:-1]:
+            acl = base.endswith("acl")          # (HAProxy takes an empty ACL file name)
+            if not paren or not rest.endswith(")") or not (rest[:-1] or acl):
                 raise line.error(f"'{where} {base}' expects a file name between parentheses.")
             need = 2 if base == "set-map" else 1
+            if acl and len(args) > need:
+                raise line.error(f"'{where} {action}' expects either 'if' or 'unless' "
+                                 f"followed by a condition but found '{args[need]}'.")
             if len(args) != need:
                 raise line.error(f"error detected in {p.kind} '{p.name}' while parsing "
                                  f"'{ctx_what}' rule : expects exactly {need} "
-                                 f"argument{'s' if need > 1 else ''}.")
+                                 f"argument{'s' if need > 1 or acl else ''}.")
             for fmt in args:
                 self.check_log_format(p, line, fmt, ctx_what)
             rule.header, rule.args = rest[:-1], tuple(args)   # the file, key [value] formats
-            rule.value = REGISTRY.action_ref(rest[:-1])
+            rule.value = (REGISTRY.acl_action_ref if acl else REGISTRY.action_ref)(rest[:-1])
         elif action == "silent-drop" and level != "response":
             if args:
                 raise line.error(f"'{ctx_what}' does not expect any argument.")
@@ -2462,7 +2466,7 @@ HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-s
                       "strict-mode", "set-timeout", "wait-for-body",
                       "set-mark", "set-tos", "set-priority-class", "set-priority-offset",
                       "cache-store",
-                      "add-acl", "del-acl", "do-resolve"}
+                      "do-resolve"}
 TCP_ACTIONS_KNOWN = {"expect-proxy", "expect-netscaler-cip", "capture",
                      "set-mark", "set-tos", "set-log-level",
                      "switch-mode", "use-service", "do-resolve", "set-priority-class",

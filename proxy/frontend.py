@@ -714,10 +714,12 @@ class Frontend:
                 rule.var.run(ctx)
             elif act in _ADDRESS_ACTIONS and c is not None:
                 _set_address(c, ctx, rule)
-            elif act.startswith(("set-map(", "del-map(")):
+            elif act.startswith(("set-map(", "del-map(", "add-acl(", "del-acl(")):
                 key = log_format(rule.args[0], ctx)
                 if act[0] == "s":
                     rule.value.set_or_add(key, log_format(rule.args[1], ctx))
+                elif act[0] == "a":
+                    rule.value.add_pattern(key)
                 else:
                     rule.value.delete_key(key)
             elif act == "silent-drop" and c is not None:

@@ -649,6 +649,14 @@ class AclRef(MapRef):
     def lookup_report(self, text: str) -> str:
         return "".join(x.lookup_line(text) for x in self.exprs)
 
+    def add_pattern(self, key: str) -> None:
+        """`add-acl`: the pattern is added unless present (refused ones are not)."""
+        if all(e.key != key for e in self.entries):
+            try:
+                self.add(key, "")
+            except MapError:
+                pass
+
     def description(self) -> str:
         """The `show acl` line after the id and file."""
         if self.path:
@@ -709,9 +717,20 @@ class Registry:
         in this load, when it takes the id `uid`)."""
         ref = self.acl_files.get(path)
         if ref is None:
-            ref = self.acl_files[path] = AclRef(path, uid)
+            ref = self.acl_files[path] = AclRef(path, -1)
+        if ref.uid < 0:                 # new, or made earlier by an add-/del-acl action
+            ref.uid = uid
             ref.add_patterns(lines)
             self._new_acl(ref)
+        return ref
+
+    def acl_action_ref(self, path: str) -> AclRef:
+        """The reference an `add-acl/del-acl(<path>)` action edits: the one of the ACLs
+        naming that file (now or later in this load: the same object). A file no ACL
+        names gets a reference `show acl` does not list, as in HAProxy."""
+        ref = self.acl_files.get(path)
+        if ref is None:
+            ref = self.acl_files[path] = AclRef(path, -1)
         return ref
 
     def acl_inline(self, uid: int, what: str, lines: list[tuple[int, str]]) -> AclRef:

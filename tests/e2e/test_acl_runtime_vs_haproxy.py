@@ -206,3 +206,90 @@ def test_add_acl_payload(pair):
     for data in PAYLOADS:
         data = data.replace(b"{D}", str(d).encode())
         assert masked(talk(e.sock, data), e) == masked(talk(h.sock, data), h), data
+
+
+ACTIONS = """
+global
+    stats socket {SOCK} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-request add-acl({D}/paths.lst) %[req.hdr(a)] if { req.hdr(a) -m found }
+    http-request add-acl({D}/nofile.lst) %[req.hdr(a)] if { req.hdr(a) -m found }
+    http-request add-acl({D}/ints.lst) %[req.hdr(a)] if { req.hdr(a) -m found }
+    http-request del-acl({D}/paths.lst) %[req.hdr(d)] if { req.hdr(d) -m found }
+    acl b path -f {D}/paths.lst
+    acl i req.hdr_cnt(x) -f {D}/ints.lst
+    http-response add-acl({D}/paths.lst) %[res.hdr(r)] if { res.hdr(r) -m found }
+    http-request deny if b
+    http-request return status 200
+"""
+
+
+def test_add_acl_del_acl_actions(haproxy_bin):
+    """`http-request add-acl(FILE) KEY` / `del-acl(FILE) KEY` edit the reference the ACLs
+    of that file read (named before or after the rule): the same request's later rules
+    and the next requests see it; a file no ACL names is not listed; keys an ACL's
+    method refuses are not added (HAProxy's counter still moves)."""
+    b = Backends([]).start()
+    try:
+        with workdir() as wd:
+            for name, text in FILES.items():
+                (wd / name).write_text(text)
+            with both(ACTIONS.replace("{D}", str(wd)), b, wd, haproxy_bin) as (h, e):
+                cases = [("/x", ""), ("/zz", ""), ("/x", "a: /zz\r\n"), ("/zz", ""),
+                         ("/x", "a: abc\r\n"), ("/zz", "a: /zz\r\n"), ("/zz", "d: /zz\r\n"),
+                         ("/zz", ""), ("/api", ""), ("/api", "d: /api\r\n"), ("/api", ""),
+                         ("/x", "a: 7\r\n")]
+                got = statuses(h, e, cases)
+                assert got[:4] == [200, 200, 200, 403] and got[6:8] == [200, 200], got
+                for cmd in ("show acl", "show acl {D}/paths.lst", "show acl {D}/ints.lst",
+                            "show acl {D}/nofile.lst"):
+                    cli_both(h, e, cmd, wd)
+    finally:
+        b.kill()
+
+
+RULES = [
+    ("http-request add-acl({D}/ips.lst)", "expects exactly 1 arguments."),
+    ("http-request del-acl({D}/ips.lst)", "expects exactly 1 arguments."),
+    ("http-request add-acl({D}/ips.lst) a b", "expects either 'if' or 'unless' followed by "
+     "a condition but found 'b'."),
+    ("http-request add-acl() a", None),
+    ("http-request add-acl({D}/nofile.lst) x", None),
+    ("http-response del-acl({D}/ips.lst) %[res.hdr(x)]", None),
+    ("http-request add-acl({D}/ips.lst) %[req.hdr(x)] if { src 127.0.0.1 }", None),
+    # (the wording of these two is the log-format's and the rule parser's: not compared)
+    ("http-request add-acl({D}/ips.lst) %[req.hdr(x", "'http-request add-acl({D}/ips.lst)'"),
+    ("tcp-request content add-acl({D}/ips.lst) x", "got 'add-acl({D}/ips.lst)'"),
+]
+
+
+@pytest.mark.parametrize("rule,message", RULES, ids=[r[0].split("(")[0] + str(i)
+                                                     for i, r in enumerate(RULES)])
+def test_action_check_verdicts(haproxy_bin, rule, message):
+    """`-c` on add-acl/del-acl rules: both accept or both refuse with HAProxy's words."""
+    import subprocess
+    import sys
+    with workdir() as d:
+        (d / "ips.lst").write_text(FILES["ips.lst"])
+        cfg = d / "t.cfg"
+        cfg.write_text("defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n"
+                       "    timeout server 1s\nfrontend fe\n    bind 127.0.0.1:1\n"
+                       f"    acl b src -f {d}/ips.lst\n    {rule.replace('{D}', str(d))}\n")
+        for argv in ([haproxy_bin, "-c", "-f", str(cfg)],
+                     [sys.executable, "-m", "edgestick", "proxy", "-c", "-f", str(cfg)]):
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            out = r.stdout + r.stderr
+            if message is None:
+                assert r.returncode == 0, (argv[0], out)
+            else:
+                assert r.returncode != 0, (argv[0], out)
+                assert message.replace("{D}", str(d)) in out, (argv[0], out)
+                assert "t.cfg:9" in out.replace("[", "").replace(" ", ""), out

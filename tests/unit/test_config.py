@@ -153,7 +153,7 @@ ERRORS = [
     ("frontend f\n    bind :80\n    http-request deny frob\n", 3, "http-request", "unknown keyword 'frob'"),
     ("frontend f\n    bind :80\n    http-request return status 700\n", 3, "http-request", "'700'"),
     ("frontend f\n    bind :80\n    http-request frobnicate\n", 3, "http-request", "but got 'frobnicate'"),
-    ("frontend f\n    bind :80\n    http-request add-acl(x) a\n", 3, "http-request", "not supported"),
+    ("frontend f\n    bind :80\n    http-request set-nice 5\n", 3, "http-request", "not supported"),
     ("frontend f\n    bind :80\n    http-request set-map(x) a\n", 3, "http-request",
      "expects exactly 2 arguments"),
     ("frontend f\n    bind :80\n    http-request sc-inc-gpc0(3)\n", 3, "http-request", "max allowed ID is 2"),
