@@ -931,9 +931,13 @@ class ErrorPage:
     def __init__(self, status: int, start_line: bytes, headers: list[tuple[bytes, bytes]],
                  body: bytes):
         self.status = status
+        # its own Connection header goes (the connection's is written); an HTTP/1.0
+        # page closes and says nothing more, as HAProxy sends Debian's errorfiles
+        headers = [h for h in headers if h[0] != b"connection"]
+        http10 = start_line.startswith(b"HTTP/1.0")
         head = start_line + b"\r\n" + b"".join(b"%s: %s\r\n" % h for h in headers)
-        self.closes = not any(n == b"content-length" for n, _ in headers)
-        self._close = head + b"connection: close\r\n\r\n" + body
+        self.closes = http10 or not any(n == b"content-length" for n, _ in headers)
+        self._close = head + (b"\r\n" if http10 else b"connection: close\r\n\r\n") + body
         self._keep = self._close if self.closes else head + b"\r\n" + body
 
     @classmethod
