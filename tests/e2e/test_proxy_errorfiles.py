@@ -16,6 +16,10 @@ PAGES = {
     "e403.http": b"HTTP/1.1 403 Forbidden\r\ncontent-type: text/html\r\n\r\n<h1>go away</h1>\n",
     "e404.http": b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10"
                  b"\r\n\r\nnot here!\n",
+    # as Debian's /etc/haproxy/errors: HTTP/1.0 and its own Connection header
+    "d503.http": b"HTTP/1.0 503 Service Unavailable\r\nCache-Control: no-cache\r\n"
+                 b"Connection: close\r\nContent-Type: text/html\r\n\r\n<html><body><h1>503 "
+                 b"Service Unavailable</h1>\nNo server is available.\n</body></html>\n",
     "s503.http": b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
                  b"content-length: 8\r\n\r\nsection\n",
     "s403.http": b"HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 7"
@@ -48,6 +52,7 @@ frontend fe
     http-request deny deny_status 403 errorfiles site if { path /deny-section }
     use_backend bk_section if { path_beg /section }
     use_backend bk_loc if { path_beg /loc }
+    use_backend bk_debian if { path_beg /debian }
     default_backend bk
 
 backend bk
@@ -58,6 +63,9 @@ backend bk_section
     errorfiles site
     errorfile 403 {DIR}/e403.http
     http-request deny if { path /section/deny }
+
+backend bk_debian
+    errorfile 503 {DIR}/d503.http
 
 backend bk_loc
     errorloc303 503 /maintenance
@@ -75,7 +83,7 @@ frontend fe_loc
 
 PATHS = ["/x", "/deny", "/deny-file", "/return-file", "/deny-503", "/return-section",
          "/deny-section", "/backend-deny", "/section/x", "/section/deny", "/loc/x",
-         "/loc/deny"]
+         "/loc/deny", "/debian"]
 
 
 @pytest.fixture(scope="module")
