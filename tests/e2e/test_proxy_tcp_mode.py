@@ -501,6 +501,11 @@ frontend proxied
     tcp-request session track-sc0 src
     default_backend only1
 
+listen one_at_a_time
+    bind 127.0.0.1:{FE11}
+    maxconn 1
+    server s1 127.0.0.1:{S1}
+
 # probed at startup
 listen queued
     bind 127.0.0.1:{FE}
@@ -548,7 +553,7 @@ def more(haproxy_bin):
     servers = TcpServers(["s1", "s2"])
     servers.ports["dead"] = free_ports(1)[0]        # nothing listens there
     try:
-        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 10, wait_ports=4) as p:
+        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 11, wait_ports=4) as p:
             yield p
     finally:
         servers.close()
@@ -752,3 +757,24 @@ def test_client_leaving_stops_retries(more):
         after = stat_row(p, "retry2", "dead", cols)
         out.append({c: int(after[c]) - int(before[c]) for c in cols})
     assert out[1] == out[0] == {"stot": 1, "econ": 0, "wretr": 1}
+
+
+def test_frontend_maxconn(more):
+    """maxconn 1: a second connection waits, unserved, until the first ends."""
+    out = []
+    for p in more:
+        held = []
+        session(p.ports[10], (b"a",), hold=held)
+        first = banner(held[0])
+        second = socket.create_connection(("127.0.0.1", p.ports[10]), timeout=5)
+        second.settimeout(0.3)
+        try:
+            early = second.recv(10)
+        except TimeoutError:
+            early = None
+        row = stat_row(p, "one_at_a_time", "FRONTEND", ("scur", "slim"))
+        finish(held[0])
+        second.settimeout(5)
+        out.append((first, early, row, banner(second), finish(second)))
+    assert out[1] == out[0]
+    assert out[0][1] is None and out[0][3] == "s1"
