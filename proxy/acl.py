@@ -403,8 +403,12 @@ def parse_acl_expr(words: Sequence[str], refs=None, where=None) -> AclExpr:
             op = v
             continue
         inline.append((0, v))
-    own = REGISTRY.acl_inline(uid, f"acl '{split_call(_split_chain(words[0])[0])[0]}' file "
-                                   f"'{where[0]}' line {where[1]}" if where else "acl", inline)
+    chain = _split_chain(words[0])
+    kw = split_call(chain[0])[0]
+    if len(chain) > 1:          # HAProxy names these by their sample fetch then
+        kw = _CHAINED_KW.get(kw, kw)
+    own = REGISTRY.acl_inline(uid, f"acl '{kw}' file '{where[0]}' line {where[1]}"
+                              if where else "acl", inline)
     ops = ({e.id: o for e, o in zip(own.entries, _inline_ops(words[i:], method))}
            if op != "eq" or method in ("int", "len") else {})
     indexes = []
@@ -451,6 +455,11 @@ def parse_acl_expr(words: Sequence[str], refs=None, where=None) -> AclExpr:
         v = fn(ctx)
         return v is not None and match(v) is True
     return AclExpr(" ".join(words), test, fd.name, term)
+
+
+# `show acl` names an expression by its keyword; followed by converters these two are
+# named as HAProxy 2.6 does (checked: hdr_cnt, url_param, hdr_ip... keep theirs)
+_CHAINED_KW = {"hdr": "req.hdr", "cook": "req.cook"}
 
 
 def _inline_ops(words: Sequence[str], method: str) -> list[str]:

@@ -293,3 +293,68 @@ def test_action_check_verdicts(haproxy_bin, rule, message):
                 assert r.returncode != 0, (argv[0], out)
                 assert message.replace("{D}", str(d)) in out, (argv[0], out)
                 assert "t.cfg:9" in out.replace("[", "").replace(" ", ""), out
+
+
+RELOAD = """
+global
+    stats socket {SOCK} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-request deny if { path -f {D}/p.lst }
+    http-request return status 200
+"""
+
+
+def test_reload_reads_the_files_again():
+    """A reload reads the ACL files again and forgets runtime changes; a reload that fails
+    leaves the running patterns (and their runtime changes) as they were."""
+    from proxy_harness import one_request, start_proxy
+    b = Backends([])
+    with workdir() as wd:
+        (wd / "p.lst").write_text("/a\n")
+        e = start_proxy("edgestick", RELOAD.replace("{D}", str(wd)), b, wd)
+        try:
+            assert e.cli(f"add acl {wd}/p.lst /c") == b"\n"
+            assert [one_request(e.port, p).status for p in ("/a", "/b", "/c")] == [403, 200, 403]
+            (wd / "p.lst").write_text("/b\n")
+            assert e.cli("reload").startswith(b"Success=1")
+            assert [one_request(e.port, p).status for p in ("/a", "/b", "/c")] == [200, 403, 200]
+            assert e.cli(f"add acl {wd}/p.lst /d") == b"\n"
+            before = e.cli("show acl")
+            (wd / "p.lst").unlink()
+            assert e.cli("reload").startswith(b"Reload failed")
+            assert [one_request(e.port, p).status for p in ("/b", "/d", "/a")] == [403, 403, 200]
+            assert e.cli("show acl") == before
+            assert e.cli(f"show acl {wd}/p.lst").count(b"\n") == 3
+        finally:
+            e.stop()
+
+
+# keywords followed by converters (HAProxy names some by their sample fetch then)
+CHAINED = ["hdr(x),lower a", "hdr(x) a", "src,ipmask(24) 1.2.3.0", "hdr_cnt(x),add(1) 3",
+           "cook(x),lower a", "cook(x) a", "url_param(x),lower a", "hdr_ip(x),ipmask(8) 10.0.0.0",
+           "req.fhdr(x),lower a", "urlp(x),lower a", "sc0_http_req_rate,add(1) 1"]
+
+
+def test_show_acl_of_many_conditions(haproxy_bin):
+    """`show acl` ids, keywords and lines of the ~200 random conditions (named ACLs of
+    several lines, anonymous ones, predefined ones, `!`, `or`) of test_acl_vs_haproxy."""
+    from test_acl_vs_haproxy import haproxy_config
+    template = ("global\n    stats socket {SOCK} mode 600 level admin\n"
+                + haproxy_config(1, None).replace("127.0.0.1:1\n", "127.0.0.1:{FE}\n")
+                + "frontend fe2\n    bind 127.0.0.1:{FE2}\n" + "".join(
+                    f"    http-request deny if {{ {c} }}\n" for c in CHAINED))
+    b = Backends([])
+    with workdir() as wd:
+        with both(template, b, wd, haproxy_bin, n_frontends=2) as (h, e):
+            theirs = cli_both(h, e, "show acl", wd)
+            assert theirs.count(b"\n") > 100
+            for uid in (0, 5, 50):
+                cli_both(h, e, f"show acl #{uid}", wd)
