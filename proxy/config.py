@@ -1336,6 +1336,18 @@ class Parser:
             tls.sni_expr = self.expression(line, tls.sni, "sni", p=p)
         if not (srv.ssl or srv.check_ssl):
             return
+        # global ssl-default-server-ciphers / -options fill what the line leaves unset
+        ciphers = g.ignored.get("ssl-default-server-ciphers")
+        if ciphers and tls.ciphers is None:
+            tls.ciphers = ciphers[0]
+        words = list(g.ignored.get("ssl-default-server-options", ()))
+        for opt, attr in (("ssl-min-ver", "min_ver"), ("ssl-max-ver", "max_ver")):
+            if opt in words[:-1] and getattr(tls, attr) is None:
+                value = words[words.index(opt) + 1]
+                err = outbound.check_tls_option(opt, value)
+                if err:
+                    raise line.error(f"global 'ssl-default-server-options': {err}", kw)
+                setattr(tls, attr, value)
         tls.verify = tls.verify or g.ssl_server_verify
         if tls.verify == "required" and not tls.ca_file:
             raise line.error(

@@ -18,6 +18,7 @@ TEMPLATE = """
 global
     stats socket {SOCK} mode 600 level admin
     nbthread 1
+    ssl-default-server-options ssl-min-ver TLSv1.3
 
 defaults
     mode http
@@ -44,6 +45,10 @@ backend host_bad
     server t 127.0.0.1:{TLS} ssl verify required ca-file {CA} verifyhost nope.example.net
 backend host_wild
     server t 127.0.0.1:{TLS} ssl verify required ca-file {CA} verifyhost a.example.org
+backend tls12_default
+    server t 127.0.0.1:{TLS12} ssl verify none
+backend tls12_allowed
+    server t 127.0.0.1:{TLS12} ssl verify none ssl-min-ver TLSv1.2
 backend proxy_v1
     server p 127.0.0.1:{PP} send-proxy
 backend proxy_v2
@@ -65,6 +70,9 @@ defaults
 listen tls
     bind 127.0.0.1:{port} ssl crt {pem}
     http-request return status 200 content-type text/plain lf-string "sni=%[ssl_fc_sni] path=%[path]\\n"
+listen tls12
+    bind 127.0.0.1:{port12} ssl crt {pem} ssl-max-ver TLSv1.2
+    http-request return status 200 content-type text/plain lf-string "%[ssl_fc_protocol]\\n"
 """
 
 
@@ -138,13 +146,14 @@ def setup(haproxy_bin):
         ca, pem = _cert(d, "server", "/CN=tls.test",
                         "DNS:www.example.com,DNS:*.example.org")
         other_ca, _ = _cert(d, "other", "/CN=other.test", "DNS:other.test")
-        tls_port = free_ports(1)[0]
-        (d / "tls.cfg").write_text(TLS_SERVER.format(port=tls_port, pem=pem))
+        tls_port, tls12_port = free_ports(2)
+        (d / "tls.cfg").write_text(TLS_SERVER.format(port=tls_port, port12=tls12_port, pem=pem))
         tls = subprocess.Popen([haproxy_bin, "-db", "-f", str(d / "tls.cfg")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         reader, check_reader = ProxyReader(), ProxyReader()
         b = Backends([])
-        b.ports.update({"tls": tls_port, "pp": reader.port, "pp2": check_reader.port})
+        b.ports.update({"tls": tls_port, "tls12": tls12_port, "pp": reader.port,
+                        "pp2": check_reader.port})
         template = TEMPLATE.replace("{CA}", ca).replace("{OTHER_CA}", other_ca)
         try:
             wait_port(tls_port, tls)
@@ -169,7 +178,7 @@ def _ask(port, backend, path="/x", extra=""):
     ("no_verify", ""), ("good_ca", ""), ("other_ca", ""), ("sni_const", ""),
     ("sni_req", "X-SNI: www.example.com\r\n"), ("sni_req", "X-SNI: b.example.org\r\n"),
     ("sni_req", "X-SNI: wrong.example.net\r\n"), ("sni_req", ""), ("host_bad", ""),
-    ("host_wild", "")])
+    ("host_wild", ""), ("tls12_default", ""), ("tls12_allowed", "")])
 def test_tls_to_servers_as_haproxy(setup, backend, extra):
     """Status and what the TLS server saw (the SNI), for verification that passes and
     fails (unknown CA, a name that does not match the SNI or `verifyhost`)."""
@@ -178,6 +187,10 @@ def test_tls_to_servers_as_haproxy(setup, backend, extra):
     assert got_e[0].split(b" ")[1] == got_h[0].split(b" ")[1], (got_h, got_e)
     if got_h[0].startswith(b"HTTP/1.1 200"):
         assert got_e[1] == got_h[1]
+    if backend == "tls12_default":      # the global ssl-default-server-options: TLS 1.3
+        assert got_e[0].startswith(b"HTTP/1.1 503"), got_e
+    if backend == "tls12_allowed":      # the server line's own ssl-min-ver wins
+        assert got_e[1] == b"TLSv1.2\n", got_e
 
 
 def test_sni_per_request_connections_are_not_shared(setup):
