@@ -247,18 +247,16 @@ class TcpFrontend(Frontend):
         (the other direction keeps flowing); a reset or a timeout ends both. Timeouts
         as HAProxy's: `timeout client` on the client side and `timeout server` on the
         server side, where traffic either way keeps a side alive; `timeout tunnel`,
-        when set, replaces both and any traffic keeps the stream alive."""
+        when set, replaces both and any traffic keeps the stream alive. A side that was
+        sent a FIN gets `timeout client-fin` / `server-fin` instead, when set."""
         loop = asyncio.get_running_loop()
         tunnel = _sec(bm.timeouts.get("tunnel") or self.model.timeouts.get("tunnel"))
-        t_client = tunnel or self.t_client
-        t_server = tunnel or _sec(bm.timeouts.get("server"))
+        timeout = {c: tunnel or self.t_client, conn: tunnel or _sec(bm.timeouts.get("server"))}
+        fin = {c: _sec(self.model.timeouts.get("client-fin")),
+               conn: _sec(bm.timeouts.get("server-fin"))}
         now = loop.time()
-        last = {c: now, conn: now}
-        if tunnel:
-            last = {"both": now}
-            side = {c: "both", conn: "both"}
-        else:
-            side = {c: c, conn: conn}
+        last = {c: now, conn: now, "both": now}
+        side = {c: "both", conn: "both"} if tunnel else {c: c, conn: conn}
         shut_dirs = []
 
         def shut(src, dst):
@@ -271,11 +269,13 @@ class TcpFrontend(Frontend):
                 dst.close()
             elif not dst.closed and dst.transport.can_write_eof():
                 dst.transport.write_eof()
+                if fin[dst] is not None:        # its half-closed timeout, from now
+                    timeout[dst], side[dst], last[dst] = fin[dst], dst, loop.time()
+                    dst._wake()
 
         async def pump(src, dst, to_server: bool):
-            timeout = t_client if to_server else t_server
-            src_side, dst_side = side[src], side[dst]
             while True:
+                src_side, dst_side = side[src], side[dst]
                 if src.buf:
                     data = src.buf              # handed over whole: no copy
                     src.buf = bytearray()
@@ -299,7 +299,8 @@ class TcpFrontend(Frontend):
                     return True
                 if dst.closed:
                     return False
-                wait = None if timeout is None else last[src_side] + timeout - loop.time()
+                t = timeout[src]
+                wait = None if t is None else last[src_side] + t - loop.time()
                 if wait is not None and wait <= 0:
                     # a read timeout shuts this direction as a FIN would (HAProxy's
                     # CF_READ_TIMEOUT): the other one still runs

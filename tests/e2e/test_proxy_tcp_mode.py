@@ -59,6 +59,8 @@ class TcpServers:
                     break
                 total += len(d)
                 c.sendall(d)
+            if name.startswith("mute"):     # slow to answer the FIN
+                time.sleep(2)
             c.sendall(b"bye %d\n" % total)
         except OSError:
             pass
@@ -506,6 +508,11 @@ listen one_at_a_time
     maxconn 1
     server s1 127.0.0.1:{S1}
 
+listen finwait
+    bind 127.0.0.1:{FE12}
+    timeout server-fin 300ms
+    server mute 127.0.0.1:{MUTE}
+
 # probed at startup
 listen queued
     bind 127.0.0.1:{FE}
@@ -550,10 +557,10 @@ backend only2
 
 @pytest.fixture(scope="module")
 def more(haproxy_bin):
-    servers = TcpServers(["s1", "s2"])
+    servers = TcpServers(["s1", "s2", "mute"])
     servers.ports["dead"] = free_ports(1)[0]        # nothing listens there
     try:
-        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 11, wait_ports=4) as p:
+        with workdir() as wd, both(MORE, servers, wd, haproxy_bin, 12, wait_ports=4) as p:
             yield p
     finally:
         servers.close()
@@ -778,3 +785,13 @@ def test_frontend_maxconn(more):
         out.append((first, early, row, banner(second), finish(second)))
     assert out[1] == out[0]
     assert out[0][1] is None and out[0][3] == "s1"
+
+
+def test_server_fin_timeout(more):
+    """timeout server-fin: a server sent the client's FIN and silent that long is left."""
+    out = []
+    for p in more:
+        t0 = time.monotonic()
+        got = session(p.ports[11], (b"x",))
+        out.append((got, time.monotonic() - t0 < 1.5))
+    assert out[1] == out[0] == (b"mute\nx", True)
