@@ -36,7 +36,7 @@ SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
 HAPROXY_VERSION = (2, 6, 12)       # the version edgestick behaves as (.if version_* tests)
 FOREIGN_SECTIONS = ("shield",)            # parsed by control/
 # HAProxy sections edgestick does not implement: a clear error rather than "unknown"
-UNSUPPORTED_SECTIONS = ("resolvers", "cache", "program", "ring",
+UNSUPPORTED_SECTIONS = ("cache", "program", "ring",
                         "mailers", "fcgi-app", "log-forward", "dynamic-update", "traces")
 
 # statuses HAProxy has a built-in error page for (deny/tarpit/return without payload)
@@ -256,6 +256,9 @@ class Parser:
             elif kw == "http-errors":
                 self.open_section(line)
                 self.open_http_errors(line)
+            elif kw == "resolvers":
+                self.open_section(line)
+                self.open_resolvers(line)
             elif kw in UNSUPPORTED_SECTIONS:
                 raise line.error(f"'{kw}' sections are not supported by edgestick")
             elif self.section is None:
@@ -268,6 +271,8 @@ class Parser:
                 self.users.line(line)
             elif self.section == "http-errors":
                 self.http_errors_line(line)
+            elif self.section == "resolvers":
+                self.resolvers_line(line)
             elif self.section in FOREIGN_SECTIONS:
                 self.foreign.append(line)
             else:
@@ -350,7 +355,7 @@ class Parser:
             if len(line.words) > 1:
                 raise line.error("section takes no argument")
             return
-        if kw in ("userlist", "http-errors"):
+        if kw in ("userlist", "http-errors", "resolvers"):
             return
         if kw in FOREIGN_SECTIONS:
             self.foreign = []
@@ -1457,6 +1462,8 @@ class Parser:
                 srv.check_addr = val
             elif opt == "slowstart":
                 srv.slowstart_ms = _time(line, val, opt, self.warnings)
+            elif opt == "resolvers":
+                srv.resolvers = val
             elif opt in SERVER_TLS_VALUED:
                 err = outbound.check_tls_option(opt, val)
                 if err:
@@ -2192,6 +2199,36 @@ class Parser:
         self.cfg.http_errors[name] = (_where(line), {})
         self.http_errors_name = name
 
+    # resolvers sections: checked and named, not run (a server's name is resolved once,
+    # at start, as HAProxy does without them; the warning says so)
+    RESOLVERS_KEYWORDS = {"nameserver": 2, "parse-resolv-conf": 0, "accepted_payload_size": 1,
+                          "resolve_retries": 1, "timeout": 2, "hold": 2,
+                          "resolution_pool_size": 1}
+
+    def open_resolvers(self, line: Line):
+        if len(line.words) < 2:
+            raise line.error("missing name for resolvers section.")
+        name = line.words[1]
+        if name in self.cfg.resolvers:
+            raise line.error(f"resolvers section '{name}' has the same name as another "
+                             f"resolvers section declared at {self.cfg.resolvers[name]}.")
+        self.cfg.resolvers[name] = _where(line)
+        self.warn(line, f"resolvers section '{name}' has no effect in edgestick: server "
+                        "names are resolved once, at start")
+
+    def resolvers_line(self, line: Line):
+        kw = line.keyword
+        need = self.RESOLVERS_KEYWORDS.get(kw)
+        if need is None:
+            raise line.error(f"unknown keyword '{kw}' in 'resolvers' section")
+        if len(line.words) - 1 < need:
+            if kw == "nameserver":
+                raise line.error("'nameserver' expects <name> and <addr>[:<port>] as "
+                                 "arguments.")
+            raise line.error(f"'{kw}' expects {need} argument{'s' if need > 1 else ''}.")
+        if kw in ("timeout", "hold"):
+            _time(line, line.words[2], f"{kw} {line.words[1]}", self.warnings)
+
     def http_errors_line(self, line: Line):
         if line.keyword != "errorfile":
             raise line.error(f"unknown keyword '{line.keyword}' in 'http-errors' section")
@@ -2246,6 +2283,11 @@ class Parser:
 
     def finish_proxy(self, p: m.Proxy):
         self.resolve_error_pages(p)
+        for srv in p.servers:
+            if srv.resolvers is not None and srv.resolvers not in self.cfg.resolvers:
+                raise ConfigError(f"backend '{p.name}', server '{srv.name}': unable to find "
+                                  f"required resolvers '{srv.resolvers}'", srv.where.file,
+                                  srv.where.line, "server")
         # server ids: explicit ones first, then the free numbers by position
         used = {s.id for s in p.servers if s.explicit_id}
         if len(used) != sum(1 for s in p.servers if s.explicit_id):

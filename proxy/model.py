@@ -117,6 +117,7 @@ class Server:
     send_proxy: int = 0                  # PROXY protocol version sent first (0: none)
     check_send_proxy: Optional[bool] = None
     tls: Any = None                      # outbound.ServerTls (verify, ca-file, sni...)
+    resolvers: Optional[str] = None      # a resolvers section's name (checked, not run)
     where: Where = field(default_factory=Where)
 
     @property
@@ -367,6 +368,7 @@ class Config:
     peers: dict[str, PeersSection] = field(default_factory=dict)
     userlists: dict[str, Any] = field(default_factory=dict)       # name -> auth.Userlist
     http_errors: dict[str, tuple] = field(default_factory=dict)   # name -> (where, pages)
+    resolvers: dict[str, Where] = field(default_factory=dict)      # sections, by name
     # sections owned by other components (`shield`): their lines, for them to parse
     foreign_sections: list[tuple[str, tuple[str, ...], list]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)

@@ -73,6 +73,14 @@ CASES = [
     ("balance algorithms", VALID, D + FE + "    default_backend b\n" + BE + "    balance source\n"
      + "backend c\n    balance static-rr\nbackend e\n    balance first\n"),
     ("balance without algorithm", VALID, D + FE + "    default_backend b\n" + BE + "    balance\n"),
+    ("resolvers", VALID, "resolvers dns\n    nameserver ns1 127.0.0.1:53\n"
+     "    resolve_retries 3\n    timeout resolve 1s\n    timeout retry 1s\n"
+     "    hold valid 10s\n    accepted_payload_size 8192\n" + D + FE
+     + "    default_backend b\n" + BE + "    server r localhost:80 resolvers dns\n"),
+    ("resolvers without name", INVALID, "resolvers\n" + D + FE),
+    ("resolvers bad nameserver", INVALID, "resolvers d\n    nameserver\n" + D + FE),
+    ("resolvers unknown keyword", INVALID, "resolvers d\n    frob 1\n" + D + FE),
+    ("server unknown resolvers", INVALID, D + BE + "    server r localhost:80 resolvers x\n"),
     ("http-errors", VALID, "http-errors site\n    errorfile 503 {errorfile}\n" + D + FE
      + "    errorfiles site\n    errorloc302 403 /x\n    errorloc303 404 /y\n"
      + "    http-request return status 503 errorfiles site\n"),
