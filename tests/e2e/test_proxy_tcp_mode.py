@@ -795,3 +795,49 @@ def test_server_fin_timeout(more):
         got = session(p.ports[11], (b"x",))
         out.append((got, time.monotonic() - t0 < 1.5))
     assert out[1] == out[0] == (b"mute\nx", True)
+
+
+RELOAD = """
+global
+    stats socket {SOCK} mode 600 level admin
+
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+
+listen l
+    bind 127.0.0.1:{FE}
+    stick-table type ip size 10 expire 1m store conn_cnt
+    tcp-request connection track-sc0 src
+    server s 127.0.0.1:{S1}
+"""
+
+
+def test_reload_keeps_open_streams_and_tables():
+    """edgestick's reload (the runtime API's `reload`): a TCP stream open across it goes
+    on relaying on the old configuration, new connections take the new one, the table
+    keeps its entries."""
+    from proxy_harness import start_proxy
+    servers = TcpServers(["s1", "s2"])
+    try:
+        with workdir() as wd:
+            p = start_proxy("edgestick", RELOAD, servers, wd)
+            try:
+                held = []
+                session(p.port, (b"a",), hold=held)
+                assert banner(held[0]) == "s1"
+                text = open(p.cfg_path).read().replace(str(servers.ports["s1"]),
+                                                       str(servers.ports["s2"]))
+                open(p.cfg_path, "w").write(text)
+                assert p.cli("reload").startswith(b"Success=1")
+                assert session(p.port, (b"b",)).startswith(b"s2\nb")
+                held[0].sendall(b"c")
+                assert finish(held[0]) == b"acbye 2\n"
+                # kept: the harness's startup probe, the held stream, the new one
+                assert b"conn_cnt=3" in p.cli("show table l")
+            finally:
+                p.stop()
+    finally:
+        servers.close()
