@@ -8,8 +8,9 @@ Order of events (HAProxy's stream analysers in TCP mode):
   default_backend → the backend's own tcp-request content rules → stick match/on →
   load balancing (queue at maxconn) → connect, with retries and redispatch → stick
   store → bytes relayed both ways, a half-close passed on to the other side →
-  the stream ends when both directions are closed or a timeout fires: bytes counted
-  (show stat, bytes_in/out of the trackers), the stream's trackers released.
+  the stream ends when both directions are shut (a FIN or a read timeout each) or on a
+  reset: bytes counted (show stat, bytes_in/out of the trackers), the stream's
+  trackers released.
 
 Reused from the HTTP engine (proxy/frontend.py): listeners, maxconn admission, the
 tcp-request connection/session rule runner, track-sc and the sc-*/set-var actions,
@@ -244,11 +245,11 @@ class TcpFrontend(Frontend):
 
     async def _relay(self, c, conn, stream, bm):
         """Bytes both ways until both directions are shut. A FIN is passed on as a FIN
-        (the other direction keeps flowing); a reset or a timeout ends both. Timeouts
-        as HAProxy's: `timeout client` on the client side and `timeout server` on the
-        server side, where traffic either way keeps a side alive; `timeout tunnel`,
-        when set, replaces both and any traffic keeps the stream alive. A side that was
-        sent a FIN gets `timeout client-fin` / `server-fin` instead, when set."""
+        (the other direction keeps flowing), so is a read timeout; a reset ends both.
+        Timeouts as HAProxy's: `timeout client` on the client side and `timeout server`
+        on the server side, where traffic either way keeps a side alive; `timeout
+        tunnel`, when set, replaces both and any traffic keeps the stream alive. A side
+        that was sent a FIN gets `timeout client-fin` / `server-fin` instead, when set."""
         loop = asyncio.get_running_loop()
         tunnel = _sec(bm.timeouts.get("tunnel") or self.model.timeouts.get("tunnel"))
         timeout = {c: tunnel or self.t_client, conn: tunnel or _sec(bm.timeouts.get("server"))}
