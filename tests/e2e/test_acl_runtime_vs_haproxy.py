@@ -228,16 +228,19 @@ frontend fe
     acl i req.hdr_cnt(x) -f {D}/ints.lst
     http-response add-acl({D}/paths.lst) %[res.hdr(r)] if { res.hdr(r) -m found }
     http-request deny if b
-    http-request return status 200
+    default_backend be
+
+backend be
+    server s1 127.0.0.1:{S1}
 """
 
 
 def test_add_acl_del_acl_actions(haproxy_bin):
-    """`http-request add-acl(FILE) KEY` / `del-acl(FILE) KEY` edit the reference the ACLs
-    of that file read (named before or after the rule): the same request's later rules
+    """`http-request add-acl(FILE) KEY` / `del-acl(FILE) KEY` (and `http-response add-acl`)
+    edit the reference the ACLs of that file read (named before or after the rule): the same request's later rules
     and the next requests see it; a file no ACL names is not listed; keys an ACL's
     method refuses are not added (HAProxy's counter still moves)."""
-    b = Backends([]).start()
+    b = Backends(["s1"]).start()
     try:
         with workdir() as wd:
             for name, text in FILES.items():
@@ -246,9 +249,10 @@ def test_add_acl_del_acl_actions(haproxy_bin):
                 cases = [("/x", ""), ("/zz", ""), ("/x", "a: /zz\r\n"), ("/zz", ""),
                          ("/x", "a: abc\r\n"), ("/zz", "a: /zz\r\n"), ("/zz", "d: /zz\r\n"),
                          ("/zz", ""), ("/api", ""), ("/api", "d: /api\r\n"), ("/api", ""),
-                         ("/x", "a: 7\r\n")]
+                         ("/x", "a: 7\r\n"), ("/rr", ""), ("/x?hdr=r:%20/rr", ""), ("/rr", "")]
                 got = statuses(h, e, cases)
                 assert got[:4] == [200, 200, 200, 403] and got[6:8] == [200, 200], got
+                assert got[-3:] == [200, 200, 403], got       # added by an http-response rule
                 for cmd in ("show acl", "show acl {D}/paths.lst", "show acl {D}/ints.lst",
                             "show acl {D}/nofile.lst"):
                     cli_both(h, e, cmd, wd)
