@@ -536,6 +536,21 @@ class MapRef:
 _TREE_METHODS = ("str", "beg", "ip")
 
 
+class AclEntry(Entry):
+    """A pattern: an Entry without value, nor the per-type values maps keep (memory)."""
+
+    __slots__ = ()
+
+    def __init__(self, eid: int, key: str, line: int = 0):
+        self.id, self.key, self.line = eid, key, line
+
+    value = ""
+
+    @property
+    def typed(self) -> dict:        # (MapRef.add stores into it: kept nowhere)
+        return {}
+
+
 class AclIndex:
     """The patterns of one ACL pattern reference as ACL expressions of one match method
     and case read them; the interface MapRef's edits drive (check/add/remove/clear)."""
@@ -642,7 +657,7 @@ class AclRef(MapRef):
     def add_patterns(self, lines: list[tuple[int, str]]) -> None:
         """Load-time patterns: (file line, pattern)."""
         for n, text in lines:
-            e = Entry(next(_ENTRY_IDS), text, "", n)
+            e = AclEntry(next(_ENTRY_IDS), text, n)
             self.entries.append(e)
             self.by_id[e.id] = e
 
