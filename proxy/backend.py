@@ -16,7 +16,7 @@ import time
 
 from edgestick.freq_ctr import now_ms
 
-from . import hashes, http1, outbound
+from . import hashes, http1, outbound, tcp_check
 from .stats import PerSecond
 
 UP, DOWN, MAINT = "UP", "DOWN", "MAINT"
@@ -1034,6 +1034,10 @@ async def _check_once(backend: Backend, srv: ServerState, timeouts: dict) -> boo
     read_s = (timeouts.get("check") or srv.model.inter_ms) / 1000.0
     host = srv.model.check_addr or srv.host
     port = srv.model.check_port or srv.port
+    if model.tcp_checks and model.options.other.get("tcp-check"):
+        ok, srv.check_status, srv.check_code, srv.last_chk = await tcp_check.run(
+            model.tcp_checks, host, port, min(connect_s, inter_s), read_s)
+        return ok
     req = _check_request(model)
     srv.check_code, srv.last_chk = None, ""
     # the check's connection is one in use (HAProxy's need_conn_est counts it)

@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 
 from edgestick.cfgsyntax import ConfigError, Line, read_file
 
-from . import compression, hashes, http1, outbound
+from . import compression, hashes, http1, outbound, tcp_check
 from . import model as m
 from . import auth, stats_page
 from . import log as log_mod
@@ -469,6 +469,7 @@ class Parser:
         p.cookie = copy.copy(base.cookie)
         p.errorfile_refs = list(base.errorfile_refs)
         p.http_reuse = base.http_reuse
+        p.tcp_checks = list(base.tcp_checks)
         p.tcp_request_inspect_delay_ms = base.tcp_request_inspect_delay_ms
         p.compression = base.compression        # (`offload` is never in a defaults')
         p.log = log_mod.inherit(base.log)
@@ -2162,6 +2163,10 @@ class Parser:
             raise line.error(f"status code '{code}' cannot be customized")
         p.errorfile_refs.append((int(code), read_errorfile(line, path)))
 
+    def kw_tcp_check(self, p, line):
+        """`tcp-check` steps, run by `option tcp-check` health checks (proxy/tcp_check.py)."""
+        p.tcp_checks.append(tcp_check.parse_line(line, line.words[1:]))
+
     def kw_http_reuse(self, p, line):
         mode = line.words[1] if len(line.words) > 1 else ""
         if mode not in ("never", "safe", "aggressive", "always"):
@@ -2528,7 +2533,7 @@ TCP_ACTIONS_KNOWN = {"expect-proxy", "expect-netscaler-cip", "capture",
 
 UNSUPPORTED_PROXY_KEYWORDS = {
     "rate-limit", "email-alert", "dispatch", "source",
-    "tcp-check", "external-check", "force-persist",
+    "external-check", "force-persist",
     "ignore-persist", "persist", "http-error",
     "use-server",
     "load-server-state-from-file", "server-state-file-name", "max-keep-alive-queue",
@@ -2579,6 +2584,7 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "enabled": ("any", Parser.kw_enabled),
     "errorfile": ("any", Parser.kw_errorfile),
     "http-reuse": ("be", Parser.kw_http_reuse),
+    "tcp-check": ("be", Parser.kw_tcp_check),
     "errorfiles": ("any", Parser.kw_errorfiles),
     "errorloc": ("any", Parser.kw_errorloc),
     "errorloc302": ("any", Parser.kw_errorloc),

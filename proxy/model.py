@@ -305,6 +305,7 @@ class Proxy:
     description: Optional[str] = None
     errorfiles: dict[int, Any] = field(default_factory=dict)     # status -> http1.ErrorPage
     http_reuse: str = "safe"             # never: a server connection serves one client
+    tcp_checks: list = field(default_factory=list)   # tcp_check.Step (`tcp-check` lines)
     errorfile_refs: list = field(default_factory=list)   # in line order: (status, page) or
                                                          # (http-errors name, statuses, where)
     compression: Any = None              # proxy.compression.Compression (`compression` lines)

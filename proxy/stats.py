@@ -112,12 +112,12 @@ def _row(values: dict) -> str:
 
 
 def _csv(value) -> str:
-    """A field as HAProxy's csv_enc writes it: quoted when it holds a comma, a quote,
-    a line break, or begins or ends with a space."""
+    """A field as HAProxy's csv_enc writes it: quoted when it holds a comma, a quote or
+    a line break (a leading space stays bare: 2.6.12 prints tcp-check's " at step...")."""
     if value is None:
         return ""
     text = str(value)
-    if any(ch in text for ch in ',"\r\n') or text[:1] == " " or text[-1:] == " ":
+    if any(ch in text for ch in ',"\r\n'):
         return '"' + text.replace('"', '""') + '"'
     return text
 
