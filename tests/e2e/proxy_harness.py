@@ -436,6 +436,19 @@ def stat_row(proxy, pxname: str, svname: str, cols) -> dict[str, str]:
     raise AssertionError(f"no show stat row {pxname}/{svname}")
 
 
+def settled_stat_row(proxy, pxname: str, svname: str, cols, timeout: float = 5.0) -> dict:
+    """Like stat_row, read at an instant when no check of the server is under way
+    (check_status without HAProxy's '* ' mark) and its first check has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = stat_row(proxy, pxname, svname, tuple(dict.fromkeys(("check_status",) + tuple(cols))))
+        status = row["check_status"]
+        if (not status.startswith("* ") and status not in ("INI", "")) \
+                or time.monotonic() >= deadline:
+            return {c: row[c] for c in cols}
+        time.sleep(0.05)
+
+
 def mask_table(dump: bytes) -> list[str]:
     """`show table` output with pointers and exp masked (they differ by nature)."""
     out = []

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from proxy_harness import Backends, both, workdir
+from proxy_harness import Backends, both, settled_stat_row, workdir
 
 pytestmark = pytest.mark.haproxy
 
@@ -167,24 +167,6 @@ class LineServers:
         self._dead.close()
 
 
-def _settled(proxy, backend: str, deadline: float) -> tuple:
-    """(check_status, check_code, last_chk) of the backend's server, read when no check of
-    it is under way (check_status without its '* ')."""
-    cols = ("check_status", "check_code", "last_chk")
-    row = None
-    while time.monotonic() < deadline:
-        lines = proxy.cli("show stat").decode().splitlines()
-        head = lines[0][2:].split(",")
-        for line in lines[1:]:
-            f = line.split(",")
-            if f[:2] == [backend, "s"]:
-                row = tuple(f[head.index(c)] for c in cols)
-        if row is not None and not row[0].startswith("* ") and row[0] not in ("INI", ""):
-            return row
-        time.sleep(0.05)
-    return row
-
-
 def test_tcp_check_verdicts_as_haproxy(haproxy_bin):
     servers = LineServers()
     b = Backends([])
@@ -194,8 +176,9 @@ def test_tcp_check_verdicts_as_haproxy(haproxy_bin):
     try:
         with workdir() as wd, both(TEMPLATE, b, wd, haproxy_bin) as (h, e):
             time.sleep(1.5)                  # the first checks have run everywhere
-            deadline = time.monotonic() + 10
-            got = {name: (_settled(h, name, deadline), _settled(e, name, deadline))
+            cols = ("check_status", "check_code", "last_chk")
+            got = {name: tuple(tuple(settled_stat_row(p, name, "s", cols).values())
+                               for p in (h, e))
                    for name in BACKENDS}
             diffs = {k: v for k, v in got.items() if v[0] != v[1]}
             assert not diffs, diffs
