@@ -246,7 +246,7 @@ class ServerState:
         self.admin_maint = bool(model.disabled)
         self.admin_drain = False           # `set server ... state drain`: no new traffic
         self.op_up = True                  # HAProxy starts servers UP ("will fall at first failure")
-        self.health = model.rise if model.check else 0
+        self.health = 0 if model.disabled else model.rise   # (HAProxy's, checked or not)
         self.check_status = "L4OK" if model.check else ""
         self.check_code = None             # the HTTP status of the last layer-7 check
         self.last_chk = ""                 # what the last failed check said

@@ -27,6 +27,7 @@ from . import log as log_mod
 from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_expr, parse_net,
                   split_condition)
 from .maps import REGISTRY
+from . import server_state
 from .sample import (FETCH_NEEDS, REQUEST_HEADER_FETCHES, RESPONSE_FETCHES, Refs, SampleError,
                      compile_expr)
 from .stick_table import parse_table_args, parse_time_err
@@ -476,6 +477,7 @@ class Parser:
         if p.has_frontend:
             p.monitor_uri = base.monitor_uri
         p.stats = base.stats            # until the proxy has `stats` lines of its own
+        server_state.inherit(self, base, p)
         if kind != "defaults":
             if p.has_frontend:
                 p.default_backend = base.default_backend
@@ -501,7 +503,7 @@ class Parser:
         "ulimit-n", "node", "description", "quiet", "zero-warning", "noepoll", "nopoll",
         "nosplice", "nogetaddrinfo", "noreuseport", "busy-polling", "set-dumpable",
         "master-worker", "insecure-fork-wanted", "expose-experimental-directives",
-        "server-state-file", "server-state-base", "maxsslconn", "maxconnrate", "maxsessrate",
+        "maxsslconn", "maxconnrate", "maxsessrate",
         "maxsslrate", "maxpipes", "ssl-dh-param-file", "cpu-map",
         "uid", "gid", "unix-bind", "setenv", "presetenv", "unsetenv", "resetenv",
         "h1-case-adjust", "strict-limits", "numa-cpu-mapping", "pp2-never-send-local",
@@ -572,6 +574,8 @@ class Parser:
         elif kw == "hard-stop-after":
             g.hard_stop_after_ms = _time(line, _arg(line, 1, "time"), "hard-stop-after",
                                          self.warnings)
+        elif kw in ("server-state-file", "server-state-base"):
+            server_state.kw_global(self, line)
         elif kw in compression.GLOBAL_KEYWORDS:
             compression.check_global(line, self.warn)
             g.ignored[kw] = w[1:]
@@ -1318,6 +1322,7 @@ class Parser:
         tmpl = self.default_server.get(id(p))
         srv = copy.copy(tmpl) if tmpl else m.Server(name, host, port)
         srv.name, srv.host, srv.port, srv.family, srv.where = name, host, port, fam, _where(line)
+        srv.fqdn = None if host in addr else (addr.rpartition(":")[0] or addr)
         if srv.tls is not None:             # (default-server's settings are a template)
             srv.tls = dataclasses.replace(srv.tls)
         self.apply_server_opts(line, srv, opts, kw)
@@ -2536,7 +2541,7 @@ UNSUPPORTED_PROXY_KEYWORDS = {
     "external-check", "force-persist",
     "ignore-persist", "persist", "http-error",
     "use-server",
-    "load-server-state-from-file", "server-state-file-name", "max-keep-alive-queue",
+    "max-keep-alive-queue",
     "http-send-name-header", "orgto", "appsession", "rspadd", "reqadd", "block", "reqrep",
     "rsprep", "reqdel", "rspdel", "reqallow", "reqdeny", "reqtarpit", "reqpass", "reqirep",
     "reqidel", "reqiallow", "reqideny", "reqitarpit", "reqipass", "rspdeny", "rspidel",
@@ -2566,6 +2571,8 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "server": ("be!", Parser.kw_server),
     "server-template": ("be!", Parser.kw_server_template),
     "default-server": ("be!", Parser.kw_default_server),
+    "load-server-state-from-file": ("be", server_state.kw_load_server_state_from_file),
+    "server-state-file-name": ("be", server_state.kw_server_state_file_name),
     "stick-table": ("any", Parser.kw_stick_table),
     "stick": ("be", Parser.kw_stick),
     "acl": ("any", Parser.kw_acl),

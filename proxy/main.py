@@ -35,6 +35,7 @@ from .backend import Backend
 from .frontend import Frontend
 from .stats import proxy_ids
 from .tcp_mode import TcpFrontend, TcpServerConn
+from . import server_cli, server_state
 
 GRACE_S = 5.0
 DRAIN_S = 0.2      # soft stop: accept what is already queued before closing the listeners
@@ -149,6 +150,7 @@ class ProxyProcess:
         self.cfg = cfg
         self.maxconn = cfg.global_.maxconn or 0
         self.tables, self.table_decls, self.backends, self.frontends = self._build(cfg)
+        server_state.apply(cfg, self.backends)
         sample.RUNNING.publish(self.backends, self.frontends)
         from . import metrics
         self.metrics = metrics.Metrics(self)
@@ -176,6 +178,7 @@ class ProxyProcess:
         from . import stats
         self.runtime = runtime_api.RuntimeAPI(lambda: list(self.tables.values()), self)
         stats.register_commands(self, self.runtime.commands)
+        server_cli.register_commands(self, self.runtime.commands)
         var_mod.register_commands(self, self.runtime.commands)
         await self._listen_runtime(cfg)
 
@@ -233,6 +236,7 @@ class ProxyProcess:
                 if o is not None and o.host == s.host and o.port == s.port:
                     s.op_up, s.health, s.admin_maint = o.op_up, o.health, o.admin_maint
             b.recalc()
+        server_state.apply(cfg, backends)       # (the state file, as a new HAProxy reads it)
         # listeners on unchanged addresses are handed over as they are; new ones open
         # before the old ones close
         inherited = {lst.key: lst for fe in self.frontends for lst in fe.listeners}

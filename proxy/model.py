@@ -94,6 +94,7 @@ class Server:
     host: str
     port: Optional[int]                  # None: same port as the client connected to
     family: str = "ipv4"
+    fqdn: Optional[str] = None           # the name the address was written as (a host name)
     check: bool = False
     inter_ms: int = 2000
     fastinter_ms: Optional[int] = None
