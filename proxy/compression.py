@@ -305,16 +305,20 @@ def _count(proxies, payload: int, out: int, compressed: bool, end: bool) -> None
             c[3] += 1
 
 
-async def relay_body(c, conn, resp, stream, choice: Choice, t_server, proxies=()) -> bool:
+async def relay_body(c, conn, resp, stream, choice: Choice, t_server, proxies=(),
+                     tap=None) -> bool:
     """The response body, server -> client, compressed and chunked; True when the server
     connection may be reused. Counted as HAProxy does: the uncompressed payload (bytes
-    out), and in the compression counters of `proxies` (the frontend, the backend)."""
+    out), and in the compression counters of `proxies` (the frontend, the backend).
+    `tap(piece)` sees each uncompressed piece (the cache stores it)."""
     enc = choice.encoder()
     srv = conn.server
     # (HAProxy's compression counters take a chunked body's end-of-trailers block, 1 byte)
     eot = 1 if resp.framing == http1.CHUNKED else 0
 
     def send(payload: bytes, last: bytes = b"") -> None:
+        if tap is not None:
+            tap(payload)
         if enc is not None:
             out = enc.compress(payload) + enc.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
             _RATE_IN.update(len(payload))

@@ -32,12 +32,13 @@ from .sample import (FETCH_NEEDS, REQUEST_HEADER_FETCHES, RESPONSE_FETCHES, Refs
                      compile_expr)
 from .stick_table import parse_table_args, parse_time_err
 from . import vars as var_mod
+from . import cache as cache_mod
 
 SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers")
 HAPROXY_VERSION = (2, 6, 12)       # the version edgestick behaves as (.if version_* tests)
 FOREIGN_SECTIONS = ("shield",)            # parsed by control/
 # HAProxy sections edgestick does not implement: a clear error rather than "unknown"
-UNSUPPORTED_SECTIONS = ("cache", "program", "ring",
+UNSUPPORTED_SECTIONS = ("program", "ring",
                         "mailers", "fcgi-app", "log-forward", "dynamic-update", "traces")
 
 # statuses HAProxy has a built-in error page for (deny/tarpit/return without payload)
@@ -230,6 +231,7 @@ class Parser:
         self.defaults_where: dict[str, list[m.Where]] = {}   # named defaults declarations
         auth.start()
         self.users = auth.SectionParser(self.cfg.userlists, self.warnings, _where)
+        self.cache_sections = cache_mod.SectionParser({}, self.warn)
         self.http_errors_name: Optional[str] = None
         self.reply_sections: list = []       # replies naming an http-errors section
 
@@ -260,6 +262,9 @@ class Parser:
             elif kw == "resolvers":
                 self.open_section(line)
                 self.open_resolvers(line)
+            elif kw == "cache":
+                self.open_section(line)
+                self.cache_sections.open(line)
             elif kw in UNSUPPORTED_SECTIONS:
                 raise line.error(f"'{kw}' sections are not supported by edgestick")
             elif self.section is None:
@@ -274,6 +279,8 @@ class Parser:
                 self.http_errors_line(line)
             elif self.section == "resolvers":
                 self.resolvers_line(line)
+            elif self.section == "cache":
+                self.cache_sections.line(line)
             elif self.section in FOREIGN_SECTIONS:
                 self.foreign.append(line)
             else:
@@ -350,13 +357,14 @@ class Parser:
 
     def open_section(self, line: Line):
         kw = line.keyword
+        self.cache_sections.close()
         self.section = kw
         self.proxy = self.peers = self.foreign = None
         if kw == "global":
             if len(line.words) > 1:
                 raise line.error("section takes no argument")
             return
-        if kw in ("userlist", "http-errors", "resolvers"):
+        if kw in ("userlist", "http-errors", "resolvers", "cache"):
             return
         if kw in FOREIGN_SECTIONS:
             self.foreign = []
@@ -1842,6 +1850,8 @@ class Parser:
             rule.action, rule.var = self.parse_var_action(p, line, action, args, where, level)
         elif action == "auth" and not tcp and level == "http":
             rule.fmt = auth.parse_auth_action(line, p, args)     # the realm (None: default)
+        elif action == ("cache-use" if level == "http" else "cache-store") and not tcp:
+            cache_mod.parse_action(p, line, action, args, where, rule)
         elif action == "use-service" and not tcp and level == "http":
             if len(args) != 1:
                 raise line.error(f"'{ctx_what}' expects a service name")
@@ -2273,6 +2283,8 @@ class Parser:
     # ------------------------------------------------------------------ checks
     def finish(self):
         cfg = self.cfg
+        self.cache_sections.close()
+        cache_mod.check(cfg, self.cache_sections.caches)
         for p in cfg.proxies:
             self.finish_proxy(p)
         for reply, name, where in self.reply_sections:     # `deny|return ... errorfiles N`
@@ -2525,11 +2537,10 @@ REWRITE_ACTIONS = {"set-path": 1, "set-pathq": 1, "set-query": 1, "set-uri": 1, 
                    "replace-header": 3, "replace-value": 3}
 
 HTTP_ACTIONS_KNOWN = {"wait-for-handshake", "set-log-level", "set-nice", "send-spoe-group",
-                      "cache-use", "auth", "disable-l7-retry", "early-hint",
+                      "auth", "disable-l7-retry", "early-hint",
                       "normalize-uri", "replace-header", "replace-value",
                       "strict-mode", "set-timeout", "wait-for-body",
                       "set-mark", "set-tos", "set-priority-class", "set-priority-offset",
-                      "cache-store",
                       "do-resolve"}
 TCP_ACTIONS_KNOWN = {"expect-proxy", "expect-netscaler-cip", "capture",
                      "set-mark", "set-tos", "set-log-level",
@@ -2604,5 +2615,5 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "monitor": ("fe", Parser.kw_monitor),
     "stats": ("any", Parser.kw_stats),
     "compression": ("any", compression.kw_compression),
-    "filter": ("any", compression.kw_filter),
+    "filter": ("any", cache_mod.kw_filter_any),
 }

@@ -33,6 +33,7 @@ from . import acl as acl_mod
 from . import compression, http1
 from . import auth, stats_page
 from . import log as log_mod
+from . import cache as cache_mod
 from .log import log_format      # (rules' values; config and vars import it from here)
 from .backend import Backend, ServerState
 from .config import REWRITE_ACTIONS
@@ -448,6 +449,10 @@ class Frontend:
         # new connections without connection-level rules start without a coroutine
         # a connection becomes a session (stot) once these rules and a PROXY header pass
         self.session_gate = bool(model.tcp_request_connection or model.tcp_request_session)
+        # `cache` sections: hits are served by the coroutine, stores made by _exchange
+        self.caching = model.caching
+        if self.caching and any(r.action == "cache-use" for r in model.http_request):
+            self.fast_ok = False
         self.late_start = (self.fast_ok and not model.tcp_request_connection
                            and not model.tcp_request_session)
         self.fast_cb = self.fast        # (one bound method for every connection)
@@ -1174,6 +1179,8 @@ class Frontend:
             if stream.log is not None:
                 stream.log.term, stream.log.t_queue = "PT", time.time()
             return self._reply(c, req, ctx, stream, rule.reply, 500)
+        if kind == "cache":             # a cache-use rule hit, the other rules passed
+            return await cache_mod.serve(self, c, req, ctx, stream, backend)
         return await self._service(c, req, ctx, stream, rule.service)
 
     def _http_rules_sync(self, c, req, ctx, stream, rules, backend=None):
@@ -1231,6 +1238,12 @@ class Frontend:
                 return self._redirect(c, req, ctx, stream, rule, backend is None)
             elif act == "auth":
                 return self._unauthorized(c, req, ctx, stream, rule, backend)
+            elif act == "cache-use":
+                if cache_mod.use(rule, ctx, req, self, backend):
+                    # (served once the rules after it are done, unless one answers)
+                    rest = rules[rules.index(rule) + 1:]
+                    verdict = self._http_rules_sync(c, req, ctx, stream, rest, backend)
+                    return ("cache", rule) if verdict is None else verdict
             elif act == "capture":
                 log_mod.run_capture(rule, ctx)
             elif self._counter_action(rule, ctx, c):         # silent-drop
@@ -1635,6 +1648,7 @@ class Frontend:
                     t[0].inc_http_fail(t[1])
         if bm.stick_rules:
             self._store_response(backend, ctx, resp, stores)
+        storing = None
         for table, key in stores:
             row = table.get_or_create(key)
             if row is not None:
@@ -1653,6 +1667,8 @@ class Frontend:
                 stream.status = 502
                 c.write(data)
                 return not closing
+            if self.caching:
+                storing = cache_mod.pending(ctx)
         if cookie is not None:         # after the http-response rules, as HAProxy
             be_mod.cookie_response(backend, cookie, srv, direct, req, resp, time.time())
         self._count_status(backend, srv, status)
@@ -1678,7 +1694,12 @@ class Frontend:
             comp.rewrite_head(resp)
         head = http1.serialize_response(resp, http1.connection_header(req, closing))
         stream.adj_out -= len(head)
-        if comp is not None:
+        if storing is not None:        # (http-response cache-store took this response)
+            c.write(head)
+            stream.bytes_out += len(head)
+            server_reusable = await cache_mod.relay_body(self, c, conn, resp, stream, storing,
+                                                         comp, t_server)
+        elif comp is not None:
             c.write(head)
             stream.bytes_out += len(head)
             server_reusable = await compression.relay_body(c, conn, resp, stream, comp, t_server,
@@ -1959,6 +1980,8 @@ class Frontend:
                         break
                     elif act == "capture":
                         log_mod.run_capture(rule, ctx)
+                    elif act == "cache-store":
+                        cache_mod.store_head(rule, ctx, resp)
                     elif act == "track-sc":     # (http-response only)
                         if self._track(rule, ctx, stream.sc, stream, True):
                             # tracking at response time counts this request and its

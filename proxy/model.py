@@ -310,6 +310,8 @@ class Proxy:
     errorfile_refs: list = field(default_factory=list)   # in line order: (status, page) or
                                                          # (http-errors name, statuses, where)
     compression: Any = None              # proxy.compression.Compression (`compression` lines)
+    cache_filters: list = field(default_factory=list)   # proxy/cache.py: (kind, name, where)
+    caching: bool = False                # the configuration has `cache` sections
     log: Any = None                      # proxy.log.ProxyLog (log targets, formats, captures)
 
     @property
@@ -374,6 +376,7 @@ class Config:
     # sections owned by other components (`shield`): their lines, for them to parse
     foreign_sections: list[tuple[str, tuple[str, ...], list]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    caches: dict[str, Any] = field(default_factory=dict)          # name -> cache.CacheSpec
 
     # every stick table in declaration order (HAProxy's `show table` lists them newest
     # first): (global name, the declaration words after the name, parsed declaration,

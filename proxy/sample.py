@@ -62,7 +62,8 @@ class Context:
     __slots__ = ("src", "src_port", "dst", "dst_port", "ssl", "method", "path", "query",
                  "url", "headers", "sc", "table", "tables", "status", "res_headers",
                  "response", "now", "vars", "fe", "be", "stream", "version",
-                 "comp")    # (comp: compression.Choice of a compressed response; set then only)
+                 "comp",    # (comp: compression.Choice of a compressed response; set then only)
+                 "cache")   # (cache: cache.Txn once a cache rule ran; set then only)
 
     def __init__(self, src: Optional[str] = None, src_port: int = 0, dst: Optional[str] = None,
                  dst_port: int = 0, ssl: bool = False, method: Optional[str] = None,

@@ -14,6 +14,7 @@ import time
 
 from edgestick import __version__
 from edgestick.freq_ctr import U32, now_ms, read_freq
+from . import cache as cache_mod
 
 from . import compression
 
@@ -201,6 +202,7 @@ def _frontend_row(proc, fe, iid, ms: int) -> dict:
          "intercepted": s.intercepted, "dcon": s.dcon, "dses": s.dses, "eint": s.eint,
          "-": "-", "ssl_sess": s.ssl_sess, "ssl_reused_sess": s.ssl_reused,
          "ssl_failed_handshake": 0, **_UNUSED, **compression.stat_fields(fe),
+         **cache_mod.stat_fields(fe),
          "h1_open_connections": len(fe.conns) if http else 0,
          "h1_open_streams": streams - s.streams_done if http else 0,
          "h1_total_connections": s.conn_tot if http else 0,
@@ -296,6 +298,7 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
          "uweight": weight, "agg_server_status": 0,
          "agg_server_check_status": 0, "agg_check_status": 0,
          "-": "-", **_SSL_ZERO, **_UNUSED, **compression.stat_fields(b),
+         **cache_mod.stat_fields(b),
          "h1_open_connections": conns, "h1_open_streams": b.cur,
          "h1_total_connections": connects, "h1_total_streams": connects + reuses,
          "h1_bytes_in": sum(s.wire_in for s in servers),
@@ -990,6 +993,7 @@ def register_commands(proc, reg) -> None:
                  "show info [desc|json|typed|float]*      : report information about the running process")
     reg.register(("show", "stat"), stat,
                  "show stat [desc|json|no-maint|typed|up]*: report counters for each proxy and server")
+    cache_mod.register_commands(proc, reg)
     reg.register(("reload",), reload,
                  "reload                                  : re-read the configuration, keeping the tables")
     reg.register(("set", "server"), set_server,
