@@ -927,13 +927,10 @@ def show_stat(proc, args: list = (), keep=None) -> str:
 
 
 def set_server_state(srv, state: str) -> None:
-    """`set server <bk>/<srv> state ready|drain|maint` (the stats page's admin form too)."""
-    srv.admin_maint = state == "maint"      # the three states exclude each other
-    srv.admin_drain = state == "drain"      # (HAProxy's srv_adm_set_*)
-    srv.last_change = time.monotonic()
-    if srv.admin_maint:
-        srv.drop_idle()
-    srv.backend.recalc()
+    """`set server <bk>/<srv> state ready|drain|maint` (the stats page's admin form too),
+    with HAProxy's transitions (proxy/server_state.py)."""
+    from . import server_state
+    server_state.set_admin_state(srv, state)
 
 
 def _server(proc, text: str):

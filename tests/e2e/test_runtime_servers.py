@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from proxy_harness import Backends, both, free_ports, one_request, start_proxy, workdir
+from proxy_harness import (Backends, Client, both, free_ports, one_request, start_proxy,
+                           stat_row, workdir)
 
 CONFIG = """\
 global
@@ -98,6 +99,11 @@ set server be1/s2 check-port
 set server be1/s2 check-port x
 set server be1/s2 check-port 70000
 set server be1/s2 check-addr bad
+set server be1/s2 check-addr 127.0.0.1 port {S4}
+set server be1/s4 check-port {S4}
+set server be1/s1 health down
+show servers state be1
+set server be1/s1 health up
 set server be1/s1 bogus
 set server be1/s1
 set server be1
@@ -223,7 +229,7 @@ def test_server_commands_match_haproxy(haproxy_bin):
                 for p in (h, e):
                     settle(p, "be1", ("s2", "s4", "dead"))
                 for cmd in COMMANDS.format(S1=bk.ports["s1"], S2=bk.ports["s2"],
-                                           S3=bk.ports["s3"]).splitlines():
+                                           S3=bk.ports["s3"], S4=bk.ports["s4"]).splitlines():
                     hr, er = h.cli(cmd), e.cli(cmd)
                     if cmd == "show version":
                         assert hr.startswith(b"2.6.") and er.startswith(b"0.") and \
@@ -336,5 +342,166 @@ def test_state_file_applied_at_start_and_reload(haproxy_bin):
                     assert states(e, "rr")["a"][6:8] == ["1", "5"]
                 finally:
                     h2.stop()
+    finally:
+        bk.kill()
+
+
+LIMITS = """\
+global
+    stats socket {SOCK} level admin
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+    timeout queue 5s
+backend be1
+    server s1 127.0.0.1:{S1} maxconn 1
+frontend fe
+    bind 127.0.0.1:{FE}
+    default_backend be1
+"""
+
+
+def _slow_requests(port: int, count: int, results: list, path: str = "/?sleep=1"):
+    """`count` slow GETs at once, each on its own connection, in threads."""
+    import threading
+
+    def one():
+        c = Client(port, timeout=5)
+        try:
+            r = c.request(path)
+            results.append(r.status if r is not None else None)
+        except OSError:
+            results.append("error")
+        finally:
+            c.close()
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _wait_row(proxy, px, sv, want: dict, timeout: float = 3.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = stat_row(proxy, px, sv, tuple(want))
+        if row == want or time.monotonic() > deadline:
+            return row
+        time.sleep(0.03)
+
+
+def test_maxconn_and_shutdown_sessions_act_as_haproxy(haproxy_bin):
+    """set maxconn server lets a queued request in, shutdown sessions server ends the
+    streams on the server (502 to their clients), set maxconn frontend makes a second
+    connection wait: the same counters in both at each step."""
+    bk = Backends(["s1"])
+    bk.start()
+    try:
+        with workdir() as tmp:
+            with both(LIMITS, bk, tmp, haproxy_bin) as (h, e):
+                for p in (h, e):
+                    results: list = []
+                    threads = _slow_requests(p.port, 2, results, "/?sleep=1.5")
+                    # the second request waits in the backend's queue
+                    assert _wait_row(p, "be1", "BACKEND", {"qcur": "1"}) == {"qcur": "1"}
+                    assert stat_row(p, "be1", "s1", ("scur",)) == {"scur": "1"}, p.kind
+                    assert p.cli("set maxconn server be1/s1 2") == b"\n"
+                    assert _wait_row(p, "be1", "s1", {"scur": "2"}) == {"scur": "2"}, p.kind
+                    assert stat_row(p, "be1", "BACKEND", ("qcur",)) == {"qcur": "0"}, p.kind
+                    assert p.cli("shutdown sessions server be1/s1") == b"\n"
+                    for t in threads:
+                        t.join(5)
+                    assert results == [502, 502], p.kind
+                    assert stat_row(p, "be1", "s1", ("scur", "eresp")) == \
+                        {"scur": "0", "eresp": "2"}, p.kind
+                for p in (h, e):
+                    assert p.cli("set maxconn frontend fe 1") == b"\n"
+                    results = []
+                    threads = _slow_requests(p.port, 2, results, "/?sleep=0.6")
+                    assert _wait_row(p, "fe", "FRONTEND", {"scur": "1"}) == {"scur": "1"}
+                    time.sleep(0.2)                 # (the second one is still waiting)
+                    assert stat_row(p, "fe", "FRONTEND", ("scur",)) == {"scur": "1"}, p.kind
+                    if p is e:
+                        # (HAProxy 2.6.12's watchdog aborts the process when the limit
+                        # of a full frontend is raised: edgestick lets the waiting one in)
+                        assert p.cli("set maxconn frontend fe 2") == b"\n"
+                        assert _wait_row(p, "fe", "FRONTEND", {"scur": "2"}) == {"scur": "2"}
+                    for t in threads:
+                        t.join(5)
+                    assert results == [200, 200], p.kind
+    finally:
+        bk.kill()
+
+
+LOCAL = """\
+global
+    stats socket {SOCK} level admin
+    server-state-base {SOCK}.d
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+    load-server-state-from-file local
+backend be1
+    server s1 127.0.0.1:{S1}
+    server s2 127.0.0.1:{S1}
+backend be2
+    server-state-file-name st2
+    server s1 127.0.0.1:{S1}
+backend be3
+    server-state-file-name use-backend-name
+    server s1 127.0.0.1:{S1}
+    server s2 127.0.0.1:{S1}
+backend be4
+    server s1 127.0.0.1:{S1}
+backend be5
+    server s1 127.0.0.1:{S1}
+backend be6
+    load-server-state-from-file none
+    server s1 127.0.0.1:{S1}
+frontend fe
+    bind 127.0.0.1:{FE}
+"""
+
+LOCAL_FILES = {
+    # the file named after the backend; a server the backend lacks is ignored
+    "be1": "1\n2 be1 2 s2 127.0.0.1 2 1 1 1 5 1 0 2 0 0 0 0 - {S1} -\n"
+           "2 be1 9 s9 127.0.0.1 2 1 1 1 5 1 0 2 0 0 0 0 - {S1} -\n",
+    # an id that differs is applied (name matches), a name that differs is not
+    "st2": "1\n9 be2 1 s1 127.0.0.1 2 1 7 1 5 1 0 2 0 0 0 0 - {S1} -\n",
+    "be3": "1\n4 bex 1 s1 127.0.0.1 2 1 1 1 5 1 0 2 0 0 0 0 - {S1} -\n"
+           "   # a comment\n\n4 be3 2 s2 127.0.0.1 2 8 3 1 5 1 0 2 0 0 0 0 - {S1} -\n",
+    # a line with too few fields: the whole file is ignored
+    "be4": "1\n5 be4 1 s1 127.0.0.1 2 1 1 1 5\n",
+    # not version 1: ignored
+    "be5": "2\n6 be5 1 s1 127.0.0.1 2 1 1 1 5 1 0 2 0 0 0 0 - {S1} -\n",
+    "be6": "1\n7 be6 1 s1 127.0.0.1 2 1 1 1 5 1 0 2 0 0 0 0 - {S1} -\n",
+}
+
+
+def test_local_state_files_as_haproxy(haproxy_bin):
+    """load-server-state-from-file local: one file per backend under server-state-base,
+    named after the backend or by server-state-file-name; backend ids and names
+    matched as HAProxy matches them, corrupt and foreign-version files ignored."""
+    bk = Backends(["s1"])
+    bk.start()
+    try:
+        with workdir() as tmp:
+            for kind, name in (("h", "haproxy"), ("e", "edgestick")):
+                d = tmp / kind / f"{name}.sock.d"
+                d.mkdir(parents=True)
+                for fname, text in LOCAL_FILES.items():
+                    (d / fname).write_text(text.format(S1=bk.ports["s1"]))
+            with both(LOCAL, bk, tmp, haproxy_bin) as (h, e):
+                reply = e.cli("show servers state")
+                assert masked(reply) == masked(h.cli("show servers state"))
+                got = {(f[1], f[3]): (f[6], f[7]) for f in
+                       (line.split() for line in reply.decode().splitlines()[2:]) if f}
+                assert got == {("be1", "s1"): ("0", "1"), ("be1", "s2"): ("1", "1"),
+                               ("be2", "s1"): ("1", "7"), ("be3", "s1"): ("0", "1"),
+                               ("be3", "s2"): ("8", "3"), ("be4", "s1"): ("0", "1"),
+                               ("be5", "s1"): ("0", "1"), ("be6", "s1"): ("0", "1")}
     finally:
         bk.kill()
