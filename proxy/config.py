@@ -23,6 +23,7 @@ from edgestick.cfgsyntax import ConfigError, Line, read_file
 from . import compression, hashes, http1, outbound, tcp_check
 from . import model as m
 from . import auth, stats_page
+from . import request_body, stream_actions
 from . import log as log_mod
 from .acl import (Acl, AclError, compile_condition, compile_regex, parse_acl_expr, parse_net,
                   split_condition)
@@ -940,7 +941,7 @@ class Parser:
                       self.warnings)
         if len(line.words) > 3:
             raise line.error(f"'timeout {name}' expects only one argument")
-        fe_only = ("client", "http-request", "http-keep-alive", "client-fin")
+        fe_only = ("client", "http-keep-alive", "client-fin")    # (http-request: both)
         be_only = ("server", "connect", "check", "queue", "tunnel", "server-fin")
         if name in fe_only and not p.has_frontend:
             self.warn(line, f"'timeout {name}' will be ignored because backend '{p.name}' has no "
@@ -1067,10 +1068,11 @@ class Parser:
               "srvtcpka", "tcp-smart-connect")
         fe = ("http-ignore-probes", "dontlognull", "httplog", "tcplog", "clitcpka",
               "dontlog-normal", "log-separate-errors", "logasap", "accept-invalid-http-request",
-              "http-use-proxy-header", "socket-stats", "contstats", "http-buffer-request",
+              "http-use-proxy-header", "socket-stats", "contstats",
               "idle-close-on-response", "nolinger", "splice-auto", "tcp-smart-accept",
               "http-restrict-req-hdr-names")
         known = be + fe + ("forwardfor", "http-server-close", "httpclose", "http-keep-alive",
+                           "http-buffer-request",
                            "tcpka", "originalto", "http-no-delay", "independent-streams",
                            "splice-request", "splice-response", "transparent",
                            "accept-invalid-http-response", "h1-case-adjust-bogus-client",
@@ -1858,6 +1860,8 @@ class Parser:
             if args[0] != "prometheus-exporter":
                 raise line.error(f"'{ctx_what}' : unknown service '{args[0]}'")
             rule.service = args[0]
+        elif action in stream_actions.ACTIONS and stream_actions.allowed(where, action):
+            stream_actions.parse(self, p, line, rule, action, args, where)
         elif (action.split("(")[0] in HTTP_ACTIONS_KNOWN and not tcp) or (
                 tcp and action.split("(")[0] in TCP_ACTIONS_KNOWN):
             raise line.error(f"'{where} {action}' is not supported by edgestick")
@@ -2299,6 +2303,8 @@ class Parser:
         stats_page.finish(cfg, self.warnings)
         compression.finish(cfg)
         log_mod.finish(cfg, self.warnings)
+        request_body.finish(cfg)
+        stream_actions.finish(cfg)
         if cfg.vars.used:          # contexts of every frontend carry variable scopes
             for p in cfg.frontends.values():
                 p.vars = cfg.vars
@@ -2464,7 +2470,7 @@ BIND_VALUED = {"crt", "crt-list", "alpn", "name", "maxconn", "backlog", "mode", 
 OPTIONS_NO_EFFECT = {"abortonclose",
                      "checkcache", "http-pretend-keepalive", "prefer-last-server", "srvtcpka",
                      "clitcpka", "tcpka", "tcp-smart-accept", "tcp-smart-connect",
-                     "http-buffer-request", "idle-close-on-response", "nolinger", "splice-auto",
+                     "idle-close-on-response", "nolinger", "splice-auto",
                      "splice-request", "splice-response", "independent-streams",
                      "http-no-delay", "transparent", "disable-h2-upgrade",
                      "h1-case-adjust-bogus-client", "h1-case-adjust-bogus-server",

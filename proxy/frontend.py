@@ -32,6 +32,7 @@ from . import vars as var_mod
 from . import acl as acl_mod
 from . import compression, http1
 from . import auth, stats_page
+from . import request_body, stream_actions
 from . import log as log_mod
 from . import cache as cache_mod
 from .log import log_format      # (rules' values; config and vars import it from here)
@@ -395,7 +396,9 @@ _HRSP_SLOT = (5, 0, 1, 2, 3, 4, 5, 5, 5, 5)
 class Stream:
     """Per-request state: the stream's trackers and what must be undone at its end."""
     __slots__ = ("sc", "own", "bytes_in", "bytes_out", "status", "adj_in", "adj_out", "be",
-                 "srv", "log")
+                 "srv", "log",
+                 "body", "timeouts", "hints")     # (set only where used: request_body.py,
+                                                  # stream_actions.py)
 
     def __init__(self, sess_sc, head_len: int, htx_len: int):
         self.sc = list(sess_sc)
@@ -444,8 +447,9 @@ class Frontend:
         # requests answered by the frontend's own rules may be served without waking the
         # connection's coroutine (Frontend.fast) unless a rule has to wait
         self.fast_ok = not model.tcp_request_content and model.stats is None and all(
-            r.action not in ("tarpit", "use-service") for r in model.http_request)
+            r.action not in ("tarpit", "use-service", "set-timeout") for r in model.http_request)
         self.forwardfor = model.options.forwardfor
+        self.stream_timeouts = False    # main.py: a set-timeout rule in the configuration
         # new connections without connection-level rules start without a coroutine
         # a connection becomes a session (stot) once these rules and a PROXY header pass
         self.session_gate = bool(model.tcp_request_connection or model.tcp_request_session)
@@ -711,8 +715,9 @@ class Frontend:
 
     def _counter_action(self, rule, ctx, c: ClientConn | None = None) -> bool:
         """The actions every rule set shares: sc-inc-gpc0/1, sc-inc-gpc, sc-clr-gpc*,
-        sc-set-gpt0, sc-set-gpt, set-var/-fmt, unset-var, set-src/-dst[-port] and
-        silent-drop (True: the connection is gone; the caller counts it and stops)."""
+        sc-set-gpt0, sc-set-gpt, set-var/-fmt, unset-var, set-src/-dst[-port],
+        silent-drop (True: the connection is gone; the caller counts it and stops), and
+        stream_actions.ACTIONS (True for wait-for-body: see _http_rules_sync)."""
         act = rule.action
         if not act.startswith("sc-"):
             if rule.var is not None:        # set-var, set-var-fmt, unset-var
@@ -730,6 +735,8 @@ class Frontend:
             elif act == "silent-drop" and c is not None:
                 c.silent_drop()
                 return True
+            elif act in _STREAM_ACTIONS:  # set-timeout, set-log-level, early-hint, wait-for-body
+                return stream_actions.run(rule, ctx, c)
             return False
         t = ctx.sc[rule.slot if rule.slot is not None else 0]
         if t is None:
@@ -1172,6 +1179,9 @@ class Frontend:
         if type(verdict) is not tuple:
             return verdict
         kind, rule = verdict
+        if kind == "wait":
+            return await request_body.rules_after(self, c, req, ctx, stream, rules, rule, table,
+                                                  backend)
         if kind == "tarpit":
             if self.t_tarpit:
                 await asyncio.sleep(self.t_tarpit)
@@ -1185,7 +1195,8 @@ class Frontend:
 
     def _http_rules_sync(self, c, req, ctx, stream, rules, backend=None):
         """The rules up to a verdict: None (go on), a keep-alive bool (answered here), or
-        ("tarpit" | "service", rule) for the two actions that must wait."""
+        ("tarpit" | "service" | "wait", rule) for the actions that must wait (wait: for
+        the body, request_body.rules_after; never for a request without one)."""
         sc = stream.sc
         for rule in rules:
             if rule.cond is not None and not rule.cond(ctx):
@@ -1247,6 +1258,10 @@ class Frontend:
             elif act == "capture":
                 log_mod.run_capture(rule, ctx)
             elif self._counter_action(rule, ctx, c):         # silent-drop
+                if act == "wait-for-body":
+                    if req.framing != http1.NO_BODY:
+                        return ("wait", rule)
+                    continue
                 self.stats.dreq += 1
                 return False
         return None
@@ -1307,7 +1322,8 @@ class Frontend:
     def _reply(self, c, req, ctx, stream, reply, default_status: int, is_return=False) -> bool:
         if stream.log is not None and stream.log.term is None:
             stream.log.term = "LR" if is_return else "PR"
-        closing = (not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY)
+        closing = (not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
+                   and not request_body.whole(c.buf, req))
         http10 = req.version < 11
         # replies that do not depend on the request are built once (the deny path is
         # the one a flood takes)
@@ -1327,6 +1343,8 @@ class Frontend:
             if reply is None or (reply.body_kind not in ("lf-string", "lf-file") and
                                  not any("%" in v for _, v in reply.headers)):
                 self._replies[key] = (status, data, ends)
+        if req.framing != http1.NO_BODY and not closing:
+            _drop_body(c, req, stream)
         return self._finish_local(c, req, stream, status, data, ends, ctx)
 
     def _error_page(self, status: int, be):
@@ -1371,7 +1389,8 @@ class Frontend:
             else:
                 host = req.get("host")
                 location = f"{value}://{host}{rest}" if host else f"{value}://{rest}"
-        closing = not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
+        closing = (not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
+                   and not request_body.whole(c.buf, req))
         head = [f"HTTP/1.1 {code} {http1.reason_for(code).decode()}\r\n",
                 "content-length: 0\r\n", f"location: {location}\r\n"]
         if code in (302, 303, 307):
@@ -1387,6 +1406,8 @@ class Frontend:
         head.append("\r\n")
         if counted:
             self.stats.intercepted += 1
+        if req.framing != http1.NO_BODY and not closing:
+            _drop_body(c, req, stream)
         return self._finish_local(c, req, stream, code, "".join(head).encode("latin-1"),
                                   ctx=ctx)
 
@@ -1587,6 +1608,8 @@ class Frontend:
                 body_task = asyncio.get_running_loop().create_task(
                     self._send_body(c, req, conn, stream, body_state))
         t_server = _sec(bm.timeouts.get("server"))
+        if self.stream_timeouts:        # (http-request set-timeout somewhere)
+            t_server = stream_actions.stream_timeout(stream, "server", t_server)
         server_broken = False
         try:
             if exc is not None:
@@ -1678,7 +1701,7 @@ class Frontend:
             c.write(head)
             stream.bytes_out += len(head)
             stream.adj_out -= len(head)
-            await self._tunnel(c, conn, stream, bm)
+            await self._tunnel(c, conn, stream, bm, t_server)
             return False
         closing = not req.keep_alive or proc.stopping or c.eof or self.model.options.httpclose
         chunk_out = False
@@ -1743,13 +1766,15 @@ class Frontend:
             await c.drain()
         return not closing and not c.closed
 
-    async def _tunnel(self, c, conn, stream, bm):
+    async def _tunnel(self, c, conn, stream, bm, t_server):
         """After `101 Switching Protocols`: bytes both ways until one side closes
         (`timeout tunnel`, else client/server timeouts, bound the silence)."""
         t = _sec(bm.timeouts.get("tunnel") or self.model.timeouts.get("tunnel"))
+        if self.stream_timeouts:
+            t = stream_actions.stream_timeout(stream, "tunnel", t)
 
         async def pump(src, dst, to_server: bool):
-            timeout = t or (_sec(bm.timeouts.get("server")) if not to_server else self.t_client)
+            timeout = t or (t_server if not to_server else self.t_client)
             while True:
                 if src.buf:
                     data = bytes(src.buf)
@@ -2222,6 +2247,7 @@ def _except_matcher(*nets):
 
 
 _ADDRESS_ACTIONS = frozenset({"set-src", "set-src-port", "set-dst", "set-dst-port"})
+_STREAM_ACTIONS = stream_actions.ACTIONS
 
 
 def _set_address(c: ClientConn, ctx, rule) -> None:
@@ -2292,6 +2318,16 @@ def _assign(stream, backend, srv, persisted: bool):
 
 def cookie_server(cookie):
     return None if cookie is None else cookie.server
+
+
+def _drop_body(c, req, stream) -> None:
+    """A reply made here to a request whose body is all in the buffer (rules waited for
+    it, or it came with the head): the body goes, the connection stays (as HAProxy)."""
+    used = _buffered_body(c.buf, req)
+    del c.buf[:used]
+    c.consumed()
+    stream.bytes_in += used
+    req.framing = http1.NO_BODY
 
 
 def _buffered_body(buf, req):

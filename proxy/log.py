@@ -730,11 +730,12 @@ def _t_idle(ctx, rec):
 
 
 def _t_req(ctx, rec):
-    """TR: the head arrived at once (see Record); a tarpitted request has none (HAProxy
-    keeps its request time unset)."""
-    if rec is None or rec.t_begin is None or rec.term == "PT" or _unanswered(ctx):
+    """TR: the head arrived at once (see Record), its body when rules waited for it; a
+    tarpitted request has none (HAProxy keeps its request time unset), nor one whose
+    body did not come in time."""
+    if rec is None or rec.t_begin is None or rec.term in ("PT", "cR") or _unanswered(ctx):
         return -1
-    return 0
+    return 0 if rec.t_req_end is None else _ms(rec.t_begin, rec.t_req_end)
 
 
 def _tq(ctx, rec):
@@ -746,7 +747,7 @@ def _tq(ctx, rec):
 def _tw(ctx, rec):
     if rec is None or rec.t_queue is None:
         return -1
-    return _ms(rec.t_begin, rec.t_queue)
+    return _ms(rec.t_begin if rec.t_req_end is None else rec.t_req_end, rec.t_queue)
 
 
 def _tc(ctx, rec):
@@ -977,7 +978,7 @@ class Record:
     wall clock), the request line as received, captures, the termination cause."""
     __slots__ = ("ctx", "method", "target", "version", "t_accept", "t_begin", "t_queue",
                  "t_connect", "t_resp", "t_end", "term", "req_caps", "res_caps", "uid", "rt",
-                 "fl", "conn", "cc", "cs", "applet")
+                 "fl", "conn", "cc", "cs", "applet", "t_req_end", "level")
 
     def __init__(self, fl, ctx, conn, t_accept, t_begin):
         self.fl, self.ctx, self.conn = fl, ctx, conn
@@ -991,6 +992,8 @@ class Record:
         self.applet = None                # "<STATS>": the stats page answered
         self.uid = None
         self.rt = 0
+        self.t_req_end = None             # the body the rules waited for was there
+        self.level = None                 # set-log-level: a syslog level, or -1 (silent)
 
     def unique_id(self, ctx):
         if self.uid is None:
@@ -1130,6 +1133,10 @@ class FrontendLog:
                 return                  # option dontlog-normal
             if err and self.separate_errors:
                 level = LEVEL_ERR
+        if rec.level is not None:       # set-log-level, after dontlog-normal as in HAProxy
+            if rec.level < 0:
+                return
+            level = rec.level
         msg = render(self.line, rec.ctx, rec)
         self.count += 1
         now = time.time()

@@ -31,6 +31,7 @@ from . import config as config_mod
 from . import backend as backend_mod
 from . import sample
 from . import vars as var_mod
+from . import request_body
 from .backend import Backend
 from .frontend import Frontend
 from .stats import proxy_ids
@@ -140,6 +141,10 @@ class ProxyProcess:
                 b.model.http_after_response for b in backends.values())
             if model.kind == "listen":
                 fe.own_backend = backends.get(name)
+            fe.stream_timeouts = any(r.action == "set-timeout" for p in cfg.proxies
+                                     for r in p.http_request)
+            if cfg.request_body:
+                request_body.attach(fe)
             frontends.append(fe)
         return tables, decls, backends, frontends
 

@@ -375,6 +375,7 @@ class Config:
     resolvers: dict[str, Where] = field(default_factory=dict)      # sections, by name
     # sections owned by other components (`shield`): their lines, for them to parse
     foreign_sections: list[tuple[str, tuple[str, ...], list]] = field(default_factory=list)
+    request_body: bool = False          # a rule may read the body (proxy/request_body.py)
     warnings: list[str] = field(default_factory=list)
     caches: dict[str, Any] = field(default_factory=dict)          # name -> cache.CacheSpec
 
