@@ -1,5 +1,5 @@
 """Runtime API commands that manage servers, backends and limits (HAProxy 2.6's
-server.c, proxy.c and cli.c commands): `show servers state`, `show backend`,
+server.c, proxy.c and cli.c commands): `show servers state|conn`, `show backend`,
 `show version`, `get weight`, `set weight`, `set server` (state, weight, addr, health,
 agent, check-addr, check-port...), `enable/disable server`, `set maxconn
 server|frontend|global`, `shutdown sessions server`, and dynamic servers (`add server`,
@@ -188,6 +188,9 @@ def register_commands(proc, reg) -> None:
     def show_servers(cli, args):
         return server_state.show_servers_state(proc, args)
 
+    def show_servers_conn(cli, args):
+        return server_state.show_servers_conn(proc, args)
+
     def show_backend(cli, args):
         names = [b.name for b in sorted(proc.backends.values(),
                                         key=lambda b: server_state._order(proc, b))]
@@ -341,6 +344,9 @@ def register_commands(proc, reg) -> None:
     U = USER
     reg.register(("show", "servers", "state"), show_servers,
                  "show servers state [<backend>]          : dump volatile server information (all or for a single backend)",
+                 level=U)
+    reg.register(("show", "servers", "conn"), show_servers_conn,
+                 "show servers conn [<backend>]           : dump server connections status (all or for a single backend)",
                  level=U)
     reg.register(("show", "backend"), show_backend,
                  "show backend                            : list backends in the current running config",

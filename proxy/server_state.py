@@ -104,7 +104,7 @@ def server_line(b, srv, now: float) -> str:
     # (2.6's `addr` and `port` set the agent's address and port too)
     check_addr = m.check_addr or "-"
     agent_addr, agent_port = getattr(m, "agent_mirror", (m.check_addr, m.check_port))
-    return (f"{b.iid} {b.name} {srv.id} {srv.name} {srv.host if m.family != 'unix' else '-'} "
+    return (f"{b.iid} {b.name} {srv.id} {srv.name} {_addr(srv)} "
             f"{op_state(srv)} {admin_flags(srv)} {srv.weight} {m.weight} "
             f"{int(now - srv.last_change)} {code} {check_result(code)} "
             f"{srv.health} {check_state(srv)} 0 "
@@ -130,6 +130,34 @@ def show_servers_state(proc, args: list):
         for b in backends:
             yield "".join(server_line(b, s, now) for s in b.servers)
     return chunks()
+
+
+def show_servers_conn(proc, args: list):
+    """`show servers conn [<backend>]`: each server's connections (HAProxy's columns;
+    one thread: edgestick runs one event loop; the idle pool's purge delay and size
+    limit are HAProxy's defaults, 5 s and unlimited)."""
+    name = args[3] if len(args) > 3 else ""
+    backends = sorted(proc.backends.values(), key=lambda b: _order(proc, b))
+    if name:
+        b = proc.backends.get(name)
+        if b is None:
+            return "Can't find backend.\n"
+        backends = [b]
+    out = ["# bkname/svname bkid/svid addr port - purge_delay used_cur used_max need_est "
+           "unsafe_nb safe_nb idle_lim idle_cur idle_per_thr[1]\n"]
+    for b in backends:
+        for srv in b.servers:
+            idle = len(srv.idle)
+            safe = sum(1 for c in srv.idle if c.reused)
+            out.append(f"{b.name}/{srv.name} {b.iid}/{srv.id} {_addr(srv)} {srv.port or 0} - "
+                       f"5000 {len(srv.all_conns) - idle} {srv.max_used} {srv.max_used} "
+                       f"{idle - safe} {safe} -1 {idle} {idle}\n")
+    return "".join(out)
+
+
+def _addr(srv) -> str:
+    m = srv.model
+    return "-" if m.family == "unix" or (m.fqdn and srv.host == m.fqdn) else srv.host
 
 
 def _order(proc, b) -> tuple:

@@ -505,3 +505,25 @@ def test_local_state_files_as_haproxy(haproxy_bin):
                                ("be5", "s1"): ("0", "1"), ("be6", "s1"): ("0", "1")}
     finally:
         bk.kill()
+
+
+def test_show_servers_conn_as_haproxy(haproxy_bin):
+    """`show servers conn`: the idle and used server connections after some requests."""
+    bk = Backends(["s1", "s2"])
+    bk.start()
+    try:
+        with workdir() as tmp:
+            template = LIMITS.replace("    stats socket {SOCK} level admin\n",
+                                      "    stats socket {SOCK} level admin\n    nbthread 1\n")
+            template = template.replace(" maxconn 1\n", "\n    server s2 127.0.0.1:{S2}\n")
+            with both(template, bk, tmp, haproxy_bin) as (h, e):
+                for cmd in ("show servers conn", "show servers conn nope"):
+                    assert e.cli(cmd) == h.cli(cmd), cmd
+                for p in (h, e):
+                    for _ in range(2):              # (one per server: a first idle one)
+                        assert one_request(p.port, "/").status == 200
+                time.sleep(0.2)
+                for cmd in ("show servers conn", "show servers conn be1"):
+                    assert e.cli(cmd) == h.cli(cmd), cmd
+    finally:
+        bk.kill()
