@@ -1076,16 +1076,25 @@ async def serve(fe, c, req, ctx, stream, backend) -> bool:
     now = int(time.time())
     if backend is None:
         fe.stats.intercepted += 1
-    else:
+        stream.be = fe.own_backend      # (a listen's bytes count on its backend too)
+    else:                               # (the request reached the backend)
         stream.be = backend
+        backend.req_tot += 1
+        backend.stot += 1
     resp = http1.Message()
     resp.status, resp.reason = (304, "Not Modified") if not_modified else (200, entry.reason)
     resp.headers = [[n, v] for n, v in entry.headers]
     age = max(0, now - entry.validated) + entry.age
     resp.headers.append(["age", str(min(age, AGE_CAP))])
     body = b"".join(entry.pieces)
-    resp.framing = http1.CHUNKED if entry.chunked else http1.LENGTH
+    with_body = req.method != "HEAD" and not not_modified
+    resp.framing = http1.NO_BODY if not with_body else (
+        http1.CHUNKED if entry.chunked else http1.LENGTH)
     resp.length = len(body)
+    # counted as HAProxy counts (bytes out): the head as the cache gives it, in its HTX
+    # size, before the rules and compression change it, and the payload
+    counted = http1.htx_size(resp, False) + (len(body) if with_body else 0)
+    resp.framing = http1.CHUNKED if entry.chunked else http1.LENGTH
     ctx.status = resp.status
     # compression of the stored (uncompressed) response, as for one from a server
     comp = None
@@ -1096,10 +1105,19 @@ async def serve(fe, c, req, ctx, stream, backend) -> bool:
         if choice is not None and choice.applies(req, resp):
             comp = ctx.comp = choice
     model = backend.model if backend is not None else fe.model
-    if model.http_response or fe.model.http_response:
-        fe._response_rules(resp, ctx, stream, backend)
     closing = (not req.keep_alive or fe.proc.stopping or req.framing != http1.NO_BODY
                or fe.model.options.httpclose)
+    if model.http_response or fe.model.http_response:
+        # (a frontend's hit: the frontend stands as the stream's backend, as in HAProxy)
+        if fe._response_rules(resp, ctx, stream, backend or _AsBackend(fe.model)):
+            _, data, ends = fe._error_bytes(502, closing, backend)    # denied: a 502
+            stream.status = 502
+            stream.bytes_out += len(data)
+            # (HAProxy counts what the cache gave too, and the 502 in its HTX size)
+            from .frontend import _local_htx
+            stream.adj_out += counted + _local_htx(data)
+            c.write(data)
+            return not (closing or ends)
     if fe.after_rules:
         fe._response_rules(resp, ctx, stream, backend, "http_after_response")
     k = min(resp.status // 100, 5) - 1
@@ -1131,8 +1149,7 @@ async def serve(fe, c, req, ctx, stream, backend) -> bool:
             payload = body
     head = http1.serialize_response(resp, http1.connection_header(req, closing))
     data = head + payload
-    # counted as HAProxy counts: the head in its HTX size, the payload before compression
-    stream.adj_out += http1.htx_size(resp, False) + (len(body) if payload else 0) - len(data)
+    stream.adj_out += counted - len(data)
     stream.bytes_out += len(data)
     c.write(data)
     entry_cache = spec.store
@@ -1140,6 +1157,14 @@ async def serve(fe, c, req, ctx, stream, backend) -> bool:
     if c.paused:
         await c.drain()
     return not closing
+
+
+class _AsBackend:
+    """What http-response rules count on for a frontend's own hit."""
+    __slots__ = ("model", "dresp", "hrsp")
+
+    def __init__(self, model):
+        self.model, self.dresp, self.hrsp = model, 0, [0] * 6
 
 
 # ------------------------------------------------------------------ runtime API

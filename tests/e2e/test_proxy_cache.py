@@ -4,7 +4,7 @@ both. Each request carries its own `X-Seq`, which the echo server writes back in
 body: a body from an earlier request is a cache hit, so both proxies must agree on
 which requests reached the server, besides status, headers (Age within a second, it
 counts seconds) and bodies. `show cache` (pointers masked, expire within seconds) and
-the cache_lookups / cache_hits / intercepted / hrsp_2xx counters of `show stat` must
+the cache_lookups / cache_hits / intercepted / hrsp / bytes counters of `show stat` must
 match too, and `-c` must accept, warn about and refuse the same configurations."""
 import itertools
 import re
@@ -54,6 +54,7 @@ frontend fe
     http-request deny if { path_beg /deny }
     http-response add-header X-FE fe
     http-response cache-store c1
+    http-response deny if { res.cache_hit } { res.hdr(x-deny-hit) -m found }
     default_backend bk
 
 backend bk
@@ -188,14 +189,17 @@ def assert_same_cache(h, e):
     return theirs
 
 
-COUNTERS = ["cache_lookups", "cache_hits", "intercepted", "hrsp_2xx", "hrsp_3xx", "req_tot"]
+FE_COUNTERS = ["cache_lookups", "cache_hits", "intercepted", "hrsp_2xx", "hrsp_3xx", "hrsp_5xx",
+               "dresp", "req_tot", "bin", "bout"]
+BE_COUNTERS = ["cache_lookups", "cache_hits", "hrsp_2xx", "hrsp_5xx", "dresp", "req_tot", "stot",
+               "bin", "bout"]
 
 
 def assert_same_counters(h, e):
     for name, row in (("fe", "FRONTEND"), ("bk", "BACKEND"), ("fe2", "FRONTEND"),
                       ("fe3", "FRONTEND"), ("bk3", "BACKEND"), ("li", "FRONTEND"),
                       ("li", "BACKEND")):
-        cols = COUNTERS if row == "FRONTEND" else ["cache_lookups", "cache_hits", "hrsp_2xx"]
+        cols = FE_COUNTERS if row == "FRONTEND" else BE_COUNTERS
         assert stat_row(e, name, row, cols) == stat_row(h, name, row, cols), (name, row)
 
 
@@ -247,7 +251,8 @@ def test_response_cacheability_as_haproxy(pair):
 def test_request_rules_as_haproxy(pair):
     """What a request does to lookups and stores: Authorization, Cache-Control and Pragma
     in it, HEAD served from a GET's entry, unsafe methods dropping the entry, HTTP/1.0,
-    statuses other than 200, a later http-request deny winning over a hit."""
+    statuses other than 200, a later http-request deny winning over a hit, an
+    http-response deny on a hit."""
     def scenario(r):
         for i, rh in enumerate([[("Authorization", "Basic eA==")], [("Cache-Control", "no-cache")],
                                 [("Pragma", "no-cache")], [("Cache-Control", "max-age=5")],
@@ -274,7 +279,11 @@ def test_request_rules_as_haproxy(pair):
             r.req(f"/s?status={st}&" + OK)
         r.req("/deny?" + OK)
         r.req("/deny?" + OK)
-    run_both(pair, 0, scenario)
+        path = "/dh?" + q("Cache-Control: max-age=30", "X-Deny-Hit: 1")
+        r.req(path)
+        r.req(path)                             # http-response deny on a hit: 502
+    rh, _ = run_both(pair, 0, scenario)
+    assert rh.log[-1][3] == "HTTP/1.1 502 Bad Gateway"
     assert_same_cache(*pair)
 
 
@@ -404,7 +413,9 @@ def test_object_size_and_eviction(pair):
 
 def test_counters_as_haproxy(pair):
     """After the traffic above: cache_lookups, cache_hits (frontend or backend, where the
-    rule is), intercepted (a frontend's hits), hrsp_2xx and req_tot."""
+    rule is), intercepted (a frontend's hits), statuses, denied responses, requests and
+    sessions of the backends, bytes (a hit counted as the cache gave it, before the
+    rules and compression)."""
     h, e = pair
     run_both(pair, 0, lambda r: [r.req("/cnt?" + OK) for _ in range(3)])
     assert_same_counters(h, e)
