@@ -53,7 +53,7 @@ backend bk
 
 backend bkbuf
     option http-buffer-request
-    timeout http-request 700ms
+    timeout http-request 1100ms
     http-request return status 200 content-type text/plain lf-string "fe=%[var(txn.fe)] be=%[req.body_len]\\n" if { path /binfo }
     server s1 127.0.0.1:{S1}
 """
@@ -68,7 +68,7 @@ def chunked_head(path: str) -> bytes:
     return b"POST %s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" % path.encode()
 
 
-def exchange(port: int, parts, pause: float = 0.3, wait: float = 0.8) -> bytes:
+def exchange(port: int, parts, pause: float = 0.2, wait: float = 0.8) -> bytes:
     """Send the parts `pause` apart, then read until the proxy closes (<EOF>) or stays
     silent for `wait` seconds (<open>: it keeps the connection)."""
     s = socket.create_connection(("127.0.0.1", port))
@@ -151,7 +151,7 @@ def test_body_rules_as_haproxy(pair, index, parts, expect):
 
 
 TIMEOUTS = [
-    # the frontend's `timeout http-request` (1s), the backend's (700ms), the rule's (1.5s)
+    # the frontend's `timeout http-request` (1s), the backend's (1.1s), the rule's (1.5s)
     ("option, frontend", 0, [head("/info", 22), b"a=1&"]),
     ("option, backend", 1, [head("/binfo", 22), b"a=1&"]),
     ("wait-for-body time", 1, [head("/w", 22), b"a=1&"]),
