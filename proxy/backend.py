@@ -16,7 +16,7 @@ import time
 
 from edgestick.freq_ctr import now_ms
 
-from . import hashes, http1, outbound, tcp_check
+from . import hashes, http1, outbound, server_health, tcp_check
 from .stats import PerSecond
 
 UP, DOWN, MAINT = "UP", "DOWN", "MAINT"
@@ -224,7 +224,8 @@ class ServerState:
                  "eresp", "wretr", "wredis", "chkfail", "chkdown", "lbtot", "connects",
                  "reuses", "unsent", "dresp", "cli_abrt", "srv_abrt", "wire_in", "wire_out",
                  "max_used", "rates", "queue", "lc_key", "lc_seq", "admin_drain", "tls_ctx",
-                 "private")
+                 "private", "eweight", "track", "trackers", "via_maint", "via_drain", "agent",
+                 "warmup", "warm_since", "was_live", "errors", "hanafail")
 
     def __init__(self, backend: "Backend", model):
         self.backend = backend
@@ -271,6 +272,17 @@ class ServerState:
         self.queue: collections.deque = collections.deque()   # requests waiting for a slot
         self.lc_key = 0                    # leastconn position (see Backend.reposition)
         self.lc_seq = model.id
+        # weight: the user's (HAProxy's uweight); eweight: the effective one in 1/16ths,
+        # lower while a slow start ramps up (proxy/server_health.py)
+        self.eweight = self.weight * server_health.BE_WEIGHT_SCALE
+        self.warmup = self.warm_since = None
+        self.was_live = self.op_up and not self.admin_maint
+        self.track = None                  # the ServerState this one tracks
+        self.trackers: list[ServerState] = []
+        self.via_maint = None              # the tracked server whose maintenance it inherits
+        self.via_drain = False
+        self.agent = None                  # agent_check.AgentState with `agent-check`
+        self.errors = self.hanafail = 0    # observe: consecutive errors, their verdicts
 
     @property
     def state(self) -> str:
@@ -298,6 +310,8 @@ class ServerState:
                 self.chkdown += 1
                 self.drop_idle()
             self.backend.recalc()
+            if self.model.on_marked_down or self.model.on_marked_up:
+                server_health.marked(self, up)
 
     def drop_idle(self):
         for c in self.idle:
@@ -444,6 +458,9 @@ class Backend:
         # random always walks the consistent-hash ring (HAProxy's BE_LB_ALGO_RND)
         self.consistent = method == "consistent" or model.balance == "random"
         self._hash_fn = hashes.BY_NAME[fn]
+        # hash-balance-factor: consistent hashing with bounded loads (None: unbounded)
+        self._eligible = self.bounded if self.consistent and model.hash_balance_factor else None
+        self._cum: dict = {}
         self._avalanche = avalanche
         self._opts = model.balance_opts
         self._ring: _Ring | None = None
@@ -468,6 +485,8 @@ class Backend:
         self.rates = PerSecond(1)          # stot
         self.last_change = time.monotonic()
         self.check_tasks: list[asyncio.Task] = []
+        self.tracked: list[ServerState] = []   # its servers others track (server_health.link)
+        self._slowstart = any(s.model.slowstart_ms for s in self.servers)
         self.recalc()
 
     # ---- load balancing
@@ -492,6 +511,8 @@ class Backend:
         self._map = _weighted_map(active)
         if self.consistent:
             self._ring = _Ring(active, self._ring)
+            if self._eligible is not None:
+                self._weigh_cumulative()
         # static-rr turns over every normal server, skipping unusable ones
         normal = [s for s in self.servers if not s.backup and s.weight > 0]
         self._rr_map = _weighted_map(normal) if any(s.usable for s in normal) else self._map
@@ -500,6 +521,44 @@ class Backend:
         if self._fwrr is None or self._fwrr.members != group:
             self._fwrr = Fwrr(group)
         self._fwrr.set_usable(set(active))
+        if self.tracked:                    # trackers follow (server_health.py)
+            server_health.propagate(self)
+        if self._slowstart:
+            server_health.check_warmups(self)
+
+    def _weigh_cumulative(self):
+        """Each active server's weight before it and the total (HAProxy's recount_servers
+        cumulative_weight, lbprm.tot_weight), for `bounded`."""
+        cum = 0
+        self._cum = {}
+        for s in self._active:
+            self._cum[s] = cum
+            cum += s.eweight
+        self._cum[None] = cum
+
+    def bounded(self, s: ServerState) -> bool:
+        """`hash-balance-factor` (lb_chash.c chash_server_is_eligible): `s` may take one
+        more request if it serves fewer than its weight's share of factor% of the
+        requests in flight, this one included (at least one slot each)."""
+        tot_weight = self._cum.get(None) or 1
+        served = sum(x.cur for x in self.servers)
+        tot_slots = ((served + 1) * self.model.hash_balance_factor + 99) // 100
+        per_weight, remainder = divmod(tot_slots, tot_weight)
+        cum = self._cum.get(s, 0)
+        slots = (s.eweight * per_weight + (cum + s.eweight) * remainder // tot_weight
+                 - cum * remainder // tot_weight)
+        return s.cur < max(slots, 1)
+
+    def reweight(self, srv: ServerState):
+        """A server's effective weight changed (slow start, agent): balancing follows."""
+        fwrr = self._fwrr
+        if fwrr is not None and srv in fwrr.pos:
+            fwrr.set_weight(srv)
+        if self.consistent and srv in self._active:
+            self._ring = _Ring(self._active, self._ring)
+            if self._eligible is not None:
+                self._weigh_cumulative()
+        self.reposition(srv)
 
     @property
     def up(self) -> bool:
@@ -532,14 +591,14 @@ class Backend:
             if algo == "source":
                 h = None if src is None else _source_hash(src, len(servers))
             elif algo == "random":
-                return self._ring.random(self._opts["draws"], avoid)
+                return self._ring.random(self._opts["draws"], avoid, self._eligible)
             else:
                 h = None if req is None else self._request_hash(algo, req, len(servers))
             if h is not None:
                 if self._avalanche:
                     h = hashes.full_hash(h)
                 if self.consistent:
-                    return self._ring.nearest(h, avoid)
+                    return self._ring.nearest(h, avoid, self._eligible)
                 table = self._map if avoid is None else _weighted_map(servers)
                 return table[h % len(table)]
             # nothing to hash in the request: round robin over the map (or the ring)
@@ -638,12 +697,20 @@ class Backend:
         if not self.leastconn:
             return
         inflight = srv.cur
-        key = (inflight + 1) * 4096 // (srv.weight * 16) if inflight and srv.weight else 0
+        key = (inflight + 1) * 4096 // srv.eweight if inflight and srv.eweight else 0
         if key != srv.lc_key:
             self._lc_seq += 1
             srv.lc_key, srv.lc_seq = key, self._lc_seq
 
     # ---- persistence helpers
+
+    def persist_flags(self, ctx) -> tuple[bool, bool]:
+        """(force, ignore): the first `force-persist` / `ignore-persist` rule whose
+        condition holds decides (HAProxy's process_switching_rules)."""
+        for kind, cond in self.model.persist_rules:
+            if cond(ctx):
+                return kind == "force", kind == "ignore"
+        return False, False
 
     def server_for_stick(self, entry_server_key, entry_server_id) -> ServerState | None:
         srv = None
@@ -659,7 +726,8 @@ class Backend:
             srv = self.by_id.get(entry_server_id)
         return srv
 
-    def stick_request(self, ctx, tables: dict, srv, persist: bool, stores: list):
+    def stick_request(self, ctx, tables: dict, srv, persist: bool, stores: list,
+                      force: bool = False):
         """`stick match|on|store-request` rules on a request: the server an entry names
         (unless `srv` is chosen already; it must be usable, or only not in maintenance
         under `option persist`), else `srv`; the (table, key) pairs to store once a
@@ -679,7 +747,7 @@ class Backend:
                         s = self.server_for_stick(table.read(entry, "server_key"),
                                                   table.read(entry, "server_id"))
                         if s is not None and (s.usable or s.admin_drain and s.op_up
-                                              or persist and not s.admin_maint):
+                                              or persist and not s.admin_maint or force):
                             srv = s
                             table.touch(entry)
             if rule.kind in ("store-request", "on") and len(stores) < 8:
@@ -697,6 +765,13 @@ class Backend:
             delay = srv.model.inter_ms * pos / len(checked) / 1000.0
             self.check_tasks.append(asyncio.get_running_loop().create_task(
                 _check_loop(self, srv, delay, timeouts)))
+        if any(s.model.agent_check for s in self.servers):
+            from . import agent_check
+            agents = agent_check.attach(self)
+            for pos, srv in enumerate(agents):
+                delay = srv.model.agent_inter_ms * pos / len(agents) / 1000.0
+                self.check_tasks.append(asyncio.get_running_loop().create_task(
+                    agent_check.loop(srv, delay, timeouts)))
 
     def stop_checks(self):
         for t in self.check_tasks:
@@ -719,16 +794,16 @@ class Fwrr:
     UWGHT_RANGE = 256
 
     class _Pos:
-        __slots__ = ("npos", "rweight", "key", "seq", "tree", "ew")
+        __slots__ = ("npos", "lpos", "rweight", "key", "seq", "tree", "ew")
 
         def __init__(self, ew):
-            self.npos = self.rweight = self.key = self.seq = 0
+            self.npos = self.lpos = self.rweight = self.key = self.seq = 0
             self.tree = None
             self.ew = ew
 
     def __init__(self, servers: list):
         self.members = list(servers)
-        self.pos = {s: Fwrr._Pos(s.weight * self.SCALE) for s in servers}
+        self.pos = {s: Fwrr._Pos(s.eweight) for s in servers}
         self.trees = {"init": [], "curr": [], "next": []}
         self.usable: set = set()
         self.next_weight = self.curr_weight = self.curr_pos = 0
@@ -771,6 +846,31 @@ class Fwrr:
                 self._remove(s)
         self.usable = {s for s in self.members if s in usable}
 
+    def set_weight(self, s):
+        """The server's effective weight changed (lb_fwrr.c fwrr_update_server_weight):
+        its share of the window follows from its next position on."""
+        p = self.pos[s]
+        ew = s.eweight
+        if ew == p.ew:
+            return
+        if s in self.usable:
+            self.next_weight += ew - p.ew
+        p.ew = ew
+        if p.tree is None:
+            return
+        if p.tree == "init" or not ew:
+            self._remove(s)
+            self._queue_by_weight("init", s)
+            return
+        prev_next = p.npos
+        step = self.next_weight // ew
+        p.npos = min(p.lpos + step, prev_next)
+        p.rweight = 0
+        if p.npos < self.curr_pos + 2:
+            p.npos = self.curr_pos + step
+        self._remove(s)
+        self._queue(s)
+
     def _queue(self, s):
         p = self.pos[s]
         if p.npos >= 2 * self.curr_weight or p.npos >= self.curr_weight + self.next_weight:
@@ -812,6 +912,7 @@ class Fwrr:
         p = self.pos[s]
         if not p.npos:
             p.npos = self.curr_pos
+        p.lpos = p.npos
         p.npos += self.next_weight // p.ew
         p.rweight += self.next_weight % p.ew
         if p.rweight >= p.ew:
@@ -931,12 +1032,12 @@ class _Ring:
 
     def __init__(self, servers: list[ServerState], old: "_Ring | None" = None):
         points = sorted((hashes.full_hash((s.id * _EWGHT_RANGE + n) & hashes.U32), i, s)
-                        for i, s in enumerate(servers) for n in range(s.weight * 16))
+                        for i, s in enumerate(servers) for n in range(s.eweight))
         self.keys = [p[0] for p in points]
         self.servers = [p[2] for p in points]
         self.last = None if old is None else old.last      # round robin position
 
-    def nearest(self, h: int, avoid=None):
+    def nearest(self, h: int, avoid=None, eligible=None):
         keys = self.keys
         n = len(keys)
         if not n:
@@ -948,7 +1049,8 @@ class _Ring:
         if (h - keys[prev]) & hashes.U32 <= (keys[i] - h) & hashes.U32:
             i = prev
         for _ in range(n):                  # the next points, past the server to avoid
-            if self.servers[i] is not avoid:
+            s = self.servers[i]             # (and the full ones, with bounded loads)
+            if s is not avoid and (eligible is None or eligible(s)):
                 break
             i = (i + 1) % n
         return self.servers[i]
@@ -976,15 +1078,15 @@ class _Ring:
         self.last = avoided
         return self.servers[avoided]
 
-    def random(self, draws: int, avoid=None):
+    def random(self, draws: int, avoid=None, eligible=None):
         """`balance random(draws)`: the least loaded (in flight / weight) of `draws` servers
         drawn at random points of the ring; None when it is full (the request queues)."""
         best = None
         for _ in range(draws):
-            s = self.nearest(random.getrandbits(32), avoid)
+            s = self.nearest(random.getrandbits(32), avoid, eligible)
             if s is None:
                 break
-            if best is not None and best is not s and s.cur * best.weight > best.cur * s.weight:
+            if best is not None and best is not s and s.cur * best.eweight > best.cur * s.eweight:
                 s = best
             best = s
         if best is not None and best.maxconn and (best.queue or best.cur >= best.maxconn):
@@ -1134,7 +1236,8 @@ def apply_check_result(srv: ServerState, ok: bool):
             srv.health += 1
             if srv.health >= rise:
                 srv.health = top        # "OK now", also from an UP server's `rise`
-                srv.set_state(True)
+                if srv.agent is None or srv.agent.health:     # (its agent may say DOWN)
+                    srv.set_state(True)
     elif srv.health > 0:
         srv.chkfail += 1
         srv.health -= 1
@@ -1194,9 +1297,10 @@ def decode_cookie_date(text: str) -> int | None:
 
 class CookieDecision:
     """What the request side found, for the response side."""
-    __slots__ = ("server", "valid", "first_date", "last_date", "found")
+    __slots__ = ("server", "valid", "first_date", "last_date", "found", "ignored")
 
     def __init__(self):
+        self.ignored = False     # `ignore-persist`: no server from it, no Set-Cookie back
         self.server = None       # ServerState named by a usable cookie
         self.valid = False
         self.first_date = 0
@@ -1288,6 +1392,8 @@ def response_cacheable(req: http1.Message, resp: http1.Message) -> bool:
 def cookie_response(backend: Backend, d: CookieDecision, served: ServerState, direct: bool,
                     req: http1.Message, resp: http1.Message, now_s: float) -> None:
     """Set-Cookie handling on the response (insert / rewrite / prefix)."""
+    if d.ignored:
+        return
     resp.origin = None                  # (its headers may change below)
     ck = backend.model.cookie
     name = ck.name

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 from edgestick.cfgsyntax import ConfigError, Line, read_file
 
 from . import compression, hashes, http1, outbound, tcp_check
+from . import server_health
 from . import model as m
 from . import auth, stats_page
 from . import request_body, stream_actions
@@ -475,6 +476,7 @@ class Parser:
         p.http_check = copy.deepcopy(base.http_check)
         p.retries = base.retries
         p.balance, p.balance_args, p.hash_type = base.balance, base.balance_args, base.hash_type
+        p.hash_balance_factor = base.hash_balance_factor
         p.balance_opts = dict(base.balance_opts)
         p.cookie = copy.copy(base.cookie)
         p.errorfile_refs = list(base.errorfile_refs)
@@ -1052,6 +1054,29 @@ class Parser:
         # `consistent` alone implies avalanche (HAProxy keeps its older default)
         p.hash_type = (w[0], fn, len(w) > 2 or (w[0] == "consistent" and len(w) == 1))
 
+    def kw_hash_balance_factor(self, p, line):
+        if len(line.words) < 2:
+            raise line.error("'hash-balance-factor' expects an integer argument.")
+        factor = server_health._atol(line.words[1])
+        if factor != 0 and factor <= 100:
+            raise line.error("'hash-balance-factor' must be 0 or greater than 100.")
+        p.hash_balance_factor = factor
+
+    def kw_persist_rule(self, p, line):
+        """`force-persist` / `ignore-persist` if|unless <condition>."""
+        kw = line.words[0]
+        if p.kind == "defaults":
+            raise line.error(f"'{kw}' not allowed in 'defaults' section.")
+        if len(line.words) < 3 or line.words[1] not in ("if", "unless"):
+            raise line.error(f"'{kw}' requires either 'if' or 'unless' followed by a "
+                             "condition.")
+        refs = self._refs(p, line)
+        try:
+            cond = compile_condition(line.words[1:], p.acls, refs)
+        except (AclError, SampleError) as e:
+            raise line.error(f"error detected while parsing a '{kw}' rule : {e}") from None
+        p.persist_rules.append((kw.partition("-")[0], cond))
+
     def kw_option(self, p, line, negate: bool = False):
         w = line.words[1:] if not negate else line.words[2:]
         if not w:
@@ -1442,7 +1467,8 @@ class Parser:
                 continue
             if i + 1 >= len(words):
                 if opt in SERVER_VALUED:
-                    raise line.error(f"'{opt}' expects an argument", kw)
+                    raise line.error(server_health.missing_argument(opt)
+                                     or f"'{opt}' expects an argument", kw)
                 raise line.error(f"unknown keyword '{opt}'.", f"{kw}")
             val = words[i + 1]
             if opt in ("inter", "fastinter", "downinter"):
@@ -1476,8 +1502,6 @@ class Parser:
                 srv.check_port = _int(line, val, "port", 1, 65535)
             elif opt == "addr":
                 srv.check_addr = val
-            elif opt == "slowstart":
-                srv.slowstart_ms = _time(line, val, opt, self.warnings)
             elif opt == "resolvers":
                 srv.resolvers = val
             elif opt in SERVER_TLS_VALUED:
@@ -1489,6 +1513,8 @@ class Parser:
                 setattr(srv.tls, SERVER_TLS_VALUED[opt], val)
                 if opt == "sni":
                     srv.tls.sni_expr = None     # compiled once the server line is read
+            elif opt in server_health.OPTIONS:
+                server_health.parse_option(line, srv, opt, val, kw)
             elif opt in SERVER_VALUED:
                 pass   # accepted, no effect here (ssl details, resolvers, agent...)
             else:
@@ -2297,6 +2323,7 @@ class Parser:
                 raise ConfigError(f"unknown http-errors section '{name}' (at {where}).",
                                   where.file, where.line, "errorfiles")
             reply.body = section[1].get(reply.status)      # None: the default page
+        server_health.finish(cfg, self.warnings)
         self.check_peers()
         self.check_table_refs()
         auth.finish(cfg, cfg.userlists)
@@ -2500,7 +2527,8 @@ SERVER_FLAGS = {"check": ("check", True), "no-check": ("check", False),
                 "check-ssl": ("check_ssl", True), "no-check-ssl": ("check_ssl", False),
                 "send-proxy": ("send_proxy", 1), "send-proxy-v2": ("send_proxy", 2),
                 "no-send-proxy": ("send_proxy", 0), "no-send-proxy-v2": ("send_proxy", 0),
-                "check-send-proxy": ("check_send_proxy", True)}
+                "check-send-proxy": ("check_send_proxy", True),
+                "agent-check": ("agent_check", True), "no-agent-check": ("agent_check", False)}
 # server TLS options with a value -> outbound.ServerTls attribute
 SERVER_TLS_VALUED = {"verify": "verify", "ca-file": "ca_file", "crt": "crt", "sni": "sni",
                      "verifyhost": "verifyhost", "alpn": "alpn", "ssl-min-ver": "min_ver",
@@ -2526,13 +2554,11 @@ SERVER_VALUED = {"inter", "fastinter", "downinter", "rise", "fall", "weight", "c
 # server, redirects, agents): refused rather than silently dropped
 SERVER_UNSUPPORTED = {"crl-file", "check-sni", "check-alpn",
                       "proxy-v2-options", "proto", "ws", "socks4",
-                      "check-via-socks4", "redir", "track", "agent-check", "agent-port",
-                      "agent-inter", "agent-addr", "agent-send", "usesrc", "source",
+                      "check-via-socks4", "redir", "usesrc", "source",
                       "ciphersuites", "allow-0rtt", "force-sslv3", "force-tlsv10", "force-tlsv11",
                       "force-tlsv12", "force-tlsv13", "curves", "sigalgs", "check-proto"}
 # options that only tune load, queues, DNS or logs: accepted with a warning
-SERVER_NO_EFFECT = {"maxqueue", "minconn", "slowstart", "non-stick", "observe", "error-limit",
-                    "on-error", "on-marked-down", "on-marked-up", "init-addr", "resolvers",
+SERVER_NO_EFFECT = {"maxqueue", "minconn", "non-stick", "init-addr", "resolvers",
                     "resolve-prefer", "resolve-net", "resolve-opts", "pool-max-conn",
                     "pool-purge-delay", "max-reuse", "tfo", "namespace", "tcp-ut", "shard",
                     "log-proto"}
@@ -2555,8 +2581,7 @@ TCP_ACTIONS_KNOWN = {"expect-proxy", "expect-netscaler-cip", "capture",
 
 UNSUPPORTED_PROXY_KEYWORDS = {
     "rate-limit", "email-alert", "dispatch", "source",
-    "external-check", "force-persist",
-    "ignore-persist", "persist", "http-error",
+    "external-check", "persist", "http-error",
     "use-server",
     "max-keep-alive-queue",
     "http-send-name-header", "orgto", "appsession", "rspadd", "reqadd", "block", "reqrep",
@@ -2564,7 +2589,7 @@ UNSUPPORTED_PROXY_KEYWORDS = {
     "reqidel", "reqiallow", "reqideny", "reqitarpit", "reqipass", "rspdeny", "rspidel",
     "rspideny", "rspirep", "bind-process", "clitcpka-cnt", "clitcpka-idle", "clitcpka-intvl",
     "srvtcpka-cnt", "srvtcpka-idle", "srvtcpka-intvl", "log-format-sd", "error-log-format",
-    "guid", "hash-balance-factor", "hash-key",
+    "guid", "hash-key",
 }
 
 # keyword -> (capability, handler). Capability: "any"; "fe"/"be" warn and ignore when the
@@ -2581,6 +2606,9 @@ PROXY_KEYWORDS: dict[str, tuple[str, Callable]] = {
     "retries": ("be", Parser.kw_retries),
     "balance": ("be", Parser.kw_balance),
     "hash-type": ("be", Parser.kw_hash_type),
+    "hash-balance-factor": ("any", Parser.kw_hash_balance_factor),
+    "force-persist": ("be", Parser.kw_persist_rule),
+    "ignore-persist": ("be", Parser.kw_persist_rule),
     "option": ("any", Parser.kw_option),
     "no": ("any", Parser.kw_no),
     "http-check": ("be", Parser.kw_http_check),

@@ -1432,19 +1432,24 @@ class Frontend:
         backend.stot += 1
         stream.be = backend
         persist = bm.options.persist
+        force = ignore = False
+        if bm.persist_rules:            # force-persist / ignore-persist
+            force, ignore = backend.persist_flags(ctx)
         srv: ServerState | None = None
         direct = False
         cookie = None
         if bm.cookie is not None:
             cookie = be_mod.cookie_request(backend, req, time.time())
+            if ignore:
+                cookie.server, cookie.ignored = None, True
             cs = cookie.server      # (a drained server keeps its persistent clients)
             if cs is not None and (cs.usable or cs.admin_drain and cs.op_up
-                                   or persist and not cs.admin_maint):
+                                   or persist and not cs.admin_maint or force):
                 srv = cookie.server
                 direct = True
         stores = []
         if bm.stick_rules:
-            srv = backend.stick_request(ctx, proc.tables, srv, persist, stores)
+            srv = backend.stick_request(ctx, proc.tables, srv, persist, stores, force)
         persisted = srv is not None
         reserved = False
         if srv is None:

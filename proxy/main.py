@@ -28,6 +28,7 @@ import time
 from edgestick.cfgsyntax import ConfigError
 
 from . import config as config_mod
+from . import server_health
 from . import backend as backend_mod
 from . import sample
 from . import vars as var_mod
@@ -128,6 +129,7 @@ class ProxyProcess:
         ids = proxy_ids(cfg)
         for b in backends.values():
             b.iid = ids[b.name]
+        server_health.link(backends)
         frontends = []
         for b in backends.values():
             if b.model.mode == "tcp":

@@ -119,6 +119,18 @@ class Server:
     check_send_proxy: Optional[bool] = None
     tls: Any = None                      # outbound.ServerTls (verify, ca-file, sni...)
     resolvers: Optional[str] = None      # a resolvers section's name (checked, not run)
+    # proxy/server_health.py: tracking, agent check, observe/on-error, on-marked-*
+    track: Optional[str] = None          # `track [<backend>/]<server>` as written
+    agent_check: bool = False            # proxy/agent_check.py
+    agent_port: Optional[int] = None
+    agent_addr: Optional[str] = None
+    agent_inter_ms: int = 2000
+    agent_send: Optional[str] = None
+    observe: Optional[str] = None        # layer4 | layer7 (None: not observed)
+    error_limit: int = 10
+    on_error: str = "fail-check"         # fastinter | fail-check | sudden-death | mark-down
+    on_marked_down: bool = False         # shutdown-sessions
+    on_marked_up: bool = False           # shutdown-backup-sessions
     where: Where = field(default_factory=Where)
 
     @property
@@ -283,6 +295,8 @@ class Proxy:
     balance_args: tuple[str, ...] = ()   # url_param hdr random (their arguments: balance_opts)
     balance_opts: dict[str, Any] = field(default_factory=dict)
     hash_type: tuple[str, str, bool] = ("map-based", "sdbm", False)   # method, function, avalanche
+    hash_balance_factor: int = 0         # bounded loads of consistent hashing (0: off)
+    persist_rules: list = field(default_factory=list)   # ("force"|"ignore", cond) in order
     servers: list[Server] = field(default_factory=list)
     cookie: Optional[CookieConfig] = None
     stick_table_words: Optional[StickTableWords] = None

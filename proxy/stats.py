@@ -16,7 +16,7 @@ from edgestick import __version__
 from edgestick.freq_ctr import U32, now_ms, read_freq
 from . import cache as cache_mod
 
-from . import compression
+from . import compression, server_health
 
 # show info's Release_date for edgestick's __version__ (the day 0.1.0 was set), in
 # HAProxy's format
@@ -105,6 +105,7 @@ CHECK_DESC = {
     "L4TOUT": "Layer4 timeout", "L4CON": "Layer4 connection problem",
     "L7OK": "Layer7 check passed", "L7TOUT": "Layer7 timeout",
     "L7RSP": "Layer7 invalid response", "L7STS": "Layer7 wrong status",
+    "HANA": "Health analyze",
 }
 
 
@@ -228,18 +229,15 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
     mode = b.model.mode
     for srv in b.servers:
         checked = srv.model.check
-        status = {"UP": "UP", "DOWN": "DOWN", "MAINT": "MAINT"}[srv.state]
-        if status == "UP" and srv.admin_drain:
-            status = "DRAIN"
-        if not checked and status == "UP":
-            status = "no check"
+        status = server_health.stat_status(srv)
         idle = srv.idle
         safe = sum(1 for c in idle if c.reused)
         v = {"pxname": b.name, "svname": srv.name, "qcur": len(srv.queue), "qmax": 0,
              "scur": srv.cur, "smax": srv.smax, "slim": srv.maxconn or None,
              "stot": srv.stot, "bin": srv.bin, "bout": srv.bout, "dresp": srv.dresp,
              "econ": srv.econ, "eresp": srv.eresp, "wretr": srv.wretr,
-             "wredis": srv.wredis, "status": status, "weight": srv.weight,
+             "wredis": srv.wredis, "status": status,
+             "weight": server_health.shown_weight(srv.eweight),
              "act": 0 if srv.backup else 1, "bck": 1 if srv.backup else 0,
              "lastchg": int(now - srv.last_change), "qlimit": srv.model.maxqueue or None,
              "pid": 1, "iid": iid, "sid": srv.id, "lbtot": srv.lbtot, "type": 2,
@@ -253,11 +251,14 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
              "used_conn_cur": len(srv.all_conns) - len(idle),
              "need_conn_est": srv.max_used, "uweight": srv.weight,
              "-": "-", **_SSL_ZERO}
+        if srv.track is not None or srv.agent is not None or srv.warm_since is not None:
+            v.update(server_health.stat_fields(srv))
         if checked:
-            # "* ": a check is under way (the status is the last one's)
             v.update({"chkfail": srv.chkfail, "chkdown": srv.chkdown,
-                      "downtime": srv.downtime(now),
-                      "check_status": ("* " if srv.checking else "") + srv.check_status,
+                      "downtime": srv.downtime(now)})
+        if checked and not srv.admin_maint:     # (HAProxy pauses checks in maintenance)
+            # "* ": a check is under way (the status is the last one's)
+            v.update({"check_status": ("* " if srv.checking else "") + srv.check_status,
                       "check_code": srv.check_code, "check_duration": srv.check_duration,
                       "last_chk": srv.last_chk,
                       "check_desc": CHECK_DESC.get(srv.check_status, ""),
@@ -271,8 +272,9 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
     servers = b.servers
     usable = [s for s in servers if s.usable]
     # the weights of the servers taking traffic: the active ones, else the backups
-    weight = (sum(s.weight for s in usable if not s.backup)
-              or sum(s.weight for s in usable if s.backup))
+    serving = [s for s in usable if not s.backup] or [s for s in usable if s.backup]
+    weight = server_health.shown_weight(sum(s.eweight for s in serving))
+    uweight = sum(s.weight for s in serving)
     stot = b.stot
     conns = sum(len(s.all_conns) for s in servers)
     connects = sum(s.connects for s in servers)
@@ -295,7 +297,7 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
          "lastsess": b.rates.idle_s(stot, ms), "mode": mode, "algo": b.algo,
          "cookie": b.model.cookie.name if b.model.cookie is not None else None,
          "connect": connects, "reuse": reuses, "eint": 0,
-         "uweight": weight, "agg_server_status": 0,
+         "uweight": uweight, "agg_server_status": 0,
          "agg_server_check_status": 0, "agg_check_status": 0,
          "-": "-", **_SSL_ZERO, **_UNUSED, **compression.stat_fields(b),
          **cache_mod.stat_fields(b),

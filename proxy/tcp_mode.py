@@ -226,8 +226,9 @@ class TcpFrontend(Frontend):
         srv = None
         ctx.stores = []
         if bm.stick_rules:
+            force = bool(bm.persist_rules) and backend.persist_flags(ctx)[0]
             srv = backend.stick_request(ctx, self.proc.tables, None, bm.options.persist,
-                                        ctx.stores)
+                                        ctx.stores, force)
         persisted = srv is not None
         t_queue = _sec(bm.timeouts.get("queue") or bm.timeouts.get("connect"))
         if srv is None:

@@ -1,0 +1,100 @@
+"""proxy/server_health.py and proxy/agent_check.py arithmetic and words: HAProxy's slow
+start ramp (server_recalc_eweight, server_throttle_rate), the agent's reply grammar, weight
+change requests, and show stat's server statuses."""
+from edgestick.proxy import agent_check, backend, model, server_health as sh
+
+
+def _srv(name, weight=1, check=False, slowstart_ms=0, rise=2, fall=3):
+    return model.Server(name, "127.0.0.1", 1, id=int(name[1:]), weight=weight, check=check,
+                        slowstart_ms=slowstart_ms, rise=rise, fall=fall)
+
+
+def _backend(*servers, balance="roundrobin"):
+    return backend.Backend(model.Proxy("bk", "backend", servers=list(servers), balance=balance))
+
+
+def test_slowstart_steps_as_haproxy_shows_them():
+    # weight 50, slowstart 3s: what HAProxy 2.6.12's show stat printed, second by second
+    seen = []
+    for elapsed in range(4):
+        ew = sh.effective_weight(50, sh.warmup_factor(elapsed, 3))
+        seen.append((sh.shown_weight(ew), sh.throttle(ew, 50)))
+    assert seen == [(4, 6), (19, 37), (35, 68), (50, 100)]
+    # 10 s: one sixteenth more than the elapsed tenths, full weight at the end
+    assert [sh.warmup_factor(t, 10) for t in (0, 1, 5, 9, 10, 99)] == [1, 2, 9, 15, 16, 16]
+    assert sh.throttle(0, 0) == 100
+
+
+def test_slowstart_ramp_moves_roundrobin_share():
+    b = _backend(_srv("s1", 10, slowstart_ms=10_000), _srv("s2", 10))
+    s1 = b.servers[0]
+    s1.set_state(False)
+    s1.set_state(True)                  # (no event loop: the ramp is stepped by hand)
+    assert s1.warm_since is not None and s1.eweight == 10 * 1
+    picks = [b.pick(None).name for _ in range(170)]
+    assert picks.count("s1") < 20       # 10 sixteenths against 160
+    sh.warm_step(s1, s1.warm_since + 5)
+    assert s1.eweight == 10 * 9
+    sh.warm_step(s1, s1.warm_since + 10)
+    assert s1.warm_since is None and s1.eweight == 160
+    picks = [b.pick(None).name for _ in range(200)]
+    assert abs(picks.count("s1") - 100) <= 10
+
+
+def test_slowstart_static_algorithm_keeps_the_weight():
+    b = _backend(_srv("s1", 4, slowstart_ms=2000), balance="static-rr")
+    s1 = b.servers[0]
+    s1.set_state(False)
+    s1.set_state(True)
+    assert s1.warm_since is not None and s1.eweight == 64
+    assert sh.stat_fields(s1)["throttle"] == 100
+
+
+def test_agent_reply_words():
+    assert agent_check.parse_reply("up") == ("up", None, None, None, None, "")
+    assert agent_check.parse_reply("75%,MAINT\tmaxconn:7 bar baz # all good") == (
+        None, "MAINT", "75%", "7", "bar", "all good")
+    assert agent_check.parse_reply("down up 10% 20%")[0::2] == ("up", "20%", None)
+
+
+def test_agent_reply_acts_on_the_server():
+    b = _backend(_srv("s1", 10), _srv("s2", 10))
+    s1 = b.servers[0]
+    s1.agent = agent_check.AgentState()
+    agent_check.apply_reply(s1, "down # gone")
+    assert not s1.op_up and s1.agent.desc == "via agent : down (gone)"
+    assert s1.agent.status == "L7STS" and sh.stat_status(s1) == "DOWN (agent)"
+    agent_check.apply_reply(s1, "up 50% foo")
+    assert s1.op_up and s1.weight == 5 and s1.agent.desc == "via agent : up (foo)"
+    agent_check.apply_reply(s1, "drain")
+    assert s1.agent.status == "CHECKED" and sh.stat_status(s1) == "DRAIN (agent)"
+    agent_check.apply_reply(s1, "ready maxconn:3 nonsense")
+    assert s1.maxconn == 3 and s1.agent.desc == "agent reports an error : nonsense"
+    assert sh.stat_status(s1) == "no check"
+
+
+def test_weight_change_requests():
+    b = _backend(_srv("s1", 4), balance="static-rr")
+    s1 = b.servers[0]
+    assert sh.parse_weight_change(s1, "x") == "Empty weight string empty or preceded by garbage"
+    assert sh.parse_weight_change(s1, "300") == \
+        "Absolute weight can only be between 0 and 256 inclusive.\n"
+    assert sh.parse_weight_change(s1, "3x") == "Trailing garbage in weight string"
+    assert sh.parse_weight_change(s1, "75%").startswith("Backend is using a static LB")
+    assert sh.parse_weight_change(s1, "0%") is None and s1.weight == 0
+    b = _backend(_srv("s1", 100))
+    assert sh.parse_weight_change(b.servers[0], "300%") is None and b.servers[0].weight == 256
+
+
+def test_status_words():
+    b = _backend(_srv("s1", check=True), _srv("s2"))
+    s1, s2 = b.servers
+    s1.health = 2                       # rise 2, fall 3: UP, one failure from the top
+    assert sh.stat_status(s1) == "UP 1/3"
+    s1.health = 4
+    assert sh.stat_status(s1) == "UP" and sh.stat_status(s2) == "no check"
+    s1.set_state(False)
+    s1.health = 1
+    assert sh.stat_status(s1) == "DOWN 1/2"
+    s1.health = 0
+    assert sh.stat_status(s1) == "DOWN"
