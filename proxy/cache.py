@@ -1081,6 +1081,10 @@ async def serve(fe, c, req, ctx, stream, backend) -> bool:
         stream.be = backend
         backend.req_tot += 1
         backend.stot += 1
+    rec = stream.log
+    if rec is not None:                 # the cache applet stands for the server
+        rec.term, rec.applet = "LR", "<CACHE>"
+        rec.t_queue = rec.t_connect = rec.t_resp = rec.t_begin
     resp = http1.Message()
     resp.status, resp.reason = (304, "Not Modified") if not_modified else (200, entry.reason)
     resp.headers = [[n, v] for n, v in entry.headers]

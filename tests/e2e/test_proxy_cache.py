@@ -8,6 +8,7 @@ the cache_lookups / cache_hits / intercepted / hrsp / bytes counters of `show st
 match too, and `-c` must accept, warn about and refuse the same configurations."""
 import itertools
 import re
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -421,6 +422,66 @@ def test_counters_as_haproxy(pair):
     assert_same_counters(h, e)
     assert int(stat_row(h, "fe", "FRONTEND", ["cache_hits"])["cache_hits"]) > 0
     assert int(stat_row(h, "bk3", "BACKEND", ["cache_hits"])["cache_hits"]) > 0
+
+
+LOG_CFG = """
+global
+    nbthread 1
+
+defaults
+    mode http
+    log 127.0.0.1:{LOG} local0
+    option httplog
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+
+cache c1
+    total-max-size 1
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    http-request cache-use c1 if { path_beg /f }
+    http-response cache-store c1
+    default_backend bk
+
+backend bk
+    http-request cache-use c1 if { path_beg /b }
+    http-response cache-store c1
+    server s1 127.0.0.1:{S1}
+"""
+
+
+def test_hits_logged_as_haproxy(haproxy_bin):
+    """A hit's log line: `<CACHE>` for the server (of the frontend or the backend whose
+    rule hit), LR, no waits, the bytes HAProxy counts."""
+    b = Backends(["s1"]).start()
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(2)
+    lines = {}
+    try:
+        with workdir() as wd, both(LOG_CFG.replace("{LOG}", str(sink.getsockname()[1])),
+                                   b, wd, haproxy_bin) as pair:
+            for p in pair:
+                r = Run(p.port, 1)
+                for path in ("/f?" + OK, "/f?" + OK, "/b?" + OK, "/b?" + OK):
+                    r.req(path)
+                r.close()
+                got = []
+                while len(got) < 4:
+                    text = sink.recv(4096).decode()
+                    if "GET " in text:          # (not the harness's port probes)
+                        got.append(re.sub(r"^.*?\] ", "", text.strip()))
+                lines[p.kind] = [re.sub(r" [-\d]+/[-\d]+/[-\d]+/[-\d]+/\d+ ", " T ", x)
+                                 for x in got]
+    finally:
+        sink.close()
+        b.kill()
+    assert lines["edgestick"] == lines["haproxy"]
+    assert "fe/<CACHE> T 200" in lines["haproxy"][1] and " LR-- " in lines["haproxy"][1]
+    assert "bk/<CACHE> T 200" in lines["haproxy"][3]
+    assert " 0/0/0/0/" in "".join(got)          # (edgestick's hit: no waits either)
 
 
 # ------------------------------------------------------------------ -c
