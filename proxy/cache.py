@@ -843,6 +843,11 @@ class Store:
     def __init__(self, cache: Cache, entry: Entry, maxage: int):
         self.cache, self.entry, self.maxage = cache, entry, maxage
 
+    def __del__(self):
+        # a response whose body never came through (denied after cache-store, an error)
+        if self.entry is not None:
+            self.abandon()
+
     def add(self, piece: bytes) -> None:
         if self.entry is None or not piece:
             return
@@ -867,12 +872,22 @@ class Store:
         self.entry = None
 
     def abort(self) -> None:
+        """The object outgrew what the cache takes: the entry goes."""
         entry = self.entry
         if entry is None:
             return
         self.entry = None
         self.cache._unindex(entry)
         self.cache.release(entry, False)
+
+    def abandon(self) -> None:
+        """The stream ended before the body did: as in 2.6 the entry stays, incomplete
+        (never served, and no other store for its key until it expires or is evicted)."""
+        entry = self.entry
+        if entry is None:
+            return
+        self.entry = None
+        self.cache.release(entry, True)
 
 
 def store_head(rule, ctx, resp) -> None:
@@ -1005,15 +1020,21 @@ def pending(ctx) -> Optional[Store]:
 
 async def relay_body(fe, c, conn, resp, stream, store: Store, comp, t_server) -> bool:
     """The response body server -> client (compressed when `comp`), its payload into the
-    store as it passes; True when the server connection may be reused."""
+    store as it passes; True when the server connection may be reused. A body that does
+    not end (timeout, error) leaves nothing in the cache."""
+    try:
+        return await _relay_body(fe, c, conn, resp, stream, store, comp, t_server)
+    finally:
+        store.abandon()                 # (a no-op once the entry is complete)
+
+
+async def _relay_body(fe, c, conn, resp, stream, store: Store, comp, t_server) -> bool:
     from . import compression
     if comp is not None:
         ok = await compression.relay_body(c, conn, resp, stream, comp, t_server,
                                           (fe, stream.be), tap=store.add)
         if ok:
             store.end()
-        else:
-            store.abort()
         return ok
     srv = conn.server
     if resp.framing == http1.NO_BODY:
@@ -1037,7 +1058,6 @@ async def relay_body(fe, c, conn, resp, stream, store: Store, comp, t_server) ->
                 continue
             if conn.closed:
                 srv.srv_abrt += 1
-                store.abort()
                 return False
             await conn.wait_data(t_server)
         store.end()
@@ -1060,7 +1080,6 @@ async def relay_body(fe, c, conn, resp, stream, store: Store, comp, t_server) ->
             continue
         if conn.closed:
             srv.srv_abrt += 1
-            store.abort()
             return False
         await conn.wait_data(t_server)
     store.end(scanner.trailers)
