@@ -276,7 +276,8 @@ def finish(cfg) -> None:
 
 async def wait(fe, c, req, ctx, stream, spec: Wait):
     """Hold the request until its body is there (see the module's docstring). None: the
-    rules go on; a bool: answered here (408), the keep-alive verdict."""
+    rules go on; a bool: answered here (408), the keep-alive verdict; ABORTED: the client
+    closed its side first."""
     if req.framing == http1.NO_BODY or req.method == "CONNECT":
         return None
     if req.version >= 11:
@@ -290,9 +291,13 @@ async def wait(fe, c, req, ctx, stream, spec: Wait):
     loop = c.loop
     deadline = None if spec.time_ms is None else loop.time() + spec.time_ms / 1000.0
     t_client = fe.t_client
+    aborted = None
     while True:
         v = view(c.buf, req)
-        if v.complete or v.full or (spec.at_least and len(v.data) >= spec.at_least) or c.eof:
+        if v.complete or v.full or (spec.at_least and len(v.data) >= spec.at_least):
+            break
+        if c.eof:                       # the client closed its side amid its body
+            aborted = ABORTED
             break
         now = loop.time()
         if deadline is not None and now >= deadline:
@@ -309,7 +314,10 @@ async def wait(fe, c, req, ctx, stream, spec: Wait):
     rec = stream.log
     if rec is not None:
         rec.t_req_end = time.time()
-    return None
+    return aborted
+
+
+ABORTED = object()  # wait()'s verdict when the client closed amid its body (see rules_after)
 
 
 def _timeout(fe, c, req, ctx, stream) -> bool:
@@ -325,11 +333,26 @@ def _timeout(fe, c, req, ctx, stream) -> bool:
 
 
 async def rules_after(fe, c, req, ctx, stream, rules, rule, table, backend):
-    """A wait-for-body rule stopped the http-request rules: wait, then the rules after it."""
+    """A wait-for-body rule stopped the http-request rules: wait, then the rules after it.
+    A client that closed amid its body (HAProxy's client abort) still has the rules run
+    and logged, but hears nothing more, and its request reaches no server (`CR`)."""
     verdict = await wait(fe, c, req, ctx, stream, rule.value)
-    if verdict is not None:
+    if verdict is ABORTED:
+        c.transport.close()
+        c.closed = True                 # (what the rules answer is counted, not sent)
+    elif verdict is not None:
         return verdict
-    for i, r in enumerate(rules):
-        if r is rule:
-            return await fe._http_rules(c, req, ctx, stream, rules[i + 1:], table, backend)
-    return None
+    rest = rules[next(i for i, r in enumerate(rules) if r is rule) + 1:]
+    result = await fe._http_rules(c, req, ctx, stream, rest, table, backend)
+    if verdict is ABORTED and result is None:
+        if backend is None:
+            backend = fe._choose_backend(ctx)
+        if backend is not None:         # (the log names it, its counts take the request)
+            ctx.be = stream.be = backend
+            backend.req_tot += 1
+            backend.stot += 1
+        fe.stats.ereq += 1
+        if stream.log is not None:
+            stream.log.term = "CR"
+        return False
+    return result

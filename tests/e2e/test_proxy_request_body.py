@@ -68,9 +68,10 @@ def chunked_head(path: str) -> bytes:
     return b"POST %s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" % path.encode()
 
 
-def exchange(port: int, parts, pause: float = 0.2, wait: float = 0.8) -> bytes:
-    """Send the parts `pause` apart, then read until the proxy closes (<EOF>) or stays
-    silent for `wait` seconds (<open>: it keeps the connection)."""
+def exchange(port: int, parts, pause: float = 0.2, wait: float = 0.8, shut: bool = False) -> bytes:
+    """Send the parts `pause` apart (then close our side if `shut`), then read until the
+    proxy closes (<EOF>) or stays silent for `wait` seconds (<open>: it keeps the
+    connection)."""
     s = socket.create_connection(("127.0.0.1", port))
     s.settimeout(wait)
     out = b""
@@ -79,6 +80,8 @@ def exchange(port: int, parts, pause: float = 0.2, wait: float = 0.8) -> bytes:
             if i:
                 time.sleep(pause)
             s.sendall(part)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
         while True:
             d = s.recv(65536)
             if not d:
@@ -93,6 +96,8 @@ def exchange(port: int, parts, pause: float = 0.2, wait: float = 0.8) -> bytes:
 
 
 def both_exchange(pair, index: int, parts, **kw) -> tuple[bytes, bytes]:
+    if parts and parts[-1] is SHUT:
+        parts, kw["shut"] = parts[:-1], True
     """The same exchange with both proxies at once (frontend number `index`)."""
     with ThreadPoolExecutor(2) as pool:
         futs = [pool.submit(exchange, p.ports[index], parts, **kw) for p in pair]
@@ -109,6 +114,7 @@ def pair(haproxy_bin):
         b.kill()
 
 
+SHUT = object()     # (last of the parts: the client closes its side)
 BIG = b"z" * 20000
 CHUNKS_100 = b"".join(b"64\r\n" + b"y" * 100 + b"\r\n" for _ in range(200)) + b"0\r\n\r\n"
 
@@ -134,6 +140,10 @@ CASES = [
     ("wait-for-body, all of it", 1, [head("/w", 22), b"a=1&b=2&", b"xxxxxx&c=33333"],
      b"w len=22 size=22"),
     ("wait-for-body at-least", 1, [head("/w", 22), b"a=1&b=2&xxx"], b"w len=11 size=22"),
+    # a client closing its side amid its body: the rules run, nothing is answered nor sent
+    ("client closes amid its body, denied", 0, [head("/info", 22), b"attack", SHUT], b"<EOF>"),
+    ("client closes amid its body, not forwarded", 0, [head("/fwd", 22), b"a=1&", SHUT],
+     b"<EOF>"),
     ("backend buffering after the frontend's rules", 1,
      [head("/binfo", 10) + b"abc", b"defghij"], b"fe=3 be=10"),
 ]
@@ -352,13 +362,15 @@ def test_logs_as_haproxy(haproxy_bin):
                     exchange(p.port, [head("/ret", 4, close), b"ab", b"cd"], pause=0.2)
                     exchange(p.port, [head("/fwd", 4, close) + b"abcd"])
                     exchange(p.port, [head("/ret", 4), b"ab"], wait=3)          # 408
+                    exchange(p.port, [head("/fwd", 4), b"ab"], shut=True)      # CR
                     for path in (b"/err", b"/silent", b"/?status=404", b"/eh"):
                         exchange(p.port, [b"GET %s HTTP/1.1\r\nHost: a\r\n%s\r\n" % (path, close)])
                 got = pair.run(traffic)
             finally:
                 pair.stop()
         lines = compare(got)
-        assert len(lines) == 6 and " 408 " in lines[2] and " cR-- " in lines[2]
-        assert lines[3].startswith("<133>") and lines[4].startswith("<128>")   # notice, emerg
+        assert len(lines) == 7 and " 408 " in lines[2] and " cR-- " in lines[2]
+        assert " bk/<NOSRV> T/-1/-1/-1/T -1 0 - - CR-- " in lines[3]
+        assert lines[4].startswith("<133>") and lines[5].startswith("<128>")   # notice, emerg
     finally:
         backends.kill()
