@@ -63,8 +63,8 @@ _H_UWEIGHT = "Server's user weight, or sum of active servers' user weights for a
 
 
 def _unused_features(scope: str) -> tuple:
-    """Compression counters (show stat's comp_*), and cache counters: edgestick has no
-    cache, they stay 0 (as HAProxy's do while unused)."""
+    """Compression counters (show stat's comp_*) and cache counters (cache_lookups,
+    cache_hits): 0 while unused, as HAProxy's."""
     return tuple((f"haproxy_{scope}_{name}", "counter", help_, field) for name, help_, field in (
         ("http_comp_bytes_in_total", "Total number of bytes submitted to the HTTP compressor for this object since the worker process started", "comp_in"),
         ("http_comp_bytes_out_total", "Total number of bytes emitted by the HTTP compressor for this object since the worker process started", "comp_out"),

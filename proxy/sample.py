@@ -557,7 +557,7 @@ for _n, _side, _reader in (("req.cook", REQ, _cookies), ("res.cook", RES, _set_c
 # fetches that read the response: only usable in response-time rules
 RESPONSE_FETCHES = frozenset({"status", "res.hdr", "shdr", "res.fhdr", "res.hdr_ip", "res.hdr_val",
                               "res.hdr_cnt", "res.cook", "scook", "res.cook_cnt", "scook_cnt",
-                              "res.comp", "res.comp_algo"})
+                              "res.comp", "res.comp_algo", "res.cache_hit", "res.cache_name"})
 
 
 # ACL keyword aliases that fix the match method: path_beg = path -m beg, ...

@@ -567,6 +567,12 @@ CHECK_CASES = [
     ("filter extra", False, False, D + C1 + F0 + "    filter cache c1 extra\n" + BE),
     ("cache-store as a request action", False, False, D + C1 + F0
      + "    http-request cache-store c1\n" + BE),
+    ("res.cache_hit in a request rule", False, False, D + C1 + F0
+     + "    http-request set-header X %[res.cache_hit]\n" + BE),
+    ("res.cache_name in a request condition", True, True, D + C1 + F0
+     + "    http-request deny if { res.cache_name c1 }\n" + BE),
+    ("res.cache_hit in a response rule", True, False, D + C1 + F0
+     + "    http-response set-header X %[res.cache_hit]\n" + BE),
 ]
 
 
