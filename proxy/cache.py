@@ -1162,8 +1162,12 @@ async def serve(fe, c, req, ctx, stream, backend) -> bool:
             if z:
                 out += b"%x\r\n%s\r\n" % (len(z), z)
         payload = out + b"0\r\n\r\n"
+        if enc is not None:
+            compression._RATE_IN.update(len(body))
+            compression._RATE_OUT.update(len(out))
+        # (a chunked body's end counts 1 byte, as for a server's response)
         compression._count((fe, backend) if backend is not None else (fe,),
-                           len(body), len(out), enc is not None, True)
+                           len(body) + entry.chunked, len(out), enc is not None, True)
     elif req.method != "HEAD" and not not_modified:
         if entry.chunked:
             payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in entry.pieces) \
@@ -1175,8 +1179,7 @@ async def serve(fe, c, req, ctx, stream, backend) -> bool:
     stream.adj_out += counted - len(data)
     stream.bytes_out += len(data)
     c.write(data)
-    entry_cache = spec.store
-    entry_cache.touch(entry)
+    spec.store.touch(entry)             # (the row goes back at the tail: used last)
     if c.paused:
         await c.drain()
     return not closing

@@ -200,9 +200,9 @@ def assert_same_cache(h, e):
 
 
 FE_COUNTERS = ["cache_lookups", "cache_hits", "intercepted", "hrsp_2xx", "hrsp_3xx", "hrsp_5xx",
-               "dresp", "req_tot", "bin", "bout"]
+               "dresp", "req_tot", "bin", "bout", "comp_in", "comp_byp", "comp_rsp"]
 BE_COUNTERS = ["cache_lookups", "cache_hits", "hrsp_2xx", "hrsp_5xx", "dresp", "req_tot", "stot",
-               "bin", "bout"]
+               "bin", "bout", "comp_in", "comp_byp", "comp_rsp"]
 
 
 def assert_same_counters(h, e):
