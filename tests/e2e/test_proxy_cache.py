@@ -289,6 +289,8 @@ def test_request_rules_as_haproxy(pair):
             r.req(f"/s?status={st}&" + OK)
         r.req("/deny?" + OK)
         r.req("/deny?" + OK)
+        for path in ("http://127.0.0.1/abs?" + OK, "http://127.0.0.1/abs?" + OK, "/abs?" + OK):
+            r.req(path)                         # (absolute form: its own key)
         path = "/dh?" + q("Cache-Control: max-age=30", "X-Deny-Hit: 1")
         r.req(path)
         r.req(path)                             # http-response deny on a hit: 502
