@@ -460,7 +460,7 @@ class Entry:
         self.blocks = 0
         self.complete = False
         self.indexed = False
-        self.count = 1                  # secondary entries of its key (the last one's)
+        self.count = 0                  # secondary entries of its key (the last one's)
         self.last_clear = 0
 
 
@@ -561,11 +561,20 @@ class Cache:
                 found = e
                 break
             if e.expire <= now:
-                self._unindex(e)
+                self._remove(e)
         if found is not None and found.expire <= now:
-            self._unindex(found)
+            self._remove(found)
             return None
         return found
+
+    def _remove(self, entry: Entry) -> None:
+        """A plain removal from the index (2.6's eb32_delete: counts left as they are)."""
+        dups = self.index.get(entry.key)
+        if entry.indexed and dups is not None:
+            entry.indexed = False
+            dups.remove(entry)
+            if not dups:
+                del self.index[entry.key]
 
     def insert(self, entry: Entry, now: int) -> bool:
         """insert_entry: False when the key has max-secondary-entries already."""
@@ -585,8 +594,7 @@ class Cache:
                 # clear_expired_duplicates (a plain removal, counts untouched)
                 for e in dups[-2::-1]:
                     if e.expire <= now:
-                        e.indexed = False
-                        dups.remove(e)
+                        self._remove(e)
                 count = len(dups) - 1
                 if count >= self.spec.max_secondary:
                     dups[-2].last_clear = now
