@@ -433,6 +433,39 @@ class ServerState:
             conn.close()
 
 
+class ObservedServer(ServerState):
+    """A server with `observe layer4|layer7`: the outcome of its connections (and with
+    layer7 its responses, see server_health.observing) counts towards `error-limit`.
+    A subclass, so that other servers pay nothing for it."""
+    __slots__ = ("_eresp",)
+
+    async def connect(self, timeout_s: float | None, key=None) -> ServerConn:
+        try:
+            conn = await ServerState.connect(self, timeout_s, key)
+        except (OSError, TimeoutError, asyncio.TimeoutError):
+            server_health.observed(self, False, "L4 unsuccessful connection")
+            raise
+        if self.model.observe == "layer4":
+            server_health.observed(self, True, "")
+        return conn
+
+    def observe_status(self, status: int):
+        if self.model.observe == "layer7":
+            server_health.observed(self, status < 500 or status in (501, 505),
+                                   "Wrong http response")
+
+    @property
+    def eresp(self) -> int:
+        return self._eresp
+
+    @eresp.setter
+    def eresp(self, value: int):
+        # a response that failed (invalid, timed out, cut): an error for layer7
+        if value > getattr(self, "_eresp", value) and self.model.observe == "layer7":
+            server_health.observed(self, False, "Invalid http response")
+        self._eresp = value
+
+
 # --------------------------------------------------------------------------- backends
 
 class Backend:
@@ -448,7 +481,8 @@ class Backend:
         decl = getattr(model, "stick_table", None)
         if decl is not None and getattr(decl, "srvkey", None):
             self.srvkey = decl.srvkey
-        self.servers = [ServerState(self, s) for s in model.servers]
+        self.servers = [(ObservedServer if s.observe and s.check else ServerState)(self, s)
+                        for s in model.servers]
         self.by_name = {s.name: s for s in self.servers}
         self.by_id = {s.id: s for s in self.servers}
         self.by_cookie = {s.cookie: s for s in self.servers if s.cookie}

@@ -510,7 +510,7 @@ class Parser:
 
     # ------------------------------------------------------------------ global
     GLOBAL_IGNORED = {
-        "spread-checks",
+        "spread-checks", "max-spread-checks",     # (first checks: within the interval)
         "ulimit-n", "node", "description", "quiet", "zero-warning", "noepoll", "nopoll",
         "nosplice", "nogetaddrinfo", "noreuseport", "busy-polling", "set-dumpable",
         "master-worker", "insecure-fork-wanted", "expose-experimental-directives",

@@ -148,6 +148,7 @@ class ProxyProcess:
             if cfg.request_body:
                 request_body.attach(fe)
             frontends.append(fe)
+        server_health.observe_frontends(frontends, backends)
         return tables, decls, backends, frontends
 
     async def start(self):

@@ -467,4 +467,59 @@ def stat_fields(srv) -> dict:
         v.update(srv.agent.stat_fields())
     if srv.warm_since is not None and srv.weight and not srv.admin_drain:
         v["throttle"] = throttle(srv.eweight, srv.weight)
+    if reference(srv).model.observe:
+        v["hanafail"] = srv.hanafail
     return v
+
+
+# --------------------------------------------------------------------------- run time: observe
+
+HANA_DURATION = 2**64 - 1       # show stat's check_duration after one (HAProxy's -1 as u64)
+
+
+def observed(srv, ok: bool, what: str) -> None:
+    """One observed outcome of `srv`'s traffic (check.c __health_adjust): a success
+    clears the count of consecutive errors; `error-limit` errors in a row act as
+    `on-error` says, and count in show stat's hanafail."""
+    if ok:
+        srv.errors = 0
+        return
+    srv.errors += 1
+    m = srv.model
+    if srv.errors < m.error_limit:
+        return
+    desc = f"Detected {srv.errors} consecutive errors, last one was: {what}"
+    srv.errors = 0
+    srv.hanafail += 1
+    if m.on_error == "fastinter":
+        return
+    if m.on_error == "sudden-death" and srv.health > m.rise:
+        srv.health = m.rise + 1
+    elif m.on_error == "mark-down":
+        srv.health = m.rise
+    # a failed check, as if the health check had said so
+    from .backend import apply_check_result
+    srv.check_status, srv.check_code, srv.last_chk = "HANA", None, desc
+    srv.check_duration = HANA_DURATION
+    apply_check_result(srv, False)
+
+
+def observing(frontend) -> None:
+    """Responses counted by `frontend` reach its observed servers (observe layer7): its
+    status counter is wrapped, on this frontend only (the others keep theirs)."""
+    count = frontend._count_status
+
+    def count_status(backend, srv, status):
+        count(backend, srv, status)
+        seen = getattr(srv, "observe_status", None)
+        if seen is not None:
+            seen(status)
+    frontend._count_status = count_status
+
+
+def observe_frontends(frontends, backends) -> None:
+    """main.py: the frontends of a configuration with `observe layer7` servers."""
+    if any(s.model.observe == "layer7" and s.model.check
+           for b in backends.values() for s in b.servers):
+        for fe in frontends:
+            observing(fe)

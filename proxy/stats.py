@@ -251,7 +251,8 @@ def _backend_rows(proc, b, iid, now: float, ms: int) -> list[dict]:
              "used_conn_cur": len(srv.all_conns) - len(idle),
              "need_conn_est": srv.max_used, "uweight": srv.weight,
              "-": "-", **_SSL_ZERO}
-        if srv.track is not None or srv.agent is not None or srv.warm_since is not None:
+        if srv.track is not None or srv.agent is not None or srv.warm_since is not None \
+                or srv.model.observe:
             v.update(server_health.stat_fields(srv))
         if checked:
             v.update({"chkfail": srv.chkfail, "chkdown": srv.chkdown,

@@ -4,6 +4,7 @@ down its trackers, chains and other backends included; MAINT "via"), `agent-chec
 agent's words acting on the server, show stat's agent columns), `slowstart` (the weight
 ramp after a server comes back), `hash-balance-factor`, `force-persist` / `ignore-persist`;
 `-c` verdicts and messages of the options."""
+import csv
 import re
 import socket
 import subprocess
@@ -13,9 +14,19 @@ import time
 
 import pytest
 
-from proxy_harness import Backends, both, one_request, stat_row, workdir
+from proxy_harness import Backends, both, one_request, workdir
 
 pytestmark = pytest.mark.haproxy
+
+
+def stat_row(proxy, pxname, svname, cols):
+    """Columns of one `show stat` row, read as CSV (last_chk may hold commas)."""
+    lines = proxy.cli("show stat").decode().splitlines()
+    head = lines[0][2:].split(",")
+    for f in csv.reader(lines[1:]):
+        if f[:2] == [pxname, svname]:
+            return {c: f[head.index(c)] for c in cols}
+    raise AssertionError(f"no show stat row {pxname}/{svname}")
 
 
 class Switch:
@@ -605,3 +616,77 @@ def test_force_and_ignore_persist_as_haproxy(haproxy_bin):
             assert seq[3][1] == seq[4][1] == seq[8][1] != seq[9][1]   # forced, then not
     finally:
         b.kill()
+
+
+# --------------------------------------------------------------------------- observe
+
+OBSERVE = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+    max-spread-checks 100ms
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+    default-server check inter 20s
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    use_backend %[path,field(2,/)]
+
+backend markdown
+    server s 127.0.0.1:{S1} observe layer7 error-limit 3 on-error mark-down
+
+backend failcheck
+    server s 127.0.0.1:{S1} observe layer7 error-limit 2 on-error fail-check
+
+backend suddendeath
+    server s 127.0.0.1:{DEAD} observe layer4 error-limit 2 on-error sudden-death port {CHK}
+
+backend fastinter
+    server s 127.0.0.1:{S1} observe layer7 error-limit 2 on-error fastinter
+
+backend reset
+    server s 127.0.0.1:{S1} observe layer7 error-limit 2
+"""
+OBSERVED = ("markdown", "failcheck", "suddendeath", "fastinter", "reset")
+OBSERVE_COLS = ("status", "check_status", "check_code", "last_chk", "check_health",
+                "chkfail", "chkdown", "hanafail", "econ", "eresp")
+
+
+def test_observe_on_error_as_haproxy(haproxy_bin):
+    switch = Switch()
+    switch.open()
+    b = Backends(["s1"])
+    b.start()
+    b.ports.update({"chk": switch.port, "dead": Switch().port})
+    try:
+        with workdir() as wd, both(OBSERVE, b, wd, haproxy_bin) as (h, e):
+            procs = (h, e)
+            for bk in OBSERVED:
+                settle(procs, bk, ["s"], ("check_status",),
+                       lambda r: r["check_status"] == "L4OK")
+            for p in procs:
+                for path in ("markdown",) * 3 + ("failcheck",) * 2 + ("fastinter",) * 2 + (
+                        "reset", "reset/ok", "reset"):
+                    status = "200" if path.endswith("ok") else "500"
+                    one_request(p.port, f"/{path}?status={status}")
+                one_request(p.port, "/suddendeath/")        # four refused connections
+            rows = {bk: compare(procs, bk, ["s"], OBSERVE_COLS, not_running)["s"]
+                    for bk in OBSERVED}
+            assert rows["markdown"]["status"] == "DOWN"
+            for p in procs:             # (HAProxy's -1 ms, printed unsigned)
+                assert stat_row(p, "markdown", "s", ("check_duration",)) == {
+                    "check_duration": "18446744073709551615"}, p.kind
+            assert rows["markdown"]["last_chk"] == \
+                "Detected 3 consecutive errors, last one was: Wrong http response"
+            assert rows["failcheck"]["status"] == "UP 2/3"
+            assert rows["suddendeath"]["status"] == "DOWN"
+            assert rows["suddendeath"]["hanafail"] == "2"
+            assert rows["reset"]["hanafail"] == "0"
+    finally:
+        b.kill()
+        switch.close()

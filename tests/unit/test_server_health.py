@@ -98,3 +98,58 @@ def test_status_words():
     assert sh.stat_status(s1) == "DOWN 1/2"
     s1.health = 0
     assert sh.stat_status(s1) == "DOWN"
+
+
+def _observed(on_error, limit=2, observe="layer7"):
+    m = model.Server("s1", "127.0.0.1", 1, id=1, check=True, observe=observe,
+                     error_limit=limit, on_error=on_error)
+    s = _backend(m).servers[0]
+    s.health = 4                        # UP at the top (rise 2, fall 3)
+    return s
+
+
+def test_observe_on_error_modes():
+    s = _observed("fail-check")
+    s.observe_status(500)
+    s.observe_status(200)               # a success clears the count
+    s.observe_status(503)
+    assert s.hanafail == 0 and s.health == 4
+    s.observe_status(502)
+    assert s.hanafail == 1 and s.health == 3 and s.check_status == "HANA"
+    assert s.last_chk == "Detected 2 consecutive errors, last one was: Wrong http response"
+    assert sh.stat_status(s) == "UP 2/3"
+    s = _observed("sudden-death")
+    for status in (500, 501, 505, 404, 500):    # 501, 505 and 4xx are answers
+        s.observe_status(status)
+    assert s.hanafail == 0
+    s.observe_status(500)
+    assert s.health == 2 and s.op_up            # rise + 1, then one failure
+    s = _observed("mark-down")
+    s.observe_status(500)
+    s.observe_status(500)
+    assert not s.op_up and s.health == 0
+    s = _observed("fastinter")
+    s.observe_status(500)
+    s.observe_status(500)
+    assert s.hanafail == 1 and s.health == 4 and s.op_up
+    s = _observed("fail-check", observe="layer4")
+    s.observe_status(500)
+    s.observe_status(500)
+    assert s.hanafail == 0                      # (layer4: connections only)
+
+
+def test_bounded_load_slots():
+    # three servers of weight 1 (16 each), hash-balance-factor 150: HAProxy's slots
+    servers = [_srv(f"s{i}", 1) for i in (1, 2, 3)]
+    p = model.Proxy("bk", "backend", servers=servers, balance="uri",
+                    hash_type=("consistent", "sdbm", True), hash_balance_factor=150)
+    b = backend.Backend(p)
+    s1, s2, s3 = b.servers
+    assert all(b.bounded(s) for s in b.servers)         # nothing in flight: one slot each
+    s1.cur = 1                          # 2 in flight with this one: ceil(3) slots over 48
+    assert not b.bounded(s1) and b.bounded(s2)
+    s2.cur = 1
+    s3.cur = 1                          # 4 in flight: 6 slots, 2 each
+    assert b.bounded(s1) and b.bounded(s2) and b.bounded(s3)
+    s1.cur = 2
+    assert not b.bounded(s1)
