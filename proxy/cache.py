@@ -870,7 +870,8 @@ class Store:
         if entry is None:
             return
         if entry.chunked:
-            extra = sum(4 + len(t) - 1 for t in trailers) + 5
+            # each trailer an HTX block (name and value without ": "), then the end
+            extra = sum(4 + len(t) - 2 for t in trailers) + 5
             if not self.cache.reserve(entry, extra):
                 self.abort()
                 return
