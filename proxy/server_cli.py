@@ -148,26 +148,67 @@ def update_addr_port(srv, addr: str, port) -> str:
     return ", ".join(msg) + " by 'stats socket command'\n"
 
 
+AGENT_WORDS = ("agent", "agent-addr", "agent-port", "agent-send")
+
+
+def set_agent(srv, what: str, value: str, args: list) -> str:
+    """`set server ... agent up|down`, `agent-addr <ip> [port <p>]`, `agent-port <p>`,
+    `agent-send <string>`, on a server with `agent-check` (proxy/agent_check.py)."""
+    agent = getattr(srv, "agent", None)
+    if what == "agent":
+        if agent is None:
+            return "agent checks are not enabled on this server.\n"
+        if value not in ("up", "down"):
+            return "'set server <srv> agent' expects 'up' or 'down'.\n"
+        agent.health = 1 if value == "up" else 0
+        srv.set_state(value == "up")
+        return ""
+    if what == "agent-send":
+        if agent is None:
+            return "agent checks are not enabled on this server.\n"
+        server_state.replace_model(srv, agent_send=value or None)
+        return ""
+    if what == "agent-addr" and not value:
+        return "set server <b>/<s> agent-addr requires an address and optionally a port.\n"
+    if what == "agent-port" and not value:
+        return "set server <b>/<s> agent-port requires a port.\n"
+    if agent is None:
+        return "agent checks are not enabled on this server"
+    addr = value if what == "agent-addr" else None
+    port = value if what == "agent-port" else (
+        _arg(args, 6) if _arg(args, 5) == "port" else None)
+    changes, err = _addr_port_changes(addr, port)
+    if err:
+        return err
+    server_state.replace_model(srv, **{f"agent_{k}": v for k, v in changes.items()})
+    return ""
+
+
+def _addr_port_changes(addr, port):
+    """srv_update_check_addr_port()'s checks: ({addr, port} changes, None) or (None, why)."""
+    if addr is not None and _parse_ip(addr) is None:
+        return None, f"invalid addr '{addr}'"
+    changes = {}
+    if addr is not None:
+        changes["addr"] = addr
+    if port is not None:
+        v, rest = _strtol(port)
+        if v is None or rest:
+            return None, "provided port is not an integer"
+        if not 0 <= v <= 65535:
+            return None, "provided port is invalid"
+        changes["port"] = v
+    return changes, None
+
+
 def update_check_addr_port(srv, addr, port):
     """srv_update_check_addr_port(): None, or HAProxy's error (no final newline)."""
     if not srv.model.check or srv in server_state.CHECK_DISABLED:
         return "health checks are not enabled on this server"
-    if addr is not None and _parse_ip(addr) is None:
-        return f"invalid addr '{addr}'"
-    new_port = None
-    if port is not None:
-        v, rest = _strtol(port)
-        if v is None or rest:
-            return "provided port is not an integer"
-        if not 0 <= v <= 65535:
-            return "provided port is invalid"
-        new_port = v
-    changes = {}
-    if addr is not None:
-        changes["check_addr"] = addr
-    if new_port is not None:
-        changes["check_port"] = new_port
-    server_state.replace_model(srv, **changes)
+    changes, err = _addr_port_changes(addr, port)
+    if err:
+        return err
+    server_state.replace_model(srv, **{f"check_{k}": v for k, v in changes.items()})
     return None
 
 
@@ -234,16 +275,14 @@ def register_commands(proc, reg) -> None:
             server_state.set_admin_state(srv, value)
             return ""
         if what == "health":
+            if getattr(srv, "track", None) is not None:
+                return "cannot change health on a tracking server.\n"
             if value not in ("up", "stopping", "down"):
                 return "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n"
             server_state.force_health(srv, value != "down")
             return ""
-        if what == "agent":
-            return "agent checks are not enabled on this server.\n"
-        if what in ("agent-addr", "agent-port"):
-            return "agent checks are not enabled on this server"
-        if what == "agent-send":
-            return "agent checks are not enabled on this server.\n"
+        if what in AGENT_WORDS:
+            return set_agent(srv, what, value, args)
         if what == "check-addr":
             if not value:
                 return "set server <b>/<s> check-addr requires an address and optionally a port.\n"
@@ -337,6 +376,8 @@ def register_commands(proc, reg) -> None:
             srv, err = _find_server(proc, _arg(args, 2))
             if err:
                 return err
+            if enable and not srv.model.check:
+                return "Health check was not configured on this server, cannot enable.\n"
             server_state.enable_health(srv, enable)
             return ""
         return handler

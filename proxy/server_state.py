@@ -88,12 +88,27 @@ def check_state(srv) -> int:
     if not srv.model.check:
         # (HAProxy pauses the unconfigured check of a server the configuration disables)
         return CHK_ST_PAUSED if srv.model.disabled else 0
-    if srv in CHECK_DISABLED:
-        return CHK_ST_CONFIGURED
-    st = CHK_ST_CONFIGURED | CHK_ST_ENABLED
-    if srv.admin_maint:
+    st = CHK_ST_CONFIGURED
+    if srv not in CHECK_DISABLED:
+        st |= CHK_ST_ENABLED
+        if srv.checking:
+            st |= CHK_ST_INPROGRESS
+    # (a dynamic server's check, never started, is not paused by its maintenance)
+    if srv.admin_maint and (st & CHK_ST_ENABLED or srv.model.where.file != "<cli>"):
         st |= CHK_ST_PAUSED
-    if srv.checking:
+    return st
+
+
+CHK_ST_AGENT = 0x10
+
+
+def agent_state(srv) -> int:
+    """The agent check's state (proxy/agent_check.py), 0 without one."""
+    agent = getattr(srv, "agent", None)
+    if agent is None:
+        return 0
+    st = CHK_ST_CONFIGURED | CHK_ST_ENABLED | CHK_ST_AGENT     # (maintenance leaves it be)
+    if getattr(agent, "checking", False):
         st |= CHK_ST_INPROGRESS
     return st
 
@@ -101,13 +116,17 @@ def check_state(srv) -> int:
 def server_line(b, srv, now: float) -> str:
     m = srv.model
     code = check_status_code(srv)
+    # (a check under way has no result yet, its status is the last one's)
+    result = CHK_RES_UNKNOWN if srv.checking else check_result(code)
     # (2.6's `addr` and `port` set the agent's address and port too)
     check_addr = m.check_addr or "-"
     agent_addr, agent_port = getattr(m, "agent_mirror", (m.check_addr, m.check_port))
+    agent_addr = getattr(m, "agent_addr", None) or agent_addr    # (agent-check's own)
+    agent_port = getattr(m, "agent_port", None) or agent_port
     return (f"{b.iid} {b.name} {srv.id} {srv.name} {_addr(srv)} "
             f"{op_state(srv)} {admin_flags(srv)} {srv.weight} {m.weight} "
-            f"{int(now - srv.last_change)} {code} {check_result(code)} "
-            f"{srv.health} {check_state(srv)} 0 "
+            f"{int(now - srv.last_change)} {code} {result} "
+            f"{srv.health} {check_state(srv)} {agent_state(srv)} "
             f"{1 if b.model.id is not None else 0} {1 if m.explicit_id else 0} "
             f"{getattr(m, 'fqdn', None) or '-'} {srv.port or 0} - {1 if m.ssl else 0} "
             f"{m.check_port or 0} {check_addr} {agent_addr or '-'} {agent_port or 0}\n")
@@ -522,10 +541,23 @@ def enable_health(srv, enable: bool) -> None:
         _start_check(b, srv)
     elif not enable and srv not in CHECK_DISABLED:
         CHECK_DISABLED.add(srv)
+        srv.checking = False
         for t in list(b.check_tasks):
-            if getattr(t, "server", None) is srv:
+            if _checks_of(t) is srv:
                 t.cancel()
                 b.check_tasks.remove(t)
+
+
+def _checks_of(task):
+    """The server whose health-check loop (backend._check_loop) `task` runs, if any."""
+    srv = getattr(task, "server", None)
+    if srv is not None:
+        return srv
+    coro = task.get_coro()
+    frame = getattr(coro, "cr_frame", None)
+    if frame is None or coro.cr_code.co_name != "_check_loop":
+        return None
+    return frame.f_locals.get("srv")
 
 
 def _start_check(b, srv) -> None:
@@ -639,6 +671,9 @@ def del_server(proc, args: list) -> str:
     srv = b.by_name.get(name)
     if srv is None:
         return "No such server."
+    if getattr(srv, "trackers", None):
+        return ("This server cannot be removed at runtime due to other configuration "
+                "elements pointing to it.")
     if not srv.admin_maint:
         return "Only servers in maintenance mode can be deleted."
     if srv.cur or srv.queue or srv.all_conns:
@@ -647,6 +682,9 @@ def del_server(proc, args: list) -> str:
             return "Server still has connections attached to it, cannot remove it."
     enable_health(srv, False)
     CHECK_DISABLED.discard(srv)
+    tracked = getattr(srv, "track", None)
+    if tracked is not None and srv in tracked.trackers:     # (proxy/server_health.py)
+        tracked.trackers.remove(srv)
     b.servers.remove(srv)
     del b.by_name[name]
     if b.by_id.get(srv.id) is srv:

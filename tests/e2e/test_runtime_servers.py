@@ -104,6 +104,11 @@ set server be1/s4 check-port {S4}
 set server be1/s1 health down
 show servers state be1
 set server be1/s1 health up
+enable health be1/s1
+disable health be1/s1
+disable health be1/s4
+show servers state be1
+enable health be1/s4
 set server be1/s1 bogus
 set server be1/s1
 set server be1
@@ -195,6 +200,18 @@ def masked(reply: bytes) -> str:
     return _STATE_LINE.sub(lambda m: f"{m[1]} T {m[2]} {int(m[3]) & ~1}{m[4]}", text)
 
 
+def replies(h, e, cmd: str, timeout: float = 3.0) -> tuple:
+    """The replies of both to `cmd`; for `show servers state`, read at an instant when
+    no check is under way in either (a check's result is unknown while it runs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hr, er = h.cli(cmd), e.cli(cmd)
+        if not cmd.startswith("show servers state") or time.monotonic() > deadline or \
+                not any(int(m[3]) & 1 for r in (hr, er) for m in _STATE_LINE.finditer(r.decode())):
+            return hr, er
+        time.sleep(0.05)
+
+
 def states(proxy, backend: str) -> dict:
     """show servers state: server name -> its fields."""
     out = {}
@@ -230,7 +247,7 @@ def test_server_commands_match_haproxy(haproxy_bin):
                     settle(p, "be1", ("s2", "s4", "dead"))
                 for cmd in COMMANDS.format(S1=bk.ports["s1"], S2=bk.ports["s2"],
                                            S3=bk.ports["s3"], S4=bk.ports["s4"]).splitlines():
-                    hr, er = h.cli(cmd), e.cli(cmd)
+                    hr, er = replies(h, e, cmd)
                     if cmd == "show version":
                         assert hr.startswith(b"2.6.") and er.startswith(b"0.") and \
                             er.endswith(b"\n\n"), (hr, er)
@@ -312,7 +329,8 @@ def test_state_file_applied_at_start_and_reload(haproxy_bin):
                     settle(p, "be1", ("s2", "s4", "dead"))
                 for cmd in ("show servers state rr", "show servers state be1",
                             "show servers state li"):
-                    assert masked(e.cli(cmd)) == masked(h.cli(cmd)), cmd
+                    hr, er = replies(h, e, cmd)
+                    assert masked(er) == masked(hr), cmd
                 assert served(e.port, 6) == served(h.port, 6)
                 # the operator's changes, saved, then a reload
                 for cmd in ("set server rr/a state ready", "set weight rr/a 2",
@@ -329,7 +347,8 @@ def test_state_file_applied_at_start_and_reload(haproxy_bin):
                     for p in (h2, e):
                         settle(p, "be1", ("s2", "s4", "dead"))
                     for cmd in ("show servers state rr", "show servers state be1"):
-                        assert masked(e.cli(cmd)) == masked(h2.cli(cmd)), cmd
+                        hr, er = replies(h2, e, cmd)
+                        assert masked(er) == masked(hr), cmd
                     assert served(e.port, 6) == served(h2.port, 6)
                     # SIGUSR2 reads the file again: a state saved by hand applies
                     with open(e.sock + ".state", "w") as f:
@@ -409,6 +428,7 @@ def test_maxconn_and_shutdown_sessions_act_as_haproxy(haproxy_bin):
                     assert p.cli("set maxconn server be1/s1 2") == b"\n"
                     assert _wait_row(p, "be1", "s1", {"scur": "2"}) == {"scur": "2"}, p.kind
                     assert stat_row(p, "be1", "BACKEND", ("qcur",)) == {"qcur": "0"}, p.kind
+                    time.sleep(0.3)         # (both requests sent on: each then gets a 502)
                     assert p.cli("shutdown sessions server be1/s1") == b"\n"
                     for t in threads:
                         t.join(5)
