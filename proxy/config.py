@@ -2494,8 +2494,7 @@ BIND_VALUED = {"crt", "crt-list", "alpn", "name", "maxconn", "backlog", "mode", 
                "ssl-max-ver", "npn", "crl-file", "namespace", "severity-output", "tcp-ut",
                "accept-netscaler-cip", "sigalgs", "client-sigalgs", "ca-verify-file"}
 # `option` words accepted, but the engine does not change its behaviour for them: warned
-OPTIONS_NO_EFFECT = {"abortonclose",
-                     "checkcache", "http-pretend-keepalive", "prefer-last-server", "srvtcpka",
+OPTIONS_NO_EFFECT = {"checkcache", "http-pretend-keepalive", "prefer-last-server", "srvtcpka",
                      "clitcpka", "tcpka", "tcp-smart-accept", "tcp-smart-connect",
                      "idle-close-on-response", "nolinger", "splice-auto",
                      "splice-request", "splice-response", "independent-streams",

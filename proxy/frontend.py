@@ -32,7 +32,7 @@ from . import vars as var_mod
 from . import acl as acl_mod
 from . import compression, http1
 from . import auth, stats_page
-from . import request_body, stream_actions
+from . import abortonclose, request_body, stream_actions
 from . import log as log_mod
 from . import cache as cache_mod
 from .log import log_format      # (rules' values; config and vars import it from here)
@@ -1455,14 +1455,16 @@ class Frontend:
         if srv is None:
             srv = backend.pick(c.src, None, req)
             if srv is None and backend.up:          # every server at its maxconn: queue
-                srv = await backend.wait_slot(None, _sec(bm.timeouts.get("queue") or
-                                                         bm.timeouts.get("connect")))
+                srv = await self._wait_slot(c, stream, backend, None)
+                if srv is abortonclose.ABORTED:
+                    return False
                 reserved = srv is not None
             if srv is None:
                 return self._local_error(c, req, stream, 503, ctx)
         elif srv.maxconn and srv.cur >= srv.maxconn:
-            srv = await backend.wait_slot(srv, _sec(bm.timeouts.get("queue") or
-                                                    bm.timeouts.get("connect")))
+            srv = await self._wait_slot(c, stream, backend, srv)
+            if srv is abortonclose.ABORTED:
+                return False
             if srv is None:
                 return self._local_error(c, req, stream, 503, ctx)
             reserved = True
@@ -1498,6 +1500,14 @@ class Frontend:
         finally:
             backend.cur -= 1
             backend.release_slot(srv)
+
+    async def _wait_slot(self, c, stream, backend, srv):
+        """A slot on `srv` (any server for None) after waiting in the queue: a server,
+        None after `timeout queue`, or abortonclose.ABORTED."""
+        timeout = _sec(backend.model.timeouts.get("queue") or backend.model.timeouts.get("connect"))
+        if abortonclose.applies(self, backend):
+            return await abortonclose.wait_slot(self, c, stream, backend, srv, timeout)
+        return await backend.wait_slot(srv, timeout)
 
     async def _connect(self, backend: Backend, srv: ServerState, persisted: bool, src,
                        req=None, ctx=None, client: ClientConn | None = None):

@@ -193,9 +193,11 @@ defaults
     timeout connect 1s
     timeout client 5s
     timeout server 5s
+    timeout tunnel 5s
 
 listen app
     bind 127.0.0.1:{FE}
+    http-request set-timeout tunnel 300ms if { path_beg /ws-short }
     http-request early-hint Link "</a.css>; rel=preload" if { path /eh }
     http-request early-hint X-Path "%[path]"
     http-request early-hint Link "</c.css>" if { path /eh3 }
@@ -227,6 +229,9 @@ ACTION_CASES = [
     ("set-timeout from an expression",
      b"GET /?sleep=1.5 HTTP/1.1\r\nHost: a\r\nx-t: 200\r\n" + CLOSE, b" 504 "),
     ("no set-timeout", b"GET /?sleep=0.5 HTTP/1.1\r\nHost: a\r\n" + CLOSE, b" 200 OK"),
+    ("set-timeout on a keep-alive connection's next request",
+     [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"GET /short?sleep=1.5 HTTP/1.1\r\nHost: a\r\n" + CLOSE],
+     b" 504 "),
 ]
 
 
@@ -234,11 +239,86 @@ ACTION_CASES = [
                          ids=[c[0] for c in ACTION_CASES])
 def test_stream_actions_as_haproxy(actions_pair, raw, expect):
     h, e = actions_pair
-    got_h, got_e = both_exchange(actions_pair, 0, [raw], wait=2.5)
+    parts = raw if isinstance(raw, list) else [raw]
+    got_h, got_e = both_exchange(actions_pair, 0, parts, wait=2.5)
     got_h = re.sub(rb"\b%d\b" % h.port, b"<port>", got_h)
     got_e = re.sub(rb"\b%d\b" % e.port, b"<port>", got_e)
     assert got_e == got_h
     assert expect in got_e
+
+
+def test_set_timeout_tunnel_as_haproxy(actions_pair):
+    """After a 101, the stream's tunnel timeout (300 ms, not the proxy's 5 s) closes an
+    idle tunnel."""
+    h, e = actions_pair
+    upgrade = (b"GET /ws-short?upgrade=1 HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+               b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+    got_h, got_e = both_exchange(actions_pair, 0, [upgrade, b"ping"], wait=2.5)
+    assert got_e == got_h
+    assert b"101 Switching Protocols" in got_e and got_e.endswith(b"echo:ping<EOF>")
+
+
+ABORTONCLOSE = """
+global
+    nbthread 1
+    stats socket {SOCK} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+    timeout queue 3s
+
+listen app
+    bind 127.0.0.1:{FE}
+    option abortonclose
+    server s1 127.0.0.1:{S1} maxconn 1
+
+frontend fe
+    bind 127.0.0.1:{FE2}
+    default_backend be
+
+backend be
+    option abortonclose
+    server s1 127.0.0.1:{S1} maxconn 1
+"""
+
+
+def _queued_then_closed(port: int) -> bytes:
+    """A slow request takes the server's only slot; the next one queues, and its client
+    closes its side: what that client gets."""
+    import threading
+    slow = threading.Thread(target=exchange, args=(
+        port, [b"GET /?sleep=0.6 HTTP/1.1\r\nHost: a\r\n" + CLOSE]))
+    slow.start()
+    time.sleep(0.15)
+    got = exchange(port, [b"GET /q HTTP/1.1\r\nHost: a\r\n\r\n", b""], shut=True, wait=2)
+    slow.join()
+    return got
+
+
+def test_abortonclose_as_haproxy(haproxy_bin):
+    """`option abortonclose`: a queued request whose client closes its side is dropped
+    (no answer, the server never sees it) when both the frontend and the backend have
+    the option (2.6.12's H1 layer watches the client only for a frontend with it); with
+    the backend's alone, it is served."""
+    b = Backends(["s1"]).start()
+    try:
+        with workdir() as wd, both(ABORTONCLOSE, b, wd, haproxy_bin, n_frontends=2) as p:
+            for index, answered in ((0, False), (1, True)):
+                # (edgestick tells a half-closed client `connection: close`, 2.6.12 does
+                # not: another matter)
+                got = [_queued_then_closed(proxy.ports[index]).replace(b"connection: close\r\n", b"")
+                       for proxy in p]
+                assert got[1] == got[0]
+                assert (b"GET /q" in got[1]) == answered
+            for px, sv in (("app", "FRONTEND"), ("app", "BACKEND"), ("app", "s1"), ("be", "s1")):
+                cols = ("stot", "hrsp_2xx", "cli_abrt", "req_tot")
+                assert stat_row(p[1], px, sv, cols) == stat_row(p[0], px, sv, cols), (px, sv)
+    finally:
+        b.kill()
 
 
 # ------------------------------------------------------------------ -c verdicts
