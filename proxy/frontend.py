@@ -28,6 +28,7 @@ import time
 import weakref
 
 from . import backend as be_mod
+from . import server_health
 from . import vars as var_mod
 from . import acl as acl_mod
 from . import compression, http1
@@ -1630,7 +1631,8 @@ class Frontend:
             if exc is not None:
                 raise exc
             resp = await self._read_response(c, conn, req, t_server, stream)
-            if resp is None and conn.reused and not conn.buf:
+            if resp is None and conn.reused and not conn.buf and not (
+                    server_health.CUT and conn in server_health.CUT):
                 # the server closed this idle connection as the request left: an
                 # idempotent request goes once more on a new connection; otherwise the
                 # client connection closes without an answer (as HAProxy does), so the
@@ -1664,6 +1666,9 @@ class Frontend:
             for t in stream.sc:
                 if t is not None:
                     t[0].inc_http_fail(t[1])
+            if server_health.CUT and server_health.was_cut(conn):
+                # on-marked-down/-up cut it: the client connection stays (as HAProxy)
+                return self._local_error(c, req, stream, status, ctx)
             srv.hrsp[_HRSP_SLOT[status // 100]] += 1  # the frontend and backend: below
             return self._local_error(c, req, stream, status, ctx) and False
         status = resp.status

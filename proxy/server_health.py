@@ -447,15 +447,30 @@ def marked(srv, up: bool) -> None:
                 shutdown_streams(s)
 
 
+# server connections cut so: their stream answers 502 and the client connection stays, as
+# HAProxy's SF_ERR_DOWN / SF_ERR_UP (frontend.py looks here when a response fails)
+CUT: set = set()
+
+
 def shutdown_streams(srv) -> None:
     """Abort every connection of `srv` carrying a stream (idle ones are closed too)."""
     from .backend import abort_with_reset
+    idle = set(srv.idle)
+    srv.drop_idle()
     for conn in list(srv.all_conns):
         t = conn.transport
-        if t is not None:
+        if t is not None and conn not in idle:
+            CUT.add(conn)
             conn.closed = True
             abort_with_reset(t)
-    srv.drop_idle()
+
+
+def was_cut(conn) -> bool:
+    """Whether a failed response's connection was cut by on-marked-down/-up (once)."""
+    if conn in CUT:
+        CUT.discard(conn)
+        return True
+    return False
 
 
 def stat_fields(srv) -> dict:

@@ -690,3 +690,91 @@ def test_observe_on_error_as_haproxy(haproxy_bin):
     finally:
         b.kill()
         switch.close()
+
+
+# --------------------------------------------------------------------------- on-marked-down/up
+
+MARKED = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    default_backend b
+
+backend b
+    server s1 127.0.0.1:{S1} check inter 100ms fall 1 rise 1 port {CHK} on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions
+    server s2 127.0.0.1:{S2} backup
+"""
+MARKED_COLS = ("status", "eresp", "hrsp_5xx", "srv_abrt", "cli_abrt")
+
+
+def _slow_exchange(port, out, key):
+    """A request the server answers in 2 s: the status line, and whether the connection
+    stayed open afterwards."""
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.settimeout(4)
+    s.sendall(b"GET /?sleep=2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    head, _, body = data.partition(b"\r\n\r\n")
+    m = re.search(rb"content-length: *(\d+)", head, re.I)
+    need = int(m.group(1)) if m else 0
+    try:
+        while len(body) < need:
+            d = s.recv(65536)
+            if not d:
+                break
+            body += d
+        s.settimeout(0.5)
+        state = "closed" if s.recv(1) == b"" else "data"
+    except (TimeoutError, socket.timeout):
+        state = "open"
+    except OSError:
+        state = "reset"
+    s.close()
+    out[key] = (head.split(b"\r\n")[0], state)
+
+
+@pytest.mark.parametrize("event", ["down", "up"])
+def test_on_marked_shutdown_sessions_as_haproxy(haproxy_bin, event):
+    switch = Switch()
+    if event == "down":
+        switch.open()
+    b = Backends(["s1", "s2"])
+    b.start()
+    b.ports["chk"] = switch.port
+    try:
+        with workdir() as wd, both(MARKED, b, wd, haproxy_bin) as (h, e):
+            want = "UP" if event == "down" else "DOWN"
+            settle((h, e), "b", ["s1"], ("status",), lambda r: r["status"] == want)
+            got = {}
+            threads = [threading.Thread(target=_slow_exchange, args=(p.port, got, p.kind))
+                       for p in (h, e)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)             # both requests are on a server: s1, or backup s2
+            if event == "down":
+                switch.close()
+            else:
+                switch.open()
+            for t in threads:
+                t.join()
+            assert got["haproxy"] == got["edgestick"], got
+            assert got["haproxy"][0] == b"HTTP/1.1 502 Bad Gateway"
+            for name in ("s1", "s2", "BACKEND"):
+                compare((h, e), "b", [name], MARKED_COLS, lambda r: True)
+    finally:
+        b.kill()
+        switch.close()
