@@ -283,11 +283,18 @@ def test_weights_and_dynamic_servers_steer_traffic(haproxy_bin):
                       "set server rr/d state ready"], 8),       # a, b, d (2)
                     (["set server rr/d state maint", "del server rr/d",
                       "set server rr/a state maint", "set server rr/b state maint"], 3),
+                    # b moves to s3's port: the requests follow it
+                    (["set server rr/a state ready", "set server rr/b state ready",
+                      f"set server rr/b addr 127.0.0.1 port {bk.ports['s3']}"], 4),
                 ]
                 for cmds, count in steps:
                     for cmd in cmds:
                         assert masked(e.cli(cmd)) == masked(h.cli(cmd)), cmd
-                    assert served(e.port, count) == served(h.port, count), cmds
+                    got = served(e.port, count)
+                    assert got == served(h.port, count), cmds
+                assert got == {"s1": 2, "s3": 2}
+                assert stat_row(e, "rr", "b", ("addr",)) == stat_row(h, "rr", "b", ("addr",)) \
+                    == {"addr": f"127.0.0.1:{bk.ports['s3']}"}
     finally:
         bk.kill()
 
