@@ -1323,8 +1323,9 @@ class Frontend:
     def _reply(self, c, req, ctx, stream, reply, default_status: int, is_return=False) -> bool:
         if stream.log is not None and stream.log.term is None:
             stream.log.term = "LR" if is_return else "PR"
-        closing = (not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
-                   and not request_body.whole(c.buf, req))
+        body = req.framing != http1.NO_BODY
+        closing = (not req.keep_alive or self.proc.stopping
+                   or body and not request_body.whole(c.buf, req))
         http10 = req.version < 11
         # replies that do not depend on the request are built once (the deny path is
         # the one a flood takes)
@@ -1344,7 +1345,7 @@ class Frontend:
             if reply is None or (reply.body_kind not in ("lf-string", "lf-file") and
                                  not any("%" in v for _, v in reply.headers)):
                 self._replies[key] = (status, data, ends)
-        if req.framing != http1.NO_BODY and not closing:
+        if body and not closing:
             _drop_body(c, req, stream)
         return self._finish_local(c, req, stream, status, data, ends, ctx)
 
@@ -1390,8 +1391,9 @@ class Frontend:
             else:
                 host = req.get("host")
                 location = f"{value}://{host}{rest}" if host else f"{value}://{rest}"
-        closing = (not req.keep_alive or self.proc.stopping or req.framing != http1.NO_BODY
-                   and not request_body.whole(c.buf, req))
+        body = req.framing != http1.NO_BODY
+        closing = (not req.keep_alive or self.proc.stopping
+                   or body and not request_body.whole(c.buf, req))
         head = [f"HTTP/1.1 {code} {http1.reason_for(code).decode()}\r\n",
                 "content-length: 0\r\n", f"location: {location}\r\n"]
         if code in (302, 303, 307):
@@ -1407,7 +1409,7 @@ class Frontend:
         head.append("\r\n")
         if counted:
             self.stats.intercepted += 1
-        if req.framing != http1.NO_BODY and not closing:
+        if body and not closing:
             _drop_body(c, req, stream)
         return self._finish_local(c, req, stream, code, "".join(head).encode("latin-1"),
                                   ctx=ctx)
