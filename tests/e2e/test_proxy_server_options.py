@@ -644,6 +644,7 @@ backend failcheck
     server s 127.0.0.1:{S1} observe layer7 error-limit 2 on-error fail-check
 
 backend suddendeath
+    retries 2
     server s 127.0.0.1:{DEAD} observe layer4 error-limit 2 on-error sudden-death port {CHK}
 
 backend fastinter
@@ -674,7 +675,7 @@ def test_observe_on_error_as_haproxy(haproxy_bin):
                         "reset", "reset/ok", "reset"):
                     status = "200" if path.endswith("ok") else "500"
                     one_request(p.port, f"/{path}?status={status}")
-                one_request(p.port, "/suddendeath/")        # four refused connections
+                one_request(p.port, "/suddendeath/")        # three refused connections
             rows = {bk: compare(procs, bk, ["s"], OBSERVE_COLS, not_running)["s"]
                     for bk in OBSERVED}
             assert rows["markdown"]["status"] == "DOWN"
@@ -684,8 +685,9 @@ def test_observe_on_error_as_haproxy(haproxy_bin):
             assert rows["markdown"]["last_chk"] == \
                 "Detected 3 consecutive errors, last one was: Wrong http response"
             assert rows["failcheck"]["status"] == "UP 2/3"
-            assert rows["suddendeath"]["status"] == "DOWN"
-            assert rows["suddendeath"]["hanafail"] == "2"
+            # one verdict after two errors: from the top to rise + 1, then one failure
+            assert rows["suddendeath"]["status"] == "UP 1/3"
+            assert rows["suddendeath"]["hanafail"] == "1"
             assert rows["reset"]["hanafail"] == "0"
     finally:
         b.kill()
