@@ -68,12 +68,9 @@ NAME_MAX = 32
 # Accept-Encoding / Content-Encoding bitmap (2.6's enum vary_encoding)
 GZIP, DEFLATE, BR, COMPRESS, AES128GCM, EXI, PACK200, ZSTD, IDENTITY, STAR, OTHER = (
     1 << i for i in range(11))
-_ENCODINGS = {"gzip": GZIP, "deflate": DEFLATE, "br": BR, "compress": COMPRESS,
-              "aes128gcm": AES128GCM, "exi": EXI, "pack200-gzip": PACK200, "zstd": ZSTD,
-              "identity": IDENTITY, "x-gzip": GZIP, "x-compress": COMPRESS}
 VARY_ACCEPT_ENCODING, VARY_REFERER = 1, 2
 _VARY_NAMES = {"accept-encoding": VARY_ACCEPT_ENCODING, "referer": VARY_REFERER}
-_UNSAFE_OK = ("GET", "HEAD", "OPTIONS", "TRACE")
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
 
 
 # ------------------------------------------------------------------ configuration
@@ -668,7 +665,7 @@ def use(rule, ctx, req, fe, backend) -> bool:
     cache = spec.store
     txn = _txn(ctx)
     ignore = req.version < 11 or req.method not in ("GET", "HEAD")
-    if not (ignore and req.method not in _UNSAFE_OK):
+    if not (ignore and req.method not in _SAFE_METHODS):
         # http_check_request_for_cacheability
         headers = req.headers
         pragma = _first_full(headers, "pragma")
@@ -686,7 +683,7 @@ def use(rule, ctx, req, fe, backend) -> bool:
                 txn.cacheable = txn.cook = False
         if not cc_found and pragma_found:
             ignore = True
-    if req.method not in _UNSAFE_OK:
+    if req.method not in _SAFE_METHODS:
         txn.cacheable = txn.cook = False
     digest = cache_key(req)
     if digest is None:
@@ -912,7 +909,7 @@ def store_head(rule, ctx, resp) -> None:
         return
     status = resp.status
     if ctx.method != "GET":
-        if 200 <= status < 400 and ctx.method not in _UNSAFE_OK and txn.digest is not None:
+        if 200 <= status < 400 and ctx.method not in _SAFE_METHODS and txn.digest is not None:
             old = cache.first(txn.digest, now)
             if old is not None:
                 cache._unindex(old)
