@@ -428,7 +428,7 @@ def parse_maxconn_change(srv, text: str) -> str | None:
         return "Trailing garbage in maxconn string"
     srv.maxconn = int(num)
     b = srv.backend
-    b._limited = any(s.maxconn for s in b.servers)
+    b._limited = any(s.maxconn or s.model.agent_check for s in b.servers)
     return None
 
 

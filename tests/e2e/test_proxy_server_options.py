@@ -780,3 +780,62 @@ def test_on_marked_shutdown_sessions_as_haproxy(haproxy_bin, event):
     finally:
         b.kill()
         switch.close()
+
+
+AGENT_MAXCONN = """
+global
+    stats socket {SOCK} mode 600 level admin
+    nbthread 1
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+    timeout queue 5s
+
+frontend fe
+    bind 127.0.0.1:{FE}
+    default_backend one
+
+backend one
+    server s 127.0.0.1:{S1} agent-check agent-port {A_ONE} agent-inter 200ms
+"""
+
+
+def test_agent_maxconn_queues_requests_as_haproxy(haproxy_bin):
+    """An agent's maxconn:1 on a server that had none: a second request waits in the
+    backend's queue (the fast path of a backend without limits does not bypass it)."""
+    agents = Agents(["a_one"])
+    b = Backends(["s1"])
+    b.start()
+    b.ports.update(agents.ports)
+    try:
+        with workdir() as wd, both(AGENT_MAXCONN, b, wd, haproxy_bin) as (h, e):
+            # traffic before any limit: two requests at once leave two idle connections
+            warm = [threading.Thread(target=one_request, args=(p.port, "/?sleep=0.3"))
+                    for p in (h, e) for _ in range(2)]
+            for t in warm:
+                t.start()
+            for t in warm:
+                t.join()
+            agents.replies["a_one"] = b"maxconn:1\n"
+            settle((h, e), "one", ["s"], ("slim",), lambda r: r["slim"] == "1")
+            got = {}
+            threads = [threading.Thread(target=lambda p=p, i=i: got.__setitem__(
+                (p.kind, i), one_request(p.port, "/?sleep=0.8").status))
+                for p in (h, e) for i in range(2)]
+            for t in threads:
+                t.start()
+            time.sleep(0.4)
+            rows = {p.kind: (stat_row(p, "one", "s", ("scur", "slim")),
+                             stat_row(p, "one", "BACKEND", ("qcur",)))
+                    for p in (h, e)}
+            for t in threads:
+                t.join()
+            assert rows["haproxy"] == rows["edgestick"] == (
+                {"scur": "1", "slim": "1"}, {"qcur": "1"}), rows
+            assert set(got.values()) == {200}, got
+    finally:
+        b.kill()
+        agents.close()
