@@ -1,6 +1,7 @@
-"""`option abortonclose` (HAProxy 2.6): a request waiting in a backend's queue is dropped
-when its client closes its side; the server never sees it, the client hears nothing, the
-log says `CQ`.
+"""`option abortonclose` (HAProxy 2.6): a request waiting in a backend's queue, or for a
+connection to its server that failed, is dropped when its client closes its side: the
+server never sees it, the client hears nothing, the log says `CQ` / `CC` (given up at the
+first failed attempt, before any retry).
 
 In 2.6.12 this takes the option on both sides: the frontend's makes its H1 layer watch
 the client while the request is processed (without it a close goes unnoticed until the
@@ -37,8 +38,15 @@ async def wait_slot(fe, c, stream, backend, srv, timeout_s):
         got = None
     if got is not None:
         backend.release_slot(got)
-    rec = stream.log
-    if rec is not None:
-        rec.term, rec.t_queue = "CQ", time.time()
-    c.close()
+    if stream.log is not None:
+        stream.log.t_queue = time.time()
+    dropped(c, stream, "CQ")
     return ABORTED
+
+
+def dropped(c, stream, term: str) -> bool:
+    """The stream ends unanswered: `term` (CQ in the queue, CC connecting) in the log."""
+    if stream.log is not None:
+        stream.log.term = term
+    c.close()
+    return False

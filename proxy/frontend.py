@@ -1483,6 +1483,8 @@ class Frontend:
             conn = srv.take_idle(srv.conn_key(ctx, c) if srv.private else None)
             if conn is None:
                 conn, other = await self._connect(backend, srv, persisted, c.src, req, ctx, c)
+                if conn is abortonclose.ABORTED:
+                    return abortonclose.dropped(c, stream, "CC")
                 if other is not srv:                # redispatched: the slot moves too
                     srv.unsent += 1
                     backend.release_slot(srv)
@@ -1526,6 +1528,8 @@ class Frontend:
                 return await srv.connect(t_connect, key), srv
             except (OSError, TimeoutError, asyncio.TimeoutError):
                 pass
+            if client is not None and client.eof and abortonclose.applies(self, backend):
+                return abortonclose.ABORTED, srv    # (before any retry, as 2.6.12)
             if attempt >= retries:
                 srv.econ += 1               # counted once, when HAProxy gives up
                 backend.econ += 1

@@ -283,6 +283,12 @@ frontend fe
 backend be
     option abortonclose
     server s1 127.0.0.1:{S1} maxconn 1
+
+listen refused
+    bind 127.0.0.1:{FE3}
+    option abortonclose
+    retries 2
+    server s1 127.0.0.1:{DEAD}
 """
 
 
@@ -303,10 +309,15 @@ def test_abortonclose_as_haproxy(haproxy_bin):
     """`option abortonclose`: a queued request whose client closes its side is dropped
     (no answer, the server never sees it) when both the frontend and the backend have
     the option (2.6.12's H1 layer watches the client only for a frontend with it); with
-    the backend's alone, it is served."""
+    the backend's alone, it is served. A request whose server refuses the connection is
+    dropped at once, not retried into a 503."""
+    from proxy_harness import free_ports
     b = Backends(["s1"]).start()
+    template = ABORTONCLOSE.replace("{DEAD}", str(free_ports(1)[0]))     # (nothing listens)
     try:
-        with workdir() as wd, both(ABORTONCLOSE, b, wd, haproxy_bin, n_frontends=2) as p:
+        with workdir() as wd, both(template, b, wd, haproxy_bin, n_frontends=3) as p:
+            got = both_exchange(p, 2, [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", SHUT], wait=4)
+            assert got[1] == got[0] == b"<EOF>"
             for index, answered in ((0, False), (1, True)):
                 # (edgestick tells a half-closed client `connection: close`, 2.6.12 does
                 # not: another matter)
