@@ -22,6 +22,7 @@ once it is full. ROOM is that budget, probed on 2.6.12: the head's HTX size
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Optional
 
@@ -75,7 +76,9 @@ def view(buf, req) -> View:
             return View(bytes(buf[:room]), length, False, True)
         return View(bytes(buf[:avail]), length, avail == length, False)
     if framing == http1.CHUNKED:
-        return _chunked(buf, _room(req) + 1)    # (htx_size counts the trailers' block)
+        chunks = Chunks(req, True)
+        chunks.feed(buf)
+        return View(b"".join(chunks.parts), chunks.size, chunks.complete, chunks.full)
     return _NONE
 
 
@@ -84,46 +87,63 @@ def whole(buf, req) -> bool:
     then drops it and keeps the connection; else the connection closes)."""
     if req.framing == http1.LENGTH:
         return len(buf) >= req.length and req.length <= _room(req)
-    return view(buf, req).complete
+    chunks = Chunks(req, False)
+    chunks.feed(buf)
+    return chunks.complete
 
 
-def _chunked(buf, room: int) -> View:
-    """A chunked body decoded as far as it arrived. Whole chunks fit while the total
-    stays within `room`; a chunk cut short (by the room or by its bytes still to come)
-    costs HAProxy another 8 bytes (probed: 100-byte chunks stop at 15200, 1000-byte ones
-    at 15197 with the same head)."""
-    parts, total, pos, n = [], 0, 0, len(buf)
-    while True:
-        eol = buf.find(b"\n", pos)
-        if eol < 0:
-            return View(b"".join(parts), total, False, False)
-        word = bytes(buf[pos:eol]).split(b";")[0].strip()
-        try:
-            size = int(word, 16)
-        except ValueError:              # malformed: the forwarding reports it
-            return View(b"".join(parts), total, False, False)
-        start = eol + 1
-        if size == 0:
-            rest = bytes(buf[start:start + 2])
-            done = (rest == b"\r\n" or rest[:1] == b"\n" or buf.find(b"\n\r\n", start) >= 0
-                    or buf.find(b"\n\n", start) >= 0)
-            return View(b"".join(parts), total, done, False)
-        avail = n - start
-        if avail >= size and total + size <= room:
-            parts.append(bytes(buf[start:start + size]))
-            total += size
-            pos = start + size
-            if buf[pos:pos + 2] == b"\r\n":
-                pos += 2
-            elif buf[pos:pos + 1] == b"\n":
-                pos += 1
-            else:
-                return View(b"".join(parts), total, False, False)
-            continue
-        take = min(avail, size, max(0, room - total - 8))
-        parts.append(bytes(buf[start:start + take]))
-        full = avail > take
-        return View(b"".join(parts), total + size, False, full)
+_HEX = re.compile(rb"[0-9a-fA-F]+")
+
+
+class Chunks:
+    """A chunked body decoded as far as it arrived, resumable (feed again once more came:
+    only what is new is parsed, so a wait over many small chunks stays linear). Whole
+    chunks fit while the total stays within HAProxy's room; a chunk cut short (by the
+    room or by its bytes still to come) costs HAProxy another 8 bytes (probed: 100-byte
+    chunks stop at 15200, 1000-byte ones at 15197 with the same head). `parts`: the
+    data, when `keep`."""
+    __slots__ = ("room", "keep", "parts", "pos", "total", "got", "size", "complete", "full")
+
+    def __init__(self, req, keep: bool):
+        self.room = _room(req) + 1          # (htx_size counts the trailers' block)
+        self.keep, self.parts = keep, []
+        self.pos = self.total = 0           # whole chunks: where the next one starts, bytes
+        self.got = self.size = 0            # with the chunk under way: bytes, announced
+        self.complete = self.full = False
+
+    def feed(self, buf) -> None:
+        n, room, pos = len(buf), self.room, self.pos
+        self.got = self.size = self.total
+        while not self.complete:
+            eol = buf.find(b"\n", pos)
+            if eol < 0:
+                break
+            word = bytes(buf[pos:eol]).split(b";")[0].strip()
+            if not _HEX.fullmatch(word):    # malformed: the forwarding reports it
+                break
+            size, start = int(word, 16), eol + 1
+            if size == 0:
+                rest = bytes(buf[start:start + 2])
+                self.complete = (rest == b"\r\n" or rest[:1] == b"\n"
+                                 or buf.find(b"\n\r\n", start) >= 0
+                                 or buf.find(b"\n\n", start) >= 0)
+                break
+            avail = n - start
+            end = start + size
+            crlf = 2 if buf[end:end + 2] == b"\r\n" else 1 if buf[end:end + 1] == b"\n" else 0
+            if avail >= size and self.total + size <= room and crlf:
+                if self.keep:
+                    self.parts.append(bytes(buf[start:end]))
+                self.total += size
+                pos = self.pos = end + crlf
+                self.got = self.size = self.total
+                continue
+            take = min(avail, size, max(0, room - self.total - 8))
+            if self.keep:
+                self.parts.append(bytes(buf[start:start + take]))
+            self.got, self.size = self.total + take, self.total + size
+            self.full = avail > take
+            break
 
 
 def _source_view(ctx) -> Optional[View]:
@@ -292,9 +312,17 @@ async def wait(fe, c, req, ctx, stream, spec: Wait):
     deadline = None if spec.time_ms is None else loop.time() + spec.time_ms / 1000.0
     t_client = fe.t_client
     aborted = None
+    chunks = Chunks(req, False) if req.framing == http1.CHUNKED else None
+    room = _room(req)
     while True:
-        v = view(c.buf, req)
-        if v.complete or v.full or (spec.at_least and len(v.data) >= spec.at_least):
+        buf = c.buf
+        if chunks is not None:
+            chunks.feed(buf)
+            got, done = chunks.got, chunks.complete or chunks.full
+        else:
+            got = min(len(buf), req.length, room)
+            done = got == req.length or got == room
+        if done or (spec.at_least and got >= spec.at_least):
             break
         if c.eof:                       # the client closed its side amid its body
             aborted = ABORTED

@@ -53,7 +53,9 @@ def test_chunked_body():
 
 def test_chunked_larger_than_the_buffer():
     for size, seen, announced in ((100, 15200, 15300), (1000, 15197, 16000),
-                                  (4000, 15197, 16000), (16000, 15197, 16000)):
+                                  (4000, 15197, 16000), (16000, 15197, 16000),
+                                  (1, 15205, 15206), (7, 15204, 15211), (10, 15200, 15210),
+                                  (333, 15197, 15318)):
         body = b"y" * 40000
         raw = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
                        for i in range(0, len(body), size)) + b"0\r\n\r\n"
@@ -69,3 +71,15 @@ def test_body_params_as_haproxy():
         assert next(_params(body, "a"), None) == a, body
         assert next(_params(body, None), None) == first, body
     assert list(_params(b"b=1;a=2&c", None)) == ["1", "2"]
+
+
+def test_chunks_resume_where_they_stopped():
+    """The wait feeds the same decoder as bytes come: one-byte chunks one at a time end
+    where the whole body at once does."""
+    from edgestick.proxy.request_body import Chunks
+    req, buf = chunked(b"")
+    chunks = Chunks(req, False)
+    while not chunks.full:
+        buf += b"1\r\nx\r\n"
+        chunks.feed(buf)
+    assert chunks.got == len(view(buf, req).data) == 15205
