@@ -283,7 +283,8 @@ class _Collector:
         for r in rows:
             r["proxy"], r["server"] = r["pxname"], r["svname"]
         yield self._status(rows, "haproxy_server_status", labels, ("DOWN", "UP", "MAINT"),
-                           lambda r: "UP" if r["status"] == "no check" else r["status"])
+                           # ("UP 1/3", "DOWN (agent)", "MAINT (via b/s)": their state)
+                           lambda r: "UP" if r["status"] == "no check" else r["status"].split()[0])
         yield from self._families(rows, labels, _SERVER)
         yield self._responses(rows, "haproxy_server_http_responses_total", labels)
 

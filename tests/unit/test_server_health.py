@@ -153,3 +153,17 @@ def test_bounded_load_slots():
     assert b.bounded(s1) and b.bounded(s2) and b.bounded(s3)
     s1.cur = 2
     assert not b.bounded(s1)
+
+
+def test_server_status_metric_reads_the_state_word():
+    from edgestick.proxy import metrics, stats
+    rows = []
+    for name, status in (("a", "UP 1/3"), ("b", "DOWN (agent)"), ("c", "MAINT (via bk/a)"),
+                         ("d", "no check"), ("e", "DOWN 1/2")):
+        row = {f: None for f in stats.ALL_FIELDS}
+        row.update(pxname="bk", svname=name, status=status, type=2, hrsp_1xx=0, hrsp_2xx=0,
+                   hrsp_3xx=0, hrsp_4xx=0, hrsp_5xx=0, hrsp_other=0, mode="http")
+        rows.append(row)
+    family = next(metrics._Collector(None, set())._servers(rows))
+    on = {(s.labels["server"], s.labels["state"]) for s in family.samples if s.value == 1}
+    assert on == {("a", "UP"), ("b", "DOWN"), ("c", "MAINT"), ("d", "UP"), ("e", "DOWN")}
