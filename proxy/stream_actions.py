@@ -11,6 +11,9 @@
       consecutive early-hint rules add their headers to one 103, which a rule with a
       condition, or any other action, ends (prepare() marks the rules that send)
   http-request wait-for-body ...   see request_body.py
+  http-request / http-response strict-mode on|off
+      accepted as it is: a header rewrite never fails here (HAProxy's strict mode turns
+      a failed one into a 500)
 
 The rules run from Frontend._counter_action (run()); the Stream keeps `timeouts` (name ->
 seconds) and `hints` (the 103 under way), set only by these actions.
@@ -22,7 +25,8 @@ from . import log as log_mod
 from .log import LEVELS
 from .sample import SampleError, compile_expr
 
-ACTIONS = frozenset({"set-timeout", "set-log-level", "early-hint", "wait-for-body"})
+ACTIONS = frozenset({"set-timeout", "set-log-level", "early-hint", "wait-for-body",
+                     "strict-mode"})
 SILENT = -1
 
 
@@ -37,7 +41,7 @@ class Hint:
 def allowed(where: str, action: str) -> bool:
     if where == "http-request":
         return True
-    return where == "http-response" and action == "set-log-level"
+    return where == "http-response" and action in ("set-log-level", "strict-mode")
 
 
 def parse(parser, p, line, rule, action: str, args, where: str) -> None:
@@ -52,6 +56,14 @@ def parse(parser, p, line, rule, action: str, args, where: str) -> None:
             raise line.error(err + "expects exactly 1 argument (log level name or "
                              "'silent').")
         rule.value = SILENT if args[0] == "silent" else LEVELS.index(args[0])
+        rest = args[1:]
+    elif action == "strict-mode":
+        # (a rewrite never fails here: on or off, nothing changes; the rule stays a rule)
+        if not args:
+            raise line.error(err + "expects exactly 1 arguments.")
+        if args[0] not in ("on", "off"):
+            raise line.error(err + f"Unexpected value '{args[0]}'. Only 'on' and 'off' are "
+                             "supported.")
         rest = args[1:]
     elif action == "early-hint":
         if len(args) < 2:

@@ -379,6 +379,12 @@ CHECKS = [
      "time overflow (maximum value is 2147483647 ms or ~24.8 days)."),
     ("frontend f", "http-request wait-for-body time 1s at-least 1k time 2s if METH_POST", None),
     ("backend b", "option http-buffer-request", None),
+    ("frontend f", "http-request strict-mode off", None),
+    ("frontend f", "http-response strict-mode on if TRUE", None),
+    ("frontend f", "http-request strict-mode",
+     "'http-request strict-mode' rule : expects exactly 1 arguments."),
+    ("frontend f", "http-request strict-mode foo",
+     "Unexpected value 'foo'. Only 'on' and 'off' are supported."),
 ]
 
 
