@@ -884,7 +884,8 @@ def _selected(row: dict, opt: StatOptions) -> bool:
 
 
 def _server_up(row: dict) -> bool:
-    return row["status"] in ("UP", "no check", "DRAIN")
+    # (running: "UP 1/3" going down too, "DRAIN (agent)"; not "DOWN 1/2" nor MAINT)
+    return row["status"].split()[0] in ("UP", "no", "DRAIN", "NOLB")
 
 
 def _count_up(rows: list) -> None:

@@ -413,7 +413,7 @@ def render_html(proc, page: StatsPage, holder: m.Proxy, flags: set, admin: bool,
     if "no-maint" in flags:
         rows = [r for r in rows if not (r["type"] == 2 and r["status"].startswith("MAINT"))]
     if "up" in flags:
-        rows = [r for r in rows if r["type"] != 2 or r["status"] in ("UP", "no check")]
+        rows = [r for r in rows if r["type"] != 2 or r["status"].split()[0] in ("UP", "no")]
     out = ['<!DOCTYPE html>\n<html><head><meta charset="iso-8859-1">',
            f"<title>Statistics Report for edgestick</title><style>{_CSS}</style>"
            "</head><body>"]

@@ -689,6 +689,14 @@ def test_observe_on_error_as_haproxy(haproxy_bin):
             assert rows["suddendeath"]["status"] == "UP 1/3"
             assert rows["suddendeath"]["hanafail"] == "1"
             assert rows["reset"]["hanafail"] == "0"
+            # `show stat up`: a server going down ("UP 2/3") is up, a DOWN one is not
+            shown = {}
+            for p in procs:
+                lines = list(csv.reader(p.cli("show stat up").decode().splitlines()[1:]))
+                shown[p.kind] = sorted((f[0], f[1], f[17]) for f in lines
+                                       if f and f[0] in ("markdown", "failcheck"))
+            assert shown["haproxy"] == shown["edgestick"], shown
+            assert ("failcheck", "s", "UP 2/3") in shown["haproxy"]
     finally:
         b.kill()
         switch.close()
