@@ -1057,7 +1057,7 @@ class Parser:
     def kw_hash_balance_factor(self, p, line):
         if len(line.words) < 2:
             raise line.error("'hash-balance-factor' expects an integer argument.")
-        factor = server_health._atol(line.words[1])
+        factor = server_health.atol(line.words[1])
         if factor != 0 and factor <= 100:
             raise line.error("'hash-balance-factor' must be 0 or greater than 100.")
         p.hash_balance_factor = factor

@@ -1,9 +1,10 @@
 """What moves a server's state besides its own health check, as HAProxy 2.6's server.c
-and check.c do: tracking another server (`track`), slow start (`slowstart`), observed
-traffic errors (`observe`, `error-limit`, `on-error`), what happens to the sessions of a
-server marked down or up (`on-marked-down`, `on-marked-up`); the agent's verdicts are
-applied here too (proxy/agent_check.py talks to the agent). The configuration side: the
-server options setting them and HAProxy's checks of them (cfgparse, check_config_validity).
+and check.c do: tracking another server (`track`), slow start (`slowstart`), weight and
+maxconn changes (the agent's, proxy/agent_check.py), observed traffic errors (`observe`,
+`error-limit`, `on-error`), what happens to the sessions of a server marked down or up
+(`on-marked-down`, `on-marked-up`), and how `show stat` words a server's state. The
+configuration side: the server options setting them and HAProxy's checks of them
+(cfgparse, check_config_validity).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def parse_option(line, srv, opt: str, val: str, kw: str) -> None:
     if opt == "track":
         srv.track = val
     elif opt == "agent-port":
-        srv.agent_port = _atol(val)
+        srv.agent_port = atol(val)
     elif opt in ("agent-inter", "slowstart"):
         ms, err, _ = parse_time_err(val)
         if err is not None:
@@ -56,7 +57,7 @@ def parse_option(line, srv, opt: str, val: str, kw: str) -> None:
                              f"'{val}'.", kw)
         srv.observe = None if val == "none" else val
     elif opt == "error-limit":
-        limit = _atol(val)
+        limit = atol(val)
         if limit < 1:
             raise line.error("error-limit has to be > 0.", kw)
         srv.error_limit = limit
@@ -86,7 +87,7 @@ def missing_argument(opt: str) -> str | None:
     return None
 
 
-def _atol(text: str) -> int:
+def atol(text: str) -> int:
     """C's atol: the leading digits (and sign), 0 without any."""
     digits = ""
     for i, ch in enumerate(text.strip()):
@@ -264,6 +265,19 @@ def stat_status(srv) -> str:
         return f"DOWN {ref.health}/{rise}"
     return "DOWN"
 
+def stat_fields(srv) -> dict:
+    """`show stat` columns of a tracking, agent-checked or slow-starting server."""
+    v = {}
+    if srv.track is not None:
+        v["tracked"] = f"{srv.track.backend.name}/{srv.track.name}"
+    if srv.agent is not None:
+        v.update(srv.agent.stat_fields())
+    if srv.warm_since is not None and srv.weight and not srv.admin_drain:
+        v["throttle"] = throttle(srv.eweight, srv.weight)
+    if reference(srv).model.observe:
+        v["hanafail"] = srv.hanafail
+    return v
+
 
 # --------------------------------------------------------------------------- run time: slow start
 
@@ -375,6 +389,8 @@ def set_eweight(srv, eweight: int) -> None:
 
 def set_uweight(srv, weight: int) -> None:
     """A new user weight (the agent's "N%"): the effective one follows, through any ramp."""
+    if weight == srv.weight:
+        return
     srv.weight = weight
     if srv.warm_since is not None:
         warm_step(srv)
@@ -472,19 +488,6 @@ def was_cut(conn) -> bool:
         return True
     return False
 
-
-def stat_fields(srv) -> dict:
-    """`show stat` columns of a tracking, agent-checked or slow-starting server."""
-    v = {}
-    if srv.track is not None:
-        v["tracked"] = f"{srv.track.backend.name}/{srv.track.name}"
-    if srv.agent is not None:
-        v.update(srv.agent.stat_fields())
-    if srv.warm_since is not None and srv.weight and not srv.admin_drain:
-        v["throttle"] = throttle(srv.eweight, srv.weight)
-    if reference(srv).model.observe:
-        v["hanafail"] = srv.hanafail
-    return v
 
 
 # --------------------------------------------------------------------------- run time: observe
