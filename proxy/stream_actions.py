@@ -4,7 +4,8 @@
   http-request set-timeout server|tunnel <time>|<expr>   this stream's server or tunnel
       timeout (proxies with a backend only); an expression gives milliseconds, no sample
       changes nothing
-  http-request set-log-level <level>|silent, http-response set-log-level ...
+  http-request set-log-level <level>|silent, http-response / tcp-request content
+  set-log-level ...
       the level of this stream's log line (the last matching rule wins); silent: none
   http-request early-hint <name> <fmt>
       a `103 Early Hints` interim response before the final one (HTTP/1.1 clients):
@@ -41,6 +42,8 @@ class Hint:
 def allowed(where: str, action: str) -> bool:
     if where == "http-request":
         return True
+    if where == "tcp-request content":      # (a TCP stream logs no line: HTTP mode only)
+        return action == "set-log-level"
     return where == "http-response" and action in ("set-log-level", "strict-mode")
 
 
@@ -53,6 +56,8 @@ def parse(parser, p, line, rule, action: str, args, where: str) -> None:
         rule.value, rest = parse_wait(p, line, args, what)
     elif action == "set-log-level":
         if not args or (args[0] != "silent" and args[0] not in LEVELS):
+            if where.startswith("tcp"):
+                raise line.error("expects exactly 1 argument (log level name or 'silent')")
             raise line.error(err + "expects exactly 1 argument (log level name or "
                              "'silent').")
         rule.value = SILENT if args[0] == "silent" else LEVELS.index(args[0])
@@ -73,6 +78,9 @@ def parse(parser, p, line, rule, action: str, args, where: str) -> None:
         rest = args[2:]
     else:
         rule.value, rest = _parse_timeout(parser, p, line, args, err, what)
+    if rest and where.startswith("tcp"):
+        raise line.error(f"'{what}' only accepts 'if' or 'unless', in {p.kind} '{p.name}' "
+                         f"(got '{rest[0]}')")
     if rest:
         raise line.error(f"'{what}' expects either 'if' or 'unless' followed by a condition "
                          f"but found '{rest[0]}'.")

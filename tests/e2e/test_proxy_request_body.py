@@ -380,6 +380,12 @@ CHECKS = [
     ("frontend f", "http-request wait-for-body time 1s at-least 1k time 2s if METH_POST", None),
     ("backend b", "option http-buffer-request", None),
     ("frontend f", "http-request strict-mode off", None),
+    ("frontend f", "tcp-request content set-log-level silent if TRUE", None),
+    ("frontend f", "tcp-request content set-log-level bogus",
+     "expects exactly 1 argument (log level name or 'silent')"),
+    ("frontend f", "tcp-request content set-log-level info foo",
+     "'tcp-request content set-log-level' only accepts 'if' or 'unless', in frontend 'f' "
+     "(got 'foo')"),
     ("frontend f", "http-response strict-mode on if TRUE", None),
     ("frontend f", "http-request strict-mode",
      "'http-request strict-mode' rule : expects exactly 1 arguments."),
@@ -431,6 +437,7 @@ defaults
 frontend fe
     bind 127.0.0.1:{FE}
     option http-buffer-request
+    tcp-request content set-log-level warning if { path /warn }
     http-request set-log-level err if { path /err }
     http-request set-log-level notice if { path /err }
     http-request set-log-level silent if { path /silent }
@@ -460,14 +467,15 @@ def test_logs_as_haproxy(haproxy_bin):
                     exchange(p.port, [head("/fwd", 4, close) + b"abcd"])
                     exchange(p.port, [head("/ret", 4), b"ab"], wait=3)          # 408
                     exchange(p.port, [head("/fwd", 4), b"ab"], shut=True)      # CR
-                    for path in (b"/err", b"/silent", b"/?status=404", b"/eh"):
+                    for path in (b"/err", b"/silent", b"/?status=404", b"/eh", b"/warn"):
                         exchange(p.port, [b"GET %s HTTP/1.1\r\nHost: a\r\n%s\r\n" % (path, close)])
                 got = pair.run(traffic)
             finally:
                 pair.stop()
         lines = compare(got)
-        assert len(lines) == 7 and " 408 " in lines[2] and " cR-- " in lines[2]
+        assert len(lines) == 8 and " 408 " in lines[2] and " cR-- " in lines[2]
         assert " bk/<NOSRV> T/-1/-1/-1/T -1 0 - - CR-- " in lines[3]
         assert lines[4].startswith("<133>") and lines[5].startswith("<128>")   # notice, emerg
+        assert lines[7].startswith("<132>")                                     # warning
     finally:
         backends.kill()
