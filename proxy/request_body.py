@@ -6,7 +6,8 @@ http_wait_for_msg_body, http_fetch.c's req.body fetches).
 much as HAProxy's request buffer holds. A client that sends `Expect: 100-continue` is
 answered `100 Continue` first (the header then goes). A wait that runs out of time
 answers 408 (HAProxy's stream 408, `cR` in the log); a client that closes its side
-leaves the rules to run on what came.
+amid its body has the rules run and logged on what came, but hears nothing and its
+request reaches no server (`CR`, rules_after).
 
 The body stays where it arrived (the client connection's buffer, after the head): the
 fetches read it there and the request leaves for the server as it came. The buffering
@@ -30,8 +31,9 @@ from . import http1
 from . import model as m
 from .payload import BUFSIZE, MAXREWRITE
 from .sample import FETCHES, FetchDef, SampleError
+from .stream_actions import count_interim
 
-ROOM = BUFSIZE - MAXREWRITE - 72
+ROOM = BUFSIZE - MAXREWRITE - 72      # 15288: e.g. 15210 body bytes behind a 2-header POST
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -304,7 +306,6 @@ async def wait(fe, c, req, ctx, stream, spec: Wait):
         expect = req.get("expect")
         if expect is not None and expect.lower() == "100-continue":
             c.write(CONTINUE)
-            from .stream_actions import count_interim
             count_interim(stream, CONTINUE)
             req.remove("expect")
             ctx.headers = req.headers
