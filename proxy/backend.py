@@ -437,7 +437,12 @@ class ObservedServer(ServerState):
     """A server with `observe layer4|layer7`: the outcome of its connections (and with
     layer7 its responses, see server_health.observing) counts towards `error-limit`.
     A subclass, so that other servers pay nothing for it."""
-    __slots__ = ("_eresp",)
+    __slots__ = ("_eresp", "check_wake", "check_due")
+
+    def __init__(self, backend: "Backend", model):
+        self.check_wake = None          # the wait before its next check (see pause)
+        self.check_due = 0.0
+        ServerState.__init__(self, backend, model)
 
     async def connect(self, timeout_s: float | None, key=None) -> ServerConn:
         try:
@@ -448,6 +453,30 @@ class ObservedServer(ServerState):
         if self.model.observe == "layer4":
             server_health.observed(self, True, "")
         return conn
+
+    async def pause(self, delay_s: float):
+        """The wait before the next check, which check_soon may cut short."""
+        loop = asyncio.get_running_loop()
+        self.check_due = loop.time() + delay_s
+        fut = self.check_wake = loop.create_future()
+        try:
+            await asyncio.wait_for(fut, delay_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            pass
+        finally:
+            self.check_wake = None
+
+    def check_soon(self, delay_s: float):
+        """The next check in `delay_s` at the latest (HAProxy requeues the check task at
+        `fastinter` after an observe verdict)."""
+        fut = self.check_wake
+        if fut is None or fut.done():
+            return
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay_s
+        if due < self.check_due:
+            self.check_due = due
+            loop.call_at(due, lambda: fut.done() or fut.set_result(None))
 
     def observe_status(self, status: int):
         if self.model.observe == "layer7":
@@ -1306,7 +1335,11 @@ async def _check_loop(backend: Backend, srv: ServerState, delay: float, timeouts
             inter = srv.model.downinter_ms
         elif srv.health not in (0, srv.model.rise + srv.model.fall - 1) and srv.model.fastinter_ms:
             inter = srv.model.fastinter_ms
-        await asyncio.sleep(max(0.0, inter / 1000.0 - (loop.time() - started)))
+        pause = max(0.0, inter / 1000.0 - (loop.time() - started))
+        if type(srv) is ObservedServer:     # (observe may bring its next check forward)
+            await srv.pause(pause)
+        else:
+            await asyncio.sleep(pause)
 
 
 # --------------------------------------------------------------------------- cookie persistence

@@ -509,17 +509,18 @@ def observed(srv, ok: bool, what: str) -> None:
     desc = f"Detected {srv.errors} consecutive errors, last one was: {what}"
     srv.errors = 0
     srv.hanafail += 1
-    if m.on_error == "fastinter":
-        return
-    if m.on_error == "sudden-death" and srv.health > m.rise:
-        srv.health = m.rise + 1
-    elif m.on_error == "mark-down":
-        srv.health = m.rise
-    # a failed check, as if the health check had said so
-    from .backend import apply_check_result
-    srv.check_status, srv.check_code, srv.last_chk = "HANA", None, desc
-    srv.check_duration = HANA_DURATION
-    apply_check_result(srv, False)
+    if m.on_error != "fastinter":
+        if m.on_error == "sudden-death" and srv.health > m.rise:
+            srv.health = m.rise + 1
+        elif m.on_error == "mark-down":
+            srv.health = m.rise
+        # a failed check, as if the health check had said so
+        from .backend import apply_check_result
+        srv.check_status, srv.check_code, srv.last_chk = "HANA", None, desc
+        srv.check_duration = HANA_DURATION
+        apply_check_result(srv, False)
+    if m.fastinter_ms:                  # every mode: the next check at `fastinter`
+        srv.check_soon(m.fastinter_ms / 1000.0)
 
 
 def observing(frontend) -> None:

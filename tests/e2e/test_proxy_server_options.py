@@ -652,18 +652,22 @@ backend fastinter
 
 backend reset
     server s 127.0.0.1:{S1} observe layer7 error-limit 2
+
+backend soon
+    server s 127.0.0.1:{S1} observe layer7 error-limit 2 on-error fastinter fastinter 200ms fall 1 port {CHK2}
 """
-OBSERVED = ("markdown", "failcheck", "suddendeath", "fastinter", "reset")
+OBSERVED = ("markdown", "failcheck", "suddendeath", "fastinter", "reset")  # (and soon)
 OBSERVE_COLS = ("status", "check_status", "check_code", "last_chk", "check_health",
                 "chkfail", "chkdown", "hanafail", "econ", "eresp")
 
 
 def test_observe_on_error_as_haproxy(haproxy_bin):
-    switch = Switch()
+    switch, switch2 = Switch(), Switch()
     switch.open()
+    switch2.open()
     b = Backends(["s1"])
     b.start()
-    b.ports.update({"chk": switch.port, "dead": Switch().port})
+    b.ports.update({"chk": switch.port, "chk2": switch2.port, "dead": Switch().port})
     try:
         with workdir() as wd, both(OBSERVE, b, wd, haproxy_bin) as (h, e):
             procs = (h, e)
@@ -697,9 +701,20 @@ def test_observe_on_error_as_haproxy(haproxy_bin):
                                        if f and f[0] in ("markdown", "failcheck"))
             assert shown["haproxy"] == shown["edgestick"], shown
             assert ("failcheck", "s", "UP 2/3") in shown["haproxy"]
+            # on-error fastinter: the verdict brings the next check forward (its interval
+            # is 20 s): a check port closed meanwhile makes the server DOWN at once
+            settle(procs, "soon", ["s"], ("check_status",), lambda r: r["check_status"] == "L4OK")
+            switch2.close()
+            for p in procs:
+                for _ in range(2):
+                    one_request(p.port, "/soon?status=500")
+            soon = compare(procs, "soon", ["s"], ("status", "check_status", "hanafail"),
+                           lambda r: r["status"] == "DOWN", timeout=3)
+            assert soon["s"] == {"status": "DOWN", "check_status": "L4CON", "hanafail": "1"}
     finally:
         b.kill()
         switch.close()
+        switch2.close()
 
 
 # --------------------------------------------------------------------------- on-marked-down/up
