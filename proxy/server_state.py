@@ -20,6 +20,7 @@ running, with the health counter HAProxy would give it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -419,15 +420,32 @@ def apply(cfg, backends: dict, log=_warn) -> int:
             if entries is None:
                 continue
             entries = dict(entries)
-        for srv in list(b.servers):
-            params = entries.pop((b.name, srv.name), None)
-            if params is not None:
-                apply_line(srv, params[4:])
-                updated += 1
+        with _one_recalc(b):
+            for srv in list(b.servers):
+                params = entries.pop((b.name, srv.name), None)
+                if params is not None:
+                    apply_line(srv, params[4:])
+                    updated += 1
         if mode == "local":
             for (_, srv_name) in entries:
                 _warn(f"Proxy '{b.name}': can't find server '{srv_name}' in backend '{b.name}'")
     return updated
+
+
+@contextlib.contextmanager
+def _one_recalc(b):
+    """The servers' lists are rebuilt once for a whole file, not at each server's change
+    (a backend of 1000 servers: 1000 rebuilds of 1000)."""
+    b.recalc = _no_recalc
+    try:
+        yield
+    finally:
+        del b.recalc
+        b.recalc()
+
+
+def _no_recalc():
+    pass
 
 
 def apply_line(srv, params: list) -> None:

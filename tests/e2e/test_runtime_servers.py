@@ -201,13 +201,17 @@ def masked(reply: bytes) -> str:
 
 
 def replies(h, e, cmd: str, timeout: float = 3.0) -> tuple:
-    """The replies of both to `cmd`; for `show servers state`, read at an instant when
-    no check is under way in either (a check's result is unknown while it runs)."""
+    """The replies of both to `cmd`; `show servers state` is read again while a check
+    is under way in either (its result is unknown while it runs) or while they differ
+    (the two run their checks at their own instants: a check's verdict, or the health
+    counter climbing back after maintenance, reaches one before the other)."""
     deadline = time.monotonic() + timeout
     while True:
         hr, er = h.cli(cmd), e.cli(cmd)
-        if not cmd.startswith("show servers state") or time.monotonic() > deadline or \
-                not any(int(m[3]) & 1 for r in (hr, er) for m in _STATE_LINE.finditer(r.decode())):
+        if not cmd.startswith("show servers state") or time.monotonic() > deadline:
+            return hr, er
+        busy = any(int(m[3]) & 1 for r in (hr, er) for m in _STATE_LINE.finditer(r.decode()))
+        if not busy and masked(hr) == masked(er):
             return hr, er
         time.sleep(0.05)
 
