@@ -61,8 +61,12 @@ def _warn(msg: str) -> None:
 
 def admin_flags(srv) -> int:
     flags = ADMF_CMAINT if srv.model.disabled else 0
-    if srv.admin_maint:
+    if getattr(srv, "via_maint", None) is not None:
+        flags |= ADMF_IMAINT            # (inherited from the tracked server)
+    elif srv.admin_maint:
         flags |= ADMF_FMAINT
+    elif getattr(srv, "via_drain", False):
+        flags |= ADMF_IDRAIN
     elif srv.admin_drain:
         flags |= ADMF_FDRAIN
     return flags
@@ -205,8 +209,8 @@ def enter_maint(srv) -> None:
 def leave_maint(srv) -> None:
     """Back from maintenance: a checked server is UP and falls at its first failed
     check (health at `rise`), as HAProxy's srv_update_status."""
-    if not srv.admin_maint:
-        return
+    if not srv.admin_maint or getattr(srv, "via_maint", None) is not None:
+        return                          # (a tracked server's maintenance is not ours to end)
     srv.admin_maint = False
     if srv.model.check and srv not in CHECK_DISABLED:
         srv.health = srv.model.rise
@@ -689,7 +693,7 @@ def del_server(proc, args: list) -> str:
     srv = b.by_name.get(name)
     if srv is None:
         return "No such server."
-    if getattr(srv, "trackers", None):
+    if srv in getattr(b, "tracked", ()):    # (tracked in the configuration: for good)
         return ("This server cannot be removed at runtime due to other configuration "
                 "elements pointing to it.")
     if not srv.admin_maint:

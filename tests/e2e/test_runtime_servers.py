@@ -558,3 +558,68 @@ def test_show_servers_conn_as_haproxy(haproxy_bin):
                     assert e.cli(cmd) == h.cli(cmd), cmd
     finally:
         bk.kill()
+
+
+TRACK = """\
+global
+    stats socket {SOCK} level admin
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+backend be1
+    server s1 127.0.0.1:{S1} agent-check agent-port {DEAD} agent-inter 300ms
+    server s2 127.0.0.1:{S1} agent-check agent-port {DEAD} agent-addr 127.0.0.7 agent-inter 300ms check inter 300ms
+    server s3 127.0.0.1:{S1} track be1/s2
+    server s4 127.0.0.1:{S1} track be1/s3
+frontend fe
+    bind 127.0.0.1:{FE}
+    default_backend be1
+"""
+
+TRACK_COMMANDS = """\
+show servers state be1
+set server be1/s1 agent-addr 127.0.0.1
+set server be1/s1 agent-addr bad
+set server be1/s1 agent-addr
+set server be1/s1 agent-addr 127.0.0.1 port {DEAD}
+set server be1/s2 agent-port 9
+set server be1/s1 agent-port x
+set server be1/s1 agent-port 70000
+set server be1/s1 agent-port
+set server be1/s1 agent-send hello
+set server be1/s1 agent-send
+set server be1/s1 agent x
+set server be1/s3 agent up
+set server be1/s3 agent-addr 127.0.0.1
+set server be1/s3 agent-send x
+show servers state be1
+set server be1/s3 health down
+set server be1/s4 health up
+del server be1/s2
+del server be1/s3
+set server be1/s4 state maint
+del server be1/s4
+del server be1/s3
+show servers state be1
+"""
+
+
+def test_agent_and_track_commands_as_haproxy(haproxy_bin):
+    """The agent's address, port and string set at run time (show servers state's agent
+    columns), HAProxy's replies for a server without agent, a tracking server's health
+    not forced, a tracked server never deleted, its tracker deleted."""
+    bk = Backends(["s1"])
+    bk.start()
+    try:
+        with workdir() as tmp:
+            bk.ports["dead"] = free_ports(1)[0]     # (agents refused: L4CON at once)
+            with both(TRACK, bk, tmp, haproxy_bin) as (h, e):
+                for p in (h, e):
+                    settle(p, "be1", ("s2",))
+                for cmd in TRACK_COMMANDS.format(DEAD=bk.ports["dead"]).splitlines():
+                    hr, er = replies(h, e, cmd)
+                    assert masked(er) == masked(hr), cmd
+    finally:
+        bk.kill()
