@@ -92,6 +92,10 @@ def parse_weight_change(srv, text: str):
 
 
 def set_weight(srv, w: int) -> None:
+    if getattr(srv, "warm_since", None) is not None:    # a slow start goes on ramping
+        from .server_health import set_uweight
+        set_uweight(srv, w)
+        return
     if w != srv.weight:
         srv.weight = w
         if hasattr(srv, "eweight"):     # (the effective weight, when slow start keeps one)

@@ -623,3 +623,45 @@ def test_agent_and_track_commands_as_haproxy(haproxy_bin):
                     assert masked(er) == masked(hr), cmd
     finally:
         bk.kill()
+
+
+SLOWSTART = """\
+global
+    stats socket {SOCK} level admin
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+backend be1
+    server s1 127.0.0.1:{S1} weight 10 slowstart 10s check inter 300ms
+    server s2 127.0.0.1:{S1}
+frontend fe
+    bind 127.0.0.1:{FE}
+    default_backend be1
+"""
+
+
+def test_set_weight_during_slow_start_as_haproxy(haproxy_bin):
+    """A weight set while a server ramps up after maintenance: the ramp goes on towards
+    the new weight (show stat's weight and throttle; compared a moment apart, so the
+    ramp's one-second steps may differ by one)."""
+    bk = Backends(["s1"])
+    bk.start()
+    try:
+        with workdir() as tmp:
+            with both(SLOWSTART, bk, tmp, haproxy_bin) as (h, e):
+                for p in (h, e):
+                    settle(p, "be1", ("s1",))
+                for cmd in ("set server be1/s1 state maint", "set server be1/s1 state ready",
+                            "set weight be1/s1 20", "get weight be1/s1"):
+                    assert e.cli(cmd) == h.cli(cmd), cmd
+                for p in (h, e):                    # (its next check: UP 1/3 -> UP)
+                    assert _wait_row(p, "be1", "s1", {"status": "UP"}) == {"status": "UP"}
+                cols = ("uweight", "weight", "throttle")
+                hr, er = stat_row(h, "be1", "s1", cols), stat_row(e, "be1", "s1", cols)
+                assert er["uweight"] == hr["uweight"] == "20"
+                assert abs(int(er["throttle"]) - int(hr["throttle"])) <= 10, (hr, er)
+                assert abs(int(er["weight"]) - int(hr["weight"])) <= 2, (hr, er)
+    finally:
+        bk.kill()
