@@ -15,8 +15,9 @@ has (same backend and server names). HAProxy's rules, src/server_state.c:
 - the weight set at run time is kept only when the configured weight is unchanged;
 - the service port of the file replaces the configuration's (HAProxy does so too);
 - a stopped server is DOWN until its checks bring it up (forever without checks).
-Edgestick has no slow start nor NOLB: a `starting` or `stopping` server is applied as
-running, with the health counter HAProxy would give it.
+Edgestick has no NOLB state, and a file's `starting` server does not start a slow start
+again: a `starting` or `stopping` server is applied as running, with the health counter
+HAProxy would give it.
 """
 from __future__ import annotations
 
@@ -39,10 +40,11 @@ ST_STOPPED, ST_STARTING, ST_RUNNING, ST_STOPPING = range(4)
 ADMF_FMAINT, ADMF_IMAINT, ADMF_CMAINT, ADMF_FDRAIN = 0x01, 0x02, 0x04, 0x08
 ADMF_IDRAIN, ADMF_RMAINT, ADMF_FQDN_CHANGED = 0x10, 0x20, 0x40
 CHK_ST_INPROGRESS, CHK_ST_CONFIGURED, CHK_ST_ENABLED, CHK_ST_PAUSED = 0x01, 0x02, 0x04, 0x08
+CHK_ST_AGENT = 0x10
 CHK_RES_UNKNOWN, CHK_RES_NEUTRAL, CHK_RES_FAILED, CHK_RES_PASSED, CHK_RES_CONDPASS = range(5)
 
 # enum healthcheck_status: position = code
-CHECK_STATUSES = ("UNK", "INI", "SOCKERR?", "CHECKED", "HANA", "SOCKERR", "L4OK", "L4TOUT",
+CHECK_STATUSES = ("UNK", "INI", "START", "CHECKED", "HANA", "SOCKERR", "L4OK", "L4TOUT",
                   "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7TOUT", "L7RSP", "L57DATA", "L7OK",
                   "L7OKC", "L7STS", "PROCERR", "PROCTOUT", "PROCOK")
 STATUS_CODE = {name: code for code, name in enumerate(CHECK_STATUSES)}
@@ -104,9 +106,6 @@ def check_state(srv) -> int:
     return st
 
 
-CHK_ST_AGENT = 0x10
-
-
 def agent_state(srv) -> int:
     """The agent check's state (proxy/agent_check.py), 0 without one."""
     agent = getattr(srv, "agent", None)
@@ -133,7 +132,7 @@ def server_line(b, srv, now: float) -> str:
             f"{int(now - srv.last_change)} {code} {result} "
             f"{srv.health} {check_state(srv)} {agent_state(srv)} "
             f"{1 if b.model.id is not None else 0} {1 if m.explicit_id else 0} "
-            f"{getattr(m, 'fqdn', None) or '-'} {srv.port or 0} - {1 if m.ssl else 0} "
+            f"{m.fqdn or '-'} {srv.port or 0} - {1 if m.ssl else 0} "
             f"{m.check_port or 0} {check_addr} {agent_addr or '-'} {agent_port or 0}\n")
 
 
@@ -226,7 +225,7 @@ def set_admin_state(srv, state: str) -> None:
             enter_maint(srv)
         return
     leave_maint(srv)
-    drain = state == "drain"
+    drain = state == "drain" or getattr(srv, "via_drain", False)    # (inherited: stays)
     if srv.admin_drain != drain:
         srv.admin_drain = drain
         srv.last_change = time.monotonic()
