@@ -155,6 +155,9 @@ add server be1/n1 127.0.0.1:{S3} weight 3 maxconn 9
 add server be1/n9 127.0.0.1:{S3} check inter 300ms id 40 backup
 add server be1/n10 127.0.0.1:{S1} disabled
 show servers state be1
+enable health be1/n9
+set server be1/n9 state ready
+show servers state be1
 del server be1/n1
 set server be1/n1 state ready
 get weight be1/n1
