@@ -395,9 +395,11 @@ def _strtol(text: str):
     return int(t[:k]) if k > j else None
 
 
-def apply(cfg, backends: dict, log=_warn) -> int:
+def apply(cfg, backends: dict) -> int:
     """Apply the state files to `backends` (at start and at each reload); the number of
     servers updated."""
+    live = {srv for b in backends.values() for srv in b.servers}
+    CHECK_DISABLED.intersection_update(live)        # (a reload's new servers: checks on)
     s = getattr(cfg, "server_state", None)
     if s is None:
         return 0
