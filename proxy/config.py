@@ -2330,7 +2330,7 @@ class Parser:
         stats_page.finish(cfg, self.warnings)
         compression.finish(cfg)
         log_mod.finish(cfg, self.warnings)
-        request_body.finish(cfg)
+        request_body.finish(cfg, self.warnings)
         stream_actions.finish(cfg)
         if cfg.vars.used:          # contexts of every frontend carry variable scopes
             for p in cfg.frontends.values():

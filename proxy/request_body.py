@@ -281,12 +281,17 @@ def _parse_size(line, err: str, text: str) -> int:
     return value & 0xFFFFFFFF
 
 
-def finish(cfg) -> None:
+def finish(cfg, warnings: list) -> None:
     """`option http-buffer-request`: an implicit wait-for-body ahead of the proxy's
     http-request rules, timed by its `timeout http-request`; and whether any rule may
     read the body (cfg.request_body: main.py then gives frontends the source)."""
     for p in cfg.proxies:
-        if p.mode == "http" and p.options.other.get("http-buffer-request"):
+        if p.options.other.get("http-buffer-request"):
+            if p.mode != "http":
+                kind = {"frontend": "frontend", "backend": "backend"}.get(p.kind, "proxy")
+                warnings.append(f"{p.where}: 'option http-buffer-request' ignored for {kind} "
+                                f"'{p.name}' as it requires HTTP mode.")
+                continue
             rule = m.Rule("wait-for-body", where=p.where)
             rule.value = Wait(p.timeouts.get("http-request"))
             p.http_request.insert(0, rule)

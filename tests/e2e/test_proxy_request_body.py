@@ -394,6 +394,22 @@ CHECKS = [
 ]
 
 
+def test_buffering_warned_outside_http_mode(haproxy_bin):
+    import subprocess
+    text = ("defaults\n    mode tcp\n    timeout client 1s\n    timeout server 1s\n"
+            "    timeout connect 1s\nlisten li\n    bind 127.0.0.1:1\n"
+            "    option http-buffer-request\n    server s1 127.0.0.1:2\n")
+    message = "'option http-buffer-request' ignored for proxy 'li' as it requires HTTP mode."
+    with workdir() as d:
+        cfg = d / "a.cfg"
+        cfg.write_text(text)
+        r = subprocess.run([haproxy_bin, "-c", "-f", str(cfg)], capture_output=True, text=True,
+                           timeout=30)
+    assert r.returncode == 0 and message in r.stdout + r.stderr
+    _, warnings = load_config_text(text, "a.cfg")
+    assert any(message in w for w in warnings), warnings
+
+
 @pytest.mark.parametrize("section,rule,message", CHECKS, ids=[c[1] for c in CHECKS])
 def test_check_like_haproxy(haproxy_bin, section, rule, message):
     import subprocess
