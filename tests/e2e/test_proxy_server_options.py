@@ -390,7 +390,9 @@ def test_agent_check_as_haproxy(haproxy_bin):
             agents.replies.update({"a_down": b"up\n", "a_drain": b"ready\n",
                                    "a_maint": b"ready\n", "a_half": b"100%\n",
                                    "a_checked": b"up\n", "a_up": b"drain\n"})
-            time.sleep(0.7)
+            for name, col, value in (("down", "status", "no check"), ("maint", "status", "no check"),
+                                     ("up", "status", "DRAIN (agent)"), ("half", "weight", "10")):
+                settle(procs, "b", [name], (col,), lambda r, c=col, v=value: r[c] == v)
             second = compare(procs, "b", AGENT_SERVERS, AGENT_COLS, agents_settled)
             assert second["down"]["status"] == "no check"
             assert second["up"]["status"] == "DRAIN (agent)"
@@ -526,14 +528,16 @@ def test_hash_balance_factor_as_haproxy(haproxy_bin):
     try:
         with workdir() as wd, both(HBF, b, wd, haproxy_bin) as (h, e):
             socks = {(p.kind, path): [] for p in (h, e) for path in ("/x", "/u/x")}
-            for _ in range(6):
+            for n in range(1, 7):
                 for p in (h, e):
                     for path in ("/x", "/u/x"):
                         s = socket.create_connection(("127.0.0.1", p.port), 5)
-                        s.sendall(f"GET {path}?sleep=1.5 HTTP/1.1\r\nHost: a\r\n"
+                        s.sendall(f"GET {path}?sleep=2.5 HTTP/1.1\r\nHost: a\r\n"
                                   "Connection: close\r\n\r\n".encode())
                         socks[(p.kind, path)].append(s)
-                time.sleep(0.12)            # (each request is on a server before the next)
+                for bk in ("bounded", "free"):      # each request on a server before the next
+                    settle((h, e), bk, ["BACKEND"], ("scur",),
+                           lambda r, n=n: r["scur"] == str(n), timeout=3)
             got = {}
             for key, conns in socks.items():
                 got[key] = []
@@ -789,7 +793,9 @@ def test_on_marked_shutdown_sessions_as_haproxy(haproxy_bin, event):
                        for p in (h, e)]
             for t in threads:
                 t.start()
-            time.sleep(0.5)             # both requests are on a server: s1, or backup s2
+            # both requests on a server: s1, or the backup s2
+            settle((h, e), "b", ["s1" if event == "down" else "s2"], ("scur",),
+                   lambda r: r["scur"] == "1", timeout=3)
             if event == "down":
                 switch.close()
             else:
@@ -850,7 +856,7 @@ def test_agent_maxconn_queues_requests_as_haproxy(haproxy_bin):
                 for p in (h, e) for i in range(2)]
             for t in threads:
                 t.start()
-            time.sleep(0.4)
+            settle((h, e), "one", ["BACKEND"], ("qcur",), lambda r: r["qcur"] == "1", timeout=3)
             rows = {p.kind: (stat_row(p, "one", "s", ("scur", "slim")),
                              stat_row(p, "one", "BACKEND", ("qcur",)))
                     for p in (h, e)}
