@@ -534,9 +534,7 @@ class Backend:
         self._fwrr: Fwrr | None = None
         self._lc_seq = len(self.servers)
         self.queue: collections.deque = collections.deque()
-        # (an agent may set a maxconn at run time: such a backend counts as limited from
-        # the start, which keeps its requests off the frontends' fast path)
-        self._limited = any(s.maxconn or s.model.agent_check for s in self.servers)
+        self._limited = any(s.maxconn for s in self.servers)
         # counters (show stat / metrics)
         self.cur = self.smax = self.stot = self.bin = self.bout = 0
         self.hrsp = [0, 0, 0, 0, 0, 0]

@@ -430,7 +430,9 @@ def parse_weight_change(srv, text: str) -> str | None:
 
 
 def parse_maxconn_change(srv, text: str) -> str | None:
-    """HAProxy's server_parse_maxconn_change_request (the agent's "maxconn:N")."""
+    """HAProxy's server_parse_maxconn_change_request (the agent's "maxconn:N"); applied
+    as `set maxconn server` does it (the frontends' shortcuts for the backend forgotten,
+    waiting requests let in under a higher limit)."""
     if not text:
         return "Require <maxconn>.\n"
     num = text[:1] if text[:1] in "+-" else ""
@@ -442,9 +444,12 @@ def parse_maxconn_change(srv, text: str) -> str | None:
         return "maxconn string empty or preceded by garbage"
     if text[len(num):]:
         return "Trailing garbage in maxconn string"
-    srv.maxconn = int(num)
-    b = srv.backend
-    b._limited = any(s.maxconn or s.model.agent_check for s in b.servers)
+    if int(num) != srv.maxconn:
+        from types import SimpleNamespace
+        from . import server_cli
+        from .sample import RUNNING
+        running = SimpleNamespace(frontends=list(RUNNING.frontends.values()))
+        server_cli.set_server_maxconn(running, srv, int(num))
     return None
 
 
