@@ -191,8 +191,11 @@ def apply_reply(srv, line: str):
     wrn = None
     if as_ is not None:
         _set_admin(srv, as_.lower())
-    if ps is not None:
-        msg = server_health.parse_weight_change(srv, ps)
+    if ps is not None:                  # (as `set server ... weight` takes it)
+        from . import server_cli
+        weight, msg = server_cli.parse_weight_change(srv, ps)
+        if msg is None:
+            server_cli.set_weight(srv, weight)
         wrn = wrn or msg
     if cs is not None:
         msg = server_health.parse_maxconn_change(srv, cs)

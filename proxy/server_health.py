@@ -1,6 +1,6 @@
 """What moves a server's state besides its own health check, as HAProxy 2.6's server.c
 and check.c do: tracking another server (`track`), slow start (`slowstart`), weight and
-maxconn changes (the agent's, proxy/agent_check.py), observed traffic errors (`observe`,
+maxconn changes during it, observed traffic errors (`observe`,
 `error-limit`, `on-error`), what happens to the sessions of a server marked down or up
 (`on-marked-down`, `on-marked-up`), and how `show stat` words a server's state. The
 configuration side: the server options setting them and HAProxy's checks of them
@@ -388,7 +388,8 @@ def set_eweight(srv, eweight: int) -> None:
 
 
 def set_uweight(srv, weight: int) -> None:
-    """A new user weight (the agent's "N%"): the effective one follows, through any ramp."""
+    """A new user weight during a ramp (`set weight`, the agent's "N%"): the effective
+    one follows it."""
     if weight == srv.weight:
         return
     srv.weight = weight
@@ -397,36 +398,6 @@ def set_uweight(srv, weight: int) -> None:
     else:
         set_eweight(srv, weight * BE_WEIGHT_SCALE)
     srv.backend.recalc()
-
-
-def parse_weight_change(srv, text: str) -> str | None:
-    """HAProxy's server_parse_weight_change_request: "N" or "N%" (of the configured
-    weight); None when applied, else why not."""
-    num = ""
-    for ch in text:
-        if ch.isdigit() or (not num and ch in "+-"):
-            num += ch
-        else:
-            break
-    if not text:
-        return "Require <weight> or <weight%>.\n"
-    if not num or num in "+-":
-        return "Empty weight string empty or preceded by garbage"
-    w = int(num)
-    rest = text[len(num):]
-    if rest == "%":
-        if w < 0:
-            return "Relative weight must be positive.\n"
-        w = min(srv.model.weight * min(w, 25600) // 100, 256)
-    elif w < 0 or w > 256:
-        return "Absolute weight can only be between 0 and 256 inclusive.\n"
-    elif rest:
-        return "Trailing garbage in weight string"
-    if w and w != srv.model.weight and not dynamic_weights(srv.backend):
-        return ("Backend is using a static LB algorithm and only accepts weights '0%' and "
-                "'100%'.\n")
-    set_uweight(srv, w)
-    return None
 
 
 def parse_maxconn_change(srv, text: str) -> str | None:

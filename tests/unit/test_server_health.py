@@ -73,17 +73,20 @@ def test_agent_reply_acts_on_the_server():
     assert sh.stat_status(s1) == "no check"
 
 
-def test_weight_change_requests():
+def test_agent_weight_words():
     b = _backend(_srv("s1", 4), balance="static-rr")
     s1 = b.servers[0]
-    assert sh.parse_weight_change(s1, "x") == "Empty weight string empty or preceded by garbage"
-    assert sh.parse_weight_change(s1, "300") == \
-        "Absolute weight can only be between 0 and 256 inclusive.\n"
-    assert sh.parse_weight_change(s1, "3x") == "Trailing garbage in weight string"
-    assert sh.parse_weight_change(s1, "75%").startswith("Backend is using a static LB")
-    assert sh.parse_weight_change(s1, "0%") is None and s1.weight == 0
+    s1.agent = agent_check.AgentState()
+    agent_check.apply_reply(s1, "75%")          # a static algorithm: 0% or 100% only
+    assert s1.weight == 4 and s1.agent.desc.startswith(
+        "agent warns : Backend is using a static LB algorithm")
+    agent_check.apply_reply(s1, "0%")
+    assert s1.weight == 0 and s1.agent.desc == ""
     b = _backend(_srv("s1", 100))
-    assert sh.parse_weight_change(b.servers[0], "300%") is None and b.servers[0].weight == 256
+    s1 = b.servers[0]
+    s1.agent = agent_check.AgentState()
+    agent_check.apply_reply(s1, "300%")
+    assert s1.weight == 256
 
 
 def test_status_words():
