@@ -3,6 +3,8 @@
 Each subcommand lives in its component as `main(argv) -> int`; this module only routes,
 so `edgestick proxy` never imports the control plane and the other way round.
 """
+from __future__ import annotations
+
 import importlib
 import importlib.util
 import sys

@@ -1245,20 +1245,23 @@ async def _check_once(backend: Backend, srv: ServerState, timeouts: dict) -> boo
             if req is None:
                 srv.check_status = "L6OK" if stream is not None else "L4OK"
                 return True
-            data = b""
+
+            async def exchange() -> bytes:
+                data = b""
+                if stream is None:
+                    await loop.sock_sendall(sock, req)
+                else:
+                    stream[1].write(req)
+                while b"\n" not in data:
+                    chunk = await (loop.sock_recv(sock, 4096) if stream is None
+                                   else stream[0].read(4096))
+                    if not chunk:
+                        break
+                    data += chunk
+                return data
             try:
-                async with asyncio.timeout(read_s):
-                    if stream is None:
-                        await loop.sock_sendall(sock, req)
-                    else:
-                        stream[1].write(req)
-                    while b"\n" not in data:
-                        chunk = await (loop.sock_recv(sock, 4096) if stream is None
-                                       else stream[0].read(4096))
-                        if not chunk:
-                            break
-                        data += chunk
-            except (TimeoutError, OSError):
+                data = await asyncio.wait_for(exchange(), read_s)
+            except (TimeoutError, asyncio.TimeoutError, OSError):
                 srv.check_status = "L7TOUT"
                 return False
         finally:

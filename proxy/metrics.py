@@ -361,7 +361,7 @@ class Metrics:
                              b"connection: close\r\n\r\n%s" % (status, ctype, len(body), body))
                 await writer.drain()
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                    ConnectionError):
+                    asyncio.TimeoutError, ConnectionError):
                 pass
             finally:
                 writer.close()

@@ -178,19 +178,19 @@ async def run(steps: list[Step], host: str, port: int, connect_s: float,
                     return False, "SOCKERR", None, _strerror(e) + where(i, step)
                 continue
             # expect: read until the pattern shows, the server closes, or time runs out
-            closed = False
+            async def receive(data: bytes) -> tuple[bytes, bool]:
+                """(what was received, whether the server closed)"""
+                while True:
+                    if len(data) >= step.min_recv and not step.negate and _found(step, data):
+                        return data, False
+                    if step.negate and _found(step, data):
+                        return data, False
+                    chunk = await loop.sock_recv(sock, 16384)
+                    if not chunk:
+                        return data, True
+                    data += chunk
             try:
-                async with asyncio.timeout(read_s):
-                    while True:
-                        if len(data) >= step.min_recv and not step.negate and _found(step, data):
-                            break
-                        if step.negate and _found(step, data):
-                            break
-                        chunk = await loop.sock_recv(sock, 16384)
-                        if not chunk:
-                            closed = True
-                            break
-                        data += chunk
+                data, closed = await asyncio.wait_for(receive(data), read_s)
             except (TimeoutError, asyncio.TimeoutError):
                 return False, "L7TOUT", None, where(i, step)
             except OSError as e:
