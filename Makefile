@@ -27,4 +27,4 @@ lab-down:
 	$(VENV)/bin/edgestick lab down
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-pypy *.egg-info .pytest_cache

@@ -1,4 +1,5 @@
-"""`edgestick proxy -f FILE [-f FILE ...] [-c] [-L peername] [--metrics [ADDR:]PORT] [-sf PID ...]`
+"""`edgestick proxy -f FILE [-f FILE ...] [-c] [-L peername] [--metrics [ADDR:]PORT] [-sf PID ...]
+[--runtime auto|pypy|cpython]`
 
 Runs a HAProxy 2.6 configuration: builds the stick tables, backends and frontends
 (`mode http`: proxy/frontend.py, `mode tcp`: proxy/tcp_mode.py),
@@ -13,8 +14,8 @@ listener), then sends it SIGUSR1 (soft stop): the old process stops accepting, t
 its replicated tables to the new one over the local peer address (proxy/peers.py
 hand_over), lets its in-flight requests finish and exits.
 
-The event loop is uvloop (libuv): bench/proxy.py measured it well ahead of the default
-asyncio loop on the per-request path.
+The interpreter is PyPy when the installation has it, else CPython with uvloop
+(proxy/runtime.py; bench/proxy.py measures both).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import time
 from edgestick.cfgsyntax import ConfigError
 
 from . import config as config_mod
+from . import runtime
 from . import server_health
 from . import backend as backend_mod
 from . import sample
@@ -338,13 +340,12 @@ def steer_to_newest(frontends) -> None:
             for sock in getattr(lst.server, "sockets", None) or ():
                 if sock.family not in (socket.AF_INET, socket.AF_INET6):
                     continue
-                dup = socket.socket(fileno=os.dup(sock.fileno()))
+                # (on the loop's own socket object: a second Python socket on a dup of
+                # the descriptor may switch the shared file to blocking mode, as PyPy does)
                 try:
-                    dup.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog)
+                    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog)
                 except OSError as e:
                     _log(f"[WARNING] cannot steer new connections to the new process: {e}")
-                finally:
-                    dup.close()
 
 
 def _parse_metrics(text: str) -> tuple[str, int]:
@@ -409,7 +410,16 @@ def main(argv: list[str]) -> int:
                     help="reload: take over from these processes (soft stop, tables handed over)")
     ap.add_argument("--metrics", metavar="[ADDR:]PORT",
                     help="serve Prometheus /metrics there (loopback when ADDR is omitted)")
+    ap.add_argument("--runtime", choices=runtime.RUNTIMES, default="auto",
+                    help="interpreter of the proxy: pypy (faster), cpython (with uvloop), "
+                         "auto (pypy when installed; the default)")
     args = ap.parse_args(argv)
+    if not args.check:
+        # (a configuration check stays where it is: the same parser, a quicker start)
+        problem = runtime.choose(args.runtime, argv)
+        if problem is not None:
+            print(f"[ALERT] {problem}", file=sys.stderr)
+            return 1
     if args.check:
         try:
             _, warnings = load_config(args.file, args.local_peer)
@@ -424,8 +434,4 @@ def main(argv: list[str]) -> int:
             print(f"[WARNING] {w}", file=sys.stderr)
         print("Configuration file is valid")
         return 0
-    try:
-        import uvloop
-        return uvloop.run(_run(args))
-    except ImportError:
-        return asyncio.run(_run(args))
+    return runtime.run(_run(args))

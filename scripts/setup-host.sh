@@ -12,9 +12,10 @@ export DEBIAN_FRONTEND=noninteractive
 # vagrant: CI runs `vagrant validate --ignore-provider` on vagrant/Vagrantfile (no provider needed).
 # wrk: the load generator of bench/proxy.py (C, so the client is not the bottleneck).
 # openssl: tests make throw-away certificates for `bind ... ssl crt` with the openssl CLI.
+# pypy3, pypy3-dev: the proxy's faster runtime (proxy/runtime.py); -dev builds httptools.
 APT_PACKAGES="python3-bpfcc linux-headers-amd64 bpftool iproute2 ethtool python3-venv
     tcpreplay haproxy socat iptables nftables procps psmisc util-linux iputils-ping vagrant wrk
-    openssl"
+    openssl pypy3 pypy3-dev"
 
 missing=""
 for p in $APT_PACKAGES; do
@@ -58,4 +59,14 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip setuptools >/dev/null
     "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
     echo "$WANT" > "$STAMP"
+fi
+
+# The proxy's PyPy environment (`edgestick proxy` moves onto it: proxy/runtime.py).
+PYPY_VENV=.venv-pypy
+if [ ! -x "$PYPY_VENV/bin/python" ]; then
+    pypy3 -m venv "$PYPY_VENV"
+fi
+if [ "$(cat "$PYPY_VENV/.edgestick-setup" 2>/dev/null)" != "$WANT" ]; then
+    "$PYPY_VENV/bin/pip" install -q --disable-pip-version-check -e .
+    echo "$WANT" > "$PYPY_VENV/.edgestick-setup"
 fi

@@ -1,0 +1,94 @@
+"""The interpreter and event loop the proxy runs on.
+
+Two runtimes run the same code: PyPy (Debian's pypy3, Python 3.9, JIT) and CPython 3.11
+with uvloop. `edgestick proxy` starts on the CPython of the installation and moves itself
+onto PyPy (exec, same pid) when the installation has a PyPy environment
+(scripts/setup-host.sh makes `.venv-pypy`) unless `--runtime cpython` says otherwise:
+bench/proxy.py measured PyPy several times faster per request. uvloop does not run on
+PyPy, so there the loop is asyncio's own, with a leaner accept (below).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import sys
+from pathlib import Path
+
+PYPY = platform.python_implementation() == "PyPy"
+
+
+class _LeanAcceptLoop(asyncio.SelectorEventLoop):
+    """asyncio's selector loop, but a plain TCP connection gets its transport right at
+    accept time: asyncio 3.9 makes a task per accepted connection (its accept waits on a
+    future, for the TLS case), a cost paid on every new connection."""
+
+    def _accept_connection(self, protocol_factory, sock, sslcontext=None, server=None,
+                           backlog=100, *args, **kwargs):
+        if sslcontext is not None:
+            return super()._accept_connection(protocol_factory, sock, sslcontext, server,
+                                              backlog, *args, **kwargs)
+        for _ in range(backlog):
+            try:
+                conn, addr = sock.accept()
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError:
+                # out of descriptors and the like: asyncio's own handling (a pause)
+                return super()._accept_connection(protocol_factory, sock, sslcontext,
+                                                  server, backlog, *args, **kwargs)
+            try:
+                self._make_socket_transport(conn, protocol_factory(),
+                                            extra={"peername": addr}, server=server)
+            except Exception:
+                conn.close()
+                raise
+
+
+RUNTIMES = ("auto", "pypy", "cpython")
+
+
+def pypy_python() -> str | None:
+    """The interpreter of the installation's PyPy environment: $EDGESTICK_PYPY, else
+    `.venv-pypy` at the project root (scripts/setup-host.sh); None when there is none."""
+    path = os.environ.get("EDGESTICK_PYPY") or str(
+        Path(__file__).resolve().parent.parent / ".venv-pypy" / "bin" / "python")
+    return path if os.access(path, os.X_OK) else None
+
+
+def choose(runtime: str, argv: list[str]) -> str | None:
+    """Move the process onto the runtime asked for (`auto`: PyPy when the installation
+    has it). Returns only to stay on this interpreter; an error message when the runtime
+    asked for cannot be had."""
+    if runtime == "cpython" or PYPY:
+        return None
+    python = pypy_python()
+    if python is None:
+        return ("--runtime pypy: no PyPy environment (scripts/setup-host.sh makes "
+                ".venv-pypy; or set EDGESTICK_PYPY)") if runtime == "pypy" else None
+    env = dict(os.environ)
+    # PyPy sizes its young generation from the L3 size the CPU reports: 240 MB of
+    # resident memory on this project's VMs before the first minor collection
+    env.setdefault("PYPY_GC_NURSERY", "8MB")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(python, [python, "-m", "edgestick", "proxy", *argv], env)
+    return None     # (not reached)
+
+
+def run(main) -> int:
+    """Run the coroutine `main` on this runtime's loop."""
+    if PYPY:
+        loop = _LeanAcceptLoop()
+        try:
+            asyncio.set_event_loop(loop)
+            return loop.run_until_complete(main)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
