@@ -1,7 +1,8 @@
 """edgestick proxy vs HAProxy 2.6 on seed configuration 3, measured in the same run.
 
     python -m bench.proxy [--duration S] [--connections N] [--floor] [--heads same|varied] [--load F]
-    python -m bench.proxy --in-process [--heads same|varied]
+                          [--runtime auto|pypy|cpython]
+    python -m bench.proxy --in-process [--heads same|varied]     (.venv-pypy/bin/python: on PyPy)
 
 Both proxies run the same configuration (seed 3: track-sc0 src, deny 429 over 100
 requests per 10 s) in front of the same backend (a HAProxy `http-request return`
@@ -115,6 +116,7 @@ def _ms(text: str) -> float:
 
 
 WRK_SCRIPT = ROOT / "bench" / "wrk-client.lua"
+RUNTIME = "auto"    # edgestick proxy --runtime (--runtime below)
 PACE_MS = 2         # --load: each connection's wait before a request
 
 
@@ -148,7 +150,7 @@ def start(kind: str, cfg_text: str, tmp: Path, port: int, floor_args: list[str] 
     if kind == "floor":
         argv = [sys.executable, "-m", "bench.python_floor", "--port", str(port), *floor_args]
     elif kind == "edgestick":
-        argv = [sys.executable, "-m", "edgestick", "proxy", "-f", str(path)]
+        argv = [sys.executable, "-m", "edgestick", "proxy", "-f", str(path), "--runtime", RUNTIME]
     else:
         argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", str(path)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -172,9 +174,10 @@ def measure(kind: str, limit: int, close: bool, args, tmp: Path, backend_port: i
     floor_args = ["--deny"] if limit < 1000 else ["--relay", str(backend_port)]
     proc = start(kind, CONFIG.format(port=port, limit=limit, backend=backend_port), tmp, port, floor_args)
     try:
-        # warm-up (and, for "mostly denied", get past the first 100 requests)
+        # warm-up (and, for "mostly denied", get past the first 100 requests; PyPy's JIT
+        # compiles the request path within the first second)
         varied = args.heads == "varied"
-        run_wrk(port, 1, 4, close, varied)
+        run_wrk(port, 2, 4, close, varied)
         cpu0 = cpu_seconds(proc.pid)
         res = run_wrk(port, args.duration, conns or args.connections, close, varied, delay_ms)
         res["cpu"] = cpu_seconds(proc.pid) - cpu0
@@ -265,13 +268,15 @@ async def _in_process(limit: int, close: bool, varied: bool, n: int, tmp: Path) 
 
 
 def in_process(args) -> int:
-    import uvloop
+    import platform
+    from edgestick.proxy import runtime
     tmp = Path(tempfile.mkdtemp(prefix="edgestick-bench-"))
-    print(f"edgestick proxy, Python per request in-process (best of 3 x 30000), heads: {args.heads}")
+    print(f"edgestick proxy, Python per request in-process (best of 3 x 30000), heads: "
+          f"{args.heads}, on {platform.python_implementation()} {platform.python_version()}")
     try:
         for label, limit in (("nothing denied", 1_000_000_000), ("mostly denied", 100)):
             for mode, close in (("keep-alive", False), ("close", True)):
-                us = min(uvloop.run(_in_process(limit, close, args.heads == "varied", 30000, tmp))
+                us = min(runtime.run(_in_process(limit, close, args.heads == "varied", 30000, tmp))
                          for _ in range(3))
                 print(f"{label:<16}{mode:<11}{us:7.2f} us")
     finally:
@@ -292,7 +297,11 @@ def main(argv=None) -> int:
                          "their saturated rates (0: saturated only)")
     ap.add_argument("--in-process", action="store_true",
                     help="edgestick's Python per request only (fake transports, no wrk)")
+    ap.add_argument("--runtime", choices=("auto", "pypy", "cpython"), default="auto",
+                    help="edgestick proxy --runtime (auto: PyPy when installed)")
     args = ap.parse_args(argv)
+    global RUNTIME
+    RUNTIME = args.runtime
     if args.in_process:
         return in_process(args)
     if shutil.which("wrk") is None:
