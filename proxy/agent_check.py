@@ -110,18 +110,20 @@ async def _query(srv, timeouts: dict, inter_s: float):
             return None, "L4TOUT", ""
         except OSError as e:
             return None, "L4CON", os.strerror(e.errno) if e.errno else ""
-        data = b""
+
+        async def exchange() -> bytes:
+            data = b""
+            if srv.model.agent_send:
+                await loop.sock_sendall(sock, srv.model.agent_send.encode("latin-1"))
+            while True:
+                chunk = await loop.sock_recv(sock, 4096)
+                if not chunk:
+                    return data
+                data += chunk
+                if b"\n" in data or b"\r" in data or len(data) >= 16384:
+                    return data
         try:
-            async with asyncio.timeout(read_s):
-                if srv.model.agent_send:
-                    await loop.sock_sendall(sock, srv.model.agent_send.encode("latin-1"))
-                while True:
-                    chunk = await loop.sock_recv(sock, 4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                    if b"\n" in data or b"\r" in data or len(data) >= 16384:
-                        break
+            data = await asyncio.wait_for(exchange(), read_s)
         except (TimeoutError, asyncio.TimeoutError):
             return None, "L7TOUT", ""
         except OSError as e:

@@ -104,3 +104,17 @@ def test_pypy_asked_for_but_missing(tmp_path):
                          env=env, cwd=Path(__file__).resolve().parent)
     assert out.returncode == 1
     assert "[ALERT] --runtime pypy: no PyPy environment" in out.stderr
+
+
+@needs_pypy
+def test_every_proxy_module_imports_on_pypy():
+    """The proxy's code stays within what PyPy's Python (3.9) runs: every module imports
+    there (postponed annotations, no 3.10+ syntax at import)."""
+    import pkgutil
+    import edgestick.proxy as pkg
+    names = sorted(f"edgestick.proxy.{m.name}" for m in pkgutil.iter_modules(pkg.__path__))
+    assert "edgestick.proxy.frontend" in names
+    code = "import importlib, sys\nfor n in sys.argv[1:]:\n    importlib.import_module(n)\n"
+    out = subprocess.run([runtime.pypy_python(), "-c", code, *names], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
