@@ -1705,6 +1705,8 @@ class Frontend:
         if bm.http_response or self.model.http_response:
             if self._response_rules(resp, ctx, stream, backend):
                 # denied: HAProxy's 502 instead; the server's body is not read
+                if self.caching and cache_mod.pending(ctx) is not None:
+                    cache_mod.pending(ctx).abandon()     # (now, not when collected)
                 conn.close()
                 if body_task is not None:
                     body_task.cancel()
