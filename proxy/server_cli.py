@@ -19,7 +19,7 @@ import socket
 
 from edgestick import __version__
 
-from . import server_state
+from . import server_health, server_state
 from .runtime_api import ADMIN, PERMISSION_DENIED, USER
 
 NEED_SERVER = "Require 'backend/server'.\n"
@@ -366,7 +366,7 @@ def register_commands(proc, reg) -> None:
         srv, err = _find_server(proc, _arg(args, 3))
         if err:
             return err
-        shutdown_server_streams(srv)
+        server_health.shutdown_streams(srv)
         return ""
 
     def add_server(cli, args):
@@ -454,13 +454,3 @@ def _dequeue(fe) -> None:
         if not w.closed:
             w.transport.resume_reading()
             fe._start(w)
-
-
-def shutdown_server_streams(srv) -> None:
-    """HAProxy's srv_shutdown_streams(): every stream on the server is killed, which
-    closes its server connection and its client connection."""
-    for conn in list(srv.all_conns):
-        owner = getattr(conn, "client", None)
-        conn.close(reset=True)
-        if owner is not None:
-            owner.close()
