@@ -571,14 +571,18 @@ class Backend:
             else:
                 self.down_s += now - self.last_change
             self.last_change = now
-        self._map = _weighted_map(active)
+        # the weighted maps serve static-rr and map-based hashing only (quadratic in the
+        # servers: a 1000-server roundrobin backend does not pay for them at each change)
+        maps = self.algo == "static-rr" or (self.algo in _HASHED and not self.consistent)
+        self._map = _weighted_map(active) if maps else []
         if self.consistent:
             self._ring = _Ring(active, self._ring)
             if self._eligible is not None:
                 self._weigh_cumulative()
         # static-rr turns over every normal server, skipping unusable ones
         normal = [s for s in self.servers if not s.backup and s.weight > 0]
-        self._rr_map = _weighted_map(normal) if any(s.usable for s in normal) else self._map
+        self._rr_map = (_weighted_map(normal) if any(s.usable for s in normal) else self._map
+                        ) if maps else []
         # roundrobin keeps its positions across state changes, as HAProxy's fwrr does
         group = [s for s in self.servers if s.backup == backup_mode and s.weight > 0]
         if self._fwrr is None or self._fwrr.members != group:
