@@ -1,7 +1,7 @@
 """edgestick proxy vs HAProxy 2.6 on seed configuration 3, measured in the same run.
 
     python -m bench.proxy [--duration S] [--connections N] [--floor] [--heads same|varied] [--load F]
-                          [--runtime auto|pypy|cpython]
+                          [--runtime auto|pypy|cpython] [--warmup S]
     python -m bench.proxy --in-process [--heads same|varied]     (.venv-pypy/bin/python: on PyPy)
 
 Both proxies run the same configuration (seed 3: track-sc0 src, deny 429 over 100
@@ -174,10 +174,14 @@ def measure(kind: str, limit: int, close: bool, args, tmp: Path, backend_port: i
     floor_args = ["--deny"] if limit < 1000 else ["--relay", str(backend_port)]
     proc = start(kind, CONFIG.format(port=port, limit=limit, backend=backend_port), tmp, port, floor_args)
     try:
-        # warm-up (and, for "mostly denied", get past the first 100 requests; PyPy's JIT
-        # compiles the request path within the first second)
+        # warm-up: past the first 100 requests of "mostly denied", then --warmup seconds
+        # of the measured traffic itself (PyPy's JIT settles on a traffic shape within
+        # about 10 s: paced forwarded requests cost it 40k, then 49k, then 50-55k
+        # requests per CPU second in consecutive 5 s windows)
         varied = args.heads == "varied"
-        run_wrk(port, 2, 4, close, varied)
+        run_wrk(port, 1, 4, close, varied)
+        if args.warmup > 0:
+            run_wrk(port, args.warmup, conns or args.connections, close, varied, delay_ms)
         cpu0 = cpu_seconds(proc.pid)
         res = run_wrk(port, args.duration, conns or args.connections, close, varied, delay_ms)
         res["cpu"] = cpu_seconds(proc.pid) - cpu0
@@ -297,6 +301,8 @@ def main(argv=None) -> int:
                          "their saturated rates (0: saturated only)")
     ap.add_argument("--in-process", action="store_true",
                     help="edgestick's Python per request only (fake transports, no wrk)")
+    ap.add_argument("--warmup", type=int, default=10,
+                    help="seconds of the measured traffic before each measurement")
     ap.add_argument("--runtime", choices=("auto", "pypy", "cpython"), default="auto",
                     help="edgestick proxy --runtime (auto: PyPy when installed)")
     args = ap.parse_args(argv)
@@ -331,7 +337,7 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"edgestick proxy vs HAProxy 2.6 (nbthread 1), seed config 3, wrk -t1 "
           f"-c{args.connections} -d{args.duration}s, backend: HAProxy 'return' listener, "
-          f"heads: {args.heads}")
+          f"heads: {args.heads}, edgestick runtime: {RUNTIME}, warm-up {args.warmup}s")
     hdr = (f"{'scenario':<16}{'conn':<11}{'proxy':<10}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
            f"{'CPU s':>7}{'req/CPU s':>11}{'non-2xx':>9}")
     print(hdr)
