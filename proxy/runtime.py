@@ -86,16 +86,17 @@ def choose(runtime: str, argv: list[str]) -> str | None:
     return None     # (not reached)
 
 
+class _LeanAcceptPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        return _LeanAcceptLoop()
+
+
 def run(main) -> int:
-    """Run the coroutine `main` on this runtime's loop."""
+    """Run the coroutine `main` on this runtime's loop (asyncio.run's set-up and
+    clean-up either way)."""
     if PYPY:
-        loop = _LeanAcceptLoop()
-        try:
-            asyncio.set_event_loop(loop)
-            return loop.run_until_complete(main)
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+        asyncio.set_event_loop_policy(_LeanAcceptPolicy())
+        return asyncio.run(main)
     try:
         import uvloop
     except ImportError:
