@@ -12,10 +12,11 @@ export DEBIAN_FRONTEND=noninteractive
 # vagrant: CI runs `vagrant validate --ignore-provider` on vagrant/Vagrantfile (no provider needed).
 # wrk: the load generator of bench/proxy.py (C, so the client is not the bottleneck).
 # openssl: tests make throw-away certificates for `bind ... ssl crt` with the openssl CLI.
-# pypy3, pypy3-dev: the proxy's faster runtime (proxy/runtime.py); -dev builds httptools.
+# pypy3, pypy3-dev, gcc, libc6-dev: the proxy's faster runtime (proxy/runtime.py); httptools
+# has no PyPy wheel, so pip compiles it against pypy3-dev's headers.
 APT_PACKAGES="python3-bpfcc linux-headers-amd64 bpftool iproute2 ethtool python3-venv
     tcpreplay haproxy socat iptables nftables procps psmisc util-linux iputils-ping vagrant wrk
-    openssl pypy3 pypy3-dev"
+    openssl pypy3 pypy3-dev gcc libc6-dev"
 
 missing=""
 for p in $APT_PACKAGES; do
