@@ -136,6 +136,24 @@ _TIME = re.compile(r"^(\d+)(us|ms|s|m|h|d)?$")
 TIME_MAX_MS = 2**31 - 1
 
 
+def c_strtol(text: str) -> tuple[int | None, str]:
+    """C's strtol in base 10, as HAProxy's parsers use it: (value, what follows), value
+    None when no digits lead (after white space and a sign)."""
+    t = text.lstrip(" \t\n\v\f\r")
+    j = 1 if t[:1] in ("+", "-") else 0
+    k = j
+    while k < len(t) and t[k].isdigit() and t[k].isascii():
+        k += 1
+    if k == j:
+        return None, text
+    return int(t[:k]), t[k:]
+
+
+def c_atoi(text: str) -> int:
+    """C's atoi: the leading number, 0 when there is none."""
+    return c_strtol(text)[0] or 0
+
+
 def parse_time_ms(text: str, default_unit: str = "ms") -> int:
     """HAProxy time format (`10s`, `30m`, `500`), in milliseconds.
 

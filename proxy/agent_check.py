@@ -193,14 +193,15 @@ def apply_reply(srv, line: str):
     wrn = None
     if as_ is not None:
         _set_admin(srv, as_.lower())
-    if ps is not None:                  # (as `set server ... weight` takes it)
-        from . import server_cli
+    from . import server_cli            # (as `set server ... weight/maxconn` take them)
+    if ps is not None:
         weight, msg = server_cli.parse_weight_change(srv, ps)
         if msg is None:
             server_cli.set_weight(srv, weight)
         wrn = wrn or msg
     if cs is not None:
-        msg = server_health.parse_maxconn_change(srv, cs)
+        from .sample import RUNNING
+        msg = server_cli.parse_maxconn_change(RUNNING.frontends.values(), srv, cs)
         wrn = wrn or msg
     agent.code = 0
     if hs is not None:

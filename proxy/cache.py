@@ -53,7 +53,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional
 
-from edgestick.cfgsyntax import ConfigError
+from edgestick.cfgsyntax import ConfigError, c_atoi
 
 from . import http1
 from .sample import _header_values, _simple
@@ -100,9 +100,6 @@ def _strtoul(text: str) -> Optional[int]:
     return (-v if m.group(1) == "-" else v) % (1 << 64)
 
 
-def _atoi(text: str) -> int:
-    m = re.match(r"[ \t\n\v\f\r]*([+-]?[0-9]+)", text)
-    return int(m.group(1)) if m else 0
 
 
 class SectionParser:
@@ -146,7 +143,7 @@ class SectionParser:
         elif kw == "max-age":
             if not arg:
                 self.warn(line, "'max-age' expects an age parameter in seconds.")
-            spec.maxage = _atoi(arg) % (1 << 32)
+            spec.maxage = c_atoi(arg) % (1 << 32)
         elif kw == "max-object-size":
             if not arg:
                 self.warn(line, "'max-object-size' expects a maximum file size parameter in "

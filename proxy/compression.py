@@ -37,6 +37,8 @@ from dataclasses import dataclass, replace
 
 from edgestick.freq_ctr import FreqCtr
 
+from edgestick.cfgsyntax import c_atoi
+
 from . import http1
 from .sample import _header_values
 
@@ -111,25 +113,17 @@ def check_global(line, warn) -> None:
             raise line.error("expects a numeric value between 1 and 9")
 
 
-def _atoi(text: str) -> int:
-    """C's atoi: leading digits, else 0."""
-    digits = ""
-    for ch in text.lstrip():
-        if not ch.isdigit() or not ch.isascii():
-            break
-        digits += ch
-    return int(digits) if digits else 0
 
 
 def _atoi_ok(text: str, lo: int, hi: int) -> bool:
-    return bool(text) and lo <= _atoi(text) <= hi
+    return bool(text) and lo <= c_atoi(text) <= hi
 
 
 def finish(cfg) -> None:
     """Global settings into every proxy's compression (after the whole file is read)."""
     ignored = cfg.global_.ignored
-    level = _atoi(ignored["tune.comp.maxlevel"][0]) if "tune.comp.maxlevel" in ignored else 1
-    rate = _atoi(ignored["maxcomprate"][0]) * 1024 if "maxcomprate" in ignored else 0
+    level = c_atoi(ignored["tune.comp.maxlevel"][0]) if "tune.comp.maxlevel" in ignored else 1
+    rate = c_atoi(ignored["maxcomprate"][0]) * 1024 if "maxcomprate" in ignored else 0
     for p in list(cfg.proxies) + list(cfg.defaults.values()):
         if p.compression is not None:
             p.compression = replace(p.compression, level=level, rate_limit=rate)
@@ -273,7 +267,7 @@ _RATE_OUT = FreqCtr(1000)
 def info_fields(cfg, as_float: bool) -> dict:
     """show info's CompressBpsIn, CompressBpsOut, CompressBpsRateLim."""
     ignored = cfg.global_.ignored if cfg is not None else {}
-    limit = _atoi(ignored["maxcomprate"][0]) * 1024 if "maxcomprate" in ignored else 0
+    limit = c_atoi(ignored["maxcomprate"][0]) * 1024 if "maxcomprate" in ignored else 0
     cast = float if as_float else int
     return {"CompressBpsIn": cast(_RATE_IN.read()), "CompressBpsOut": cast(_RATE_OUT.read()),
             "CompressBpsRateLim": limit}

@@ -19,6 +19,8 @@ import socket
 
 from edgestick import __version__
 
+from edgestick.cfgsyntax import c_atoi, c_strtol
+
 from . import server_health, server_state
 from .runtime_api import ADMIN, PERMISSION_DENIED, USER
 
@@ -43,21 +45,8 @@ def _arg(args: list, i: int) -> str:
     return args[i] if i < len(args) else ""
 
 
-def _strtol(text: str):
-    """strtol(): (value, rest) with value None when no digits lead."""
-    t = text.lstrip(" \t\n\v\f\r")
-    j = 1 if t[:1] in ("+", "-") else 0
-    k = j
-    while k < len(t) and t[k].isdigit() and t[k].isascii():
-        k += 1
-    if k == j:
-        return None, text
-    return int(t[:k]), t[k:]
 
 
-def _atoi(text: str) -> int:
-    v, _ = _strtol(text)
-    return v or 0
 
 
 _DYNAMIC_ALGOS = ("roundrobin", "leastconn", "first", "random")
@@ -74,7 +63,7 @@ def parse_weight_change(srv, text: str):
     """server_parse_weight_change_request(): the new weight, or an error reply."""
     if not text:
         return None, "Require <weight> or <weight%>.\n"
-    w, rest = _strtol(text)
+    w, rest = c_strtol(text)
     if w is None:
         return None, "Empty weight string empty or preceded by garbage"
     if rest == "%":
@@ -132,7 +121,7 @@ def update_addr_port(srv, addr: str, port) -> str:
             msg.append(f"IP changed from '{srv.host}' to '{ip}'")
             new_host = ip
     if port is not None:
-        v, rest = _strtol(port)
+        v, rest = c_strtol(port)
         if port[:1] in ("+", "-"):
             msg.append("can't change <port> to port map because it is incompatible with "
                        "current health check port configuration (use 'port' statement "
@@ -196,7 +185,7 @@ def _addr_port_changes(addr, port):
     if addr is not None:
         changes["addr"] = addr
     if port is not None:
-        v, rest = _strtol(port)
+        v, rest = c_strtol(port)
         if v is None or rest:
             return None, "provided port is not an integer"
         if not 0 <= v <= 65535:
@@ -322,16 +311,7 @@ def register_commands(proc, reg) -> None:
         srv, err = _find_server(proc, _arg(args, 3))
         if err:
             return err
-        text = _arg(args, 4)
-        if not text:
-            return "Require <maxconn>.\n"
-        v, rest = _strtol(text)
-        if v is None:
-            return "maxconn string empty or preceded by garbage"
-        if rest:
-            return "Trailing garbage in maxconn string"
-        set_server_maxconn(proc, srv, v)
-        return ""
+        return parse_maxconn_change(proc.frontends, srv, _arg(args, 4)) or ""
 
     def set_maxconn_frontend(cli, args):
         name = _arg(args, 3)
@@ -342,7 +322,7 @@ def register_commands(proc, reg) -> None:
             return "No such frontend.\n"
         if not _arg(args, 4):
             return "Integer value expected.\n"
-        v = _atoi(_arg(args, 4))
+        v = c_atoi(_arg(args, 4))
         if v < 0:
             return "Value out of range.\n"
         for fe in fes:
@@ -353,7 +333,7 @@ def register_commands(proc, reg) -> None:
     def set_maxconn_global(cli, args):
         if not _arg(args, 3):
             return "Expects an integer value.\n"
-        v = _atoi(_arg(args, 3))
+        v = c_atoi(_arg(args, 3))
         hard = hard_maxconn[0]
         if hard and v > hard:
             return "Value out of range.\n"
@@ -428,11 +408,26 @@ def register_commands(proc, reg) -> None:
                  "del server <bk>/<srv>                   : remove a dynamically added server")
 
 
-def set_server_maxconn(proc, srv, v: int) -> None:
+def parse_maxconn_change(frontends, srv, text: str) -> str | None:
+    """HAProxy's server_parse_maxconn_change_request (`set maxconn server`, an agent's
+    "maxconn:N"): the error, or None once applied."""
+    if not text:
+        return "Require <maxconn>.\n"
+    v, rest = c_strtol(text)
+    if v is None:
+        return "maxconn string empty or preceded by garbage"
+    if rest:
+        return "Trailing garbage in maxconn string"
+    if v != srv.maxconn:
+        set_server_maxconn(frontends, srv, v)
+    return None
+
+
+def set_server_maxconn(frontends, srv, v: int) -> None:
     srv.maxconn = v
     b = srv.backend
     b._limited = any(s.maxconn for s in b.servers)
-    for fe in proc.frontends:               # the frontends' per-backend shortcuts
+    for fe in frontends:                    # the frontends' per-backend shortcuts
         plans = getattr(fe, "_forward_plans", None)
         if plans is not None:
             plans.pop(b, None)

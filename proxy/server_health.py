@@ -400,30 +400,6 @@ def set_uweight(srv, weight: int) -> None:
     srv.backend.recalc()
 
 
-def parse_maxconn_change(srv, text: str) -> str | None:
-    """HAProxy's server_parse_maxconn_change_request (the agent's "maxconn:N"); applied
-    as `set maxconn server` does it (the frontends' shortcuts for the backend forgotten,
-    waiting requests let in under a higher limit)."""
-    if not text:
-        return "Require <maxconn>.\n"
-    num = text[:1] if text[:1] in "+-" else ""
-    for ch in text[len(num):]:
-        if not ch.isdigit():
-            break
-        num += ch
-    if not num.lstrip("+-"):
-        return "maxconn string empty or preceded by garbage"
-    if text[len(num):]:
-        return "Trailing garbage in maxconn string"
-    if int(num) != srv.maxconn:
-        from types import SimpleNamespace
-        from . import server_cli
-        from .sample import RUNNING
-        running = SimpleNamespace(frontends=list(RUNNING.frontends.values()))
-        server_cli.set_server_maxconn(running, srv, int(num))
-    return None
-
-
 # --------------------------------------------------------------------------- run time: sessions
 
 def marked(srv, up: bool) -> None:

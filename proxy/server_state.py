@@ -27,6 +27,8 @@ import os
 import sys
 import time
 
+from edgestick.cfgsyntax import c_atoi, c_strtol
+
 VERSION = 1
 FIELD_NAMES = ("be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state "
                "srv_uweight srv_iweight srv_time_since_last_change srv_check_status "
@@ -357,7 +359,7 @@ def _parse(lines, path: str, what: str, b=None) -> dict | None:
             return None
         be_name = params[1]
         if b is not None:
-            same_id = _atoi(params[0]) == b.iid
+            same_id = c_atoi(params[0]) == b.iid
             same_name = params[1] == b.name
             if not same_id and not same_name:
                 continue
@@ -367,32 +369,12 @@ def _parse(lines, path: str, what: str, b=None) -> dict | None:
             elif not same_name:
                 _warn(f"Proxy '{b.name}': backend name mismatch: from server state file: "
                       f"'{params[1]}', from running config '{b.name}'")
-                if not _atoi(params[15]) & 1:
+                if not c_atoi(params[15]) & 1:
                     continue
             be_name = b.name
         entries.setdefault((be_name, params[3]), params)    # duplicates: the first
     return entries
 
-
-def _atoi(text: str) -> int:
-    i = 0
-    while i < len(text) and text[i] in " \t":
-        i += 1
-    j = i + (1 if i < len(text) and text[i] in "+-" else 0)
-    k = j
-    while k < len(text) and text[k].isdigit():
-        k += 1
-    return int(text[i:k]) if k > j else 0
-
-
-def _strtol(text: str):
-    """strtol(): the leading number, None when there is none."""
-    t = text.lstrip(" \t\n\v\f\r")
-    j = 1 if t[:1] in ("+", "-") else 0
-    k = j
-    while k < len(t) and t[k].isdigit() and t[k].isascii():
-        k += 1
-    return int(t[:k]) if k > j else None
 
 
 def apply(cfg, backends: dict) -> int:
@@ -459,7 +441,7 @@ def apply_line(srv, params: list) -> None:
     errors = []
 
     def number(i, name, ok=lambda v: True):
-        v = _strtol(params[i])
+        v = c_strtol(params[i])[0]
         if v is None or not ok(v):
             errors.append(f", invalid {name} value '{params[i]}'")
         return v
@@ -482,7 +464,7 @@ def apply_line(srv, params: list) -> None:
     number(12, "srv_f_forced_id", lambda v: v in (0, 1))
     port = None
     if params[14] is not None:
-        port = _atoi(params[14]) if params[14][:1].isdigit() else 0
+        port = c_atoi(params[14]) if params[14][:1].isdigit() else 0
         if port > 65535:
             errors.append(f", invalid srv_port value '{params[14]}'")
             port = None
@@ -526,7 +508,7 @@ def apply_line(srv, params: list) -> None:
         srv.weight = uweight
     if port:
         set_address(srv, srv.host, port)
-    if params[16] is not None and m.ssl and _strtol(params[16]) == 0:
+    if params[16] is not None and m.ssl and c_strtol(params[16])[0] == 0:
         replace_model(srv, ssl=False)       # (TLS can be turned off, not on)
         srv.tls_ctx = None
     srv.backend.recalc()

@@ -14,6 +14,8 @@ import time
 
 from edgestick import __version__
 from edgestick.freq_ctr import U32, now_ms, read_freq
+from edgestick.cfgsyntax import c_atoi
+
 from . import cache as cache_mod
 
 from . import compression, server_health
@@ -679,12 +681,12 @@ class StatOptions:
                     return
             if len(args) >= i + 3:
                 ids = proxy_ids(proc.cfg)
-                iid = ids.get(args[i]) or _atoi(args[i])
+                iid = ids.get(args[i]) or c_atoi(args[i])
                 if not iid:
                     self.error = "No such proxy.\n"
                     return
                 self.iid = iid
-                self.types, self.sid = _atoi(args[i + 1]), _atoi(args[i + 2])
+                self.types, self.sid = c_atoi(args[i + 1]), c_atoi(args[i + 2])
                 i += 3
         for word in args[i:]:
             if word in ("typed", "json"):
@@ -699,10 +701,6 @@ class StatOptions:
                 self.up = True
 
 
-def _atoi(text: str) -> int:
-    """C's atoi: an optional sign and the leading digits, 0 if none."""
-    m = re.match(r"\s*([+-]?\d+)", text)
-    return int(m.group(1)) if m else 0
 
 
 class ProcessRates:
